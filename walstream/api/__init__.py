@@ -1,0 +1,1 @@
+"""The WriteToLog HTTP API (aiohttp)."""

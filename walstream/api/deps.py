@@ -1,0 +1,41 @@
+"""What the API handlers depend on, built once and passed in (tests pass fakes)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from walstream.clock import Clock, SystemClock
+from walstream.core.limits import InFlightLimiter
+from walstream.kafka.producer import LogProducer
+from walstream.namespaces.registry import NamespaceRegistry
+from walstream.settings import Settings
+
+__all__ = ["DEPS", "ApiDeps"]
+
+
+def _always_ready() -> bool:
+    return True
+
+
+@dataclass(kw_only=True)
+class ApiDeps:
+    """The API's collaborators."""
+
+    settings: Settings
+    registry: NamespaceRegistry
+    producer: LogProducer
+    limiter: InFlightLimiter
+    clock: Clock = field(default_factory=SystemClock)
+    #: A number in [0, 1) per record: where inside its jitter window it lands.
+    rand: Callable[[], float] = random.random
+    #: Whether the namespace registry has caught up with the control topic.
+    registry_loaded: Callable[[], bool] = _always_ready
+    #: Extra start/stop work (the real producer and namespace feed), as aiohttp cleanup contexts.
+    cleanup: list[Callable[[web.Application], AsyncIterator[None]]] = field(default_factory=list)
+
+
+DEPS = web.AppKey("walstream_deps", ApiDeps)

@@ -1,0 +1,222 @@
+"""The OpenAPI 3.1 document of the HTTP API (a test checks it against the routes and responses)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from walstream import __version__
+from walstream.core.targets import TARGET_TYPES
+
+__all__ = ["SCHEMAS", "openapi_document"]
+
+_DURABLE = {"type": "string", "enum": ["TRUE", "FALSE", "UNKNOWN"]}
+
+SCHEMAS: dict[str, dict[str, Any]] = {
+    "Lifecycle": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "delay_ms": {"type": "integer", "minimum": 0, "description": "deliver after this"},
+            "jitter_ms": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "plus a uniform random 0..jitter_ms, to spread bursts",
+            },
+            "original_write_time": {
+                "type": "integer",
+                "minimum": 1,
+                "description": "ms since the epoch; last-write-wins compares it. Default: now",
+            },
+        },
+    },
+    "Target": {
+        "type": "object",
+        "required": ["type"],
+        "properties": {"type": {"type": "string", "enum": sorted(TARGET_TYPES)}},
+        "description": (
+            "kafka {topic, key?, bootstrap_servers?}; http {url, timeout_ms?, headers?}; "
+            "kv {table, key, op?}; memcached {key, ttl_s?, op?}; "
+            "wal {namespace, bootstrap_servers?}"
+        ),
+    },
+    "WriteToLogRequest": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["payload"],
+        "properties": {
+            "payload": {"description": "a JSON value, or base64 text with payload_encoding=base64"},
+            "payload_encoding": {"type": "string", "enum": ["json", "base64"], "default": "json"},
+            "lifecycle": {"$ref": "#/components/schemas/Lifecycle"},
+            "target": {"$ref": "#/components/schemas/Target"},
+            "idempotency_token": {"type": "string", "minLength": 1, "maxLength": 256},
+            "key": {"type": "string", "minLength": 1, "maxLength": 1024},
+        },
+    },
+    "WriteToLogResponse": {
+        "type": "object",
+        "required": ["durable", "message"],
+        "properties": {
+            "durable": _DURABLE,
+            "message": {"type": "string"},
+            "id": {"type": "string"},
+            "error": {"type": "string"},
+            "field": {"type": "string"},
+            "reason": {"type": "string"},
+        },
+    },
+    "WriteBatchRequest": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["records"],
+        "properties": {
+            "records": {
+                "type": "array",
+                "minItems": 1,
+                "items": {"$ref": "#/components/schemas/WriteToLogRequest"},
+            }
+        },
+    },
+    "WriteBatchResponse": {
+        "type": "object",
+        "required": ["results"],
+        "properties": {
+            "results": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["status", "durable", "message"],
+                    "properties": {
+                        "status": {"type": "integer"},
+                        "durable": _DURABLE,
+                        "message": {"type": "string"},
+                        "id": {"type": "string"},
+                        "error": {"type": "string"},
+                        "field": {"type": "string"},
+                        "reason": {"type": "string"},
+                    },
+                },
+            }
+        },
+    },
+    "Ready": {
+        "type": "object",
+        "required": ["status", "broker", "registry_loaded", "namespaces"],
+        "properties": {
+            "status": {"type": "string", "enum": ["ready", "not ready"]},
+            "broker": {"type": "boolean"},
+            "registry_loaded": {"type": "boolean"},
+            "namespaces": {"type": "integer"},
+        },
+    },
+    "Namespace": {
+        "type": "object",
+        "required": ["name", "topics", "backoff", "max_attempts", "max_payload_bytes"],
+        "properties": {
+            "name": {"type": "string"},
+            "partitions": {"type": ["integer", "null"]},
+            "topics": {"type": "object"},
+            "backoff": {"type": "object"},
+            "max_attempts": {"type": "integer"},
+            "target": {"type": ["object", "null"]},
+            "max_payload_bytes": {"type": "integer"},
+            "max_delay_ms": {"type": "integer"},
+            "description": {"type": "string"},
+        },
+    },
+}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json_content(name: str, description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ref(name)}}}
+
+
+_NS_PARAM = {
+    "name": "namespace",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,62}$"},
+}
+
+_WRITE_ERRORS = {
+    "400": _json_content("WriteToLogResponse", "bad input, durable=FALSE, names the field"),
+    "404": _json_content("WriteToLogResponse", "unknown namespace, durable=FALSE"),
+    "413": _json_content("WriteToLogResponse", "payload or batch over the limit, durable=FALSE"),
+    "503": _json_content("WriteToLogResponse", "load shed or broker unavailable; Retry-After"),
+    "504": _json_content("WriteToLogResponse", "broker did not answer in time, durable=UNKNOWN"),
+}
+
+
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI document."""
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "walstream", "version": __version__},
+        "paths": {
+            "/v1/namespaces/{namespace}/log": {
+                "post": {
+                    "operationId": "writeToLog",
+                    "summary": "Write one record to the namespace's log (acks=all)",
+                    "parameters": [_NS_PARAM],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("WriteToLogRequest")}},
+                    },
+                    "responses": {
+                        "200": _json_content("WriteToLogResponse", "written, durable=TRUE"),
+                        **_WRITE_ERRORS,
+                    },
+                }
+            },
+            "/v1/namespaces/{namespace}/log:batch": {
+                "post": {
+                    "operationId": "writeToLogBatch",
+                    "summary": "Write many records; one result per record",
+                    "parameters": [_NS_PARAM],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("WriteBatchRequest")}},
+                    },
+                    "responses": {
+                        "200": _json_content("WriteBatchResponse", "a result per record"),
+                        **_WRITE_ERRORS,
+                    },
+                }
+            },
+            "/v1/namespaces": {
+                "get": {
+                    "operationId": "listNamespaces",
+                    "responses": {"200": {"description": "namespaces this process knows"}},
+                }
+            },
+            "/v1/namespaces/{namespace}": {
+                "get": {
+                    "operationId": "showNamespace",
+                    "parameters": [_NS_PARAM],
+                    "responses": {
+                        "200": _json_content("Namespace", "the namespace's configuration"),
+                        "404": _json_content("WriteToLogResponse", "unknown namespace"),
+                    },
+                }
+            },
+            "/v1/openapi.json": {
+                "get": {"operationId": "openapi", "responses": {"200": {"description": "this"}}}
+            },
+            "/healthz": {
+                "get": {"operationId": "healthz", "responses": {"200": {"description": "alive"}}}
+            },
+            "/readyz": {
+                "get": {
+                    "operationId": "readyz",
+                    "responses": {
+                        "200": _json_content("Ready", "broker reachable, registry loaded"),
+                        "503": _json_content("Ready", "not ready"),
+                    },
+                }
+            },
+        },
+        "components": {"schemas": SCHEMAS},
+    }

@@ -1,0 +1,96 @@
+"""The Faust app (``faust -A walstream.app worker``): configuration and wiring only.
+
+The app id, table names and agent names are persistent broker state (consumer group, changelog
+topics): choose once, rename only with a migration.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import faust
+import mode
+
+from walstream.namespaces.broadcast import NamespaceFeed
+from walstream.settings import Settings
+
+__all__ = ["NamespaceService", "app", "create_app", "faust_settings"]
+
+logger = logging.getLogger(__name__)
+
+_FALLBACK_BROKER = "127.0.0.1:9092"
+
+
+def faust_settings(settings: Settings) -> dict[str, Any]:
+    """The Faust configuration walstream runs with."""
+    servers = settings.bootstrap_servers or _FALLBACK_BROKER
+    scheme = "walkafka" if settings.correct_end_offsets else "kafka"
+    return {
+        "broker": [f"{scheme}://{s.strip()}" for s in servers.split(",") if s.strip()],
+        "store": settings.store,
+        "datadir": settings.data_dir,
+        # Tansu holds JoinGroup for max(1 s, session/2): Faust's default 60 s means 30 s starts.
+        "broker_session_timeout": settings.broker_session_timeout_s,
+        "broker_heartbeat_interval": settings.broker_heartbeat_interval_s,
+        "web_host": settings.worker_web_host,
+        "web_bind": settings.worker_web_host,
+        "web_port": settings.worker_web_port,
+        "producer_acks": -1,
+        "topic_partitions": settings.default_partitions,
+        "topic_replication_factor": settings.replication_factor,
+        "consumer_auto_offset_reset": "earliest",
+    }
+
+
+class NamespaceService(mode.Service):
+    """Runs the namespace feed inside the worker, so agents see every namespace change."""
+
+    def __init__(self, settings: Settings, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.feed = NamespaceFeed(settings)
+
+    async def on_start(self) -> None:
+        await self.feed.start()
+
+    async def on_stop(self) -> None:
+        await self.feed.stop()
+
+
+def _install_pages(app: faust.App, namespaces: NamespaceService) -> None:
+    @app.page("/healthz")
+    async def healthz(web: Any, request: Any) -> Any:
+        return web.json({"status": "ok"})
+
+    @app.page("/readyz")
+    async def readyz(web: Any, request: Any) -> Any:
+        loaded = namespaces.feed.ready.is_set()
+        ready = loaded and not app.rebalancing and not app.in_recovery
+        body = {"status": "ready" if ready else "not ready", "registry_loaded": loaded}
+        return web.json(body, status=200 if ready else 503)
+
+    @app.page("/walstream/assignment")
+    async def assignment(web: Any, request: Any) -> Any:
+        tps = sorted(app.consumer.assignment()) if app.consumer else []
+        return web.json(
+            {
+                "assignment": [[tp.topic, tp.partition] for tp in tps],
+                "rebalancing": bool(app.rebalancing),
+                "in_recovery": bool(app.in_recovery),
+            }
+        )
+
+
+def create_app(settings: Settings, app_id: str | None = None, **overrides: Any) -> faust.App:
+    """A configured walstream Faust app with the namespace feed and health pages."""
+    conf = faust_settings(settings)
+    conf.update(overrides)
+    new_app = faust.App(app_id or settings.app_id, autodiscover=False, **conf)
+    namespaces = NamespaceService(settings, loop=None)
+    # Faust starts an instance as readily as a class (App._prepare_subservice); typed for classes.
+    new_app.service(namespaces)  # type: ignore[arg-type]
+    _install_pages(new_app, namespaces)
+    return new_app
+
+
+app = create_app(Settings.from_env())

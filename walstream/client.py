@@ -1,0 +1,139 @@
+"""WalClient: a small asyncio client for the WriteToLog HTTP API.
+
+It never raises for a write's outcome: every call returns WriteResult(durable=TRUE|FALSE|UNKNOWN).
+A connection that could not be opened is FALSE (nothing was sent); a request that broke or timed
+out after it was sent is UNKNOWN (the write may exist).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+import orjson
+
+__all__ = ["WalClient", "WriteResult"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WriteResult:
+    """The answer to one write."""
+
+    durable: str
+    message: str
+    id: str | None = None
+    status: int | None = None
+    field: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.durable == "TRUE"
+
+
+def _result(obj: dict[str, Any], status: int) -> WriteResult:
+    return WriteResult(
+        durable=str(obj.get("durable", "UNKNOWN")),
+        message=str(obj.get("message", "")),
+        id=obj.get("id"),
+        status=status,
+        field=obj.get("field"),
+    )
+
+
+def write_request(
+    payload: Any,
+    *,
+    payload_encoding: str | None = None,
+    delay_ms: int | None = None,
+    jitter_ms: int | None = None,
+    original_write_time: int | None = None,
+    target: dict[str, Any] | None = None,
+    idempotency_token: str | None = None,
+    key: str | None = None,
+) -> dict[str, Any]:
+    """A WriteToLog request body (leaving out what is not given)."""
+    body: dict[str, Any] = {"payload": payload}
+    lifecycle = {
+        name: value
+        for name, value in (
+            ("delay_ms", delay_ms),
+            ("jitter_ms", jitter_ms),
+            ("original_write_time", original_write_time),
+        )
+        if value is not None
+    }
+    optional = {
+        "payload_encoding": payload_encoding,
+        "lifecycle": lifecycle or None,
+        "target": target,
+        "idempotency_token": idempotency_token,
+        "key": key,
+    }
+    body.update({k: v for k, v in optional.items() if v is not None})
+    return body
+
+
+class WalClient:
+    """``async with WalClient("http://127.0.0.1:8080") as wal: await wal.write("ns", {...})``."""
+
+    def __init__(self, base_url: str, *, timeout_s: float = 10.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> WalClient:
+        self._session = aiohttp.ClientSession(timeout=self._timeout)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def _post(self, path: str, body: dict[str, Any]) -> tuple[int, Any]:
+        if self._session is None:
+            raise RuntimeError("use 'async with WalClient(...)'")
+        async with self._session.post(
+            self.base_url + path,
+            data=orjson.dumps(body),
+            headers={"content-type": "application/json"},
+        ) as response:
+            return response.status, orjson.loads(await response.read())
+
+    async def write(self, namespace: str, payload: Any, **options: Any) -> WriteResult:
+        """WriteToLog one record; see :func:`write_request` for the options."""
+        try:
+            status, obj = await self._post(
+                f"/v1/namespaces/{namespace}/log", write_request(payload, **options)
+            )
+        except aiohttp.ClientConnectorError as exc:
+            return WriteResult(durable="FALSE", message=f"not sent: {exc}")
+        except (TimeoutError, aiohttp.ClientError, orjson.JSONDecodeError) as exc:
+            return WriteResult(durable="UNKNOWN", message=f"no clear answer: {exc!r}")
+        return _result(obj, status)
+
+    async def write_batch(self, namespace: str, records: list[dict[str, Any]]) -> list[WriteResult]:
+        """WriteToLog many records (bodies from :func:`write_request`); a result per record."""
+        try:
+            status, obj = await self._post(
+                f"/v1/namespaces/{namespace}/log:batch", {"records": records}
+            )
+        except aiohttp.ClientConnectorError as exc:
+            return [WriteResult(durable="FALSE", message=f"not sent: {exc}")] * len(records)
+        except (TimeoutError, aiohttp.ClientError, orjson.JSONDecodeError) as exc:
+            return [WriteResult(durable="UNKNOWN", message=f"no clear answer: {exc!r}")] * len(
+                records
+            )
+        if status != 200 or "results" not in obj:
+            return [_result(obj, status)] * len(records)
+        return [_result(item, int(item.get("status", status))) for item in obj["results"]]

@@ -1,0 +1,1 @@
+"""Pure decisions: no faust, aiokafka or aiohttp imports here (a test enforces it)."""

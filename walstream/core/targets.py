@@ -1,0 +1,142 @@
+"""Target specs: where a record is delivered, validated once at the edge.
+
+The delivery code for each type lives in ``walstream.targets``; this module only says what a
+well-formed spec of each type looks like, so bad specs are refused before anything is written.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from walstream.errors import BadRequestError
+
+__all__ = ["NAMESPACE_NAME", "TARGET_TYPES", "TargetSpec", "parse_target"]
+
+NAMESPACE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+_TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+_MAX_KEY_CHARS = 1024
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TargetSpec:
+    """A validated target: its type and that type's options."""
+
+    type: str
+    options: Mapping[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": self.type, **self.options}
+
+
+def _str(field: str, pattern: re.Pattern[str] | None = None, max_len: int = 4096) -> Any:
+    def check(value: Any) -> str:
+        if not isinstance(value, str) or not value:
+            raise BadRequestError(field, "must be a non-empty string")
+        if len(value) > max_len:
+            raise BadRequestError(field, f"must be at most {max_len} characters")
+        if pattern is not None and not pattern.match(value):
+            raise BadRequestError(field, f"must match {pattern.pattern}")
+        return value
+
+    return check
+
+
+def _url(field: str) -> Callable[[Any], str]:
+    base = _str(field, max_len=2048)
+
+    def check(value: Any) -> str:
+        url: str = base(value)
+        if not url.startswith(("http://", "https://")):
+            raise BadRequestError(field, "must be an http:// or https:// URL")
+        return url
+
+    return check
+
+
+def _positive_int(field: str, maximum: int) -> Callable[[Any], int]:
+    def check(value: Any) -> int:
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= maximum:
+            raise BadRequestError(field, f"must be an integer in 1..{maximum}")
+        return value
+
+    return check
+
+
+def _headers(field: str) -> Callable[[Any], dict[str, str]]:
+    def check(value: Any) -> dict[str, str]:
+        if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+        ):
+            raise BadRequestError(field, "must be an object of string values")
+        return value
+
+    return check
+
+
+# type -> {option: (required, checker factory)}
+_SCHEMAS: dict[str, dict[str, tuple[bool, Callable[[str], Callable[[Any], Any]]]]] = {
+    "kafka": {
+        "topic": (True, lambda f: _str(f, _TOPIC_NAME)),
+        "key": (False, lambda f: _str(f, max_len=_MAX_KEY_CHARS)),
+        "bootstrap_servers": (False, lambda f: _str(f, max_len=1024)),
+    },
+    "http": {
+        "url": (True, _url),
+        "timeout_ms": (False, lambda f: _positive_int(f, 300_000)),
+        "headers": (False, _headers),
+    },
+    "kv": {
+        "table": (True, lambda f: _str(f, _IDENTIFIER)),
+        "key": (True, lambda f: _str(f, max_len=_MAX_KEY_CHARS)),
+        "op": (False, lambda f: _one_of(f, ("put", "delete"))),
+    },
+    "memcached": {
+        "key": (True, lambda f: _str(f, max_len=250)),
+        "ttl_s": (False, lambda f: _positive_int(f, 30 * 86_400)),
+        "op": (False, lambda f: _one_of(f, ("set", "delete"))),
+    },
+    "wal": {
+        "namespace": (True, lambda f: _str(f, NAMESPACE_NAME)),
+        "bootstrap_servers": (False, lambda f: _str(f, max_len=1024)),
+    },
+}
+
+TARGET_TYPES = frozenset(_SCHEMAS)
+
+
+def _one_of(field: str, choices: tuple[str, ...]) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        if value not in choices:
+            raise BadRequestError(field, f"must be one of {', '.join(choices)}")
+        return str(value)
+
+    return check
+
+
+def parse_target(obj: Any, field: str = "target") -> TargetSpec:
+    """Validate a target object such as ``{"type": "http", "url": "http://…"}``.
+
+    Raises:
+        BadRequestError: naming the offending field (``target.url``, ``target.type`` …).
+    """
+    if not isinstance(obj, dict):
+        raise BadRequestError(field, "must be an object with a 'type'")
+    kind = obj.get("type")
+    if not isinstance(kind, str) or kind not in _SCHEMAS:
+        raise BadRequestError(f"{field}.type", f"must be one of {', '.join(sorted(_SCHEMAS))}")
+    schema = _SCHEMAS[kind]
+    unknown = sorted(set(obj) - set(schema) - {"type"})
+    if unknown:
+        raise BadRequestError(f"{field}.{unknown[0]}", f"is not an option of a {kind} target")
+    options: dict[str, Any] = {}
+    for name, (required, checker) in schema.items():
+        if name not in obj:
+            if required:
+                raise BadRequestError(f"{field}.{name}", f"is required for a {kind} target")
+            continue
+        options[name] = checker(f"{field}.{name}")(obj[name])
+    return TargetSpec(type=kind, options=options)

@@ -1,0 +1,163 @@
+"""WriteToLog request validation: parse once at the edge into an Envelope, or refuse.
+
+Every refusal is a BadRequestError naming the field, raised before anything is written.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from walstream.core.ids import new_id, new_token
+from walstream.core.targets import parse_target
+from walstream.errors import BadRequestError, PayloadTooLargeError
+from walstream.namespaces.config import NamespaceConfig
+from walstream.records import PAYLOAD_ENCODINGS, Envelope, Lifecycle
+
+__all__ = ["MAX_FUTURE_SKEW_MS", "parse_batch", "parse_write_request"]
+
+_REQUEST_FIELDS = frozenset(
+    {"payload", "payload_encoding", "lifecycle", "target", "idempotency_token", "key"}
+)
+_LIFECYCLE_FIELDS = frozenset({"delay_ms", "jitter_ms", "original_write_time"})
+_MAX_TOKEN_CHARS = 256
+_MAX_KEY_CHARS = 1024
+#: An original_write_time further ahead than this would win every last-write-wins contest.
+MAX_FUTURE_SKEW_MS = 3_600_000
+
+
+def _non_negative_int(obj: dict[str, Any], name: str, field: str) -> int:
+    value = obj.get(name, 0)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise BadRequestError(field, "must be an integer")
+    if value < 0:
+        raise BadRequestError(field, "must be >= 0")
+    return value
+
+
+def _optional_str(obj: dict[str, Any], name: str, max_chars: int) -> str | None:
+    value = obj.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise BadRequestError(name, "must be a non-empty string")
+    if len(value) > max_chars:
+        raise BadRequestError(name, f"must be at most {max_chars} characters")
+    return value
+
+
+def _payload_size(obj: dict[str, Any], encoding: str) -> int:
+    payload = obj["payload"]
+    if encoding == "base64":
+        if not isinstance(payload, str):
+            raise BadRequestError("payload", "must be a base64 string when payload_encoding=base64")
+        try:
+            return len(base64.b64decode(payload, validate=True))
+        except binascii.Error:
+            raise BadRequestError("payload", "is not valid base64") from None
+    return len(orjson.dumps(payload))
+
+
+def _lifecycle(obj: Any, ns: NamespaceConfig, now_ms: int, rand: float) -> Lifecycle:
+    if obj is None:
+        return Lifecycle(deliver_at_ms=now_ms, original_write_time_ms=now_ms)
+    if not isinstance(obj, dict):
+        raise BadRequestError("lifecycle", "must be an object")
+    unknown = sorted(set(obj) - _LIFECYCLE_FIELDS)
+    if unknown:
+        raise BadRequestError(f"lifecycle.{unknown[0]}", "is not a lifecycle field")
+    delay = _non_negative_int(obj, "delay_ms", "lifecycle.delay_ms")
+    jitter = _non_negative_int(obj, "jitter_ms", "lifecycle.jitter_ms")
+    if delay + jitter > ns.max_delay_ms:
+        field = "lifecycle.delay_ms" if delay > ns.max_delay_ms else "lifecycle.jitter_ms"
+        raise BadRequestError(
+            field, f"delay_ms + jitter_ms must be <= {ns.max_delay_ms} (namespace max delay)"
+        )
+    owt = obj.get("original_write_time", now_ms)
+    if not isinstance(owt, int) or isinstance(owt, bool) or owt <= 0:
+        raise BadRequestError(
+            "lifecycle.original_write_time", "must be a positive integer (ms since the epoch)"
+        )
+    if owt > now_ms + MAX_FUTURE_SKEW_MS:
+        raise BadRequestError("lifecycle.original_write_time", "is more than 1 h in the future")
+    total = delay + int(rand * jitter)
+    return Lifecycle(deliver_at_ms=now_ms + total, original_write_time_ms=owt, delay_ms=total)
+
+
+def parse_write_request(
+    obj: Any,
+    ns: NamespaceConfig,
+    *,
+    now_ms: int,
+    rand: float,
+    make_id: Callable[[int], str] = new_id,
+) -> Envelope:
+    """Validate one WriteToLog request body against its namespace.
+
+    Args:
+        obj: the decoded JSON body.
+        ns: the namespace's configuration (limits, default target).
+        now_ms: the current time; lifecycle times are computed from it.
+        rand: a number in [0, 1) that places the record inside its jitter window.
+        make_id: builds the record id from ``now_ms``.
+
+    Raises:
+        BadRequestError: naming the field; PayloadTooLargeError (413) for an oversized payload.
+    """
+    if not isinstance(obj, dict):
+        raise BadRequestError("body", "must be a JSON object")
+    unknown = sorted(set(obj) - _REQUEST_FIELDS)
+    if unknown:
+        raise BadRequestError(unknown[0], "is not a WriteToLog field")
+    if "payload" not in obj:
+        raise BadRequestError("payload", "is required")
+    encoding = obj.get("payload_encoding", "json")
+    if encoding not in PAYLOAD_ENCODINGS:
+        raise BadRequestError("payload_encoding", "must be 'json' or 'base64'")
+    size = _payload_size(obj, encoding)
+    if size > ns.max_payload_bytes:
+        raise PayloadTooLargeError(
+            "payload", f"is {size} bytes, over the namespace limit of {ns.max_payload_bytes}"
+        )
+    if obj.get("target") is not None:
+        target = parse_target(obj["target"]).to_json()
+    elif ns.target is not None:
+        target = ns.target.to_json()
+    else:
+        raise BadRequestError("target", "is required: the namespace has no default target")
+    lifecycle = _lifecycle(obj.get("lifecycle"), ns, now_ms, rand)
+    token = _optional_str(obj, "idempotency_token", _MAX_TOKEN_CHARS) or new_token()
+    return Envelope(
+        id=make_id(now_ms),
+        namespace=ns.name,
+        key=_optional_str(obj, "key", _MAX_KEY_CHARS),
+        payload=obj["payload"],
+        payload_encoding=encoding,
+        target=target,
+        lifecycle=lifecycle,
+        idempotency_token=token,
+        created_at_ms=now_ms,
+    )
+
+
+def parse_batch(obj: Any, max_records: int) -> list[Any]:
+    """The list of request bodies in a batch request (each validated on its own later).
+
+    Raises:
+        BadRequestError: the batch itself is malformed (not its records).
+    """
+    if not isinstance(obj, dict):
+        raise BadRequestError("body", "must be a JSON object with 'records'")
+    unknown = sorted(set(obj) - {"records"})
+    if unknown:
+        raise BadRequestError(unknown[0], "is not a batch field")
+    records = obj.get("records")
+    if not isinstance(records, list) or not records:
+        raise BadRequestError("records", "must be a non-empty array")
+    if len(records) > max_records:
+        raise PayloadTooLargeError("records", f"at most {max_records} records per batch")
+    return records

@@ -1,0 +1,95 @@
+"""walstream errors: one tree, mapped to HTTP in one place (walstream.api.middlewares).
+
+* WalError
+  x BadRequestError(field, reason)        -> HTTP 400, never written
+    + PayloadTooLargeError                -> HTTP 413
+  x NamespaceNotFoundError(namespace)     -> HTTP 404
+  x OverloadedError(retry_after)          -> HTTP 503 + Retry-After, durable=FALSE
+  x WriteUnknownError                     -> HTTP 504, durable=UNKNOWN (may be on the log)
+  x WriteRejectedError                    -> HTTP 502, durable=FALSE (the broker refused it)
+  x ConfigError(key, value, reason)       -> settings / namespace files; CLI exit 2
+  x PoisonRecordError(reason)             -> undecodable record; routed to the DLQ, stream continues
+  x BrokerError                           -> the embedded broker could not start
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BadRequestError",
+    "BrokerError",
+    "ConfigError",
+    "NamespaceNotFoundError",
+    "OverloadedError",
+    "PayloadTooLargeError",
+    "PoisonRecordError",
+    "WalError",
+    "WriteRejectedError",
+    "WriteUnknownError",
+]
+
+
+class WalError(Exception):
+    """Base of every error walstream raises on purpose."""
+
+
+class BadRequestError(WalError):
+    """Client input is invalid; nothing was written."""
+
+    status = 400
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+class PayloadTooLargeError(BadRequestError):
+    """The payload is over the namespace's limit."""
+
+    status = 413
+
+
+class NamespaceNotFoundError(WalError):
+    """The namespace is not (or no longer) in the registry."""
+
+    def __init__(self, namespace: str) -> None:
+        super().__init__(f"namespace {namespace!r} is not defined")
+        self.namespace = namespace
+
+
+class OverloadedError(WalError):
+    """The process sheds load; the client should retry after ``retry_after`` seconds."""
+
+    def __init__(self, retry_after: float, reason: str = "too many writes in flight") -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
+class WriteUnknownError(WalError):
+    """The broker did not answer in time: the write may or may not be on the log."""
+
+
+class WriteRejectedError(WalError):
+    """The broker answered with a definite refusal: the write is not on the log."""
+
+
+class ConfigError(WalError):
+    """A setting or a namespace definition is invalid."""
+
+    def __init__(self, key: str, value: object, reason: str) -> None:
+        super().__init__(f"{key}={value!r}: {reason}")
+        self.key = key
+        self.value = value
+        self.reason = reason
+
+
+class PoisonRecordError(WalError):
+    """A record on a topic cannot be decoded; it goes to the DLQ with this reason."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class BrokerError(WalError):
+    """The embedded broker could not be started or did not answer."""

@@ -1,0 +1,1 @@
+"""Kafka plumbing shared by the API, the workers and the CLI."""

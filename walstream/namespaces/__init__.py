@@ -1,0 +1,1 @@
+"""Namespaces: validated configuration, the registry every process folds, and its broadcast."""

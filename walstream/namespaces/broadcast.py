@@ -1,0 +1,179 @@
+"""Namespace broadcast over the control topic (seed 002, "Kafka broadcast for shared state").
+
+Every process reads the whole control topic with a plain groupless consumer, from the beginning,
+and folds it into its own NamespaceRegistry; a change published by any process reaches every
+running process without a restart. A plain consumer replaces Faust's GlobalTable on purpose: it
+needs no consumer group, no changelog and no table recovery (faust-streaming issues #74, #651).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from walstream.clock import Clock, SystemClock
+from walstream.kafka.admin import ensure_topics
+from walstream.namespaces.config import NamespaceConfig
+from walstream.namespaces.registry import NamespaceRegistry, encode_event
+from walstream.settings import Settings
+from walstream.topology import TopicSpec, control_topic_spec
+
+__all__ = ["NamespaceFeed", "NamespacePublisher", "namespace_topic_specs"]
+
+logger = logging.getLogger(__name__)
+
+
+def namespace_topic_specs(config: NamespaceConfig, settings: Settings) -> list[TopicSpec]:
+    """The topics a namespace needs on the cluster."""
+    partitions = config.partitions or settings.default_partitions
+    return [
+        TopicSpec(name=name, partitions=partitions, replication_factor=settings.replication_factor)
+        for name in config.topics.all()
+    ]
+
+
+class NamespaceFeed:
+    """Keeps a NamespaceRegistry converged with the control topic, in the background.
+
+    ``ready`` is set once every partition of the control topic has been read up to the high
+    watermark seen in a fetch (not ListOffsets, which some brokers under-report).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        registry: NamespaceRegistry | None = None,
+        on_change: Callable[[NamespaceRegistry], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry if registry is not None else NamespaceRegistry()
+        self.ready = asyncio.Event()
+        self._on_change = on_change
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        servers = self.settings.bootstrap_list
+        spec = control_topic_spec(self.settings.control_topic, self.settings.replication_factor)
+        await ensure_topics(servers, [spec])
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=servers,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=200,
+            client_id="walstream-namespaces",
+        )
+        await self._consumer.start()
+        self._task = asyncio.create_task(self._run(), name="namespace-feed")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            await consumer.stop()
+
+    async def wait_ready(self, within_s: float) -> bool:
+        """Wait until the registry has caught up; return whether it did in time."""
+        try:
+            async with asyncio.timeout(within_s):
+                await self.ready.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    async def _partitions(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
+        topic = self.settings.control_topic
+        while True:
+            parts = consumer.partitions_for_topic(topic)
+            if parts:
+                return [TopicPartition(topic, p) for p in sorted(parts)]
+            await consumer.topics()  # refreshes metadata: the topic may be brand new
+            await asyncio.sleep(0.1)
+
+    async def _run(self) -> None:
+        consumer = self._consumer
+        assert consumer is not None  # noqa: S101 - set by start()
+        backoff = 0.1
+        tps: list[TopicPartition] = []
+        while True:
+            try:
+                if not tps:
+                    tps = await self._partitions(consumer)
+                    consumer.assign(tps)
+                    await consumer.seek_to_beginning(*tps)
+                batches = await consumer.getmany(timeout_ms=500)
+                changed = False
+                for records in batches.values():
+                    for record in records:
+                        self.registry.apply(record.key, record.value)
+                        changed = True
+                if changed and self._on_change is not None:
+                    self._on_change(self.registry)
+                if not self.ready.is_set() and await self._caught_up(consumer, tps):
+                    logger.info("namespace registry loaded: %s", self.registry.names())
+                    self.ready.set()
+                backoff = 0.1
+            except asyncio.CancelledError:
+                raise
+            except (KafkaError, OSError) as exc:
+                logger.warning("namespace feed: %s; retrying in %.1fs", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+            except Exception:  # the feed must outlive any surprise; it is the config source
+                logger.exception("namespace feed failed; retrying in %.1fs", backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def _caught_up(self, consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> bool:
+        for tp in tps:
+            highwater = consumer.highwater(tp)
+            if highwater is None or await consumer.position(tp) < highwater:
+                return False
+        return True
+
+
+class NamespacePublisher:
+    """Publishes namespace changes to the control topic (and creates the namespace's topics)."""
+
+    def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self._producer: AIOKafkaProducer | None = None
+
+    async def start(self) -> None:
+        servers = self.settings.bootstrap_list
+        spec = control_topic_spec(self.settings.control_topic, self.settings.replication_factor)
+        await ensure_topics(servers, [spec])
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=servers, acks="all", client_id="walstream-namespace-publisher"
+        )
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await producer.stop()
+
+    async def apply(self, config: NamespaceConfig) -> None:
+        """Create the namespace's topics, then broadcast its configuration."""
+        assert self._producer is not None, "start() first"  # noqa: S101
+        await ensure_topics(
+            self.settings.bootstrap_list, namespace_topic_specs(config, self.settings)
+        )
+        key, value = encode_event(config, self.clock.now_ms())
+        await self._producer.send_and_wait(self.settings.control_topic, value, key=key)
+
+    async def delete(self, name: str) -> None:
+        """Broadcast a tombstone: the namespace stops accepting writes. Its topics are kept."""
+        assert self._producer is not None, "start() first"  # noqa: S101
+        await self._producer.send_and_wait(self.settings.control_topic, None, key=name.encode())

@@ -1,0 +1,171 @@
+"""Namespace configuration: the validated model and its parser (pure; no I/O)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from walstream.core.targets import NAMESPACE_NAME, TargetSpec, parse_target
+from walstream.errors import BadRequestError, ConfigError
+from walstream.topology import NamespaceTopics, default_topics
+
+__all__ = ["BackoffPolicy", "NamespaceConfig", "parse_namespace"]
+
+DEFAULT_MAX_DELAY_MS = 7 * 24 * 3600 * 1000
+DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BackoffPolicy:
+    """Retry backoff: delay = min(cap, base * multiplier**attempt), +/- jitter (a fraction)."""
+
+    base_ms: int = 1000
+    multiplier: float = 2.0
+    cap_ms: int = 300_000
+    jitter: float = 0.2
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NamespaceConfig:
+    """One namespace: where its records live and how they are delivered."""
+
+    name: str
+    partitions: int | None = None
+    topics: NamespaceTopics
+    backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
+    max_attempts: int = 10
+    target: TargetSpec | None = None
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+    max_delay_ms: int = DEFAULT_MAX_DELAY_MS
+    description: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        """The canonical JSON form (what is published on the control topic)."""
+        return {
+            "name": self.name,
+            "partitions": self.partitions,
+            "topics": {"log": self.topics.log, "retry": self.topics.retry, "dlq": self.topics.dlq},
+            "backoff": {
+                "base_ms": self.backoff.base_ms,
+                "multiplier": self.backoff.multiplier,
+                "cap_ms": self.backoff.cap_ms,
+                "jitter": self.backoff.jitter,
+            },
+            "max_attempts": self.max_attempts,
+            "target": self.target.to_json() if self.target else None,
+            "max_payload_bytes": self.max_payload_bytes,
+            "max_delay_ms": self.max_delay_ms,
+            "description": self.description,
+        }
+
+
+_TOP_LEVEL = {
+    "name",
+    "partitions",
+    "topics",
+    "backoff",
+    "max_attempts",
+    "target",
+    "max_payload_bytes",
+    "max_delay_ms",
+    "description",
+}
+
+
+def _int(obj: Mapping[str, Any], key: str, default: int, lo: int, hi: int | None = None) -> int:
+    value = obj.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool) or value < lo:
+        raise ConfigError(key, value, f"must be an integer >= {lo}")
+    if hi is not None and value > hi:
+        raise ConfigError(key, value, f"must be <= {hi}")
+    return value
+
+
+def _number(obj: Mapping[str, Any], key: str, default: float, lo: float, hi: float) -> float:
+    value = obj.get(key, default)
+    if not isinstance(value, int | float) or isinstance(value, bool) or not lo <= value <= hi:
+        raise ConfigError(key, value, f"must be a number in [{lo}, {hi}]")
+    return float(value)
+
+
+def _parse_backoff(obj: Any) -> BackoffPolicy:
+    if obj is None:
+        return BackoffPolicy()
+    if not isinstance(obj, dict):
+        raise ConfigError("backoff", obj, "must be a table/object")
+    unknown = set(obj) - {"base_ms", "multiplier", "cap_ms", "jitter"}
+    if unknown:
+        raise ConfigError(f"backoff.{sorted(unknown)[0]}", obj, "unknown option")
+    d = BackoffPolicy()
+    base = _int(obj, "base_ms", d.base_ms, 1)
+    cap = _int(obj, "cap_ms", d.cap_ms, 1)
+    if cap < base:
+        raise ConfigError("backoff.cap_ms", cap, "must be >= backoff.base_ms")
+    return BackoffPolicy(
+        base_ms=base,
+        multiplier=_number(obj, "multiplier", d.multiplier, 1.0, 100.0),
+        cap_ms=cap,
+        jitter=_number(obj, "jitter", d.jitter, 0.0, 1.0),
+    )
+
+
+def _parse_topics(name: str, obj: Any) -> NamespaceTopics:
+    defaults = default_topics(name)
+    if obj is None:
+        return defaults
+    if not isinstance(obj, dict):
+        raise ConfigError("topics", obj, "must be a table/object")
+    unknown = set(obj) - {"log", "retry", "dlq"}
+    if unknown:
+        raise ConfigError(f"topics.{sorted(unknown)[0]}", obj, "unknown topic role")
+    for role, topic in obj.items():
+        if not isinstance(topic, str) or not topic:
+            raise ConfigError(f"topics.{role}", topic, "must be a topic name")
+    topics = NamespaceTopics(
+        log=obj.get("log", defaults.log),
+        retry=obj.get("retry", defaults.retry),
+        dlq=obj.get("dlq", defaults.dlq),
+    )
+    if len(set(topics.all())) != 3:
+        raise ConfigError("topics", obj, "log, retry and dlq must be different topics")
+    return topics
+
+
+def parse_namespace(obj: Any) -> NamespaceConfig:
+    """Validate a namespace definition (from a topology file or the control topic).
+
+    Raises:
+        ConfigError: naming the key and the value that is wrong.
+    """
+    if not isinstance(obj, dict):
+        raise ConfigError("namespace", obj, "must be a table/object")
+    unknown = set(obj) - _TOP_LEVEL
+    if unknown:
+        raise ConfigError(sorted(unknown)[0], obj[sorted(unknown)[0]], "unknown namespace option")
+    name = obj.get("name")
+    if not isinstance(name, str) or not NAMESPACE_NAME.match(name):
+        raise ConfigError("name", name, f"must match {NAMESPACE_NAME.pattern}")
+    partitions = obj.get("partitions")
+    if partitions is not None:
+        partitions = _int(obj, "partitions", 1, 1, 10_000)
+    target = None
+    if obj.get("target") is not None:
+        try:
+            target = parse_target(obj["target"])
+        except BadRequestError as exc:
+            raise ConfigError(exc.field, obj["target"], exc.reason) from exc
+    description = obj.get("description", "")
+    if not isinstance(description, str):
+        raise ConfigError("description", description, "must be a string")
+    return NamespaceConfig(
+        name=name,
+        partitions=partitions,
+        topics=_parse_topics(name, obj.get("topics")),
+        backoff=_parse_backoff(obj.get("backoff")),
+        max_attempts=_int(obj, "max_attempts", 10, 1, 1000),
+        target=target,
+        max_payload_bytes=_int(obj, "max_payload_bytes", DEFAULT_MAX_PAYLOAD_BYTES, 1),
+        max_delay_ms=_int(obj, "max_delay_ms", DEFAULT_MAX_DELAY_MS, 0),
+        description=description,
+    )

@@ -1,0 +1,140 @@
+"""Process settings: the only module that reads the environment (``WALSTREAM_*``).
+
+Namespace configuration is data, not settings: it arrives over the control topic.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from walstream.errors import ConfigError
+
+__all__ = ["Settings"]
+
+_PREFIX = "WALSTREAM_"
+
+
+def _parse_bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError("expected true/false")
+
+
+def _parse_optional_str(raw: str) -> str | None:
+    return raw.strip() or None
+
+
+_PARSERS: dict[type | str, Callable[[str], Any]] = {
+    "int": int,
+    "float": float,
+    "bool": _parse_bool,
+    "str": str,
+    "str | None": _parse_optional_str,
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    """Everything a walstream process is configured with.
+
+    Each field ``name`` is read from ``WALSTREAM_<NAME>``; see README.md for the table.
+    """
+
+    #: Kafka bootstrap servers ("host:port,..."). Unset: `make run` starts the embedded broker.
+    bootstrap_servers: str | None = None
+    #: Faust app id = consumer group of the worker; persistent state, change only with a migration.
+    app_id: str = "walstream"
+    #: The compacted control topic every process folds into its namespace registry.
+    control_topic: str = "walstream.namespaces"
+    #: Partitions of a namespace's topics when its definition does not say.
+    default_partitions: int = 4
+    replication_factor: int = 1
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8080
+    #: Writes awaiting a broker ack at once; beyond it the API answers 503 (durable=FALSE).
+    max_in_flight: int = 10_000
+    #: Seconds the API waits for the broker's ack before answering durable=UNKNOWN.
+    write_timeout_s: float = 5.0
+    #: Seconds a shed client is told to wait (Retry-After).
+    shed_retry_after_s: float = 1.0
+    max_request_bytes: int = 16 * 1024 * 1024
+    max_batch_records: int = 10_000
+    #: Seconds an API process waits at start for the registry to catch up before serving anyway.
+    registry_ready_timeout_s: float = 30.0
+
+    #: Faust table store: "memory://" or "rocksdb://".
+    store: str = "rocksdb://"
+    data_dir: str = ".walstream-data"
+    #: Tansu holds a JoinGroup for max(1 s, session/2): Faust's default 60 s means 30 s starts.
+    broker_session_timeout_s: float = 6.0
+    broker_heartbeat_interval_s: float = 1.0
+    worker_web_host: str = "127.0.0.1"
+    worker_web_port: int = 6066
+    #: Correct end offsets under-reported by the broker (Tansu 0.6.0); a no-op on Kafka.
+    correct_end_offsets: bool = True
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from ``WALSTREAM_*`` variables, then ``overrides``.
+
+        Raises:
+            ConfigError: naming the variable and the value that could not be used.
+        """
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for field in dataclasses.fields(cls):
+            key = _PREFIX + field.name.upper()
+            if key not in env:
+                continue
+            raw = env[key]
+            parser = _PARSERS[str(field.type)]
+            try:
+                values[field.name] = parser(raw)
+            except ValueError as exc:
+                raise ConfigError(key, raw, f"expected {field.type}") from exc
+        values.update(overrides)
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Raise ConfigError for values that parse but make no sense."""
+        positive = {
+            "max_in_flight": self.max_in_flight,
+            "write_timeout_s": self.write_timeout_s,
+            "max_request_bytes": self.max_request_bytes,
+            "max_batch_records": self.max_batch_records,
+            "default_partitions": self.default_partitions,
+            "replication_factor": self.replication_factor,
+            "broker_session_timeout_s": self.broker_session_timeout_s,
+        }
+        for name, value in positive.items():
+            if value <= 0:
+                raise ConfigError(_PREFIX + name.upper(), value, "must be > 0")
+        if self.broker_heartbeat_interval_s >= self.broker_session_timeout_s:
+            raise ConfigError(
+                _PREFIX + "BROKER_HEARTBEAT_INTERVAL_S",
+                self.broker_heartbeat_interval_s,
+                "must be below WALSTREAM_BROKER_SESSION_TIMEOUT_S",
+            )
+        if self.store not in {"memory://", "rocksdb://"}:
+            raise ConfigError(_PREFIX + "STORE", self.store, "expected memory:// or rocksdb://")
+
+    @property
+    def bootstrap_list(self) -> list[str]:
+        """Bootstrap servers as a list; raises ConfigError when none are configured."""
+        if not self.bootstrap_servers:
+            raise ConfigError(_PREFIX + "BOOTSTRAP_SERVERS", None, "no Kafka bootstrap servers")
+        return [s.strip() for s in self.bootstrap_servers.split(",") if s.strip()]
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with ``changes`` applied."""
+        return dataclasses.replace(self, **changes)
