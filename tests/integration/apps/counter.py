@@ -1,0 +1,30 @@
+"""A worker that counts events into a Faust table: the table-recovery test's subject.
+
+Configured by environment: WALSTREAM_* (broker, store, data dir, web port) plus COUNTER_APP_ID and
+COUNTER_TOPIC.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from walstream.app import create_app
+from walstream.settings import Settings
+
+settings = Settings.from_env()
+app = create_app(settings, app_id=os.environ["COUNTER_APP_ID"])
+source = app.topic(os.environ["COUNTER_TOPIC"], key_serializer="raw", value_serializer="raw")
+counts = app.Table("counts", default=int, partitions=4)
+
+
+@app.agent(source)
+async def count_events(stream: Any) -> None:
+    async for event in stream.events():
+        counts[event.key.decode()] += 1
+
+
+@app.page("/total")
+async def total(web: Any, request: Any) -> Any:
+    ready = app.tables.recovery.completed.is_set() and not app.rebalancing
+    return web.json({"total": sum(counts.values()), "ready": ready})

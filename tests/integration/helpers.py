@@ -1,0 +1,128 @@
+"""Helpers for integration tests: worker subprocesses, polling, plain Kafka reads."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from walstream.kafka.offsets import probe_end_offsets
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str, every: float = 0.1) -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as exc:  # polling a process that is still starting
+            last_error = exc
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last_error})")
+
+
+def get_json(url: str, timeout: float = 2.0) -> Any:
+    with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - loopback
+        return json.loads(response.read())
+
+
+class WorkerProcess:
+    """A Faust worker in a subprocess, stopped by PID."""
+
+    def __init__(self, app_module: str, env: dict[str, str], log_path: Path) -> None:
+        self.app_module = app_module
+        self.env = {**os.environ, **env}
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> WorkerProcess:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "faust", "-A", self.app_module, "worker", "-l", "info"],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no final commit, no flush."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+async def read_topic(servers: str, topic: str, *, expect: int, within_s: float = 15.0) -> list[Any]:
+    """Read a whole topic with a plain groupless aiokafka consumer until ``expect`` records."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=servers, group_id=None, auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    records: list[Any] = []
+    try:
+        parts = consumer.partitions_for_topic(topic) or set()
+        deadline = asyncio.get_running_loop().time() + within_s
+        while not parts and asyncio.get_running_loop().time() < deadline:
+            await consumer.topics()
+            parts = consumer.partitions_for_topic(topic) or set()
+            await asyncio.sleep(0.1)
+        consumer.assign([TopicPartition(topic, p) for p in parts])
+        while len(records) < expect and asyncio.get_running_loop().time() < deadline:
+            for batch in (await consumer.getmany(timeout_ms=200)).values():
+                records.extend(batch)
+        # a little longer: anything beyond ``expect`` would be a duplicate or a stray write
+        for batch in (await consumer.getmany(timeout_ms=300)).values():
+            records.extend(batch)
+    finally:
+        await consumer.stop()
+    return records
+
+
+async def topic_end_offsets(servers: str, topic: str) -> dict[int, int]:
+    """True end offsets of a topic (corrected for the embedded broker's ListOffsets bug)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=servers, group_id=None)
+    await consumer.start()
+    try:
+        await consumer.topics()
+        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        reported = await consumer.end_offsets(tps)
+    finally:
+        await consumer.stop()
+    corrected = await probe_end_offsets(servers, reported)
+    return {tp.partition: offset for tp, offset in corrected.items()}
