@@ -1,0 +1,71 @@
+"""The record wire format round-trips, and anything else is a PoisonRecordError with a reason."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from walstream.errors import PoisonRecordError
+from walstream.records import AttemptError, Envelope, Lifecycle, decode_envelope, encode_envelope
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=12,
+)
+
+
+def envelope(**changes):
+    base = {
+        "id": "0190",
+        "namespace": "ns",
+        "key": "k",
+        "payload": {"a": [1, 2]},
+        "payload_encoding": "json",
+        "target": {"type": "kafka", "topic": "t"},
+        "lifecycle": Lifecycle(deliver_at_ms=5, original_write_time_ms=3, delay_ms=2),
+        "idempotency_token": "tok",
+        "created_at_ms": 3,
+        "attempt": 2,
+        "history": (AttemptError(at_ms=4, attempt=1, error_class="E", message="boom"),),
+    }
+    base.update(changes)
+    return Envelope(**base)
+
+
+@given(payload=json_values, key=st.none() | st.text(min_size=1))
+def test_round_trip(payload, key):
+    env = envelope(payload=payload, key=key)
+    assert decode_envelope(encode_envelope(env)) == env
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (None, "empty"),
+        (b"\xff\xfe", "undecodable"),
+        (b"[1]", "not a JSON object"),
+        (b'{"v": 2}', "unknown wire version 2"),
+        (b'{"v": 1, "payload_encoding": "rot13"}', "payload_encoding"),
+    ],
+)
+def test_poison_records_carry_a_reason(raw, reason):
+    with pytest.raises(PoisonRecordError) as info:
+        decode_envelope(raw)
+    assert reason in info.value.reason
+
+
+def test_missing_or_mistyped_fields_are_poison():
+    good = orjson.loads(encode_envelope(envelope()))
+    for field in ("id", "namespace", "target", "lifecycle", "idempotency_token", "attempt"):
+        broken = dict(good)
+        del broken[field]
+        with pytest.raises(PoisonRecordError):
+            decode_envelope(orjson.dumps(broken))
+    with pytest.raises(PoisonRecordError, match="history"):
+        decode_envelope(orjson.dumps({**good, "history": [{"at_ms": 1}]}))
+    with pytest.raises(PoisonRecordError, match="base64"):
+        decode_envelope(orjson.dumps({**good, "payload_encoding": "base64", "payload": "%%"}))

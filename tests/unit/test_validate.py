@@ -1,0 +1,148 @@
+"""WriteToLog validation: every bad field is named; good requests become exact envelopes."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from walstream.core.validate import MAX_FUTURE_SKEW_MS, parse_batch, parse_write_request
+from walstream.errors import BadRequestError, PayloadTooLargeError
+from walstream.namespaces.config import parse_namespace
+
+NOW = 1_800_000_000_000
+NS = parse_namespace(
+    {
+        "name": "orders",
+        "max_payload_bytes": 64,
+        "max_delay_ms": 10_000,
+        "target": {"type": "kafka", "topic": "orders.out"},
+    }
+)
+
+
+def parse(body, rand=0.0):
+    return parse_write_request(body, NS, now_ms=NOW, rand=rand, make_id=lambda ms: f"id-{ms}")
+
+
+def test_minimal_request_uses_namespace_defaults():
+    env = parse({"payload": {"a": 1}})
+    assert env.id == f"id-{NOW}"
+    assert env.namespace == "orders"
+    assert env.payload == {"a": 1}
+    assert env.payload_bytes() == b'{"a":1}'
+    assert env.target == {"type": "kafka", "topic": "orders.out"}
+    assert env.lifecycle.deliver_at_ms == NOW
+    assert env.lifecycle.original_write_time_ms == NOW
+    assert len(env.idempotency_token) == 32
+    assert env.attempt == 0
+    assert env.history == ()
+
+
+def test_full_request_is_kept_exactly():
+    raw = b"\x00\xffbinary"
+    env = parse(
+        {
+            "payload": base64.b64encode(raw).decode(),
+            "payload_encoding": "base64",
+            "lifecycle": {"delay_ms": 1000, "jitter_ms": 200, "original_write_time": NOW - 5},
+            "target": {"type": "http", "url": "http://127.0.0.1:9/x"},
+            "idempotency_token": "tok-1",
+            "key": "user-7",
+        },
+        rand=0.5,
+    )
+    assert env.payload_bytes() == raw
+    assert env.lifecycle.deliver_at_ms == NOW + 1100
+    assert env.lifecycle.delay_ms == 1100
+    assert env.lifecycle.original_write_time_ms == NOW - 5
+    assert env.target == {"type": "http", "url": "http://127.0.0.1:9/x"}
+    assert env.idempotency_token == "tok-1"
+    assert env.key == "user-7"
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ([], "body"),
+        ({}, "payload"),
+        ({"payload": 1, "paylod": 2}, "paylod"),
+        ({"payload": 1, "payload_encoding": "hex"}, "payload_encoding"),
+        ({"payload": 5, "payload_encoding": "base64"}, "payload"),
+        ({"payload": "!!notbase64", "payload_encoding": "base64"}, "payload"),
+        ({"payload": 1, "lifecycle": 3}, "lifecycle"),
+        ({"payload": 1, "lifecycle": {"delay": 3}}, "lifecycle.delay"),
+        ({"payload": 1, "lifecycle": {"delay_ms": "3"}}, "lifecycle.delay_ms"),
+        ({"payload": 1, "lifecycle": {"delay_ms": True}}, "lifecycle.delay_ms"),
+        ({"payload": 1, "lifecycle": {"delay_ms": -1}}, "lifecycle.delay_ms"),
+        ({"payload": 1, "lifecycle": {"delay_ms": 10_001}}, "lifecycle.delay_ms"),
+        ({"payload": 1, "lifecycle": {"delay_ms": 9_000, "jitter_ms": 2_000}}, "lifecycle.jitter_ms"),
+        ({"payload": 1, "lifecycle": {"original_write_time": "now"}}, "lifecycle.original_write_time"),
+        ({"payload": 1, "lifecycle": {"original_write_time": 0}}, "lifecycle.original_write_time"),
+        (
+            {"payload": 1, "lifecycle": {"original_write_time": NOW + MAX_FUTURE_SKEW_MS + 1}},
+            "lifecycle.original_write_time",
+        ),
+        ({"payload": 1, "target": "kafka"}, "target"),
+        ({"payload": 1, "target": {"type": "ftp"}}, "target.type"),
+        ({"payload": 1, "target": {"type": "kafka"}}, "target.topic"),
+        ({"payload": 1, "target": {"type": "kafka", "topic": "a b"}}, "target.topic"),
+        ({"payload": 1, "target": {"type": "http", "url": "ftp://x"}}, "target.url"),
+        ({"payload": 1, "target": {"type": "http", "url": "http://x", "x": 1}}, "target.x"),
+        ({"payload": 1, "target": {"type": "kv", "table": "t"}}, "target.key"),
+        ({"payload": 1, "target": {"type": "wal", "namespace": "Bad Name"}}, "target.namespace"),
+        ({"payload": 1, "idempotency_token": ""}, "idempotency_token"),
+        ({"payload": 1, "idempotency_token": "x" * 257}, "idempotency_token"),
+        ({"payload": 1, "key": 7}, "key"),
+    ],
+)
+def test_bad_input_names_the_field(body, field):
+    with pytest.raises(BadRequestError) as info:
+        parse(body)
+    assert info.value.field == field
+    assert info.value.status == 400
+    assert field in str(info.value)
+
+
+def test_payload_over_the_namespace_limit_is_413():
+    with pytest.raises(PayloadTooLargeError) as info:
+        parse({"payload": "x" * 100})
+    assert info.value.status == 413
+    assert info.value.field == "payload"
+
+
+def test_base64_payload_limit_counts_decoded_bytes():
+    exactly = base64.b64encode(b"y" * 64).decode()  # 88 chars of text, 64 bytes of payload
+    assert parse({"payload": exactly, "payload_encoding": "base64"}).payload_bytes() == b"y" * 64
+    with pytest.raises(PayloadTooLargeError):
+        parse({"payload": base64.b64encode(b"y" * 65).decode(), "payload_encoding": "base64"})
+
+
+def test_target_is_required_without_a_namespace_default():
+    bare = parse_namespace({"name": "bare"})
+    with pytest.raises(BadRequestError) as info:
+        parse_write_request({"payload": 1}, bare, now_ms=NOW, rand=0.0)
+    assert info.value.field == "target"
+
+
+@given(delay=st.integers(0, 5_000), jitter=st.integers(0, 5_000), rand=st.floats(0, 0.999999))
+def test_jitter_places_delivery_inside_the_window(delay, jitter, rand):
+    env = parse({"payload": 1, "lifecycle": {"delay_ms": delay, "jitter_ms": jitter}}, rand=rand)
+    assert NOW + delay <= env.lifecycle.deliver_at_ms <= NOW + delay + jitter
+
+
+def test_batch_shape():
+    assert parse_batch({"records": [{"payload": 1}]}, max_records=2) == [{"payload": 1}]
+    for body, field in [
+        ([], "body"),
+        ({"records": []}, "records"),
+        ({"records": {}}, "records"),
+        ({"records": [1], "extra": 1}, "extra"),
+    ]:
+        with pytest.raises(BadRequestError) as info:
+            parse_batch(body, max_records=2)
+        assert info.value.field == field
+    with pytest.raises(PayloadTooLargeError):
+        parse_batch({"records": [1, 2, 3]}, max_records=2)
