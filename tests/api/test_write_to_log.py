@@ -79,9 +79,7 @@ async def test_broker_refusal_is_false_503(client, producer):
 async def test_shedding_beyond_the_in_flight_limit(client, producer, deps):
     producer.block = asyncio.Event()
     limit = deps.limiter.limit
-    pending = [
-        asyncio.create_task(client.post(URL, json={"payload": i})) for i in range(limit + 6)
-    ]
+    pending = [asyncio.create_task(client.post(URL, json={"payload": i})) for i in range(limit + 6)]
     async with asyncio.timeout(5):
         while deps.limiter.in_flight < limit:
             await asyncio.sleep(0.01)

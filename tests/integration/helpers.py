@@ -30,10 +30,12 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str, every: f
             value = predicate()
             if value:
                 return value
-        except Exception as exc:  # polling a process that is still starting
+        except Exception as exc:  # noqa: BLE001 - polling a process that is still starting
             last_error = exc
         time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last_error})")
+    raise AssertionError(
+        f"timed out after {timeout}s waiting for {what} (last error: {last_error})"
+    )
 
 
 def get_json(url: str, timeout: float = 2.0) -> Any:
@@ -90,7 +92,9 @@ class WorkerProcess:
 async def read_topic(servers: str, topic: str, *, expect: int, within_s: float = 15.0) -> list[Any]:
     """Read a whole topic with a plain groupless aiokafka consumer until ``expect`` records."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=servers, group_id=None, auto_offset_reset="earliest",
+        bootstrap_servers=servers,
+        group_id=None,
+        auto_offset_reset="earliest",
         enable_auto_commit=False,
     )
     await consumer.start()

@@ -37,16 +37,20 @@ async def publisher(settings):
     await publisher.stop()
 
 
-async def wait_for(predicate, timeout=10.0, what="condition"):
-    async with asyncio.timeout(timeout):
+async def wait_for(predicate, within_s=10.0, what="condition"):
+    async with asyncio.timeout(within_s):
         while not await predicate():
             await asyncio.sleep(0.05)
     return True
 
 
-async def test_true_write_is_on_the_log_exactly_as_sent(aiohttp_client, settings, publisher, unique):
+async def test_true_write_is_on_the_log_exactly_as_sent(
+    aiohttp_client, settings, publisher, unique
+):
     ns = f"orders-{unique}"
-    await publisher.apply(parse_namespace({"name": ns, "target": {"type": "kafka", "topic": "out"}}))
+    await publisher.apply(
+        parse_namespace({"name": ns, "target": {"type": "kafka", "topic": "out"}})
+    )
     client = await aiohttp_client(build_api(settings))
     body = {
         "payload": {"sku": "A-1", "qty": 2},
@@ -75,7 +79,9 @@ async def test_true_write_is_on_the_log_exactly_as_sent(aiohttp_client, settings
     assert env.attempt == 0
 
 
-async def test_bad_input_gets_its_4xx_and_writes_nothing(aiohttp_client, settings, publisher, unique):
+async def test_bad_input_gets_its_4xx_and_writes_nothing(
+    aiohttp_client, settings, publisher, unique
+):
     ns = f"strict-{unique}"
     await publisher.apply(
         parse_namespace(
@@ -139,7 +145,9 @@ async def test_namespace_changes_reach_a_running_api(aiohttp_client, settings, p
     await wait_for(refused, what="deleted namespace to refuse writes")
 
 
-async def test_a_process_started_later_sees_every_namespace(aiohttp_client, settings, publisher, unique):
+async def test_a_process_started_later_sees_every_namespace(
+    aiohttp_client, settings, publisher, unique
+):
     names = [f"early{i}-{unique}" for i in range(3)]
     for name in names:
         await publisher.apply(parse_namespace({"name": name}))

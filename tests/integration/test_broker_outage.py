@@ -1,4 +1,4 @@
-"""Broker stopped: no request is answered TRUE; broker back: writes succeed without an API restart."""
+"""Broker stopped: no write is answered TRUE; broker back: writes succeed, no API restart."""
 
 from __future__ import annotations
 
@@ -30,7 +30,9 @@ async def test_no_true_while_the_broker_is_down_and_recovery_without_restart(
     settings = Settings(bootstrap_servers=own_broker.bootstrap_servers, write_timeout_s=1.5)
     publisher = NamespacePublisher(settings)
     await publisher.start()
-    await publisher.apply(parse_namespace({"name": "outage", "target": {"type": "kafka", "topic": "o"}}))
+    await publisher.apply(
+        parse_namespace({"name": "outage", "target": {"type": "kafka", "topic": "o"}})
+    )
     await publisher.stop()
     client = await aiohttp_client(build_api(settings))
     url = "/v1/namespaces/outage/log"

@@ -1,4 +1,4 @@
-"""`make run`'s stack (``walstream run``): embedded broker, worker, API, demo namespaces, clean Ctrl-C."""
+"""`make run` (``walstream run``): embedded broker, worker, API, demo namespaces, clean Ctrl-C."""
 
 from __future__ import annotations
 

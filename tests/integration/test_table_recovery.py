@@ -74,7 +74,9 @@ def test_table_total_is_exact_after_repeated_sigkill(
     try:
         for restart in range(RESTARTS + 1):
             total = wait_until(
-                lambda: (body := get_json(url))["ready"] and body["total"] >= produced and body,
+                lambda produced=produced: (
+                    (body := get_json(url))["ready"] and body["total"] >= produced and body
+                ),
                 timeout=90,
                 what=f"the worker to count {produced} (round {restart})\n{worker.log_tail()}",
             )["total"]
@@ -84,7 +86,9 @@ def test_table_total_is_exact_after_repeated_sigkill(
             # The offsets of what was counted must be committed before the kill, or the
             # re-consumed events would (correctly, at least once) count twice.
             wait_until(
-                lambda: asyncio.run(committed_total(broker, app_id, topic)) >= produced,
+                lambda produced=produced: (
+                    asyncio.run(committed_total(broker, app_id, topic)) >= produced
+                ),
                 timeout=30,
                 what="offsets to be committed",
                 every=0.5,
@@ -92,10 +96,14 @@ def test_table_total_is_exact_after_repeated_sigkill(
             asyncio.run(produce_batched(broker, topic, EVENTS_PER_ROUND, produced))
             produced += EVENTS_PER_ROUND
             wait_until(
-                lambda: get_json(url)["total"] >= produced, timeout=60, what="new events counted"
+                lambda produced=produced: get_json(url)["total"] >= produced,
+                timeout=60,
+                what="new events counted",
             )
             wait_until(
-                lambda: asyncio.run(committed_total(broker, app_id, topic)) >= produced,
+                lambda produced=produced: (
+                    asyncio.run(committed_total(broker, app_id, topic)) >= produced
+                ),
                 timeout=30,
                 what="offsets to be committed",
                 every=0.5,

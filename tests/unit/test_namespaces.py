@@ -16,7 +16,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_defaults_and_derived_topics():
     ns = parse_namespace({"name": "pds"})
-    assert (ns.topics.log, ns.topics.retry, ns.topics.dlq) == ("wal.pds.log", "wal.pds.retry", "wal.pds.dlq")
+    assert (ns.topics.log, ns.topics.retry, ns.topics.dlq) == (
+        "wal.pds.log",
+        "wal.pds.retry",
+        "wal.pds.dlq",
+    )
     assert ns.max_attempts == 10
     assert ns.max_delay_ms == 7 * 24 * 3600 * 1000
     assert ns.target is None

@@ -78,8 +78,14 @@ def test_full_request_is_kept_exactly():
         ({"payload": 1, "lifecycle": {"delay_ms": True}}, "lifecycle.delay_ms"),
         ({"payload": 1, "lifecycle": {"delay_ms": -1}}, "lifecycle.delay_ms"),
         ({"payload": 1, "lifecycle": {"delay_ms": 10_001}}, "lifecycle.delay_ms"),
-        ({"payload": 1, "lifecycle": {"delay_ms": 9_000, "jitter_ms": 2_000}}, "lifecycle.jitter_ms"),
-        ({"payload": 1, "lifecycle": {"original_write_time": "now"}}, "lifecycle.original_write_time"),
+        (
+            {"payload": 1, "lifecycle": {"delay_ms": 9_000, "jitter_ms": 2_000}},
+            "lifecycle.jitter_ms",
+        ),
+        (
+            {"payload": 1, "lifecycle": {"original_write_time": "now"}},
+            "lifecycle.original_write_time",
+        ),
         ({"payload": 1, "lifecycle": {"original_write_time": 0}}, "lifecycle.original_write_time"),
         (
             {"payload": 1, "lifecycle": {"original_write_time": NOW + MAX_FUTURE_SKEW_MS + 1}},

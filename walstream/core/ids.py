@@ -1,24 +1,30 @@
-"""Record ids: UUIDv7-style, so ids sort by creation time (useful for DLQ and replay windows)."""
+"""Record ids and idempotency tokens.
+
+Ids are UUIDv7-style, so they sort by creation time (useful for DLQ and replay windows). Both come
+from a PRNG seeded from the OS: they need uniqueness, not secrecy, and os.urandom costs a system
+call per write on the API's hot path.
+"""
 
 from __future__ import annotations
 
-import os
+import random
 
 __all__ = ["new_id", "new_token"]
 
+_rng = random.Random()  # seeded from os.urandom at import  # noqa: S311 - uniqueness only
 
-def new_id(now_ms: int, random_bytes: bytes | None = None) -> str:
+
+def new_id(now_ms: int, random_bits: int | None = None) -> str:
     """A 32-hex-digit time-ordered id (RFC 9562 UUIDv7 layout) for the given milliseconds."""
-    rand = random_bytes if random_bytes is not None else os.urandom(10)
+    rand = _rng.getrandbits(74) if random_bits is None else random_bits & ((1 << 74) - 1)
     value = (now_ms & 0xFFFF_FFFF_FFFF) << 80
     value |= 0x7 << 76  # version 7
-    rand_int = int.from_bytes(rand[:10], "big")
-    value |= ((rand_int >> 68) & 0xFFF) << 64  # rand_a: 12 bits
+    value |= (rand >> 62) << 64  # rand_a: 12 bits
     value |= 0b10 << 62  # RFC variant
-    value |= rand_int & ((1 << 62) - 1)
+    value |= rand & ((1 << 62) - 1)  # rand_b: 62 bits
     return f"{value:032x}"
 
 
 def new_token() -> str:
-    """A random idempotency token for a request that did not bring one."""
-    return os.urandom(16).hex()
+    """A random 128-bit idempotency token for a request that did not bring one."""
+    return f"{_rng.getrandbits(128):032x}"

@@ -19,6 +19,8 @@ from collections.abc import Iterable, Mapping
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from walstream.kafka.clients import stop_consumer
+
 __all__ = ["probe_end_offsets", "true_end_offsets"]
 
 logger = logging.getLogger(__name__)
@@ -64,7 +66,7 @@ async def probe_end_offsets(
         if pending:
             logger.warning("end offsets unverified for %d partitions: %s", len(pending), pending)
     finally:
-        await probe.stop()
+        await stop_consumer(probe)
     fixed = {tp: (reported[tp], corrected[tp]) for tp in tps if corrected[tp] != reported[tp]}
     if fixed:
         logger.info("corrected under-reported end offsets: %s", fixed)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -21,10 +22,14 @@ from aiokafka.errors import (
     RecordListTooLargeError,
     TopicAuthorizationFailedError,
 )
+from aiokafka.partitioner import DefaultPartitioner
 
 from walstream.errors import WalError, WriteRejectedError, WriteUnknownError
+from walstream.kafka.deadlines import DeadlineSweeper
 
 __all__ = ["KafkaLogProducer", "LogProducer", "MemoryLogProducer", "Outgoing"]
+
+_partitioner = DefaultPartitioner()
 
 logger = logging.getLogger(__name__)
 
@@ -87,14 +92,17 @@ class KafkaLogProducer:
             "retry_backoff_ms": 100,
         }
         self._producer: Any = None
+        self._deadlines = DeadlineSweeper()
         self._last_ping: tuple[float, bool] = (0.0, False)
 
     async def start(self) -> None:
         # aiokafka binds to the running loop, so the producer is made here, not in __init__.
         self._producer = AIOKafkaProducer(**self._config)
         await self._producer.start()
+        self._deadlines.start()
 
     async def stop(self) -> None:
+        await self._deadlines.stop()
         await self._producer.stop()
 
     async def send(self, record: Outgoing) -> None:
@@ -104,51 +112,105 @@ class KafkaLogProducer:
             WriteRejectedError: certainly not written.
             WriteUnknownError: may have been written.
         """
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._timeout_s
+        task = asyncio.current_task()
+        assert task is not None  # noqa: S101 - always called from a task
+        self._deadlines.watch(task, self._timeout_s)
+        handed_over = False
         try:
-            async with asyncio.timeout_at(deadline):
-                future = await self._producer.send(record.topic, record.value, key=record.key)
-        except TimeoutError:
-            raise WriteRejectedError("broker unavailable: record not handed over in time") from None
+            future = await self._producer.send(record.topic, record.value, key=record.key)
+            handed_over = True
+            await future
+        except asyncio.CancelledError:
+            if self._deadlines.claim_expiry(task):
+                raise self._timed_out(handed_over) from None
+            raise
         except KafkaError as exc:
-            raise _classify(exc, acked_phase=False) from exc
-        try:
-            async with asyncio.timeout_at(deadline):
-                await future
-        except TimeoutError:
-            raise WriteUnknownError(
+            raise _classify(exc, acked_phase=handed_over) from exc
+        finally:
+            self._deadlines.unwatch(task)
+
+    def _timed_out(self, handed_over: bool) -> WalError:
+        if handed_over:
+            return WriteUnknownError(
                 f"no acknowledgement within {self._timeout_s}s: the record may be on the log"
-            ) from None
-        except KafkaError as exc:
-            raise _classify(exc, acked_phase=True) from exc
+            )
+        return WriteRejectedError("broker unavailable: record not handed over in time")
 
     async def send_many(self, records: Sequence[Outgoing]) -> list[WalError | None]:
-        """Write many records concurrently; one result per record (None = acknowledged)."""
+        """Write many records; one result per record (None = acknowledged).
+
+        Records are grouped per partition into record batches handed to the broker whole (one
+        future per batch, not per record): keyed records go where the default partitioner puts
+        them, so per-key order matches single writes; unkeyed ones stick to one partition per call.
+        """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeout_s
         results: list[WalError | None] = [None] * len(records)
-        futures: dict[asyncio.Future[object], int] = {}
-        for index, record in enumerate(records):
-            try:
-                async with asyncio.timeout_at(deadline):
-                    fut = await self._producer.send(record.topic, record.value, key=record.key)
-                futures[fut] = index
-            except TimeoutError:
-                results[index] = WriteRejectedError("broker unavailable: record not handed over")
-            except KafkaError as exc:
-                results[index] = _classify(exc, acked_phase=False)
+        groups: dict[tuple[str, int], list[int]] = {}
+        futures: dict[asyncio.Future[object], list[int]] = {}
+        try:
+            async with asyncio.timeout_at(deadline):
+                partitions: dict[str, list[int]] = {}
+                for index, record in enumerate(records):
+                    parts = partitions.get(record.topic)
+                    if parts is None:
+                        parts = sorted(await self._producer.partitions_for(record.topic))
+                        partitions[record.topic] = parts
+                        sticky = random.choice(parts)  # noqa: S311 - load spreading only
+                    partition = (
+                        sticky if record.key is None else _partitioner(record.key, parts, parts)
+                    )
+                    groups.setdefault((record.topic, partition), []).append(index)
+                for (topic, partition), indexes in groups.items():
+                    await self._send_group(records, topic, partition, indexes, futures, results)
+        except TimeoutError:
+            handed = {i for idx in futures.values() for i in idx}
+            for index in range(len(records)):
+                if results[index] is None and index not in handed:
+                    results[index] = self._timed_out(handed_over=False)
+        except KafkaError as exc:
+            handed = {i for idx in futures.values() for i in idx}
+            for index in range(len(records)):
+                if results[index] is None and index not in handed:
+                    results[index] = _classify(exc, acked_phase=False)
         if futures:
             done, pending = await asyncio.wait(futures, timeout=max(0.0, deadline - loop.time()))
             for fut in done:
                 error = fut.exception()
                 if error is not None:
-                    results[futures[fut]] = _classify(error, acked_phase=True)
+                    for index in futures[fut]:
+                        results[index] = _classify(error, acked_phase=True)
             for fut in pending:
-                results[futures[fut]] = WriteUnknownError(
-                    f"no acknowledgement within {self._timeout_s}s: the record may be on the log"
-                )
+                for index in futures[fut]:
+                    results[index] = self._timed_out(handed_over=True)
         return results
+
+    async def _send_group(
+        self,
+        records: Sequence[Outgoing],
+        topic: str,
+        partition: int,
+        indexes: list[int],
+        futures: dict[asyncio.Future[object], list[int]],
+        results: list[WalError | None],
+    ) -> None:
+        batch = self._producer.create_batch()
+        members: list[int] = []
+        for index in indexes:
+            record = records[index]
+            if batch.append(key=record.key, value=record.value, timestamp=None) is None:
+                if members:  # full: hand it over, start the next one
+                    futures[await self._producer.send_batch(batch, topic, partition=partition)] = (
+                        members
+                    )
+                    batch = self._producer.create_batch()
+                    members = []
+                if batch.append(key=record.key, value=record.value, timestamp=None) is None:
+                    results[index] = WriteRejectedError("record larger than a whole record batch")
+                    continue
+            members.append(index)
+        if members:
+            futures[await self._producer.send_batch(batch, topic, partition=partition)] = members
 
     async def ping(self, timeout_s: float = 2.0, cache_s: float = 1.0) -> bool:
         """Whether the cluster answers a metadata request (cached for ``cache_s``)."""

@@ -18,6 +18,7 @@ from aiokafka.errors import KafkaError
 
 from walstream.clock import Clock, SystemClock
 from walstream.kafka.admin import ensure_topics
+from walstream.kafka.clients import stop_consumer
 from walstream.namespaces.config import NamespaceConfig
 from walstream.namespaces.registry import NamespaceRegistry, encode_event
 from walstream.settings import Settings
@@ -80,7 +81,7 @@ class NamespaceFeed:
                 await task
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
-            await consumer.stop()
+            await stop_consumer(consumer)
 
     async def wait_ready(self, within_s: float) -> bool:
         """Wait until the registry has caught up; return whether it did in time."""

@@ -1,0 +1,83 @@
+"""A light keep-alive HTTP/1.1 load generator (lighter than an HTTP client library, so on a small
+machine the server, not the generator, is what the figures measure)."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from dataclasses import dataclass
+
+
+@dataclass
+class LoadResult:
+    requests: int
+    errors: int
+    seconds: float
+    latencies_ms: list[float]
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds
+
+    def pct(self, q: float) -> float:
+        ordered = sorted(self.latencies_ms)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+    @property
+    def p50(self) -> float:
+        return statistics.median(self.latencies_ms) if self.latencies_ms else float("nan")
+
+
+def post_bytes(host: str, port: int, path: str, body: bytes) -> bytes:
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+async def _read_response(reader: asyncio.StreamReader) -> int:
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line[:15].lower() == b"content-length:":
+            length = int(line[15:])
+    if length:
+        await reader.readexactly(length)
+    return status
+
+
+async def run_load(
+    host: str, port: int, request: bytes, *, connections: int, seconds: float, warmup_s: float
+) -> LoadResult:
+    """Each connection sends ``request`` back to back; counts 200s after the warm-up."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    measure_from = start + warmup_s
+    stop_at = measure_from + seconds
+    latencies: list[float] = []
+    counts = {"ok": 0, "errors": 0}
+
+    async def one_connection() -> None:
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            while True:
+                sent = time.perf_counter()
+                writer.write(request)
+                status = await _read_response(reader)
+                now = loop.time()
+                if now >= stop_at:
+                    return
+                if now >= measure_from:
+                    if status == 200:
+                        counts["ok"] += 1
+                        latencies.append((time.perf_counter() - sent) * 1000)
+                    else:
+                        counts["errors"] += 1
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(one_connection() for _ in range(connections)))
+    return LoadResult(counts["ok"], counts["errors"], seconds, latencies)

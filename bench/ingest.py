@@ -1,0 +1,225 @@
+"""Ingest benchmark: WriteToLog against baselines measured in the same run, on the same broker.
+
+1. Single-record HTTP WriteToLog (requests/s, p50, p99) vs a bare aiohttp handler that only does
+   aiokafka ``send_and_wait`` (acks=all). Target: ratio >= 0.9.
+2. Batch WriteToLog (records/s) vs raw batched aiokafka produce (acks=all, <=10k in flight) of
+   records of the same size. Target: ratio >= 0.5.
+
+Runs in under 2 minutes; prints figures and ratios. Absolute numbers mean little on a shared machine.
+Usage: python bench/ingest.py [--seconds 6] [--connections 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import orjson
+from aiokafka import AIOKafkaProducer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _load import post_bytes, run_load  # noqa: E402
+
+from walstream.broker import EmbeddedBroker, free_port  # noqa: E402
+from walstream.namespaces.broadcast import NamespacePublisher  # noqa: E402
+from walstream.namespaces.config import parse_namespace  # noqa: E402
+from walstream.settings import Settings  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+NS = "bench"
+PAYLOAD = {"user": "u-123", "action": "delete", "item": 987654321}
+BATCH_SIZE = 500
+BATCH_RECORDS = 100_000
+
+
+def serve_baseline(port: int, servers: str) -> None:
+    """The bare handler: read the body, send_and_wait it with acks=all, answer 200."""
+    from aiohttp import web
+
+    async def make_app() -> web.Application:
+        producer = AIOKafkaProducer(bootstrap_servers=servers, acks="all", linger_ms=0)
+
+        async def kafka(app: web.Application):
+            await producer.start()
+            yield
+            await producer.stop()
+
+        async def handler(request: web.Request) -> web.Response:
+            await producer.send_and_wait("bench.baseline", await request.read())
+            return web.json_response({"durable": "TRUE"})
+
+        async def ready(request: web.Request) -> web.Response:
+            return web.json_response({"status": "ready"})
+
+        app = web.Application()
+        app.cleanup_ctx.append(kafka)
+        app.router.add_post("/write", handler)
+        app.router.add_get("/readyz", ready)
+        return app
+
+    web.run_app(make_app(), host="127.0.0.1", port=port, access_log=None, print=None)
+
+
+def _wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError("server exited at start")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:  # noqa: S310
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError("server not ready")
+
+
+def _start(args: list[str], env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [sys.executable, *args], cwd=ROOT, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    _wait_ready(port, proc)
+    return proc
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+async def raw_batched_produce(servers: str, value: bytes, count: int) -> float:
+    """records/s of plain aiokafka produce with acks=all and up to 10k in flight."""
+    producer = AIOKafkaProducer(bootstrap_servers=servers, acks="all", linger_ms=0,
+                                max_batch_size=256 * 1024)
+    await producer.start()
+    try:
+        await (await producer.send("bench.raw", value))  # metadata, connection
+        started = time.perf_counter()
+        in_flight: list[asyncio.Future[object]] = []
+        for _ in range(count):
+            in_flight.append(await producer.send("bench.raw", value))
+            if len(in_flight) >= 10_000:
+                await asyncio.gather(*in_flight)
+                in_flight.clear()
+        await asyncio.gather(*in_flight)
+        return count / (time.perf_counter() - started)
+    finally:
+        await producer.stop()
+
+
+async def batch_write_to_log(port: int, count: int, concurrency: int = 4) -> float:
+    """records/s through POST /log:batch with ``concurrency`` requests in flight."""
+    body = orjson.dumps({"records": [{"payload": PAYLOAD}] * BATCH_SIZE})
+    request = post_bytes("127.0.0.1", port, f"/v1/namespaces/{NS}/log:batch", body)
+    per_connection = count // (BATCH_SIZE * concurrency)
+
+    async def connection() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            for _ in range(per_connection):
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                answer = orjson.loads(await reader.readexactly(length))
+                if head[9:12] != b"200" or any(r["durable"] != "TRUE" for r in answer["results"]):
+                    raise RuntimeError("batch write failed")
+        finally:
+            writer.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(connection() for _ in range(concurrency)))
+    return per_connection * concurrency * BATCH_SIZE / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=6.0)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--serve-baseline", nargs=2, metavar=("PORT", "SERVERS"))
+    args = parser.parse_args()
+    if args.serve_baseline:
+        serve_baseline(int(args.serve_baseline[0]), args.serve_baseline[1])
+        return
+
+    began = time.monotonic()
+    with EmbeddedBroker() as broker:
+        servers = broker.bootstrap_servers
+        settings = Settings(bootstrap_servers=servers)
+
+        async def setup() -> None:
+            publisher = NamespacePublisher(settings)
+            await publisher.start()
+            await publisher.apply(parse_namespace(
+                {"name": NS, "target": {"type": "kafka", "topic": "bench.out"}}))
+            await publisher.stop()
+
+        asyncio.run(setup())
+        env = {**os.environ, "WALSTREAM_BOOTSTRAP_SERVERS": servers}
+        base_port, wal_port = free_port(), free_port()
+        env["WALSTREAM_API_PORT"] = str(wal_port)
+        baseline = _start([__file__, "--serve-baseline", str(base_port), servers], env, base_port)
+        walstream = _start(["-m", "walstream", "api"], env, wal_port)
+        single_body = orjson.dumps({"payload": PAYLOAD})
+        try:
+            results: dict[str, list] = {"baseline": [], "walstream": []}
+            for _ in range(args.rounds):  # interleaved, so drift in machine load hits both
+                for name, port, path in (
+                    ("baseline", base_port, "/write"),
+                    ("walstream", wal_port, f"/v1/namespaces/{NS}/log"),
+                ):
+                    request = post_bytes("127.0.0.1", port, path, single_body)
+                    results[name].append(asyncio.run(run_load(
+                        "127.0.0.1", port, request, connections=args.connections,
+                        seconds=args.seconds, warmup_s=1.0)))
+            raw_rates, batch_rates = [], []
+            record_size = len(orjson.dumps({"v": 1, "payload": PAYLOAD})) + 300  # envelope-sized
+            for _ in range(args.rounds):
+                raw_rates.append(asyncio.run(raw_batched_produce(servers, b"x" * record_size,
+                                                                 BATCH_RECORDS)))
+                batch_rates.append(asyncio.run(batch_write_to_log(wal_port, BATCH_RECORDS)))
+        finally:
+            _stop(walstream)
+            _stop(baseline)
+
+    def summary(name: str) -> tuple[float, float, float, int]:
+        runs = results[name]
+        return (
+            statistics.median(r.rate for r in runs),
+            statistics.median(r.p50 for r in runs),
+            statistics.median(r.pct(0.99) for r in runs),
+            sum(r.errors for r in runs),
+        )
+
+    b_rate, b_p50, b_p99, b_err = summary("baseline")
+    w_rate, w_p50, w_p99, w_err = summary("walstream")
+    raw, batch = statistics.median(raw_rates), statistics.median(batch_rates)
+    print(f"single-record, {args.connections} connections, {args.rounds}x{args.seconds:.0f}s each:")
+    print(f"  baseline  (aiohttp + send_and_wait): {b_rate:8.0f} req/s  p50 {b_p50:6.2f} ms  "
+          f"p99 {b_p99:6.2f} ms  non-200 {b_err}")
+    print(f"  walstream (WriteToLog)             : {w_rate:8.0f} req/s  p50 {w_p50:6.2f} ms  "
+          f"p99 {w_p99:6.2f} ms  non-200 {w_err}")
+    print(f"  ratio req/s {w_rate / b_rate:.2f} (target >= 0.90)   "
+          f"p50 x{w_p50 / b_p50:.2f}   p99 x{w_p99 / b_p99:.2f}")
+    print(f"batch, {BATCH_SIZE} records/request, {BATCH_RECORDS} records:")
+    print(f"  raw batched aiokafka produce: {raw:8.0f} records/s")
+    print(f"  batch WriteToLog            : {batch:8.0f} records/s")
+    print(f"  ratio {batch / raw:.2f} (target >= 0.50)")
+    print(f"total {time.monotonic() - began:.0f}s")
+
+
+if __name__ == "__main__":
+    main()
