@@ -125,6 +125,12 @@ class Settings:
                 self.broker_heartbeat_interval_s,
                 "must be below WALSTREAM_BROKER_SESSION_TIMEOUT_S",
             )
+        if self.max_batch_records > self.max_in_flight:
+            raise ConfigError(
+                _PREFIX + "MAX_BATCH_RECORDS",
+                self.max_batch_records,
+                "must be <= WALSTREAM_MAX_IN_FLIGHT, or a full batch could never be admitted",
+            )
         if self.store not in {"memory://", "rocksdb://"}:
             raise ConfigError(_PREFIX + "STORE", self.store, "expected memory:// or rocksdb://")
 

@@ -8,6 +8,8 @@ import asyncio
 import pytest
 
 from walstream.api.app import build_api
+from walstream.broker import free_port
+from walstream.client import WalClient, write_request
 from walstream.namespaces.broadcast import NamespacePublisher
 from walstream.namespaces.config import parse_namespace
 from walstream.records import decode_envelope
@@ -180,3 +182,36 @@ async def test_burst_beyond_the_in_flight_limit_is_shed_never_hangs(
             assert (await response.json())["durable"] == "FALSE"
     ends = await topic_end_offsets(settings.bootstrap_servers, f"wal.{ns}.log")
     assert sum(ends.values()) == accepted  # every TRUE is on the log, no 503 is
+
+
+async def test_batch_and_client_write_to_the_log(aiohttp_client, settings, publisher, unique):
+    """WalClient over a real server: batch results per record; keyed records share a partition."""
+    ns = f"batch-{unique}"
+    await publisher.apply(parse_namespace({"name": ns, "target": {"type": "kafka", "topic": "o"}}))
+    client = await aiohttp_client(build_api(settings.replace(max_in_flight=100)))
+    base = str(client.make_url("/")).rstrip("/")
+    records = [write_request({"n": i}, key=f"k{i % 3}") for i in range(30)]
+    records.append(write_request({"n": "bad"}, delay_ms=-1))
+    async with WalClient(base) as wal:
+        results = await wal.write_batch(ns, records)
+        single = await wal.write(ns, {"n": "single"}, key="k0", idempotency_token="tok-s")
+        missing = await wal.write(f"absent-{unique}", {"n": 1})
+    assert [r.durable for r in results] == ["TRUE"] * 30 + ["FALSE"]
+    assert results[-1].field == "lifecycle.delay_ms"
+    assert single.ok
+    assert (missing.durable, missing.status) == ("FALSE", 404)
+
+    log = await read_topic(settings.bootstrap_servers, f"wal.{ns}.log", expect=31)
+    assert len(log) == 31
+    by_id = {decode_envelope(r.value).id: r for r in log}
+    assert set(by_id) == {r.id for r in results[:30]} | {single.id}
+    partitions_of_k0 = {r.partition for r in log if r.key == b"k0"}
+    assert len(partitions_of_k0) == 1  # batch and single writes of one key share a partition
+    payloads = sorted(str(decode_envelope(r.value).payload["n"]) for r in log if r.key == b"k1")
+    assert payloads == sorted(str(i) for i in range(30) if i % 3 == 1)
+
+
+async def test_client_says_false_when_nothing_was_sent():
+    async with WalClient(f"http://127.0.0.1:{free_port()}") as wal:
+        result = await wal.write("any", {"n": 1})
+    assert result.durable == "FALSE"

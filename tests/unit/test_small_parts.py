@@ -38,6 +38,10 @@ def test_settings_from_env_parses_types():
         ({"WALSTREAM_MAX_IN_FLIGHT": "0"}, "WALSTREAM_MAX_IN_FLIGHT"),
         ({"WALSTREAM_CORRECT_END_OFFSETS": "maybe"}, "WALSTREAM_CORRECT_END_OFFSETS"),
         ({"WALSTREAM_STORE": "redis://"}, "WALSTREAM_STORE"),
+        (
+            {"WALSTREAM_MAX_IN_FLIGHT": "10", "WALSTREAM_MAX_BATCH_RECORDS": "11"},
+            "WALSTREAM_MAX_BATCH_RECORDS",
+        ),
         ({"WALSTREAM_BROKER_HEARTBEAT_INTERVAL_S": "9"}, "WALSTREAM_BROKER_HEARTBEAT_INTERVAL_S"),
     ],
 )
