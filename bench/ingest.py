@@ -5,7 +5,8 @@
 2. Batch WriteToLog (records/s) vs raw batched aiokafka produce (acks=all, <=10k in flight) of
    records of the same size. Target: ratio >= 0.5.
 
-Runs in under 2 minutes; prints figures and ratios. Absolute numbers mean little on a shared machine.
+Runs in under 2 minutes and prints figures and ratios (absolute numbers mean little on a shared
+machine).
 Usage: python bench/ingest.py [--seconds 6] [--connections 64]
 """
 
@@ -25,12 +26,12 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _load import post_bytes, run_load  # noqa: E402
+from _load import post_bytes, run_load
 
-from walstream.broker import EmbeddedBroker, free_port  # noqa: E402
-from walstream.namespaces.broadcast import NamespacePublisher  # noqa: E402
-from walstream.namespaces.config import parse_namespace  # noqa: E402
-from walstream.settings import Settings  # noqa: E402
+from walstream.broker import EmbeddedBroker, free_port
+from walstream.namespaces.broadcast import NamespacePublisher
+from walstream.namespaces.config import parse_namespace
+from walstream.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 NS = "bench"
@@ -73,7 +74,7 @@ def _wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 60) -
         if proc.poll() is not None:
             raise RuntimeError("server exited at start")
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:  # noqa: S310
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
                 if r.status == 200:
                     return
         except OSError:
@@ -84,8 +85,11 @@ def _wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 60) -
 
 def _start(args: list[str], env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
-        [sys.executable, *args], cwd=ROOT, env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [sys.executable, *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     _wait_ready(port, proc)
     return proc
@@ -102,8 +106,9 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 async def raw_batched_produce(servers: str, value: bytes, count: int) -> float:
     """records/s of plain aiokafka produce with acks=all and up to 10k in flight."""
-    producer = AIOKafkaProducer(bootstrap_servers=servers, acks="all", linger_ms=0,
-                                max_batch_size=256 * 1024)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=servers, acks="all", linger_ms=0, max_batch_size=256 * 1024
+    )
     await producer.start()
     try:
         await (await producer.send("bench.raw", value))  # metadata, connection
@@ -163,8 +168,9 @@ def main() -> None:
         async def setup() -> None:
             publisher = NamespacePublisher(settings)
             await publisher.start()
-            await publisher.apply(parse_namespace(
-                {"name": NS, "target": {"type": "kafka", "topic": "bench.out"}}))
+            await publisher.apply(
+                parse_namespace({"name": NS, "target": {"type": "kafka", "topic": "bench.out"}})
+            )
             await publisher.stop()
 
         asyncio.run(setup())
@@ -182,14 +188,24 @@ def main() -> None:
                     ("walstream", wal_port, f"/v1/namespaces/{NS}/log"),
                 ):
                     request = post_bytes("127.0.0.1", port, path, single_body)
-                    results[name].append(asyncio.run(run_load(
-                        "127.0.0.1", port, request, connections=args.connections,
-                        seconds=args.seconds, warmup_s=1.0)))
+                    results[name].append(
+                        asyncio.run(
+                            run_load(
+                                "127.0.0.1",
+                                port,
+                                request,
+                                connections=args.connections,
+                                seconds=args.seconds,
+                                warmup_s=1.0,
+                            )
+                        )
+                    )
             raw_rates, batch_rates = [], []
             record_size = len(orjson.dumps({"v": 1, "payload": PAYLOAD})) + 300  # envelope-sized
             for _ in range(args.rounds):
-                raw_rates.append(asyncio.run(raw_batched_produce(servers, b"x" * record_size,
-                                                                 BATCH_RECORDS)))
+                raw_rates.append(
+                    asyncio.run(raw_batched_produce(servers, b"x" * record_size, BATCH_RECORDS))
+                )
                 batch_rates.append(asyncio.run(batch_write_to_log(wal_port, BATCH_RECORDS)))
         finally:
             _stop(walstream)
@@ -208,12 +224,18 @@ def main() -> None:
     w_rate, w_p50, w_p99, w_err = summary("walstream")
     raw, batch = statistics.median(raw_rates), statistics.median(batch_rates)
     print(f"single-record, {args.connections} connections, {args.rounds}x{args.seconds:.0f}s each:")
-    print(f"  baseline  (aiohttp + send_and_wait): {b_rate:8.0f} req/s  p50 {b_p50:6.2f} ms  "
-          f"p99 {b_p99:6.2f} ms  non-200 {b_err}")
-    print(f"  walstream (WriteToLog)             : {w_rate:8.0f} req/s  p50 {w_p50:6.2f} ms  "
-          f"p99 {w_p99:6.2f} ms  non-200 {w_err}")
-    print(f"  ratio req/s {w_rate / b_rate:.2f} (target >= 0.90)   "
-          f"p50 x{w_p50 / b_p50:.2f}   p99 x{w_p99 / b_p99:.2f}")
+    print(
+        f"  baseline  (aiohttp + send_and_wait): {b_rate:8.0f} req/s  p50 {b_p50:6.2f} ms  "
+        f"p99 {b_p99:6.2f} ms  non-200 {b_err}"
+    )
+    print(
+        f"  walstream (WriteToLog)             : {w_rate:8.0f} req/s  p50 {w_p50:6.2f} ms  "
+        f"p99 {w_p99:6.2f} ms  non-200 {w_err}"
+    )
+    print(
+        f"  ratio req/s {w_rate / b_rate:.2f} (target >= 0.90)   "
+        f"p50 x{w_p50 / b_p50:.2f}   p99 x{w_p99 / b_p99:.2f}"
+    )
     print(f"batch, {BATCH_SIZE} records/request, {BATCH_RECORDS} records:")
     print(f"  raw batched aiokafka produce: {raw:8.0f} records/s")
     print(f"  batch WriteToLog            : {batch:8.0f} records/s")

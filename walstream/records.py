@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -29,8 +28,7 @@ WIRE_VERSION = 1
 PAYLOAD_ENCODINGS = ("json", "base64")
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Lifecycle:
+class Lifecycle(NamedTuple):
     """When a record may be delivered, and when the client originally wrote it (for LWW)."""
 
     deliver_at_ms: int
@@ -38,8 +36,7 @@ class Lifecycle:
     delay_ms: int = 0
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class AttemptError:
+class AttemptError(NamedTuple):
     """One failed delivery attempt, kept in the record's history."""
 
     at_ms: int
@@ -48,9 +45,12 @@ class AttemptError:
     message: str
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Envelope:
-    """One logged write."""
+class Envelope(NamedTuple):
+    """One logged write.
+
+    Value objects here are NamedTuples rather than frozen dataclasses: as immutable, and several
+    times cheaper to build, which counts on the WriteToLog hot path (one envelope per request).
+    """
 
     id: str
     namespace: str
@@ -63,7 +63,7 @@ class Envelope:
     idempotency_token: str
     created_at_ms: int
     attempt: int = 0
-    history: tuple[AttemptError, ...] = field(default=())
+    history: tuple[AttemptError, ...] = ()
 
     def payload_bytes(self) -> bytes:
         """The payload as the bytes a target receives."""

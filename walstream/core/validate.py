@@ -110,8 +110,8 @@ def parse_write_request(
     """
     if not isinstance(obj, dict):
         raise BadRequestError("body", "must be a JSON object")
-    unknown = sorted(set(obj) - _REQUEST_FIELDS)
-    if unknown:
+    if not _REQUEST_FIELDS.issuperset(obj):
+        unknown = sorted(set(obj) - _REQUEST_FIELDS)
         raise BadRequestError(unknown[0], "is not a WriteToLog field")
     if "payload" not in obj:
         raise BadRequestError("payload", "is required")
