@@ -49,14 +49,19 @@ async def write_to_log(request: web.Request) -> web.Response:
     """WriteToLog: one record."""
     deps = request.app[DEPS]
     ns = _namespace(request, deps)
-    if not deps.limiter.try_acquire():
+    limiter = deps.limiter
+    if not limiter.try_acquire():
         raise OverloadedError(deps.settings.shed_retry_after_s)
     try:
-        body = await _body(request)
+        raw = await request.read()
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise BadRequestError("body", f"invalid JSON: {exc}") from None
         env = parse_write_request(body, ns, now_ms=deps.clock.now_ms(), rand=deps.rand())
         await deps.producer.send(_outgoing(ns, env))
     finally:
-        deps.limiter.release()
+        limiter.release()
     return _json({"durable": "TRUE", "message": "written", "id": env.id})
 
 

@@ -12,7 +12,7 @@ import logging
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import (
@@ -42,8 +42,7 @@ _DEFINITE_REFUSALS: tuple[type[KafkaError], ...] = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Outgoing:
+class Outgoing(NamedTuple):
     """One record to write."""
 
     topic: str
