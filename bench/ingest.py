@@ -7,7 +7,7 @@
 
 Runs in under 2 minutes and prints figures and ratios (absolute numbers mean little on a shared
 machine).
-Usage: python bench/ingest.py [--seconds 6] [--connections 64]
+Usage: python bench/ingest.py [--seconds 4] [--connections 8,64] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _load import post_bytes, run_load
+from _load import LoadResult, post_bytes, run_load
 
 from walstream.broker import EmbeddedBroker, free_port
 from walstream.namespaces.broadcast import NamespacePublisher
@@ -149,16 +149,24 @@ async def batch_write_to_log(port: int, count: int, concurrency: int = 4) -> flo
     return per_connection * concurrency * BATCH_SIZE / (time.perf_counter() - started)
 
 
+def _single_round(port: int, path: str, body: bytes, connections: int, seconds: float):
+    request = post_bytes("127.0.0.1", port, path, body)
+    return asyncio.run(
+        run_load("127.0.0.1", port, request, connections=connections, seconds=seconds, warmup_s=1.0)
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=float, default=6.0)
-    parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--connections", default="8,64", help="comma-separated concurrencies")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--serve-baseline", nargs=2, metavar=("PORT", "SERVERS"))
     args = parser.parse_args()
     if args.serve_baseline:
         serve_baseline(int(args.serve_baseline[0]), args.serve_baseline[1])
         return
+    concurrencies = [int(c) for c in args.connections.split(",")]
 
     began = time.monotonic()
     with EmbeddedBroker() as broker:
@@ -181,25 +189,17 @@ def main() -> None:
         walstream = _start(["-m", "walstream", "api"], env, wal_port)
         single_body = orjson.dumps({"payload": PAYLOAD})
         try:
-            results: dict[str, list] = {"baseline": [], "walstream": []}
-            for _ in range(args.rounds):  # interleaved, so drift in machine load hits both
-                for name, port, path in (
-                    ("baseline", base_port, "/write"),
-                    ("walstream", wal_port, f"/v1/namespaces/{NS}/log"),
-                ):
-                    request = post_bytes("127.0.0.1", port, path, single_body)
-                    results[name].append(
-                        asyncio.run(
-                            run_load(
-                                "127.0.0.1",
-                                port,
-                                request,
-                                connections=args.connections,
-                                seconds=args.seconds,
-                                warmup_s=1.0,
-                            )
-                        )
+            # (baseline, walstream) pairs per round, interleaved so drift in machine load hits both
+            pairs: dict[int, list[tuple[LoadResult, LoadResult]]] = {c: [] for c in concurrencies}
+            for connections in concurrencies:
+                for _ in range(args.rounds):
+                    base = _single_round(
+                        base_port, "/write", single_body, connections, args.seconds
                     )
+                    wal = _single_round(
+                        wal_port, f"/v1/namespaces/{NS}/log", single_body, connections, args.seconds
+                    )
+                    pairs[connections].append((base, wal))
             raw_rates, batch_rates = [], []
             record_size = len(orjson.dumps({"v": 1, "payload": PAYLOAD})) + 300  # envelope-sized
             for _ in range(args.rounds):
@@ -211,32 +211,28 @@ def main() -> None:
             _stop(walstream)
             _stop(baseline)
 
-    def summary(name: str) -> tuple[float, float, float, int]:
-        runs = results[name]
-        return (
-            statistics.median(r.rate for r in runs),
-            statistics.median(r.p50 for r in runs),
-            statistics.median(r.pct(0.99) for r in runs),
-            sum(r.errors for r in runs),
+    print(
+        f"single-record WriteToLog vs aiohttp + send_and_wait, {args.rounds} rounds x {args.seconds:.0f}s"
+    )
+    for connections, runs in pairs.items():
+        med = statistics.median
+        b_rate, w_rate = med(b.rate for b, _ in runs), med(w.rate for _, w in runs)
+        b50, w50 = med(b.p50 for b, _ in runs), med(w.p50 for _, w in runs)
+        b99, w99 = med(b.pct(0.99) for b, _ in runs), med(w.pct(0.99) for _, w in runs)
+        errors = sum(b.errors + w.errors for b, w in runs)
+        ratio = med(w.rate / b.rate for b, w in runs)
+        print(
+            f"  {connections:3d} connections: baseline {b_rate:7.0f} req/s p50 {b50:6.2f} ms "
+            f"p99 {b99:6.2f} ms | walstream {w_rate:7.0f} req/s p50 {w50:6.2f} ms "
+            f"p99 {w99:6.2f} ms | non-200 {errors}"
         )
-
-    b_rate, b_p50, b_p99, b_err = summary("baseline")
-    w_rate, w_p50, w_p99, w_err = summary("walstream")
+        print(
+            f"      ratio req/s {ratio:.2f} (target >= 0.90; per round "
+            f"{', '.join(f'{w.rate / b.rate:.2f}' for b, w in runs)})  "
+            f"p50 x{w50 / b50:.2f}  p99 x{w99 / b99:.2f}"
+        )
     raw, batch = statistics.median(raw_rates), statistics.median(batch_rates)
-    print(f"single-record, {args.connections} connections, {args.rounds}x{args.seconds:.0f}s each:")
-    print(
-        f"  baseline  (aiohttp + send_and_wait): {b_rate:8.0f} req/s  p50 {b_p50:6.2f} ms  "
-        f"p99 {b_p99:6.2f} ms  non-200 {b_err}"
-    )
-    print(
-        f"  walstream (WriteToLog)             : {w_rate:8.0f} req/s  p50 {w_p50:6.2f} ms  "
-        f"p99 {w_p99:6.2f} ms  non-200 {w_err}"
-    )
-    print(
-        f"  ratio req/s {w_rate / b_rate:.2f} (target >= 0.90)   "
-        f"p50 x{w_p50 / b_p50:.2f}   p99 x{w_p99 / b_p99:.2f}"
-    )
-    print(f"batch, {BATCH_SIZE} records/request, {BATCH_RECORDS} records:")
+    print(f"batch, {BATCH_SIZE} records/request, {BATCH_RECORDS} records per round:")
     print(f"  raw batched aiokafka produce: {raw:8.0f} records/s")
     print(f"  batch WriteToLog            : {batch:8.0f} records/s")
     print(f"  ratio {batch / raw:.2f} (target >= 0.50)")

@@ -73,6 +73,7 @@ class Envelope(NamedTuple):
 
 
 def _envelope_dict(env: Envelope) -> dict[str, Any]:
+    life = env.lifecycle
     return {
         "v": WIRE_VERSION,
         "id": env.id,
@@ -82,22 +83,15 @@ def _envelope_dict(env: Envelope) -> dict[str, Any]:
         "payload_encoding": env.payload_encoding,
         "target": env.target,
         "lifecycle": {
-            "deliver_at_ms": env.lifecycle.deliver_at_ms,
-            "original_write_time_ms": env.lifecycle.original_write_time_ms,
-            "delay_ms": env.lifecycle.delay_ms,
+            "deliver_at_ms": life.deliver_at_ms,
+            "original_write_time_ms": life.original_write_time_ms,
+            "delay_ms": life.delay_ms,
         },
         "idempotency_token": env.idempotency_token,
         "created_at_ms": env.created_at_ms,
         "attempt": env.attempt,
-        "history": [
-            {
-                "at_ms": h.at_ms,
-                "attempt": h.attempt,
-                "error_class": h.error_class,
-                "message": h.message,
-            }
-            for h in env.history
-        ],
+        # NamedTuples encode as JSON arrays; history entries are objects on the wire
+        "history": [h._asdict() for h in env.history] if env.history else [],
     }
 
 
