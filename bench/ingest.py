@@ -212,7 +212,8 @@ def main() -> None:
             _stop(baseline)
 
     print(
-        f"single-record WriteToLog vs aiohttp + send_and_wait, {args.rounds} rounds x {args.seconds:.0f}s"
+        "single-record WriteToLog vs aiohttp + send_and_wait, "
+        f"{args.rounds} rounds x {args.seconds:.0f}s"
     )
     for connections, runs in pairs.items():
         med = statistics.median
