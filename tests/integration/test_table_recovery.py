@@ -48,6 +48,17 @@ async def committed_total(servers: str, group: str, topic: str) -> int:
         await consumer.stop()
 
 
+def wait_committed(broker: str, group: str, topic: str, produced: int) -> None:
+    """Wait until the group has committed every produced event: a kill before that would
+    re-consume them, and (correctly, at least once) count them twice."""
+    wait_until(
+        lambda: asyncio.run(committed_total(broker, group, topic)) >= produced,
+        timeout=30,
+        what="offsets to be committed",
+        every=0.5,
+    )
+
+
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
 def test_table_total_is_exact_after_repeated_sigkill(
@@ -83,16 +94,7 @@ def test_table_total_is_exact_after_repeated_sigkill(
             assert total == produced, f"round {restart}: table says {total}, produced {produced}"
             if restart == RESTARTS:
                 break
-            # The offsets of what was counted must be committed before the kill, or the
-            # re-consumed events would (correctly, at least once) count twice.
-            wait_until(
-                lambda produced=produced: (
-                    asyncio.run(committed_total(broker, app_id, topic)) >= produced
-                ),
-                timeout=30,
-                what="offsets to be committed",
-                every=0.5,
-            )
+            wait_committed(broker, app_id, topic, produced)
             asyncio.run(produce_batched(broker, topic, EVENTS_PER_ROUND, produced))
             produced += EVENTS_PER_ROUND
             wait_until(
@@ -100,14 +102,7 @@ def test_table_total_is_exact_after_repeated_sigkill(
                 timeout=60,
                 what="new events counted",
             )
-            wait_until(
-                lambda produced=produced: (
-                    asyncio.run(committed_total(broker, app_id, topic)) >= produced
-                ),
-                timeout=30,
-                what="offsets to be committed",
-                every=0.5,
-            )
+            wait_committed(broker, app_id, topic, produced)
             worker.kill()
             worker.start()
         assert worker.alive(), worker.log_tail()

@@ -8,7 +8,8 @@ measurably the largest walstream-specific cost of a single WriteToLog. One sweep
 from __future__ import annotations
 
 import asyncio
-import contextlib
+
+from walstream.aio import cancel_and_wait
 
 __all__ = ["DeadlineSweeper"]
 
@@ -27,10 +28,7 @@ class DeadlineSweeper:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
 
     def watch(self, task: asyncio.Task[object], within_s: float) -> None:
         self._deadlines[task] = asyncio.get_running_loop().time() + within_s

@@ -9,13 +9,13 @@ needs no consumer group, no changelog and no table recovery (faust-streaming iss
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from walstream.aio import cancel_and_wait
 from walstream.clock import Clock, SystemClock
 from walstream.kafka.admin import ensure_topics
 from walstream.kafka.clients import stop_consumer
@@ -75,10 +75,7 @@ class NamespaceFeed:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
             await stop_consumer(consumer)
