@@ -8,6 +8,9 @@
   x WriteUnknownError                     -> HTTP 504, durable=UNKNOWN (may be on the log)
   x WriteRejectedError                    -> HTTP 502, durable=FALSE (the broker refused it)
   x ConfigError(key, value, reason)       -> settings / namespace files; CLI exit 2
+  x TargetError (retriable: bool)         -> retry if retriable, else DLQ
+    + TargetUnavailableError              retriable = True  (timeouts, 5xx, locked database)
+    + TargetRejectedError                 retriable = False (4xx, constraint violations)
   x PoisonRecordError(reason)             -> undecodable record; routed to the DLQ, stream continues
   x BrokerError                           -> the embedded broker could not start
 """
@@ -22,6 +25,9 @@ __all__ = [
     "OverloadedError",
     "PayloadTooLargeError",
     "PoisonRecordError",
+    "TargetError",
+    "TargetRejectedError",
+    "TargetUnavailableError",
     "WalError",
     "WriteRejectedError",
     "WriteUnknownError",
@@ -81,6 +87,24 @@ class ConfigError(WalError):
         self.key = key
         self.value = value
         self.reason = reason
+
+
+class TargetError(WalError):
+    """A delivery attempt failed; ``retriable`` says whether trying again can help."""
+
+    retriable = True
+
+
+class TargetUnavailableError(TargetError):
+    """The target could not take the write now (timeout, overload, outage): retry later."""
+
+    retriable = True
+
+
+class TargetRejectedError(TargetError):
+    """The target refused the write for good (bad request, conflict): dead-letter it."""
+
+    retriable = False
 
 
 class PoisonRecordError(WalError):

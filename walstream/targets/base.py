@@ -1,0 +1,22 @@
+"""The Target protocol: deliver one record, or raise a classified TargetError."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from walstream.records import Envelope
+
+__all__ = ["Target"]
+
+
+class Target(Protocol):
+    """Something walstream delivers records to.
+
+    ``deliver`` returns when the write is done (or was already done: targets are idempotent on
+    the record's idempotency token) and raises TargetUnavailableError (retry) or
+    TargetRejectedError (dead-letter) otherwise; it wraps every third-party error in one of them.
+    """
+
+    async def deliver(self, envelope: Envelope) -> None: ...
+
+    async def close(self) -> None: ...
