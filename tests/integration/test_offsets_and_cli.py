@@ -55,6 +55,10 @@ def _cli(broker, control_topic, *args):
         "WALSTREAM_BOOTSTRAP_SERVERS": broker,
         "WALSTREAM_CONTROL_TOPIC": control_topic,
     }
+    return _run_cli(env, *args)
+
+
+def _run_cli(env, *args):
     return subprocess.run(
         [sys.executable, "-m", "walstream", *args],
         cwd=ROOT,
@@ -97,14 +101,6 @@ def test_ns_apply_refuses_a_bad_file_naming_the_key(broker, unique, tmp_path):
 
 def test_cluster_commands_need_bootstrap_servers():
     env = {k: v for k, v in os.environ.items() if k != "WALSTREAM_BOOTSTRAP_SERVERS"}
-    result = subprocess.run(
-        [sys.executable, "-m", "walstream", "ns", "list"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = _run_cli(env, "ns", "list")
     assert result.returncode == 2
     assert "WALSTREAM_BOOTSTRAP_SERVERS" in result.stderr

@@ -31,8 +31,7 @@ def _namespace(request: web.Request, deps: ApiDeps) -> NamespaceConfig:
     return deps.registry.get(request.match_info["namespace"])
 
 
-async def _body(request: web.Request) -> Any:
-    raw = await request.read()
+def _decode(raw: bytes) -> Any:
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -53,11 +52,7 @@ async def write_to_log(request: web.Request) -> web.Response:
     if not limiter.try_acquire():
         raise OverloadedError(deps.settings.shed_retry_after_s)
     try:
-        raw = await request.read()
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise BadRequestError("body", f"invalid JSON: {exc}") from None
+        body = _decode(await request.read())
         env = parse_write_request(body, ns, now_ms=deps.clock.now_ms(), rand=deps.rand())
         await deps.producer.send(_outgoing(ns, env))
     finally:
@@ -70,7 +65,7 @@ async def write_batch(request: web.Request) -> web.Response:
     """WriteToLog for many records: one result per record, in request order."""
     deps = request.app[DEPS]
     ns = _namespace(request, deps)
-    items = parse_batch(await _body(request), deps.settings.max_batch_records)
+    items = parse_batch(_decode(await request.read()), deps.settings.max_batch_records)
     results: list[dict[str, Any]] = [{} for _ in items]
     envelopes: list[tuple[int, Envelope]] = []
     now_ms = deps.clock.now_ms()
