@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from walstream.kafka.clients import stop_consumer
 
-__all__ = ["probe_end_offsets", "true_end_offsets"]
+__all__ = ["probe_end_offsets"]
 
 logger = logging.getLogger(__name__)
 
@@ -71,13 +71,3 @@ async def probe_end_offsets(
     if fixed:
         logger.info("corrected under-reported end offsets: %s", fixed)
     return corrected
-
-
-async def true_end_offsets(
-    consumer: AIOKafkaConsumer,
-    bootstrap_servers: str | list[str],
-    partitions: Iterable[TopicPartition],
-) -> dict[TopicPartition, int]:
-    """``consumer.end_offsets`` corrected by :func:`probe_end_offsets`."""
-    reported = await consumer.end_offsets(list(partitions))
-    return await probe_end_offsets(bootstrap_servers, reported)
