@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import BaseTestServer
 
 from walstream.broker import EmbeddedBroker, wait_for_kafka
 
@@ -34,3 +37,26 @@ def broker() -> Iterator[str]:
 def unique() -> str:
     """A short unique suffix for topics, groups and app ids."""
     return uuid.uuid4().hex[:10]
+
+
+class ApiTestServer(BaseTestServer):
+    """Serves an Api's own low-level server (the same object production serves)."""
+
+    def __init__(self, api, **kwargs):
+        self._api = api
+        super().__init__(**kwargs)
+
+    async def _make_runner(self, **kwargs):
+        return web.ServerRunner(self._api.server(), **kwargs)
+
+
+@pytest.fixture
+async def api_client(aiohttp_client):
+    """``client = await api_client(api)``: runs the Api's lifespan and serves it over HTTP."""
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def serve(api):
+            await stack.enter_async_context(api)
+            return await aiohttp_client(ApiTestServer(api))
+
+        yield serve

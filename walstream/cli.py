@@ -69,18 +69,10 @@ def worker(ctx: click.Context) -> None:
 @cli.command()
 def api() -> None:
     """Serve the WriteToLog HTTP API."""
-    from aiohttp import web
-
-    from walstream.api.app import build_api
+    from walstream.api.app import serve_api
 
     settings = _cluster_settings()
-    web.run_app(
-        build_api(settings),
-        host=settings.api_host,
-        port=settings.api_port,
-        access_log=None,
-        print=None,
-    )
+    _run(lambda: serve_api(settings))
 
 
 @cli.command()

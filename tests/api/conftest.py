@@ -47,5 +47,5 @@ def deps(producer, registry):
 
 
 @pytest.fixture
-async def client(aiohttp_client, deps):
-    return await aiohttp_client(create_api(deps))
+async def client(api_client, deps):
+    return await api_client(create_api(deps))

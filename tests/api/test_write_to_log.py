@@ -157,3 +157,14 @@ async def test_namespace_views_and_json_404(client):
     missing = await client.get("/no/such/route")
     assert missing.status == 404
     assert orjson.loads(await missing.read())["durable"] == "FALSE"
+
+
+async def test_unknown_path_and_wrong_method_answer_json(client, producer):
+    missing = await client.post("/v1/nowhere", json={"payload": 1})
+    assert missing.status == 404
+    assert (await missing.json())["durable"] == "FALSE"
+    wrong = await client.get(URL)
+    assert wrong.status == 405
+    assert wrong.headers["Allow"] == "POST"
+    assert (await wrong.json())["error"] == "MethodNotAllowedError"
+    assert producer.sent == []

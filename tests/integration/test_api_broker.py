@@ -46,14 +46,12 @@ async def wait_for(predicate, within_s=10.0, what="condition"):
     return True
 
 
-async def test_true_write_is_on_the_log_exactly_as_sent(
-    aiohttp_client, settings, publisher, unique
-):
+async def test_true_write_is_on_the_log_exactly_as_sent(api_client, settings, publisher, unique):
     ns = f"orders-{unique}"
     await publisher.apply(
         parse_namespace({"name": ns, "target": {"type": "kafka", "topic": "out"}})
     )
-    client = await aiohttp_client(build_api(settings))
+    client = await api_client(build_api(settings))
     body = {
         "payload": {"sku": "A-1", "qty": 2},
         "lifecycle": {"delay_ms": 0, "original_write_time": 1_700_000_000_123},
@@ -81,9 +79,7 @@ async def test_true_write_is_on_the_log_exactly_as_sent(
     assert env.attempt == 0
 
 
-async def test_bad_input_gets_its_4xx_and_writes_nothing(
-    aiohttp_client, settings, publisher, unique
-):
+async def test_bad_input_gets_its_4xx_and_writes_nothing(api_client, settings, publisher, unique):
     ns = f"strict-{unique}"
     await publisher.apply(
         parse_namespace(
@@ -95,7 +91,7 @@ async def test_bad_input_gets_its_4xx_and_writes_nothing(
             }
         )
     )
-    client = await aiohttp_client(build_api(settings))
+    client = await api_client(build_api(settings))
     url = f"/v1/namespaces/{ns}/log"
     cases = [
         (b"{oops", 400, "body"),
@@ -117,8 +113,8 @@ async def test_bad_input_gets_its_4xx_and_writes_nothing(
     assert sum(ends.values()) == 0
 
 
-async def test_namespace_changes_reach_a_running_api(aiohttp_client, settings, publisher, unique):
-    client = await aiohttp_client(build_api(settings))  # started before the namespace exists
+async def test_namespace_changes_reach_a_running_api(api_client, settings, publisher, unique):
+    client = await api_client(build_api(settings))  # started before the namespace exists
     ns = f"late-{unique}"
     url = f"/v1/namespaces/{ns}/log"
     assert (await client.post(url, json={"payload": 1})).status == 404
@@ -148,13 +144,13 @@ async def test_namespace_changes_reach_a_running_api(aiohttp_client, settings, p
 
 
 async def test_a_process_started_later_sees_every_namespace(
-    aiohttp_client, settings, publisher, unique
+    api_client, settings, publisher, unique
 ):
     names = [f"early{i}-{unique}" for i in range(3)]
     for name in names:
         await publisher.apply(parse_namespace({"name": name}))
     await publisher.delete(names[1])
-    client = await aiohttp_client(build_api(settings))
+    client = await api_client(build_api(settings))
     ready = await (await client.get("/readyz")).json()
     assert ready["registry_loaded"] is True
     listing = await (await client.get("/v1/namespaces")).json()
@@ -162,11 +158,11 @@ async def test_a_process_started_later_sees_every_namespace(
 
 
 async def test_burst_beyond_the_in_flight_limit_is_shed_never_hangs(
-    aiohttp_client, settings, publisher, unique
+    api_client, settings, publisher, unique
 ):
     ns = f"burst-{unique}"
     await publisher.apply(parse_namespace({"name": ns, "target": {"type": "kafka", "topic": "o"}}))
-    client = await aiohttp_client(build_api(settings))
+    client = await api_client(build_api(settings))
     url = f"/v1/namespaces/{ns}/log"
     async with asyncio.timeout(20):  # never a hang
         responses = await asyncio.gather(
@@ -184,11 +180,11 @@ async def test_burst_beyond_the_in_flight_limit_is_shed_never_hangs(
     assert sum(ends.values()) == accepted  # every TRUE is on the log, no 503 is
 
 
-async def test_batch_and_client_write_to_the_log(aiohttp_client, settings, publisher, unique):
+async def test_batch_and_client_write_to_the_log(api_client, settings, publisher, unique):
     """WalClient over a real server: batch results per record; keyed records share a partition."""
     ns = f"batch-{unique}"
     await publisher.apply(parse_namespace({"name": ns, "target": {"type": "kafka", "topic": "o"}}))
-    client = await aiohttp_client(build_api(settings.replace(max_in_flight=100)))
+    client = await api_client(build_api(settings.replace(max_in_flight=100)))
     base = str(client.make_url("/")).rstrip("/")
     records = [write_request({"n": i}, key=f"k{i % 3}") for i in range(30)]
     records.append(write_request({"n": "bad"}, delay_ms=-1))

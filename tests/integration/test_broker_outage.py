@@ -25,7 +25,7 @@ def own_broker():
 
 @pytest.mark.timeout(120)
 async def test_no_true_while_the_broker_is_down_and_recovery_without_restart(
-    aiohttp_client, own_broker
+    api_client, own_broker
 ):
     settings = Settings(bootstrap_servers=own_broker.bootstrap_servers, write_timeout_s=1.5)
     publisher = NamespacePublisher(settings)
@@ -34,7 +34,7 @@ async def test_no_true_while_the_broker_is_down_and_recovery_without_restart(
         parse_namespace({"name": "outage", "target": {"type": "kafka", "topic": "o"}})
     )
     await publisher.stop()
-    client = await aiohttp_client(build_api(settings))
+    client = await api_client(build_api(settings))
     url = "/v1/namespaces/outage/log"
     assert (await client.post(url, json={"payload": "before"})).status == 200
 

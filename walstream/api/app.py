@@ -1,58 +1,142 @@
-"""The aiohttp application: ``create_api(deps)`` for tests, ``build_api(settings)`` for real."""
+"""The HTTP API: ``create_api(deps)`` over given collaborators, ``build_api(settings)`` for real.
+
+It runs on aiohttp's low-level server (see walstream.api.router for why): ``Api.handle`` resolves
+the route, calls the handler and turns every error into a response in one place.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import signal
 from collections.abc import AsyncIterator
+from types import TracebackType
 
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.http_parser import RawRequestMessage
+from aiohttp.streams import StreamReader
+from aiohttp.web_protocol import RequestHandler
 
-from walstream.api.deps import DEPS, ApiDeps
-from walstream.api.handlers import routes
-from walstream.api.middlewares import error_middleware
+from walstream.api.deps import ApiDeps
+from walstream.api.handlers import install_routes
+from walstream.api.responses import error_response, failure_response
+from walstream.api.router import Router
 from walstream.core.limits import InFlightLimiter
+from walstream.errors import WalError
 from walstream.kafka.producer import KafkaLogProducer
 from walstream.namespaces.broadcast import NamespaceFeed
 from walstream.settings import Settings
 
-__all__ = ["build_api", "create_api"]
+__all__ = ["Api", "build_api", "create_api", "serve_api"]
 
 logger = logging.getLogger(__name__)
 
 
-def create_api(deps: ApiDeps) -> web.Application:
+class Api:
+    """The API over its dependencies; ``async with api:`` runs their start/stop work."""
+
+    def __init__(self, deps: ApiDeps) -> None:
+        self.deps = deps
+        self.router = Router()
+        install_routes(self.router)
+        self._exits = contextlib.AsyncExitStack()
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        """Serve one request; never raises."""
+        try:
+            handler, params = self.router.resolve(request.method, request.path)
+            return await handler(request, self.deps, params)
+        except WalError as exc:
+            return error_response(exc)
+        except Exception as exc:  # noqa: BLE001 - mapped to 4xx/500 (and logged) in one place
+            return failure_response(request, exc)
+
+    def make_request(
+        self,
+        message: RawRequestMessage,
+        payload: StreamReader,
+        protocol: RequestHandler,
+        writer: AbstractStreamWriter,
+        task: asyncio.Task[None],
+    ) -> web.BaseRequest:
+        """Requests whose body may be up to WALSTREAM_MAX_REQUEST_BYTES (aiohttp: 413 beyond)."""
+        return web.BaseRequest(
+            message,
+            payload,
+            protocol,
+            writer,
+            task,
+            asyncio.get_running_loop(),
+            client_max_size=self.deps.settings.max_request_bytes,
+        )
+
+    def server(self) -> web.Server:
+        """An aiohttp low-level server for this API."""
+        return web.Server(self.handle, request_factory=self.make_request, access_log=None)
+
+    async def __aenter__(self) -> Api:
+        for start_stop in self.deps.lifespan:
+            await self._exits.enter_async_context(contextlib.asynccontextmanager(start_stop)())
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._exits.aclose()
+
+
+def create_api(deps: ApiDeps) -> Api:
     """The API over the given collaborators."""
-    app = web.Application(
-        middlewares=[error_middleware], client_max_size=deps.settings.max_request_bytes
-    )
-    app[DEPS] = deps
-    app.add_routes(routes)
-    app.cleanup_ctx.extend(deps.cleanup)
-    return app
+    return Api(deps)
 
 
-def build_api(settings: Settings) -> web.Application:
+def build_api(settings: Settings) -> Api:
     """The API with a real Kafka producer and a namespace feed, started and stopped with it."""
     producer = KafkaLogProducer(settings.bootstrap_list, timeout_s=settings.write_timeout_s)
     feed = NamespaceFeed(settings)
 
-    async def kafka_clients(app: web.Application) -> AsyncIterator[None]:
+    async def kafka_clients() -> AsyncIterator[None]:
         await producer.start()
-        await feed.start()
-        if not await feed.wait_ready(settings.registry_ready_timeout_s):
-            logger.warning("namespace registry not loaded yet; writes get 503 until it is")
         try:
-            yield
+            await feed.start()
+            try:
+                if not await feed.wait_ready(settings.registry_ready_timeout_s):
+                    logger.warning("namespace registry not loaded yet; writes get 503 until it is")
+                yield
+            finally:
+                await feed.stop()
         finally:
-            await feed.stop()
             await producer.stop()
 
-    deps = ApiDeps(
-        settings=settings,
-        registry=feed.registry,
-        producer=producer,
-        limiter=InFlightLimiter(settings.max_in_flight),
-        registry_loaded=feed.ready.is_set,
-        cleanup=[kafka_clients],
+    return create_api(
+        ApiDeps(
+            settings=settings,
+            registry=feed.registry,
+            producer=producer,
+            limiter=InFlightLimiter(settings.max_in_flight),
+            registry_loaded=feed.ready.is_set,
+            lifespan=[kafka_clients],
+        )
     )
-    return create_api(deps)
+
+
+async def serve_api(settings: Settings) -> None:
+    """Serve the API on WALSTREAM_API_HOST:PORT until SIGINT or SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    async with build_api(settings) as api:
+        runner = web.ServerRunner(api.server())
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, settings.api_host, settings.api_port).start()
+            logger.info("API listening on %s:%d", settings.api_host, settings.api_port)
+            await stop.wait()
+        finally:
+            await runner.cleanup()

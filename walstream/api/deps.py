@@ -6,15 +6,13 @@ import random
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-from aiohttp import web
-
 from walstream.clock import Clock, SystemClock
 from walstream.core.limits import InFlightLimiter
 from walstream.kafka.producer import LogProducer
 from walstream.namespaces.registry import NamespaceRegistry
 from walstream.settings import Settings
 
-__all__ = ["DEPS", "ApiDeps"]
+__all__ = ["ApiDeps"]
 
 
 def _always_ready() -> bool:
@@ -34,8 +32,5 @@ class ApiDeps:
     rand: Callable[[], float] = random.random
     #: Whether the namespace registry has caught up with the control topic.
     registry_loaded: Callable[[], bool] = _always_ready
-    #: Extra start/stop work (the real producer and namespace feed), as aiohttp cleanup contexts.
-    cleanup: list[Callable[[web.Application], AsyncIterator[None]]] = field(default_factory=list)
-
-
-DEPS = web.AppKey("walstream_deps", ApiDeps)
+    #: Start/stop work (the real producer and namespace feed): each yields once while serving.
+    lifespan: list[Callable[[], AsyncIterator[None]]] = field(default_factory=list)

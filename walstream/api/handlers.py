@@ -2,33 +2,31 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from walstream.api.deps import DEPS, ApiDeps
-from walstream.api.middlewares import error_body, status_for
+from walstream.api.deps import ApiDeps
 from walstream.api.openapi import openapi_document
+from walstream.api.responses import error_body, json_response, status_for
+from walstream.api.router import Router
 from walstream.core.validate import parse_batch, parse_write_request
 from walstream.errors import BadRequestError, OverloadedError, WalError
 from walstream.kafka.producer import Outgoing
 from walstream.namespaces.config import NamespaceConfig
 from walstream.records import Envelope, encode_envelope
 
-__all__ = ["routes"]
+__all__ = ["install_routes"]
 
-routes = web.RouteTableDef()
-
-
-def _json(obj: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(obj), status=status, content_type="application/json")
+Params = Mapping[str, str]
 
 
-def _namespace(request: web.Request, deps: ApiDeps) -> NamespaceConfig:
+def _namespace(deps: ApiDeps, params: Params) -> NamespaceConfig:
     if not deps.registry_loaded():
         raise OverloadedError(deps.settings.shed_retry_after_s, "namespace registry is loading")
-    return deps.registry.get(request.match_info["namespace"])
+    return deps.registry.get(params["namespace"])
 
 
 def _decode(raw: bytes) -> Any:
@@ -43,11 +41,9 @@ def _outgoing(ns: NamespaceConfig, env: Envelope) -> Outgoing:
     return Outgoing(topic=ns.topics.log, key=key, value=encode_envelope(env))
 
 
-@routes.post("/v1/namespaces/{namespace}/log")
-async def write_to_log(request: web.Request) -> web.Response:
+async def write_to_log(request: web.BaseRequest, deps: ApiDeps, params: Params) -> web.Response:
     """WriteToLog: one record."""
-    deps = request.app[DEPS]
-    ns = _namespace(request, deps)
+    ns = _namespace(deps, params)
     limiter = deps.limiter
     if not limiter.try_acquire():
         raise OverloadedError(deps.settings.shed_retry_after_s)
@@ -57,14 +53,12 @@ async def write_to_log(request: web.Request) -> web.Response:
         await deps.producer.send(_outgoing(ns, env))
     finally:
         limiter.release()
-    return _json({"durable": "TRUE", "message": "written", "id": env.id})
+    return json_response({"durable": "TRUE", "message": "written", "id": env.id})
 
 
-@routes.post("/v1/namespaces/{namespace}/log:batch")
-async def write_batch(request: web.Request) -> web.Response:
+async def write_batch(request: web.BaseRequest, deps: ApiDeps, params: Params) -> web.Response:
     """WriteToLog for many records: one result per record, in request order."""
-    deps = request.app[DEPS]
-    ns = _namespace(request, deps)
+    ns = _namespace(deps, params)
     items = parse_batch(_decode(await request.read()), deps.settings.max_batch_records)
     results: list[dict[str, Any]] = [{} for _ in items]
     envelopes: list[tuple[int, Envelope]] = []
@@ -93,19 +87,16 @@ async def write_batch(request: web.Request) -> web.Response:
                 }
             else:
                 results[index] = {"status": status_for(error)[0], "id": env.id, **error_body(error)}
-    return _json({"results": results})
+    return json_response({"results": results})
 
 
-@routes.get("/healthz")
-async def healthz(request: web.Request) -> web.Response:
+async def healthz(request: web.BaseRequest, deps: ApiDeps, params: Params) -> web.Response:
     """The process is alive."""
-    return _json({"status": "ok"})
+    return json_response({"status": "ok"})
 
 
-@routes.get("/readyz")
-async def readyz(request: web.Request) -> web.Response:
+async def readyz(request: web.BaseRequest, deps: ApiDeps, params: Params) -> web.Response:
     """Ready: the broker answers and the namespace registry has caught up."""
-    deps = request.app[DEPS]
     broker = await deps.producer.ping()
     registry = deps.registry_loaded()
     ready = broker and registry
@@ -115,24 +106,30 @@ async def readyz(request: web.Request) -> web.Response:
         "registry_loaded": registry,
         "namespaces": len(deps.registry),
     }
-    return _json(body, status=200 if ready else 503)
+    return json_response(body, status=200 if ready else 503)
 
 
-@routes.get("/v1/namespaces")
-async def list_namespaces(request: web.Request) -> web.Response:
+async def list_namespaces(request: web.BaseRequest, deps: ApiDeps, params: Params) -> web.Response:
     """The namespaces this process knows."""
-    deps = request.app[DEPS]
-    return _json({"namespaces": [ns.to_json() for ns in deps.registry]})
+    return json_response({"namespaces": [ns.to_json() for ns in deps.registry]})
 
 
-@routes.get("/v1/namespaces/{namespace}")
-async def show_namespace(request: web.Request) -> web.Response:
+async def show_namespace(request: web.BaseRequest, deps: ApiDeps, params: Params) -> web.Response:
     """One namespace's configuration, as this process sees it."""
-    deps = request.app[DEPS]
-    return _json(deps.registry.get(request.match_info["namespace"]).to_json())
+    return json_response(deps.registry.get(params["namespace"]).to_json())
 
 
-@routes.get("/v1/openapi.json")
-async def openapi(request: web.Request) -> web.Response:
+async def openapi(request: web.BaseRequest, deps: ApiDeps, params: Params) -> web.Response:
     """The OpenAPI document of this API."""
-    return _json(openapi_document())
+    return json_response(openapi_document())
+
+
+def install_routes(router: Router) -> None:
+    """Register every route of the API (the OpenAPI test holds the document to this list)."""
+    router.add("POST", "/v1/namespaces/{namespace}/log", write_to_log)
+    router.add("POST", "/v1/namespaces/{namespace}/log:batch", write_batch)
+    router.add("GET", "/v1/namespaces", list_namespaces)
+    router.add("GET", "/v1/namespaces/{namespace}", show_namespace)
+    router.add("GET", "/v1/openapi.json", openapi)
+    router.add("GET", "/healthz", healthz)
+    router.add("GET", "/readyz", readyz)

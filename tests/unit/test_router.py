@@ -1,0 +1,63 @@
+"""The API router: exact paths, {param} segments, 404 and 405."""
+
+from __future__ import annotations
+
+import pytest
+
+from walstream.api.router import MethodNotAllowedError, RouteNotFoundError, Router
+
+
+async def _a(request, deps, params):
+    return "a"
+
+
+async def _b(request, deps, params):
+    return "b"
+
+
+async def _c(request, deps, params):
+    return "c"
+
+
+@pytest.fixture
+def router():
+    r = Router()
+    r.add("POST", "/v1/namespaces/{namespace}/log", _a)
+    r.add("POST", "/v1/namespaces/{namespace}/log:batch", _b)
+    r.add("GET", "/v1/namespaces/{namespace}", _c)
+    r.add("GET", "/v1/namespaces", _c)
+    return r
+
+
+def test_pattern_routes_bind_their_parameters(router):
+    assert router.resolve("POST", "/v1/namespaces/orders/log") == (_a, {"namespace": "orders"})
+    assert router.resolve("POST", "/v1/namespaces/x/log:batch") == (_b, {"namespace": "x"})
+    assert router.resolve("GET", "/v1/namespaces/orders") == (_c, {"namespace": "orders"})
+
+
+def test_exact_routes_win_without_parameters(router):
+    assert router.resolve("GET", "/v1/namespaces") == (_c, {})
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/v1/namespaces/orders/log/", "/v1/namespaces//log", "/v1/namespace/orders/log", "/", ""],
+)
+def test_other_paths_are_not_found(router, path):
+    with pytest.raises(RouteNotFoundError):
+        router.resolve("POST", path)
+
+
+def test_a_known_path_with_another_method_names_the_allowed_ones(router):
+    with pytest.raises(MethodNotAllowedError) as caught:
+        router.resolve("GET", "/v1/namespaces/orders/log")
+    assert caught.value.allowed == ["POST"]
+
+
+def test_routes_are_listed_in_registration_order(router):
+    assert [(r.method, r.pattern) for r in router.routes()] == [
+        ("POST", "/v1/namespaces/{namespace}/log"),
+        ("POST", "/v1/namespaces/{namespace}/log:batch"),
+        ("GET", "/v1/namespaces/{namespace}"),
+        ("GET", "/v1/namespaces"),
+    ]

@@ -1,0 +1,109 @@
+"""The API's router: method + path to a handler and its path parameters.
+
+walstream serves HTTP with aiohttp's low-level server rather than ``web.Application``. Per
+WriteToLog the Application's routing, match-info and middleware chain cost about as much CPU as
+walstream's own validation and encoding (measured end to end with callgrind, bench/ingest.py).
+The API has a handful of routes, so a dictionary for exact paths and a segment-by-segment match
+for patterns (``{name}`` stands for one whole segment) do the same job for less.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from walstream.errors import WalError
+
+__all__ = ["Handler", "MethodNotAllowedError", "Route", "RouteNotFoundError", "Router"]
+
+#: A handler gets the request, the API's dependencies and the path parameters.
+Handler = Callable[[web.BaseRequest, Any, Mapping[str, str]], Awaitable[web.StreamResponse]]
+
+
+class RouteNotFoundError(WalError):
+    """No route has this path (HTTP 404)."""
+
+
+class MethodNotAllowedError(WalError):
+    """The path exists, but not for this method (HTTP 405)."""
+
+    def __init__(self, method: str, allowed: list[str]) -> None:
+        super().__init__(f"method {method} not allowed; allowed: {', '.join(allowed)}")
+        self.allowed = allowed
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One documented operation."""
+
+    method: str
+    pattern: str
+    handler: Handler
+
+
+_NO_PARAMS: Mapping[str, str] = {}
+
+
+class Router:
+    """Resolves (method, path) to (handler, params)."""
+
+    def __init__(self) -> None:
+        self._routes: list[Route] = []
+        self._exact: dict[str, dict[str, Handler]] = {}
+        #: segment count -> [(segments, {method: handler})]; None in segments marks a parameter
+        self._patterns: dict[
+            int, list[tuple[tuple[str | None, ...], tuple[str, ...], dict[str, Handler]]]
+        ] = {}
+
+    def add(self, method: str, pattern: str, handler: Handler) -> None:
+        """Register ``handler`` for ``method`` on ``pattern`` (``/v1/namespaces/{namespace}``)."""
+        self._routes.append(Route(method, pattern, handler))
+        parts = pattern.split("/")
+        names = tuple(p[1:-1] for p in parts if p.startswith("{") and p.endswith("}"))
+        if not names:
+            self._exact.setdefault(pattern, {})[method] = handler
+            return
+        segments = tuple(None if p.startswith("{") and p.endswith("}") else p for p in parts)
+        candidates = self._patterns.setdefault(len(parts), [])
+        for existing, _, methods in candidates:
+            if existing == segments:
+                methods[method] = handler
+                return
+        candidates.append((segments, names, {method: handler}))
+
+    def routes(self) -> list[Route]:
+        """Every registered route, in registration order."""
+        return list(self._routes)
+
+    def resolve(self, method: str, path: str) -> tuple[Handler, Mapping[str, str]]:
+        """The handler and path parameters for a request.
+
+        Raises:
+            RouteNotFoundError: no route has this path.
+            MethodNotAllowedError: routes have this path, but not for ``method``.
+        """
+        methods = self._exact.get(path)
+        params = _NO_PARAMS
+        if methods is None:
+            parts = path.split("/")
+            for segments, names, candidate in self._patterns.get(len(parts), ()):
+                values = []
+                for want, got in zip(segments, parts, strict=True):
+                    if want is None:
+                        if not got:
+                            break
+                        values.append(got)
+                    elif want != got:
+                        break
+                else:
+                    methods, params = candidate, dict(zip(names, values, strict=True))
+                    break
+            if methods is None:
+                raise RouteNotFoundError(f"no route for {path}")
+        handler = methods.get(method)
+        if handler is None:
+            raise MethodNotAllowedError(method, sorted(methods))
+        return handler, params
