@@ -1,6 +1,8 @@
 """Wire formats: the versioned record envelope, encoded with orjson.
 
-A record's Kafka value is one JSON object with ``"v": 1``. Decoding never lets a bad record
+A record's Kafka value is one JSON object with ``"v": 1``; optional fields at their defaults
+(``key`` null, ``payload_encoding`` json, ``delay_ms`` and ``attempt`` 0, ``history`` empty) are
+left out and read back as those defaults. Decoding never lets a bad record
 through silently: undecodable bytes and unknown versions raise PoisonRecordError with a reason,
 which consumers route to the DLQ instead of crashing (or, with Faust, acking and losing it).
 """
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import orjson
@@ -58,7 +61,7 @@ class Envelope(NamedTuple):
     #: The JSON value itself (payload_encoding "json") or base64 text ("base64").
     payload: Any
     payload_encoding: str
-    target: dict[str, Any]
+    target: Mapping[str, Any]
     lifecycle: Lifecycle
     idempotency_token: str
     created_at_ms: int
@@ -74,25 +77,34 @@ class Envelope(NamedTuple):
 
 def _envelope_dict(env: Envelope) -> dict[str, Any]:
     life = env.lifecycle
-    return {
+    lifecycle = {
+        "deliver_at_ms": life.deliver_at_ms,
+        "original_write_time_ms": life.original_write_time_ms,
+    }
+    if life.delay_ms:
+        lifecycle["delay_ms"] = life.delay_ms
+    obj = {
         "v": WIRE_VERSION,
         "id": env.id,
         "namespace": env.namespace,
-        "key": env.key,
         "payload": env.payload,
-        "payload_encoding": env.payload_encoding,
         "target": env.target,
-        "lifecycle": {
-            "deliver_at_ms": life.deliver_at_ms,
-            "original_write_time_ms": life.original_write_time_ms,
-            "delay_ms": life.delay_ms,
-        },
+        "lifecycle": lifecycle,
         "idempotency_token": env.idempotency_token,
         "created_at_ms": env.created_at_ms,
-        "attempt": env.attempt,
-        # NamedTuples encode as JSON arrays; history entries are objects on the wire
-        "history": [h._asdict() for h in env.history] if env.history else [],
     }
+    # Fields at their defaults stay off the wire: a new write is the common record, and every
+    # field encoded costs the API's hot path (and the broker) for nothing.
+    if env.key is not None:
+        obj["key"] = env.key
+    if env.payload_encoding != "json":
+        obj["payload_encoding"] = env.payload_encoding
+    if env.attempt:
+        obj["attempt"] = env.attempt
+    if env.history:
+        # NamedTuples encode as JSON arrays; history entries are objects on the wire
+        obj["history"] = [h._asdict() for h in env.history]
+    return obj
 
 
 def encode_envelope(env: Envelope) -> bytes:
@@ -105,6 +117,12 @@ def _need(obj: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
     if not isinstance(value, kind) or isinstance(value, bool):
         raise PoisonRecordError(f"field {name!r} missing or of the wrong type")
     return value
+
+
+def _optional(obj: dict[str, Any], name: str, kind: type, default: Any) -> Any:
+    if name not in obj:
+        return default
+    return _need(obj, name, kind)
 
 
 def decode_envelope(raw: bytes | None) -> Envelope:
@@ -124,7 +142,7 @@ def decode_envelope(raw: bytes | None) -> Envelope:
     version = obj.get("v")
     if version != WIRE_VERSION:
         raise PoisonRecordError(f"unknown wire version {version!r}")
-    encoding = obj.get("payload_encoding")
+    encoding = obj.get("payload_encoding", "json")
     if encoding not in PAYLOAD_ENCODINGS:
         raise PoisonRecordError(f"unknown payload_encoding {encoding!r}")
     if encoding == "base64":
@@ -144,7 +162,7 @@ def decode_envelope(raw: bytes | None) -> Envelope:
                 error_class=str(h["error_class"]),
                 message=str(h["message"]),
             )
-            for h in _need(obj, "history", list)
+            for h in _optional(obj, "history", list, [])
         )
     except (KeyError, TypeError, ValueError):
         raise PoisonRecordError("malformed history") from None
@@ -158,10 +176,10 @@ def decode_envelope(raw: bytes | None) -> Envelope:
         lifecycle=Lifecycle(
             deliver_at_ms=_need(life, "deliver_at_ms", int),
             original_write_time_ms=_need(life, "original_write_time_ms", int),
-            delay_ms=_need(life, "delay_ms", int),
+            delay_ms=_optional(life, "delay_ms", int, 0),
         ),
         idempotency_token=_need(obj, "idempotency_token", str),
         created_at_ms=_need(obj, "created_at_ms", int),
-        attempt=_need(obj, "attempt", int),
+        attempt=_optional(obj, "attempt", int, 0),
         history=history,
     )

@@ -61,12 +61,28 @@ def test_poison_records_carry_a_reason(raw, reason):
 
 def test_missing_or_mistyped_fields_are_poison():
     good = orjson.loads(encode_envelope(envelope()))
-    for field in ("id", "namespace", "target", "lifecycle", "idempotency_token", "attempt"):
+    for field in ("id", "namespace", "target", "lifecycle", "idempotency_token"):
         broken = dict(good)
         del broken[field]
         with pytest.raises(PoisonRecordError):
             decode_envelope(orjson.dumps(broken))
+    for field, wrong in (("attempt", "2"), ("key", 7), ("history", {})):
+        with pytest.raises(PoisonRecordError):
+            decode_envelope(orjson.dumps({**good, field: wrong}))
     with pytest.raises(PoisonRecordError, match="history"):
         decode_envelope(orjson.dumps({**good, "history": [{"at_ms": 1}]}))
     with pytest.raises(PoisonRecordError, match="base64"):
         decode_envelope(orjson.dumps({**good, "payload_encoding": "base64", "payload": "%%"}))
+
+
+def test_defaults_stay_off_the_wire_and_read_back_as_defaults():
+    fresh = envelope(
+        key=None,
+        attempt=0,
+        history=(),
+        lifecycle=Lifecycle(deliver_at_ms=3, original_write_time_ms=3),
+    )
+    wire = orjson.loads(encode_envelope(fresh))
+    assert not {"key", "payload_encoding", "attempt", "history"} & set(wire)
+    assert "delay_ms" not in wire["lifecycle"]
+    assert decode_envelope(encode_envelope(fresh)) == fresh

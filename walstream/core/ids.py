@@ -1,6 +1,6 @@
-"""Record ids and idempotency tokens.
+"""Record ids (also the idempotency token of a write that brings none).
 
-Ids are UUIDv7-style, so they sort by creation time (useful for DLQ and replay windows). Both come
+Ids are UUIDv7-style, so they sort by creation time (useful for DLQ and replay windows). They come
 from a PRNG seeded from the OS: they need uniqueness, not secrecy, and os.urandom costs a system
 call per write on the API's hot path.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 
-__all__ = ["new_id", "new_token"]
+__all__ = ["new_id"]
 
 _rng = random.Random()  # seeded from os.urandom at import  # noqa: S311 - uniqueness only
 
@@ -23,8 +23,3 @@ def new_id(now_ms: int, random_bits: int | None = None) -> str:
     value |= 0b10 << 62  # RFC variant
     value |= rand & ((1 << 62) - 1)  # rand_b: 62 bits
     return f"{value:032x}"
-
-
-def new_token() -> str:
-    """A random 128-bit idempotency token for a request that did not bring one."""
-    return f"{_rng.getrandbits(128):032x}"

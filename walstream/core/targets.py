@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from walstream.errors import BadRequestError
@@ -27,6 +27,12 @@ class TargetSpec:
 
     type: str
     options: Mapping[str, Any]
+    #: The spec as records carry it, built once: every record of a namespace shares this dict
+    #: (records are never mutated), instead of building one per write.
+    wire: Mapping[str, Any] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "wire", self.to_json())
 
     def to_json(self) -> dict[str, Any]:
         return {"type": self.type, **self.options}

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
 
-from walstream.core.ids import new_id, new_token
+from walstream.core.ids import new_id
 from walstream.core.targets import parse_target
 from walstream.errors import BadRequestError, PayloadTooLargeError
 from walstream.namespaces.config import NamespaceConfig
@@ -123,18 +123,21 @@ def parse_write_request(
         raise PayloadTooLargeError(
             "payload", f"is {size} bytes, over the namespace limit of {ns.max_payload_bytes}"
         )
+    target: Mapping[str, Any]
     if obj.get("target") is not None:
-        target = parse_target(obj["target"]).to_json()
+        target = parse_target(obj["target"]).wire
     elif ns.target is not None:
-        target = ns.target.to_json()
+        target = ns.target.wire
     else:
         raise BadRequestError("target", "is required: the namespace has no default target")
     lifecycle = _lifecycle(obj.get("lifecycle"), ns, now_ms, rand)
-    token = _optional_str(obj, "idempotency_token", _MAX_TOKEN_CHARS) or new_token()
+    record_id = make_id(now_ms)
+    # A write without a token is its own logical write: its unique id serves as the token.
+    token = _optional_str(obj, "idempotency_token", _MAX_TOKEN_CHARS) or record_id
     # Positional on purpose: keyword construction of an 11-field NamedTuple costs ~3x more, and
     # this runs once per WriteToLog. The order is Envelope's field order.
     return Envelope(
-        make_id(now_ms),  # id
+        record_id,  # id
         ns.name,  # namespace
         _optional_str(obj, "key", _MAX_KEY_CHARS),  # key
         obj["payload"],  # payload
