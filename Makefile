@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install run test test-fast lint fmt bench clean
+.PHONY: help install run test test-fast lint fmt bench bench-ir clean
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## .*$$' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -40,6 +40,9 @@ test-fast: $(STAMP) ## Unit and API tests only (no servers)
 
 bench: $(STAMP) ## Benchmarks (ratios against baselines measured in the same run)
 	$(BIN)/python bench/ingest.py
+
+bench-ir: $(STAMP) ## Ingest cost in instructions per write under callgrind (repeatable; needs valgrind)
+	$(BIN)/python bench/ingest_ir.py
 
 clean: ## Remove the venv and local data
 	rm -rf $(VENV) .walstream-data .pytest_cache .mypy_cache .ruff_cache

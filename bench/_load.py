@@ -4,9 +4,20 @@ machine the server, not the generator, is what the figures measure)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
 @dataclass
@@ -15,6 +26,12 @@ class LoadResult:
     errors: int
     seconds: float
     latencies_ms: list[float]
+    #: what ``probe`` moved by during the measured window (e.g. server CPU seconds)
+    probed: float = float("nan")
+
+    @property
+    def probed_per_request_us(self) -> float:
+        return self.probed / self.requests * 1e6 if self.requests else float("nan")
 
     @property
     def rate(self) -> float:
@@ -50,15 +67,30 @@ async def _read_response(reader: asyncio.StreamReader) -> int:
 
 
 async def run_load(
-    host: str, port: int, request: bytes, *, connections: int, seconds: float, warmup_s: float
+    host: str,
+    port: int,
+    request: bytes,
+    *,
+    connections: int,
+    seconds: float,
+    warmup_s: float,
+    probe: Callable[[], float] | None = None,
 ) -> LoadResult:
-    """Each connection sends ``request`` back to back; counts 200s after the warm-up."""
+    """Each connection sends ``request`` back to back; counts 200s after the warm-up.
+
+    ``probe`` (if given) is read when the measured window opens and when it closes.
+    """
     loop = asyncio.get_running_loop()
     start = loop.time()
     measure_from = start + warmup_s
     stop_at = measure_from + seconds
     latencies: list[float] = []
     counts = {"ok": 0, "errors": 0}
+    probes: list[float] = []
+
+    def sample(now: float) -> None:
+        if probe is not None and len(probes) < 2 and now >= (measure_from, stop_at)[len(probes)]:
+            probes.append(probe())
 
     async def one_connection() -> None:
         reader, writer = await asyncio.open_connection(host, port)
@@ -68,6 +100,7 @@ async def run_load(
                 writer.write(request)
                 status = await _read_response(reader)
                 now = loop.time()
+                sample(now)
                 if now >= stop_at:
                     return
                 if now >= measure_from:
@@ -80,4 +113,5 @@ async def run_load(
             writer.close()
 
     await asyncio.gather(*(one_connection() for _ in range(connections)))
-    return LoadResult(counts["ok"], counts["errors"], seconds, latencies)
+    probed = probes[1] - probes[0] if len(probes) == 2 else float("nan")
+    return LoadResult(counts["ok"], counts["errors"], seconds, latencies, probed)

@@ -26,7 +26,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _load import LoadResult, post_bytes, run_load
+from _load import LoadResult, cpu_seconds, post_bytes, run_load
 
 from walstream.broker import EmbeddedBroker, free_port
 from walstream.namespaces.broadcast import NamespacePublisher
@@ -149,18 +149,36 @@ async def batch_write_to_log(port: int, count: int, concurrency: int = 4) -> flo
     return per_connection * concurrency * BATCH_SIZE / (time.perf_counter() - started)
 
 
-def _single_round(port: int, path: str, body: bytes, connections: int, seconds: float):
+def _single_round(
+    port: int, pid: int, path: str, body: bytes, connections: int, seconds: float
+) -> LoadResult:
     request = post_bytes("127.0.0.1", port, path, body)
     return asyncio.run(
-        run_load("127.0.0.1", port, request, connections=connections, seconds=seconds, warmup_s=1.0)
+        run_load(
+            "127.0.0.1",
+            port,
+            request,
+            connections=connections,
+            seconds=seconds,
+            warmup_s=1.0,
+            probe=lambda: cpu_seconds(pid),
+        )
     )
+
+
+def _pin(pid: int, cpu: int) -> None:
+    """Give the servers under test one core and everything else the other, when there are two:
+    the baseline and walstream then compete on equal terms, not with the load generator."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) >= 2:
+        os.sched_setaffinity(pid, {cpus[cpu]})
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--connections", default="8,64", help="comma-separated concurrencies")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--serve-baseline", nargs=2, metavar=("PORT", "SERVERS"))
     args = parser.parse_args()
     if args.serve_baseline:
@@ -171,6 +189,8 @@ def main() -> None:
     began = time.monotonic()
     with EmbeddedBroker() as broker:
         servers = broker.bootstrap_servers
+        _pin(broker.pid or 0, 1)
+        _pin(os.getpid(), 1)  # the load generator
         settings = Settings(bootstrap_servers=servers)
 
         async def setup() -> None:
@@ -187,6 +207,8 @@ def main() -> None:
         env["WALSTREAM_API_PORT"] = str(wal_port)
         baseline = _start([__file__, "--serve-baseline", str(base_port), servers], env, base_port)
         walstream = _start(["-m", "walstream", "api"], env, wal_port)
+        _pin(baseline.pid, 0)
+        _pin(walstream.pid, 0)
         single_body = orjson.dumps({"payload": PAYLOAD})
         try:
             # (baseline, walstream) pairs per round, interleaved so drift in machine load hits both
@@ -194,10 +216,15 @@ def main() -> None:
             for connections in concurrencies:
                 for _ in range(args.rounds):
                     base = _single_round(
-                        base_port, "/write", single_body, connections, args.seconds
+                        base_port, baseline.pid, "/write", single_body, connections, args.seconds
                     )
                     wal = _single_round(
-                        wal_port, f"/v1/namespaces/{NS}/log", single_body, connections, args.seconds
+                        wal_port,
+                        walstream.pid,
+                        f"/v1/namespaces/{NS}/log",
+                        single_body,
+                        connections,
+                        args.seconds,
                     )
                     pairs[connections].append((base, wal))
             raw_rates, batch_rates = [], []
@@ -227,10 +254,18 @@ def main() -> None:
             f"p99 {b99:6.2f} ms | walstream {w_rate:7.0f} req/s p50 {w50:6.2f} ms "
             f"p99 {w99:6.2f} ms | non-200 {errors}"
         )
+        b_cpu = med(b.probed_per_request_us for b, _ in runs)
+        w_cpu = med(w.probed_per_request_us for _, w in runs)
         print(
             f"      ratio req/s {ratio:.2f} (target >= 0.90; per round "
             f"{', '.join(f'{w.rate / b.rate:.2f}' for b, w in runs)})  "
             f"p50 x{w50 / b50:.2f}  p99 x{w99 / b99:.2f}"
+        )
+        print(
+            f"      server CPU per request: baseline {b_cpu:.0f} us, walstream {w_cpu:.0f} us, "
+            f"ratio {b_cpu / w_cpu:.2f} (per round "
+            + ", ".join(f"{b.probed_per_request_us / w.probed_per_request_us:.2f}" for b, w in runs)
+            + ")"
         )
     raw, batch = statistics.median(raw_rates), statistics.median(batch_rates)
     print(f"batch, {BATCH_SIZE} records/request, {BATCH_RECORDS} records per round:")
