@@ -5,6 +5,8 @@
     + PayloadTooLargeError                -> HTTP 413
   x NamespaceNotFoundError(namespace)     -> HTTP 404
   x OverloadedError(retry_after)          -> HTTP 503 + Retry-After, durable=FALSE
+  x ServiceUnavailableError               -> HTTP 503 (a feature this process cannot serve)
+  x RedriveConflictError (walstream.dlq)  -> HTTP 409 (a redrive of the namespace is running)
   x WriteUnknownError                     -> HTTP 504, durable=UNKNOWN (may be on the log)
   x WriteRejectedError                    -> HTTP 502, durable=FALSE (the broker refused it)
   x ConfigError(key, value, reason)       -> settings / namespace files; CLI exit 2
@@ -25,6 +27,7 @@ __all__ = [
     "OverloadedError",
     "PayloadTooLargeError",
     "PoisonRecordError",
+    "ServiceUnavailableError",
     "TargetError",
     "TargetRejectedError",
     "TargetUnavailableError",
@@ -71,6 +74,10 @@ class OverloadedError(WalError):
         self.retry_after = retry_after
 
 
+class ServiceUnavailableError(WalError):
+    """This process does not offer what was asked (e.g. DLQ endpoints without a cluster): 503."""
+
+
 class WriteUnknownError(WalError):
     """The broker did not answer in time: the write may or may not be on the log."""
 
@@ -90,9 +97,17 @@ class ConfigError(WalError):
 
 
 class TargetError(WalError):
-    """A delivery attempt failed; ``retriable`` says whether trying again can help."""
+    """A delivery attempt failed; ``retriable`` says whether trying again can help.
+
+    ``error_class`` names the failure for the record's history, the DLQ and a namespace's
+    ``non_retryable`` list (``http_503``, ``timeout``, ``connection`` ...).
+    """
 
     retriable = True
+
+    def __init__(self, message: str, *, error_class: str | None = None) -> None:
+        super().__init__(message)
+        self.error_class = error_class or type(self).__name__
 
 
 class TargetUnavailableError(TargetError):

@@ -1,7 +1,8 @@
 """Wire formats: the versioned record envelope, encoded with orjson.
 
 A record's Kafka value is one JSON object with ``"v": 1``; optional fields at their defaults
-(``key`` null, ``payload_encoding`` json, ``delay_ms`` and ``attempt`` 0, ``history`` empty) are
+(``key`` null, ``payload_encoding`` json, ``delay_ms``, ``attempt`` and ``not_before_ms`` 0,
+``history`` empty) are
 left out and read back as those defaults. Decoding never lets a bad record
 through silently: undecodable bytes and unknown versions raise PoisonRecordError with a reason,
 which consumers route to the DLQ instead of crashing (or, with Faust, acking and losing it).
@@ -67,6 +68,13 @@ class Envelope(NamedTuple):
     created_at_ms: int
     attempt: int = 0
     history: tuple[AttemptError, ...] = ()
+    #: Not to be delivered before this (a retry's backoff); 0: no such bound.
+    not_before_ms: int = 0
+
+    @property
+    def due_ms(self) -> int:
+        """When the record may be delivered: its lifecycle's time, or a retry's backoff."""
+        return max(self.lifecycle.deliver_at_ms, self.not_before_ms)
 
     def payload_bytes(self) -> bytes:
         """The payload as the bytes a target receives."""
@@ -104,6 +112,8 @@ def _envelope_dict(env: Envelope) -> dict[str, Any]:
     if env.history:
         # NamedTuples encode as JSON arrays; history entries are objects on the wire
         obj["history"] = [h._asdict() for h in env.history]
+    if env.not_before_ms:
+        obj["not_before_ms"] = env.not_before_ms
     return obj
 
 
@@ -182,4 +192,5 @@ def decode_envelope(raw: bytes | None) -> Envelope:
         created_at_ms=_need(obj, "created_at_ms", int),
         attempt=_optional(obj, "attempt", int, 0),
         history=history,
+        not_before_ms=_optional(obj, "not_before_ms", int, 0),
     )

@@ -32,6 +32,7 @@ def envelope(**changes):
         "created_at_ms": 3,
         "attempt": 2,
         "history": (AttemptError(at_ms=4, attempt=1, error_class="E", message="boom"),),
+        "not_before_ms": 9,
     }
     base.update(changes)
     return Envelope(**base)
@@ -80,9 +81,10 @@ def test_defaults_stay_off_the_wire_and_read_back_as_defaults():
         key=None,
         attempt=0,
         history=(),
+        not_before_ms=0,
         lifecycle=Lifecycle(deliver_at_ms=3, original_write_time_ms=3),
     )
     wire = orjson.loads(encode_envelope(fresh))
-    assert not {"key", "payload_encoding", "attempt", "history"} & set(wire)
+    assert not {"key", "payload_encoding", "attempt", "history", "not_before_ms"} & set(wire)
     assert "delay_ms" not in wire["lifecycle"]
     assert decode_envelope(encode_envelope(fresh)) == fresh

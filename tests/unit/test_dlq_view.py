@@ -1,0 +1,82 @@
+"""DLQ records and the view folded from them."""
+
+from __future__ import annotations
+
+import pytest
+
+from walstream.core.dlq import (
+    DlqEntry,
+    DlqView,
+    Marker,
+    MarkerKind,
+    Selection,
+    entry_headers,
+    marker_headers,
+    parse_dlq_record,
+    parse_selection,
+)
+from walstream.errors import BadRequestError
+
+
+def entry(record_id, dead_at, error_class="http_503", offset=0):
+    headers = entry_headers(
+        namespace="ns",
+        reason="gave up",
+        error_class=error_class,
+        source="wal.ns.log[0]@7",
+        attempts=3,
+        dead_at_ms=dead_at,
+        behind=["b1", "b2"],
+    )
+    return parse_dlq_record(record_id.encode(), b"v", headers, partition=0, offset=offset)
+
+
+def test_entries_parse_with_every_header():
+    parsed = entry("a", 10)
+    assert isinstance(parsed, DlqEntry)
+    assert (parsed.id, parsed.reason, parsed.error_class) == ("a", "gave up", "http_503")
+    assert (parsed.source, parsed.attempts, parsed.dead_at_ms) == ("wal.ns.log[0]@7", 3, 10)
+    assert parsed.behind == ("b1", "b2")
+
+
+def test_markers_close_entries_and_a_new_entry_reopens():
+    redriven = parse_dlq_record(
+        b"a", b"", marker_headers(MarkerKind.REDRIVEN, 20), partition=0, offset=1
+    )
+    assert isinstance(redriven, Marker)
+    view = DlqView.fold([entry("a", 10), entry("b", 11), redriven])
+    assert set(view.open) == {"b"}
+    assert view.closed["a"].kind is MarkerKind.REDRIVEN
+    view.apply(entry("a", 30, offset=2))  # dead-lettered again after the redrive
+    assert set(view.open) == {"a", "b"}
+    assert view.oldest_dead_at_ms() == 11
+
+
+def test_foreign_records_are_ignored():
+    assert parse_dlq_record(b"a", b"v", [], partition=0, offset=0) is None
+    assert parse_dlq_record(None, b"v", [("wal-dlq", b"entry")], partition=0, offset=0) is None
+    assert parse_dlq_record(b"a", b"", [("wal-dlq", b"weird")], partition=0, offset=0) is None
+
+
+def test_selection_filters_and_orders_oldest_first():
+    view = DlqView.fold([entry("c", 30), entry("a", 10, "http_404"), entry("b", 20)])
+    assert [e.id for e in view.select(Selection())] == ["a", "b", "c"]
+    assert [e.id for e in view.select(Selection(since_ms=20))] == ["b", "c"]
+    assert [e.id for e in view.select(Selection(until_ms=20))] == ["a"]
+    assert [e.id for e in view.select(Selection(error_class="http_503"))] == ["b", "c"]
+    assert [e.id for e in view.select(Selection(ids=frozenset({"c"})))] == ["c"]
+
+
+def test_selection_from_a_request_names_bad_fields():
+    chosen = parse_selection({"ids": "a,b", "since": "-1h", "error_class": "x"}, 7_200_000)
+    assert chosen.ids == {"a", "b"}
+    assert chosen.since_ms == 3_600_000
+    for bad, field in (
+        ({"since": "soon"}, "since"),
+        ({"ids": [1]}, "ids"),
+        ({"colour": 1}, "colour"),
+        ({"error_class": ""}, "error_class"),
+    ):
+        with pytest.raises(BadRequestError) as caught:
+            parse_selection(bad, 0)
+        assert caught.value.field == field

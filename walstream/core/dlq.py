@@ -1,0 +1,231 @@
+"""The dead-letter queue's records and the view folded from them (pure; no I/O).
+
+A namespace's DLQ topic holds two kinds of records, both keyed by the record id:
+
+* an **entry**: the dead record's value as it was (the envelope with its whole attempt history,
+  or a poison record's raw bytes), with headers saying why, from where, after how many attempts;
+* a **marker**: the entry was redriven or discarded (the topic is append-only, like the log).
+
+Readers fold the topic in order: an entry is open until a later marker for its id closes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from walstream.core.times import parse_time_ms
+from walstream.errors import BadRequestError
+
+__all__ = [
+    "DlqEntry",
+    "DlqView",
+    "Marker",
+    "MarkerKind",
+    "Selection",
+    "entry_headers",
+    "marker_headers",
+    "parse_dlq_record",
+    "parse_selection",
+]
+
+H_KIND = "wal-dlq"
+H_ERROR = "wal-error"
+H_ERROR_CLASS = "wal-error-class"
+H_SOURCE = "wal-source"
+H_ATTEMPTS = "wal-attempt"
+H_DEAD_AT = "wal-dead-at"
+H_NAMESPACE = "wal-namespace"
+H_BEHIND = "wal-behind"
+
+Headers = Sequence[tuple[str, bytes]]
+
+
+class MarkerKind(Enum):
+    REDRIVEN = "redriven"
+    DISCARDED = "discarded"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DlqEntry:
+    """One dead record, as the DLQ holds it."""
+
+    id: str
+    namespace: str
+    reason: str
+    error_class: str
+    source: str
+    attempts: int
+    dead_at_ms: int
+    value: bytes | None
+    #: Ids of records that waited behind this one (per-key ordering).
+    behind: tuple[str, ...] = ()
+    partition: int = -1
+    offset: int = -1
+
+    @property
+    def poison(self) -> bool:
+        return self.error_class == "PoisonRecordError"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Marker:
+    """An entry was redriven or discarded."""
+
+    id: str
+    kind: MarkerKind
+    at_ms: int
+
+
+def entry_headers(
+    *,
+    namespace: str,
+    reason: str,
+    error_class: str,
+    source: str,
+    attempts: int,
+    dead_at_ms: int,
+    behind: Sequence[str] = (),
+) -> list[tuple[str, bytes]]:
+    """Headers of a DLQ entry."""
+    headers = [
+        (H_KIND, b"entry"),
+        (H_NAMESPACE, namespace.encode()),
+        (H_ERROR, reason.encode("utf-8", "replace")[:4096]),
+        (H_ERROR_CLASS, error_class.encode()),
+        (H_SOURCE, source.encode()),
+        (H_ATTEMPTS, str(attempts).encode()),
+        (H_DEAD_AT, str(dead_at_ms).encode()),
+    ]
+    if behind:
+        headers.append((H_BEHIND, ",".join(behind).encode()))
+    return headers
+
+
+def marker_headers(kind: MarkerKind, at_ms: int) -> list[tuple[str, bytes]]:
+    """Headers of a marker record (its value is empty)."""
+    return [(H_KIND, kind.value.encode()), (H_DEAD_AT, str(at_ms).encode())]
+
+
+def _int(raw: bytes | None, default: int = 0) -> int:
+    try:
+        return int(raw) if raw is not None else default
+    except ValueError:
+        return default
+
+
+def parse_dlq_record(
+    key: bytes | None, value: bytes | None, headers: Headers, *, partition: int, offset: int
+) -> DlqEntry | Marker | None:
+    """Read one DLQ topic record (None: not a walstream DLQ record)."""
+    h = {name: raw for name, raw in headers}
+    kind = h.get(H_KIND)
+    if key is None or kind is None:
+        return None
+    record_id = key.decode("utf-8", "replace")
+    if kind == b"entry":
+        behind = h.get(H_BEHIND)
+        return DlqEntry(
+            id=record_id,
+            namespace=h.get(H_NAMESPACE, b"").decode("utf-8", "replace"),
+            reason=h.get(H_ERROR, b"").decode("utf-8", "replace"),
+            error_class=h.get(H_ERROR_CLASS, b"").decode("utf-8", "replace"),
+            source=h.get(H_SOURCE, b"").decode("utf-8", "replace"),
+            attempts=_int(h.get(H_ATTEMPTS)),
+            dead_at_ms=_int(h.get(H_DEAD_AT)),
+            value=value,
+            behind=tuple(behind.decode().split(",")) if behind else (),
+            partition=partition,
+            offset=offset,
+        )
+    try:
+        marker_kind = MarkerKind(kind.decode())
+    except ValueError:
+        return None
+    return Marker(id=record_id, kind=marker_kind, at_ms=_int(h.get(H_DEAD_AT)))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Selection:
+    """Which open entries a list or redrive takes (every given condition must hold)."""
+
+    ids: frozenset[str] = frozenset()
+    since_ms: int | None = None
+    until_ms: int | None = None
+    error_class: str | None = None
+
+    def matches(self, entry: DlqEntry) -> bool:
+        if self.ids and entry.id not in self.ids:
+            return False
+        if self.since_ms is not None and entry.dead_at_ms < self.since_ms:
+            return False
+        if self.until_ms is not None and entry.dead_at_ms >= self.until_ms:
+            return False
+        return self.error_class is None or entry.error_class == self.error_class
+
+
+@dataclass
+class DlqView:
+    """The open entries of one DLQ, folded in topic order."""
+
+    open: dict[str, DlqEntry] = field(default_factory=dict)
+    closed: dict[str, Marker] = field(default_factory=dict)
+
+    def apply(self, item: DlqEntry | Marker | None) -> None:
+        if isinstance(item, DlqEntry):
+            self.open[item.id] = item  # a record dead-lettered again is open again
+            self.closed.pop(item.id, None)
+        elif isinstance(item, Marker) and self.open.pop(item.id, None) is not None:
+            self.closed[item.id] = item
+
+    def select(self, selection: Selection) -> list[DlqEntry]:
+        """Open entries matching ``selection``, oldest first."""
+        chosen = [e for e in self.open.values() if selection.matches(e)]
+        return sorted(chosen, key=lambda e: (e.dead_at_ms, e.partition, e.offset))
+
+    def oldest_dead_at_ms(self) -> int | None:
+        return min((e.dead_at_ms for e in self.open.values()), default=None)
+
+    @classmethod
+    def fold(cls, items: Iterable[DlqEntry | Marker | None]) -> DlqView:
+        view = cls()
+        for item in items:
+            view.apply(item)
+        return view
+
+
+def parse_selection(obj: Mapping[str, Any], now_ms: int) -> Selection:
+    """A Selection from a request (query string or JSON body).
+
+    Raises:
+        BadRequestError: naming the field.
+    """
+    unknown = sorted(set(obj) - {"ids", "id", "since", "until", "error_class"})
+    if unknown:
+        raise BadRequestError(unknown[0], "is not a selection field")
+    ids = obj.get("ids", obj.get("id", []))
+    if isinstance(ids, str):
+        ids = [i for i in ids.split(",") if i]
+    if not isinstance(ids, list) or not all(isinstance(i, str) and i for i in ids):
+        raise BadRequestError("ids", "must be a list of record ids")
+    times: dict[str, int | None] = {}
+    for name in ("since", "until"):
+        raw = obj.get(name)
+        if raw is None:
+            times[name] = None
+            continue
+        try:
+            times[name] = parse_time_ms(str(raw), now_ms)
+        except ValueError as exc:
+            raise BadRequestError(name, str(exc)) from None
+    error_class = obj.get("error_class")
+    if error_class is not None and (not isinstance(error_class, str) or not error_class):
+        raise BadRequestError("error_class", "must be a non-empty string")
+    return Selection(
+        ids=frozenset(ids),
+        since_ms=times["since"],
+        until_ms=times["until"],
+        error_class=error_class,
+    )
