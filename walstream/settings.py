@@ -80,6 +80,25 @@ class Settings:
     worker_web_port: int = 6066
     #: Correct end offsets under-reported by the broker (Tansu 0.6.0); a no-op on Kafka.
     correct_end_offsets: bool = True
+    #: How long a worker's fetch waits for data. Tansu answers only when the wait ends, so this
+    #: bounds the latency of every retry and delay hop; on Kafka 500 saves idle fetches.
+    consumer_fetch_max_wait_ms: int = 50
+
+    #: Records each delivery agent works on at once (one actor per slot).
+    deliver_concurrency: int = 8
+    #: kv target database: "sqlite:///path" (default: <data_dir>/kv.sqlite) or "postgresql://...".
+    kv_url: str | None = None
+    #: Transient failures in a row that open a target's circuit breaker.
+    breaker_threshold: int = 5
+    breaker_base_open_ms: int = 1_000
+    breaker_max_open_ms: int = 60_000
+    #: How long a delay tier keeps records beyond its delay: the longest delay-stage outage that
+    #: loses nothing.
+    delay_grace_ms: int = 7 * 86_400_000
+    #: Records the delay stage holds in memory for their last second at most; beyond, it pauses.
+    delay_timer_capacity: int = 200_000
+    #: Seconds a worker waits before resubscribing after namespaces change (coalesces changes).
+    resubscribe_delay_s: float = 2.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -115,6 +134,11 @@ class Settings:
             "default_partitions": self.default_partitions,
             "replication_factor": self.replication_factor,
             "broker_session_timeout_s": self.broker_session_timeout_s,
+            "deliver_concurrency": self.deliver_concurrency,
+            "consumer_fetch_max_wait_ms": self.consumer_fetch_max_wait_ms,
+            "breaker_threshold": self.breaker_threshold,
+            "breaker_base_open_ms": self.breaker_base_open_ms,
+            "delay_timer_capacity": self.delay_timer_capacity,
         }
         for name, value in positive.items():
             if value <= 0:
@@ -133,6 +157,16 @@ class Settings:
             )
         if self.store not in {"memory://", "rocksdb://"}:
             raise ConfigError(_PREFIX + "STORE", self.store, "expected memory:// or rocksdb://")
+        if self.breaker_max_open_ms < self.breaker_base_open_ms:
+            raise ConfigError(
+                _PREFIX + "BREAKER_MAX_OPEN_MS", self.breaker_max_open_ms, "must be >= BASE_OPEN_MS"
+            )
+        if self.kv_url is not None and not self.kv_url.startswith(
+            ("sqlite:///", "postgresql://", "postgres://")
+        ):
+            raise ConfigError(
+                _PREFIX + "KV_URL", self.kv_url, "expected sqlite:/// or postgresql://"
+            )
 
     @property
     def bootstrap_list(self) -> list[str]:

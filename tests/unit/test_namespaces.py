@@ -33,7 +33,7 @@ def test_overrides_are_kept_and_round_trip():
         "topics": {"log": "evcache_foobar"},
         "backoff": {"base_ms": 10, "multiplier": 3, "cap_ms": 1000, "jitter": 0.5},
         "max_attempts": 3,
-        "target": {"type": "memcached", "key": "k"},
+        "target": {"type": "kv", "table": "t", "key": "k"},
         "max_payload_bytes": 100,
         "max_delay_ms": 0,
         "description": "x",

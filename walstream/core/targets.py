@@ -100,11 +100,6 @@ _SCHEMAS: dict[str, dict[str, tuple[bool, Callable[[str], Callable[[Any], Any]]]
         "key": (True, lambda f: _str(f, max_len=_MAX_KEY_CHARS)),
         "op": (False, lambda f: _one_of(f, ("put", "delete"))),
     },
-    "memcached": {
-        "key": (True, lambda f: _str(f, max_len=250)),
-        "ttl_s": (False, lambda f: _positive_int(f, 30 * 86_400)),
-        "op": (False, lambda f: _one_of(f, ("set", "delete"))),
-    },
     "wal": {
         "namespace": (True, lambda f: _str(f, NAMESPACE_NAME)),
         "bootstrap_servers": (False, lambda f: _str(f, max_len=1024)),

@@ -17,6 +17,7 @@ from aiokafka.errors import KafkaError
 
 from walstream.aio import cancel_and_wait
 from walstream.clock import Clock, SystemClock
+from walstream.errors import ConfigError
 from walstream.kafka.admin import ensure_topics
 from walstream.kafka.clients import stop_consumer
 from walstream.namespaces.config import NamespaceConfig
@@ -163,8 +164,20 @@ class NamespacePublisher:
             await producer.stop()
 
     async def apply(self, config: NamespaceConfig) -> None:
-        """Create the namespace's topics, then broadcast its configuration."""
+        """Create the namespace's topics, then broadcast its configuration.
+
+        Raises:
+            ConfigError: the namespace asks for another partition count than the deployment's
+                (workers keep per-record state co-partitioned with every namespace topic).
+        """
         assert self._producer is not None, "start() first"  # noqa: S101
+        wanted = self.settings.default_partitions
+        if config.partitions is not None and config.partitions != wanted:
+            raise ConfigError(
+                f"{config.name}: partitions",
+                config.partitions,
+                f"every namespace of this deployment has WALSTREAM_DEFAULT_PARTITIONS={wanted}",
+            )
         await ensure_topics(
             self.settings.bootstrap_list, namespace_topic_specs(config, self.settings)
         )

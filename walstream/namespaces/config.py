@@ -39,6 +39,10 @@ class NamespaceConfig:
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
     max_delay_ms: int = DEFAULT_MAX_DELAY_MS
     description: str = ""
+    #: Error classes (TargetError.error_class, e.g. "http_409") never retried.
+    non_retryable: frozenset[str] = frozenset()
+    #: Time from the first attempt after which a failing record is dead-lettered (None: no limit).
+    retry_budget_ms: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The canonical JSON form (what is published on the control topic)."""
@@ -57,6 +61,8 @@ class NamespaceConfig:
             "max_payload_bytes": self.max_payload_bytes,
             "max_delay_ms": self.max_delay_ms,
             "description": self.description,
+            "non_retryable": sorted(self.non_retryable),
+            "retry_budget_ms": self.retry_budget_ms,
         }
 
 
@@ -70,6 +76,8 @@ _TOP_LEVEL = {
     "max_payload_bytes",
     "max_delay_ms",
     "description",
+    "non_retryable",
+    "retry_budget_ms",
 }
 
 
@@ -158,6 +166,14 @@ def parse_namespace(obj: Any) -> NamespaceConfig:
     description = obj.get("description", "")
     if not isinstance(description, str):
         raise ConfigError("description", description, "must be a string")
+    non_retryable = obj.get("non_retryable", [])
+    if not isinstance(non_retryable, list) or not all(
+        isinstance(c, str) and c for c in non_retryable
+    ):
+        raise ConfigError("non_retryable", non_retryable, "must be a list of error class names")
+    budget = obj.get("retry_budget_ms")
+    if budget is not None:
+        budget = _int(obj, "retry_budget_ms", 1, 1)
     return NamespaceConfig(
         name=name,
         partitions=partitions,
@@ -168,4 +184,6 @@ def parse_namespace(obj: Any) -> NamespaceConfig:
         max_payload_bytes=_int(obj, "max_payload_bytes", DEFAULT_MAX_PAYLOAD_BYTES, 1),
         max_delay_ms=_int(obj, "max_delay_ms", DEFAULT_MAX_DELAY_MS, 0),
         description=description,
+        non_retryable=frozenset(non_retryable),
+        retry_budget_ms=budget,
     )

@@ -67,6 +67,7 @@ class NamespaceRegistry:
 
     def __init__(self) -> None:
         self._entries: dict[str, _Entry] = {}
+        self._by_topic: dict[str, str] = {}
         #: Events folded so far; lets callers wait for "a change after this point".
         self.events_applied = 0
 
@@ -78,7 +79,9 @@ class NamespaceRegistry:
             return Change.IGNORED
         name = key.decode("utf-8", errors="replace")
         if value is None:
-            return Change.DELETED if self._entries.pop(name, None) else Change.IGNORED
+            removed = self._entries.pop(name, None)
+            self._index_topics()
+            return Change.DELETED if removed else Change.IGNORED
         try:
             config, updated_at_ms = decode_event(value)
         except ConfigError as exc:
@@ -88,7 +91,19 @@ class NamespaceRegistry:
             logger.warning("control record key %s names namespace %s: ignored", name, config.name)
             return Change.IGNORED
         self._entries[name] = _Entry(config, updated_at_ms)
+        self._index_topics()
         return Change.APPLIED
+
+    def _index_topics(self) -> None:
+        self._by_topic = {
+            topic: name
+            for name, entry in self._entries.items()
+            for topic in entry.config.topics.all()
+        }
+
+    def namespace_of(self, topic: str) -> str | None:
+        """The namespace whose log, retry or DLQ topic this is (None: no namespace's)."""
+        return self._by_topic.get(topic)
 
     def get(self, name: str) -> NamespaceConfig:
         """The namespace's current configuration.

@@ -6,7 +6,7 @@ from typing import Protocol
 
 from walstream.records import Envelope
 
-__all__ = ["Target"]
+__all__ = ["Target", "delivery_headers"]
 
 
 class Target(Protocol):
@@ -20,3 +20,14 @@ class Target(Protocol):
     async def deliver(self, envelope: Envelope) -> None: ...
 
     async def close(self) -> None: ...
+
+
+def delivery_headers(envelope: Envelope) -> dict[str, str]:
+    """What every target passes along with a record: who it is and which version it is."""
+    return {
+        "Idempotency-Key": envelope.idempotency_token,
+        "X-Wal-Id": envelope.id,
+        "X-Wal-Namespace": envelope.namespace,
+        "X-Wal-Original-Write-Time": str(envelope.lifecycle.original_write_time_ms),
+        "X-Wal-Attempt": str(envelope.attempt),
+    }

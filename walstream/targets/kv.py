@@ -5,7 +5,7 @@ read and a write: the row changes only when the incoming (original_write_time, i
 is greater than the stored one (walstream.core.lww is the specification; a test holds the SQL to
 it). A duplicate delivery (same token) changes nothing. A delete keeps a tombstone with its
 version, so a late put older than the delete cannot resurrect the row. The statement is plain
-SQL with row-value comparison, which PostgreSQL runs as well.
+SQL with row-value comparison, which PostgreSQL runs as well (walstream.targets.kv_postgres).
 """
 
 from __future__ import annotations
@@ -20,29 +20,55 @@ from walstream.core.lww import Version
 from walstream.errors import TargetRejectedError, TargetUnavailableError
 from walstream.records import Envelope
 
-__all__ = ["SqliteKvTarget"]
+__all__ = ["SqliteKvTarget", "kv_statements", "upsert_params"]
 
-_SCHEMA = """
+
+def kv_statements(table: str, dialect: str) -> tuple[str, str, str]:
+    """(create table, last-write-wins upsert, read) for ``dialect`` "sqlite" or "postgresql".
+
+    The statements are the same but for types and placeholders. On PostgreSQL the token column
+    sorts bytewise (COLLATE "C"), as Python and SQLite compare strings: a locale collation would
+    break ties differently from walstream.core.lww.
+    """
+    pg = dialect == "postgresql"
+    blob, ms, token = ("BYTEA", "BIGINT", 'TEXT COLLATE "C"') if pg else ("BLOB", "INTEGER", "TEXT")
+    params = ("$1", "$2", "$3", "$4", "$5") if pg else ("?",) * 5
+    schema = f"""
 CREATE TABLE IF NOT EXISTS "{table}" (
     key TEXT PRIMARY KEY,
-    value BLOB,
+    value {blob},
     deleted INTEGER NOT NULL DEFAULT 0,
-    original_write_time_ms INTEGER NOT NULL,
-    idempotency_token TEXT NOT NULL
-)
-"""
-
-_UPSERT = """
+    original_write_time_ms {ms} NOT NULL,
+    idempotency_token {token} NOT NULL
+)"""
+    upsert = f"""
 INSERT INTO "{table}" (key, value, deleted, original_write_time_ms, idempotency_token)
-VALUES (?, ?, ?, ?, ?)
+VALUES ({", ".join(params)})
 ON CONFLICT (key) DO UPDATE SET
     value = excluded.value,
     deleted = excluded.deleted,
     original_write_time_ms = excluded.original_write_time_ms,
     idempotency_token = excluded.idempotency_token
 WHERE (excluded.original_write_time_ms, excluded.idempotency_token)
-    > ("{table}".original_write_time_ms, "{table}".idempotency_token)
-"""
+    > ("{table}".original_write_time_ms, "{table}".idempotency_token)"""  # noqa: S608 - validated identifier
+    read = (
+        f'SELECT value, deleted, original_write_time_ms, idempotency_token FROM "{table}" '  # noqa: S608 - validated identifier
+        f"WHERE key = {params[0]}"
+    )
+    return schema, upsert, read
+
+
+def upsert_params(envelope: Envelope) -> tuple[str, bytes | None, int, int, str]:
+    """The upsert's parameters for a record: a put, or a delete leaving a tombstone."""
+    target = envelope.target
+    deleted = target.get("op", "put") == "delete"
+    return (
+        target["key"],
+        None if deleted else envelope.payload_bytes(),
+        int(deleted),
+        envelope.lifecycle.original_write_time_ms,
+        envelope.idempotency_token,
+    )
 
 
 class SqliteKvTarget:
@@ -55,30 +81,24 @@ class SqliteKvTarget:
         )
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._lock = threading.Lock()  # one connection, used from worker threads in turn
-        self._tables: set[str] = set()
+        self._tables: dict[str, tuple[str, str, str]] = {}
+
+    def _statements(self, table: str) -> tuple[str, str, str]:
+        statements = self._tables.get(table)
+        if statements is None:
+            statements = self._tables[table] = kv_statements(table, "sqlite")
+            self._conn.execute(statements[0])
+        return statements
 
     def _run(self, table: str, params: tuple[Any, ...]) -> None:
         with self._lock:
-            if table not in self._tables:
-                self._conn.execute(_SCHEMA.format(table=table))
-                self._tables.add(table)
-            self._conn.execute(_UPSERT.format(table=table), params)
+            self._conn.execute(self._statements(table)[1], params)
 
     async def deliver(self, envelope: Envelope) -> None:
         """Apply a put or delete with last-write-wins; a stale or duplicate write is a no-op."""
-        target = envelope.target
-        table, key = target["table"], target["key"]
-        deleted = target.get("op", "put") == "delete"
-        value = None if deleted else envelope.payload_bytes()
-        params = (
-            key,
-            value,
-            int(deleted),
-            envelope.lifecycle.original_write_time_ms,
-            envelope.idempotency_token,
-        )
+        table = envelope.target["table"]
         try:
-            await asyncio.to_thread(self._run, table, params)
+            await asyncio.to_thread(self._run, table, upsert_params(envelope))
         except sqlite3.OperationalError as exc:  # locked, busy, disk I/O: may pass on retry
             raise TargetUnavailableError(f"kv {table}: {exc}") from exc
         except sqlite3.DatabaseError as exc:  # constraint, schema mismatch: retrying won't help
@@ -87,11 +107,7 @@ class SqliteKvTarget:
     def read(self, table: str, key: str) -> tuple[bytes | None, bool, Version] | None:
         """The stored (value, deleted, version) of a key, or None (for tools and tests)."""
         with self._lock:
-            row = self._conn.execute(
-                f'SELECT value, deleted, original_write_time_ms, idempotency_token FROM "{table}" '  # noqa: S608 - validated identifier
-                "WHERE key = ?",
-                (key,),
-            ).fetchone()
+            row = self._conn.execute(self._statements(table)[2], (key,)).fetchone()
         if row is None:
             return None
         return row[0], bool(row[1]), Version(row[2], row[3])

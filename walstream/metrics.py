@@ -1,0 +1,84 @@
+"""Every Prometheus metric walstream exports, declared in one place.
+
+``WalMetrics.create(registry)`` builds them on a registry (tests pass a fresh one). Labels take
+bounded values only: namespace, stage, outcome, reason class, target kind; never a key or token.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["WalMetrics"]
+
+_LATENESS_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0)
+
+
+class WalMetrics(NamedTuple):
+    deliveries: Counter
+    dlq_records_written: Counter
+    dlq_open: Gauge
+    dlq_oldest_age: Gauge
+    breaker_open: Gauge
+    delay_pending: Gauge
+    delay_oldest_due: Gauge
+    delay_lateness: Histogram
+    delay_hops: Counter
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry, prefix: str = "walstream") -> WalMetrics:
+        return cls(
+            deliveries=Counter(
+                f"{prefix}_deliveries",
+                "Delivery attempts by outcome (delivered, retry, dead, delayed, duplicate)",
+                ["namespace", "stage", "outcome"],
+                registry=registry,
+            ),
+            dlq_records_written=Counter(
+                f"{prefix}_dlq_records_written",
+                "Records written to a DLQ, by error class",
+                ["namespace", "error_class"],
+                registry=registry,
+            ),
+            dlq_open=Gauge(
+                f"{prefix}_dlq_records",
+                "Open DLQ entries (not redriven or discarded)",
+                ["namespace"],
+                registry=registry,
+            ),
+            dlq_oldest_age=Gauge(
+                f"{prefix}_dlq_oldest_age_seconds",
+                "Age of the oldest open DLQ entry",
+                ["namespace"],
+                registry=registry,
+            ),
+            breaker_open=Gauge(
+                f"{prefix}_target_breaker_open",
+                "1 while a target's circuit breaker refuses calls",
+                ["target_kind"],
+                registry=registry,
+            ),
+            delay_pending=Gauge(
+                f"{prefix}_delay_pending_records",
+                "Records waiting in the delay tiers (estimate: unread + held)",
+                registry=registry,
+            ),
+            delay_oldest_due=Gauge(
+                f"{prefix}_delay_oldest_due_timestamp_seconds",
+                "Due time of the earliest record the delay stage holds",
+                registry=registry,
+            ),
+            delay_lateness=Histogram(
+                f"{prefix}_delay_lateness_seconds",
+                "How long after its due time the delay stage forwarded a record",
+                buckets=_LATENESS_BUCKETS,
+                registry=registry,
+            ),
+            delay_hops=Counter(
+                f"{prefix}_delay_hops",
+                "Records moved by the delay stage, by where to (tier, timer, due)",
+                ["to"],
+                registry=registry,
+            ),
+        )

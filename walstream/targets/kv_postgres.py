@@ -1,0 +1,84 @@
+"""The kv target on PostgreSQL: the same last-write-wins upsert as on SQLite (targets.kv).
+
+Connection trouble, timeouts and serialization or deadlock conflicts are transient; anything else
+PostgreSQL refuses (a constraint, a mismatched table) is permanent for that record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import asyncpg
+
+from walstream.core.lww import Version
+from walstream.errors import TargetRejectedError, TargetUnavailableError
+from walstream.records import Envelope
+from walstream.targets.kv import kv_statements, upsert_params
+
+__all__ = ["PostgresKvTarget"]
+
+_TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03", "57P01", "57P02", "57P03", "53300"})
+
+
+class PostgresKvTarget:
+    """kv target on a PostgreSQL database (a pool of connections)."""
+
+    def __init__(self, dsn: str, *, timeout_s: float = 10.0, max_size: int = 8) -> None:
+        self.dsn = dsn
+        self._timeout_s = timeout_s
+        self._max_size = max_size
+        self._pool: Any = None
+        self._pool_lock = asyncio.Lock()
+        self._tables: dict[str, tuple[str, str, str]] = {}
+
+    async def _connection_pool(self) -> Any:
+        async with self._pool_lock:
+            if self._pool is None:
+                self._pool = await asyncpg.create_pool(
+                    self.dsn, min_size=1, max_size=self._max_size, timeout=self._timeout_s
+                )
+            return self._pool
+
+    async def _statements(self, conn: Any, table: str) -> tuple[str, str, str]:
+        statements = self._tables.get(table)
+        if statements is None:
+            statements = kv_statements(table, "postgresql")
+            await conn.execute(statements[0])
+            self._tables[table] = statements
+        return statements
+
+    async def deliver(self, envelope: Envelope) -> None:
+        """Apply a put or delete with last-write-wins; a stale or duplicate write is a no-op."""
+        table = envelope.target["table"]
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                pool = await self._connection_pool()
+                async with pool.acquire() as conn:
+                    upsert = (await self._statements(conn, table))[1]
+                    await conn.execute(upsert, *upsert_params(envelope))
+        except TimeoutError as exc:
+            raise TargetUnavailableError(f"kv {table}: timed out", error_class="timeout") from exc
+        except (OSError, asyncpg.InterfaceError) as exc:
+            raise TargetUnavailableError(f"kv {table}: {exc}", error_class="connection") from exc
+        except asyncpg.PostgresError as exc:
+            state = getattr(exc, "sqlstate", "") or ""
+            if state in _TRANSIENT_SQLSTATES or state.startswith("08"):
+                raise TargetUnavailableError(
+                    f"kv {table}: {exc}", error_class=f"pg_{state}"
+                ) from exc
+            raise TargetRejectedError(f"kv {table}: {exc}", error_class=f"pg_{state}") from exc
+
+    async def read(self, table: str, key: str) -> tuple[bytes | None, bool, Version] | None:
+        """The stored (value, deleted, version) of a key, or None (for tools and tests)."""
+        pool = await self._connection_pool()
+        async with pool.acquire() as conn:
+            row = await conn.fetchrow((await self._statements(conn, table))[2], key)
+        if row is None:
+            return None
+        return row[0], bool(row[1]), Version(row[2], row[3])
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
