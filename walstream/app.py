@@ -7,12 +7,14 @@ topics): choose once, rename only with a migration.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import faust
 import mode
 
 from walstream.namespaces.broadcast import NamespaceFeed
+from walstream.namespaces.registry import NamespaceRegistry
 from walstream.settings import Settings
 
 __all__ = ["NamespaceService", "app", "create_app", "faust_settings"]
@@ -25,9 +27,10 @@ _FALLBACK_BROKER = "127.0.0.1:9092"
 def faust_settings(settings: Settings) -> dict[str, Any]:
     """The Faust configuration walstream runs with."""
     servers = settings.bootstrap_servers or _FALLBACK_BROKER
-    scheme = "walkafka" if settings.correct_end_offsets else "kafka"
     return {
-        "broker": [f"{scheme}://{s.strip()}" for s in servers.split(",") if s.strip()],
+        # walstream's transport (walstream.kafka.transport): Faust's aiokafka driver with
+        # corrected end offsets for table recovery and a configurable fetch wait.
+        "broker": [f"walkafka://{s.strip()}" for s in servers.split(",") if s.strip()],
         "store": settings.store,
         "datadir": settings.data_dir,
         # Tansu holds JoinGroup for max(1 s, session/2): Faust's default 60 s means 30 s starts.
@@ -48,10 +51,19 @@ class NamespaceService(mode.Service):
 
     def __init__(self, settings: Settings, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.feed = NamespaceFeed(settings)
+        self.settings = settings
+        self.listeners: list[Callable[[NamespaceRegistry], None]] = []
+        self.feed = NamespaceFeed(settings, on_change=self._changed)
+
+    def _changed(self, registry: NamespaceRegistry) -> None:
+        for listener in self.listeners:
+            listener(registry)
 
     async def on_start(self) -> None:
         await self.feed.start()
+        if not await self.feed.wait_ready(self.settings.registry_ready_timeout_s):
+            logger.warning("namespace registry not loaded yet; delivering what is known so far")
+        self._changed(self.feed.registry)
 
     async def on_stop(self) -> None:
         await self.feed.stop()
@@ -81,8 +93,14 @@ def _install_pages(app: faust.App, namespaces: NamespaceService) -> None:
         )
 
 
-def create_app(settings: Settings, app_id: str | None = None, **overrides: Any) -> faust.App:
-    """A configured walstream Faust app with the namespace feed and health pages."""
+def create_app(
+    settings: Settings, app_id: str | None = None, *, deliver: bool = False, **overrides: Any
+) -> faust.App:
+    """A configured walstream Faust app with the namespace feed and health pages.
+
+    With ``deliver``, the app is a walstream worker: it delivers every namespace's records
+    (walstream.worker).
+    """
     conf = faust_settings(settings)
     conf.update(overrides)
     new_app = faust.App(app_id or settings.app_id, autodiscover=False, **conf)
@@ -90,7 +108,12 @@ def create_app(settings: Settings, app_id: str | None = None, **overrides: Any) 
     # Faust starts an instance as readily as a class (App._prepare_subservice); typed for classes.
     new_app.service(namespaces)  # type: ignore[arg-type]
     _install_pages(new_app, namespaces)
+    if deliver:
+        from walstream.worker import install_delivery
+
+        delivery = install_delivery(new_app, settings, namespaces.feed.registry)
+        namespaces.listeners.append(delivery.on_namespaces)
     return new_app
 
 
-app = create_app(Settings.from_env())
+app = create_app(Settings.from_env(), deliver=True)

@@ -51,6 +51,7 @@ class WorkerProcess:
         self.env = {**os.environ, **env}
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
+        self.web_port: int | None = None
 
     def start(self) -> WorkerProcess:
         log = self.log_path.open("ab")

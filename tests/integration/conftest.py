@@ -1,0 +1,126 @@
+"""Integration fixtures: a walstream deployment of its own per test (app id, control topic, delay
+tiers), worker subprocesses, the HTTP recorder target, and the API in-process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from walstream.api.app import build_api
+from walstream.broker import free_port
+from walstream.client import WalClient
+from walstream.namespaces.broadcast import NamespacePublisher
+from walstream.namespaces.config import parse_namespace
+from walstream.settings import Settings
+
+from .helpers import ROOT, WorkerProcess, get_json
+from .http_recorder import HttpRecorder
+
+
+@pytest.fixture
+def wal_env(broker, unique, tmp_path):
+    """Environment of one test's walstream deployment."""
+    return {
+        "WALSTREAM_BOOTSTRAP_SERVERS": broker,
+        "WALSTREAM_APP_ID": f"walstream-{unique}",
+        "WALSTREAM_CONTROL_TOPIC": f"walstream.namespaces.{unique}",
+        "WALSTREAM_STORE": "memory://",
+        "WALSTREAM_DATA_DIR": str(tmp_path / "data"),
+        "WALSTREAM_BROKER_SESSION_TIMEOUT_S": "2",
+        "WALSTREAM_BROKER_HEARTBEAT_INTERVAL_S": "0.5",
+        "WALSTREAM_RESUBSCRIBE_DELAY_S": "0.5",
+        "WALSTREAM_REGISTRY_READY_TIMEOUT_S": "10",
+    }
+
+
+@pytest.fixture
+def wal_settings(wal_env):
+    return Settings.from_env(wal_env)
+
+
+@pytest.fixture
+def recorder():
+    recorder = HttpRecorder().start()
+    yield recorder
+    recorder.stop()
+
+
+@pytest.fixture
+def workers(wal_env, tmp_path):
+    """``start(**env)`` runs a walstream worker (``faust -A walstream.app worker``)."""
+    started: list[WorkerProcess] = []
+
+    def start(**extra: str) -> WorkerProcess:
+        port = free_port()
+        env = {**wal_env, "WALSTREAM_WORKER_WEB_PORT": str(port), **extra}
+        worker = WorkerProcess("walstream.app", env, tmp_path / f"worker-{len(started)}.log")
+        worker.web_port = port
+        started.append(worker.start())
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+async def apply_namespace(settings: Settings, definition: dict) -> None:
+    publisher = NamespacePublisher(settings)
+    await publisher.start()
+    try:
+        await publisher.apply(parse_namespace(definition))
+    finally:
+        await publisher.stop()
+
+
+async def eventually(predicate, within_s: float, what: str, every: float = 0.1):
+    """Poll a (sync or async) predicate until it returns something truthy."""
+    deadline = time.monotonic() + within_s
+    while True:
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {within_s}s waiting for {what}")
+        await asyncio.sleep(every)
+
+
+async def wait_serving(worker: WorkerProcess, topic: str, within_s: float = 30.0) -> None:
+    """Until the worker owns partitions of ``topic`` (subscribed, rebalanced, recovered)."""
+
+    def owns() -> bool:
+        if not worker.alive():
+            raise AssertionError(f"worker died:\n{worker.log_tail()}")
+        try:
+            body = get_json(f"http://127.0.0.1:{worker.web_port}/walstream/assignment")
+        except OSError:
+            return False
+        return any(t == topic for t, _ in body["assignment"]) and not body["rebalancing"]
+
+    await eventually(owns, within_s, f"worker to serve {topic}\n{worker.log_tail()}")
+
+
+@pytest.fixture
+async def wal_client(api_client, wal_settings):
+    """A WalClient on the real API (in-process) of this test's deployment."""
+    client = await api_client(build_api(wal_settings))
+    async with WalClient(str(client.make_url(""))) as wal:
+        yield wal
+
+
+def run_cli(env: dict, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "walstream", *args],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )

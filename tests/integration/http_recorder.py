@@ -1,0 +1,107 @@
+"""A real HTTP server on loopback (own thread) recording what walstream POSTs; fails on demand."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from walstream.broker import free_port
+
+
+@dataclass
+class Received:
+    at: float  # time.time() when the request arrived
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    status: int
+
+
+class HttpRecorder:
+    """``recorder.url`` answers POSTs; ``fail_next(n, status)`` or ``fail_always(status)``."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/sink"
+        self.received: list[Received] = []
+        self._fail_next = 0
+        self._fail_status = 503
+        self._fail_always: int | None = None
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def start(self) -> HttpRecorder:
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("recorder did not start")
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None:
+            asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(10)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        if self._loop is not None:
+            self._loop.close()
+
+    def fail_next(self, count: int, status: int = 503) -> None:
+        with self._lock:
+            self._fail_next, self._fail_status = count, status
+
+    def fail_always(self, status: int | None) -> None:
+        with self._lock:
+            self._fail_always = status
+
+    def successes(self) -> list[Received]:
+        with self._lock:
+            return [r for r in self.received if 200 <= r.status < 300]
+
+    def all(self) -> list[Received]:
+        with self._lock:
+            return list(self.received)
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        with self._lock:
+            if self._fail_always is not None:
+                status = self._fail_always
+            elif self._fail_next > 0:
+                self._fail_next -= 1
+                status = self._fail_status
+            else:
+                status = 200
+            self.received.append(
+                Received(time.time(), request.path, dict(request.headers), body, status)
+            )
+        return web.Response(status=status, text="ok" if status == 200 else "no")
+
+    def _serve(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        app = web.Application()
+        app.router.add_post("/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        self._loop.run_until_complete(self._runner.setup())
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
+        self._loop.run_until_complete(site.start())
+        self._ready.set()
+        self._loop.run_forever()
+
+    async def _shutdown(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+def attempts_of(records: list[Received], record_id: str) -> list[int]:
+    return [int(r.headers["X-Wal-Attempt"]) for r in records if r.headers["X-Wal-Id"] == record_id]
+
+
+def header(record: Received, name: str) -> Any:
+    return record.headers.get(name)

@@ -1,0 +1,1 @@
+"""Faust agents and services of the worker: thin wiring over handlers that never raise."""

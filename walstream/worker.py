@@ -1,0 +1,129 @@
+"""The worker's delivery wiring: agents, the attempts table, the delay stage, subscriptions.
+
+Persistent names (renaming them loses state): the table ``attempts`` (changelog
+``<app-id>-attempts-changelog``), the agents ``deliver`` and ``retry_failed``, and the delay
+stage's consumer group ``<app-id>-delay``.
+
+Every namespace topic must have the deployment's partition count (WALSTREAM_DEFAULT_PARTITIONS):
+the attempts table is co-partitioned with them, and a record's retries come back to the partition
+number its log record was on, so one worker owns a record's whole retry chain and its count.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from typing import Any
+
+import faust
+import mode
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from walstream.agents.delay import DelayStage
+from walstream.agents.deliver import Deliverer, Source
+from walstream.agents.emit import FaustEmitter
+from walstream.clock import SystemClock
+from walstream.kafka.dynamic_topic import DynamicTopic
+from walstream.metrics import WalMetrics
+from walstream.namespaces.registry import NamespaceRegistry
+from walstream.settings import Settings
+from walstream.targets.pool import TargetPool
+
+__all__ = ["Delivery", "install_delivery"]
+
+logger = logging.getLogger(__name__)
+
+
+class Delivery(mode.Service):
+    """Owns what the delivery agents share: the target pool, the subscriptions, the metrics."""
+
+    def __init__(
+        self,
+        app: faust.App,
+        settings: Settings,
+        registry: NamespaceRegistry,
+        *,
+        metrics_registry: CollectorRegistry,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.app = app
+        self.settings = settings
+        self.registry = registry
+        self.metrics_registry = metrics_registry
+        self.metrics = WalMetrics.create(metrics_registry)
+        self.clock = SystemClock()
+        self.pool = TargetPool(settings, registry, self.clock)
+        self.log_topics = DynamicTopic(app, key_serializer="raw", value_serializer="raw")
+        self.retry_topics = DynamicTopic(app, key_serializer="raw", value_serializer="raw")
+        self.attempts = app.Table("attempts", default=int, partitions=settings.default_partitions)
+        self.deliverer = Deliverer(
+            registry=registry,
+            pool=self.pool,
+            attempts=self.attempts,
+            emitter=FaustEmitter(app),
+            clock=self.clock,
+            rand=random.random,
+            delay_partitions=settings.default_partitions,
+            app_id=app.conf.id,
+            metrics=self.metrics,
+        )
+        self.delay = DelayStage(
+            settings.replace(app_id=app.conf.id),
+            group_id=f"{app.conf.id}-delay",
+            metrics=self.metrics,
+            clock=self.clock,
+        )
+
+    async def on_stop(self) -> None:
+        await self.pool.close()
+
+    def on_namespaces(self, registry: NamespaceRegistry) -> None:
+        """Subscribe the agents to the topics of every namespace this worker can serve."""
+        wanted = []
+        for ns in registry:
+            if ns.partitions not in (None, self.settings.default_partitions):
+                logger.error(
+                    "namespace %s has %d partitions; this deployment serves %d: not subscribed",
+                    ns.name,
+                    ns.partitions,
+                    self.settings.default_partitions,
+                )
+                continue
+            wanted.append(ns)
+        if self.log_topics.set_topics(ns.topics.log for ns in wanted):
+            self.log_topics.resubscribe(self.app)
+        if self.retry_topics.set_topics(ns.topics.retry for ns in wanted):
+            self.retry_topics.resubscribe(self.app)
+        logger.info("delivering namespaces: %s", [ns.name for ns in wanted])
+
+
+def install_delivery(app: faust.App, settings: Settings, registry: NamespaceRegistry) -> Delivery:
+    """Add the deliver and retry agents, the attempts table and the delay stage to ``app``."""
+    metrics_registry = CollectorRegistry()
+    delivery = Delivery(app, settings, registry, metrics_registry=metrics_registry)
+    # Faust coalesces subscription changes for 45 s (a private setting): a new namespace should
+    # start flowing within seconds. Set before anything can change the subscription.
+    conductor: Any = app.topics
+    conductor._resubscribe_sleep_lock_seconds = settings.resubscribe_delay_s
+    deliverer = delivery.deliverer
+
+    async def consume(stream: Any) -> None:
+        async for event in stream.events():
+            message = event.message
+            await deliverer.handle(
+                event.value, event.key, Source(message.topic, message.partition, message.offset)
+            )
+
+    concurrency = settings.deliver_concurrency
+    app.agent(delivery.log_topics, name="deliver", concurrency=concurrency)(consume)
+    app.agent(delivery.retry_topics, name="retry_failed", concurrency=concurrency)(consume)
+    # Faust starts an instance as readily as a class (App._prepare_subservice); typed for classes.
+    app.service(delivery)  # type: ignore[arg-type]
+    app.service(delivery.delay)  # type: ignore[arg-type]
+
+    @app.page("/metrics")
+    async def metrics(web: Any, request: Any) -> Any:
+        return web.bytes(generate_latest(metrics_registry), content_type=CONTENT_TYPE_LATEST)
+
+    return delivery
