@@ -180,3 +180,243 @@ def ns_delete(name: str) -> None:
 
     _run(delete)
     click.echo(f"deleted {name}")
+
+
+def _time(value: str | None, option: str) -> int | None:
+    from walstream.clock import SystemClock
+    from walstream.core.times import parse_time_ms
+
+    if value is None:
+        return None
+    try:
+        return parse_time_ms(value, SystemClock().now_ms())
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=option) from exc
+
+
+def _target_option(raw: str | None) -> dict[str, Any] | None:
+    from walstream.core.targets import parse_target
+    from walstream.errors import BadRequestError
+
+    if raw is None:
+        return None
+    try:
+        return dict(parse_target(orjson.loads(raw)).wire)
+    except orjson.JSONDecodeError as exc:
+        raise click.BadParameter(f"not JSON: {exc}", param_hint="--target") from exc
+    except BadRequestError as exc:
+        raise click.BadParameter(str(exc), param_hint="--target") from exc
+
+
+async def _namespace_config(settings: Settings, name: str) -> Any:
+    registry = await _read_registry(settings)
+    return registry.get(name)
+
+
+def _selection(
+    ids: tuple[str, ...], since: str | None, until: str | None, error_class: str | None
+) -> Any:
+    from walstream.core.dlq import Selection
+
+    return Selection(
+        ids=frozenset(ids),
+        since_ms=_time(since, "--since"),
+        until_ms=_time(until, "--until"),
+        error_class=error_class,
+    )
+
+
+_dlq_filters = [
+    click.option("--id", "ids", multiple=True, help="only these record ids (repeatable)"),
+    click.option("--since", help="dead-lettered at or after (ISO 8601, ms, or -2h)"),
+    click.option("--until", help="dead-lettered before"),
+    click.option("--error-class", help="only this error class (e.g. http_503)"),
+]
+
+
+def _with_filters(func: Any) -> Any:
+    for option in reversed(_dlq_filters):
+        func = option(func)
+    return func
+
+
+@cli.group()
+def dlq() -> None:
+    """Inspect and redrive a namespace's dead-letter queue."""
+
+
+@dlq.command("list")
+@click.argument("namespace")
+@_with_filters
+def dlq_list(
+    namespace: str,
+    ids: tuple[str, ...],
+    since: str | None,
+    until: str | None,
+    error_class: str | None,
+) -> None:
+    """List open DLQ entries (oldest first)."""
+    from walstream.dlq import read_dlq
+
+    settings = _cluster_settings()
+    selection = _selection(ids, since, until, error_class)
+
+    async def run() -> Any:
+        ns = await _namespace_config(settings, namespace)
+        return (await read_dlq(settings.bootstrap_list, ns.topics.dlq)).select(selection)
+
+    entries = _run(run)
+    for e in entries:
+        click.echo(
+            f"{e.id}\t{e.dead_at_ms}\t{e.error_class}\tattempts={e.attempts}\t{e.source}\t"
+            f"{e.reason[:120]}"
+        )
+    click.echo(f"{len(entries)} open entries", err=True)
+
+
+@dlq.command("show")
+@click.argument("namespace")
+@click.argument("record_id")
+def dlq_show(namespace: str, record_id: str) -> None:
+    """Print one open DLQ entry with its record and attempt history, as JSON."""
+    from walstream.dlq import entry_json, read_dlq
+
+    settings = _cluster_settings()
+
+    async def run() -> Any:
+        ns = await _namespace_config(settings, namespace)
+        return (await read_dlq(settings.bootstrap_list, ns.topics.dlq)).open.get(record_id)
+
+    entry = _run(run)
+    if entry is None:
+        raise click.ClickException(f"no open DLQ entry {record_id} in {namespace}")
+    click.echo(orjson.dumps(entry_json(entry, with_record=True), option=orjson.OPT_INDENT_2))
+
+
+@dlq.command("redrive")
+@click.argument("namespace")
+@_with_filters
+@click.option("--rate", type=click.FloatRange(min=0.001), help="records per second at most")
+@click.option("--target", "target_json", help="deliver to this target instead (JSON)")
+def dlq_redrive(
+    namespace: str,
+    ids: tuple[str, ...],
+    since: str | None,
+    until: str | None,
+    error_class: str | None,
+    rate: float | None,
+    target_json: str | None,
+) -> None:
+    """Republish open DLQ entries to the log with attempts reset (history kept)."""
+    from aiokafka import AIOKafkaProducer
+
+    from walstream.dlq import RedriveProgress, read_dlq, redrive
+
+    settings = _cluster_settings()
+    selection = _selection(ids, since, until, error_class)
+    target = _target_option(target_json)
+
+    async def run() -> RedriveProgress:
+        ns = await _namespace_config(settings, namespace)
+        entries = (await read_dlq(settings.bootstrap_list, ns.topics.dlq)).select(selection)
+        progress = RedriveProgress(namespace=namespace, total=len(entries))
+        producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_list, acks="all")
+        await producer.start()
+        try:
+            with click.progressbar(length=len(entries), label=f"redrive {namespace}") as bar:
+                await redrive(
+                    producer,
+                    ns,
+                    entries,
+                    progress,
+                    rate=rate,
+                    target=target,
+                    on_step=lambda _: bar.update(1),
+                )
+        finally:
+            await producer.stop()
+        return progress
+
+    progress = _run(run)
+    for skipped in progress.skipped:
+        click.echo(f"skipped {skipped}", err=True)
+    click.echo(f"redrove {progress.redriven} of {progress.total}")
+
+
+@dlq.command("discard")
+@click.argument("namespace")
+@_with_filters
+def dlq_discard(
+    namespace: str,
+    ids: tuple[str, ...],
+    since: str | None,
+    until: str | None,
+    error_class: str | None,
+) -> None:
+    """Close open DLQ entries without redriving them."""
+    from aiokafka import AIOKafkaProducer
+
+    from walstream.dlq import discard, read_dlq
+
+    settings = _cluster_settings()
+    selection = _selection(ids, since, until, error_class)
+    if not (ids or since or until or error_class):
+        raise click.UsageError("name what to discard: --id, --since, --until or --error-class")
+
+    async def run() -> int:
+        ns = await _namespace_config(settings, namespace)
+        entries = (await read_dlq(settings.bootstrap_list, ns.topics.dlq)).select(selection)
+        producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_list, acks="all")
+        await producer.start()
+        try:
+            return await discard(producer, ns, entries)
+        finally:
+            await producer.stop()
+
+    click.echo(f"discarded {_run(run)}")
+
+
+@cli.command()
+@click.argument("namespace")
+@click.option("--from", "from_", required=True, help="first write time (ISO 8601, ms, or -2h)")
+@click.option("--to", "to", required=True, help="end of the window (exclusive)")
+@click.option("--skip-id", "skip_ids", multiple=True, help="leave this record out (repeatable)")
+def replay(namespace: str, from_: str, to: str, skip_ids: tuple[str, ...]) -> None:
+    """Re-deliver the log's records written in a window to their targets, in order per key."""
+    from walstream.clock import SystemClock
+    from walstream.replay import ReplayResult
+    from walstream.replay import replay as run_replay
+    from walstream.targets.pool import TargetPool
+
+    settings = _cluster_settings()
+    from_ms, to_ms = _time(from_, "--from") or 0, _time(to, "--to") or 0
+    if to_ms <= from_ms:
+        raise click.BadParameter("must be after --from", param_hint="--to")
+
+    async def run() -> ReplayResult:
+        registry = await _read_registry(settings)
+        ns = registry.get(namespace)
+        pool = TargetPool(settings, registry, SystemClock())
+        try:
+            with click.progressbar(length=0, label=f"replay {namespace}", show_pos=True) as bar:
+                return await run_replay(
+                    settings.bootstrap_list,
+                    ns,
+                    pool,
+                    from_ms=from_ms,
+                    to_ms=to_ms,
+                    skip_ids=set(skip_ids),
+                    on_record=lambda: bar.update(1),
+                )
+        finally:
+            await pool.close()
+
+    result = _run(run)
+    click.echo(
+        f"delivered {result.delivered}, skipped {result.skipped}, "
+        f"undecodable {result.undecodable}, failed {len(result.failed)}"
+    )
+    for failure in result.failed:
+        click.echo(f"failed {failure}", err=True)
+    if result.failed:
+        sys.exit(1)

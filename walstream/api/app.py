@@ -24,6 +24,7 @@ from walstream.api.handlers import install_routes
 from walstream.api.responses import error_response, failure_response
 from walstream.api.router import Router
 from walstream.core.limits import InFlightLimiter
+from walstream.dlq import DlqAccess
 from walstream.errors import WalError
 from walstream.kafka.producer import KafkaLogProducer
 from walstream.namespaces.broadcast import NamespaceFeed
@@ -99,6 +100,7 @@ def build_api(settings: Settings) -> Api:
     """The API with a real Kafka producer and a namespace feed, started and stopped with it."""
     producer = KafkaLogProducer(settings.bootstrap_list, timeout_s=settings.write_timeout_s)
     feed = NamespaceFeed(settings)
+    dlq = DlqAccess(settings.bootstrap_list)
 
     async def kafka_clients() -> AsyncIterator[None]:
         await producer.start()
@@ -109,6 +111,7 @@ def build_api(settings: Settings) -> Api:
                     logger.warning("namespace registry not loaded yet; writes get 503 until it is")
                 yield
             finally:
+                await dlq.close()
                 await feed.stop()
         finally:
             await producer.stop()
@@ -120,6 +123,7 @@ def build_api(settings: Settings) -> Api:
             producer=producer,
             limiter=InFlightLimiter(settings.max_in_flight),
             registry_loaded=feed.ready.is_set,
+            dlq=dlq,
             lifespan=[kafka_clients],
         )
     )

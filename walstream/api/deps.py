@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from walstream.clock import Clock, SystemClock
 from walstream.core.limits import InFlightLimiter
+from walstream.dlq import DlqAccess
 from walstream.kafka.producer import LogProducer
 from walstream.namespaces.registry import NamespaceRegistry
 from walstream.settings import Settings
@@ -32,5 +33,7 @@ class ApiDeps:
     rand: Callable[[], float] = random.random
     #: Whether the namespace registry has caught up with the control topic.
     registry_loaded: Callable[[], bool] = _always_ready
+    #: DLQ reads and redrives (None: this API serves no DLQ endpoints).
+    dlq: DlqAccess | None = None
     #: Start/stop work (the real producer and namespace feed): each yields once while serving.
     lifespan: list[Callable[[], AsyncIterator[None]]] = field(default_factory=list)

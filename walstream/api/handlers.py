@@ -11,9 +11,12 @@ from aiohttp import web
 from walstream.api.deps import ApiDeps
 from walstream.api.openapi import openapi_document
 from walstream.api.responses import error_body, json_response, status_for
-from walstream.api.router import Router
+from walstream.api.router import RouteNotFoundError, Router
+from walstream.core.dlq import parse_selection
+from walstream.core.targets import parse_target
 from walstream.core.validate import parse_batch, parse_write_request
-from walstream.errors import BadRequestError, OverloadedError, WalError
+from walstream.dlq import DlqAccess, entry_json
+from walstream.errors import BadRequestError, OverloadedError, ServiceUnavailableError, WalError
 from walstream.kafka.producer import Outgoing
 from walstream.namespaces.config import NamespaceConfig
 from walstream.records import Envelope, encode_envelope
@@ -124,12 +127,82 @@ async def openapi(request: web.BaseRequest, deps: ApiDeps, params: Params) -> we
     return json_response(openapi_document())
 
 
+def _dlq(deps: ApiDeps) -> DlqAccess:
+    if deps.dlq is None:
+        raise ServiceUnavailableError("this API process serves no DLQ endpoints")
+    return deps.dlq
+
+
+async def list_dlq(request: web.BaseRequest, deps: ApiDeps, params: Params) -> web.Response:
+    """Open DLQ entries of a namespace, oldest first (filters as query parameters)."""
+    ns = deps.registry.get(params["namespace"])
+    query = dict(request.query)
+    limit_raw = query.pop("limit", "100")
+    if not limit_raw.isdigit() or not 1 <= int(limit_raw) <= 10_000:
+        raise BadRequestError("limit", "must be an integer in 1..10000")
+    selection = parse_selection(query, deps.clock.now_ms())
+    view = await _dlq(deps).read(ns.topics.dlq)
+    entries = view.select(selection)
+    return json_response(
+        {
+            "namespace": ns.name,
+            "open": len(view.open),
+            "matching": len(entries),
+            "entries": [entry_json(e) for e in entries[: int(limit_raw)]],
+        }
+    )
+
+
+async def start_redrive(request: web.BaseRequest, deps: ApiDeps, params: Params) -> web.Response:
+    """Redrive open DLQ entries to the log in the background (202); one at a time per namespace."""
+    ns = deps.registry.get(params["namespace"])
+    raw = await request.read()
+    body = _decode(raw) if raw else {}
+    if not isinstance(body, dict):
+        raise BadRequestError("body", "must be a JSON object")
+    rate = body.pop("rate", None)
+    if rate is not None and (
+        not isinstance(rate, int | float) or isinstance(rate, bool) or rate <= 0
+    ):
+        raise BadRequestError("rate", "must be a number of records per second > 0")
+    target = body.pop("target", None)
+    if target is not None:
+        target = parse_target(target).wire
+    selection = parse_selection(body, deps.clock.now_ms())
+    access = _dlq(deps)
+    entries = (await access.read(ns.topics.dlq)).select(selection)
+    progress = await access.redrives.start(ns, entries, rate=rate, target=target)
+    return json_response(progress.to_json(), status=202)
+
+
+async def redrive_status(request: web.BaseRequest, deps: ApiDeps, params: Params) -> web.Response:
+    """The namespace's latest redrive in this process."""
+    ns = deps.registry.get(params["namespace"])
+    progress = _dlq(deps).redrives.status(ns.name)
+    if progress is None:
+        raise RouteNotFoundError(f"no redrive of {ns.name} in this process")
+    return json_response(progress.to_json())
+
+
+async def cancel_redrive(request: web.BaseRequest, deps: ApiDeps, params: Params) -> web.Response:
+    """Cancel the namespace's running redrive (what is redriven stays redriven)."""
+    ns = deps.registry.get(params["namespace"])
+    progress = await _dlq(deps).redrives.cancel(ns.name)
+    if progress is None:
+        raise RouteNotFoundError(f"no redrive of {ns.name} in this process")
+    return json_response(progress.to_json())
+
+
 def install_routes(router: Router) -> None:
     """Register every route of the API (the OpenAPI test holds the document to this list)."""
     router.add("POST", "/v1/namespaces/{namespace}/log", write_to_log)
     router.add("POST", "/v1/namespaces/{namespace}/log:batch", write_batch)
     router.add("GET", "/v1/namespaces", list_namespaces)
     router.add("GET", "/v1/namespaces/{namespace}", show_namespace)
+    router.add("GET", "/v1/namespaces/{namespace}/dlq", list_dlq)
+    router.add("POST", "/v1/namespaces/{namespace}/dlq:redrive", start_redrive)
+    router.add("GET", "/v1/namespaces/{namespace}/dlq:redrive", redrive_status)
+    router.add("DELETE", "/v1/namespaces/{namespace}/dlq:redrive", cancel_redrive)
     router.add("GET", "/v1/openapi.json", openapi)
     router.add("GET", "/healthz", healthz)
     router.add("GET", "/readyz", readyz)

@@ -35,7 +35,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "properties": {"type": {"type": "string", "enum": sorted(TARGET_TYPES)}},
         "description": (
             "kafka {topic, key?, bootstrap_servers?}; http {url, timeout_ms?, headers?}; "
-            "kv {table, key, op?}; memcached {key, ttl_s?, op?}; "
+            "kv {table, key, op?}; "
             "wal {namespace, bootstrap_servers?}"
         ),
     },
@@ -108,6 +108,55 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "namespaces": {"type": "integer"},
         },
     },
+    "DlqEntry": {
+        "type": "object",
+        "required": ["id", "dead_at_ms", "error_class", "reason", "attempts", "source"],
+        "properties": {
+            "id": {"type": "string"},
+            "namespace": {"type": "string"},
+            "dead_at_ms": {"type": "integer"},
+            "error_class": {"type": "string"},
+            "reason": {"type": "string"},
+            "attempts": {"type": "integer"},
+            "source": {"type": "string", "description": "topic[partition]@offset"},
+            "behind": {"type": "array", "items": {"type": "string"}},
+        },
+    },
+    "DlqList": {
+        "type": "object",
+        "required": ["namespace", "open", "matching", "entries"],
+        "properties": {
+            "namespace": {"type": "string"},
+            "open": {"type": "integer"},
+            "matching": {"type": "integer"},
+            "entries": {"type": "array", "items": {"$ref": "#/components/schemas/DlqEntry"}},
+        },
+    },
+    "RedriveRequest": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "ids": {"type": "array", "items": {"type": "string"}},
+            "since": {"type": ["string", "integer"]},
+            "until": {"type": ["string", "integer"]},
+            "error_class": {"type": "string"},
+            "rate": {"type": "number", "exclusiveMinimum": 0},
+            "target": {"$ref": "#/components/schemas/Target"},
+        },
+    },
+    "Redrive": {
+        "type": "object",
+        "required": ["namespace", "state", "total", "redriven"],
+        "properties": {
+            "namespace": {"type": "string"},
+            "state": {"type": "string", "enum": ["running", "done", "cancelled", "failed"]},
+            "total": {"type": "integer"},
+            "redriven": {"type": "integer"},
+            "skipped": {"type": "array", "items": {"type": "string"}},
+            "error": {"type": ["string", "null"]},
+            "started_at_ms": {"type": "integer"},
+        },
+    },
     "Namespace": {
         "type": "object",
         "required": ["name", "topics", "backoff", "max_attempts", "max_payload_bytes"],
@@ -140,6 +189,11 @@ _NS_PARAM = {
     "required": True,
     "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,62}$"},
 }
+
+_DLQ_QUERY = [
+    {"name": name, "in": "query", "required": False, "schema": {"type": "string"}}
+    for name in ("since", "until", "error_class", "ids", "limit")
+]
 
 _WRITE_ERRORS = {
     "400": _json_content("WriteToLogResponse", "bad input, durable=FALSE, names the field"),
@@ -201,6 +255,50 @@ def openapi_document() -> dict[str, Any]:
                         "404": _json_content("WriteToLogResponse", "unknown namespace"),
                     },
                 }
+            },
+            "/v1/namespaces/{namespace}/dlq": {
+                "get": {
+                    "operationId": "listDlq",
+                    "summary": "Open DLQ entries, oldest first",
+                    "parameters": [_NS_PARAM, *_DLQ_QUERY],
+                    "responses": {
+                        "200": _json_content("DlqList", "matching open entries"),
+                        "400": _json_content("WriteToLogResponse", "bad filter"),
+                        "404": _json_content("WriteToLogResponse", "unknown namespace"),
+                    },
+                }
+            },
+            "/v1/namespaces/{namespace}/dlq:redrive": {
+                "post": {
+                    "operationId": "startRedrive",
+                    "summary": "Redrive open DLQ entries to the log (attempts reset, history kept)",
+                    "parameters": [_NS_PARAM],
+                    "requestBody": {
+                        "content": {"application/json": {"schema": _ref("RedriveRequest")}}
+                    },
+                    "responses": {
+                        "202": _json_content("Redrive", "started"),
+                        "400": _json_content("WriteToLogResponse", "bad request"),
+                        "404": _json_content("WriteToLogResponse", "unknown namespace"),
+                        "409": _json_content("WriteToLogResponse", "a redrive is running"),
+                    },
+                },
+                "get": {
+                    "operationId": "redriveStatus",
+                    "parameters": [_NS_PARAM],
+                    "responses": {
+                        "200": _json_content("Redrive", "the latest redrive"),
+                        "404": _json_content("WriteToLogResponse", "none in this process"),
+                    },
+                },
+                "delete": {
+                    "operationId": "cancelRedrive",
+                    "parameters": [_NS_PARAM],
+                    "responses": {
+                        "200": _json_content("Redrive", "cancelled (or already finished)"),
+                        "404": _json_content("WriteToLogResponse", "none in this process"),
+                    },
+                },
             },
             "/v1/openapi.json": {
                 "get": {"operationId": "openapi", "responses": {"200": {"description": "this"}}}

@@ -9,10 +9,12 @@ import orjson
 from aiohttp import web
 
 from walstream.api.router import MethodNotAllowedError, RouteNotFoundError
+from walstream.dlq import RedriveConflictError
 from walstream.errors import (
     BadRequestError,
     NamespaceNotFoundError,
     OverloadedError,
+    ServiceUnavailableError,
     WalError,
     WriteRejectedError,
     WriteUnknownError,
@@ -36,6 +38,10 @@ def status_for(exc: WalError) -> tuple[int, str]:
         return 404, "FALSE"
     if isinstance(exc, MethodNotAllowedError):
         return 405, "FALSE"
+    if isinstance(exc, RedriveConflictError):
+        return 409, "FALSE"
+    if isinstance(exc, ServiceUnavailableError):
+        return 503, "FALSE"
     if isinstance(exc, OverloadedError | WriteRejectedError):
         return 503, "FALSE"
     if isinstance(exc, WriteUnknownError):
