@@ -241,3 +241,25 @@ async def test_a_record_of_a_deleted_namespace_is_parked_not_lost(deliverer, emi
     assert outcome is Outcome.PARKED
     [hop] = emitter.emitted
     assert parse_delay_headers(hop.headers).dest_topic == "wal.deleted.log"
+
+
+async def test_a_retry_due_at_once_skips_the_delay_tiers(deliverer, target, emitter, registry):
+    quick = parse_namespace(
+        {
+            "name": "orders",
+            "backoff": {"base_ms": 1, "multiplier": 1.0, "cap_ms": 1, "jitter": 0.0},
+            "target": {"type": "kafka", "topic": "out"},
+        }
+    )
+    registry.apply(*encode_event(quick, 2))
+    target.fail_next(TargetUnavailableError("down"))
+    assert await deliverer.handle(encode_envelope(record()), b"k1", LOG) is Outcome.RETRY
+    [hop] = emitter.emitted
+    assert (hop.topic, hop.partition) == ("wal.orders.retry", 2)
+    again = decode_envelope(hop.value)
+    assert again.not_before_ms == NOW + 1
+    # read back before it is due, it waits in the timer tier rather than going out early
+    assert await deliverer.handle(hop.value, b"k1", Source("wal.orders.retry", 2, 0)) is (
+        Outcome.DELAYED
+    )
+    assert emitter.emitted[-1].topic == "walstream.delay.timer"

@@ -46,6 +46,8 @@ logger = logging.getLogger(__name__)
 #: History kept on a record: its last attempts, each message cut to this many characters.
 HISTORY_MAX = 200
 MESSAGE_MAX = 500
+#: A retry due within this many ms goes straight to the retry topic instead of the timer tier.
+DIRECT_RETRY_MS = 20
 #: How long a record of a namespace this worker no longer knows waits before it is looked at again.
 UNKNOWN_NAMESPACE_RECHECK_MS = 60_000
 
@@ -258,9 +260,11 @@ class Deliverer:
             attempt=decision.attempt, history=history, not_before_ms=decision.not_before_ms
         )
         raw = encode_envelope(retry)
-        if retry.due_ms > now:
+        if retry.due_ms - now > DIRECT_RETRY_MS:
             await self._wait(raw, key, retry.due_ms, ns.topics.retry, source.partition, now)
         else:
+            # Due within one fetch of the retry agent: straight to the retry topic. Never early
+            # all the same: the retry agent checks the due time again and holds an early record.
             await self.emitter.emit(ns.topics.retry, raw, key=key, partition=source.partition)
         self.attempts[env.id] = decision.attempt  # only once the retry record is safe
         return Outcome.RETRY
