@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install run test test-fast lint fmt bench bench-ir clean
+.PHONY: help install system-deps run test test-fast lint fmt bench bench-ir clean
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## .*$$' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -18,6 +18,16 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP) ## Create .venv and install walstream with dev tools
+
+# Debian packages the tests run for real: PostgreSQL (kv target). Installed when missing, as root.
+system-deps: ## Install the servers the tests use (PostgreSQL) when missing (needs root)
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	  else \
+	    echo "PostgreSQL server binaries are missing: sudo apt-get install postgresql" >&2; exit 1; \
+	  fi; \
+	fi
 
 run: $(STAMP) ## Embedded broker + worker + API + demo namespaces (Ctrl-C stops all)
 	$(BIN)/walstream run
@@ -31,7 +41,7 @@ fmt: $(STAMP) ## Rewrite: ruff format + ruff check --fix
 	$(BIN)/ruff format walstream tests bench
 	$(BIN)/ruff check --fix walstream tests bench
 
-test: $(STAMP) ## Everything CI runs: lint, then unit, API and real-broker tests
+test: $(STAMP) system-deps ## Everything CI runs: lint, then unit, API and real-server tests
 	$(MAKE) lint
 	$(BIN)/pytest
 
@@ -40,6 +50,7 @@ test-fast: $(STAMP) ## Unit and API tests only (no servers)
 
 bench: $(STAMP) ## Benchmarks (ratios against baselines measured in the same run)
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/retry.py
 
 bench-ir: $(STAMP) ## Ingest cost in instructions per write under callgrind (repeatable; needs valgrind)
 	$(BIN)/python bench/ingest_ir.py

@@ -60,3 +60,67 @@ async def api_client(aiohttp_client):
             return await aiohttp_client(ApiTestServer(api))
 
         yield serve
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """DSN of a real PostgreSQL server (Debian's, run as the postgres user), or WALSTREAM_TEST_PG.
+
+    Never skipped: `make test` installs PostgreSQL when it is missing.
+    """
+    external = os.environ.get("WALSTREAM_TEST_PG")
+    if external:
+        yield external
+        return
+    import glob
+    import shutil
+    import subprocess
+
+    from walstream.broker import free_port
+
+    bins = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+    if not bins:
+        pytest.fail("PostgreSQL server binaries not found (apt-get install postgresql)")
+    bin_dir = bins[-1]
+    import tempfile
+    from pathlib import Path
+
+    # pytest's temp root is private to root (0700): the postgres user could not reach it
+    data = Path(tempfile.mkdtemp(prefix="walstream-pg-")) / "data"
+    data.mkdir()
+    as_postgres = os.geteuid() == 0
+    if as_postgres:
+        shutil.chown(data.parent, "postgres")
+        shutil.chown(data, "postgres")
+    prefix = ["runuser", "-u", "postgres", "--"] if as_postgres else []
+    port = free_port()
+    subprocess.run(
+        [*prefix, f"{bin_dir}/initdb", "-D", str(data), "-A", "trust", "-U", "postgres"],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [
+            *prefix,
+            f"{bin_dir}/pg_ctl",
+            "-D",
+            str(data),
+            "-w",
+            "-l",
+            str(data / "server.log"),
+            "-o",
+            f"-h 127.0.0.1 -p {port} -k {data}",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run(
+            [*prefix, f"{bin_dir}/pg_ctl", "-D", str(data), "-m", "fast", "stop"],
+            check=False,
+            capture_output=True,
+        )
+        shutil.rmtree(data.parent, ignore_errors=True)
