@@ -21,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from walstream.agents.delay import DelayStage
 from walstream.agents.deliver import Deliverer, Source
+from walstream.agents.dlq_monitor import DlqMonitor
 from walstream.agents.emit import FaustEmitter
 from walstream.clock import SystemClock
 from walstream.kafka.dynamic_topic import DynamicTopic
@@ -74,6 +75,7 @@ class Delivery(mode.Service):
             metrics=self.metrics,
             clock=self.clock,
         )
+        self.dlq_monitor = DlqMonitor(settings, self.metrics, clock=self.clock)
 
     async def on_stop(self) -> None:
         await self.pool.close()
@@ -95,6 +97,7 @@ class Delivery(mode.Service):
             self.log_topics.resubscribe(self.app)
         if self.retry_topics.set_topics(ns.topics.retry for ns in wanted):
             self.retry_topics.resubscribe(self.app)
+        self.dlq_monitor.watch((ns.name, ns.topics.dlq) for ns in wanted)
         logger.info("delivering namespaces: %s", [ns.name for ns in wanted])
 
 
@@ -121,9 +124,13 @@ def install_delivery(app: faust.App, settings: Settings, registry: NamespaceRegi
     # Faust starts an instance as readily as a class (App._prepare_subservice); typed for classes.
     app.service(delivery)  # type: ignore[arg-type]
     app.service(delivery.delay)  # type: ignore[arg-type]
+    app.service(delivery.dlq_monitor)  # type: ignore[arg-type]
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:
-        return web.bytes(generate_latest(metrics_registry), content_type=CONTENT_TYPE_LATEST)
+        # aiohttp refuses a charset in content_type=; the exposition format names one
+        return web.bytes(
+            generate_latest(metrics_registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
 
     return delivery

@@ -4,9 +4,11 @@ re-delivers a window except the skipped record; the HTTP endpoints do the same a
 from __future__ import annotations
 
 import time
+import urllib.request
 
 import orjson
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from walstream.api.app import build_api
 from walstream.dlq import read_dlq
@@ -29,6 +31,19 @@ async def open_entries(settings, ns):
     return (await read_dlq(settings.bootstrap_list, f"wal.{ns}.dlq")).open
 
 
+def dlq_gauges(worker, ns) -> tuple[float | None, float | None]:
+    """The worker's (open entries, oldest age in s) for ``ns``, None while not reported."""
+    url = f"http://127.0.0.1:{worker.web_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    found: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.labels.get("namespace") == ns:
+                found[sample.name] = sample.value
+    return found.get("walstream_dlq_records"), found.get("walstream_dlq_oldest_age_seconds")
+
+
 async def test_redrive_after_fixing_the_target_delivers_and_closes_the_entry(
     wal_env, wal_settings, workers, recorder, wal_client, unique
 ):
@@ -40,6 +55,8 @@ async def test_redrive_after_fixing_the_target_delivers_and_closes_the_entry(
     dead = await wal_client.write(ns, {"order": 1}, key="k1")
     kept = await wal_client.write(ns, {"order": 2}, key="k2")
     await eventually(lambda: len_open(wal_settings, ns, 2), 30, "two DLQ entries", every=0.5)
+    await eventually(lambda: dlq_gauges(worker, ns)[0] == 2, 15, "DLQ size metric at 2")
+    await eventually(lambda: dlq_gauges(worker, ns)[1] >= 1.5, 15, "the oldest entry to age")
     listed = run_cli(wal_env, "dlq", "list", ns)
     assert listed.returncode == 0, listed.stderr
     assert dead.id in listed.stdout
@@ -63,6 +80,7 @@ async def test_redrive_after_fixing_the_target_delivers_and_closes_the_entry(
     discarded = run_cli(wal_env, "dlq", "discard", ns, "--id", kept.id)
     assert discarded.returncode == 0, discarded.stderr
     assert await open_entries(wal_settings, ns) == {}
+    await eventually(lambda: dlq_gauges(worker, ns) == (0, 0), 15, "DLQ size metric back at 0")
 
 
 async def test_replay_redelivers_the_window_in_order_except_the_skipped_record(

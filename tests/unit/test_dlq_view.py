@@ -6,6 +6,7 @@ import pytest
 
 from walstream.core.dlq import (
     DlqEntry,
+    DlqTally,
     DlqView,
     Marker,
     MarkerKind,
@@ -50,6 +51,37 @@ def test_markers_close_entries_and_a_new_entry_reopens():
     view.apply(entry("a", 30, offset=2))  # dead-lettered again after the redrive
     assert set(view.open) == {"a", "b"}
     assert view.oldest_dead_at_ms() == 11
+
+
+def marker(record_id, at=0):
+    return parse_dlq_record(
+        record_id.encode(), b"", marker_headers(MarkerKind.DISCARDED, at), partition=0, offset=9
+    )
+
+
+def test_tally_counts_open_entries_and_tracks_the_oldest_as_entries_close():
+    tally = DlqTally()
+    for item in (entry("a", 10), entry("b", 5), entry("c", 20), None):
+        tally.apply(item)
+    assert (tally.open_count, tally.oldest_dead_at_ms()) == (3, 5)
+    tally.apply(marker("b"))
+    assert (tally.open_count, tally.oldest_dead_at_ms()) == (2, 10)
+    tally.apply(marker("missing"))  # a marker for an entry not seen changes nothing
+    tally.apply(entry("a", 30))  # dead again after a redrive: open, and younger
+    assert (tally.open_count, tally.oldest_dead_at_ms()) == (2, 20)
+    tally.apply(marker("a"))
+    tally.apply(marker("c"))
+    assert (tally.open_count, tally.oldest_dead_at_ms()) == (0, None)
+
+
+def test_tally_memory_stays_proportional_to_open_entries():
+    tally = DlqTally()
+    for i in range(50_000):
+        tally.apply(entry(f"r{i}", i))
+        tally.apply(marker(f"r{i}"))
+    assert tally.open_count == 0
+    assert len(tally._heap) <= 1024 + 1  # compacted, not 50,000 stale items
+    assert tally.oldest_dead_at_ms() is None
 
 
 def test_foreign_records_are_ignored():

@@ -11,6 +11,7 @@ Readers fold the topic in order: an entry is open until a later marker for its i
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -21,6 +22,7 @@ from walstream.errors import BadRequestError
 
 __all__ = [
     "DlqEntry",
+    "DlqTally",
     "DlqView",
     "Marker",
     "MarkerKind",
@@ -194,6 +196,38 @@ class DlqView:
         for item in items:
             view.apply(item)
         return view
+
+
+class DlqTally:
+    """How many entries of a DLQ are open and when the oldest died, without keeping the records.
+
+    Holds an id and a time per open entry (the metrics need no more), and a heap of death times
+    whose stale items (entries since closed) are dropped lazily and compacted when they pile up.
+    """
+
+    def __init__(self) -> None:
+        self._open: dict[str, int] = {}
+        self._heap: list[tuple[int, str]] = []
+
+    def apply(self, item: DlqEntry | Marker | None) -> None:
+        if isinstance(item, DlqEntry):
+            self._open[item.id] = item.dead_at_ms
+            heapq.heappush(self._heap, (item.dead_at_ms, item.id))
+        elif isinstance(item, Marker):
+            self._open.pop(item.id, None)
+        if len(self._heap) > 2 * len(self._open) + 1024:
+            self._heap = [(at, record_id) for record_id, at in self._open.items()]
+            heapq.heapify(self._heap)
+
+    @property
+    def open_count(self) -> int:
+        return len(self._open)
+
+    def oldest_dead_at_ms(self) -> int | None:
+        heap = self._heap
+        while heap and self._open.get(heap[0][1]) != heap[0][0]:
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
 
 
 def parse_selection(obj: Mapping[str, Any], now_ms: int) -> Selection:
