@@ -13,6 +13,14 @@ from dataclasses import dataclass
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
+def pin(pid: int, cpu: int) -> None:
+    """Give the process under test one core and everything else the other, when there are two:
+    the baseline and walstream then compete on equal terms, not with the load generator."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) >= 2:
+        os.sched_setaffinity(pid, {cpus[cpu]})
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds a process has used so far (Linux /proc)."""
     with open(f"/proc/{pid}/stat") as stat:

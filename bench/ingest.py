@@ -26,7 +26,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _load import LoadResult, cpu_seconds, post_bytes, run_load
+from _load import LoadResult, cpu_seconds, pin, post_bytes, run_load
 
 from walstream.broker import EmbeddedBroker, free_port
 from walstream.namespaces.broadcast import NamespacePublisher
@@ -166,14 +166,6 @@ def _single_round(
     )
 
 
-def _pin(pid: int, cpu: int) -> None:
-    """Give the servers under test one core and everything else the other, when there are two:
-    the baseline and walstream then compete on equal terms, not with the load generator."""
-    cpus = sorted(os.sched_getaffinity(0))
-    if len(cpus) >= 2:
-        os.sched_setaffinity(pid, {cpus[cpu]})
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=3.0)
@@ -189,8 +181,8 @@ def main() -> None:
     began = time.monotonic()
     with EmbeddedBroker() as broker:
         servers = broker.bootstrap_servers
-        _pin(broker.pid or 0, 1)
-        _pin(os.getpid(), 1)  # the load generator
+        pin(broker.pid or 0, 1)
+        pin(os.getpid(), 1)  # the load generator
         settings = Settings(bootstrap_servers=servers)
 
         async def setup() -> None:
@@ -207,8 +199,8 @@ def main() -> None:
         env["WALSTREAM_API_PORT"] = str(wal_port)
         baseline = _start([__file__, "--serve-baseline", str(base_port), servers], env, base_port)
         walstream = _start(["-m", "walstream", "api"], env, wal_port)
-        _pin(baseline.pid, 0)
-        _pin(walstream.pid, 0)
+        pin(baseline.pid, 0)
+        pin(walstream.pid, 0)
         single_body = orjson.dumps({"payload": PAYLOAD})
         try:
             # (baseline, walstream) pairs per round, interleaved so drift in machine load hits both
