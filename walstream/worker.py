@@ -11,6 +11,7 @@ number its log record was on, so one worker owns a record's whole retry chain an
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 from typing import Any
@@ -21,6 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from walstream.agents.delay import DelayStage
 from walstream.agents.deliver import Deliverer, Source
+from walstream.agents.dispatch import KeyedDispatcher
 from walstream.agents.dlq_monitor import DlqMonitor
 from walstream.agents.emit import FaustEmitter
 from walstream.clock import SystemClock
@@ -111,16 +113,33 @@ def install_delivery(app: faust.App, settings: Settings, registry: NamespaceRegi
     conductor._resubscribe_sleep_lock_seconds = settings.resubscribe_delay_s
     deliverer = delivery.deliverer
 
+    concurrency = settings.deliver_concurrency
+
     async def consume(stream: Any) -> None:
-        async for event in stream.events():
+        # One actor; the dispatcher gives concurrency while keeping each key's records in order.
+        # Acks are manual: a record is acked once handled, so a crash re-reads what was in flight.
+        manual = stream.noack()
+        dispatcher = KeyedDispatcher(concurrency)
+
+        async def handle(event: Any) -> None:
             message = event.message
             await deliverer.handle(
                 event.value, event.key, Source(message.topic, message.partition, message.offset)
             )
+            await manual.ack(event)
 
-    concurrency = settings.deliver_concurrency
-    app.agent(delivery.log_topics, name="deliver", concurrency=concurrency)(consume)
-    app.agent(delivery.retry_topics, name="retry_failed", concurrency=concurrency)(consume)
+        try:
+            async for event in manual.events():
+                message = event.message
+                order_key = (message.topic, message.partition, event.key)
+                await dispatcher.submit(
+                    order_key if event.key is not None else None, functools.partial(handle, event)
+                )
+        finally:
+            await dispatcher.cancel()
+
+    app.agent(delivery.log_topics, name="deliver")(consume)
+    app.agent(delivery.retry_topics, name="retry_failed")(consume)
     # Faust starts an instance as readily as a class (App._prepare_subservice); typed for classes.
     app.service(delivery)  # type: ignore[arg-type]
     app.service(delivery.delay)  # type: ignore[arg-type]
