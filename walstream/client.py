@@ -47,6 +47,7 @@ def write_request(
     *,
     payload_encoding: str | None = None,
     delay_ms: int | None = None,
+    deliver_at: int | None = None,
     jitter_ms: int | None = None,
     original_write_time: int | None = None,
     target: dict[str, Any] | None = None,
@@ -59,6 +60,7 @@ def write_request(
         name: value
         for name, value in (
             ("delay_ms", delay_ms),
+            ("deliver_at", deliver_at),
             ("jitter_ms", jitter_ms),
             ("original_write_time", original_write_time),
         )

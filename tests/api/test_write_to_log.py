@@ -27,6 +27,34 @@ async def test_true_only_after_the_write(client, producer):
     assert env.payload == {"sku": 1}
 
 
+NOW = 1_800_000_000_000  # the FakeClock's time
+
+
+@pytest.mark.parametrize(
+    ("lifecycle", "tier_topic", "due"),
+    [
+        ({"delay_ms": 500}, "walstream.delay.timer", NOW + 500),
+        ({"delay_ms": 30_000, "jitter_ms": 10_000}, "walstream.delay.10s", NOW + 35_000),
+        ({"deliver_at": NOW + 45_000}, "walstream.delay.10s", NOW + 45_000),
+    ],
+)
+async def test_a_delayed_write_goes_straight_to_its_delay_tier_addressed_to_the_log(
+    client, producer, lifecycle, tier_topic, due
+):
+    response = await client.post(URL, json={"payload": 1, "key": "k", "lifecycle": lifecycle})
+    assert response.status == 200, await response.text()
+    [sent] = producer.sent
+    assert (sent.topic, sent.key, sent.due) == (tier_topic, b"k", (due, "wal.orders.log"))
+    assert decode_envelope(sent.value).lifecycle.deliver_at_ms == due  # rand 0.5 of the jitter
+
+
+async def test_a_deliver_at_already_past_is_due_now(client, producer):
+    response = await client.post(URL, json={"payload": 1, "lifecycle": {"deliver_at": 5}})
+    assert response.status == 200
+    [sent] = producer.sent
+    assert (sent.topic, sent.due) == ("wal.orders.log", None)
+
+
 @pytest.mark.parametrize(
     ("body", "status", "field"),
     [
@@ -34,6 +62,21 @@ async def test_true_only_after_the_write(client, producer):
         (b'"a string"', 400, "body"),
         (b'{"payload": 1, "lifecycle": {"delay_ms": "soon"}}', 400, "lifecycle.delay_ms"),
         (b'{"payload": 1, "lifecycle": {"delay_ms": 60001}}', 400, "lifecycle.delay_ms"),
+        (
+            b'{"payload": 1, "lifecycle": {"delay_ms": 1, "deliver_at": 2}}',
+            400,
+            "lifecycle.deliver_at",
+        ),
+        (
+            b'{"payload": 1, "lifecycle": {"deliver_at": 1800000060001}}',
+            400,
+            "lifecycle.deliver_at",
+        ),
+        (
+            b'{"payload": 1, "lifecycle": {"delay_ms": 50000, "jitter_ms": 20000}}',
+            400,
+            "lifecycle.jitter_ms",
+        ),
         (b'{"payload": 1, "target": {"type": "nope"}}', 400, "target.type"),
         (b'{"payload": "' + b"x" * 2000 + b'"}', 413, "payload"),
     ],

@@ -23,12 +23,15 @@ from walstream.api.deps import ApiDeps
 from walstream.api.handlers import install_routes
 from walstream.api.responses import error_response, failure_response
 from walstream.api.router import Router
+from walstream.core.delay import TIERS_MS
 from walstream.core.limits import InFlightLimiter
 from walstream.dlq import DlqAccess
 from walstream.errors import WalError
+from walstream.kafka.admin import ensure_topics
 from walstream.kafka.producer import KafkaLogProducer
 from walstream.namespaces.broadcast import NamespaceFeed
 from walstream.settings import Settings
+from walstream.topology import delay_topic_specs
 
 __all__ = ["Api", "build_api", "create_api", "serve_api"]
 
@@ -105,6 +108,19 @@ def build_api(settings: Settings) -> Api:
     async def kafka_clients() -> AsyncIterator[None]:
         await producer.start()
         try:
+            try:  # delayed writes go straight to the delay tiers: make sure they exist
+                await ensure_topics(
+                    settings.bootstrap_list,
+                    delay_topic_specs(
+                        settings.app_id,
+                        (0, *TIERS_MS),
+                        settings.default_partitions,
+                        settings.delay_grace_ms,
+                        settings.replication_factor,
+                    ),
+                )
+            except Exception as exc:  # noqa: BLE001 - the worker creates them too; serve anyway
+                logger.warning("could not ensure the delay tier topics: %s", exc)
             await feed.start()
             try:
                 if not await feed.wait_ready(settings.registry_ready_timeout_s):

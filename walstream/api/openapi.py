@@ -17,6 +17,11 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "additionalProperties": False,
         "properties": {
             "delay_ms": {"type": "integer", "minimum": 0, "description": "deliver after this"},
+            "deliver_at": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "or: deliver at this time (ms since the epoch); not with delay_ms",
+            },
             "jitter_ms": {
                 "type": "integer",
                 "minimum": 0,

@@ -23,7 +23,7 @@ __all__ = ["MAX_FUTURE_SKEW_MS", "parse_batch", "parse_write_request"]
 _REQUEST_FIELDS = frozenset(
     {"payload", "payload_encoding", "lifecycle", "target", "idempotency_token", "key"}
 )
-_LIFECYCLE_FIELDS = frozenset({"delay_ms", "jitter_ms", "original_write_time"})
+_LIFECYCLE_FIELDS = frozenset({"delay_ms", "deliver_at", "jitter_ms", "original_write_time"})
 _MAX_TOKEN_CHARS = 256
 _MAX_KEY_CHARS = 1024
 #: An original_write_time further ahead than this would win every last-write-wins contest.
@@ -70,12 +70,21 @@ def _lifecycle(obj: Any, ns: NamespaceConfig, now_ms: int, rand: float) -> Lifec
     unknown = sorted(set(obj) - _LIFECYCLE_FIELDS)
     if unknown:
         raise BadRequestError(f"lifecycle.{unknown[0]}", "is not a lifecycle field")
-    delay = _non_negative_int(obj, "delay_ms", "lifecycle.delay_ms")
+    delay_field = "lifecycle.delay_ms"
+    if "deliver_at" in obj:
+        if "delay_ms" in obj:
+            raise BadRequestError("lifecycle.deliver_at", "give either deliver_at or delay_ms")
+        delay_field = "lifecycle.deliver_at"
+        deliver_at = _non_negative_int(obj, "deliver_at", delay_field)
+        delay = max(0, deliver_at - now_ms)  # a time already past: due now
+    else:
+        delay = _non_negative_int(obj, "delay_ms", delay_field)
     jitter = _non_negative_int(obj, "jitter_ms", "lifecycle.jitter_ms")
     if delay + jitter > ns.max_delay_ms:
-        field = "lifecycle.delay_ms" if delay > ns.max_delay_ms else "lifecycle.jitter_ms"
+        field = delay_field if delay > ns.max_delay_ms else "lifecycle.jitter_ms"
         raise BadRequestError(
-            field, f"delay_ms + jitter_ms must be <= {ns.max_delay_ms} (namespace max delay)"
+            field,
+            f"the delay plus jitter_ms must be <= {ns.max_delay_ms} ms (the namespace's max delay)",
         )
     owt = obj.get("original_write_time", now_ms)
     if not isinstance(owt, int) or isinstance(owt, bool) or owt <= 0:

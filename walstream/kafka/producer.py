@@ -24,6 +24,7 @@ from aiokafka.errors import (
 )
 from aiokafka.partitioner import DefaultPartitioner
 
+from walstream.core.delay import delay_headers
 from walstream.errors import WalError, WriteRejectedError, WriteUnknownError
 from walstream.kafka.deadlines import DeadlineSweeper
 
@@ -48,6 +49,34 @@ class Outgoing(NamedTuple):
     topic: str
     key: bytes | None
     value: bytes
+    #: A delayed record: (due time, the log topic it is due on). ``topic`` is then a delay tier;
+    #: the record goes on the partition number its key takes in that log topic, which its delay
+    #: headers name, so it comes back where an undelayed write of the same key would have gone.
+    due: tuple[int, str] | None = None
+
+
+def _pick(key: bytes | None, parts: list[int], sticky: int) -> int:
+    return sticky if key is None else int(_partitioner(key, parts, parts))
+
+
+async def _route(
+    producer: Any, record: Outgoing, parts_cache: dict[str, list[int]]
+) -> tuple[int, list[tuple[str, bytes]] | None]:
+    """The partition and headers ``record`` is written with."""
+
+    async def parts_of(topic: str) -> list[int]:
+        parts = parts_cache.get(topic)
+        if parts is None:
+            parts = parts_cache[topic] = sorted(await producer.partitions_for(topic))
+        return parts
+
+    own = await parts_of(record.topic)
+    if record.due is None:
+        return _pick(record.key, own, random.choice(own)), None  # noqa: S311 - spreading only
+    due_ms, dest = record.due
+    dest_parts = await parts_of(dest)
+    dest_partition = _pick(record.key, dest_parts, random.choice(dest_parts))  # noqa: S311
+    return own[dest_partition % len(own)], delay_headers(due_ms, dest, dest_partition)
 
 
 class LogProducer(Protocol):
@@ -116,7 +145,12 @@ class KafkaLogProducer:
         self._deadlines.watch(task, self._timeout_s)
         handed_over = False
         try:
-            future = await self._producer.send(record.topic, record.value, key=record.key)
+            partition, headers = None, None
+            if record.due is not None:
+                partition, headers = await _route(self._producer, record, {})
+            future = await self._producer.send(
+                record.topic, record.value, key=record.key, partition=partition, headers=headers
+            )
             handed_over = True
             await future
         except asyncio.CancelledError:
@@ -149,19 +183,24 @@ class KafkaLogProducer:
         futures: dict[asyncio.Future[object], list[int]] = {}
         try:
             async with asyncio.timeout_at(deadline):
-                partitions: dict[str, list[int]] = {}
+                parts_cache: dict[str, list[int]] = {}
+                sticky: dict[str, int] = {}  # unkeyed records: one partition per topic per call
+                headers: dict[int, list[tuple[str, bytes]]] = {}
                 for index, record in enumerate(records):
-                    parts = partitions.get(record.topic)
-                    if parts is None:
-                        parts = sorted(await self._producer.partitions_for(record.topic))
-                        partitions[record.topic] = parts
-                        sticky = random.choice(parts)  # noqa: S311 - load spreading only
-                    partition = (
-                        sticky if record.key is None else _partitioner(record.key, parts, parts)
-                    )
+                    if record.due is not None:
+                        partition, delay = await _route(self._producer, record, parts_cache)
+                        headers[index] = delay or []
+                    elif record.key is None and record.topic in sticky:
+                        partition = sticky[record.topic]
+                    else:
+                        partition, _ = await _route(self._producer, record, parts_cache)
+                        if record.key is None:
+                            sticky[record.topic] = partition
                     groups.setdefault((record.topic, partition), []).append(index)
                 for (topic, partition), indexes in groups.items():
-                    await self._send_group(records, topic, partition, indexes, futures, results)
+                    await self._send_group(
+                        records, topic, partition, indexes, futures, results, headers
+                    )
         except TimeoutError:
             handed = {i for idx in futures.values() for i in idx}
             for index in range(len(records)):
@@ -192,19 +231,27 @@ class KafkaLogProducer:
         indexes: list[int],
         futures: dict[asyncio.Future[object], list[int]],
         results: list[WalError | None],
+        headers: dict[int, list[tuple[str, bytes]]],
     ) -> None:
         batch = self._producer.create_batch()
         members: list[int] = []
         for index in indexes:
             record = records[index]
-            if batch.append(key=record.key, value=record.value, timestamp=None) is None:
+            extra = headers.get(index, [])
+            if (
+                batch.append(key=record.key, value=record.value, timestamp=None, headers=extra)
+                is None
+            ):
                 if members:  # full: hand it over, start the next one
                     futures[await self._producer.send_batch(batch, topic, partition=partition)] = (
                         members
                     )
                     batch = self._producer.create_batch()
                     members = []
-                if batch.append(key=record.key, value=record.value, timestamp=None) is None:
+                appended = batch.append(
+                    key=record.key, value=record.value, timestamp=None, headers=extra
+                )
+                if appended is None:
                     results[index] = WriteRejectedError("record larger than a whole record batch")
                     continue
             members.append(index)

@@ -30,4 +30,6 @@ def delivery_headers(envelope: Envelope) -> dict[str, str]:
         "X-Wal-Namespace": envelope.namespace,
         "X-Wal-Original-Write-Time": str(envelope.lifecycle.original_write_time_ms),
         "X-Wal-Attempt": str(envelope.attempt),
+        # when it was due (lifecycle delay and jitter applied): a target can check precision
+        "X-Wal-Deliver-At": str(envelope.lifecycle.deliver_at_ms),
     }
