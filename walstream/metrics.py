@@ -23,7 +23,7 @@ class WalMetrics(NamedTuple):
     breaker_open: Gauge
     delay_pending: Gauge
     delay_oldest_due: Gauge
-    delay_lateness: Histogram
+    delivery_lateness: Histogram
     delay_hops: Counter
 
     @classmethod
@@ -69,9 +69,10 @@ class WalMetrics(NamedTuple):
                 "Due time of the earliest record the delay stage holds",
                 registry=registry,
             ),
-            delay_lateness=Histogram(
-                f"{prefix}_delay_lateness_seconds",
-                "How long after its due time the delay stage forwarded a record",
+            delivery_lateness=Histogram(
+                f"{prefix}_delivery_lateness_seconds",
+                "How long after its due time (delay, backoff, or write) a record was attempted",
+                ["namespace"],
                 buckets=_LATENESS_BUCKETS,
                 registry=registry,
             ),

@@ -85,7 +85,7 @@ class Settings:
     consumer_fetch_max_wait_ms: int = 50
 
     #: Records each delivery agent works on at once (one actor per slot).
-    deliver_concurrency: int = 8
+    deliver_concurrency: int = 32
     #: kv target database: "sqlite:///path" (default: <data_dir>/kv.sqlite) or "postgresql://...".
     kv_url: str | None = None
     #: Transient failures in a row that open a target's circuit breaker.
@@ -95,8 +95,16 @@ class Settings:
     #: How long a delay tier keeps records beyond its delay: the longest delay-stage outage that
     #: loses nothing.
     delay_grace_ms: int = 7 * 86_400_000
-    #: Records the delay stage holds in memory for their last second at most; beyond, it pauses.
+    #: Records the delay stage holds in memory for their last stretch (what comes due within the
+    #: smallest tier + its lead, 13 s) at most; beyond, it pauses reading the tiers.
     delay_timer_capacity: int = 200_000
+    #: Records each delivery agent has taken and not finished (delivering, waiting behind their
+    #: key, or held until due): the memory bound of an agent, and where the stream waits.
+    deliver_max_pending: int = 4_096
+    #: How long before its due time a delayed record (or a quick retry) is handed to the agent that
+    #: delivers it, which holds it until then. It should cover the way there: a produce, a fetch
+    #: (up to CONSUMER_FETCH_MAX_WAIT_MS on Tansu) and Faust's hand-over; more only costs memory.
+    delay_handoff_lead_ms: int = 500
     #: Seconds a worker waits before resubscribing after namespaces change (coalesces changes).
     resubscribe_delay_s: float = 2.0
 
@@ -139,6 +147,8 @@ class Settings:
             "breaker_threshold": self.breaker_threshold,
             "breaker_base_open_ms": self.breaker_base_open_ms,
             "delay_timer_capacity": self.delay_timer_capacity,
+            "delay_handoff_lead_ms": self.delay_handoff_lead_ms,
+            "deliver_max_pending": self.deliver_max_pending,
         }
         for name, value in positive.items():
             if value <= 0:

@@ -12,6 +12,7 @@ number its log record was on, so one worker owns a record's whole retry chain an
 from __future__ import annotations
 
 import functools
+import gc
 import logging
 import random
 from typing import Any
@@ -26,6 +27,7 @@ from walstream.agents.dispatch import KeyedDispatcher
 from walstream.agents.dlq_monitor import DlqMonitor
 from walstream.agents.emit import FaustEmitter
 from walstream.clock import SystemClock
+from walstream.core.delay import parse_due_header
 from walstream.kafka.dynamic_topic import DynamicTopic
 from walstream.metrics import WalMetrics
 from walstream.namespaces.registry import NamespaceRegistry
@@ -35,6 +37,10 @@ from walstream.targets.pool import TargetPool
 __all__ = ["Delivery", "install_delivery"]
 
 logger = logging.getLogger(__name__)
+
+#: How much longer than the hand-over lead an agent holds a record handed over before its due
+#: time (the clocks of two hosts may differ a little); further out, it goes back to wait.
+HOLD_SLACK_MS = 1_000
 
 
 class Delivery(mode.Service):
@@ -70,14 +76,22 @@ class Delivery(mode.Service):
             delay_partitions=settings.default_partitions,
             app_id=app.conf.id,
             metrics=self.metrics,
+            handoff_lead_ms=settings.delay_handoff_lead_ms,
         )
         self.delay = DelayStage(
             settings.replace(app_id=app.conf.id),
             group_id=f"{app.conf.id}-delay",
             metrics=self.metrics,
             clock=self.clock,
+            handoff_lead_ms=settings.delay_handoff_lead_ms,
         )
         self.dlq_monitor = DlqMonitor(settings, self.metrics, clock=self.clock)
+
+    async def on_started(self) -> None:
+        # Everything built so far (modules, Faust, clients) lives as long as the process: out of
+        # the collector's sight, a full collection scans only what came after, and the pauses
+        # that made due records late (60-90 ms, several a minute under load) shrink to a few ms.
+        gc.freeze()
 
     async def on_stop(self) -> None:
         await self.pool.close()
@@ -114,12 +128,16 @@ def install_delivery(app: faust.App, settings: Settings, registry: NamespaceRegi
     deliverer = delivery.deliverer
 
     concurrency = settings.deliver_concurrency
+    clock = delivery.clock
+    max_hold_ms = settings.delay_handoff_lead_ms + HOLD_SLACK_MS
 
     async def consume(stream: Any) -> None:
         # One actor; the dispatcher gives concurrency while keeping each key's records in order.
         # Acks are manual: a record is acked once handled, so a crash re-reads what was in flight.
         manual = stream.noack()
-        dispatcher = KeyedDispatcher(concurrency)
+        dispatcher = KeyedDispatcher(
+            concurrency, max_pending=settings.deliver_max_pending, now_ms=clock.now_ms
+        )
 
         async def handle(event: Any) -> None:
             message = event.message
@@ -132,8 +150,15 @@ def install_delivery(app: faust.App, settings: Settings, registry: NamespaceRegi
             async for event in manual.events():
                 message = event.message
                 order_key = (message.topic, message.partition, event.key)
+                # Handed over just before its due time (delay stage, or a quick retry): hold it
+                # here, without a delivery slot. Further out than that: the deliverer sends it
+                # back to wait in the delay tiers.
+                due = parse_due_header(message.headers)
+                hold = due if due is not None and due - clock.now_ms() <= max_hold_ms else None
                 await dispatcher.submit(
-                    order_key if event.key is not None else None, functools.partial(handle, event)
+                    order_key if event.key is not None else None,
+                    functools.partial(handle, event),
+                    not_before_ms=hold,
                 )
         finally:
             await dispatcher.cancel()

@@ -139,7 +139,7 @@ async def test_a_transient_failure_schedules_the_next_attempt_through_the_delay_
     target.fail_next(TargetUnavailableError("down", error_class="http_503"))
     assert await deliverer.handle(encode_envelope(record()), b"k1", LOG) is Outcome.RETRY
     [hop] = emitter.emitted
-    assert hop.topic == "walstream.delay.1s"  # 2 s backoff waits in the 1 s tier first
+    assert hop.topic == "walstream.delay.timer"  # a 2 s backoff: the stage holds it to the end
     headers = parse_delay_headers(hop.headers)
     assert (headers.dest_topic, headers.dest_partition) == ("wal.orders.retry", 2)
     assert headers.due_ms == NOW + 2_000

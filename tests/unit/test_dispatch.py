@@ -33,26 +33,70 @@ async def test_each_keys_jobs_run_in_submission_order_while_keys_overlap():
     assert peak <= 4  # one at a time per key, four keys
 
 
-async def test_the_limit_bounds_jobs_in_flight_and_submit_waits():
-    dispatcher = KeyedDispatcher(3)
+async def test_the_limit_bounds_running_jobs_and_max_pending_bounds_submissions():
+    dispatcher = KeyedDispatcher(2, max_pending=3)
     release = asyncio.Event()
-    started = 0
+    running = peak = 0
 
     async def job() -> None:
-        nonlocal started
-        started += 1
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
         await release.wait()
+        running -= 1
 
     for _ in range(3):
         await dispatcher.submit(None, job)
     fourth = asyncio.create_task(dispatcher.submit(None, job))
     await asyncio.sleep(0.05)
     assert not fourth.done()  # backpressure: the stream waits
-    assert dispatcher.in_flight == 3
+    assert (dispatcher.in_flight, running) == (3, 2)  # the third waits for a slot
     release.set()
     await fourth
     await dispatcher.join()
-    assert started == 4
+    assert peak == 2
+
+
+async def test_held_jobs_wait_for_their_time_without_taking_a_slot():
+    clock = {"now": 1_000}
+    dispatcher = KeyedDispatcher(1, now_ms=lambda: clock["now"])
+    order: list[str] = []
+
+    async def job(name: str) -> None:
+        order.append(name)
+
+    await dispatcher.submit("k", lambda: job("held"), not_before_ms=1_030)
+    await dispatcher.submit("other", lambda: job("other"))
+    await dispatcher.submit("k", lambda: job("k, held longer"), not_before_ms=1_050)
+    await asyncio.sleep(0.05)
+    assert order == ["other"]  # the one slot was free for a record not held
+    clock["now"] = 1_030
+    await asyncio.sleep(0.05)
+    assert order == ["other", "held"]
+    clock["now"] = 1_050
+    await dispatcher.join()
+    assert order == ["other", "held", "k, held longer"]
+    assert dispatcher.in_flight == 0
+
+
+async def test_within_a_key_a_record_due_earlier_overtakes_one_held_longer():
+    clock = {"now": 1_000}
+    dispatcher = KeyedDispatcher(4, now_ms=lambda: clock["now"])
+    order: list[str] = []
+
+    async def job(name: str) -> None:
+        order.append(name)
+
+    # handed over ahead of time in arrival order, not due order (the delay stage's lead)
+    await dispatcher.submit("k", lambda: job("due 1400"), not_before_ms=1_400)
+    await dispatcher.submit("k", lambda: job("due 1200"), not_before_ms=1_200)
+    await dispatcher.submit("k", lambda: job("due now"))
+    await dispatcher.submit("k", lambda: job("due 1200 too"), not_before_ms=1_200)
+    await asyncio.sleep(0.05)
+    assert order == ["due now"]
+    clock["now"] = 1_500
+    await dispatcher.join()
+    assert order == ["due now", "due 1200", "due 1200 too", "due 1400"]
 
 
 async def test_unkeyed_jobs_are_not_ordered_and_a_failing_job_does_not_stop_the_rest():

@@ -1,4 +1,4 @@
-"""Delay stage: hold records in the tier topics until they are due, never forward one early.
+"""Delay stage: hold records in the tier topics until they are (almost) due.
 
 See walstream.core.delay for the tier design. This service is the tiers' reader: a consumer group
 over every tier topic (``<app-id>-delay``), with its own producer.
@@ -7,7 +7,10 @@ over every tier topic (``<app-id>-delay``), with its own producer.
   partition is paused and its fetched records wait in a small buffer (one fetch at most), so
   memory does not grow with the backlog.
 * A leaving record goes where ``next_stop`` says: a smaller tier, the timer heap (due within the
-  smallest tier), or its destination (the namespace's retry topic and partition it came from).
+  smallest tier + its lead), or its destination (the namespace topic and partition it names).
+* A record goes to its destination ``HANDOFF_LEAD_MS`` before it is due, with a ``wal-due``
+  header: the way there overlaps the last stretch of waiting. The destination's agent holds it
+  until its due time and the deliverer checks that time again, so nothing is delivered early.
 * The timer topic's records go straight to the heap. The heap is bounded: at capacity, the
   stage stops taking records until some come due.
 * Offsets are committed up to the first record whose forward is not yet acknowledged, so a crash
@@ -29,10 +32,12 @@ from aiokafka.errors import KafkaError
 
 from walstream.clock import Clock, SystemClock
 from walstream.core.delay import (
+    HANDOFF_LEAD_MS,
     TIERS_MS,
     DelayHeaders,
     Deliver,
     Timer,
+    due_header,
     next_stop,
     parse_delay_headers,
     tier_of,
@@ -48,8 +53,11 @@ __all__ = ["DelayStage"]
 logger = logging.getLogger(__name__)
 
 _COMMIT_EVERY_MS = 1_000
+_ENDS_EVERY_MS = 5_000
 _MAX_SLEEP_MS = 100
 _MAX_IN_FLIGHT = 20_000
+#: Records routed between two looks at the timers (and two chances for other tasks to run).
+_YIELD_EVERY = 100
 
 
 @dataclass
@@ -65,6 +73,17 @@ class _Partition:
 
     def safe_offset(self) -> int | None:
         return min(self.pending) if self.pending else self.next_offset
+
+
+@dataclass
+class _Hops:
+    """A record batch of hops into one tier partition, and what it holds."""
+
+    batch: Any
+    #: (source partition, record, its headers, the hop's write time)
+    members: list[tuple[TopicPartition, Any, list[tuple[str, bytes]], int]] = field(
+        default_factory=list
+    )
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
@@ -89,10 +108,12 @@ class DelayStage(mode.Service):
         clock: Clock | None = None,
         metrics: WalMetrics | None = None,
         tiers: tuple[int, ...] = TIERS_MS,
+        handoff_lead_ms: int = HANDOFF_LEAD_MS,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.settings = settings
+        self.handoff_lead_ms = handoff_lead_ms
         self.group_id = group_id
         self.clock = clock or SystemClock()
         self.metrics = metrics
@@ -105,7 +126,11 @@ class DelayStage(mode.Service):
         self._in_flight = 0
         self._consumer: Any = None
         self._producer: Any = None
+        self._due_producer: Any = None
         self._last_commit_ms = 0
+        self._last_ends_ms = 0
+        self._unread: dict[TopicPartition, int] = {}
+        self._hops: dict[tuple[str, int], _Hops] = {}
         self.forwarded = 0
 
     async def on_start(self) -> None:
@@ -120,10 +145,16 @@ class DelayStage(mode.Service):
                 self.settings.replication_factor,
             ),
         )
+        # Two producers: records due now must never queue behind a crowd of hops (a burst written
+        # together leaves a tier together, thousands of records at once).
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=servers, acks="all", linger_ms=2, client_id=f"{self.group_id}-out"
+            bootstrap_servers=servers, acks="all", linger_ms=2, client_id=f"{self.group_id}-hops"
         )
         await self._producer.start()
+        self._due_producer = AIOKafkaProducer(
+            bootstrap_servers=servers, acks="all", linger_ms=0, client_id=f"{self.group_id}-due"
+        )
+        await self._due_producer.start()
         session_ms = int(self.settings.broker_session_timeout_s * 1000)
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=servers,
@@ -145,9 +176,10 @@ class DelayStage(mode.Service):
         if consumer is not None:
             await self._commit(consumer, force=True)
             await stop_consumer(consumer)
-        producer, self._producer = self._producer, None
-        if producer is not None:
-            await stop_consumer(producer)
+        for producer in (self._producer, self._due_producer):
+            if producer is not None:
+                await stop_consumer(producer)
+        self._producer = self._due_producer = None
 
     # -- the loop -------------------------------------------------------------------------------
 
@@ -183,16 +215,21 @@ class DelayStage(mode.Service):
         await self._fire_timers(now)
         for tp, part in list(self._parts.items()):
             await self._drain(tp, part, now)
+        await self._fire_timers(self.clock.now_ms())
+        await self._flush_hops()
         self._flow(consumer)
         if now - self._last_commit_ms >= _COMMIT_EVERY_MS:
             await self._commit(consumer)
+            if now - self._last_ends_ms >= _ENDS_EVERY_MS:
+                self._last_ends_ms = now
+                await self._refresh_ends(consumer)
             self._report()
 
     def _sleep_ms(self) -> int:
         now = self.clock.now_ms()
         wakes = [p.wake_ms for p in self._parts.values() if p.wake_ms is not None]
         if self._timers:
-            wakes.append(self._timers[0][0])
+            wakes.append(self._timers[0][0] - self.handoff_lead_ms)
         if not wakes:
             return _MAX_SLEEP_MS
         return max(0, min(_MAX_SLEEP_MS, min(wakes) - now))
@@ -210,7 +247,15 @@ class DelayStage(mode.Service):
 
     async def _drain(self, tp: TopicPartition, part: _Partition, now: int) -> None:
         part.wake_ms = None
+        routed = 0
         while part.buffer:
+            routed += 1
+            if routed % _YIELD_EVERY == 0:
+                # A burst of hops must not hold up what is due meanwhile, here or in the agents.
+                await self._flush_hops()
+                await asyncio.sleep(0)
+                now = self.clock.now_ms()
+                await self._fire_timers(now)
             if len(self._timers) >= self.settings.delay_timer_capacity:
                 return
             if self._in_flight >= _MAX_IN_FLIGHT:
@@ -230,9 +275,8 @@ class DelayStage(mode.Service):
                          tp.topic, tp.partition, record.offset)  # fmt: skip
             return
         stop = next_stop(headers.due_ms, now, self.tiers)
-        if isinstance(stop, Deliver):
-            await self._forward(tp, part, record, headers, now)
-        elif isinstance(stop, Timer):
+        if isinstance(stop, (Deliver, Timer)):
+            # Through the heap even when due already: records read together leave in due order.
             part.pending.add(record.offset)
             self._seq += 1
             heapq.heappush(
@@ -240,20 +284,18 @@ class DelayStage(mode.Service):
             )
             self._hop("timer")
         else:
-            await self._send(
+            await self._add_hop(
                 tp,
                 part,
-                record.offset,
+                record,
                 delay_topic(self.settings.app_id, tier_of(stop)),
                 tp.partition,
-                record,
-                list(record.headers),
                 now,
             )
             self._hop(f"tier_{stop.delay_ms}")
 
     async def _fire_timers(self, now: int) -> None:
-        while self._timers and self._timers[0][0] <= now:
+        while self._timers and self._timers[0][0] - self.handoff_lead_ms <= now:
             _, _, tp, offset, record, headers = heapq.heappop(self._timers)
             part = self._parts.get(tp)
             if part is None:  # revoked meanwhile: the new owner re-reads it
@@ -264,10 +306,16 @@ class DelayStage(mode.Service):
     async def _forward(
         self, tp: TopicPartition, part: _Partition, record: Any, headers: DelayHeaders, now: int
     ) -> None:
-        if self.metrics is not None:
-            self.metrics.delay_lateness.observe(max(0, now - headers.due_ms) / 1000)
+        # Handed over up to handoff_lead_ms early, due time attached: the agent holds it till then.
         await self._send(
-            tp, part, record.offset, headers.dest_topic, headers.dest_partition, record, None, None
+            tp,
+            part,
+            record.offset,
+            headers.dest_topic,
+            headers.dest_partition,
+            record,
+            due_header(headers.due_ms),
+            None,
         )
         self.forwarded += 1
         self._hop("due")
@@ -283,10 +331,13 @@ class DelayStage(mode.Service):
         headers: list[tuple[str, bytes]] | None,
         timestamp_ms: int | None,
     ) -> None:
+        """Produce one record: a hop (``timestamp_ms`` set: its write time into the tier) or a
+        forward to its destination (None), each on its own producer."""
         part.pending.add(offset)
         self._in_flight += 1
+        producer = self._producer if timestamp_ms is not None else self._due_producer
         try:
-            future = await self._producer.send(
+            future = await producer.send(
                 topic,
                 record.value,
                 key=record.key,
@@ -302,6 +353,71 @@ class DelayStage(mode.Service):
                 done, tp, offset, topic, partition, record, headers, timestamp_ms
             )
         )
+
+    async def _add_hop(
+        self,
+        tp: TopicPartition,
+        part: _Partition,
+        record: Any,
+        topic: str,
+        partition: int,
+        now: int,
+    ) -> None:
+        """Queue a hop into a record batch for its tier partition (one future per batch, not per
+        record: a crowd leaving a tier together costs a fraction of sending each)."""
+        headers = list(record.headers)
+        part.pending.add(record.offset)
+        self._in_flight += 1
+        key = (topic, partition)
+        hops = self._hops.get(key)
+        if hops is None:
+            hops = self._hops[key] = _Hops(self._producer.create_batch())
+        if (
+            hops.batch.append(key=record.key, value=record.value, timestamp=now, headers=headers)
+            is None
+        ):
+            await self._flush_hops(key)
+            hops = self._hops[key] = _Hops(self._producer.create_batch())
+            appended = hops.batch.append(
+                key=record.key, value=record.value, timestamp=now, headers=headers
+            )
+            if appended is None:  # larger than a batch: on its own
+                self._in_flight -= 1
+                await self._send(tp, part, record.offset, topic, partition, record, headers, now)
+                return
+        hops.members.append((tp, record, headers, now))
+
+    async def _flush_hops(self, only: tuple[str, int] | None = None) -> None:
+        keys = [only] if only is not None else list(self._hops)
+        for key in keys:
+            hops = self._hops.pop(key, None)
+            if hops is None or not hops.members:
+                continue
+            topic, partition = key
+            try:
+                future = await self._producer.send_batch(hops.batch, topic, partition=partition)
+            except Exception:
+                self._in_flight -= len(hops.members)
+                raise  # the loop backs off; the offsets stay pending, never committed past
+            future.add_done_callback(
+                lambda done, hops=hops, key=key: self._hops_sent(done, hops, key)
+            )
+
+    def _hops_sent(self, done: asyncio.Future[Any], hops: _Hops, key: tuple[str, int]) -> None:
+        self._in_flight -= len(hops.members)
+        failed = done.cancelled() or done.exception() is not None
+        if failed and not self.should_stop:
+            logger.warning("delay hops to %s[%d] failed (%s); resending", *key, done.exception())
+        for tp, record, headers, written_ms in hops.members:
+            part = self._parts.get(tp)
+            if part is None:
+                continue  # revoked: the new owner re-reads it
+            if not failed:
+                part.pending.discard(record.offset)
+            elif not self.should_stop:
+                self.add_future(
+                    self._resend(tp, part, record.offset, *key, record, headers, written_ms)
+                )
 
     def _sent(
         self,
@@ -387,20 +503,40 @@ class DelayStage(mode.Service):
         if self.metrics is not None:
             self.metrics.delay_hops.labels(to).inc()
 
+    async def _refresh_ends(self, consumer: Any) -> None:
+        """Unread records per partition (end - position), for the pending estimate. Paused
+        partitions are not fetched, so their high watermarks are not known otherwise."""
+        tps = list(self._parts)
+        if not tps:
+            self._unread = {}
+            return
+        try:
+            ends = await consumer.end_offsets(tps)
+            self._unread = {
+                tp: max(0, ends[tp] - await consumer.position(tp)) for tp in tps if tp in ends
+            }
+        except KafkaError as exc:  # an estimate: keep the last one
+            logger.debug("delay stage: end offsets unavailable: %s", exc)
+
     def pending_estimate(self) -> int:
         """Records waiting here: held in memory plus not yet read from the tiers."""
         held = len(self._timers) + sum(len(p.buffer) for p in self._parts.values())
-        unread = 0
-        consumer = self._consumer
-        for tp, part in self._parts.items():
-            highwater = consumer.highwater(tp) if consumer is not None else None
-            if highwater is not None and part.next_offset is not None:
-                unread += max(0, highwater - part.next_offset - len(part.buffer))
-        return held + unread
+        return held + sum(n for tp, n in self._unread.items() if tp in self._parts)
+
+    def oldest_due_ms(self) -> int | None:
+        """The earliest due time among the records held (the heap and each tier's head)."""
+        dues = [self._timers[0][0]] if self._timers else []
+        for part in self._parts.values():
+            if part.buffer:
+                head = parse_delay_headers(part.buffer[0].headers or ())
+                if head is not None:
+                    dues.append(head.due_ms)
+        return min(dues, default=None)
 
     def _report(self) -> None:
         if self.metrics is None:
             return
         self.metrics.delay_pending.set(self.pending_estimate())
-        if self._timers:
-            self.metrics.delay_oldest_due.set(self._timers[0][0] / 1000)
+        oldest = self.oldest_due_ms()
+        if oldest is not None:
+            self.metrics.delay_oldest_due.set(oldest / 1000)

@@ -28,7 +28,15 @@ from enum import Enum
 from typing import Protocol
 
 from walstream.clock import Clock
-from walstream.core.delay import TIERS_MS, Deliver, delay_headers, next_stop, tier_of
+from walstream.core.delay import (
+    HANDOFF_LEAD_MS,
+    TIERS_MS,
+    Deliver,
+    delay_headers,
+    due_header,
+    next_stop,
+    tier_of,
+)
 from walstream.core.dlq import entry_headers
 from walstream.core.retry import DeadLetter, Failure, RetryPolicy, decide
 from walstream.errors import NamespaceNotFoundError, PoisonRecordError, TargetError
@@ -46,8 +54,6 @@ logger = logging.getLogger(__name__)
 #: History kept on a record: its last attempts, each message cut to this many characters.
 HISTORY_MAX = 200
 MESSAGE_MAX = 500
-#: A retry due within this many ms goes straight to the retry topic instead of the timer tier.
-DIRECT_RETRY_MS = 20
 #: How long a record of a namespace this worker no longer knows waits before it is looked at again.
 UNKNOWN_NAMESPACE_RECHECK_MS = 60_000
 
@@ -115,6 +121,7 @@ class Deliverer:
         app_id: str = "walstream",
         metrics: WalMetrics | None = None,
         tiers: tuple[int, ...] = TIERS_MS,
+        handoff_lead_ms: int = HANDOFF_LEAD_MS,
     ) -> None:
         self.registry = registry
         self.pool = pool
@@ -126,6 +133,9 @@ class Deliverer:
         self.app_id = app_id
         self.metrics = metrics
         self.tiers = tiers
+        #: A retry due within this goes straight to the retry topic (its due time in a header:
+        #: the retry agent holds it until then) instead of through the delay stage.
+        self.handoff_lead_ms = handoff_lead_ms
 
     async def handle(self, value: bytes | None, key: bytes | None, source: Source) -> Outcome:
         """Route one record to its outcome. Never raises (but for cancellation)."""
@@ -161,6 +171,8 @@ class Deliverer:
         if env.due_ms > now:
             await self._wait(value, key, env.due_ms, ns.topics.retry, source.partition, now)
             return Outcome.DELAYED, ns.name, stage
+        if self.metrics is not None:
+            self.metrics.delivery_lateness.labels(ns.name).observe((now - env.due_ms) / 1000)
         return await self._attempt(env, key, ns, source, now), ns.name, stage
 
     def _namespace(self, name: str, topic_ns: str | None) -> NamespaceConfig | None:
@@ -260,12 +272,17 @@ class Deliverer:
             attempt=decision.attempt, history=history, not_before_ms=decision.not_before_ms
         )
         raw = encode_envelope(retry)
-        if retry.due_ms - now > DIRECT_RETRY_MS:
+        if retry.due_ms - now > self.handoff_lead_ms:
             await self._wait(raw, key, retry.due_ms, ns.topics.retry, source.partition, now)
         else:
-            # Due within one fetch of the retry agent: straight to the retry topic. Never early
-            # all the same: the retry agent checks the due time again and holds an early record.
-            await self.emitter.emit(ns.topics.retry, raw, key=key, partition=source.partition)
+            # Due within the hand-over lead: straight to the retry topic, held there until due.
+            await self.emitter.emit(
+                ns.topics.retry,
+                raw,
+                key=key,
+                partition=source.partition,
+                headers=due_header(retry.due_ms),
+            )
         self.attempts[env.id] = decision.attempt  # only once the retry record is safe
         return Outcome.RETRY
 

@@ -12,16 +12,14 @@ from walstream.api.deps import ApiDeps
 from walstream.api.openapi import openapi_document
 from walstream.api.responses import error_body, json_response, status_for
 from walstream.api.router import RouteNotFoundError, Router
-from walstream.core.delay import Deliver, next_stop, tier_of
 from walstream.core.dlq import parse_selection
 from walstream.core.targets import parse_target
 from walstream.core.validate import parse_batch, parse_write_request
 from walstream.dlq import DlqAccess, entry_json
 from walstream.errors import BadRequestError, OverloadedError, ServiceUnavailableError, WalError
-from walstream.kafka.producer import Outgoing
+from walstream.kafka.producer import route_write
 from walstream.namespaces.config import NamespaceConfig
-from walstream.records import Envelope, encode_envelope
-from walstream.topology import delay_topic
+from walstream.records import Envelope
 
 __all__ = ["install_routes"]
 
@@ -41,22 +39,6 @@ def _decode(raw: bytes) -> Any:
         raise BadRequestError("body", f"invalid JSON: {exc}") from None
 
 
-def _outgoing(ns: NamespaceConfig, env: Envelope, now_ms: int, app_id: str) -> Outgoing:
-    """A due record goes to the log; a delayed one straight to the delay tiers (not through the
-    deliver agent), addressed to come back to the log, on its key's partition, when due."""
-    key = env.key.encode() if env.key is not None else None
-    value = encode_envelope(env)
-    stop = next_stop(env.due_ms, now_ms)
-    if isinstance(stop, Deliver):
-        return Outgoing(topic=ns.topics.log, key=key, value=value)
-    return Outgoing(
-        topic=delay_topic(app_id, tier_of(stop)),
-        key=key,
-        value=value,
-        due=(env.due_ms, ns.topics.log),
-    )
-
-
 async def write_to_log(request: web.BaseRequest, deps: ApiDeps, params: Params) -> web.Response:
     """WriteToLog: one record."""
     ns = _namespace(deps, params)
@@ -67,7 +49,7 @@ async def write_to_log(request: web.BaseRequest, deps: ApiDeps, params: Params) 
         body = _decode(await request.read())
         now_ms = deps.clock.now_ms()
         env = parse_write_request(body, ns, now_ms=now_ms, rand=deps.rand())
-        await deps.producer.send(_outgoing(ns, env, now_ms, deps.settings.app_id))
+        await deps.producer.send(route_write(env, ns.topics.log, now_ms, deps.settings.app_id))
     finally:
         limiter.release()
     return json_response({"durable": "TRUE", "message": "written", "id": env.id})
@@ -93,7 +75,7 @@ async def write_batch(request: web.BaseRequest, deps: ApiDeps, params: Params) -
         try:
             app_id = deps.settings.app_id
             errors = await deps.producer.send_many(
-                [_outgoing(ns, env, now_ms, app_id) for _, env in envelopes]
+                [route_write(env, ns.topics.log, now_ms, app_id) for _, env in envelopes]
             )
         finally:
             deps.limiter.release(len(envelopes))

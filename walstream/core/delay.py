@@ -4,34 +4,51 @@ Records wait in Kafka, not in memory, in a few fixed-delay tier topics shared by
 A record written to tier D leaves it D after it was written, so inside a tier partition arrival
 order is leaving order, and the tier's reader pauses a partition until its head may leave: memory
 stays O(tiers x partitions) whatever the backlog. A record with ``r`` ms to wait enters the largest
-tier <= r; on leaving it waits ``r - D`` more, so it hops down the tiers (days: one hop per day),
-and a long delay never needs long retention on a busy topic. Under the smallest tier the last
-stretch is waited in memory (a timer heap holding at most what comes due within that tier).
+tier D with D + LEAD_MS <= r; on leaving it waits ``r - D`` more, so it hops down the tiers (days:
+one hop per day), and a long delay never needs long retention on a busy topic. The last stretch,
+under the smallest tier + LEAD_MS, is waited in memory (a bounded timer heap).
 
-A Faust table of timers was the other candidate: every pending record in a store, scanned by due
-time. It costs a table write per record (~5k/s on this machine's Faust) and a full changelog
-replay on restart, where tiers cost one produce per hop and nothing to recover.
+Chosen by measurement. A Faust table of timers was the other candidate: every pending record in
+a store, scanned by due time. It costs a table write per record (the broker notes measure a Faust
+agent doing one table update at ~5k events/s here, against ~79k/s for batched produce) and a full
+changelog replay on restart, where tiers cost a batched produce per hop and nothing to recover:
+bench/delay.py holds 1M pending records at ~120 MB worker RSS. A 1 s tier was dropped after
+measuring: records hopped through it every second (up to 10 hops each) and bursts of those hops
+made due records late; the heap holding 13 s instead costs a few MB.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 __all__ = [
+    "HANDOFF_LEAD_MS",
+    "LEAD_MS",
     "TIERS_MS",
     "DelayHeaders",
     "Deliver",
     "Tier",
     "Timer",
     "delay_headers",
+    "due_header",
     "next_stop",
     "parse_delay_headers",
+    "parse_due_header",
     "tier_of",
 ]
 
 #: Tier delays in milliseconds, smallest first.
-TIERS_MS: tuple[int, ...] = (1_000, 10_000, 60_000, 600_000, 3_600_000, 86_400_000)
+TIERS_MS: tuple[int, ...] = (10_000, 60_000, 600_000, 3_600_000, 86_400_000)
+#: A record leaves its last tier at least this long before it is due (see ``next_stop``), so the
+#: timer heap holds what comes due within TIERS_MS[0] + LEAD_MS.
+LEAD_MS = 3_000
+#: The delay stage hands a record to its destination topic this long before it is due, with its
+#: due time in a ``wal-due`` header; the destination's agent holds it until then (without taking
+#: a delivery slot). A record's way from the stage to the agent (produce, a fetch, Faust's
+#: hand-over) then overlaps its last stretch of waiting instead of adding to it. The default of
+#: WALSTREAM_DELAY_HANDOFF_LEAD_MS.
+HANDOFF_LEAD_MS = 500
 
 
 H_DUE = "wal-due"
@@ -54,6 +71,27 @@ def delay_headers(due_ms: int, dest_topic: str, dest_partition: int) -> list[tup
         (H_DEST, dest_topic.encode()),
         (H_DEST_PARTITION, str(dest_partition).encode()),
     ]
+
+
+def due_header(due_ms: int) -> list[tuple[str, bytes]]:
+    """The header a record handed to its destination before it is due carries."""
+    return [(H_DUE, str(due_ms).encode())]
+
+
+def parse_due_header(
+    headers: Iterable[tuple[str, bytes]] | Mapping[str, bytes] | None,
+) -> int | None:
+    """The ``wal-due`` time of a destination record (None: none, or malformed)."""
+    if not headers:
+        return None
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    for name, raw in items:
+        if name == H_DUE:
+            try:
+                return int(raw)
+            except (TypeError, ValueError):
+                return None
+    return None
 
 
 def parse_delay_headers(headers: Iterable[tuple[str, bytes]]) -> DelayHeaders | None:
@@ -89,17 +127,22 @@ class Tier:
 
 
 def next_stop(
-    due_ms: int, now_ms: int, tiers: tuple[int, ...] = TIERS_MS
+    due_ms: int, now_ms: int, tiers: tuple[int, ...] = TIERS_MS, lead_ms: int = LEAD_MS
 ) -> Deliver | Timer | Tier:
-    """Where a record due at ``due_ms`` waits next, at ``now_ms``."""
+    """Where a record due at ``due_ms`` waits next, at ``now_ms``.
+
+    A record enters tier D only if it then leaves the tier ``lead_ms`` before it is due: a tier
+    partition is FIFO, so a record may leave it behind a crowd leaving at the same moment (a
+    burst written together), and its last stretch must not depend on how fast the crowd moves.
+    """
     remaining = due_ms - now_ms
     if remaining <= 0:
         return Deliver()
-    if remaining < tiers[0]:
+    if remaining < tiers[0] + lead_ms:
         return Timer(due_ms)
     best = tiers[0]
     for delay in tiers:
-        if delay <= remaining:
+        if delay + lead_ms <= remaining:
             best = delay
     return Tier(best)
 

@@ -24,11 +24,13 @@ from aiokafka.errors import (
 )
 from aiokafka.partitioner import DefaultPartitioner
 
-from walstream.core.delay import delay_headers
+from walstream.core.delay import Deliver, delay_headers, next_stop, tier_of
 from walstream.errors import WalError, WriteRejectedError, WriteUnknownError
 from walstream.kafka.deadlines import DeadlineSweeper
+from walstream.records import Envelope, encode_envelope
+from walstream.topology import delay_topic
 
-__all__ = ["KafkaLogProducer", "LogProducer", "MemoryLogProducer", "Outgoing"]
+__all__ = ["KafkaLogProducer", "LogProducer", "MemoryLogProducer", "Outgoing", "route_write"]
 
 _partitioner = DefaultPartitioner()
 
@@ -53,6 +55,20 @@ class Outgoing(NamedTuple):
     #: the record goes on the partition number its key takes in that log topic, which its delay
     #: headers name, so it comes back where an undelayed write of the same key would have gone.
     due: tuple[int, str] | None = None
+
+
+def route_write(env: Envelope, log_topic: str, now_ms: int, app_id: str) -> Outgoing:
+    """Where a WriteToLog record is written: a due record to the log; a delayed one straight to
+    the delay tiers (not through the deliver agent), addressed to come back to the log, on its
+    key's partition, when due."""
+    key = env.key.encode() if env.key is not None else None
+    value = encode_envelope(env)
+    stop = next_stop(env.due_ms, now_ms)
+    if isinstance(stop, Deliver):
+        return Outgoing(topic=log_topic, key=key, value=value)
+    return Outgoing(
+        topic=delay_topic(app_id, tier_of(stop)), key=key, value=value, due=(env.due_ms, log_topic)
+    )
 
 
 def _pick(key: bytes | None, parts: list[int], sticky: int) -> int:
