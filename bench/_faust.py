@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
-from _load import cpu_seconds, pin
+from _load import core_busy, core_times, cpu_seconds, pin
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from walstream.broker import free_port
@@ -80,6 +80,8 @@ class Rate(NamedTuple):
     records_per_s: float
     #: worker CPU per record over the same window
     cpu_us: float
+    #: how busy each core was meanwhile (is the worker, or what it waits for, the limit?)
+    cores: str = ""
 
 
 def wait_rate(
@@ -89,6 +91,7 @@ def wait_rate(
     low, high = int(total * 0.05), int(total * 0.95)
     t_low = t_high = None
     cpu_low = cpu_high = 0.0
+    cores_low = cores_high = core_times()
     deadline = time.monotonic() + within_s
     while t_high is None:
         if proc.poll() is not None:
@@ -98,11 +101,15 @@ def wait_rate(
         done = count()
         now = time.monotonic()
         if t_low is None and done >= low:
-            t_low, cpu_low = now, cpu_seconds(proc.pid)
+            t_low, cpu_low, cores_low = now, cpu_seconds(proc.pid), core_times()
         if done >= high:
-            t_high, cpu_high = now, cpu_seconds(proc.pid)
+            t_high, cpu_high, cores_high = now, cpu_seconds(proc.pid), core_times()
         time.sleep(0.05)
-    return Rate((high - low) / max(t_high - t_low, 1e-6), (cpu_high - cpu_low) / (high - low) * 1e6)
+    return Rate(
+        (high - low) / max(t_high - t_low, 1e-6),
+        (cpu_high - cpu_low) / (high - low) * 1e6,
+        core_busy(cores_low, cores_high),
+    )
 
 
 def forward_round(servers: str, tag: str, records: int, value_size: int, tmp: Path) -> Rate:

@@ -13,12 +13,38 @@ from dataclasses import dataclass
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
+#: The cores this benchmark may use, read before anything is pinned (children inherit pinning).
+_CPUS = sorted(os.sched_getaffinity(0))
+
+
 def pin(pid: int, cpu: int) -> None:
     """Give the process under test one core and everything else the other, when there are two:
     the baseline and walstream then compete on equal terms, not with the load generator."""
-    cpus = sorted(os.sched_getaffinity(0))
-    if len(cpus) >= 2:
-        os.sched_setaffinity(pid, {cpus[cpu]})
+    if len(_CPUS) >= 2:
+        os.sched_setaffinity(pid, {_CPUS[cpu]})
+
+
+def core_times() -> dict[int, tuple[float, float]]:
+    """(busy, total) jiffies per core so far (Linux /proc/stat)."""
+    out = {}
+    with open("/proc/stat") as stat:
+        for line in stat:
+            name, *fields = line.split()
+            if name.startswith("cpu") and name != "cpu":
+                values = [float(v) for v in fields[:8]]
+                idle = values[3] + values[4]
+                out[int(name[3:])] = (sum(values) - idle, sum(values))
+    return out
+
+
+def core_busy(before: dict[int, tuple[float, float]], after: dict[int, tuple[float, float]]) -> str:
+    """How busy each core was between two ``core_times()`` readings, e.g. 'cpu0 64%, cpu1 97%'."""
+    parts = []
+    for core in sorted(after):
+        busy = after[core][0] - before[core][0]
+        total = after[core][1] - before[core][1]
+        parts.append(f"cpu{core} {100 * busy / total:.0f}%" if total else f"cpu{core} ?")
+    return ", ".join(parts)
 
 
 def cpu_seconds(pid: int) -> float:

@@ -136,8 +136,9 @@ def main() -> None:
                 pairs.append((base, wal))
                 print(
                     f"round {round_no}: forward agent {base.records_per_s:7.0f} records/s "
-                    f"({base.cpu_us:.0f} us CPU each) | walstream deliver->retry->deliver "
-                    f"{wal.records_per_s:7.0f} records/s ({wal.cpu_us:.0f} us CPU each) | "
+                    f"({base.cpu_us:.0f} us CPU each; {base.cores}) | walstream "
+                    f"deliver->retry->deliver {wal.records_per_s:7.0f} records/s "
+                    f"({wal.cpu_us:.0f} us CPU each; {wal.cores}) | "
                     f"ratio {wal.records_per_s / base.records_per_s:.2f}",
                     flush=True,
                 )
