@@ -63,11 +63,14 @@ def route_write(env: Envelope, log_topic: str, now_ms: int, app_id: str) -> Outg
     key's partition, when due."""
     key = env.key.encode() if env.key is not None else None
     value = encode_envelope(env)
-    stop = next_stop(env.due_ms, now_ms)
+    due_ms = env.lifecycle.deliver_at_ms  # a new write has no retry backoff
+    if due_ms <= now_ms:  # the common case, first
+        return Outgoing(log_topic, key, value)
+    stop = next_stop(due_ms, now_ms)
     if isinstance(stop, Deliver):
-        return Outgoing(topic=log_topic, key=key, value=value)
+        return Outgoing(log_topic, key, value)
     return Outgoing(
-        topic=delay_topic(app_id, tier_of(stop)), key=key, value=value, due=(env.due_ms, log_topic)
+        topic=delay_topic(app_id, tier_of(stop)), key=key, value=value, due=(due_ms, log_topic)
     )
 
 
