@@ -29,9 +29,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _load import LoadResult, cpu_seconds, pin, post_bytes, run_load
 
 from walstream.broker import EmbeddedBroker, free_port
+from walstream.kafka.admin import ensure_topics
 from walstream.namespaces.broadcast import NamespacePublisher
 from walstream.namespaces.config import parse_namespace
 from walstream.settings import Settings
+from walstream.topology import TopicSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 NS = "bench"
@@ -186,6 +188,12 @@ def main() -> None:
         settings = Settings(bootstrap_servers=servers)
 
         async def setup() -> None:
+            # The baseline's topic is shaped like the namespace's log (its partition count
+            # decides how aiokafka batches concurrent sends), not left to auto-creation.
+            await ensure_topics(
+                servers,
+                [TopicSpec(name="bench.baseline", partitions=settings.default_partitions)],
+            )
             publisher = NamespacePublisher(settings)
             await publisher.start()
             await publisher.apply(
