@@ -51,6 +51,7 @@ test-fast: $(STAMP) ## Unit and API tests only (no servers)
 bench: $(STAMP) ## Benchmarks (ratios against baselines measured in the same run)
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/retry.py
+	$(BIN)/python bench/delay.py
 
 bench-ir: $(STAMP) ## Ingest cost in instructions per write under callgrind (repeatable; needs valgrind)
 	$(BIN)/python bench/ingest_ir.py
