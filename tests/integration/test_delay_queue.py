@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import random
 import time
+import urllib.request
 from collections import defaultdict
 
 import orjson
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from walstream.client import write_request
 
@@ -33,6 +35,18 @@ def namespace(name, url):
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def metric(worker, name, **labels):
+    """A sample of the worker's /metrics (None while not reported)."""
+    url = f"http://127.0.0.1:{worker.web_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return sample.value
+    return None
 
 
 def first_deliveries(recorder):
@@ -132,10 +146,18 @@ async def test_sigkill_with_10k_pending_loses_none_and_delivers_none_early(
         for n in range(10_000)
     ]
     written = await write_all(wal_client, ns, bodies)
+    # the backlog is visible: the stage's pending estimate and the earliest due time it holds
+    pending = await eventually(
+        lambda: (metric(worker, "walstream_delay_pending_records") or 0) >= 5_000, 15, "pending"
+    )
+    assert pending
+    oldest_due = metric(worker, "walstream_delay_oldest_due_timestamp_seconds")
+    assert oldest_due is not None
+    assert abs(oldest_due - time.time()) < 60
     await eventually(lambda: len(first_deliveries(recorder)) > 0, 30, "the first deliveries")
     worker.kill()  # SIGKILL while most of the 10k wait in the delay tiers and timers
     delivered_before = len(first_deliveries(recorder))
-    assert delivered_before < 5_000
+    assert delivered_before < 8_000  # thousands still pending when it died
     replacement = workers()
     await wait_serving(replacement, f"wal.{ns}.log")
     await eventually(
@@ -144,3 +166,7 @@ async def test_sigkill_with_10k_pending_loses_none_and_delivers_none_early(
     first = first_deliveries(recorder)
     assert set(first) == {record_id for record_id, _, _ in written}
     assert_never_early(written, first)
+    # every attempt's lateness is observed, per namespace
+    observed = metric(replacement, "walstream_delivery_lateness_seconds_count", namespace=ns)
+    assert observed is not None
+    assert observed >= len(written) - delivered_before
