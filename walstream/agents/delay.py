@@ -347,7 +347,11 @@ class DelayStage(mode.Service):
             )
         except Exception:
             self._in_flight -= 1
-            raise  # the loop backs off; the offset stays pending, so it is never committed past
+            # Pending, so never committed past; sent again shortly, while the loop backs off.
+            self.add_future(
+                self._resend(tp, part, offset, topic, partition, record, headers, timestamp_ms)
+            )
+            raise
         future.add_done_callback(
             lambda done: self._sent(
                 done, tp, offset, topic, partition, record, headers, timestamp_ms
@@ -398,23 +402,32 @@ class DelayStage(mode.Service):
                 future = await self._producer.send_batch(hops.batch, topic, partition=partition)
             except Exception:
                 self._in_flight -= len(hops.members)
-                raise  # the loop backs off; the offsets stay pending, never committed past
+                # Pending, so never committed past; sent again shortly, while the loop backs off.
+                self._resend_hops(hops, key)
+                raise
             future.add_done_callback(
                 lambda done, hops=hops, key=key: self._hops_sent(done, hops, key)
             )
 
     def _hops_sent(self, done: asyncio.Future[Any], hops: _Hops, key: tuple[str, int]) -> None:
         self._in_flight -= len(hops.members)
-        failed = done.cancelled() or done.exception() is not None
-        if failed and not self.should_stop:
-            logger.warning("delay hops to %s[%d] failed (%s); resending", *key, done.exception())
+        if done.cancelled() or done.exception() is not None:
+            if not self.should_stop:
+                why = "cancelled" if done.cancelled() else done.exception()
+                logger.warning("delay hops to %s[%d] failed (%s); resending", *key, why)
+                self._resend_hops(hops, key)
+            return
+        for tp, record, _, _ in hops.members:
+            part = self._parts.get(tp)
+            if part is not None:  # else revoked: the new owner re-reads it
+                part.pending.discard(record.offset)
+
+    def _resend_hops(self, hops: _Hops, key: tuple[str, int]) -> None:
+        if self.should_stop:
+            return  # not committed past: re-read after the restart
         for tp, record, headers, written_ms in hops.members:
             part = self._parts.get(tp)
-            if part is None:
-                continue  # revoked: the new owner re-reads it
-            if not failed:
-                part.pending.discard(record.offset)
-            elif not self.should_stop:
+            if part is not None:
                 self.add_future(
                     self._resend(tp, part, record.offset, *key, record, headers, written_ms)
                 )
@@ -435,7 +448,8 @@ class DelayStage(mode.Service):
         if done.cancelled() or done.exception() is not None:
             if part is None or self.should_stop:
                 return  # revoked or stopping: the offset was not committed past; re-read later
-            logger.warning("delay forward to %s failed (%s); resending", topic, done.exception())
+            why = "cancelled" if done.cancelled() else done.exception()
+            logger.warning("delay forward to %s failed (%s); resending", topic, why)
             self.add_future(
                 self._resend(tp, part, offset, topic, partition, record, headers, timestamp_ms)
             )
