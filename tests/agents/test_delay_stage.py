@@ -12,7 +12,7 @@ import pytest
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaConnectionError
 
-from walstream.agents.delay import DelayStage, _Partition
+from walstream.agents.delay import DelayStage, _Out, _Partition
 from walstream.core.delay import delay_headers
 from walstream.settings import Settings
 
@@ -95,7 +95,7 @@ async def test_a_refused_forward_is_sent_again(stage, part):
     tp, partition = part
     stage._producer = stage._due_producer = producer = FlakyProducer(failures=1)
     with pytest.raises(KafkaConnectionError):
-        await stage._send(tp, partition, 5, "wal.ns.log", 0, Record(5), None, None)
+        await stage._send(partition, _Out(tp, Record(5), "wal.ns.log", 0, None))
     assert partition.safe_offset() == 5
     await asyncio.sleep(0.7)
     assert producer.sent == [("wal.ns.log", 0, 1)]

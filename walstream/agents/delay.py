@@ -24,7 +24,7 @@ import heapq
 import logging
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import mode
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -75,15 +75,43 @@ class _Partition:
         return min(self.pending) if self.pending else self.next_offset
 
 
+class _Out(NamedTuple):
+    """One record the stage produces: a hop into a tier, or a forward to its destination."""
+
+    tp: TopicPartition  #: where it was read (its offset stays pending until this is acked)
+    record: Any
+    topic: str
+    partition: int
+    headers: list[tuple[str, bytes]] | None
+    #: a hop's write time into the tier; None for a forward
+    timestamp_ms: int | None = None
+
+
 @dataclass
 class _Hops:
     """A record batch of hops into one tier partition, and what it holds."""
 
     batch: Any
-    #: (source partition, record, its headers, the hop's write time)
-    members: list[tuple[TopicPartition, Any, list[tuple[str, bytes]], int]] = field(
-        default_factory=list
-    )
+    members: list[_Out] = field(default_factory=list)
+
+    def add(self, out: _Out) -> bool:
+        """Append ``out``; False when the batch is full."""
+        record = out.record
+        appended = self.batch.append(
+            key=record.key, value=record.value, timestamp=out.timestamp_ms, headers=out.headers
+        )
+        if appended is None:
+            return False
+        self.members.append(out)
+        return True
+
+
+def _failed(done: asyncio.Future[Any]) -> bool:
+    return done.cancelled() or done.exception() is not None
+
+
+def _why(done: asyncio.Future[Any]) -> object:
+    return "cancelled" if done.cancelled() else done.exception()
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
@@ -301,62 +329,40 @@ class DelayStage(mode.Service):
             if part is None:  # revoked meanwhile: the new owner re-reads it
                 continue
             part.pending.discard(offset)
-            await self._forward(tp, part, record, headers, self.clock.now_ms())
+            await self._forward(tp, part, record, headers)
 
     async def _forward(
-        self, tp: TopicPartition, part: _Partition, record: Any, headers: DelayHeaders, now: int
+        self, tp: TopicPartition, part: _Partition, record: Any, headers: DelayHeaders
     ) -> None:
         # Handed over up to handoff_lead_ms early, due time attached: the agent holds it till then.
-        await self._send(
-            tp,
-            part,
-            record.offset,
-            headers.dest_topic,
-            headers.dest_partition,
-            record,
-            due_header(headers.due_ms),
-            None,
+        out = _Out(
+            tp, record, headers.dest_topic, headers.dest_partition, due_header(headers.due_ms)
         )
+        await self._send(part, out)
         self.forwarded += 1
         self._hop("due")
 
-    async def _send(
-        self,
-        tp: TopicPartition,
-        part: _Partition,
-        offset: int,
-        topic: str,
-        partition: int,
-        record: Any,
-        headers: list[tuple[str, bytes]] | None,
-        timestamp_ms: int | None,
-    ) -> None:
+    async def _send(self, part: _Partition, out: _Out) -> None:
         """Produce one record: a hop (``timestamp_ms`` set: its write time into the tier) or a
         forward to its destination (None), each on its own producer."""
-        part.pending.add(offset)
+        part.pending.add(out.record.offset)
         self._in_flight += 1
-        producer = self._producer if timestamp_ms is not None else self._due_producer
+        producer = self._producer if out.timestamp_ms is not None else self._due_producer
         try:
             future = await producer.send(
-                topic,
-                record.value,
-                key=record.key,
-                partition=partition,
-                timestamp_ms=timestamp_ms,
-                headers=headers,
+                out.topic,
+                out.record.value,
+                key=out.record.key,
+                partition=out.partition,
+                timestamp_ms=out.timestamp_ms,
+                headers=out.headers,
             )
         except Exception:
             self._in_flight -= 1
             # Pending, so never committed past; sent again shortly, while the loop backs off.
-            self.add_future(
-                self._resend(tp, part, offset, topic, partition, record, headers, timestamp_ms)
-            )
+            self.add_future(self._resend(part, out))
             raise
-        future.add_done_callback(
-            lambda done: self._sent(
-                done, tp, offset, topic, partition, record, headers, timestamp_ms
-            )
-        )
+        future.add_done_callback(lambda done: self._sent(done, out))
 
     async def _add_hop(
         self,
@@ -369,27 +375,19 @@ class DelayStage(mode.Service):
     ) -> None:
         """Queue a hop into a record batch for its tier partition (one future per batch, not per
         record: a crowd leaving a tier together costs a fraction of sending each)."""
-        headers = list(record.headers)
-        part.pending.add(record.offset)
+        out = _Out(tp, record, topic, partition, list(record.headers), now)
+        part.pending.add(record.offset)  # first: a failing flush below must not commit past it
         self._in_flight += 1
         key = (topic, partition)
         hops = self._hops.get(key)
         if hops is None:
             hops = self._hops[key] = _Hops(self._producer.create_batch())
-        if (
-            hops.batch.append(key=record.key, value=record.value, timestamp=now, headers=headers)
-            is None
-        ):
+        if not hops.add(out):
             await self._flush_hops(key)
             hops = self._hops[key] = _Hops(self._producer.create_batch())
-            appended = hops.batch.append(
-                key=record.key, value=record.value, timestamp=now, headers=headers
-            )
-            if appended is None:  # larger than a batch: on its own
-                self._in_flight -= 1
-                await self._send(tp, part, record.offset, topic, partition, record, headers, now)
-                return
-        hops.members.append((tp, record, headers, now))
+            if not hops.add(out):  # larger than a batch: on its own
+                self._in_flight -= 1  # counted again by _send
+                await self._send(part, out)
 
     async def _flush_hops(self, only: tuple[str, int] | None = None) -> None:
         keys = [only] if only is not None else list(self._hops)
@@ -403,75 +401,48 @@ class DelayStage(mode.Service):
             except Exception:
                 self._in_flight -= len(hops.members)
                 # Pending, so never committed past; sent again shortly, while the loop backs off.
-                self._resend_hops(hops, key)
+                self._resend_all(hops.members)
                 raise
-            future.add_done_callback(
-                lambda done, hops=hops, key=key: self._hops_sent(done, hops, key)
-            )
+            future.add_done_callback(lambda done, hops=hops: self._hops_sent(done, hops))
 
-    def _hops_sent(self, done: asyncio.Future[Any], hops: _Hops, key: tuple[str, int]) -> None:
+    def _hops_sent(self, done: asyncio.Future[Any], hops: _Hops) -> None:
         self._in_flight -= len(hops.members)
-        if done.cancelled() or done.exception() is not None:
+        if _failed(done):
             if not self.should_stop:
-                why = "cancelled" if done.cancelled() else done.exception()
-                logger.warning("delay hops to %s[%d] failed (%s); resending", *key, why)
-                self._resend_hops(hops, key)
+                first = hops.members[0]
+                logger.warning("delay hops to %s[%d] failed (%s); resending",
+                               first.topic, first.partition, _why(done))  # fmt: skip
+                self._resend_all(hops.members)
             return
-        for tp, record, _, _ in hops.members:
-            part = self._parts.get(tp)
+        for out in hops.members:
+            part = self._parts.get(out.tp)
             if part is not None:  # else revoked: the new owner re-reads it
-                part.pending.discard(record.offset)
+                part.pending.discard(out.record.offset)
 
-    def _resend_hops(self, hops: _Hops, key: tuple[str, int]) -> None:
+    def _sent(self, done: asyncio.Future[Any], out: _Out) -> None:
+        self._in_flight -= 1
+        part = self._parts.get(out.tp)
+        if _failed(done):
+            if part is not None and not self.should_stop:
+                logger.warning("delay forward to %s failed (%s); resending", out.topic, _why(done))
+                self._resend_all([out])
+            return  # revoked or stopping: the offset was not committed past; re-read later
+        if part is not None:
+            part.pending.discard(out.record.offset)
+
+    def _resend_all(self, outs: list[_Out]) -> None:
         if self.should_stop:
             return  # not committed past: re-read after the restart
-        for tp, record, headers, written_ms in hops.members:
-            part = self._parts.get(tp)
+        for out in outs:
+            part = self._parts.get(out.tp)
             if part is not None:
-                self.add_future(
-                    self._resend(tp, part, record.offset, *key, record, headers, written_ms)
-                )
+                self.add_future(self._resend(part, out))
 
-    def _sent(
-        self,
-        done: asyncio.Future[Any],
-        tp: TopicPartition,
-        offset: int,
-        topic: str,
-        partition: int,
-        record: Any,
-        headers: list[tuple[str, bytes]] | None,
-        timestamp_ms: int | None,
-    ) -> None:
-        self._in_flight -= 1
-        part = self._parts.get(tp)
-        if done.cancelled() or done.exception() is not None:
-            if part is None or self.should_stop:
-                return  # revoked or stopping: the offset was not committed past; re-read later
-            why = "cancelled" if done.cancelled() else done.exception()
-            logger.warning("delay forward to %s failed (%s); resending", topic, why)
-            self.add_future(
-                self._resend(tp, part, offset, topic, partition, record, headers, timestamp_ms)
-            )
-            return
-        if part is not None:
-            part.pending.discard(offset)
-
-    async def _resend(
-        self,
-        tp: TopicPartition,
-        part: _Partition,
-        offset: int,
-        topic: str,
-        partition: int,
-        record: Any,
-        headers: list[tuple[str, bytes]] | None,
-        timestamp_ms: int | None,
-    ) -> None:
+    async def _resend(self, part: _Partition, out: _Out) -> None:
         await asyncio.sleep(0.5)
-        if self._parts.get(tp) is not part:
+        if self._parts.get(out.tp) is not part:
             return  # revoked meanwhile: the new owner re-reads it
-        await self._send(tp, part, offset, topic, partition, record, headers, timestamp_ms)
+        await self._send(part, out)
 
     # -- offsets and rebalances ---------------------------------------------------------------
 
