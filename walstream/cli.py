@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -235,9 +237,42 @@ _dlq_filters = [
 
 
 def _with_filters(func: Any) -> Any:
+    """Add the selection options; the command gets them as one ``selection``."""
+
+    @functools.wraps(func)
+    def command(
+        *args: Any,
+        ids: tuple[str, ...],
+        since: str | None,
+        until: str | None,
+        error_class: str | None,
+        **kwargs: Any,
+    ) -> Any:
+        return func(*args, selection=_selection(ids, since, until, error_class), **kwargs)
+
     for option in reversed(_dlq_filters):
-        func = option(func)
-    return func
+        command = option(command)
+    return command
+
+
+async def _selected(settings: Settings, namespace: str, selection: Any) -> tuple[Any, list[Any]]:
+    """The namespace's config and its open DLQ entries that ``selection`` takes."""
+    from walstream.dlq import read_dlq
+
+    ns = await _namespace_config(settings, namespace)
+    return ns, (await read_dlq(settings.bootstrap_list, ns.topics.dlq)).select(selection)
+
+
+@contextlib.asynccontextmanager
+async def _producer(settings: Settings) -> AsyncIterator[Any]:
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_list, acks="all")
+    await producer.start()
+    try:
+        yield producer
+    finally:
+        await producer.stop()
 
 
 @cli.group()
@@ -248,22 +283,12 @@ def dlq() -> None:
 @dlq.command("list")
 @click.argument("namespace")
 @_with_filters
-def dlq_list(
-    namespace: str,
-    ids: tuple[str, ...],
-    since: str | None,
-    until: str | None,
-    error_class: str | None,
-) -> None:
+def dlq_list(namespace: str, selection: Any) -> None:
     """List open DLQ entries (oldest first)."""
-    from walstream.dlq import read_dlq
-
     settings = _cluster_settings()
-    selection = _selection(ids, since, until, error_class)
 
     async def run() -> Any:
-        ns = await _namespace_config(settings, namespace)
-        return (await read_dlq(settings.bootstrap_list, ns.topics.dlq)).select(selection)
+        return (await _selected(settings, namespace, selection))[1]
 
     entries = _run(run)
     for e in entries:
@@ -299,30 +324,18 @@ def dlq_show(namespace: str, record_id: str) -> None:
 @click.option("--rate", type=click.FloatRange(min=0.001), help="records per second at most")
 @click.option("--target", "target_json", help="deliver to this target instead (JSON)")
 def dlq_redrive(
-    namespace: str,
-    ids: tuple[str, ...],
-    since: str | None,
-    until: str | None,
-    error_class: str | None,
-    rate: float | None,
-    target_json: str | None,
+    namespace: str, selection: Any, rate: float | None, target_json: str | None
 ) -> None:
     """Republish open DLQ entries to the log with attempts reset (history kept)."""
-    from aiokafka import AIOKafkaProducer
-
-    from walstream.dlq import RedriveProgress, read_dlq, redrive
+    from walstream.dlq import RedriveProgress, redrive
 
     settings = _cluster_settings()
-    selection = _selection(ids, since, until, error_class)
     target = _target_option(target_json)
 
     async def run() -> RedriveProgress:
-        ns = await _namespace_config(settings, namespace)
-        entries = (await read_dlq(settings.bootstrap_list, ns.topics.dlq)).select(selection)
+        ns, entries = await _selected(settings, namespace, selection)
         progress = RedriveProgress(namespace=namespace, total=len(entries))
-        producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_list, acks="all")
-        await producer.start()
-        try:
+        async with _producer(settings) as producer:
             with click.progressbar(length=len(entries), label=f"redrive {namespace}") as bar:
                 await redrive(
                     producer,
@@ -333,8 +346,6 @@ def dlq_redrive(
                     target=target,
                     on_step=lambda _: bar.update(1),
                 )
-        finally:
-            await producer.stop()
         return progress
 
     progress = _run(run)
@@ -346,32 +357,19 @@ def dlq_redrive(
 @dlq.command("discard")
 @click.argument("namespace")
 @_with_filters
-def dlq_discard(
-    namespace: str,
-    ids: tuple[str, ...],
-    since: str | None,
-    until: str | None,
-    error_class: str | None,
-) -> None:
+def dlq_discard(namespace: str, selection: Any) -> None:
     """Close open DLQ entries without redriving them."""
-    from aiokafka import AIOKafkaProducer
-
-    from walstream.dlq import discard, read_dlq
+    from walstream.core.dlq import Selection
+    from walstream.dlq import discard
 
     settings = _cluster_settings()
-    selection = _selection(ids, since, until, error_class)
-    if not (ids or since or until or error_class):
+    if selection == Selection():
         raise click.UsageError("name what to discard: --id, --since, --until or --error-class")
 
     async def run() -> int:
-        ns = await _namespace_config(settings, namespace)
-        entries = (await read_dlq(settings.bootstrap_list, ns.topics.dlq)).select(selection)
-        producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_list, acks="all")
-        await producer.start()
-        try:
+        ns, entries = await _selected(settings, namespace, selection)
+        async with _producer(settings) as producer:
             return await discard(producer, ns, entries)
-        finally:
-            await producer.stop()
 
     click.echo(f"discarded {_run(run)}")
 
