@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from walstream.clock import Clock, SystemClock
 from walstream.core.dlq import (
@@ -28,7 +28,7 @@ from walstream.core.dlq import (
     parse_dlq_record,
 )
 from walstream.errors import PoisonRecordError, WalError
-from walstream.kafka.clients import stop_consumer
+from walstream.kafka.clients import assign_from_start, stop_consumer
 from walstream.namespaces.config import NamespaceConfig
 from walstream.records import decode_envelope, encode_envelope
 
@@ -68,17 +68,9 @@ async def read_dlq(
     try:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within_s
-        parts = consumer.partitions_for_topic(topic)
-        while not parts and loop.time() < deadline:
-            await consumer.topics()
-            parts = consumer.partitions_for_topic(topic)
-            if not parts:
-                await asyncio.sleep(0.1)
-        tps = [TopicPartition(topic, p) for p in sorted(parts or ())]
+        tps = await assign_from_start(consumer, [topic], within_s=within_s)
         if not tps:
             return view
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
         pending = set(tps)
         while pending and loop.time() < deadline:
             batches = await consumer.getmany(*pending, timeout_ms=200)
@@ -165,13 +157,7 @@ async def redrive(
             )
             key = env.key.encode() if env.key is not None else None
             await producer.send_and_wait(ns.topics.log, encode_envelope(again), key=key)
-            await producer.send_and_wait(
-                ns.topics.dlq,
-                b"",
-                key=entry.id.encode(),
-                partition=entry.partition if entry.partition >= 0 else None,
-                headers=marker_headers(MarkerKind.REDRIVEN, clock.now_ms()),
-            )
+            await _close(producer, ns, entry, MarkerKind.REDRIVEN, clock.now_ms())
             progress.redriven += 1
             if on_step is not None:
                 on_step(progress)
@@ -196,14 +182,21 @@ async def discard(
     """Close entries without redriving them; return how many."""
     clock = clock or SystemClock()
     for entry in entries:
-        await producer.send_and_wait(
-            ns.topics.dlq,
-            b"",
-            key=entry.id.encode(),
-            partition=entry.partition if entry.partition >= 0 else None,
-            headers=marker_headers(MarkerKind.DISCARDED, clock.now_ms()),
-        )
+        await _close(producer, ns, entry, MarkerKind.DISCARDED, clock.now_ms())
     return len(entries)
+
+
+async def _close(
+    producer: Any, ns: NamespaceConfig, entry: DlqEntry, kind: MarkerKind, now_ms: int
+) -> None:
+    """Append the marker that closes ``entry`` (on its partition, so it follows the entry)."""
+    await producer.send_and_wait(
+        ns.topics.dlq,
+        b"",
+        key=entry.id.encode(),
+        partition=entry.partition if entry.partition >= 0 else None,
+        headers=marker_headers(kind, now_ms),
+    )
 
 
 def entry_json(entry: DlqEntry, *, with_record: bool = False) -> dict[str, Any]:

@@ -16,12 +16,12 @@ from collections.abc import Iterable
 from typing import Any
 
 import mode
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 
 from walstream.clock import Clock, SystemClock
 from walstream.core.dlq import DlqTally, parse_dlq_record
-from walstream.kafka.clients import stop_consumer
+from walstream.kafka.clients import assign_from_start, stop_consumer
 from walstream.metrics import WalMetrics
 from walstream.settings import Settings
 
@@ -96,7 +96,10 @@ class DlqMonitor(mode.Service):
         )
         await consumer.start()
         try:
-            await self._assign(consumer, sorted(namespace_of))
+            assigned = await assign_from_start(consumer, sorted(namespace_of), within_s=5.0)
+            missing = set(namespace_of) - {tp.topic for tp in assigned}
+            if missing:
+                raise KafkaError(f"no metadata for {sorted(missing)}")
             last_report = 0
             while not self.should_stop and not self._changed.is_set():
                 batches = await consumer.getmany(timeout_ms=500, max_records=10_000)
@@ -118,22 +121,6 @@ class DlqMonitor(mode.Service):
                     last_report = now
         finally:
             await stop_consumer(consumer)
-
-    async def _assign(self, consumer: Any, topics: list[str]) -> None:
-        tps: list[TopicPartition] = []
-        for topic in topics:
-            for _ in range(50):
-                parts = consumer.partitions_for_topic(topic)
-                if parts:
-                    break
-                with contextlib.suppress(KafkaError):
-                    await consumer.topics()  # refresh metadata
-                await asyncio.sleep(0.1)
-            else:
-                raise KafkaError(f"no metadata for {topic}")
-            tps.extend(TopicPartition(topic, p) for p in sorted(parts))
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
 
     def _report(self, now_ms: int) -> None:
         for ns, tally in self.tallies.items():

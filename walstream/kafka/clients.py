@@ -3,9 +3,40 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["stop_consumer"]
+from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError
+
+__all__ = ["assign_from_start", "stop_consumer"]
+
+
+async def assign_from_start(
+    consumer: Any, topics: Iterable[str], *, within_s: float
+) -> list[TopicPartition]:
+    """Assign every partition of ``topics`` to a groupless consumer, at their beginnings.
+
+    Waits up to ``within_s`` for metadata; a topic still unknown then is left out (the caller
+    decides whether that is an error).
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_s
+    tps: list[TopicPartition] = []
+    for topic in topics:
+        parts = consumer.partitions_for_topic(topic)
+        while not parts and loop.time() < deadline:
+            with contextlib.suppress(KafkaError):
+                await consumer.topics()  # refresh metadata
+            parts = consumer.partitions_for_topic(topic)
+            if not parts:
+                await asyncio.sleep(0.1)
+        tps.extend(TopicPartition(topic, p) for p in sorted(parts or ()))
+    if tps:
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+    return tps
 
 
 async def stop_consumer(consumer: Any) -> None:
