@@ -43,6 +43,20 @@ def get_json(url: str, timeout: float = 2.0) -> Any:
         return json.loads(response.read())
 
 
+def worker_metric(worker: WorkerProcess, name: str, **labels: str) -> float | None:
+    """A sample of the worker's Prometheus page (None while not reported)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    url = f"http://127.0.0.1:{worker.web_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return None
+
+
 class WorkerProcess:
     """A Faust worker in a subprocess, stopped by PID."""
 

@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import random
 import time
-import urllib.request
 from collections import defaultdict
 
 import orjson
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from walstream.client import write_request
 
 from .conftest import apply_namespace, eventually, wait_serving
+from .helpers import worker_metric
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -35,18 +34,6 @@ def namespace(name, url):
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-def metric(worker, name, **labels):
-    """A sample of the worker's /metrics (None while not reported)."""
-    url = f"http://127.0.0.1:{worker.web_port}/metrics"
-    with urllib.request.urlopen(url, timeout=5) as response:
-        text = response.read().decode()
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                return sample.value
-    return None
 
 
 def first_deliveries(recorder):
@@ -148,10 +135,12 @@ async def test_sigkill_with_10k_pending_loses_none_and_delivers_none_early(
     written = await write_all(wal_client, ns, bodies)
     # the backlog is visible: the stage's pending estimate and the earliest due time it holds
     pending = await eventually(
-        lambda: (metric(worker, "walstream_delay_pending_records") or 0) >= 5_000, 15, "pending"
+        lambda: (worker_metric(worker, "walstream_delay_pending_records") or 0) >= 5_000,
+        15,
+        "pending",
     )
     assert pending
-    oldest_due = metric(worker, "walstream_delay_oldest_due_timestamp_seconds")
+    oldest_due = worker_metric(worker, "walstream_delay_oldest_due_timestamp_seconds")
     assert oldest_due is not None
     assert abs(oldest_due - time.time()) < 60
     await eventually(lambda: len(first_deliveries(recorder)) > 0, 30, "the first deliveries")
@@ -167,6 +156,6 @@ async def test_sigkill_with_10k_pending_loses_none_and_delivers_none_early(
     assert set(first) == {record_id for record_id, _, _ in written}
     assert_never_early(written, first)
     # every attempt's lateness is observed, per namespace
-    observed = metric(replacement, "walstream_delivery_lateness_seconds_count", namespace=ns)
+    observed = worker_metric(replacement, "walstream_delivery_lateness_seconds_count", namespace=ns)
     assert observed is not None
     assert observed >= len(written) - delivered_before

@@ -4,16 +4,15 @@ re-delivers a window except the skipped record; the HTTP endpoints do the same a
 from __future__ import annotations
 
 import time
-import urllib.request
 
 import orjson
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from walstream.api.app import build_api
 from walstream.dlq import read_dlq
 
 from .conftest import apply_namespace, eventually, run_cli, wait_serving
+from .helpers import worker_metric
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -33,15 +32,10 @@ async def open_entries(settings, ns):
 
 def dlq_gauges(worker, ns) -> tuple[float | None, float | None]:
     """The worker's (open entries, oldest age in s) for ``ns``, None while not reported."""
-    url = f"http://127.0.0.1:{worker.web_port}/metrics"
-    with urllib.request.urlopen(url, timeout=5) as response:
-        text = response.read().decode()
-    found: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.labels.get("namespace") == ns:
-                found[sample.name] = sample.value
-    return found.get("walstream_dlq_records"), found.get("walstream_dlq_oldest_age_seconds")
+    return (
+        worker_metric(worker, "walstream_dlq_records", namespace=ns),
+        worker_metric(worker, "walstream_dlq_oldest_age_seconds", namespace=ns),
+    )
 
 
 async def test_redrive_after_fixing_the_target_delivers_and_closes_the_entry(
