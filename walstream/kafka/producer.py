@@ -74,8 +74,11 @@ def route_write(env: Envelope, log_topic: str, now_ms: int, app_id: str) -> Outg
     )
 
 
-def _pick(key: bytes | None, parts: list[int], sticky: int) -> int:
-    return sticky if key is None else int(_partitioner(key, parts, parts))
+def _pick(key: bytes | None, parts: list[int]) -> int:
+    """The partition the default partitioner gives ``key``; any one for no key."""
+    if key is None:
+        return random.choice(parts)  # noqa: S311 - load spreading only
+    return int(_partitioner(key, parts, parts))
 
 
 async def _route(
@@ -91,10 +94,10 @@ async def _route(
 
     own = await parts_of(record.topic)
     if record.due is None:
-        return _pick(record.key, own, random.choice(own)), None  # noqa: S311 - spreading only
+        return _pick(record.key, own), None
     due_ms, dest = record.due
     dest_parts = await parts_of(dest)
-    dest_partition = _pick(record.key, dest_parts, random.choice(dest_parts))  # noqa: S311
+    dest_partition = _pick(record.key, dest_parts)
     return own[dest_partition % len(own)], delay_headers(due_ms, dest, dest_partition)
 
 
