@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from walstream.errors import ConfigError, NamespaceNotFoundError
-from walstream.namespaces.config import parse_namespace
+from walstream.core.ordering import OnDlq
+from walstream.namespaces.config import Ordering, parse_namespace
 from walstream.namespaces.files import load_namespace_files
 from walstream.namespaces.registry import Change, NamespaceRegistry, encode_event
 
@@ -24,6 +25,7 @@ def test_defaults_and_derived_topics():
     assert ns.max_attempts == 10
     assert ns.max_delay_ms == 7 * 24 * 3600 * 1000
     assert ns.target is None
+    assert (ns.ordering, ns.on_dlq) == (Ordering.NONE, OnDlq.RELEASE)
 
 
 def test_overrides_are_kept_and_round_trip():
@@ -37,8 +39,11 @@ def test_overrides_are_kept_and_round_trip():
         "max_payload_bytes": 100,
         "max_delay_ms": 0,
         "description": "x",
+        "ordering": "key",
+        "on_dlq": "hold",
     }
     ns = parse_namespace(obj)
+    assert (ns.ordering, ns.on_dlq) == (Ordering.KEY, OnDlq.HOLD)
     assert ns.topics.log == "evcache_foobar"
     assert ns.topics.dlq == "wal.evc_foobar.dlq"
     assert ns.backoff.multiplier == 3.0
@@ -61,6 +66,8 @@ def test_overrides_are_kept_and_round_trip():
         ({"name": "a", "topics": {"audit": "x"}}, "topics.audit"),
         ({"name": "a", "target": {"type": "kafka"}}, "target.topic"),
         ({"name": "a", "max_delay_ms": -1}, "max_delay_ms"),
+        ({"name": "a", "ordering": "strict"}, "ordering"),
+        ({"name": "a", "on_dlq": True}, "on_dlq"),
     ],
 )
 def test_invalid_definitions_name_the_key(obj, key):

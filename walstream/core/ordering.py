@@ -16,7 +16,8 @@ Transitions, each a pure function of the key's state (``None``: the key is not b
 * the head is dead-lettered with ``on_dlq = "hold"``: the key stays blocked until its DLQ entry is
   redriven (the head comes back) or discarded (settled then).
 
-Not wired into the worker yet: this is the decision core for the ordering issue.
+The worker (``walstream.agents.ordering``) applies these to its table and hands a released
+record over with a marker on the retry topic; this module decides, and does no I/O.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ __all__ = [
     "blocked_by_failure",
     "dead_lettered",
     "settled",
+    "state_from_json",
+    "state_to_json",
 ]
 
 
@@ -92,11 +95,15 @@ def arrive(state: KeyState | None, ref: RecordRef) -> Go | Park:
 
 
 def blocked_by_failure(state: KeyState | None, record_id: str, now_ms: int) -> KeyState:
-    """The record being delivered failed and will be retried: the key waits on it."""
+    """The record being delivered will be retried (or waits for its time): the key waits on it.
+
+    Another head already (only a stale copy replayed after a crash can be delivered while its
+    key is blocked): the state stays; the record's retry copy is parked behind that head when it
+    comes back."""
     if state is None:
         return KeyState(head=record_id, since_ms=now_ms)
     if state.head != record_id:
-        raise ValueError(f"{record_id} is not the head of its key ({state.head} is)")
+        return state
     return replace(state, held=False)  # a redriven head failing again waits like any head
 
 
@@ -127,3 +134,25 @@ def dead_lettered(
     if state.head != record_id:
         return state, None
     return replace(state, held=True), None
+
+
+def state_to_json(state: KeyState) -> dict[str, object]:
+    """The table form of a key's state."""
+    return {
+        "head": state.head,
+        "since_ms": state.since_ms,
+        "held": state.held,
+        "waiting": [[r.id, r.topic, r.partition, r.offset] for r in state.waiting],
+    }
+
+
+def state_from_json(obj: dict[str, object]) -> KeyState:
+    """Inverse of ``state_to_json``."""
+    waiting = obj.get("waiting") or []
+    assert isinstance(waiting, list)
+    return KeyState(
+        head=str(obj["head"]),
+        since_ms=int(obj["since_ms"]),  # type: ignore[call-overload]
+        held=bool(obj.get("held", False)),
+        waiting=tuple(RecordRef(str(i), str(t), int(p), int(o)) for i, t, p, o in waiting),
+    )

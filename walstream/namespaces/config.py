@@ -4,16 +4,28 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from enum import Enum
+from typing import Any, TypeVar
 
+from walstream.core.ordering import OnDlq
 from walstream.core.targets import NAMESPACE_NAME, TargetSpec, parse_target
 from walstream.errors import BadRequestError, ConfigError
 from walstream.topology import NamespaceTopics, default_topics
 
-__all__ = ["BackoffPolicy", "NamespaceConfig", "parse_namespace"]
+__all__ = ["BackoffPolicy", "NamespaceConfig", "Ordering", "parse_namespace"]
+
+_E = TypeVar("_E", bound=Enum)
 
 DEFAULT_MAX_DELAY_MS = 7 * 24 * 3600 * 1000
 DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
+
+
+class Ordering(Enum):
+    """Per-key delivery order: ``none`` lets a retried record be overtaken by later ones of its
+    key; ``key`` holds a key's later records behind one waiting in retry or delay."""
+
+    NONE = "none"
+    KEY = "key"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -43,6 +55,9 @@ class NamespaceConfig:
     non_retryable: frozenset[str] = frozenset()
     #: Time from the first attempt after which a failing record is dead-lettered (None: no limit).
     retry_budget_ms: int | None = None
+    ordering: Ordering = Ordering.NONE
+    #: ``key`` ordering: whether dead-lettering a key's head lets the records behind it go on.
+    on_dlq: OnDlq = OnDlq.RELEASE
 
     def to_json(self) -> dict[str, Any]:
         """The canonical JSON form (what is published on the control topic)."""
@@ -63,6 +78,8 @@ class NamespaceConfig:
             "description": self.description,
             "non_retryable": sorted(self.non_retryable),
             "retry_budget_ms": self.retry_budget_ms,
+            "ordering": self.ordering.value,
+            "on_dlq": self.on_dlq.value,
         }
 
 
@@ -78,6 +95,8 @@ _TOP_LEVEL = {
     "description",
     "non_retryable",
     "retry_budget_ms",
+    "ordering",
+    "on_dlq",
 }
 
 
@@ -95,6 +114,15 @@ def _number(obj: Mapping[str, Any], key: str, default: float, lo: float, hi: flo
     if not isinstance(value, int | float) or isinstance(value, bool) or not lo <= value <= hi:
         raise ConfigError(key, value, f"must be a number in [{lo}, {hi}]")
     return float(value)
+
+
+def _choice(obj: Mapping[str, Any], key: str, enum: type[_E], default: _E) -> _E:
+    value = obj.get(key, default.value)
+    for member in enum:
+        if member.value == value:
+            return member
+    choices = " | ".join(str(m.value) for m in enum)
+    raise ConfigError(key, value, f"must be one of {choices}")
 
 
 def _parse_backoff(obj: Any) -> BackoffPolicy:
@@ -186,4 +214,6 @@ def parse_namespace(obj: Any) -> NamespaceConfig:
         description=description,
         non_retryable=frozenset(non_retryable),
         retry_budget_ms=budget,
+        ordering=_choice(obj, "ordering", Ordering, Ordering.NONE),
+        on_dlq=_choice(obj, "on_dlq", OnDlq, OnDlq.RELEASE),
     )
