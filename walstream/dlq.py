@@ -19,6 +19,9 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from walstream.agents.ordering import MarkerKind as OrderMarker
+from walstream.agents.ordering import marker_headers as order_marker_headers
+from walstream.agents.ordering import marker_value
 from walstream.clock import Clock, SystemClock
 from walstream.core.dlq import (
     DlqEntry,
@@ -179,11 +182,33 @@ async def redrive(
 async def discard(
     producer: Any, ns: NamespaceConfig, entries: Sequence[DlqEntry], clock: Clock | None = None
 ) -> int:
-    """Close entries without redriving them; return how many."""
+    """Close entries without redriving them; return how many.
+
+    With ``ordering = "key"``, each discarded record's key gets a settle marker too: a key held
+    behind it (``on_dlq = "hold"``) goes on with its next record. The worker ignores the marker
+    when the key is not held by that record."""
     clock = clock or SystemClock()
     for entry in entries:
+        if ns.key_ordered:
+            await _settle_key(producer, ns, entry)
         await _close(producer, ns, entry, MarkerKind.DISCARDED, clock.now_ms())
     return len(entries)
+
+
+async def _settle_key(producer: Any, ns: NamespaceConfig, entry: DlqEntry) -> None:
+    try:
+        env = decode_envelope(entry.value)
+    except PoisonRecordError:
+        return  # not a record: it never headed a key
+    if env.key is None:
+        return
+    await producer.send_and_wait(
+        ns.topics.retry,
+        marker_value(ns.name, env.id),
+        key=env.key.encode(),
+        partition=entry.partition if entry.partition >= 0 else None,
+        headers=order_marker_headers(OrderMarker.SETTLE),
+    )
 
 
 async def _close(

@@ -25,6 +25,9 @@ class WalMetrics(NamedTuple):
     delay_oldest_due: Gauge
     delivery_lateness: Histogram
     delay_hops: Counter
+    blocked_keys: Gauge
+    blocked_waiting: Gauge
+    blocked_oldest_age: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry, prefix: str = "walstream") -> WalMetrics:
@@ -80,6 +83,24 @@ class WalMetrics(NamedTuple):
                 f"{prefix}_delay_hops",
                 "Records moved by the delay stage, by where to (tier, timer, due)",
                 ["to"],
+                registry=registry,
+            ),
+            blocked_keys=Gauge(
+                f"{prefix}_ordering_blocked_keys",
+                "Keys waiting on a record in retry, delay or a held DLQ entry (ordering = key)",
+                ["namespace"],
+                registry=registry,
+            ),
+            blocked_waiting=Gauge(
+                f"{prefix}_ordering_waiting_records",
+                "Records parked behind a blocked key",
+                ["namespace"],
+                registry=registry,
+            ),
+            blocked_oldest_age=Gauge(
+                f"{prefix}_ordering_oldest_blocked_age_seconds",
+                "How long the longest-blocked key has waited on its current head",
+                ["namespace"],
                 registry=registry,
             ),
         )

@@ -1,12 +1,13 @@
 """The worker's delivery wiring: agents, the attempts table, the delay stage, subscriptions.
 
-Persistent names (renaming them loses state): the table ``attempts`` (changelog
-``<app-id>-attempts-changelog``), the agents ``deliver`` and ``retry_failed``, and the delay
-stage's consumer group ``<app-id>-delay``.
+Persistent names (renaming them loses state): the tables ``attempts`` and ``ordering``
+(changelogs ``<app-id>-attempts-changelog``, ``<app-id>-ordering-changelog``), the agents
+``deliver`` and ``retry_failed``, and the delay stage's consumer group ``<app-id>-delay``.
 
 Every namespace topic must have the deployment's partition count (WALSTREAM_DEFAULT_PARTITIONS):
-the attempts table is co-partitioned with them, and a record's retries come back to the partition
-number its log record was on, so one worker owns a record's whole retry chain and its count.
+the tables are co-partitioned with them, and a record's retries come back to the partition
+number its log record was on, so one worker owns a record's whole retry chain and its count,
+and a key's ordering state.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ import functools
 import gc
 import logging
 import random
+import weakref
 from typing import Any
 
 import faust
+import faust.streams
 import mode
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
@@ -26,9 +29,11 @@ from walstream.agents.deliver import Deliverer, Source
 from walstream.agents.dispatch import KeyedDispatcher
 from walstream.agents.dlq_monitor import DlqMonitor
 from walstream.agents.emit import FaustEmitter
+from walstream.agents.ordering import KeyOrder
 from walstream.clock import SystemClock
 from walstream.core.delay import parse_due_header
 from walstream.kafka.dynamic_topic import DynamicTopic
+from walstream.kafka.log_reader import LogReader
 from walstream.metrics import WalMetrics
 from walstream.namespaces.registry import NamespaceRegistry
 from walstream.settings import Settings
@@ -66,6 +71,15 @@ class Delivery(mode.Service):
         self.log_topics = DynamicTopic(app, key_serializer="raw", value_serializer="raw")
         self.retry_topics = DynamicTopic(app, key_serializer="raw", value_serializer="raw")
         self.attempts = app.Table("attempts", default=int, partitions=settings.default_partitions)
+        self.ordering = app.Table(
+            "ordering",
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=settings.default_partitions,
+        )
+        self.key_order = KeyOrder(self.ordering)
+        self.log_reader = LogReader(settings.bootstrap_list, client_id=f"{app.conf.id}-parked")
+        self._blocked_labels: set[str] = set()
         self.deliverer = Deliverer(
             registry=registry,
             pool=self.pool,
@@ -77,6 +91,8 @@ class Delivery(mode.Service):
             app_id=app.conf.id,
             metrics=self.metrics,
             handoff_lead_ms=settings.delay_handoff_lead_ms,
+            order=self.key_order,
+            reader=self.log_reader,
         )
         self.delay = DelayStage(
             settings.replace(app_id=app.conf.id),
@@ -95,6 +111,24 @@ class Delivery(mode.Service):
 
     async def on_stop(self) -> None:
         await self.pool.close()
+        await self.log_reader.stop()
+
+    @mode.Service.timer(5.0)
+    async def _blocked_gauges(self) -> None:
+        """Blocked keys per namespace (ordering = key), from this worker's table partitions."""
+        now = self.clock.now_ms()
+        stats = self.key_order.stats()
+        for name in self._blocked_labels - set(stats):
+            self.metrics.blocked_keys.labels(name).set(0)
+            self.metrics.blocked_waiting.labels(name).set(0)
+            self.metrics.blocked_oldest_age.labels(name).set(0)
+        for name, blocked in stats.items():
+            self.metrics.blocked_keys.labels(name).set(blocked.keys)
+            self.metrics.blocked_waiting.labels(name).set(blocked.waiting)
+            oldest = blocked.oldest_since_ms
+            age = 0.0 if oldest is None else max(0, now - oldest) / 1000
+            self.metrics.blocked_oldest_age.labels(name).set(age)
+        self._blocked_labels = set(stats)
 
     def on_namespaces(self, registry: NamespaceRegistry) -> None:
         """Subscribe the agents to the topics of every namespace this worker can serve."""
@@ -115,6 +149,16 @@ class Delivery(mode.Service):
             self.retry_topics.resubscribe(self.app)
         self.dlq_monitor.watch((ns.name, ns.topics.dlq) for ns in wanted)
         logger.info("delivering namespaces: %s", [ns.name for ns in wanted])
+
+
+def bind_event(event: Any) -> None:
+    """Make ``event`` the current event of the running task, as Faust's stream does for its own.
+
+    Table writes find their changelog partition (and a RocksDB store its partition database)
+    through the current event. A dispatcher task inherits the context it was created in, which
+    names the first record of its key's queue, not the record it is handling now (and only by
+    weak reference: it may be gone)."""
+    faust.streams._current_event.set(weakref.ref(event))
 
 
 def install_delivery(app: faust.App, settings: Settings, registry: NamespaceRegistry) -> Delivery:
@@ -140,9 +184,13 @@ def install_delivery(app: faust.App, settings: Settings, registry: NamespaceRegi
         )
 
         async def handle(event: Any) -> None:
+            bind_event(event)
             message = event.message
             await deliverer.handle(
-                event.value, event.key, Source(message.topic, message.partition, message.offset)
+                event.value,
+                event.key,
+                Source(message.topic, message.partition, message.offset),
+                message.headers,
             )
             await manual.ack(event)
 

@@ -11,6 +11,11 @@ outcome itself:
 * target's circuit breaker open -> deferred until the breaker probes again (no attempt spent);
 * undecodable, unknown version, unknown target type, or a bug here -> the DLQ, with a reason.
 
+A namespace with ``ordering = "key"`` first asks its key's state (``walstream.agents.ordering``):
+a record whose key waits on another record is parked there (a reference, acked at once) instead
+of delivered. The outcome then passes the key's turn on: waiting in retry or delay blocks the
+key; delivered or dead-lettered hands it to the next parked record with a release marker.
+
 Attempt counts live in a table keyed by record id (a Faust table in the worker). A record
 copy carrying a lower attempt than the table holds is stale: a crash replayed a source record
 whose retry chain had already moved on. It is skipped, so a crash continues a retry sequence
@@ -27,6 +32,16 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
 
+from aiokafka.errors import KafkaError
+
+from walstream.agents.ordering import (
+    KeyOrder,
+    MarkerKind,
+    decode_marker,
+    marker_headers,
+    marker_kind,
+    marker_value,
+)
 from walstream.clock import Clock
 from walstream.core.delay import (
     HANDOFF_LEAD_MS,
@@ -38,16 +53,26 @@ from walstream.core.delay import (
     tier_of,
 )
 from walstream.core.dlq import entry_headers
+from walstream.core.ordering import (
+    KeyState,
+    Park,
+    RecordRef,
+    arrive,
+    blocked_by_failure,
+    dead_lettered,
+    settled,
+)
 from walstream.core.retry import DeadLetter, Failure, RetryPolicy, decide
 from walstream.errors import NamespaceNotFoundError, PoisonRecordError, TargetError
+from walstream.kafka.log_reader import LoggedRecord, RecordGoneError
 from walstream.metrics import WalMetrics
-from walstream.namespaces.config import NamespaceConfig
+from walstream.namespaces.config import NamespaceConfig, Ordering
 from walstream.namespaces.registry import NamespaceRegistry
 from walstream.records import AttemptError, Envelope, decode_envelope, encode_envelope
 from walstream.targets.pool import TargetPool
 from walstream.topology import delay_topic
 
-__all__ = ["Deliverer", "Emitter", "Outcome", "Source", "retry_policy"]
+__all__ = ["Deliverer", "Emitter", "LogReading", "Outcome", "Source", "retry_policy"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +81,10 @@ HISTORY_MAX = 200
 MESSAGE_MAX = 500
 #: How long a record of a namespace this worker no longer knows waits before it is looked at again.
 UNKNOWN_NAMESPACE_RECHECK_MS = 60_000
+#: A DLQ entry names at most this many of the records that waited behind it.
+BEHIND_MAX = 1_000
+#: Outcomes that leave a record waiting in retry or delay: its key waits on it.
+_WAITING_ELSEWHERE = frozenset(("retry", "delayed", "deferred"))
 
 
 class Emitter(Protocol):
@@ -71,6 +100,12 @@ class Emitter(Protocol):
         headers: list[tuple[str, bytes]] | None = None,
         timestamp_ms: int | None = None,
     ) -> None: ...
+
+
+class LogReading(Protocol):
+    """Reads a parked record back by its reference (``walstream.kafka.log_reader.LogReader``)."""
+
+    async def read(self, topic: str, partition: int, offset: int) -> LoggedRecord: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +128,10 @@ class Outcome(Enum):
     DEFERRED = "deferred"
     DUPLICATE = "duplicate"
     PARKED = "parked"
+    #: parked behind the record its key waits on (ordering = key)
+    WAITING = "waiting"
+    #: an ordering marker whose turn had passed already
+    STALE = "stale"
 
 
 def retry_policy(ns: NamespaceConfig) -> RetryPolicy:
@@ -122,6 +161,8 @@ class Deliverer:
         metrics: WalMetrics | None = None,
         tiers: tuple[int, ...] = TIERS_MS,
         handoff_lead_ms: int = HANDOFF_LEAD_MS,
+        order: KeyOrder | None = None,
+        reader: LogReading | None = None,
     ) -> None:
         self.registry = registry
         self.pool = pool
@@ -136,11 +177,24 @@ class Deliverer:
         #: A retry due within this goes straight to the retry topic (its due time in a header:
         #: the retry agent holds it until then) instead of through the delay stage.
         self.handoff_lead_ms = handoff_lead_ms
+        #: per-key ordering state and the reader of parked records (ordering = key)
+        self.order = order if order is not None else KeyOrder({})
+        self.reader = reader
 
-    async def handle(self, value: bytes | None, key: bytes | None, source: Source) -> Outcome:
+    async def handle(
+        self,
+        value: bytes | None,
+        key: bytes | None,
+        source: Source,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> Outcome:
         """Route one record to its outcome. Never raises (but for cancellation)."""
         try:
-            outcome, ns_name, stage = await self._handle(value, key, source)
+            kind = marker_kind(headers)
+            if kind is not None:
+                outcome, ns_name, stage = await self._marker(kind, value, key, source)
+            else:
+                outcome, ns_name, stage = await self._handle(value, key, source)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug: the record must still land somewhere it can be found
@@ -153,8 +207,9 @@ class Deliverer:
         return outcome
 
     async def _handle(
-        self, value: bytes | None, key: bytes | None, source: Source
+        self, value: bytes | None, key: bytes | None, source: Source, *, released: bool = False
     ) -> tuple[Outcome, str, str]:
+        """One record: ``released`` when it heads its key already (handed on by a marker)."""
         topic_ns = self.registry.namespace_of(source.topic)
         try:
             env = decode_envelope(value)
@@ -165,15 +220,170 @@ class Deliverer:
         if ns is None:
             return await self._park(env, value, key, source), env.namespace, "parked"
         stage = "log" if source.topic == ns.topics.log else "retry"
+        order_key = self._order_key(ns, env)
         if env.attempt < self.attempts.get(env.id, 0):
+            if order_key is not None and released:  # a stale copy heads the key: let the key go on
+                await self._pass_turn(ns, env, key, source, Outcome.DELIVERED)
             return Outcome.DUPLICATE, ns.name, stage
+        if order_key is not None and not released:
+            state = self.order.get(ns.name, order_key)
+            ref = RecordRef(env.id, source.topic, source.partition, source.offset)
+            verdict = arrive(state, ref)
+            if isinstance(verdict, Park):
+                if verdict.state != state:
+                    self.order.put(ns.name, order_key, verdict.state)
+                return Outcome.WAITING, ns.name, stage
+        outcome = await self._deliver(env, value, key, ns, source)
+        if order_key is not None:
+            await self._pass_turn(ns, env, key, source, outcome)
+        return outcome, ns.name, stage
+
+    async def _deliver(
+        self,
+        env: Envelope,
+        value: bytes | None,
+        key: bytes | None,
+        ns: NamespaceConfig,
+        source: Source,
+    ) -> Outcome:
         now = self.clock.now_ms()
         if env.due_ms > now:
             await self._wait(value, key, env.due_ms, ns.topics.retry, source.partition, now)
-            return Outcome.DELAYED, ns.name, stage
+            return Outcome.DELAYED
         if self.metrics is not None:
             self.metrics.delivery_lateness.labels(ns.name).observe((now - env.due_ms) / 1000)
-        return await self._attempt(env, key, ns, source, now), ns.name, stage
+        return await self._attempt(env, key, ns, source, now)
+
+    # -- per-key ordering ------------------------------------------------------------------
+
+    def _order_key(self, ns: NamespaceConfig, env: Envelope) -> str | None:
+        """The key ``env`` is ordered by, or None (unordered namespace, or no key)."""
+        return env.key if ns.ordering is Ordering.KEY else None
+
+    async def _pass_turn(
+        self,
+        ns: NamespaceConfig,
+        env: Envelope,
+        key: bytes | None,
+        source: Source,
+        outcome: Outcome,
+    ) -> None:
+        """What ``outcome`` means for the key: it waits on the record, or goes on to the next."""
+        order_key = self._order_key(ns, env)
+        if order_key is None:
+            return
+        now = self.clock.now_ms()
+        if outcome.value in _WAITING_ELSEWHERE:
+            state = self.order.get(ns.name, order_key)
+            blocked = blocked_by_failure(state, env.id, now)
+            if blocked != state:
+                self.order.put(ns.name, order_key, blocked)
+        elif outcome is Outcome.DELIVERED:
+            await self._hand_on(ns, order_key, key, source.partition, env.id, now, dead=False)
+        elif outcome is Outcome.DEAD:
+            await self._hand_on(ns, order_key, key, source.partition, env.id, now, dead=True)
+
+    async def _hand_on(
+        self,
+        ns: NamespaceConfig,
+        order_key: str,
+        key: bytes | None,
+        partition: int,
+        record_id: str,
+        now: int,
+        *,
+        dead: bool,
+    ) -> None:
+        """The record is settled (or dead-lettered): release the next parked record, if any.
+
+        The release marker is acknowledged before the table names the next head: a crash in
+        between leaves the old head in the table, whose source record is read again."""
+
+        def step(state: KeyState | None) -> tuple[KeyState | None, RecordRef | None]:
+            if dead:
+                return dead_lettered(state, record_id, ns.on_dlq, now)
+            return settled(state, record_id, now)
+
+        state = self.order.get(ns.name, order_key)
+        after, release = step(state)
+        if release is not None:
+            await self.emitter.emit(
+                ns.topics.retry,
+                marker_value(ns.name, release.id, release),
+                key=key,
+                partition=partition,
+                headers=marker_headers(MarkerKind.RELEASE),
+            )
+            state = self.order.get(ns.name, order_key)  # records may have parked meanwhile
+            after, _ = step(state)
+        if after != state:
+            self.order.put(ns.name, order_key, after)
+
+    def _behind(self, ns: NamespaceConfig, env: Envelope) -> tuple[str, ...]:
+        """Ids of the records waiting behind ``env`` (its DLQ entry names them)."""
+        order_key = self._order_key(ns, env)
+        if order_key is None:
+            return ()
+        state = self.order.get(ns.name, order_key)
+        if state is None or state.head != env.id:
+            return ()
+        return state.behind[:BEHIND_MAX]
+
+    async def _marker(
+        self, kind: bytes, value: bytes | None, key: bytes | None, source: Source
+    ) -> tuple[Outcome, str, str]:
+        """An ordering marker: deliver the released record, or settle a held head."""
+        try:
+            marker = decode_marker(kind, value)
+        except PoisonRecordError as exc:
+            logger.error("ordering marker at %s dropped: %s", source.coordinates(), exc.reason)
+            return Outcome.STALE, "-", "order"
+        ns = self._namespace(marker.namespace, None)
+        if ns is None or key is None:
+            return Outcome.STALE, marker.namespace, "order"
+        order_key = key.decode()
+        state = self.order.get(ns.name, order_key)
+        if state is None or state.head != marker.record_id:
+            return Outcome.STALE, ns.name, "order"  # handled already (a marker read again)
+        now = self.clock.now_ms()
+        if kind == MarkerKind.SETTLE:
+            if not state.held:
+                return Outcome.STALE, ns.name, "order"  # redriven meanwhile: it is live again
+            await self._hand_on(
+                ns, order_key, key, source.partition, marker.record_id, now, dead=False
+            )
+            return Outcome.DELIVERED, ns.name, "order"
+        ref = marker.ref
+        if ref is None or self.reader is None:
+            logger.error("release marker at %s cannot be followed", source.coordinates())
+            return Outcome.STALE, ns.name, "order"
+        try:
+            record = await self.reader.read(ref.topic, ref.partition, ref.offset)
+        except RecordGoneError as exc:
+            logger.error("parked record %s of key %r is gone: %s", ref.id, order_key, exc)
+            reason = f"parked record {ref.id} is no longer on the log: {exc}"
+            gone = Source(ref.topic, ref.partition, ref.offset)
+            await self._dead_raw(None, key, gone, reason, "RecordGoneError")
+            await self._hand_on(ns, order_key, key, source.partition, ref.id, now, dead=False)
+            return Outcome.DEAD, ns.name, "order"
+        except (TimeoutError, OSError, KafkaError) as exc:
+            # The log could not be read now: put the marker back to try again.
+            logger.warning("parked record %s not read (%r): released again", ref.id, exc)
+            await self.emitter.emit(
+                source.topic,
+                value,
+                key=key,
+                partition=source.partition,
+                headers=marker_headers(MarkerKind.RELEASE),
+            )
+            return Outcome.RETRY, ns.name, "order"
+        outcome, ns_name, _ = await self._handle(
+            record.value,
+            record.key,
+            Source(ref.topic, ref.partition, ref.offset),
+            released=True,
+        )
+        return outcome, ns_name, "order"
 
     def _namespace(self, name: str, topic_ns: str | None) -> NamespaceConfig | None:
         for candidate in (name, topic_ns):
@@ -261,6 +471,7 @@ class Deliverer:
                     source=source.coordinates(),
                     attempts=dead.attempt,
                     dead_at_ms=now,
+                    behind=self._behind(ns, env),
                 ),
             )
             if self.metrics is not None:

@@ -49,7 +49,11 @@ async def write_to_log(request: web.BaseRequest, deps: ApiDeps, params: Params) 
         body = _decode(await request.read())
         now_ms = deps.clock.now_ms()
         env = parse_write_request(body, ns, now_ms=now_ms, rand=deps.rand())
-        await deps.producer.send(route_write(env, ns.topics.log, now_ms, deps.settings.app_id))
+        await deps.producer.send(
+            route_write(
+                env, ns.topics.log, now_ms, deps.settings.app_id, key_ordered=ns.key_ordered
+            )
+        )
     finally:
         limiter.release()
     # The hot path's answer, built without a dict and an encoder (ids are hex: nothing to escape).
@@ -79,7 +83,10 @@ async def write_batch(request: web.BaseRequest, deps: ApiDeps, params: Params) -
         try:
             app_id = deps.settings.app_id
             errors = await deps.producer.send_many(
-                [route_write(env, ns.topics.log, now_ms, app_id) for _, env in envelopes]
+                [
+                    route_write(env, ns.topics.log, now_ms, app_id, key_ordered=ns.key_ordered)
+                    for _, env in envelopes
+                ]
             )
         finally:
             deps.limiter.release(len(envelopes))

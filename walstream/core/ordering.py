@@ -149,7 +149,8 @@ def state_to_json(state: KeyState) -> dict[str, object]:
 def state_from_json(obj: dict[str, object]) -> KeyState:
     """Inverse of ``state_to_json``."""
     waiting = obj.get("waiting") or []
-    assert isinstance(waiting, list)
+    if not isinstance(waiting, list):
+        raise ValueError(f"waiting must be a list, not {waiting!r}")
     return KeyState(
         head=str(obj["head"]),
         since_ms=int(obj["since_ms"]),  # type: ignore[call-overload]

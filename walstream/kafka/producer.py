@@ -57,14 +57,20 @@ class Outgoing(NamedTuple):
     due: tuple[int, str] | None = None
 
 
-def route_write(env: Envelope, log_topic: str, now_ms: int, app_id: str) -> Outgoing:
+def route_write(
+    env: Envelope, log_topic: str, now_ms: int, app_id: str, *, key_ordered: bool = False
+) -> Outgoing:
     """Where a WriteToLog record is written: a due record to the log; a delayed one straight to
     the delay tiers (not through the deliver agent), addressed to come back to the log, on its
-    key's partition, when due."""
+    key's partition, when due.
+
+    ``key_ordered`` (a namespace with ``ordering = "key"``): a delayed record with a key goes
+    to the log too, so the deliver agent sees it in write order and holds the key's later
+    records behind it while it waits in the tiers."""
     key = env.key.encode() if env.key is not None else None
     value = encode_envelope(env)
     due_ms = env.lifecycle.deliver_at_ms  # a new write has no retry backoff
-    if due_ms <= now_ms:  # the common case, first
+    if due_ms <= now_ms or (key_ordered and key is not None):  # the common case, first
         return Outgoing(log_topic, key, value)
     stop = next_stop(due_ms, now_ms)
     if isinstance(stop, Deliver):

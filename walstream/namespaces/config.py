@@ -59,6 +59,10 @@ class NamespaceConfig:
     #: ``key`` ordering: whether dead-lettering a key's head lets the records behind it go on.
     on_dlq: OnDlq = OnDlq.RELEASE
 
+    @property
+    def key_ordered(self) -> bool:
+        return self.ordering is Ordering.KEY
+
     def to_json(self) -> dict[str, Any]:
         """The canonical JSON form (what is published on the control topic)."""
         return {
