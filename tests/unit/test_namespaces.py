@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from walstream.errors import ConfigError, NamespaceNotFoundError
 from walstream.core.ordering import OnDlq
+from walstream.errors import ConfigError, NamespaceNotFoundError
 from walstream.namespaces.config import Ordering, parse_namespace
 from walstream.namespaces.files import load_namespace_files
 from walstream.namespaces.registry import Change, NamespaceRegistry, encode_event

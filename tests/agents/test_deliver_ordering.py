@@ -1,0 +1,376 @@
+"""Per-key ordering in the deliver handler, over an in-memory log: a key's records reach the
+target in write order whatever fails, other keys flow on, a dead-lettered head releases or holds
+its key, and released records are read back from the log by reference."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+import pytest
+
+from tests.agents.test_deliver import FakePool, RecordingEmitter
+from walstream.agents.deliver import Deliverer, Outcome, Source
+from walstream.agents.ordering import (
+    KeyOrder,
+    MarkerKind,
+    decode_marker,
+    marker_headers,
+    marker_kind,
+    marker_value,
+)
+from walstream.clock import FakeClock
+from walstream.core.delay import parse_delay_headers
+from walstream.core.dlq import DlqEntry, parse_dlq_record
+from walstream.core.ordering import KeyState, RecordRef
+from walstream.dlq import discard
+from walstream.errors import TargetRejectedError, TargetUnavailableError
+from walstream.kafka.log_reader import LoggedRecord, RecordGoneError
+from walstream.namespaces.config import parse_namespace
+from walstream.namespaces.registry import NamespaceRegistry, encode_event
+from walstream.records import Envelope, Lifecycle, decode_envelope, encode_envelope
+from walstream.targets.memory import MemoryTarget
+
+NOW = 1_800_000_000_000
+PART = 2
+DOWN = TargetUnavailableError("down", error_class="http_503")
+REJECTED = TargetRejectedError("HTTP 400", error_class="http_400")
+
+
+@dataclass
+class Log:
+    """Topics as offset-addressed lists; the reader side of the harness."""
+
+    records: dict[tuple[str, int], list[LoggedRecord]] = field(default_factory=dict)
+    gone: set[tuple[str, int, int]] = field(default_factory=set)
+
+    def append(self, topic: str, partition: int, key: bytes | None, value: bytes | None) -> int:
+        part = self.records.setdefault((topic, partition), [])
+        part.append(LoggedRecord(key, value))
+        return len(part) - 1
+
+    async def read(self, topic: str, partition: int, offset: int) -> LoggedRecord:
+        if (topic, partition, offset) in self.gone:
+            raise RecordGoneError(f"{topic}[{partition}]@{offset}")
+        return self.records[(topic, partition)][offset]
+
+
+class Harness:
+    """Writes records to a namespace log and runs everything the handler emits back through it
+    (retry copies after their backoff, delay hops at their due time, markers) like the worker."""
+
+    def __init__(self, deliverer: Deliverer, emitter: RecordingEmitter, log: Log, clock) -> None:
+        self.deliverer = deliverer
+        self.emitter = emitter
+        self.log = log
+        self.clock = clock
+        self.seen = 0
+        self.outcomes: list[Outcome] = []
+
+    async def write(self, env: Envelope, ns: str = "seq") -> Outcome:
+        topic = f"wal.{ns}.log"
+        key = env.key.encode() if env.key else None
+        value = encode_envelope(env)
+        offset = self.log.append(topic, PART, key, value)
+        outcome = await self.deliverer.handle(value, key, Source(topic, PART, offset))
+        self.outcomes.append(outcome)
+        return outcome
+
+    async def run_emitted(self, *, limit: int = 200) -> None:
+        """Feed back what was emitted (retry topic, delay tiers) until nothing new is."""
+        for _ in range(limit):
+            if self.seen == len(self.emitter.emitted):
+                return
+            sent = self.emitter.emitted[self.seen]
+            self.seen += 1
+            topic, headers = sent.topic, list(sent.headers)
+            delay = parse_delay_headers(headers) if topic.startswith("walstream.delay") else None
+            if delay is not None:  # the delay stage: to its destination once due
+                self.clock.advance(max(0, delay.due_ms - self.clock.now_ms()))
+                topic, headers = delay.dest_topic, []
+            if not topic.endswith(".retry"):
+                continue  # DLQ entries and deliveries elsewhere stay where they are
+            if marker_kind(headers) is None:
+                due = decode_envelope(sent.value).due_ms
+                self.clock.advance(max(0, due - self.clock.now_ms()))
+            offset = self.log.append(topic, sent.partition, sent.key, sent.value)
+            outcome = await self.deliverer.handle(
+                sent.value, sent.key, Source(topic, sent.partition, offset), headers
+            )
+            self.outcomes.append(outcome)
+        raise AssertionError("emitted records did not settle")
+
+
+def namespace(name: str, **extra) -> dict:
+    return {
+        "name": name,
+        "max_attempts": 3,
+        "backoff": {"base_ms": 1_000, "multiplier": 2.0, "cap_ms": 10_000, "jitter": 0.0},
+        "target": {"type": "kafka", "topic": "out"},
+        **extra,
+    }
+
+
+@pytest.fixture
+def registry():
+    registry = NamespaceRegistry()
+    for version, obj in enumerate(
+        [
+            namespace("seq", ordering="key"),
+            namespace("held", ordering="key", on_dlq="hold"),
+            namespace("loose"),
+        ]
+    ):
+        registry.apply(*encode_event(parse_namespace(obj), version))
+    return registry
+
+
+class ScriptedTarget(MemoryTarget):
+    """Fails the attempts scripted for a record id, in turn; delivers the rest."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.script: dict[str, list[Exception]] = {}
+
+    def fail(self, record_id: str, *errors: Exception) -> None:
+        self.script.setdefault(record_id, []).extend(errors)
+
+    async def deliver(self, envelope: Envelope) -> None:
+        planned = self.script.get(envelope.id)
+        if planned:
+            self.calls.append(envelope)
+            raise planned.pop(0)
+        await super().deliver(envelope)
+
+
+@pytest.fixture
+def target():
+    return ScriptedTarget()
+
+
+@pytest.fixture
+def order():
+    return KeyOrder({})
+
+
+@pytest.fixture
+def harness(registry, target, order):
+    emitter, log, clock = RecordingEmitter(), Log(), FakeClock(NOW)
+    deliverer = Deliverer(
+        registry=registry,
+        pool=FakePool(target),
+        attempts={},
+        emitter=emitter,
+        clock=clock,
+        rand=lambda: 0.5,
+        delay_partitions=4,
+        order=order,
+        reader=log,
+    )
+    return Harness(deliverer, emitter, log, clock)
+
+
+def rec(n: int, key: str = "k1", ns: str = "seq", delay_ms: int = 0) -> Envelope:
+    return Envelope(
+        f"id-{n}",
+        ns,
+        key,
+        {"n": n},
+        "json",
+        {"type": "kafka", "topic": "out"},
+        Lifecycle(NOW + delay_ms, NOW, delay_ms),
+        f"tok-{n}",
+        NOW,
+    )
+
+
+def delivered(target) -> list[str]:
+    return [env.id for env in target.delivered]
+
+
+async def test_a_key_waits_behind_its_retried_head_and_other_keys_flow(harness, target, order):
+    target.fail("id-1", DOWN, DOWN)
+    assert await harness.write(rec(1)) is Outcome.RETRY
+    assert await harness.write(rec(2)) is Outcome.WAITING
+    assert await harness.write(rec(3)) is Outcome.WAITING
+    assert await harness.write(rec(4, key="other")) is Outcome.DELIVERED  # not blocked
+    state = order.get("seq", "k1")
+    assert (state.head, state.behind) == ("id-1", ("id-2", "id-3"))
+    assert state.waiting[0] == RecordRef("id-2", "wal.seq.log", PART, 1)  # a reference
+    assert delivered(target) == ["id-4"]
+
+    await harness.run_emitted()
+    assert delivered(target) == ["id-4", "id-1", "id-2", "id-3"]
+    assert order.get("seq", "k1") is None  # free again: nothing left in the table
+    assert order.table == {}
+    markers = [e for e in harness.emitter.to("wal.seq.retry") if marker_kind(e.headers)]
+    assert [decode_marker(MarkerKind.RELEASE, m.value).record_id for m in markers] == [
+        "id-2",
+        "id-3",
+    ]
+    assert {(m.key, m.partition) for m in markers} == {(b"k1", PART)}
+
+
+async def test_without_key_ordering_a_retried_record_is_overtaken(harness, target):
+    target.fail("id-1", DOWN)
+    assert await harness.write(rec(1, ns="loose"), ns="loose") is Outcome.RETRY
+    assert await harness.write(rec(2, ns="loose"), ns="loose") is Outcome.DELIVERED
+    await harness.run_emitted()
+    assert delivered(target) == ["id-2", "id-1"]
+
+
+async def test_a_released_record_that_fails_becomes_the_head_and_order_still_holds(harness, target):
+    target.fail("id-1", DOWN)
+    target.fail("id-2", DOWN, DOWN)  # released after id-1, it fails twice before it passes
+    await harness.write(rec(1))
+    await harness.write(rec(2))
+    await harness.write(rec(3))
+    await harness.run_emitted()
+    assert delivered(target) == ["id-1", "id-2", "id-3"]
+    assert [env.attempt for env in target.delivered] == [1, 2, 0]
+
+
+async def test_a_delayed_record_blocks_its_key_until_it_is_delivered(harness, target):
+    assert await harness.write(rec(1, delay_ms=5_000)) is Outcome.DELAYED
+    assert await harness.write(rec(2)) is Outcome.WAITING
+    await harness.run_emitted()
+    assert delivered(target) == ["id-1", "id-2"]
+    assert target.delivered[0].lifecycle.deliver_at_ms <= harness.clock.now_ms()
+
+
+async def test_dead_lettered_head_releases_the_key_and_names_who_waited(harness, target):
+    target.fail("id-1", DOWN, REJECTED)  # the retry is refused for good: DLQ
+    await harness.write(rec(1))
+    await harness.write(rec(2))
+    await harness.write(rec(3))
+    await harness.run_emitted()
+    assert delivered(target) == ["id-2", "id-3"]
+    [dead] = harness.emitter.to("wal.seq.dlq")
+    entry = parse_dlq_record(dead.key, dead.value, dead.headers, partition=PART, offset=0)
+    assert isinstance(entry, DlqEntry)
+    assert entry.behind == ("id-2", "id-3")
+    assert decode_envelope(dead.value).key == "k1"  # the ordering key travels with the entry
+
+
+async def test_held_head_keeps_its_key_until_redriven(harness, target, order):
+    target.fail("id-1", DOWN, REJECTED)
+    await harness.write(rec(1, ns="held"), ns="held")
+    await harness.write(rec(2, ns="held"), ns="held")
+    await harness.run_emitted()
+    assert delivered(target) == []
+    state = order.get("held", "k1")
+    assert (state.head, state.held, state.behind) == ("id-1", True, ("id-2",))
+    assert await harness.write(rec(3, ns="held"), ns="held") is Outcome.WAITING
+
+    # redrive: the DLQ'd record comes back to the log with attempts reset
+    [dead] = harness.emitter.to("wal.held.dlq")
+    redriven = decode_envelope(dead.value)._replace(attempt=0, not_before_ms=0)
+    assert await harness.write(redriven, ns="held") is Outcome.DELIVERED
+    await harness.run_emitted()
+    assert delivered(target) == ["id-1", "id-2", "id-3"]
+    assert order.get("held", "k1") is None
+
+
+async def test_held_head_discarded_releases_its_key_through_a_settle_marker(harness, target, order):
+    target.fail("id-1", REJECTED)  # dead on its first attempt; the key is held from then on
+    await harness.write(rec(1, ns="held"), ns="held")
+    await harness.write(rec(2, ns="held"), ns="held")
+    assert delivered(target) == []
+
+    [dead] = harness.emitter.to("wal.held.dlq")
+    entry = parse_dlq_record(dead.key, dead.value, dead.headers, partition=PART, offset=0)
+    producer = MarkerProducer(harness)
+    ns = harness.deliverer.registry.get("held")
+    assert await discard(producer, ns, [entry]) == 1
+    settle = [s for s in producer.sent if s[0] == "wal.held.retry"]
+    assert [(key, part, dict(hdrs)) for _, key, part, hdrs in settle] == [
+        (b"k1", PART, {"wal-order": MarkerKind.SETTLE})
+    ]
+    await harness.run_emitted()
+    assert delivered(target) == ["id-2"]
+    assert order.get("held", "k1") is None
+
+
+class MarkerProducer:
+    """What ``discard`` writes, passed on to the harness as the broker would."""
+
+    def __init__(self, harness: Harness) -> None:
+        self.harness = harness
+        self.sent: list[tuple[str, bytes | None, int | None, list]] = []
+
+    async def send_and_wait(self, topic, value, *, key=None, partition=None, headers=None):
+        self.sent.append((topic, key, partition, list(headers or [])))
+        await self.harness.deliverer.emitter.emit(
+            topic, value, key=key, partition=partition, headers=headers
+        )
+
+
+async def test_a_marker_whose_turn_passed_changes_nothing(harness, target, order):
+    order.put("seq", "k1", KeyState(head="id-9", since_ms=NOW))
+    stale = marker_value("seq", "id-1", RecordRef("id-1", "wal.seq.log", PART, 0))
+    source = Source("wal.seq.retry", PART, 0)
+    headers = marker_headers(MarkerKind.RELEASE)
+    assert await harness.deliverer.handle(stale, b"k1", source, headers) is Outcome.STALE
+    settle = marker_value("seq", "id-9")
+    # id-9 heads the key but is not held in the DLQ (it is in retry): a settle marker is stale
+    assert (
+        await harness.deliverer.handle(settle, b"k1", source, marker_headers(MarkerKind.SETTLE))
+        is Outcome.STALE
+    )
+    assert await harness.deliverer.handle(b"{", b"k1", source, headers) is Outcome.STALE
+    assert order.get("seq", "k1") == KeyState(head="id-9", since_ms=NOW)
+    assert target.calls == []
+
+
+async def test_a_parked_record_gone_from_the_log_is_dead_lettered_and_the_key_goes_on(
+    harness, target
+):
+    target.fail("id-1", DOWN)
+    await harness.write(rec(1))
+    await harness.write(rec(2))
+    await harness.write(rec(3))
+    harness.log.gone.add(("wal.seq.log", PART, 1))  # id-2 fell off the log meanwhile
+    await harness.run_emitted()
+    assert delivered(target) == ["id-1", "id-3"]
+    [gone] = harness.emitter.to("wal.seq.dlq")
+    entry = parse_dlq_record(gone.key, gone.value, gone.headers, partition=PART, offset=0)
+    assert entry.error_class == "RecordGoneError"
+    assert "id-2" in entry.reason
+
+
+async def test_a_record_read_again_after_a_crash_is_parked_once(harness, target, order):
+    target.fail("id-1", DOWN)
+    await harness.write(rec(1))
+    value = encode_envelope(rec(2))
+    source = Source("wal.seq.log", PART, 1)
+    harness.log.append("wal.seq.log", PART, b"k1", value)
+    for _ in range(2):  # the same log record, handled twice (its ack was lost in a crash)
+        assert await harness.deliverer.handle(value, b"k1", source) is Outcome.WAITING
+    assert order.get("seq", "k1").behind == ("id-2",)
+    await harness.run_emitted()
+    assert delivered(target) == ["id-1", "id-2"]
+
+
+async def test_a_record_parked_while_the_release_marker_is_written_keeps_its_place(
+    harness, target, order
+):
+    target.fail("id-1", DOWN)
+    await harness.write(rec(1))
+    await harness.write(rec(2))
+    gate = asyncio.Event()
+    emit = harness.emitter.emit
+
+    async def slow_marker(topic, value, **kwargs):
+        if marker_kind(kwargs.get("headers")):
+            await gate.wait()
+        await emit(topic, value, **kwargs)
+
+    harness.emitter.emit = slow_marker
+    feeding = asyncio.create_task(harness.run_emitted())
+    for _ in range(20):  # id-1 delivered; its release marker for id-2 not acknowledged yet
+        await asyncio.sleep(0)
+    assert delivered(target) == ["id-1"]
+    assert await harness.write(rec(3)) is Outcome.WAITING
+    gate.set()
+    await feeding
+    assert delivered(target) == ["id-1", "id-2", "id-3"]
