@@ -73,8 +73,8 @@ class Delivery(mode.Service):
         self.attempts = app.Table("attempts", default=int, partitions=settings.default_partitions)
         self.ordering = app.Table(
             "ordering",
-            key_serializer="raw",
-            value_serializer="raw",
+            key_type=bytes,  # raw bytes both ways: KeyOrder encodes the states itself
+            value_type=bytes,
             partitions=settings.default_partitions,
         )
         self.key_order = KeyOrder(self.ordering)
@@ -118,7 +118,8 @@ class Delivery(mode.Service):
         """Blocked keys per namespace (ordering = key), from this worker's table partitions."""
         now = self.clock.now_ms()
         stats = self.key_order.stats()
-        for name in self._blocked_labels - set(stats):
+        ordered = {ns.name for ns in self.registry if ns.key_ordered}
+        for name in (self._blocked_labels | ordered) - set(stats):
             self.metrics.blocked_keys.labels(name).set(0)
             self.metrics.blocked_waiting.labels(name).set(0)
             self.metrics.blocked_oldest_age.labels(name).set(0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import threading
 import time
 from dataclasses import dataclass
@@ -32,6 +33,9 @@ class HttpRecorder:
         self._fail_next = 0
         self._fail_status = 503
         self._fail_always: int | None = None
+        self._fail_fraction = 0.0
+        self._fail_matching: bytes | None = None
+        self._random = random.Random(0)
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
@@ -60,6 +64,22 @@ class HttpRecorder:
         with self._lock:
             self._fail_always = status
 
+    def fail_randomly(self, fraction: float, status: int = 503, *, seed: int = 0) -> None:
+        """Fail each request with probability ``fraction`` (0: stop)."""
+        with self._lock:
+            self._fail_fraction, self._fail_status = fraction, status
+            self._random = random.Random(seed)
+
+    def fail_matching(self, needle: bytes | None, status: int = 503) -> None:
+        """Fail every request whose body contains ``needle`` (None: stop)."""
+        with self._lock:
+            self._fail_matching, self._fail_status = needle, status
+
+    def _should_fail(self, body: bytes) -> bool:
+        if self._fail_matching is not None and self._fail_matching in body:
+            return True
+        return bool(self._fail_fraction) and self._random.random() < self._fail_fraction
+
     def successes(self) -> list[Received]:
         with self._lock:
             return [r for r in self.received if 200 <= r.status < 300]
@@ -75,6 +95,8 @@ class HttpRecorder:
                 status = self._fail_always
             elif self._fail_next > 0:
                 self._fail_next -= 1
+                status = self._fail_status
+            elif self._should_fail(body):
                 status = self._fail_status
             else:
                 status = 200

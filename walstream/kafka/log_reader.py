@@ -44,16 +44,12 @@ class LogReader:
         cache_records: int = 8192,
         cache_bytes: int = 32 * 1024 * 1024,
         client_id: str = "walstream-log-reader",
+        window_bytes: int = 64 * 1024,
     ) -> None:
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=servers,
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="none",  # a vanished offset is an error here, not a jump
-            fetch_max_wait_ms=20,
-            client_id=client_id,
-        )
-        self._started = False
+        self._window_bytes = window_bytes
+        self._servers = servers
+        self._client_id = client_id
+        self._consumer: AIOKafkaConsumer | None = None  # made on first use, in the running loop
         self._lock = asyncio.Lock()
         self._assigned: set[TopicPartition] = set()
         self._cache: OrderedDict[tuple[str, int, int], LoggedRecord] = OrderedDict()
@@ -64,9 +60,10 @@ class LogReader:
         self.fetches = 0
 
     async def stop(self) -> None:
-        if self._started:
-            self._started = False
-            await stop_consumer(self._consumer)
+        consumer, self._consumer = self._consumer, None
+        self._assigned.clear()
+        if consumer is not None:
+            await stop_consumer(consumer)
 
     async def read(
         self, topic: str, partition: int, offset: int, *, within_s: float = 10.0
@@ -83,13 +80,28 @@ class LogReader:
             if hit is not None:
                 self._cache_bytes -= _size(hit)
                 return hit
-            if not self._started:
-                await self._consumer.start()
-                self._started = True
-            return await asyncio.wait_for(self._fetch(topic, partition, offset), within_s)
+            if self._consumer is None:
+                consumer = AIOKafkaConsumer(
+                    bootstrap_servers=self._servers,
+                    group_id=None,
+                    enable_auto_commit=False,
+                    auto_offset_reset="none",  # a vanished offset is an error here, not a jump
+                    fetch_max_wait_ms=20,
+                    # a window after the offset, not the rest of the partition: decoding a
+                    # whole partition per read cost 50 ms for 20k records
+                    max_partition_fetch_bytes=self._window_bytes,
+                    fetch_max_bytes=self._window_bytes,
+                    client_id=self._client_id,
+                )
+                await consumer.start()
+                self._consumer = consumer
+            return await asyncio.wait_for(
+                self._fetch(self._consumer, topic, partition, offset), within_s
+            )
 
-    async def _fetch(self, topic: str, partition: int, offset: int) -> LoggedRecord:
-        consumer = self._consumer
+    async def _fetch(
+        self, consumer: AIOKafkaConsumer, topic: str, partition: int, offset: int
+    ) -> LoggedRecord:
         tp = TopicPartition(topic, partition)
         if tp not in self._assigned:
             self._assigned.add(tp)
