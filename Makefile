@@ -52,6 +52,7 @@ bench: $(STAMP) ## Benchmarks (ratios against baselines measured in the same run
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/retry.py
 	$(BIN)/python bench/delay.py
+	$(BIN)/python bench/ordering.py
 
 bench-ir: $(STAMP) ## Ingest cost in instructions per write under callgrind (repeatable; needs valgrind)
 	$(BIN)/python bench/ingest_ir.py

@@ -175,6 +175,10 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "max_payload_bytes": {"type": "integer"},
             "max_delay_ms": {"type": "integer"},
             "description": {"type": "string"},
+            "non_retryable": {"type": "array", "items": {"type": "string"}},
+            "retry_budget_ms": {"type": ["integer", "null"]},
+            "ordering": {"type": "string", "enum": ["none", "key"]},
+            "on_dlq": {"type": "string", "enum": ["release", "hold"]},
         },
     },
 }
