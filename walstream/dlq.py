@@ -184,13 +184,12 @@ async def discard(
 ) -> int:
     """Close entries without redriving them; return how many.
 
-    With ``ordering = "key"``, each discarded record's key gets a settle marker too: a key held
-    behind it (``on_dlq = "hold"``) goes on with its next record. The worker ignores the marker
-    when the key is not held by that record."""
+    Each discarded record with a key gets a settle marker too: a key held behind it (per-key
+    ordering, ``on_dlq = "hold"``) goes on with its next record. The worker ignores the marker
+    when the key is not held by that record (or the namespace is not ordered)."""
     clock = clock or SystemClock()
     for entry in entries:
-        if ns.key_ordered:
-            await _settle_key(producer, ns, entry)
+        await _settle_key(producer, ns, entry)
         await _close(producer, ns, entry, MarkerKind.DISCARDED, clock.now_ms())
     return len(entries)
 

@@ -374,3 +374,48 @@ async def test_a_record_parked_while_the_release_marker_is_written_keeps_its_pla
     gate.set()
     await feeding
     assert delivered(target) == ["id-1", "id-2", "id-3"]
+
+
+async def test_a_released_record_that_is_not_a_record_is_dead_lettered_and_the_key_goes_on(
+    harness, target, order
+):
+    garbage = harness.log.append("wal.seq.log", PART, b"k1", b"\xff not a record")
+    nxt = harness.log.append("wal.seq.log", PART, b"k1", encode_envelope(rec(3)))
+    order.put(
+        "seq",
+        "k1",
+        KeyState(
+            head="id-2",
+            since_ms=NOW,
+            waiting=(RecordRef("id-3", "wal.seq.log", PART, nxt),),
+        ),
+    )
+    release = marker_value("seq", "id-2", RecordRef("id-2", "wal.seq.log", PART, garbage))
+    source = Source("wal.seq.retry", PART, 0)
+    outcome = await harness.deliverer.handle(
+        release, b"k1", source, marker_headers(MarkerKind.RELEASE)
+    )
+    assert outcome is Outcome.DEAD
+    [poison] = harness.emitter.to("wal.seq.dlq")
+    assert poison.value == b"\xff not a record"
+    await harness.run_emitted()
+    assert delivered(target) == ["id-3"]
+    assert order.get("seq", "k1") is None
+
+
+async def test_a_namespace_switched_to_none_drains_its_blocked_keys_in_order(
+    harness, target, order
+):
+    # blocked while the namespace was key-ordered: id-1 heads k1 from the retry topic
+    order.put("loose", "k1", KeyState(head="id-1", since_ms=NOW))
+    assert await harness.write(rec(2, ns="loose"), ns="loose") is Outcome.WAITING
+    assert await harness.write(rec(3, key="free", ns="loose"), ns="loose") is Outcome.DELIVERED
+    head = encode_envelope(rec(1, ns="loose")._replace(attempt=1))
+    retry = Source("wal.loose.retry", PART, 0)
+    assert await harness.deliverer.handle(head, b"k1", retry) is Outcome.DELIVERED
+    await harness.run_emitted()
+    assert delivered(target) == ["id-3", "id-1", "id-2"]
+    assert order.table == {}  # drained: the key is unordered from now on
+    target.fail("id-4", DOWN)
+    assert await harness.write(rec(4, ns="loose"), ns="loose") is Outcome.RETRY
+    assert await harness.write(rec(5, ns="loose"), ns="loose") is Outcome.DELIVERED

@@ -257,8 +257,15 @@ class Deliverer:
     # -- per-key ordering ------------------------------------------------------------------
 
     def _order_key(self, ns: NamespaceConfig, env: Envelope) -> str | None:
-        """The key ``env`` is ordered by, or None (unordered namespace, or no key)."""
-        return env.key if ns.ordering is Ordering.KEY else None
+        """The key ``env`` is ordered by, or None (no key, or an unordered namespace).
+
+        A namespace switched from ``key`` to ``none`` keeps ordering the keys still blocked
+        until they drain: their parked records must still be released, in turn."""
+        if env.key is None:
+            return None
+        if ns.ordering is Ordering.KEY or self.order.get(ns.name, env.key) is not None:
+            return env.key
+        return None
 
     async def _pass_turn(
         self,
@@ -377,12 +384,14 @@ class Deliverer:
                 headers=marker_headers(MarkerKind.RELEASE),
             )
             return Outcome.RETRY, ns.name, "order"
-        outcome, ns_name, _ = await self._handle(
+        outcome, ns_name, stage = await self._handle(
             record.value,
             record.key,
             Source(ref.topic, ref.partition, ref.offset),
             released=True,
         )
+        if stage == "poison":  # dead-lettered as it was, without its key's turn: pass it here
+            await self._hand_on(ns, order_key, key, source.partition, ref.id, now, dead=False)
         return outcome, ns_name, "order"
 
     def _namespace(self, name: str, topic_ns: str | None) -> NamespaceConfig | None:
