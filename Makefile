@@ -19,8 +19,16 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## Create .venv and install walstream with dev tools
 
-# Debian packages the tests run for real: PostgreSQL (kv target). Installed when missing, as root.
-system-deps: ## Install the servers the tests use (PostgreSQL) when missing (needs root)
+# Debian packages the tests run for real: PostgreSQL (kv target), and the openssl CLI (a test
+# certificate for the http target's TLS). Installed when missing, as root.
+system-deps: ## Install the servers and tools the tests use (PostgreSQL, openssl) when missing (needs root)
+	@if ! command -v openssl >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null; \
+	  else \
+	    echo "the openssl CLI is missing: sudo apt-get install openssl" >&2; exit 1; \
+	  fi; \
+	fi
 	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \

@@ -1,6 +1,6 @@
 """The targets a worker delivers to: one client per kind and cluster, and a breaker per endpoint.
 
-Target clients are made on first use and shared: one HTTP session (connection pooling per host),
+Target clients are made on first use and shared: one HTTP client (connection pooling per origin),
 one producer per Kafka cluster (for both kafka and wal targets), one kv database. The circuit
 breaker is per endpoint (an HTTP origin, a Kafka cluster, the kv database), because that is
 what goes down together.
@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 from aiokafka import AIOKafkaProducer
 from yarl import URL
 
@@ -26,6 +26,7 @@ from walstream.namespaces.registry import NamespaceRegistry
 from walstream.settings import Settings
 from walstream.targets.base import Target
 from walstream.targets.http import HttpTarget
+from walstream.targets.http_client import HttpClient
 from walstream.targets.kafka import KafkaTarget
 from walstream.targets.kv import SqliteKvTarget
 from walstream.targets.kv_postgres import PostgresKvTarget
@@ -44,6 +45,13 @@ def kv_target(settings: Settings) -> SqliteKvTarget | PostgresKvTarget:
     return PostgresKvTarget(url)
 
 
+@lru_cache(maxsize=4096)
+def _http_origin(url: str) -> str:
+    """An http target's endpoint, once per URL (parsing one costs more than a delivery step)."""
+    parsed = URL(url)
+    return f"http:{parsed.scheme}://{parsed.host}:{parsed.port}"
+
+
 class TargetPool:
     """Resolves a record's target spec to a client and the breaker guarding its endpoint."""
 
@@ -57,7 +65,7 @@ class TargetPool:
             max_open_ms=settings.breaker_max_open_ms,
         )
         self._breakers: dict[str, CircuitBreaker] = {}
-        self._session: aiohttp.ClientSession | None = None
+        self._http: HttpClient | None = None
         self._producers: dict[str, Any] = {}
         self._kv: SqliteKvTarget | PostgresKvTarget | None = None
         self._targets: dict[tuple[str, str], Target] = {}
@@ -77,8 +85,7 @@ class TargetPool:
         """The endpoint a target spec writes to (what one breaker guards)."""
         kind = spec.get("type")
         if kind == "http":
-            url = URL(str(spec.get("url", "")))
-            return f"http:{url.scheme}://{url.host}:{url.port}"
+            return _http_origin(str(spec.get("url", "")))
         if kind in ("kafka", "wal"):
             return f"{kind}:{spec.get('bootstrap_servers') or default_cluster}"
         return str(kind)
@@ -103,9 +110,9 @@ class TargetPool:
 
     async def _make(self, kind: str, cluster: str) -> Target:
         if kind == "http":
-            if self._session is None:
-                self._session = aiohttp.ClientSession()
-            return HttpTarget(self._session)
+            if self._http is None:
+                self._http = HttpClient()
+            return HttpTarget(self._http)
         if kind == "kafka":
             return KafkaTarget(await self._producer(cluster))
         if kind == "wal":
@@ -133,9 +140,9 @@ class TargetPool:
         for producer in self._producers.values():
             await stop_consumer(producer)  # tolerant stop, same shutdown race as consumers
         self._producers.clear()
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
         if self._kv is not None:
             await self._kv.close()
             self._kv = None
