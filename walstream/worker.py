@@ -24,6 +24,7 @@ import faust.streams
 import mode
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from walstream.agents.attempts import TableAttempts
 from walstream.agents.delay import DelayStage
 from walstream.agents.deliver import Deliverer, Source
 from walstream.agents.dispatch import KeyedDispatcher
@@ -83,7 +84,7 @@ class Delivery(mode.Service):
         self.deliverer = Deliverer(
             registry=registry,
             pool=self.pool,
-            attempts=self.attempts,
+            attempts=TableAttempts(self.attempts),
             emitter=FaustEmitter(app),
             clock=self.clock,
             rand=random.random,

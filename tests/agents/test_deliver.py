@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import orjson
 import pytest
 
+from walstream.agents.attempts import MemoryAttempts
 from walstream.agents.deliver import Deliverer, Outcome, Source
 from walstream.clock import FakeClock
 from walstream.core.breaker import BreakerPolicy, CircuitBreaker
@@ -96,7 +97,7 @@ def clock():
 
 @pytest.fixture
 def attempts():
-    return {}
+    return MemoryAttempts()
 
 
 @pytest.fixture

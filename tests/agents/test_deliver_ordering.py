@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from tests.agents.test_deliver import FakePool, RecordingEmitter
+from walstream.agents.attempts import MemoryAttempts
 from walstream.agents.deliver import Deliverer, Outcome, Source
 from walstream.agents.ordering import (
     KeyOrder,
@@ -159,7 +160,7 @@ def harness(registry, target, order):
     deliverer = Deliverer(
         registry=registry,
         pool=FakePool(target),
-        attempts={},
+        attempts=MemoryAttempts(),
         emitter=emitter,
         clock=clock,
         rand=lambda: 0.5,

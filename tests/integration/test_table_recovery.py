@@ -108,3 +108,71 @@ def test_table_total_is_exact_after_repeated_sigkill(
         assert worker.alive(), worker.log_tail()
     finally:
         worker.stop()
+
+
+def attempt_events(round_no: int, ids: int = 300, per_id: int = 8) -> list[tuple[str, int]]:
+    """(record id, count) events; a count of 0 forgets the id. Varies with the round."""
+    return [(f"r{j}", (i + j + round_no) % 4) for i in range(per_id) for j in range(ids)]
+
+
+async def produce_keyed(servers: str, topic: str, events: list[tuple[str, int]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=servers, linger_ms=20, acks="all")
+    await producer.start()
+    try:
+        futures = [
+            await producer.send(topic, str(count).encode(), key=record_id.encode())
+            for record_id, count in events
+        ]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
+def test_attempt_counts_written_past_faust_buffer_recover_after_sigkill(
+    broker: str, unique: str, store: str, tmp_path: Path
+) -> None:
+    """TableAttempts writes the changelog itself: a restarted worker must rebuild the same
+    table from it (counts kept, forgotten ids gone), with nothing re-read to repair it."""
+    topic = f"keeper-src-{unique}"
+    app_id = f"keeper-{unique}"
+    asyncio.run(ensure_topics(broker, [TopicSpec(name=topic, partitions=PARTITIONS)]))
+    port = free_port()
+    env = {
+        "WALSTREAM_BOOTSTRAP_SERVERS": broker,
+        "WALSTREAM_STORE": store,
+        "WALSTREAM_DATA_DIR": str(tmp_path / "data"),
+        "WALSTREAM_WORKER_WEB_PORT": str(port),
+        "WALSTREAM_BROKER_SESSION_TIMEOUT_S": "2",
+        "WALSTREAM_BROKER_HEARTBEAT_INTERVAL_S": "0.5",
+        "KEEPER_APP_ID": app_id,
+        "KEEPER_TOPIC": topic,
+    }
+    url = f"http://127.0.0.1:{port}/state"
+    worker = WorkerProcess(
+        "tests.integration.apps.attempts_keeper", env, tmp_path / "worker.log"
+    ).start()
+    produced, expected = 0, {}
+    try:
+        for round_no in range(3):
+            events = attempt_events(round_no)
+            asyncio.run(produce_keyed(broker, topic, events))
+            produced += len(events)
+            for record_id, count in events:
+                if count:
+                    expected[record_id] = count
+                else:
+                    expected.pop(record_id, None)
+            wait_committed(broker, app_id, topic, produced)  # nothing is re-read after the kill
+            worker.kill()
+            worker.start()
+            state = wait_until(
+                lambda: (body := get_json(url))["ready"] and body["state"],
+                timeout=90,
+                what=f"the restarted worker's table (round {round_no})\n{worker.log_tail()}",
+            )
+            assert state == expected, f"round {round_no}: {len(state)} ids vs {len(expected)}"
+        assert worker.alive(), worker.log_tail()
+    finally:
+        worker.stop()

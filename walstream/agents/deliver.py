@@ -27,13 +27,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
 
 from aiokafka.errors import KafkaError
 
+from walstream.agents.attempts import Attempts
 from walstream.agents.ordering import (
     KeyOrder,
     MarkerKind,
@@ -152,7 +153,7 @@ class Deliverer:
         *,
         registry: NamespaceRegistry,
         pool: TargetPool,
-        attempts: MutableMapping[str, int],
+        attempts: Attempts,
         emitter: Emitter,
         clock: Clock,
         rand: Callable[[], float],
@@ -436,8 +437,7 @@ class Deliverer:
             failure = Failure(error_class=type(exc).__name__, message=str(exc), retriable=True)
         else:
             breaker.record_success()
-            if env.id in self.attempts:
-                del self.attempts[env.id]
+            await self.attempts.forget(env.id)
             return Outcome.DELIVERED
         if failure.retriable:
             breaker.record_failure(self.clock.now_ms())
@@ -485,8 +485,7 @@ class Deliverer:
             )
             if self.metrics is not None:
                 self.metrics.dlq_records_written.labels(ns.name, failure.error_class).inc()
-            if env.id in self.attempts:
-                del self.attempts[env.id]
+            await self.attempts.forget(env.id)
             return Outcome.DEAD
         retry = env._replace(
             attempt=decision.attempt, history=history, not_before_ms=decision.not_before_ms
@@ -503,7 +502,7 @@ class Deliverer:
                 partition=source.partition,
                 headers=due_header(retry.due_ms),
             )
-        self.attempts[env.id] = decision.attempt  # only once the retry record is safe
+        await self.attempts.record(env.id, decision.attempt)  # once the retry record is safe
         return Outcome.RETRY
 
     async def _wait(
