@@ -61,3 +61,21 @@ def test_routes_are_listed_in_registration_order(router):
         ("GET", "/v1/namespaces/{namespace}"),
         ("GET", "/v1/namespaces"),
     ]
+
+
+def test_remembered_matches_stay_right_and_bounded(router):
+    from walstream.api import router as module
+
+    for round_no in range(2):  # the second round is served from what the first remembered
+        for i in range(module._MATCHED_MAX + 10):
+            handler, params = router.resolve("POST", f"/v1/namespaces/ns-{i}/log")
+            assert handler is _a
+            assert params == {"namespace": f"ns-{i}"}, round_no
+    assert len(router._matched) <= module._MATCHED_MAX
+    with pytest.raises(RouteNotFoundError):
+        router.resolve("POST", "/v1/namespaces/x/nothing")
+    assert "/v1/namespaces/x/nothing" not in router._matched
+    with pytest.raises(MethodNotAllowedError):  # a remembered path still checks the method
+        router.resolve("DELETE", "/v1/namespaces/ns-1/log")
+    with pytest.raises(TypeError):  # params are read-only: one handler cannot spoil the next
+        router.resolve("POST", "/v1/namespaces/ns-1/log")[1]["namespace"] = "other"  # type: ignore[index]

@@ -30,6 +30,7 @@ from walstream.errors import WalError
 from walstream.kafka.admin import ensure_topics
 from walstream.kafka.producer import KafkaLogProducer
 from walstream.namespaces.broadcast import NamespaceFeed
+from walstream.runtime import tune_gc
 from walstream.settings import Settings
 from walstream.topology import delay_topic_specs
 
@@ -72,7 +73,7 @@ class Api:
             protocol,
             writer,
             task,
-            asyncio.get_running_loop(),
+            task.get_loop(),  # asyncio.get_running_loop() costs a getpid() system call on 3.11
             client_max_size=self.deps.settings.max_request_bytes,
         )
 
@@ -157,6 +158,7 @@ async def serve_api(settings: Settings) -> None:
         try:
             await web.TCPSite(runner, settings.api_host, settings.api_port).start()
             logger.info("API listening on %s:%d", settings.api_host, settings.api_port)
+            tune_gc(settings.gc_gen0_threshold)
             await stop.wait()
         finally:
             await runner.cleanup()

@@ -22,16 +22,21 @@ class DeadlineSweeper:
         self._deadlines: dict[asyncio.Task[object], float] = {}
         self._expired: set[asyncio.Task[object]] = set()
         self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._sweep(), name="write-deadlines")
+        self._loop = asyncio.get_running_loop()
+        self._task = self._loop.create_task(self._sweep(), name="write-deadlines")
 
     async def stop(self) -> None:
         task, self._task = self._task, None
         await cancel_and_wait(task)
 
     def watch(self, task: asyncio.Task[object], within_s: float) -> None:
-        self._deadlines[task] = asyncio.get_running_loop().time() + within_s
+        # The loop is kept: asyncio.get_running_loop() costs a getpid() system call on 3.11,
+        # once per write.
+        loop = self._loop or asyncio.get_running_loop()
+        self._deadlines[task] = loop.time() + within_s
 
     def unwatch(self, task: asyncio.Task[object]) -> None:
         self._deadlines.pop(task, None)

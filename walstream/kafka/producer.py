@@ -148,11 +148,13 @@ class KafkaLogProducer:
             "retry_backoff_ms": 100,
         }
         self._producer: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._deadlines = DeadlineSweeper()
         self._last_ping: tuple[float, bool] = (0.0, False)
 
     async def start(self) -> None:
         # aiokafka binds to the running loop, so the producer is made here, not in __init__.
+        self._loop = asyncio.get_running_loop()
         self._producer = AIOKafkaProducer(**self._config)
         await self._producer.start()
         self._deadlines.start()
@@ -168,7 +170,7 @@ class KafkaLogProducer:
             WriteRejectedError: certainly not written.
             WriteUnknownError: may have been written.
         """
-        task = asyncio.current_task()
+        task = asyncio.current_task(self._loop)  # given the loop: no getpid() system call
         assert task is not None  # noqa: S101 - always called from a task
         self._deadlines.watch(task, self._timeout_s)
         handed_over = False
