@@ -59,6 +59,19 @@ def wait_committed(broker: str, group: str, topic: str, produced: int) -> None:
     )
 
 
+def worker_env(broker: str, store: str, tmp_path: Path, port: int, **app: str) -> dict[str, str]:
+    """A test worker's environment: the broker, its store and web port, quick group joins."""
+    return {
+        "WALSTREAM_BOOTSTRAP_SERVERS": broker,
+        "WALSTREAM_STORE": store,
+        "WALSTREAM_DATA_DIR": str(tmp_path / "data"),
+        "WALSTREAM_WORKER_WEB_PORT": str(port),
+        "WALSTREAM_BROKER_SESSION_TIMEOUT_S": "2",
+        "WALSTREAM_BROKER_HEARTBEAT_INTERVAL_S": "0.5",
+        **app,
+    }
+
+
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
 def test_table_total_is_exact_after_repeated_sigkill(
@@ -68,16 +81,7 @@ def test_table_total_is_exact_after_repeated_sigkill(
     app_id = f"counter-{unique}"
     asyncio.run(ensure_topics(broker, [TopicSpec(name=topic, partitions=PARTITIONS)]))
     port = free_port()
-    env = {
-        "WALSTREAM_BOOTSTRAP_SERVERS": broker,
-        "WALSTREAM_STORE": store,
-        "WALSTREAM_DATA_DIR": str(tmp_path / "data"),
-        "WALSTREAM_WORKER_WEB_PORT": str(port),
-        "WALSTREAM_BROKER_SESSION_TIMEOUT_S": "2",
-        "WALSTREAM_BROKER_HEARTBEAT_INTERVAL_S": "0.5",
-        "COUNTER_APP_ID": app_id,
-        "COUNTER_TOPIC": topic,
-    }
+    env = worker_env(broker, store, tmp_path, port, COUNTER_APP_ID=app_id, COUNTER_TOPIC=topic)
     url = f"http://127.0.0.1:{port}/total"
     produced = INITIAL_EVENTS
     asyncio.run(produce_batched(broker, topic, INITIAL_EVENTS, 0))
@@ -139,16 +143,7 @@ def test_attempt_counts_written_past_faust_buffer_recover_after_sigkill(
     app_id = f"keeper-{unique}"
     asyncio.run(ensure_topics(broker, [TopicSpec(name=topic, partitions=PARTITIONS)]))
     port = free_port()
-    env = {
-        "WALSTREAM_BOOTSTRAP_SERVERS": broker,
-        "WALSTREAM_STORE": store,
-        "WALSTREAM_DATA_DIR": str(tmp_path / "data"),
-        "WALSTREAM_WORKER_WEB_PORT": str(port),
-        "WALSTREAM_BROKER_SESSION_TIMEOUT_S": "2",
-        "WALSTREAM_BROKER_HEARTBEAT_INTERVAL_S": "0.5",
-        "KEEPER_APP_ID": app_id,
-        "KEEPER_TOPIC": topic,
-    }
+    env = worker_env(broker, store, tmp_path, port, KEEPER_APP_ID=app_id, KEEPER_TOPIC=topic)
     url = f"http://127.0.0.1:{port}/state"
     worker = WorkerProcess(
         "tests.integration.apps.attempts_keeper", env, tmp_path / "worker.log"

@@ -112,6 +112,22 @@ async def idle(reader: asyncio.StreamReader) -> None:
     await reader.read()
 
 
+def replying(answer: bytes, *, close: bool) -> Handler:
+    """A handler that reads one request, writes ``answer`` as it is, then closes the
+    connection (``close``) or keeps it open until the client closes it."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(answer)
+        await writer.drain()
+        if close:
+            writer.close()
+        else:
+            await idle(reader)
+
+    return handler
+
+
 async def read_request(reader: asyncio.StreamReader) -> bytes:
     head = await reader.readuntil(b"\r\n\r\n")
     length = 0
@@ -155,26 +171,16 @@ async def test_chunked_answer(client: HttpClient, app_server: tuple[str, Recorde
 
 
 async def test_answer_ended_by_close(client: HttpClient) -> None:
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(b"HTTP/1.1 404 Not Found\r\n\r\nno such thing")
-        await writer.drain()
-        writer.close()
-
-    async with RawServer(handler) as port:
+    answer = b"HTTP/1.1 404 Not Found\r\n\r\nno such thing"
+    async with RawServer(replying(answer, close=True)) as port:
         base = f"http://127.0.0.1:{port}"
         response = await client.post(f"{base}/x", b"a", [], timeout_s=5)
     assert (response.status, response.body) == (404, b"no such thing")
 
 
 async def test_interim_100_continue_then_the_answer(client: HttpClient) -> None:
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n")
-        await writer.drain()
-        await idle(reader)
-
-    async with RawServer(handler) as port:
+    answer = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n"
+    async with RawServer(replying(answer, close=False)) as port:
         base = f"http://127.0.0.1:{port}"
         assert (await client.post(f"{base}/x", b"a", [], timeout_s=5)).status == 204
 
@@ -200,24 +206,14 @@ async def test_idle_connection_closed_by_the_server_is_replaced(client: HttpClie
 
 
 async def test_fresh_connection_closed_without_answer_is_an_error(client: HttpClient) -> None:
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.close()
-
-    async with RawServer(handler) as port:
+    async with RawServer(replying(b"", close=True)) as port:
         base = f"http://127.0.0.1:{port}"
         with pytest.raises(HttpProtocolError):
             await client.post(f"{base}/x", b"1", [], timeout_s=5)
 
 
 async def test_garbage_answer_is_a_protocol_error(client: HttpClient) -> None:
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(b"SSH-2.0-OpenSSH_9.2\r\n\r\n")
-        await writer.drain()
-        await idle(reader)
-
-    async with RawServer(handler) as port:
+    async with RawServer(replying(b"SSH-2.0-OpenSSH_9.2\r\n\r\n", close=False)) as port:
         base = f"http://127.0.0.1:{port}"
         with pytest.raises(HttpProtocolError):
             await client.post(f"{base}/x", b"1", [], timeout_s=5)

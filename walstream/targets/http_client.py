@@ -35,7 +35,7 @@ __all__ = [
 #: What the client keeps of a response body (error messages quote it; the rest is read and
 #: dropped so the connection can be reused).
 BODY_KEPT_BYTES = 1024
-#: Idle connections kept per origin beyond those in use are closed at once.
+#: Connections open at once to one origin (in use and idle); callers beyond it queue.
 DEFAULT_LIMIT_PER_ORIGIN = 100
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -283,7 +283,7 @@ class HttpClient:
         if pool is None:
             pool = self._pools[endpoint.origin] = _OriginPool(self._limit)
         for _ in range(2):  # a second go only after a stale idle connection
-            conn = await self._acquire(pool, endpoint, loop, deadline)
+            conn = await self._acquire(pool, endpoint, deadline)
             reused = conn is not None
             try:
                 if conn is None:
@@ -300,7 +300,6 @@ class HttpClient:
         self,
         pool: _OriginPool,
         endpoint: _Endpoint,
-        loop: asyncio.AbstractEventLoop,
         deadline: float,
     ) -> _Connection | None:
         if pool.idle or pool.open < pool.limit:
