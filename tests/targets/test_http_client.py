@@ -205,6 +205,31 @@ async def test_idle_connection_closed_by_the_server_is_replaced(client: HttpClie
     assert connections == 2
 
 
+async def test_every_idle_connection_closed_by_the_server_is_replaced(
+    client: HttpClient,
+) -> None:
+    """An upstream dropping all its idle connections (a restart): each one the client picks
+    closes on its request, unanswered; the POST must still go through, on a new connection."""
+    connections = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        await read_request(reader)  # the next request on this connection: dropped unanswered
+
+    async with RawServer(handler) as port:
+        base = f"http://127.0.0.1:{port}"
+        first = await asyncio.gather(
+            *(client.post(f"{base}/x", b"1", [], timeout_s=5) for _ in range(3))
+        )
+        assert [r.status for r in first] == [200] * 3
+        assert (await client.post(f"{base}/x", b"2", [], timeout_s=5)).status == 200
+    assert connections == 4  # the three idle ones tried and dropped, then a new one
+
+
 async def test_fresh_connection_closed_without_answer_is_an_error(client: HttpClient) -> None:
     async with RawServer(replying(b"", close=True)) as port:
         base = f"http://127.0.0.1:{port}"
