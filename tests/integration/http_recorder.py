@@ -35,6 +35,7 @@ class HttpRecorder:
         self._fail_always: int | None = None
         self._fail_fraction = 0.0
         self._fail_matching: bytes | None = None
+        self._answer_matching: tuple[bytes, int] | None = None
         self._random = random.Random(0)
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -75,6 +76,13 @@ class HttpRecorder:
         with self._lock:
             self._fail_matching, self._fail_status = needle, status
 
+    def answer_matching(self, needle: bytes | None, status: int = 422) -> None:
+        """Answer ``status`` to every request whose body contains ``needle`` (None: stop), ahead of
+        ``fail_next``, ``fail_matching`` and ``fail_randomly`` and with its own status (a
+        permanent refusal of marked records while the others fail at random)."""
+        with self._lock:
+            self._answer_matching = None if needle is None else (needle, status)
+
     def _should_fail(self, body: bytes) -> bool:
         if self._fail_matching is not None and self._fail_matching in body:
             return True
@@ -93,6 +101,8 @@ class HttpRecorder:
         with self._lock:
             if self._fail_always is not None:
                 status = self._fail_always
+            elif self._answer_matching is not None and self._answer_matching[0] in body:
+                status = self._answer_matching[1]
             elif self._fail_next > 0:
                 self._fail_next -= 1
                 status = self._fail_status
