@@ -78,6 +78,12 @@ async def test_a_deliver_at_already_past_is_due_now(client, producer):
             "lifecycle.jitter_ms",
         ),
         (b'{"payload": 1, "target": {"type": "nope"}}', 400, "target.type"),
+        (
+            b'{"payload": 1, "target": {"type": "http", "url": "http://127.0.0.1:9/x",'
+            b' "headers": {"Transfer-Encoding": "chunked"}}}',
+            400,
+            "target.headers.Transfer-Encoding",
+        ),
         (b'{"payload": "' + b"x" * 2000 + b'"}', 413, "payload"),
     ],
 )

@@ -5,6 +5,7 @@ a close, idle connections closed, garbage, silence), and TLS with a certificate 
 from __future__ import annotations
 
 import asyncio
+import base64
 import shutil
 import ssl
 import subprocess
@@ -428,3 +429,83 @@ async def test_target_down_is_transient(client: HttpClient) -> None:
     with pytest.raises(TargetUnavailableError) as down:
         await HttpTarget(client).deliver(envelope({"type": "http", "url": f"{base}/200"}))
     assert down.value.error_class == "connection"
+
+
+class Rfc7230Upstream:
+    """A raw HTTP/1.1 server that frames requests as RFC 7230 3.3.3 says (chunked wins over
+    Content-Length) and answers each one 200 on the same keep-alive connection."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[bytes, bytes]] = []  # (request line, body)
+        self.connections = 0
+
+    async def handler(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:
+                return
+            line, *fields = head[:-4].split(b"\r\n")
+            headers = {}
+            for field in fields:
+                name, _, value = field.partition(b":")
+                headers[name.strip().lower()] = value.strip()
+            if headers.get(b"transfer-encoding", b"").lower() == b"chunked":
+                body = b""
+                while True:
+                    size = int((await reader.readuntil(b"\r\n"))[:-2], 16)
+                    body += (await reader.readexactly(size + 2))[:-2]
+                    if size == 0:
+                        break
+            else:
+                body = await reader.readexactly(int(headers.get(b"content-length", b"0")))
+            self.requests.append((line, body))
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            await writer.drain()
+
+
+SMUGGLED = b"0\r\n\r\nPOST /smuggled HTTP/1.1\r\nHost: x\r\nContent-Length: 400\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"Transfer-Encoding": "chunked"},
+        {"transfer-ENCODING": "chunked"},
+        {"Content-Length": "5"},
+        {"Host": "other.example"},
+        {"Connection": "close"},
+        {"Upgrade": "h2c"},
+        {"Expect": "100-continue"},
+    ],
+)
+async def test_smuggling_headers_are_refused_and_the_next_record_arrives_intact(
+    client: HttpClient, extra: dict[str, str]
+) -> None:
+    """A record whose target headers would reframe its request is never sent (a permanent
+    failure), and the next record on the same pooled connection is its own request."""
+    upstream = Rfc7230Upstream()
+    async with RawServer(upstream.handler) as port:
+        base = f"http://127.0.0.1:{port}"
+        target = HttpTarget(client)
+        await target.deliver(envelope({"type": "http", "url": f"{base}/warm"}))  # pools one
+        evil = envelope({"type": "http", "url": f"{base}/evil", "headers": extra})
+        evil = evil._replace(payload=base64.b64encode(SMUGGLED).decode(), payload_encoding="base64")
+        with pytest.raises(TargetRejectedError) as refused:
+            await target.deliver(evil)
+        assert refused.value.error_class == "bad_request"
+        assert next(iter(extra)) in str(refused.value)
+        good = envelope({"type": "http", "url": f"{base}/next"})
+        await target.deliver(good._replace(payload={"n": 2}))
+        await asyncio.wait_for(_until(lambda: len(upstream.requests) >= 2), 5)
+    assert upstream.requests == [
+        (b"POST /warm HTTP/1.1", b'{"n":1}'),
+        (b"POST /next HTTP/1.1", b'{"n":2}'),
+    ]
+    assert upstream.connections == 1  # the same pooled connection carried both
+
+
+async def _until(check: Callable[[], bool]) -> None:
+    while not check():
+        await asyncio.sleep(0.01)

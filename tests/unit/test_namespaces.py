@@ -65,6 +65,10 @@ def test_overrides_are_kept_and_round_trip():
         ({"name": "a", "topics": {"log": "x", "retry": "x"}}, "topics"),
         ({"name": "a", "topics": {"audit": "x"}}, "topics.audit"),
         ({"name": "a", "target": {"type": "kafka"}}, "target.topic"),
+        (
+            {"name": "a", "target": {"type": "http", "url": "http://h", "headers": {"host": "x"}}},
+            "target.headers.host",
+        ),
         ({"name": "a", "max_delay_ms": -1}, "max_delay_ms"),
         ({"name": "a", "ordering": "strict"}, "ordering"),
         ({"name": "a", "on_dlq": True}, "on_dlq"),

@@ -64,6 +64,30 @@ def test_full_request_is_kept_exactly():
 
 
 @pytest.mark.parametrize(
+    "name",
+    [
+        "Transfer-Encoding",
+        "content-length",
+        "HOST",
+        "Connection",
+        "Keep-Alive",
+        "Proxy-Connection",
+        "Proxy-Authorization",
+        "Proxy-Authenticate",
+        "TE",
+        "Trailer",
+        "Upgrade",
+        "Expect",
+    ],
+)
+def test_framing_and_hop_by_hop_headers_are_refused_whatever_their_case(name):
+    target = {"type": "http", "url": "http://127.0.0.1:9/x", "headers": {"X-Ok": "1", name: "v"}}
+    with pytest.raises(BadRequestError) as info:
+        parse({"payload": 1, "target": target})
+    assert info.value.field == f"target.headers.{name}"
+
+
+@pytest.mark.parametrize(
     ("body", "field"),
     [
         ([], "body"),

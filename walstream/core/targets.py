@@ -13,12 +13,36 @@ from typing import Any
 
 from walstream.errors import BadRequestError
 
-__all__ = ["NAMESPACE_NAME", "TARGET_TYPES", "TargetSpec", "parse_target"]
+__all__ = ["NAMESPACE_NAME", "TARGET_TYPES", "UNSENDABLE_HEADERS", "TargetSpec", "parse_target"]
 
 NAMESPACE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _MAX_KEY_CHARS = 1024
+#: Header names an http target may not set (lower case; compared whatever their case). The
+#: framing headers (Content-Length, Transfer-Encoding, Host) are the client's own: a second one
+#: beside them lets a payload pass as the next request on a pooled connection (RFC 7230 3.3.3,
+#: request smuggling). The hop-by-hop ones (RFC 7230 6.1) describe the connection, which the
+#: client owns: Connection, Keep-Alive, TE, Trailer, Upgrade, Proxy-Connection. Expect changes
+#: how the exchange runs (100-continue). Proxy-Authorization and Proxy-Authenticate are
+#: hop-by-hop too; the client uses no proxy, so they would only hand proxy credentials to the
+#: origin.
+UNSENDABLE_HEADERS = frozenset(
+    {
+        "content-length",
+        "transfer-encoding",
+        "host",
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "upgrade",
+        "expect",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -78,6 +102,12 @@ def _headers(field: str) -> Callable[[Any], dict[str, str]]:
             isinstance(k, str) and isinstance(v, str) for k, v in value.items()
         ):
             raise BadRequestError(field, "must be an object of string values")
+        for name in value:
+            if name.lower() in UNSENDABLE_HEADERS:
+                raise BadRequestError(
+                    f"{field}.{name}",
+                    "is a framing or hop-by-hop header the http client sets itself",
+                )
         return value
 
     return check

@@ -25,6 +25,8 @@ from typing import NamedTuple
 import httptools
 from yarl import URL
 
+from walstream.core.targets import UNSENDABLE_HEADERS
+
 __all__ = [
     "HttpClient",
     "HttpProtocolError",
@@ -45,7 +47,8 @@ _USER_AGENT = b"walstream"
 
 
 class InvalidHeaderError(ValueError):
-    """A header name that is not an HTTP token, or a value with CR, LF or NUL in it."""
+    """A header name that is not an HTTP token or is one the client sets itself (framing,
+    hop-by-hop: ``UNSENDABLE_HEADERS``), or a value with CR, LF or NUL in it."""
 
 
 class InvalidUrlError(ValueError):
@@ -89,7 +92,11 @@ def _endpoint(url: str) -> _Endpoint:
 
 
 def encode_request(endpoint: _Endpoint, body: bytes, headers: list[tuple[str, str]]) -> bytes:
-    """The bytes of a POST. Raises InvalidHeaderError for a header that would break framing."""
+    """The bytes of a POST. Raises InvalidHeaderError for a header that would break framing.
+
+    The framing and hop-by-hop headers are this client's alone: a caller's Transfer-Encoding or
+    Content-Length beside ours would let the body pass as the next request on the connection.
+    """
     parts = [
         b"POST ",
         endpoint.path,
@@ -104,6 +111,10 @@ def encode_request(endpoint: _Endpoint, body: bytes, headers: list[tuple[str, st
     for name, value in headers:
         if _TOKEN.fullmatch(name) is None:
             raise InvalidHeaderError(f"header name {name!r} is not an HTTP token")
+        if name.lower() in UNSENDABLE_HEADERS:
+            raise InvalidHeaderError(
+                f"header {name} is set by the client only (framing/hop-by-hop)"
+            )
         if _UNSAFE_VALUE.search(value) is not None:
             raise InvalidHeaderError(f"header {name} has a CR, LF or NUL in its value")
         parts += (name.encode("ascii"), b": ", value.encode("utf-8"), b"\r\n")
