@@ -36,6 +36,7 @@ class HttpRecorder:
         self._fail_fraction = 0.0
         self._fail_matching: bytes | None = None
         self._answer_matching: tuple[bytes, int] | None = None
+        self._delay_matching: tuple[bytes, float] | None = None
         self._random = random.Random(0)
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -83,6 +84,12 @@ class HttpRecorder:
         with self._lock:
             self._answer_matching = None if needle is None else (needle, status)
 
+    def delay_matching(self, needle: bytes | None, seconds: float = 0.0) -> None:
+        """Answer every request whose body contains ``needle`` only after ``seconds`` (None:
+        stop); the request is recorded when it arrives."""
+        with self._lock:
+            self._delay_matching = None if needle is None else (needle, seconds)
+
     def _should_fail(self, body: bytes) -> bool:
         if self._fail_matching is not None and self._fail_matching in body:
             return True
@@ -113,6 +120,9 @@ class HttpRecorder:
             self.received.append(
                 Received(time.time(), request.path, dict(request.headers), body, status)
             )
+            slow = self._delay_matching
+        if slow is not None and slow[0] in body:
+            await asyncio.sleep(slow[1])
         return web.Response(status=status, text="ok" if status == 200 else "no")
 
     def _serve(self) -> None:
