@@ -50,6 +50,8 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
         "web_bind": settings.worker_web_host,
         "web_port": settings.worker_web_port,
         "producer_acks": -1,
+        # The API sizes what it accepts from this (walstream.core.limits): keep them together.
+        "producer_max_request_size": settings.producer_max_request_bytes,
         "topic_partitions": settings.default_partitions,
         "topic_replication_factor": settings.replication_factor,
         "consumer_auto_offset_reset": "earliest",

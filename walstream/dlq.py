@@ -155,8 +155,14 @@ async def redrive(
             except PoisonRecordError as exc:
                 progress.skipped.append(f"{entry.id}: {exc.reason}")
                 continue
+            # A fresh start: attempts from 0 under a count of its own (``redrive``: a copy the
+            # worker may still count attempts of is not taken for a stale one), a fresh budget.
             again = env._replace(
-                attempt=0, not_before_ms=0, target=dict(target) if target else env.target
+                attempt=0,
+                not_before_ms=0,
+                first_attempt_ms=0,
+                redrive=env.redrive + 1,
+                target=dict(target) if target else env.target,
             )
             key = env.key.encode() if env.key is not None else None
             await producer.send_and_wait(ns.topics.log, encode_envelope(again), key=key)

@@ -14,6 +14,8 @@
     + TargetUnavailableError              retriable = True  (timeouts, 5xx, locked database)
     + TargetRejectedError                 retriable = False (4xx, constraint violations)
   x PoisonRecordError(reason)             -> undecodable record; routed to the DLQ, stream continues
+  x EmitRefusedError(topic, reason)       -> the worker's producer or broker refuses a record for
+                                             good (too large, bad topic); the record goes to the DLQ
   x BrokerError                           -> the embedded broker could not start
 """
 
@@ -23,6 +25,7 @@ __all__ = [
     "BadRequestError",
     "BrokerError",
     "ConfigError",
+    "EmitRefusedError",
     "NamespaceNotFoundError",
     "OverloadedError",
     "PayloadTooLargeError",
@@ -127,6 +130,15 @@ class PoisonRecordError(WalError):
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
+        self.reason = reason
+
+
+class EmitRefusedError(WalError):
+    """A record the worker writes can never be written to ``topic`` (too large, invalid topic)."""
+
+    def __init__(self, topic: str, reason: str) -> None:
+        super().__init__(f"{topic}: {reason}")
+        self.topic = topic
         self.reason = reason
 
 

@@ -1,9 +1,9 @@
 """Wire formats: the versioned record envelope, encoded with orjson.
 
 A record's Kafka value is one JSON object with ``"v": 1``; optional fields at their defaults
-(``key`` null, ``payload_encoding`` json, ``delay_ms``, ``attempt`` and ``not_before_ms`` 0,
-``history`` empty) are
-left out and read back as those defaults. Decoding never lets a bad record
+(``key`` null, ``payload_encoding`` json, ``delay_ms``, ``attempt``, ``not_before_ms``,
+``first_attempt_ms`` and ``redrive`` 0, ``history`` empty) are left out and read back as those
+defaults. Decoding never lets a bad record
 through silently: undecodable bytes and unknown versions raise PoisonRecordError with a reason,
 which consumers route to the DLQ instead of crashing (or, with Faust, acking and losing it).
 """
@@ -70,6 +70,12 @@ class Envelope(NamedTuple):
     history: tuple[AttemptError, ...] = ()
     #: Not to be delivered before this (a retry's backoff); 0: no such bound.
     not_before_ms: int = 0
+    #: When the worker first tried to deliver the record (its retry budget starts there); 0: not
+    #: yet. Kept apart from ``history``, which is bounded and may lose its first entries.
+    first_attempt_ms: int = 0
+    #: How many times the record was redriven from the DLQ. Its attempt count is kept per
+    #: redrive, so a redriven copy starts a fresh count instead of passing for a stale one.
+    redrive: int = 0
 
     @property
     def due_ms(self) -> int:
@@ -114,6 +120,10 @@ def _envelope_dict(env: Envelope) -> dict[str, Any]:
         obj["history"] = [h._asdict() for h in env.history]
     if env.not_before_ms:
         obj["not_before_ms"] = env.not_before_ms
+    if env.first_attempt_ms:
+        obj["first_attempt_ms"] = env.first_attempt_ms
+    if env.redrive:
+        obj["redrive"] = env.redrive
     return obj
 
 
@@ -193,4 +203,6 @@ def decode_envelope(raw: bytes | None) -> Envelope:
         attempt=_optional(obj, "attempt", int, 0),
         history=history,
         not_before_ms=_optional(obj, "not_before_ms", int, 0),
+        first_attempt_ms=_optional(obj, "first_attempt_ms", int, 0),
+        redrive=_optional(obj, "redrive", int, 0),
     )

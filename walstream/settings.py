@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from walstream.core.limits import WORKER_ALLOWANCE_BYTES, max_record_bytes
 from walstream.errors import ConfigError
 
 __all__ = ["Settings"]
@@ -55,7 +56,11 @@ class Settings:
     control_topic: str = "walstream.namespaces"
     #: Partitions of a namespace's topics when its definition does not say.
     default_partitions: int = 4
-    replication_factor: int = 1
+    #: Copies of every topic walstream creates, and how many an acks=all write waits for; both
+    #: capped to the brokers the cluster reports (1 on the embedded broker), with a WARNING at
+    #: start when that leaves one copy (walstream.kafka.admin).
+    replication_factor: int = 3
+    min_insync_replicas: int = 2
 
     api_host: str = "127.0.0.1"
     api_port: int = 8080
@@ -66,6 +71,13 @@ class Settings:
     #: Seconds a shed client is told to wait (Retry-After).
     shed_retry_after_s: float = 1.0
     max_request_bytes: int = 16 * 1024 * 1024
+    #: The worker's producer refuses larger requests (Faust's producer_max_request_size). The API
+    #: accepts an encoded record only up to this less HISTORY_MAX_BYTES and a fixed allowance
+    #: (walstream.core.limits), so the worker can always write it again with its history.
+    producer_max_request_bytes: int = 1_000_000
+    #: A record's history of failed attempts is kept within this many encoded bytes (its first
+    #: entry and the latest ones).
+    history_max_bytes: int = 16 * 1024
     max_batch_records: int = 10_000
     #: Seconds an API process waits at start for the registry to catch up before serving anyway.
     registry_ready_timeout_s: float = 30.0
@@ -92,9 +104,19 @@ class Settings:
     breaker_threshold: int = 5
     breaker_base_open_ms: int = 1_000
     breaker_max_open_ms: int = 60_000
+    #: A target client, producer or breaker of an endpoint (http origin, Kafka cluster) unused
+    #: this long is closed and forgotten; at most TARGET_MAX_ENDPOINTS are kept (least recently
+    #: used go first). Records may name endpoints: this bounds what they make a worker hold.
+    target_idle_ttl_s: float = 600.0
+    target_max_endpoints: int = 256
+    #: An idle keep-alive connection of the http target is closed after this long.
+    http_idle_timeout_s: float = 30.0
     #: How long a delay tier keeps records beyond its delay: the longest delay-stage outage that
     #: loses nothing.
     delay_grace_ms: int = 7 * 86_400_000
+    #: How long the delay stage tries a record whose destination topic or partition does not
+    #: exist (a deleted namespace) before dead-lettering it (walstream.core.delay).
+    delay_dest_grace_ms: int = 60_000
     #: Records the delay stage holds in memory for their last stretch (what comes due within the
     #: smallest tier + its lead, 13 s) at most; beyond, it pauses reading the tiers.
     delay_timer_capacity: int = 200_000
@@ -145,6 +167,7 @@ class Settings:
             "max_batch_records": self.max_batch_records,
             "default_partitions": self.default_partitions,
             "replication_factor": self.replication_factor,
+            "min_insync_replicas": self.min_insync_replicas,
             "broker_session_timeout_s": self.broker_session_timeout_s,
             "deliver_concurrency": self.deliver_concurrency,
             "consumer_fetch_max_wait_ms": self.consumer_fetch_max_wait_ms,
@@ -154,10 +177,20 @@ class Settings:
             "delay_handoff_lead_ms": self.delay_handoff_lead_ms,
             "deliver_max_pending": self.deliver_max_pending,
             "gc_gen0_threshold": self.gc_gen0_threshold,
+            "target_idle_ttl_s": self.target_idle_ttl_s,
+            "target_max_endpoints": self.target_max_endpoints,
+            "http_idle_timeout_s": self.http_idle_timeout_s,
+            "history_max_bytes": self.history_max_bytes,
         }
         for name, value in positive.items():
             if value <= 0:
                 raise ConfigError(_PREFIX + name.upper(), value, "must be > 0")
+        if self.min_insync_replicas > self.replication_factor:
+            raise ConfigError(
+                _PREFIX + "MIN_INSYNC_REPLICAS",
+                self.min_insync_replicas,
+                "must be <= WALSTREAM_REPLICATION_FACTOR, or every acks=all write fails",
+            )
         if self.broker_heartbeat_interval_s >= self.broker_session_timeout_s:
             raise ConfigError(
                 _PREFIX + "BROKER_HEARTBEAT_INTERVAL_S",
@@ -169,6 +202,13 @@ class Settings:
                 _PREFIX + "MAX_BATCH_RECORDS",
                 self.max_batch_records,
                 "must be <= WALSTREAM_MAX_IN_FLIGHT, or a full batch could never be admitted",
+            )
+        if self.max_record_bytes < 64 * 1024:
+            raise ConfigError(
+                _PREFIX + "PRODUCER_MAX_REQUEST_BYTES",
+                self.producer_max_request_bytes,
+                "leaves the API under 64 KiB per record after WALSTREAM_HISTORY_MAX_BYTES "
+                f"and the worker's allowance of {WORKER_ALLOWANCE_BYTES} bytes",
             )
         if self.store not in {"memory://", "rocksdb://"}:
             raise ConfigError(_PREFIX + "STORE", self.store, "expected memory:// or rocksdb://")
@@ -182,6 +222,11 @@ class Settings:
             raise ConfigError(
                 _PREFIX + "KV_URL", self.kv_url, "expected sqlite:/// or postgresql://"
             )
+
+    @property
+    def max_record_bytes(self) -> int:
+        """The largest encoded record (key + value) the API accepts (walstream.core.limits)."""
+        return max_record_bytes(self.producer_max_request_bytes, self.history_max_bytes)
 
     @property
     def bootstrap_list(self) -> list[str]:

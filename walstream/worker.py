@@ -94,6 +94,7 @@ class Delivery(mode.Service):
             handoff_lead_ms=settings.delay_handoff_lead_ms,
             order=self.key_order,
             reader=self.log_reader,
+            history_max_bytes=settings.history_max_bytes,
         )
         self.delay = DelayStage(
             settings.replace(app_id=app.conf.id),

@@ -9,14 +9,17 @@ the retry chain goes on, its count not restarted.
 straight to the producer from the handler, awaited, instead of through Faust's changelog buffer
 (``table[key] = value``): same records on the same changelog partition, so Faust recovers the
 table as before, but at about a third of the CPU (measured: the two buffered writes of a record
-retried once cost ~150 us, as much as the rest of its retry). A write is on the producer's
-accumulator before the handler acks its source record, and Faust flushes the producer before it
-commits offsets, so a committed source offset never runs ahead of its count.
+retried once cost ~150 us, as much as the rest of its retry). The handler waits for the
+broker's ack of each write, retrying one that failed (``walstream.agents.emit.send_acked``), so
+a count is on the changelog before its source record is acked: a failed write is seen and
+written again by the handler itself, not found at Faust's next flush with the record acked.
 """
 
 from __future__ import annotations
 
 from typing import Any, Protocol
+
+from walstream.agents.emit import send_acked
 
 __all__ = ["Attempts", "MemoryAttempts", "TableAttempts"]
 
@@ -77,15 +80,9 @@ class TableAttempts:
             )
         )
         partition = table.partition_for_key(record_id)  # the current event's
-        sent = await app.producer.send(
-            table.changelog_topic_name, key, value, partition, None, None
+        metadata = await send_acked(
+            app.producer, table.changelog_topic_name, key, value, partition, None, None
         )
-        sent.add_done_callback(self._persisted)
-
-    def _persisted(self, sent: Any) -> None:
-        """What Faust's own changelog callback does: a RocksDB store notes the offset it holds
-        (recovery resumes from there)."""
-        if sent.cancelled() or sent.exception() is not None:
-            return  # Faust's flush before commit raises it; nothing to note
-        metadata = sent.result()
-        self.table.data.set_persisted_offset(metadata.topic_partition, metadata.offset)
+        # What Faust's own changelog callback does: a RocksDB store notes the offset it holds
+        # (recovery resumes from there).
+        table.data.set_persisted_offset(metadata.topic_partition, metadata.offset)

@@ -63,13 +63,27 @@ from walstream.core.ordering import (
     dead_lettered,
     settled,
 )
-from walstream.core.retry import DeadLetter, Failure, RetryPolicy, decide
-from walstream.errors import NamespaceNotFoundError, PoisonRecordError, TargetError
+from walstream.core.retry import (
+    HISTORY_MAX_BYTES,
+    DeadLetter,
+    Failure,
+    RetryPolicy,
+    bound_history,
+    decide,
+    history_entry,
+    may_defer,
+)
+from walstream.errors import (
+    EmitRefusedError,
+    NamespaceNotFoundError,
+    PoisonRecordError,
+    TargetError,
+)
 from walstream.kafka.log_reader import LoggedRecord, RecordGoneError
 from walstream.metrics import WalMetrics
 from walstream.namespaces.config import NamespaceConfig, Ordering
 from walstream.namespaces.registry import NamespaceRegistry
-from walstream.records import AttemptError, Envelope, decode_envelope, encode_envelope
+from walstream.records import Envelope, decode_envelope, encode_envelope
 from walstream.targets.pool import TargetPool
 from walstream.topology import delay_topic
 
@@ -77,9 +91,6 @@ __all__ = ["Deliverer", "Emitter", "LogReading", "Outcome", "Source", "retry_pol
 
 logger = logging.getLogger(__name__)
 
-#: History kept on a record: its last attempts, each message cut to this many characters.
-HISTORY_MAX = 200
-MESSAGE_MAX = 500
 #: How long a record of a namespace this worker no longer knows waits before it is looked at again.
 UNKNOWN_NAMESPACE_RECHECK_MS = 60_000
 #: A DLQ entry names at most this many of the records that waited behind it.
@@ -164,6 +175,7 @@ class Deliverer:
         handoff_lead_ms: int = HANDOFF_LEAD_MS,
         order: KeyOrder | None = None,
         reader: LogReading | None = None,
+        history_max_bytes: int = HISTORY_MAX_BYTES,
     ) -> None:
         self.registry = registry
         self.pool = pool
@@ -181,6 +193,8 @@ class Deliverer:
         #: per-key ordering state and the reader of parked records (ordering = key)
         self.order = order if order is not None else KeyOrder({})
         self.reader = reader
+        #: a record's history is kept within this many encoded bytes (WALSTREAM_HISTORY_MAX_BYTES)
+        self.history_max_bytes = history_max_bytes
 
     async def handle(
         self,
@@ -190,6 +204,7 @@ class Deliverer:
         headers: list[tuple[str, bytes]] | None = None,
     ) -> Outcome:
         """Route one record to its outcome. Never raises (but for cancellation)."""
+        kind = None
         try:
             kind = marker_kind(headers)
             if kind is not None:
@@ -203,6 +218,8 @@ class Deliverer:
             reason = f"internal error: {type(exc).__name__}: {exc}"
             outcome = await self._dead_raw(value, key, source, reason, "InternalError")
             ns_name, stage = self.registry.namespace_of(source.topic) or "-", "error"
+            if outcome is Outcome.DEAD and kind is None:
+                await self._settle_dead(value, key, source)
         if self.metrics is not None:
             self.metrics.deliveries.labels(ns_name, stage, outcome.value).inc()
         return outcome
@@ -222,7 +239,7 @@ class Deliverer:
             return await self._park(env, value, key, source), env.namespace, "parked"
         stage = "log" if source.topic == ns.topics.log else "retry"
         order_key = self._order_key(ns, env)
-        if env.attempt < self.attempts.get(env.id, 0):
+        if env.attempt < self.attempts.get(_count_key(env), 0):
             if order_key is not None and released:  # a stale copy heads the key: let the key go on
                 await self._pass_turn(ns, env, key, source, Outcome.DELIVERED)
             return Outcome.DUPLICATE, ns.name, stage
@@ -248,12 +265,22 @@ class Deliverer:
         source: Source,
     ) -> Outcome:
         now = self.clock.now_ms()
-        if env.due_ms > now:
-            await self._wait(value, key, env.due_ms, ns.topics.retry, source.partition, now)
-            return Outcome.DELAYED
-        if self.metrics is not None:
-            self.metrics.delivery_lateness.labels(ns.name).observe((now - env.due_ms) / 1000)
-        return await self._attempt(env, key, ns, source, now)
+        try:
+            if env.due_ms > now:
+                await self._wait(value, key, env.due_ms, ns.topics.retry, source.partition, now)
+                return Outcome.DELAYED
+            if self.metrics is not None:
+                self.metrics.delivery_lateness.labels(ns.name).observe((now - env.due_ms) / 1000)
+            return await self._attempt(env, key, ns, source, now)
+        except asyncio.CancelledError:
+            raise
+        except EmitRefusedError as exc:  # could not be sent on to wait: the DLQ
+            reason = f"refused by the broker on its way to {exc}"
+            return await self._dead(env, ns, source, reason=reason, error_class="EmitRefused")
+        except Exception as exc:  # a bug: the DLQ, and the key goes on (_handle passes its turn)
+            logger.exception("deliver %s: unexpected error", source.coordinates())
+            reason = f"internal error: {type(exc).__name__}: {exc}"
+            return await self._dead(env, ns, source, reason=reason, error_class="InternalError")
 
     # -- per-key ordering ------------------------------------------------------------------
 
@@ -412,11 +439,26 @@ class Deliverer:
         except TargetError as exc:
             failure = Failure(error_class=exc.error_class, message=str(exc), retriable=False)
             return await self._failed(env, key, ns, source, now, failure)
+        except Exception as exc:  # noqa: BLE001 - e.g. a cluster unreachable: its producer can't start
+            # Not the record's fault: retried like a connection error at delivery (the README).
+            logger.warning("target %s for %s not made: %r", env.target.get("type"), env.id, exc)
+            failure = Failure(error_class="connection", message=repr(exc), retriable=True)
+            return await self._failed(env, key, ns, source, now, failure)
         breaker = self.pool.breaker(endpoint)
         if not breaker.allow(now):
-            # The target is down: wait for the breaker's next probe; no attempt is spent.
+            # The target is down: wait for the breaker's next probe; no attempt is spent, but
+            # time is: the retry budget and attempt limit still hold.
             spread = int(self.rand() * self.pool.settings.breaker_base_open_ms)
-            deferred = env._replace(not_before_ms=breaker.retry_at_ms(now) + spread)
+            until = breaker.retry_at_ms(now) + spread
+            first = env.first_attempt_ms or now
+            verdict = may_defer(
+                retry_policy(ns), attempt=env.attempt, until_ms=until, first_attempt_ms=first
+            )
+            if verdict is not None:
+                return await self._dead(
+                    env, ns, source, reason=verdict.reason, error_class="circuit_open"
+                )
+            deferred = env._replace(not_before_ms=until, first_attempt_ms=first)
             await self._wait(
                 encode_envelope(deferred),
                 key,
@@ -437,13 +479,13 @@ class Deliverer:
             failure = Failure(error_class=type(exc).__name__, message=str(exc), retriable=True)
         else:
             breaker.record_success()
-            await self.attempts.forget(env.id)
+            await self.attempts.forget(_count_key(env))
             return Outcome.DELIVERED
         if failure.retriable:
             breaker.record_failure(self.clock.now_ms())
         else:
             breaker.record_success()  # the target answered: it is up
-        return await self._failed(env, key, ns, source, self.clock.now_ms(), failure)
+        return await self._failed(env, key, ns, source, self.clock.now_ms(), failure, started=now)
 
     async def _failed(
         self,
@@ -453,57 +495,103 @@ class Deliverer:
         source: Source,
         now: int,
         failure: Failure,
+        *,
+        started: int | None = None,
     ) -> Outcome:
+        """Attempt ``env.attempt``, begun at ``started`` (default ``now``), failed."""
+        first = env.first_attempt_ms or (now if started is None else started)
         decision = decide(
             retry_policy(ns),
             attempt=env.attempt,
             failure=failure,
             now_ms=now,
-            first_attempt_ms=env.history[0].at_ms if env.history else now,
+            first_attempt_ms=first,
             rand=self.rand(),
         )
-        history = (
-            *env.history,
-            AttemptError(now, env.attempt, failure.error_class, failure.message[:MESSAGE_MAX]),
-        )[-HISTORY_MAX:]
-        if isinstance(decision, DeadLetter):
-            dead = env._replace(attempt=env.attempt + 1, history=history)
-            await self.emitter.emit(
-                ns.topics.dlq,
-                encode_envelope(dead),
-                key=env.id.encode(),
-                partition=source.partition,
-                headers=entry_headers(
-                    namespace=ns.name,
-                    reason=decision.reason,
-                    error_class=failure.error_class,
-                    source=source.coordinates(),
-                    attempts=dead.attempt,
-                    dead_at_ms=now,
-                    behind=self._behind(ns, env),
-                ),
-            )
-            if self.metrics is not None:
-                self.metrics.dlq_records_written.labels(ns.name, failure.error_class).inc()
-            await self.attempts.forget(env.id)
-            return Outcome.DEAD
-        retry = env._replace(
-            attempt=decision.attempt, history=history, not_before_ms=decision.not_before_ms
+        history = bound_history(
+            (*env.history, history_entry(now, env.attempt, failure)), self.history_max_bytes
         )
-        raw = encode_envelope(retry)
-        if retry.due_ms - now > self.handoff_lead_ms:
-            await self._wait(raw, key, retry.due_ms, ns.topics.retry, source.partition, now)
-        else:
-            # Due within the hand-over lead: straight to the retry topic, held there until due.
-            await self.emitter.emit(
-                ns.topics.retry,
-                raw,
-                key=key,
-                partition=source.partition,
-                headers=due_header(retry.due_ms),
+        failed = env._replace(attempt=env.attempt + 1, history=history, first_attempt_ms=first)
+        if isinstance(decision, DeadLetter):
+            return await self._dead(
+                failed, ns, source, reason=decision.reason, error_class=failure.error_class
             )
-        await self.attempts.record(env.id, decision.attempt)  # once the retry record is safe
+        retry = failed._replace(attempt=decision.attempt, not_before_ms=decision.not_before_ms)
+        raw = encode_envelope(retry)
+        try:
+            if retry.due_ms - now > self.handoff_lead_ms:
+                await self._wait(raw, key, retry.due_ms, ns.topics.retry, source.partition, now)
+            else:
+                # Due within the hand-over lead: straight to the retry topic, held until due.
+                await self.emitter.emit(
+                    ns.topics.retry,
+                    raw,
+                    key=key,
+                    partition=source.partition,
+                    headers=due_header(retry.due_ms),
+                )
+        except EmitRefusedError as exc:
+            reason = f"retry refused by the broker ({exc}) after {failure.error_class}"
+            return await self._dead(failed, ns, source, reason=reason, error_class="EmitRefused")
+        await self.attempts.record(_count_key(env), decision.attempt)  # once the retry is safe
         return Outcome.RETRY
+
+    async def _dead(
+        self,
+        env: Envelope,
+        ns: NamespaceConfig,
+        source: Source,
+        *,
+        reason: str,
+        error_class: str,
+    ) -> Outcome:
+        """Dead-letter ``env`` (as it should be kept: its attempts and history) and forget its
+        count. The caller passes its key's turn (``_handle`` does, for a DEAD outcome).
+
+        An entry the broker refuses (too large even with a bounded history: a record written to
+        the log by someone else than the API) goes without the record: reason and source
+        coordinates only, the record stays where it was read."""
+        now = self.clock.now_ms()
+        behind = self._behind(ns, env)
+        value: bytes | None = encode_envelope(env)
+        for last_resort in (False, True):
+            try:
+                await self.emitter.emit(
+                    ns.topics.dlq,
+                    value,
+                    key=env.id.encode(),
+                    partition=source.partition,
+                    headers=entry_headers(
+                        namespace=ns.name,
+                        reason=reason,
+                        error_class=error_class,
+                        source=source.coordinates(),
+                        attempts=env.attempt,
+                        dead_at_ms=now,
+                        behind=behind,
+                    ),
+                )
+                break
+            except EmitRefusedError as exc:
+                if last_resort:
+                    logger.critical(
+                        "DLQ entry of %s at %s refused even without the record (%s); "
+                        "it stays at its source",
+                        env.id,
+                        source.coordinates(),
+                        exc,
+                    )
+                    break
+                logger.error("DLQ copy of %s refused (%s): entry without it", env.id, exc)
+                value = None
+                reason = (
+                    f"{reason} [the DLQ refused the record ({exc.reason}): not copied, it "
+                    f"stays at {source.coordinates()}]"
+                )
+        if self.metrics is not None:
+            self.metrics.dlq_records_written.labels(ns.name, error_class).inc()
+        await self.attempts.forget(_count_key(env))
+        return Outcome.DEAD
 
     async def _wait(
         self,
@@ -564,24 +652,74 @@ class Deliverer:
             ns = self.registry.get(ns_name) if ns_name is not None else None
         except NamespaceNotFoundError:
             ns = None
+        now = self.clock.now_ms()
         if ns is None:
-            logger.error("cannot dead-letter %s (no namespace): %s", source.coordinates(), reason)
+            # No DLQ to own it (yet): keep it, and look again once the namespace may be known.
+            logger.error(
+                "cannot dead-letter %s (no namespace), parked: %s", source.coordinates(), reason
+            )
+            try:
+                await self._wait(
+                    value,
+                    key,
+                    now + UNKNOWN_NAMESPACE_RECHECK_MS,
+                    source.topic,
+                    source.partition,
+                    now,
+                )
+            except EmitRefusedError as exc:
+                logger.critical(
+                    "%s not parked (%s): it stays at its source", source.coordinates(), exc
+                )
             return Outcome.PARKED
         record_id = f"poison-{source.topic}-{source.partition}-{source.offset}"
-        await self.emitter.emit(
-            ns.topics.dlq,
-            value,
-            key=record_id.encode(),
-            partition=source.partition,
-            headers=entry_headers(
-                namespace=ns.name,
-                reason=reason,
-                error_class=error_class,
-                source=source.coordinates(),
-                attempts=0,
-                dead_at_ms=self.clock.now_ms(),
-            ),
-        )
+        for last_resort in (False, True):
+            try:
+                await self.emitter.emit(
+                    ns.topics.dlq,
+                    value,
+                    key=record_id.encode(),
+                    partition=source.partition,
+                    headers=entry_headers(
+                        namespace=ns.name,
+                        reason=reason,
+                        error_class=error_class,
+                        source=source.coordinates(),
+                        attempts=0,
+                        dead_at_ms=now,
+                    ),
+                )
+                break
+            except EmitRefusedError as exc:
+                if last_resort:
+                    logger.critical("DLQ refused %s even without it: %s", record_id, exc)
+                    break
+                value = None
+                reason = f"{reason} [not copied ({exc.reason}): it stays at {source.coordinates()}]"
         if self.metrics is not None:
             self.metrics.dlq_records_written.labels(ns.name, error_class).inc()
         return Outcome.DEAD
+
+    async def _settle_dead(self, value: bytes | None, key: bytes | None, source: Source) -> None:
+        """After the catch-all dead-lettered a record as it was: forget its count and pass its
+        key's turn, as every way to the DLQ does (else a redrive is a "duplicate" and the key
+        waits forever)."""
+        try:
+            env = decode_envelope(value)
+        except PoisonRecordError:
+            return
+        ns = self._namespace(env.namespace, self.registry.namespace_of(source.topic))
+        if ns is None:
+            return
+        try:
+            await self.attempts.forget(_count_key(env))
+            await self._pass_turn(ns, env, key, source, Outcome.DEAD)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("dead record %s at %s not settled", env.id, source.coordinates())
+
+
+def _count_key(env: Envelope) -> str:
+    """The attempts table's key for ``env``: one count per redrive of a record."""
+    return env.id if not env.redrive else f"{env.id}~r{env.redrive}"

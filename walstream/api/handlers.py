@@ -16,8 +16,14 @@ from walstream.core.dlq import parse_selection
 from walstream.core.targets import parse_target
 from walstream.core.validate import parse_batch, parse_write_request
 from walstream.dlq import DlqAccess, entry_json
-from walstream.errors import BadRequestError, OverloadedError, ServiceUnavailableError, WalError
-from walstream.kafka.producer import route_write
+from walstream.errors import (
+    BadRequestError,
+    OverloadedError,
+    PayloadTooLargeError,
+    ServiceUnavailableError,
+    WalError,
+)
+from walstream.kafka.producer import Outgoing, route_write
 from walstream.namespaces.config import NamespaceConfig
 from walstream.records import Envelope
 
@@ -39,6 +45,15 @@ def _decode(raw: bytes) -> Any:
         raise BadRequestError("body", f"invalid JSON: {exc}") from None
 
 
+def _check_size(record: Outgoing, limit: int) -> None:
+    """Refuse a record the worker could not write again with its history (core/limits.py)."""
+    size = len(record.value) + (len(record.key) if record.key is not None else 0)
+    if size > limit:
+        raise PayloadTooLargeError(
+            "payload", f"the record is {size} bytes encoded, over the limit of {limit}"
+        )
+
+
 async def write_to_log(request: web.BaseRequest, deps: ApiDeps, params: Params) -> web.Response:
     """WriteToLog: one record."""
     ns = _namespace(deps, params)
@@ -49,11 +64,11 @@ async def write_to_log(request: web.BaseRequest, deps: ApiDeps, params: Params) 
         body = _decode(await request.read())
         now_ms = deps.clock.now_ms()
         env = parse_write_request(body, ns, now_ms=now_ms, rand=deps.rand())
-        await deps.producer.send(
-            route_write(
-                env, ns.topics.log, now_ms, deps.settings.app_id, key_ordered=ns.key_ordered
-            )
+        record = route_write(
+            env, ns.topics.log, now_ms, deps.settings.app_id, key_ordered=ns.key_ordered
         )
+        _check_size(record, deps.settings.max_record_bytes)
+        await deps.producer.send(record)
     finally:
         limiter.release()
     # The hot path's answer, built without a dict and an encoder (ids are hex: nothing to escape).
@@ -70,24 +85,23 @@ async def write_batch(request: web.BaseRequest, deps: ApiDeps, params: Params) -
     results: list[dict[str, Any]] = [{} for _ in items]
     envelopes: list[tuple[int, Envelope]] = []
     now_ms = deps.clock.now_ms()
+    outgoing: list[Outgoing] = []
+    app_id, limit = deps.settings.app_id, deps.settings.max_record_bytes
     for index, item in enumerate(items):
         try:
-            envelopes.append(
-                (index, parse_write_request(item, ns, now_ms=now_ms, rand=deps.rand()))
-            )
+            env = parse_write_request(item, ns, now_ms=now_ms, rand=deps.rand())
+            record = route_write(env, ns.topics.log, now_ms, app_id, key_ordered=ns.key_ordered)
+            _check_size(record, limit)
         except WalError as exc:
             results[index] = {"status": status_for(exc)[0], **error_body(exc)}
+        else:
+            envelopes.append((index, env))
+            outgoing.append(record)
     if envelopes:
         if not deps.limiter.try_acquire(len(envelopes)):
             raise OverloadedError(deps.settings.shed_retry_after_s)
         try:
-            app_id = deps.settings.app_id
-            errors = await deps.producer.send_many(
-                [
-                    route_write(env, ns.topics.log, now_ms, app_id, key_ordered=ns.key_ordered)
-                    for _, env in envelopes
-                ]
-            )
+            errors = await deps.producer.send_many(outgoing)
         finally:
             deps.limiter.release(len(envelopes))
         for (index, env), error in zip(envelopes, errors, strict=True):

@@ -1,8 +1,30 @@
-"""In-flight limiting: admit a write only while fewer than ``limit`` are awaiting the broker."""
+"""Limits: in-flight writes, and how large a record the API may accept.
+
+Every record the API accepts must be re-producible by the worker after it failed, with its
+history and its DLQ headers: the worker's producer refuses requests over
+WALSTREAM_PRODUCER_MAX_REQUEST_BYTES, so the API refuses (413) an encoded record over that less
+the history bound and a fixed allowance for what the worker adds.
+"""
 
 from __future__ import annotations
 
-__all__ = ["InFlightLimiter"]
+__all__ = ["WORKER_ALLOWANCE_BYTES", "InFlightLimiter", "max_record_bytes"]
+
+#: What the worker adds to a record besides its history: envelope fields (attempt, not_before_ms,
+#: first_attempt_ms, redrive, the history key), the record id as a DLQ key, a DLQ entry's headers
+#: (reason <= 4 KiB, up to 1,000 ids of records waiting behind it ~ 33 KiB, the rest < 1 KiB),
+#: delay headers, and the record batch's framing (~ 70 bytes).
+WORKER_ALLOWANCE_BYTES = 48 * 1024
+
+
+def max_record_bytes(producer_max_request_bytes: int, history_max_bytes: int) -> int:
+    """The largest encoded record (key + value) the API accepts.
+
+    Args:
+        producer_max_request_bytes: the worker's producer limit (aiokafka ``max_request_size``).
+        history_max_bytes: the bound of a record's encoded history.
+    """
+    return producer_max_request_bytes - history_max_bytes - WORKER_ALLOWANCE_BYTES
 
 
 class InFlightLimiter:
