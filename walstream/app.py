@@ -7,15 +7,19 @@ topics): choose once, rename only with a migration.
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Callable
 from typing import Any
 
 import faust
 import mode
+from faust.types import AppT
 
+from walstream.kafka.admin import check_durability, ensure_topics
 from walstream.namespaces.broadcast import NamespaceFeed
 from walstream.namespaces.registry import NamespaceRegistry
 from walstream.settings import Settings
+from walstream.topology import changelog_topic_spec
 
 __all__ = ["NamespaceService", "Worker", "app", "create_app", "faust_settings"]
 
@@ -32,6 +36,35 @@ class Worker(faust.Worker):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.spinner = None
+
+    async def on_start(self) -> None:
+        # Runs before the app (a child of the worker) starts, and so before Faust creates its
+        # changelog and leader topics with conf.topic_replication_factor.
+        settings = _SETTINGS.get(self.app)
+        if settings is not None:
+            await _prepare_cluster(self.app, settings)
+        await super().on_start()
+
+
+#: The walstream settings each app was created with (for its Worker).
+_SETTINGS: weakref.WeakKeyDictionary[AppT, Settings] = weakref.WeakKeyDictionary()
+
+
+async def _prepare_cluster(app: AppT, settings: Settings) -> None:
+    """Warn when acks=all means one broker; create the tables' changelogs as walstream.topology
+    specifies them (capped replication, min.insync.replicas), which Faust then finds made."""
+    durability = await check_durability(settings, process="worker")
+    app.conf.topic_replication_factor = durability.replication_factor
+    specs = [
+        changelog_topic_spec(
+            table.changelog_topic.get_topic_name(),
+            table.partitions or settings.default_partitions,
+            settings.replication_factor,
+            settings.min_insync_replicas,
+        )
+        for table in app.tables.values()
+    ]
+    await ensure_topics(settings.bootstrap_list, specs)
 
 
 def faust_settings(settings: Settings) -> dict[str, Any]:
@@ -117,6 +150,7 @@ def create_app(
     conf = faust_settings(settings)
     conf.update(overrides)
     new_app = faust.App(app_id or settings.app_id, autodiscover=False, **conf)
+    _SETTINGS[new_app] = settings
     namespaces = NamespaceService(settings, loop=None)
     # Faust starts an instance as readily as a class (App._prepare_subservice); typed for classes.
     new_app.service(namespaces)  # type: ignore[arg-type]

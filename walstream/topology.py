@@ -1,33 +1,71 @@
-"""Topic names and specs: the single place a topic name is built.
+"""Topic names and specs: the single place a topic name is built and its configuration chosen.
 
 Every other module asks here; ``topology/`` and ``k8s/`` files are rendered from these specs.
+Retention follows one rule (README, "Topics and retention"): a topic keeps a record as long as
+walstream may still owe it. Namespace topics keep records forever unless the namespace chooses a
+finite retention (validated in walstream.namespaces.config); a delay tier keeps a record its
+delay plus the delay stage's grace; compacted topics keep the last value of every key.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from walstream.core.retention import UNLIMITED, durability_for
+
 __all__ = [
+    "DEFAULT_MIN_INSYNC_REPLICAS",
+    "DEFAULT_REPLICATION_FACTOR",
     "NamespaceTopics",
     "TopicSpec",
+    "changelog_topic_spec",
     "control_topic_spec",
     "default_topics",
     "delay_topic",
     "delay_topic_specs",
+    "namespace_topic_specs",
+    "poison_topic",
+    "poison_topic_spec",
 ]
 
 _PREFIX = "wal"
 
+#: Three copies, and an acks=all write waits for two of them: one broker can fail (or be
+#: restarted) without losing an acknowledged record or refusing writes.
+DEFAULT_REPLICATION_FACTOR = 3
+DEFAULT_MIN_INSYNC_REPLICAS = 2
+
+_KEEP_FOREVER = str(UNLIMITED)
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TopicSpec:
-    """A topic as it should exist on the cluster."""
+    """A topic as it should exist on the cluster.
+
+    ``replication_factor`` and ``min_insync_replicas`` are what is asked for; topic creation
+    caps both to the brokers the cluster reports (``capped``).
+    """
 
     name: str
     partitions: int
-    replication_factor: int = 1
+    replication_factor: int = DEFAULT_REPLICATION_FACTOR
+    min_insync_replicas: int = DEFAULT_MIN_INSYNC_REPLICAS
     config: Mapping[str, str] = field(default_factory=dict)
+
+    def topic_config(self) -> dict[str, str]:
+        """The topic-level configuration to create the topic with."""
+        return {**self.config, "min.insync.replicas": str(self.min_insync_replicas)}
+
+    def capped(self, brokers: int) -> TopicSpec:
+        """This spec on a cluster of ``brokers`` (core.retention.durability_for)."""
+        got = durability_for(self.replication_factor, self.min_insync_replicas, brokers)
+        return dataclasses.replace(
+            self,
+            replication_factor=got.replication_factor,
+            min_insync_replicas=got.min_insync_replicas,
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -51,13 +89,78 @@ def default_topics(namespace: str) -> NamespaceTopics:
     )
 
 
-def control_topic_spec(name: str, replication_factor: int = 1) -> TopicSpec:
-    """The namespace broadcast topic: one partition so every reader sees one order; compacted."""
+def _deleting(retention_ms: int) -> dict[str, str]:
+    # Explicit, never the broker's defaults (7 days; a cluster may set a size limit or compact):
+    # a compacted log would drop every record but the last of each key.
+    return {
+        "cleanup.policy": "delete",
+        "retention.ms": str(retention_ms),
+        "retention.bytes": _KEEP_FOREVER,
+    }
+
+
+def namespace_topic_specs(
+    topics: NamespaceTopics,
+    partitions: int,
+    *,
+    log_retention_ms: int = UNLIMITED,
+    dlq_retention_ms: int = UNLIMITED,
+    replication_factor: int = DEFAULT_REPLICATION_FACTOR,
+    min_insync_replicas: int = DEFAULT_MIN_INSYNC_REPLICAS,
+) -> list[TopicSpec]:
+    """A namespace's log, retry and DLQ topics.
+
+    The log and retry topics keep records ``log_retention_ms`` (-1: forever): a record is owed
+    until consumed, and a key-ordered namespace parks records by log offset behind a blocked
+    key. The DLQ keeps entries ``dlq_retention_ms`` (-1: forever): they wait for an operator.
+    """
+    retention = {
+        topics.log: log_retention_ms,
+        topics.retry: log_retention_ms,
+        topics.dlq: dlq_retention_ms,
+    }
+    return [
+        TopicSpec(
+            name=name,
+            partitions=partitions,
+            replication_factor=replication_factor,
+            min_insync_replicas=min_insync_replicas,
+            config=_deleting(retention[name]),
+        )
+        for name in topics.all()
+    ]
+
+
+def control_topic_spec(
+    name: str,
+    replication_factor: int = DEFAULT_REPLICATION_FACTOR,
+    min_insync_replicas: int = DEFAULT_MIN_INSYNC_REPLICAS,
+) -> TopicSpec:
+    """The namespace broadcast topic: one partition so every reader sees one order; compacted,
+    so it keeps the last definition of every namespace forever (a tombstone deletes one)."""
     return TopicSpec(
         name=name,
         partitions=1,
         replication_factor=replication_factor,
+        min_insync_replicas=min_insync_replicas,
         config={"cleanup.policy": "compact", "min.compaction.lag.ms": "0"},
+    )
+
+
+def changelog_topic_spec(
+    name: str,
+    partitions: int,
+    replication_factor: int = DEFAULT_REPLICATION_FACTOR,
+    min_insync_replicas: int = DEFAULT_MIN_INSYNC_REPLICAS,
+) -> TopicSpec:
+    """A Faust table's changelog (``<app-id>-<table>-changelog``, named by Faust): compacted, as
+    Faust makes it, so the last value of every key (attempt counts, ordering state) stays."""
+    return TopicSpec(
+        name=name,
+        partitions=partitions,
+        replication_factor=replication_factor,
+        min_insync_replicas=min_insync_replicas,
+        config={"cleanup.policy": "compact"},
     )
 
 
@@ -85,16 +188,44 @@ def delay_topic_specs(
     tiers_ms: tuple[int, ...],
     partitions: int,
     grace_ms: int,
-    replication_factor: int = 1,
+    replication_factor: int = DEFAULT_REPLICATION_FACTOR,
+    *,
+    min_insync_replicas: int = DEFAULT_MIN_INSYNC_REPLICAS,
 ) -> list[TopicSpec]:
     """Tier topics: a record stays in one for its delay, so retention is that plus ``grace_ms``
-    (the longest outage of the delay stage the records must survive)."""
+    (the longest outage of the delay stage the records must survive). A hop is written with its
+    time of entry into the tier as its timestamp, which is what retention counts from."""
     return [
         TopicSpec(
             name=delay_topic(app_id, delay),
             partitions=partitions,
             replication_factor=replication_factor,
-            config={"retention.ms": str(delay + grace_ms), "cleanup.policy": "delete"},
+            min_insync_replicas=min_insync_replicas,
+            config=_deleting(delay + grace_ms),
         )
         for delay in tiers_ms
     ]
+
+
+def poison_topic(app_id: str) -> str:
+    """The deployment's dead-letter topic for records no namespace's DLQ can take: a delay tier
+    record without valid delay headers whose value names no known namespace, or one whose
+    destination is gone (a deleted namespace). Its entries are DLQ entries (walstream.core.dlq)."""
+    return f"{app_id}.poison"
+
+
+def poison_topic_spec(
+    app_id: str,
+    partitions: int,
+    replication_factor: int = DEFAULT_REPLICATION_FACTOR,
+    *,
+    min_insync_replicas: int = DEFAULT_MIN_INSYNC_REPLICAS,
+) -> TopicSpec:
+    """The poison topic keeps its entries forever: like a DLQ, they wait for an operator."""
+    return TopicSpec(
+        name=poison_topic(app_id),
+        partitions=partitions,
+        replication_factor=replication_factor,
+        min_insync_replicas=min_insync_replicas,
+        config=_deleting(UNLIMITED),
+    )

@@ -27,7 +27,7 @@ from walstream.core.delay import TIERS_MS
 from walstream.core.limits import InFlightLimiter
 from walstream.dlq import DlqAccess
 from walstream.errors import WalError
-from walstream.kafka.admin import ensure_topics
+from walstream.kafka.admin import check_durability, ensure_topics
 from walstream.kafka.producer import KafkaLogProducer
 from walstream.namespaces.broadcast import NamespaceFeed
 from walstream.runtime import tune_gc
@@ -110,6 +110,7 @@ def build_api(settings: Settings) -> Api:
         await producer.start()
         try:
             try:  # delayed writes go straight to the delay tiers: make sure they exist
+                await check_durability(settings, process="API")
                 await ensure_topics(
                     settings.bootstrap_list,
                     delay_topic_specs(
@@ -118,6 +119,7 @@ def build_api(settings: Settings) -> Api:
                         settings.default_partitions,
                         settings.delay_grace_ms,
                         settings.replication_factor,
+                        min_insync_replicas=settings.min_insync_replicas,
                     ),
                 )
             except Exception as exc:  # noqa: BLE001 - the worker creates them too; serve anyway

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from walstream import topology
 from walstream.aio import cancel_and_wait
 from walstream.clock import Clock, SystemClock
 from walstream.errors import ConfigError
@@ -31,12 +32,21 @@ logger = logging.getLogger(__name__)
 
 
 def namespace_topic_specs(config: NamespaceConfig, settings: Settings) -> list[TopicSpec]:
-    """The topics a namespace needs on the cluster."""
-    partitions = config.partitions or settings.default_partitions
-    return [
-        TopicSpec(name=name, partitions=partitions, replication_factor=settings.replication_factor)
-        for name in config.topics.all()
-    ]
+    """The topics a namespace needs on the cluster (walstream.topology.namespace_topic_specs)."""
+    return topology.namespace_topic_specs(
+        config.topics,
+        config.partitions or settings.default_partitions,
+        log_retention_ms=config.log_retention_ms,
+        dlq_retention_ms=config.dlq_retention_ms,
+        replication_factor=settings.replication_factor,
+        min_insync_replicas=settings.min_insync_replicas,
+    )
+
+
+def _control_spec(settings: Settings) -> TopicSpec:
+    return control_topic_spec(
+        settings.control_topic, settings.replication_factor, settings.min_insync_replicas
+    )
 
 
 class NamespaceFeed:
@@ -61,8 +71,7 @@ class NamespaceFeed:
 
     async def start(self) -> None:
         servers = self.settings.bootstrap_list
-        spec = control_topic_spec(self.settings.control_topic, self.settings.replication_factor)
-        await ensure_topics(servers, [spec])
+        await ensure_topics(servers, [_control_spec(self.settings)])
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=servers,
             group_id=None,
@@ -151,8 +160,7 @@ class NamespacePublisher:
 
     async def start(self) -> None:
         servers = self.settings.bootstrap_list
-        spec = control_topic_spec(self.settings.control_topic, self.settings.replication_factor)
-        await ensure_topics(servers, [spec])
+        await ensure_topics(servers, [_control_spec(self.settings)])
         self._producer = AIOKafkaProducer(
             bootstrap_servers=servers, acks="all", client_id="walstream-namespace-publisher"
         )

@@ -7,7 +7,14 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, TypeVar
 
+from walstream.core.delay import TIERS_MS
 from walstream.core.ordering import OnDlq
+from walstream.core.retention import (
+    MIN_DLQ_RETENTION_MS,
+    UNLIMITED,
+    log_retention_floor_ms,
+    retry_horizon_ms,
+)
 from walstream.core.targets import NAMESPACE_NAME, TargetSpec, parse_target
 from walstream.errors import BadRequestError, ConfigError
 from walstream.topology import NamespaceTopics, default_topics
@@ -58,10 +65,40 @@ class NamespaceConfig:
     ordering: Ordering = Ordering.NONE
     #: ``key`` ordering: whether dead-lettering a key's head lets the records behind it go on.
     on_dlq: OnDlq = OnDlq.RELEASE
+    # -- retention (walstream.core.retention; README "Topics and retention") --
+    #: How long the log and retry topics keep records; -1 (the default): forever. A finite value
+    #: is at least ``log_retention_floor_ms()``; records still owed past it are lost.
+    log_retention_ms: int = UNLIMITED
+    #: How long the DLQ keeps entries; -1 (the default): forever.
+    dlq_retention_ms: int = UNLIMITED
 
     @property
     def key_ordered(self) -> bool:
         return self.ordering is Ordering.KEY
+
+    def log_retention_floor_ms(self) -> int:
+        """The shortest finite ``log_retention_ms`` allowed: one record's retries and its
+        longest wait (core.retention.log_retention_floor_ms)."""
+        horizon = retry_horizon_ms(
+            max_attempts=self.max_attempts,
+            base_ms=self.backoff.base_ms,
+            multiplier=self.backoff.multiplier,
+            cap_ms=self.backoff.cap_ms,
+            jitter=self.backoff.jitter,
+            retry_budget_ms=self.retry_budget_ms,
+        )
+        return log_retention_floor_ms(
+            retry_horizon=horizon,
+            longest_tier_ms=TIERS_MS[-1],
+            max_delay_ms=self.max_delay_ms,
+            key_ordered=self.key_ordered,
+        )
+
+    def _retention_json(self) -> dict[str, int]:
+        # Only when finite: a process that predates the fields still reads the event.
+        retention = {"log_retention_ms": self.log_retention_ms}
+        retention["dlq_retention_ms"] = self.dlq_retention_ms
+        return {key: value for key, value in retention.items() if value != UNLIMITED}
 
     def to_json(self) -> dict[str, Any]:
         """The canonical JSON form (what is published on the control topic)."""
@@ -84,6 +121,7 @@ class NamespaceConfig:
             "retry_budget_ms": self.retry_budget_ms,
             "ordering": self.ordering.value,
             "on_dlq": self.on_dlq.value,
+            **self._retention_json(),
         }
 
 
@@ -101,6 +139,8 @@ _TOP_LEVEL = {
     "retry_budget_ms",
     "ordering",
     "on_dlq",
+    "log_retention_ms",
+    "dlq_retention_ms",
 }
 
 
@@ -206,7 +246,7 @@ def parse_namespace(obj: Any) -> NamespaceConfig:
     budget = obj.get("retry_budget_ms")
     if budget is not None:
         budget = _int(obj, "retry_budget_ms", 1, 1)
-    return NamespaceConfig(
+    config = NamespaceConfig(
         name=name,
         partitions=partitions,
         topics=_parse_topics(name, obj.get("topics")),
@@ -220,4 +260,54 @@ def parse_namespace(obj: Any) -> NamespaceConfig:
         retry_budget_ms=budget,
         ordering=_choice(obj, "ordering", Ordering, Ordering.NONE),
         on_dlq=_choice(obj, "on_dlq", OnDlq, OnDlq.RELEASE),
+        log_retention_ms=_retention(obj, "log_retention_ms"),
+        dlq_retention_ms=_retention(obj, "dlq_retention_ms"),
     )
+    _check_retention(config)
+    return config
+
+
+def _retention(obj: Mapping[str, Any], key: str) -> int:
+    value = obj.get(key, UNLIMITED)
+    if not isinstance(value, int) or isinstance(value, bool) or (value < 1 and value != UNLIMITED):
+        raise ConfigError(key, value, "must be -1 (keep forever) or a number of milliseconds")
+    return value
+
+
+def _check_retention(config: NamespaceConfig) -> None:
+    """Refuse a finite retention that would drop records walstream still owes.
+
+    Raises:
+        ConfigError: naming ``log_retention_ms`` or ``dlq_retention_ms``.
+    """
+    held = config.key_ordered and config.on_dlq is OnDlq.HOLD
+    if config.log_retention_ms != UNLIMITED:
+        if held:  # a held key parks records by log offset until an operator acts
+            raise ConfigError(
+                "log_retention_ms",
+                config.log_retention_ms,
+                "must be -1: ordering=key with on_dlq=hold parks records behind a held key "
+                "for as long as it is held",
+            )
+        floor = config.log_retention_floor_ms()
+        if config.log_retention_ms < floor:
+            raise ConfigError(
+                "log_retention_ms",
+                config.log_retention_ms,
+                f"must be -1 or >= {floor} (the namespace's retries plus its longest wait; "
+                "records still owed past it are lost)",
+            )
+    if config.dlq_retention_ms != UNLIMITED:
+        if held:  # the DLQ entry is what releases a held key (redrive or discard)
+            raise ConfigError(
+                "dlq_retention_ms",
+                config.dlq_retention_ms,
+                "must be -1: ordering=key with on_dlq=hold releases a key only through its "
+                "DLQ entry",
+            )
+        if config.dlq_retention_ms < MIN_DLQ_RETENTION_MS:
+            raise ConfigError(
+                "dlq_retention_ms",
+                config.dlq_retention_ms,
+                f"must be -1 or >= {MIN_DLQ_RETENTION_MS} (an hour)",
+            )
