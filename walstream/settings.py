@@ -111,6 +111,13 @@ class Settings:
     target_max_endpoints: int = 256
     #: An idle keep-alive connection of the http target is closed after this long.
     http_idle_timeout_s: float = 30.0
+    #: A target client, producer or breaker of an endpoint (http origin, Kafka cluster) unused
+    #: this long is closed and forgotten; at most TARGET_MAX_ENDPOINTS are kept (least recently
+    #: used go first). Records may name endpoints: this bounds what they make a worker hold.
+    target_idle_ttl_s: float = 600.0
+    target_max_endpoints: int = 256
+    #: An idle keep-alive connection of the http target is closed after this long.
+    http_idle_timeout_s: float = 30.0
     #: How long a delay tier keeps records beyond its delay: the longest delay-stage outage that
     #: loses nothing.
     delay_grace_ms: int = 7 * 86_400_000
@@ -177,6 +184,9 @@ class Settings:
             "delay_handoff_lead_ms": self.delay_handoff_lead_ms,
             "deliver_max_pending": self.deliver_max_pending,
             "gc_gen0_threshold": self.gc_gen0_threshold,
+            "target_idle_ttl_s": self.target_idle_ttl_s,
+            "target_max_endpoints": self.target_max_endpoints,
+            "http_idle_timeout_s": self.http_idle_timeout_s,
             "target_idle_ttl_s": self.target_idle_ttl_s,
             "target_max_endpoints": self.target_max_endpoints,
             "http_idle_timeout_s": self.http_idle_timeout_s,

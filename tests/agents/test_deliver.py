@@ -54,7 +54,7 @@ class FakePool:
         self.breakers = {}
         self.threshold = 100
 
-    async def target(self, spec):
+    async def target(self, spec, ns=None):
         if spec.get("type") == "nope":
             raise TargetRejectedError("no deliverer", error_class="unknown_target")
         return self.target_obj, "ep"

@@ -509,3 +509,35 @@ async def test_smuggling_headers_are_refused_and_the_next_record_arrives_intact(
 async def _until(check: Callable[[], bool]) -> None:
     while not check():
         await asyncio.sleep(0.01)
+
+
+async def test_idle_connections_are_closed_after_the_idle_timeout() -> None:
+    """Idle keep-alive connections do not live forever: each is closed after the idle timeout
+    (the server sees the close), and the origin's pool is dropped once it holds none."""
+    closed: list[float] = []
+    answered: list[float] = []
+    loop = asyncio.get_running_loop()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        answered.append(loop.time())
+        await reader.read()  # returns when the client closes
+        closed.append(loop.time())
+
+    http = HttpClient(idle_timeout_s=0.3)
+    try:
+        async with RawServer(handler) as port:
+            base = f"http://127.0.0.1:{port}"
+            await asyncio.gather(*(http.post(f"{base}/x", b"", [], timeout_s=5) for _ in range(3)))
+            assert http.origins == 1
+            await asyncio.wait_for(_until(lambda: len(closed) == 3), 10)
+            idle_for = [c - a for a, c in zip(sorted(answered), sorted(closed), strict=True)]
+            assert all(t >= 0.25 for t in idle_for), idle_for
+            assert http.origins == 0
+            # a later POST opens a new connection and works
+            assert (await http.post(f"{base}/x", b"", [], timeout_s=5)).status == 200
+            assert len(answered) == 4
+    finally:
+        await http.close()

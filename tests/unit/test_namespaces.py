@@ -41,8 +41,13 @@ def test_overrides_are_kept_and_round_trip():
         "description": "x",
         "ordering": "key",
         "on_dlq": "hold",
+        "allowed_targets": {"http": ["https://Hooks.example/"], "kafka": ["b:1,a:2"]},
     }
     ns = parse_namespace(obj)
+    assert ns.to_json()["allowed_targets"] == {
+        "http": ["https://hooks.example:443"],
+        "kafka": ["a:2,b:1"],
+    }
     assert (ns.ordering, ns.on_dlq) == (Ordering.KEY, OnDlq.HOLD)
     assert ns.topics.log == "evcache_foobar"
     assert ns.topics.dlq == "wal.evc_foobar.dlq"
@@ -65,6 +70,11 @@ def test_overrides_are_kept_and_round_trip():
         ({"name": "a", "topics": {"log": "x", "retry": "x"}}, "topics"),
         ({"name": "a", "topics": {"audit": "x"}}, "topics.audit"),
         ({"name": "a", "target": {"type": "kafka"}}, "target.topic"),
+        ({"name": "a", "allowed_targets": ["http://x"]}, "allowed_targets"),
+        ({"name": "a", "allowed_targets": {"ftp": []}}, "allowed_targets.ftp"),
+        ({"name": "a", "allowed_targets": {"http": ["http://x/path"]}}, "allowed_targets.http"),
+        ({"name": "a", "allowed_targets": {"http": ["x.example"]}}, "allowed_targets.http"),
+        ({"name": "a", "allowed_targets": {"kafka": [" , "]}}, "allowed_targets.kafka"),
         (
             {"name": "a", "target": {"type": "http", "url": "http://h", "headers": {"host": "x"}}},
             "target.headers.host",

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from walstream.core.target_policy import TargetNotAllowedError
 from walstream.core.validate import MAX_FUTURE_SKEW_MS, parse_batch, parse_write_request
 from walstream.errors import BadRequestError, PayloadTooLargeError
 from walstream.namespaces.config import parse_namespace
@@ -19,6 +20,7 @@ NS = parse_namespace(
         "max_payload_bytes": 64,
         "max_delay_ms": 10_000,
         "target": {"type": "kafka", "topic": "orders.out"},
+        "allowed_targets": {"http": ["http://127.0.0.1:9"], "kafka": ["b1:9092, B2:9092"]},
     }
 )
 
@@ -176,3 +178,59 @@ def test_batch_shape():
         assert info.value.field == field
     with pytest.raises(PayloadTooLargeError):
         parse_batch({"records": [1, 2, 3]}, max_records=2)
+
+
+@pytest.mark.parametrize(
+    ("target", "field"),
+    [
+        ({"type": "http", "url": "http://127.0.0.1:10/x"}, "target.url"),
+        ({"type": "http", "url": "https://127.0.0.1:9/x"}, "target.url"),
+        ({"type": "http", "url": "http://169.254.169.254/latest"}, "target.url"),
+        (
+            {"type": "kafka", "topic": "t", "bootstrap_servers": "evil:9092"},
+            "target.bootstrap_servers",
+        ),
+        (
+            {"type": "kafka", "topic": "t", "bootstrap_servers": "b1:9092"},
+            "target.bootstrap_servers",
+        ),
+        ({"type": "wal", "namespace": "x", "bootstrap_servers": "e:1"}, "target.bootstrap_servers"),
+    ],
+)
+def test_a_target_outside_allowed_targets_is_refused_naming_the_field(target, field):
+    with pytest.raises(TargetNotAllowedError) as info:
+        parse({"payload": 1, "target": target})
+    assert info.value.field == field
+    assert info.value.status == 403
+    assert "allowed_targets" in info.value.reason
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        {"type": "http", "url": "http://127.0.0.1:9/any/path?q=1"},
+        {"type": "kafka", "topic": "t", "bootstrap_servers": "b2:9092,b1:9092"},
+        {"type": "kafka", "topic": "t"},  # the home cluster
+        {"type": "kv", "table": "t", "key": "k"},
+    ],
+)
+def test_a_target_inside_allowed_targets_is_accepted(target):
+    assert parse({"payload": 1, "target": target}).target == target
+
+
+def test_by_default_only_the_namespaces_own_origin_is_allowed():
+    ns = parse_namespace({"name": "hooks", "target": {"type": "http", "url": "http://a:8/in"}})
+    ok = parse_write_request(
+        {"payload": 1, "target": {"type": "http", "url": "http://a:8/other"}},
+        ns,
+        now_ms=NOW,
+        rand=0.0,
+    )
+    assert ok.target["url"] == "http://a:8/other"
+    with pytest.raises(TargetNotAllowedError):
+        parse_write_request(
+            {"payload": 1, "target": {"type": "http", "url": "http://b:8/in"}},
+            ns,
+            now_ms=NOW,
+            rand=0.0,
+        )

@@ -435,7 +435,7 @@ class Deliverer:
         self, env: Envelope, key: bytes | None, ns: NamespaceConfig, source: Source, now: int
     ) -> Outcome:
         try:
-            target, endpoint = await self.pool.target(env.target)
+            target, endpoint = await self.pool.target(env.target, ns)
         except TargetError as exc:
             failure = Failure(error_class=exc.error_class, message=str(exc), retriable=False)
             return await self._failed(env, key, ns, source, now, failure)

@@ -115,7 +115,8 @@ def parse_write_request(
         make_id: builds the record id from ``now_ms``.
 
     Raises:
-        BadRequestError: naming the field; PayloadTooLargeError (413) for an oversized payload.
+        BadRequestError: naming the field; PayloadTooLargeError (413) for an oversized payload;
+            TargetNotAllowedError (403) for a target the namespace's allowed_targets refuses.
     """
     if not isinstance(obj, dict):
         raise BadRequestError("body", "must be a JSON object")
@@ -135,6 +136,7 @@ def parse_write_request(
     target: Mapping[str, Any]
     if obj.get("target") is not None:
         target = parse_target(obj["target"]).wire
+        ns.target_policy.check(target)  # TargetNotAllowedError (403) naming the field
     elif ns.target is not None:
         target = ns.target.wire
     else:

@@ -15,6 +15,7 @@ from walstream.core.retention import (
     log_retention_floor_ms,
     retry_horizon_ms,
 )
+from walstream.core.target_policy import TargetPolicy, parse_allowed_targets
 from walstream.core.targets import NAMESPACE_NAME, TargetSpec, parse_target
 from walstream.errors import BadRequestError, ConfigError
 from walstream.topology import NamespaceTopics, default_topics
@@ -71,6 +72,18 @@ class NamespaceConfig:
     log_retention_ms: int = UNLIMITED
     #: How long the DLQ keeps entries; -1 (the default): forever.
     dlq_retention_ms: int = UNLIMITED
+    # -- target restrictions (walstream.core.target_policy) --
+    #: The http origins and Kafka clusters records may name, as configured (None: only the
+    #: namespace's own target's).
+    allowed_targets: TargetPolicy | None = None
+    #: What is checked: ``allowed_targets`` plus the namespace's own target, built once.
+    target_policy: TargetPolicy = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        policy = (self.allowed_targets or TargetPolicy()).with_target(
+            self.target.wire if self.target else None
+        )
+        object.__setattr__(self, "target_policy", policy)
 
     @property
     def key_ordered(self) -> bool:
@@ -122,7 +135,9 @@ class NamespaceConfig:
             "ordering": self.ordering.value,
             "on_dlq": self.on_dlq.value,
             **self._retention_json(),
-        }
+        } | (  # only when set: a process that predates the field still reads the event
+            {"allowed_targets": self.allowed_targets.to_json()} if self.allowed_targets else {}
+        )
 
 
 _TOP_LEVEL = {
@@ -141,6 +156,7 @@ _TOP_LEVEL = {
     "on_dlq",
     "log_retention_ms",
     "dlq_retention_ms",
+    "allowed_targets",
 }
 
 
@@ -246,6 +262,12 @@ def parse_namespace(obj: Any) -> NamespaceConfig:
     budget = obj.get("retry_budget_ms")
     if budget is not None:
         budget = _int(obj, "retry_budget_ms", 1, 1)
+    allowed = None
+    if obj.get("allowed_targets") is not None:
+        try:
+            allowed = parse_allowed_targets(obj["allowed_targets"])
+        except BadRequestError as exc:
+            raise ConfigError(exc.field, obj["allowed_targets"], exc.reason) from exc
     config = NamespaceConfig(
         name=name,
         partitions=partitions,
@@ -262,6 +284,7 @@ def parse_namespace(obj: Any) -> NamespaceConfig:
         on_dlq=_choice(obj, "on_dlq", OnDlq, OnDlq.RELEASE),
         log_retention_ms=_retention(obj, "log_retention_ms"),
         dlq_retention_ms=_retention(obj, "dlq_retention_ms"),
+        allowed_targets=allowed,
     )
     _check_retention(config)
     return config

@@ -6,7 +6,9 @@ half of a delivery's CPU when a record fails once. This client writes the reques
 parses the response with llhttp (httptools, the parser uvicorn uses): about 40 us a POST.
 
 What it does: http and https, keep-alive with a connection limit per origin (callers queue
-beyond it), Content-Length and chunked responses, responses ended by the connection closing, a
+beyond it), idle connections closed after ``idle_timeout_s`` (and an origin's pool dropped once
+it holds none: records choose origins, so what is kept for them must go away), Content-Length
+and chunked responses, responses ended by the connection closing, a
 total timeout per request (connect included), a transparent retry on another connection when a
 reused idle one turns out closed by the server before any answer (after an upstream restart,
 every idle one may be). What it leaves out, on purpose: redirects (the target does not follow
@@ -19,6 +21,7 @@ import asyncio
 import re
 import ssl
 from collections import deque
+from collections.abc import Callable
 from functools import lru_cache
 from typing import NamedTuple
 
@@ -40,6 +43,8 @@ __all__ = [
 BODY_KEPT_BYTES = 1024
 #: Connections open at once to one origin (in use and idle); callers beyond it queue.
 DEFAULT_LIMIT_PER_ORIGIN = 100
+#: An idle keep-alive connection is closed after this long.
+DEFAULT_IDLE_TIMEOUT_S = 30.0
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _UNSAFE_VALUE = re.compile(r"[\r\n\x00]")
@@ -134,6 +139,7 @@ class _Connection(asyncio.Protocol):
         self._status = 0
         self._body = bytearray()
         self._headers_done = False
+        self.idle_timer: asyncio.TimerHandle | None = None
 
     # -- asyncio.Protocol ------------------------------------------------------------------
 
@@ -213,10 +219,18 @@ class _StaleConnection(ConnectionError):
 
 
 class _OriginPool:
-    """The connections to one origin: at most ``limit`` open, idle ones reused newest first."""
+    """The connections to one origin: at most ``limit`` open, idle ones reused newest first and
+    closed after ``idle_timeout_s``; ``on_empty`` is called when none is left open or wanted."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(
+        self,
+        limit: int,
+        idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
+        on_empty: Callable[[_OriginPool], None] | None = None,
+    ) -> None:
         self.limit = limit
+        self.idle_timeout_s = idle_timeout_s
+        self.on_empty = on_empty
         self.idle: list[_Connection] = []
         self.open = 0
         self.waiters: deque[asyncio.Future[None]] = deque()
@@ -226,6 +240,9 @@ class _OriginPool:
         while True:
             while self.idle:
                 conn = self.idle.pop()
+                if conn.idle_timer is not None:
+                    conn.idle_timer.cancel()
+                    conn.idle_timer = None
                 if not conn.closed:
                     return conn
                 self.open -= 1
@@ -245,6 +262,9 @@ class _OriginPool:
         """Give back a connection (or a slot whose connect failed: ``conn`` None)."""
         if conn is not None and conn.reusable:
             self.idle.append(conn)
+            conn.idle_timer = asyncio.get_running_loop().call_later(
+                self.idle_timeout_s, self._expire, conn
+            )
         else:
             if conn is not None:
                 conn.close()
@@ -258,8 +278,23 @@ class _OriginPool:
                 waiter.set_result(None)
                 return
 
+    def _expire(self, conn: _Connection) -> None:
+        """An idle connection's time is up: close it (and tell the owner if none is left)."""
+        conn.idle_timer = None
+        try:
+            self.idle.remove(conn)
+        except ValueError:
+            return  # taken meanwhile
+        conn.close()
+        self.open -= 1
+        self._wake()
+        if self.open == 0 and not self.waiters and self.on_empty is not None:
+            self.on_empty(self)
+
     def close(self) -> None:
         for conn in self.idle:
+            if conn.idle_timer is not None:
+                conn.idle_timer.cancel()
             conn.close()
         self.idle.clear()
 
@@ -271,9 +306,11 @@ class HttpClient:
         self,
         *,
         limit_per_origin: int = DEFAULT_LIMIT_PER_ORIGIN,
+        idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._limit = limit_per_origin
+        self._idle_timeout_s = idle_timeout_s
         self._ssl = ssl_context
         self._pools: dict[tuple[str, str, int], _OriginPool] = {}
 
@@ -293,7 +330,9 @@ class HttpClient:
         deadline = loop.time() + timeout_s
         pool = self._pools.get(endpoint.origin)
         if pool is None:
-            pool = self._pools[endpoint.origin] = _OriginPool(self._limit)
+            pool = self._pools[endpoint.origin] = _OriginPool(
+                self._limit, self._idle_timeout_s, self._forget
+            )
         while True:  # again only after a stale idle connection, which the pool then drops
             conn = await self._acquire(pool, endpoint, deadline)
             reused = conn is not None
@@ -350,6 +389,17 @@ class HttpClient:
             raise
         finally:
             expiry.cancel()
+
+    def _forget(self, pool: _OriginPool) -> None:
+        for origin, kept in self._pools.items():
+            if kept is pool:
+                del self._pools[origin]
+                return
+
+    @property
+    def origins(self) -> int:
+        """Origins with a pool (some connection open or wanted)."""
+        return len(self._pools)
 
     async def close(self) -> None:
         for pool in self._pools.values():

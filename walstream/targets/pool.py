@@ -4,11 +4,21 @@ Target clients are made on first use and shared: one HTTP client (connection poo
 one producer per Kafka cluster (for both kafka and wal targets), one kv database. The circuit
 breaker is per endpoint (an HTTP origin, a Kafka cluster, the kv database), because that is
 what goes down together.
+
+Records name endpoints, so what is kept per endpoint is bounded: a producer (with its targets)
+or a breaker unused for TARGET_IDLE_TTL_S is closed and forgotten, and at most
+TARGET_MAX_ENDPOINTS of each are kept (least recently used out first); the http client closes
+idle connections after HTTP_IDLE_TIMEOUT_S. A producer is started outside any pool-wide lock:
+callers for one cluster share its start, and a cluster that does not answer holds up only the
+records that name it. Before handing out a target the pool checks it against the namespace's
+``allowed_targets`` (walstream.core.target_policy), so a record naming anything else is refused
+before anything is connected to.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
@@ -19,20 +29,25 @@ from yarl import URL
 
 from walstream.clock import Clock
 from walstream.core.breaker import BreakerPolicy, CircuitBreaker
+from walstream.core.idle_cache import IdleCache
 from walstream.core.ids import new_id
-from walstream.errors import TargetRejectedError
+from walstream.core.target_policy import TargetNotAllowedError, cluster_id
+from walstream.errors import TargetRejectedError, TargetUnavailableError
 from walstream.kafka.clients import stop_consumer
+from walstream.namespaces.config import NamespaceConfig
 from walstream.namespaces.registry import NamespaceRegistry
 from walstream.settings import Settings
 from walstream.targets.base import Target
 from walstream.targets.http import HttpTarget
 from walstream.targets.http_client import HttpClient
-from walstream.targets.kafka import KafkaTarget
+from walstream.targets.kafka import DEFAULT_TIMEOUT_S, KafkaTarget
 from walstream.targets.kv import SqliteKvTarget
 from walstream.targets.kv_postgres import PostgresKvTarget
 from walstream.targets.wal import WalTarget
 
 __all__ = ["TargetPool", "kv_target"]
+
+logger = logging.getLogger(__name__)
 
 
 def kv_target(settings: Settings) -> SqliteKvTarget | PostgresKvTarget:
@@ -52,10 +67,25 @@ def _http_origin(url: str) -> str:
     return f"http:{parsed.scheme}://{parsed.host}:{parsed.port}"
 
 
+class _Cluster:
+    """One Kafka cluster's producer and the targets writing through it."""
+
+    def __init__(self, producer: Any, kafka: KafkaTarget, wal: WalTarget) -> None:
+        self.producer = producer
+        self.targets: dict[str, Target] = {"kafka": kafka, "wal": wal}
+
+
 class TargetPool:
     """Resolves a record's target spec to a client and the breaker guarding its endpoint."""
 
-    def __init__(self, settings: Settings, registry: NamespaceRegistry, clock: Clock) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: NamespaceRegistry,
+        clock: Clock,
+        *,
+        producer_factory: Any = None,
+    ) -> None:
         self.settings = settings
         self.registry = registry
         self.clock = clock
@@ -64,86 +94,154 @@ class TargetPool:
             base_open_ms=settings.breaker_base_open_ms,
             max_open_ms=settings.breaker_max_open_ms,
         )
-        self._breakers: dict[str, CircuitBreaker] = {}
+        ttl_ms = max(1, int(settings.target_idle_ttl_s * 1000))
+        size = settings.target_max_endpoints
+        self._breakers: IdleCache[str, CircuitBreaker] = IdleCache(ttl_ms=ttl_ms, max_size=size)
+        self._clusters: IdleCache[str, _Cluster] = IdleCache(ttl_ms=ttl_ms, max_size=size)
+        #: Producers being started, by cluster: every caller for one cluster awaits the same.
+        self._starting: dict[str, asyncio.Future[_Cluster]] = {}
+        self._closing: set[asyncio.Task[None]] = set()
+        self._producer_factory = producer_factory or _producer
         self._http: HttpClient | None = None
-        self._producers: dict[str, Any] = {}
+        self._http_target: HttpTarget | None = None
         self._kv: SqliteKvTarget | PostgresKvTarget | None = None
-        self._targets: dict[tuple[str, str], Target] = {}
-        self._lock = asyncio.Lock()
 
     def breaker(self, endpoint: str) -> CircuitBreaker:
-        breaker = self._breakers.get(endpoint)
+        now = self.clock.now_ms()
+        breaker = self._breakers.get(endpoint, now)
         if breaker is None:
-            breaker = self._breakers[endpoint] = CircuitBreaker(self._policy)
+            breaker = CircuitBreaker(self._policy)
+            self._breakers.put(endpoint, breaker, now)
+            self._breakers.evict(now)  # forgotten: a breaker holds nothing to close
         return breaker
 
     def breakers(self) -> Mapping[str, CircuitBreaker]:
-        return self._breakers
+        return dict(self._breakers.items())
 
-    @staticmethod
-    def endpoint(spec: Mapping[str, Any], default_cluster: str) -> str:
+    def endpoint(self, spec: Mapping[str, Any], default_cluster: str | None = None) -> str:
         """The endpoint a target spec writes to (what one breaker guards)."""
         kind = spec.get("type")
         if kind == "http":
             return _http_origin(str(spec.get("url", "")))
         if kind in ("kafka", "wal"):
-            return f"{kind}:{spec.get('bootstrap_servers') or default_cluster}"
+            home = self.settings.bootstrap_servers if default_cluster is None else default_cluster
+            return f"{kind}:{cluster_id(str(spec.get('bootstrap_servers') or home or ''))}"
         return str(kind)
 
-    async def target(self, spec: Mapping[str, Any]) -> tuple[Target, str]:
+    async def target(
+        self, spec: Mapping[str, Any], ns: NamespaceConfig | None = None
+    ) -> tuple[Target, str]:
         """The client for ``spec`` and its endpoint.
 
-        Raises:
-            TargetRejectedError: a target type this worker cannot deliver to.
-        """
-        kind = str(spec.get("type"))
-        cluster = str(spec.get("bootstrap_servers") or self.settings.bootstrap_servers or "")
-        endpoint = self.endpoint(spec, self.settings.bootstrap_servers or "")
-        cached = self._targets.get((kind, cluster))
-        if cached is not None:
-            return cached, endpoint
-        async with self._lock:
-            cached = self._targets.get((kind, cluster))
-            if cached is None:
-                cached = self._targets[(kind, cluster)] = await self._make(kind, cluster)
-        return cached, endpoint
+        Args:
+            spec: the record's target.
+            ns: the record's namespace: the target must be one its ``allowed_targets`` allow.
 
-    async def _make(self, kind: str, cluster: str) -> Target:
+        Raises:
+            TargetRejectedError: a target type this worker cannot deliver to, or one the
+                namespace does not allow (``target_not_allowed``; nothing was connected to).
+            TargetUnavailableError: the target's Kafka cluster could not be reached.
+        """
+        if ns is not None:
+            try:
+                ns.target_policy.check(spec)
+            except TargetNotAllowedError as exc:
+                raise TargetRejectedError(str(exc), error_class="target_not_allowed") from exc
+        kind = str(spec.get("type"))
+        endpoint = self.endpoint(spec)
+        now = self.clock.now_ms()
+        self._evict(now)
         if kind == "http":
-            if self._http is None:
-                self._http = HttpClient()
-            return HttpTarget(self._http)
-        if kind == "kafka":
-            return KafkaTarget(await self._producer(cluster))
-        if kind == "wal":
-            return WalTarget(await self._producer(cluster), self.registry, self.clock, new_id)
+            if self._http_target is None:
+                self._http = HttpClient(idle_timeout_s=self.settings.http_idle_timeout_s)
+                self._http_target = HttpTarget(self._http)
+            return self._http_target, endpoint
+        if kind in ("kafka", "wal"):
+            home = self.settings.bootstrap_servers or ""
+            cluster = cluster_id(str(spec.get("bootstrap_servers") or home))
+            entry = self._clusters.get(cluster, now)
+            if entry is None:
+                entry = await self._start(cluster)
+            return entry.targets[kind], endpoint
         if kind == "kv":
             if self._kv is None:
                 self._kv = kv_target(self.settings)
-            return self._kv
+            return self._kv, endpoint
         raise TargetRejectedError(
             f"no deliverer for {kind!r} targets", error_class="unknown_target"
         )
 
-    async def _producer(self, cluster: str) -> Any:
-        producer = self._producers.get(cluster)
-        if producer is None:
-            producer = AIOKafkaProducer(
-                bootstrap_servers=cluster, acks="all", client_id="walstream-targets", linger_ms=1
-            )
-            await producer.start()
-            self._producers[cluster] = producer
-        return producer
+    async def _start(self, cluster: str) -> _Cluster:
+        starting = self._starting.get(cluster)
+        if starting is None:
+            starting = asyncio.ensure_future(self._start_cluster(cluster))
+            self._starting[cluster] = starting
+            starting.add_done_callback(lambda done: self._started(cluster, done))
+        # shielded: a caller that gives up does not cancel the start the others wait for
+        return await asyncio.shield(starting)
+
+    def _started(self, cluster: str, done: asyncio.Future[_Cluster]) -> None:
+        if self._starting.get(cluster) is done:
+            del self._starting[cluster]
+        if done.cancelled() or done.exception() is not None:
+            return
+        self._clusters.put(cluster, done.result(), self.clock.now_ms())
+        self._evict(self.clock.now_ms())
+
+    async def _start_cluster(self, cluster: str) -> _Cluster:
+        producer = self._producer_factory(cluster)
+        try:
+            async with asyncio.timeout(DEFAULT_TIMEOUT_S):
+                await producer.start()
+        except BaseException as exc:
+            self._close_later(producer)
+            if isinstance(exc, Exception) and not isinstance(exc, asyncio.CancelledError):
+                raise classify_transient(f"connect to {cluster}", exc) from exc
+            raise
+        return _Cluster(
+            producer,
+            KafkaTarget(producer),
+            WalTarget(producer, self.registry, self.clock, new_id),
+        )
+
+    def _evict(self, now: int) -> None:
+        for cluster, entry in self._clusters.evict(now):
+            logger.info("closing the producer of idle cluster %s", cluster)
+            self._close_later(entry.producer)
+
+    def _close_later(self, producer: Any) -> None:
+        """Stop ``producer`` in the background: a cluster that does not answer delays no one."""
+        task = asyncio.ensure_future(stop_consumer(producer))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     async def close(self) -> None:
         """Close every client this pool made."""
-        for producer in self._producers.values():
-            await stop_consumer(producer)  # tolerant stop, same shutdown race as consumers
-        self._producers.clear()
+        for starting in list(self._starting.values()):
+            starting.cancel()
+        await asyncio.gather(*self._starting.values(), return_exceptions=True)
+        for cluster in list(self._clusters):
+            entry = self._clusters.pop(cluster)
+            if entry is not None:
+                await stop_consumer(entry.producer)  # tolerant stop, same race as consumers
+        await asyncio.gather(*self._closing, return_exceptions=True)
         if self._http is not None:
             await self._http.close()
-            self._http = None
+            self._http = self._http_target = None
         if self._kv is not None:
             await self._kv.close()
             self._kv = None
-        self._targets.clear()
+
+
+def classify_transient(where: str, exc: Exception) -> TargetUnavailableError:
+    """A producer that could not start: the cluster may be back later (retry, never DLQ)."""
+    if isinstance(exc, TargetUnavailableError):
+        return exc
+    name = type(exc).__name__
+    return TargetUnavailableError(f"{where}: {name}: {exc}", error_class=f"kafka_{name}")
+
+
+def _producer(cluster: str) -> Any:
+    return AIOKafkaProducer(
+        bootstrap_servers=cluster, acks="all", client_id="walstream-targets", linger_ms=1
+    )
