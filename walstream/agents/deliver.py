@@ -436,8 +436,10 @@ class Deliverer:
     ) -> Outcome:
         try:
             target, endpoint = await self.pool.target(env.target, ns)
-        except TargetError as exc:
-            failure = Failure(error_class=exc.error_class, message=str(exc), retriable=False)
+        except TargetError as exc:  # refused (unknown type, not allowed) or unreachable cluster
+            failure = Failure(
+                error_class=exc.error_class, message=str(exc), retriable=exc.retriable
+            )
             return await self._failed(env, key, ns, source, now, failure)
         except Exception as exc:  # noqa: BLE001 - e.g. a cluster unreachable: its producer can't start
             # Not the record's fault: retried like a connection error at delivery (the README).
