@@ -84,6 +84,11 @@ async def test_a_deliver_at_already_past_is_due_now(client, producer):
             400,
             "target.headers.Transfer-Encoding",
         ),
+        (
+            b'{"payload": 1, "target": {"type": "http", "url": "http://169.254.169.254/x"}}',
+            403,
+            "target.url",
+        ),
         (b'{"payload": "' + b"x" * 2000 + b'"}', 413, "payload"),
     ],
 )
