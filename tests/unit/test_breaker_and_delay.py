@@ -11,11 +11,15 @@ from walstream.core.delay import (
     LEAD_MS,
     TIERS_MS,
     Deliver,
+    GiveUp,
+    Resend,
     Tier,
     Timer,
+    after_send_failure,
     delay_headers,
     next_stop,
     parse_delay_headers,
+    resend_delay_ms,
 )
 from walstream.core.times import parse_time_ms
 from walstream.topology import delay_topic
@@ -97,6 +101,35 @@ def test_delay_headers_round_trip_and_reject_garbage():
     assert (parsed.due_ms, parsed.dest_topic, parsed.dest_partition) == (123, "wal.a.retry", 3)
     assert parse_delay_headers([("wal-due", b"x")]) is None
     assert parse_delay_headers([]) is None
+
+
+def test_a_missing_destination_is_given_up_only_after_the_grace():
+    tried = {"tries": 3, "failing_since_ms": 1_000, "grace_ms": 60_000, "error": "no partition 9"}
+    assert after_send_failure(permanent=True, now_ms=60_999, **tried) == Resend(2_000)
+    decision = after_send_failure(permanent=True, now_ms=61_000, **tried)
+    assert isinstance(decision, GiveUp)
+    assert "60000 ms" in decision.reason
+    assert "no partition 9" in decision.reason
+
+
+@given(tries=st.integers(1, 10**6), failing_ms=st.integers(0, 10**12))
+def test_a_transient_failure_is_never_given_up_and_waits_a_bounded_time(tries, failing_ms):
+    decision = after_send_failure(
+        permanent=False, tries=tries, failing_since_ms=0, now_ms=failing_ms, grace_ms=0
+    )
+    assert isinstance(decision, Resend)
+    assert 500 <= decision.after_ms <= 5_000
+
+
+def test_resends_back_off_from_half_a_second_to_five():
+    assert [resend_delay_ms(t) for t in (1, 2, 3, 4, 5, 50)] == [
+        500,
+        1_000,
+        2_000,
+        4_000,
+        5_000,
+        5_000,
+    ]
 
 
 def test_tier_topic_names():

@@ -15,11 +15,17 @@ over every tier topic (``<app-id>-delay``), with its own producer.
   stage stops taking records until some come due.
 * Offsets are committed up to the first record whose forward is not yet acknowledged, so a crash
   re-reads, and re-forwards, at most what was in flight (at least once; never lost).
+* Nothing is dropped. A record without valid delay headers, and a forward its destination keeps
+  refusing as nonexistent for ``delay_dest_grace_ms`` (a deleted namespace), are dead-lettered:
+  to the DLQ of the namespace the record's value names when the registry knows it, else to the
+  deployment's poison topic (``topology.poison_topic``); the offset is committed past only once
+  that entry is acknowledged. Transient send failures are retried for as long as they last.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import logging
 from collections import deque
@@ -28,25 +34,41 @@ from typing import Any, NamedTuple
 
 import mode
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import (
+    InvalidTopicError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    TopicAuthorizationFailedError,
+    UnknownTopicOrPartitionError,
+)
 
 from walstream.clock import Clock, SystemClock
 from walstream.core.delay import (
+    DEST_GONE_ERROR,
     HANDOFF_LEAD_MS,
+    HEADERS_ERROR,
     TIERS_MS,
     DelayHeaders,
     Deliver,
+    GiveUp,
     Timer,
+    after_send_failure,
     due_header,
     next_stop,
     parse_delay_headers,
+    resend_delay_ms,
     tier_of,
 )
+from walstream.core.dlq import entry_headers
+from walstream.errors import NamespaceNotFoundError, PoisonRecordError
 from walstream.kafka.admin import ensure_topics
 from walstream.kafka.clients import stop_consumer
 from walstream.metrics import WalMetrics
+from walstream.namespaces.registry import NamespaceRegistry
+from walstream.records import decode_envelope
 from walstream.settings import Settings
-from walstream.topology import delay_topic, delay_topic_specs
+from walstream.topology import delay_topic, delay_topic_specs, poison_topic, poison_topic_spec
 
 __all__ = ["DelayStage"]
 
@@ -58,6 +80,16 @@ _MAX_SLEEP_MS = 100
 _MAX_IN_FLIGHT = 20_000
 #: Records routed between two looks at the timers (and two chances for other tasks to run).
 _YIELD_EVERY = 100
+#: The cluster says the destination does not exist or will never take the record. (aiokafka
+#: asserts a partition it does not know: ``assert partition in ... "Unrecognized partition"``.)
+_PERMANENT = (
+    UnknownTopicOrPartitionError,
+    InvalidTopicError,
+    TopicAuthorizationFailedError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    AssertionError,
+)
 
 
 @dataclass
@@ -76,15 +108,29 @@ class _Partition:
 
 
 class _Out(NamedTuple):
-    """One record the stage produces: a hop into a tier, or a forward to its destination."""
+    """One record the stage produces: a hop into a tier, a forward to its destination, or a
+    dead letter (a DLQ entry of the record as it was read)."""
 
     tp: TopicPartition  #: where it was read (its offset stays pending until this is acked)
     record: Any
     topic: str
-    partition: int
+    partition: int | None  #: None: the producer picks by key (a dead letter only)
     headers: list[tuple[str, bytes]] | None
-    #: a hop's write time into the tier; None for a forward
+    #: a hop's write time into the tier; None for a forward or a dead letter
     timestamp_ms: int | None = None
+    #: a dead letter's key (the record's id); None for a hop or a forward
+    dead_key: bytes | None = None
+    #: sends of it that failed so far, and since when its destination fails permanently
+    tries: int = 0
+    failing_since_ms: int | None = None
+
+    @property
+    def key(self) -> bytes | None:
+        return self.dead_key if self.dead_key is not None else self.record.key
+
+    @property
+    def hop(self) -> bool:
+        return self.timestamp_ms is not None
 
 
 @dataclass
@@ -137,10 +183,17 @@ class DelayStage(mode.Service):
         metrics: WalMetrics | None = None,
         tiers: tuple[int, ...] = TIERS_MS,
         handoff_lead_ms: int = HANDOFF_LEAD_MS,
+        registry: NamespaceRegistry | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.settings = settings
+        #: Where a dead letter goes: the DLQ of the namespace a record names, when known.
+        self.registry = registry
+        self.poison_topic = poison_topic(settings.app_id)
+        #: (topic, partition) -> when a forward there first failed permanently; cleared when
+        #: one there succeeds.
+        self._gone: dict[tuple[str, int | None], int] = {}
         self.handoff_lead_ms = handoff_lead_ms
         self.group_id = group_id
         self.clock = clock or SystemClock()
@@ -165,13 +218,22 @@ class DelayStage(mode.Service):
         servers = self.settings.bootstrap_list
         await ensure_topics(
             servers,
-            delay_topic_specs(
-                self.settings.app_id,
-                (0, *self.tiers),
-                self.settings.default_partitions,
-                self.settings.delay_grace_ms,
-                self.settings.replication_factor,
-            ),
+            [
+                *delay_topic_specs(
+                    self.settings.app_id,
+                    (0, *self.tiers),
+                    self.settings.default_partitions,
+                    self.settings.delay_grace_ms,
+                    self.settings.replication_factor,
+                    min_insync_replicas=self.settings.min_insync_replicas,
+                ),
+                poison_topic_spec(
+                    self.settings.app_id,
+                    self.settings.default_partitions,
+                    self.settings.replication_factor,
+                    min_insync_replicas=self.settings.min_insync_replicas,
+                ),
+            ],
         )
         # Two producers: records due now must never queue behind a crowd of hops (a burst written
         # together leaves a tier together, thousands of records at once).
@@ -299,8 +361,8 @@ class DelayStage(mode.Service):
     async def _route(self, tp: TopicPartition, part: _Partition, record: Any, now: int) -> None:
         headers = parse_delay_headers(record.headers or ())
         if headers is None:
-            logger.error("delay record %s[%d]@%d without delay headers: dropped",
-                         tp.topic, tp.partition, record.offset)  # fmt: skip
+            reason = "no valid delay headers (wal-due, wal-dest, wal-dest-partition)"
+            await self._dead_letter(part, self._dead_out(tp, record, reason, HEADERS_ERROR, None))
             return
         stop = next_stop(headers.due_ms, now, self.tiers)
         if isinstance(stop, (Deliver, Timer)):
@@ -338,31 +400,146 @@ class DelayStage(mode.Service):
         out = _Out(
             tp, record, headers.dest_topic, headers.dest_partition, due_header(headers.due_ms)
         )
+        since = self._gone.get((out.topic, out.partition))
+        if since is not None and not self._exists(self._due_producer, out.topic, out.partition):
+            decision = after_send_failure(
+                permanent=True,
+                tries=1,
+                failing_since_ms=since,
+                now_ms=self.clock.now_ms(),
+                grace_ms=self.settings.delay_dest_grace_ms,
+                error=f"{out.topic}[{out.partition}] does not exist",
+            )
+            if isinstance(decision, GiveUp):  # gone for good: not one more metadata wait
+                await self._dead_letter(part, self._gave_up(out, decision.reason))
+                return
         await self._send(part, out)
         self.forwarded += 1
         self._hop("due")
 
+    # -- dead letters -------------------------------------------------------------------------
+
+    def _dead_out(
+        self,
+        tp: TopicPartition,
+        record: Any,
+        reason: str,
+        error_class: str,
+        headers: DelayHeaders | None,
+    ) -> _Out:
+        """A DLQ entry of ``record`` as it was read: in the DLQ of the namespace its value names
+        (or its destination belongs to) when the registry knows it, else in the poison topic."""
+        namespace, attempts = "", 0
+        record_id = f"poison-{tp.topic}-{tp.partition}-{record.offset}"
+        try:
+            env = decode_envelope(record.value)
+        except PoisonRecordError:
+            if headers is not None and self.registry is not None:
+                namespace = self.registry.namespace_of(headers.dest_topic) or ""
+        else:
+            namespace, attempts, record_id = env.namespace, env.attempt, env.id
+        topic = self.poison_topic
+        if namespace and self.registry is not None:
+            with contextlib.suppress(NamespaceNotFoundError):  # deleted: the poison topic
+                topic = self.registry.get(namespace).topics.dlq
+        # A DLQ has its log's partitions: the entry goes where the record would have been.
+        partition = headers.dest_partition if headers is not None else tp.partition
+        entry = entry_headers(
+            namespace=namespace,
+            reason=reason,
+            error_class=error_class,
+            source=f"{tp.topic}[{tp.partition}]@{record.offset}",
+            attempts=attempts,
+            dead_at_ms=self.clock.now_ms(),
+        )
+        return _Out(tp, record, topic, partition, entry, dead_key=record_id.encode())
+
+    def _gave_up(self, out: _Out, reason: str) -> _Out:
+        headers = parse_delay_headers(out.record.headers or ())
+        return self._dead_out(out.tp, out.record, reason, DEST_GONE_ERROR, headers)
+
+    async def _dead_letter(self, part: _Partition, out: _Out) -> None:
+        """Send a dead letter; its record's offset is committed past once it is acknowledged."""
+        self._note_dead(out)
+        await self._send(part, out)
+
+    def _note_dead(self, out: _Out) -> None:
+        fields = dict(out.headers or ())
+        logger.error("delay record %s[%d]@%d dead-lettered to %s: %s", out.tp.topic,
+                     out.tp.partition, out.record.offset, out.topic,
+                     fields.get("wal-error", b"").decode())  # fmt: skip
+        if self.metrics is not None:
+            self.metrics.dlq_records_written.labels(
+                fields.get("wal-namespace", b"").decode(),
+                fields.get("wal-error-class", b"").decode(),
+            ).inc()
+        self._hop("dlq")
+
+    def _to_poison(self, out: _Out) -> _Out:
+        """A dead letter its namespace's DLQ refuses as nonexistent, bound for the poison topic."""
+        return out._replace(topic=self.poison_topic, partition=None, tries=0, failing_since_ms=None)
+
     async def _send(self, part: _Partition, out: _Out) -> None:
-        """Produce one record: a hop (``timestamp_ms`` set: its write time into the tier) or a
-        forward to its destination (None), each on its own producer."""
+        """Produce one record: a hop (``timestamp_ms`` set: its write time into the tier) on the
+        hop producer, or a forward or dead letter on the due producer.
+
+        Raises:
+            Exception: the producer refused it for a transient reason (the record is sent again
+            shortly; the caller's loop backs off meanwhile).
+        """
         part.pending.add(out.record.offset)
         self._in_flight += 1
-        producer = self._producer if out.timestamp_ms is not None else self._due_producer
+        producer = self._producer if out.hop else self._due_producer
+        if not out.hop:
+            parts = producer.client.cluster.partitions_for_topic(out.topic)
+            if parts is None:
+                # aiokafka waits up to request_timeout_ms for an unknown topic's metadata: not
+                # here, where every record coming due would wait behind it.
+                self.add_future(self._send_unknown(producer, out))
+                return
+            if out.dead_key is not None and out.partition not in parts:
+                out = out._replace(partition=None)  # a DLQ with fewer partitions: any one
+            elif out.partition is not None and out.partition not in parts:
+                self._in_flight -= 1
+                missing = f"{out.topic} has no partition {out.partition} ({len(parts)} partitions)"
+                self._failed(out, UnknownTopicOrPartitionError(missing))
+                return
         try:
-            future = await producer.send(
-                out.topic,
-                out.record.value,
-                key=out.record.key,
-                partition=out.partition,
-                timestamp_ms=out.timestamp_ms,
-                headers=out.headers,
-            )
-        except Exception:
+            future = await self._enqueue(producer, out)
+        except Exception as exc:
             self._in_flight -= 1
             # Pending, so never committed past; sent again shortly, while the loop backs off.
-            self.add_future(self._resend(part, out))
+            self._failed(out, exc)
+            if isinstance(exc, _PERMANENT):
+                return
             raise
         future.add_done_callback(lambda done: self._sent(done, out))
+
+    async def _enqueue(self, producer: Any, out: _Out) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = await producer.send(
+            out.topic,
+            out.record.value,
+            key=out.key,
+            partition=out.partition,
+            timestamp_ms=out.timestamp_ms,
+            headers=out.headers,
+        )
+        return future
+
+    async def _send_unknown(self, producer: Any, out: _Out) -> None:
+        try:
+            future = await self._enqueue(producer, out)
+        except Exception as exc:  # noqa: BLE001 - every failure is routed by _failed
+            self._in_flight -= 1
+            self._failed(out, exc)
+            return
+        future.add_done_callback(lambda done: self._sent(done, out))
+
+    @staticmethod
+    def _exists(producer: Any, topic: str, partition: int | None) -> bool:
+        """Whether the producer's metadata knows ``topic`` (and ``partition``)."""
+        parts = producer.client.cluster.partitions_for_topic(topic)
+        return parts is not None and (partition is None or partition in parts)
 
     async def _add_hop(
         self,
@@ -398,10 +575,11 @@ class DelayStage(mode.Service):
             topic, partition = key
             try:
                 future = await self._producer.send_batch(hops.batch, topic, partition=partition)
-            except Exception:
+            except Exception as exc:
                 self._in_flight -= len(hops.members)
                 # Pending, so never committed past; sent again shortly, while the loop backs off.
-                self._resend_all(hops.members)
+                for out in hops.members:
+                    self._failed(out, exc)
                 raise
             future.add_done_callback(lambda done, hops=hops: self._hops_sent(done, hops))
 
@@ -412,7 +590,8 @@ class DelayStage(mode.Service):
                 first = hops.members[0]
                 logger.warning("delay hops to %s[%d] failed (%s); resending",
                                first.topic, first.partition, _why(done))  # fmt: skip
-                self._resend_all(hops.members)
+                for out in hops.members:
+                    self._failed(out, _why(done))
             return
         for out in hops.members:
             part = self._parts.get(out.tp)
@@ -424,25 +603,64 @@ class DelayStage(mode.Service):
         part = self._parts.get(out.tp)
         if _failed(done):
             if part is not None and not self.should_stop:
-                logger.warning("delay forward to %s failed (%s); resending", out.topic, _why(done))
-                self._resend_all([out])
+                logger.warning("delay send to %s failed (%s); resending", out.topic, _why(done))
+                self._failed(out, _why(done))
             return  # revoked or stopping: the offset was not committed past; re-read later
+        if not out.hop:
+            self._gone.pop((out.topic, out.partition), None)
         if part is not None:
             part.pending.discard(out.record.offset)
 
-    def _resend_all(self, outs: list[_Out]) -> None:
-        if self.should_stop:
-            return  # not committed past: re-read after the restart
-        for out in outs:
-            part = self._parts.get(out.tp)
-            if part is not None:
-                self.add_future(self._resend(part, out))
+    def _failed(self, out: _Out, error: object) -> None:
+        """Route a send that failed: again after a backoff, or (a forward its destination has
+        refused as nonexistent for the grace period) a dead letter; a dead letter its DLQ
+        refuses so goes to the poison topic. Its offset stays pending meanwhile."""
+        part = self._parts.get(out.tp)
+        if part is None or self.should_stop:
+            return  # revoked or stopping: not committed past; re-read later
+        now = self.clock.now_ms()
+        permanent = isinstance(error, _PERMANENT)
+        since = out.failing_since_ms if out.failing_since_ms is not None else now
+        if permanent and not out.hop:
+            since = min(since, self._gone.setdefault((out.topic, out.partition), now))
+        out = out._replace(tries=out.tries + 1, failing_since_ms=since)
+        if out.hop or (out.dead_key is not None and not permanent):
+            # Into the stage's own tiers, or a DLQ that exists: for as long as it takes.
+            self.add_future(self._resend(part, out, resend_delay_ms(out.tries)))
+            return
+        if out.dead_key is not None:
+            if out.topic != self.poison_topic:
+                logger.error("dead letter refused by %s (%s): to %s instead",
+                             out.topic, error, self.poison_topic)  # fmt: skip
+                self.add_future(self._resend(part, self._to_poison(out), 0))
+            else:  # the deployment's own topic, made at start: a refusal cannot last
+                self.add_future(self._resend(part, out, resend_delay_ms(out.tries)))
+            return
+        decision = after_send_failure(
+            permanent=permanent,
+            tries=out.tries,
+            failing_since_ms=since,
+            now_ms=now,
+            grace_ms=self.settings.delay_dest_grace_ms,
+            error=f"{out.topic}[{out.partition}]: {error!r}",
+        )
+        if isinstance(decision, GiveUp):
+            dead = self._gave_up(out, decision.reason)
+            self._note_dead(dead)
+            self.add_future(self._resend(part, dead, 0))
+        else:
+            self.add_future(self._resend(part, out, decision.after_ms))
 
-    async def _resend(self, part: _Partition, out: _Out) -> None:
-        await asyncio.sleep(0.5)
-        if self._parts.get(out.tp) is not part:
-            return  # revoked meanwhile: the new owner re-reads it
-        await self._send(part, out)
+    async def _resend(self, part: _Partition, out: _Out, after_ms: int) -> None:
+        await asyncio.sleep(after_ms / 1000)
+        if self._parts.get(out.tp) is not part or self.should_stop:
+            return  # revoked meanwhile (the new owner re-reads it), or stopping
+        if out.failing_since_ms is not None and (out.topic, out.partition) in self._gone:
+            # The destination was missing: let the metadata catch up before the next try.
+            with contextlib.suppress(KafkaError):
+                await self._due_producer.client.force_metadata_update()
+        with contextlib.suppress(Exception):  # a failure is routed again by _send
+            await self._send(part, out)
 
     # -- offsets and rebalances ---------------------------------------------------------------
 

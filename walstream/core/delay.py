@@ -23,18 +23,25 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 __all__ = [
+    "DEST_GONE_ERROR",
+    "DEST_GRACE_MS",
     "HANDOFF_LEAD_MS",
+    "HEADERS_ERROR",
     "LEAD_MS",
     "TIERS_MS",
     "DelayHeaders",
     "Deliver",
+    "GiveUp",
+    "Resend",
     "Tier",
     "Timer",
+    "after_send_failure",
     "delay_headers",
     "due_header",
     "next_stop",
     "parse_delay_headers",
     "parse_due_header",
+    "resend_delay_ms",
     "tier_of",
 ]
 
@@ -49,6 +56,16 @@ LEAD_MS = 3_000
 #: hand-over) then overlaps its last stretch of waiting instead of adding to it. The default of
 #: WALSTREAM_DELAY_HANDOFF_LEAD_MS.
 HANDOFF_LEAD_MS = 500
+#: A forward whose destination the cluster says does not exist (an unknown topic or partition,
+#: an invalid topic, a refusal) is tried again for this long, since the destination may be
+#: being created or the client's metadata may lag; then it is dead-lettered so the tier
+#: partition's commit moves on. The default of WALSTREAM_DELAY_DEST_GRACE_MS.
+DEST_GRACE_MS = 60_000
+#: Error classes of the DLQ entries the delay stage writes.
+HEADERS_ERROR = "DelayHeadersError"
+DEST_GONE_ERROR = "DestinationGoneError"
+_RESEND_BASE_MS = 500
+_RESEND_MAX_MS = 5_000
 
 
 H_DUE = "wal-due"
@@ -150,3 +167,57 @@ def next_stop(
 def tier_of(stop: Timer | Tier) -> int:
     """The tier delay a stop writes to (0: the timer tier)."""
     return stop.delay_ms if isinstance(stop, Tier) else 0
+
+
+@dataclass(frozen=True, slots=True)
+class Resend:
+    """Send the record again after ``after_ms``."""
+
+    after_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class GiveUp:
+    """Stop sending it: dead-letter the record with ``reason``."""
+
+    reason: str
+
+
+def resend_delay_ms(tries: int) -> int:
+    """The wait before the next send of a record whose last ``tries`` sends failed."""
+    return min(_RESEND_MAX_MS, _RESEND_BASE_MS << max(0, min(tries - 1, 8)))
+
+
+def after_send_failure(
+    *,
+    permanent: bool,
+    tries: int,
+    failing_since_ms: int,
+    now_ms: int,
+    grace_ms: int = DEST_GRACE_MS,
+    error: str = "",
+) -> Resend | GiveUp:
+    """What the delay stage does with a forward its destination did not take.
+
+    Args:
+        permanent: the cluster said the destination does not exist or refuses the record
+            (unknown topic or partition, invalid topic, not authorized, too large); anything
+            else (a broker away, a timeout, a leader moving) is transient.
+        tries: sends of this record that failed, this one included.
+        failing_since_ms: when its destination first failed permanently (the earlier of this
+            record's first failure and any earlier record's to the same destination).
+        now_ms: the time now.
+        grace_ms: how long a permanent failure is tried again before giving up.
+        error: the last error, for the reason.
+
+    Returns:
+        ``GiveUp`` once a permanent failure has lasted ``grace_ms``; otherwise ``Resend``
+        (transient failures are retried for as long as they last: the record waits safely in
+        its tier, which is not committed past it).
+    """
+    failing_ms = now_ms - failing_since_ms
+    if permanent and failing_ms >= grace_ms:
+        return GiveUp(
+            f"destination refused the record for {failing_ms} ms ({tries} tries here): {error}"
+        )
+    return Resend(resend_delay_ms(tries))
