@@ -102,6 +102,7 @@ class Delivery(mode.Service):
             metrics=self.metrics,
             clock=self.clock,
             handoff_lead_ms=settings.delay_handoff_lead_ms,
+            registry=registry,
         )
         self.dlq_monitor = DlqMonitor(settings, self.metrics, clock=self.clock)
 
