@@ -1,0 +1,592 @@
+"""The deliver handler's failure path: producer errors are classified (retried or dead-lettered,
+never raised), records and their history stay within the producer's limit, every way to the DLQ
+settles the record's count and its key's turn, and retry limits hold at breaker deferral and
+across redrives."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, MessageSizeTooLargeError
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
+from faust.exceptions import ProducerSendError
+
+from tests.agents.test_deliver import LOG, NOW, FakePool, RecordingEmitter, record
+from tests.agents.test_deliver_ordering import Harness, Log, ScriptedTarget
+from walstream.agents.attempts import MemoryAttempts, TableAttempts
+from walstream.agents.deliver import Deliverer, Outcome, Source
+from walstream.agents.emit import FaustEmitter
+from walstream.agents.ordering import KeyOrder
+from walstream.clock import FakeClock
+from walstream.core.breaker import BreakerPolicy, CircuitBreaker
+from walstream.core.delay import parse_delay_headers
+from walstream.core.dlq import DlqEntry, parse_dlq_record
+from walstream.dlq import RedriveProgress, redrive
+from walstream.errors import TargetUnavailableError
+from walstream.namespaces.config import parse_namespace
+from walstream.namespaces.registry import NamespaceRegistry, encode_event
+from walstream.records import Envelope, Lifecycle, decode_envelope, encode_envelope
+from walstream.settings import Settings
+from walstream.targets.memory import MemoryTarget
+
+DOWN = TargetUnavailableError("down", error_class="http_503")
+#: The worker's Faust producer refuses requests over this (Faust's default, set explicitly).
+WORKER_LIMIT = 1_000_000
+#: The default bound of a record's encoded history (WALSTREAM_HISTORY_MAX_BYTES).
+HISTORY_BOUND = 16 * 1024
+
+
+def history_bytes(history) -> int:
+    """What ``history`` takes in an encoded envelope."""
+    return len(orjson.dumps([h._asdict() for h in history])) if history else 0
+
+
+def test_the_workers_producer_limit_is_the_one_the_api_sizes_records_by():
+    settings = Settings()
+    assert settings.producer_max_request_bytes == WORKER_LIMIT
+    assert settings.history_max_bytes == HISTORY_BOUND
+    assert settings.max_record_bytes < WORKER_LIMIT - settings.history_max_bytes
+
+
+def namespaces(*configs: dict) -> NamespaceRegistry:
+    registry = NamespaceRegistry()
+    for version, obj in enumerate(configs, 1):
+        registry.apply(*encode_event(parse_namespace(obj), version))
+    return registry
+
+
+def ns(name: str = "orders", **extra: Any) -> dict:
+    return {
+        "name": name,
+        "max_attempts": 3,
+        "backoff": {"base_ms": 2_000, "multiplier": 2.0, "cap_ms": 60_000, "jitter": 0.0},
+        "target": {"type": "kafka", "topic": "out"},
+        **extra,
+    }
+
+
+def deliverer_for(registry, target, emitter, clock, attempts=None, pool=None, **kw) -> Deliverer:
+    return Deliverer(
+        registry=registry,
+        pool=pool or FakePool(target),
+        attempts=attempts if attempts is not None else MemoryAttempts(),
+        emitter=emitter,
+        clock=clock,
+        rand=lambda: 0.5,
+        delay_partitions=4,
+        **kw,
+    )
+
+
+def dlq_entries(emitter: RecordingEmitter, topic: str = "wal.orders.dlq") -> list[DlqEntry]:
+    out = []
+    for e in emitter.to(topic):
+        parsed = parse_dlq_record(e.key, e.value, e.headers, partition=e.partition, offset=0)
+        assert isinstance(parsed, DlqEntry)
+        out.append(parsed)
+    return out
+
+
+class FakeFaustProducer:
+    """Faust's producer as the emitter sees it: refuses what aiokafka would refuse (a record over
+    ``max_request_size``, wrapped in ProducerSendError as Faust does) and fails on demand."""
+
+    def __init__(self, max_request_size: int = WORKER_LIMIT) -> None:
+        self.max_request_size = max_request_size
+        self.failures: list[BaseException] = []
+        self.sent: list[tuple[str, bytes | None, bytes | None, list]] = []
+
+    async def send_and_wait(self, topic, key, value, partition, timestamp, headers):
+        if self.failures:
+            raise self.failures.pop(0)
+        size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers or [])
+        if size > self.max_request_size:  # as aiokafka's AIOKafkaProducer.send, under Faust's
+            try:
+                raise MessageSizeTooLargeError(f"The message is {size} bytes")
+            except MessageSizeTooLargeError as exc:
+                raise ProducerSendError(f"Error while sending: {exc!r}") from exc
+        self.sent.append((topic, key, value, headers or []))
+        return None
+
+    def to(self, topic: str) -> list[tuple[str, bytes | None, bytes | None, list]]:
+        return [s for s in self.sent if s[0] == topic]
+
+
+class FakeApp:
+    def __init__(self, producer: FakeFaustProducer) -> None:
+        self.producer = producer
+
+
+def send_error(cause: Exception) -> ProducerSendError:
+    try:
+        raise cause
+    except (KafkaTimeoutError, KafkaConnectionError) as exc:
+        try:
+            raise ProducerSendError(f"Error while sending: {exc!r}") from exc
+        except ProducerSendError as wrapped:
+            return wrapped
+
+
+# -- item 2: producer errors ---------------------------------------------------------------
+
+
+async def test_a_transient_producer_send_error_is_retried_until_the_retry_is_written():
+    producer = FakeFaustProducer()
+    # the accumulator stayed full (a long outage), then the broker came back
+    producer.failures = [send_error(KafkaTimeoutError()), send_error(KafkaConnectionError())]
+    target = MemoryTarget()
+    target.fail_next(DOWN)
+    deliverer = deliverer_for(
+        namespaces(ns()), target, FaustEmitter(FakeApp(producer)), FakeClock(NOW)
+    )
+    outcome = await deliverer.handle(encode_envelope(record()), b"k1", LOG)
+    assert outcome is Outcome.RETRY
+    [(topic, _, value, _)] = producer.sent
+    assert topic == "walstream.delay.timer"
+    assert decode_envelope(value).attempt == 1
+    assert deliverer.attempts == {"id-1": 1}
+
+
+async def test_a_permanent_producer_refusal_dead_letters_and_never_raises():
+    """A record written to the log by someone else than the API, over the worker's limit: its
+    retry copy is refused, and so is its DLQ copy; the DLQ entry goes without the record."""
+    producer = FakeFaustProducer()
+    target = MemoryTarget()
+    target.fail_next(DOWN)
+    attempts = MemoryAttempts()
+    deliverer = deliverer_for(
+        namespaces(ns()), target, FaustEmitter(FakeApp(producer)), FakeClock(NOW), attempts
+    )
+    huge = record(payload="x" * WORKER_LIMIT)
+    outcome = await deliverer.handle(encode_envelope(huge), b"k1", LOG)
+    assert outcome is Outcome.DEAD
+    [(_, key, value, headers)] = producer.to("wal.orders.dlq")
+    assert key == b"id-1"
+    assert value is None  # the record stays on the log, where the entry says
+    entry = parse_dlq_record(key, value, headers, partition=2, offset=0)
+    assert isinstance(entry, DlqEntry)
+    assert entry.source == LOG.coordinates()
+    assert "wal.orders.log[2]@41" in entry.reason
+    assert "MessageSizeTooLargeError" in entry.reason
+    assert entry.attempts == 1
+    assert attempts == {}
+    assert producer.to("walstream.delay.timer") == []
+
+
+async def test_an_oversize_record_of_a_delay_goes_to_the_dlq_without_its_payload():
+    producer = FakeFaustProducer(max_request_size=10_000)
+    deliverer = deliverer_for(
+        namespaces(ns()), MemoryTarget(), FaustEmitter(FakeApp(producer)), FakeClock(NOW)
+    )
+    early = record(payload="y" * 20_000, lifecycle=Lifecycle(NOW + 60_000, NOW, 60_000))
+    assert await deliverer.handle(encode_envelope(early), b"k1", LOG) is Outcome.DEAD
+    [entry] = [
+        parse_dlq_record(k, v, h, partition=2, offset=0)
+        for _, k, v, h in producer.to("wal.orders.dlq")
+    ]
+    assert entry.value is None
+    assert entry.error_class == "EmitRefused"
+
+
+async def test_an_api_max_size_record_failing_up_to_max_attempts_is_always_reproducible():
+    """Every record the API accepts can be written again by the worker with its history and
+    DLQ headers: a record of the API's largest size, failing until dead with long messages."""
+    settings = Settings()
+    producer = FakeFaustProducer(WORKER_LIMIT)
+    target = MemoryTarget()
+    long_error = TargetUnavailableError("\u00e9\n" * 400, error_class="http_503")
+    target.always = long_error
+    clock = FakeClock(NOW)
+    # ~870 bytes an entry: the history reaches its bound after ~19 failures
+    registry = namespaces(ns(max_attempts=60, backoff={"base_ms": 10, "cap_ms": 10, "jitter": 0.0}))
+    deliverer = deliverer_for(registry, target, FaustEmitter(FakeApp(producer)), clock)
+    deliverer.pool.threshold = 10_000  # the breaker stays closed: every failure is an attempt
+    env = record()
+    overhead = len(encode_envelope(env)) + len(b"k1") - len(orjson.dumps(env.payload))
+    env = env._replace(payload="z" * (settings.max_record_bytes - overhead - 2))
+    assert len(encode_envelope(env)) + 2 == settings.max_record_bytes  # as large as accepted
+    source = LOG
+    for _ in range(60):
+        outcome = await deliverer.handle(encode_envelope(env), b"k1", source)
+        if outcome is not Outcome.RETRY:
+            break
+        _, _, value, _ = producer.sent[-1]
+        env = decode_envelope(value)
+        assert history_bytes(env.history) <= settings.history_max_bytes
+        clock.advance(10)
+        source = Source("wal.orders.retry", 2, source.offset + 1)
+    assert outcome is Outcome.DEAD
+    [(_, _, value, _)] = producer.to("wal.orders.dlq")
+    dead = decode_envelope(value)  # the whole record, not an entry without it
+    assert dead.attempt == 60
+    assert dead.history[0].attempt == 0  # the first failure is kept, and the latest
+    assert dead.history[-1].attempt == 59
+    assert history_bytes(dead.history) <= settings.history_max_bytes
+    assert dead.first_attempt_ms == NOW
+
+
+async def test_history_is_bounded_in_bytes_at_max_attempts_1000():
+    clock = FakeClock(NOW)
+    target = MemoryTarget()
+    target.always = TargetUnavailableError("m" * 2_000, error_class="http_503")
+    emitter = RecordingEmitter()
+    registry = namespaces(ns(max_attempts=1000, backoff={"base_ms": 1, "cap_ms": 1, "jitter": 0.0}))
+    deliverer = deliverer_for(registry, target, emitter, clock)
+    deliverer.pool.threshold = 10_000
+    env = record()
+    sizes = []
+    for _ in range(1000):
+        outcome = await deliverer.handle(encode_envelope(env), b"k1", LOG)
+        last = emitter.emitted[-1]
+        env = decode_envelope(last.value)
+        sizes.append(len(orjson.dumps([h._asdict() for h in env.history])))
+        if outcome is not Outcome.RETRY:
+            break
+        clock.advance(1)
+    assert outcome is Outcome.DEAD
+    assert max(sizes) <= HISTORY_BOUND
+    assert env.history[0].attempt == 0  # the first failure and the latest ones
+    assert env.history[-1].attempt == 999
+    assert len(env.history) < 100
+
+
+# -- item 3: failures outside the target's classification; every DLQ path settles ----------
+
+
+class UnreachableClusterPool(FakePool):
+    """A kafka/wal target whose producer cannot start: the cluster is briefly unreachable."""
+
+    def __init__(self, target, failures: int) -> None:
+        super().__init__(target)
+        self.failures = failures
+
+    async def target(self, spec, *args):
+        if self.failures:
+            self.failures -= 1
+            raise KafkaConnectionError("Unable to bootstrap from [('10.0.0.9', 9092)]")
+        return await super().target(spec, *args)
+
+
+async def test_a_target_that_cannot_be_made_now_is_retried_not_dead_lettered():
+    emitter, clock, target = RecordingEmitter(), FakeClock(NOW), MemoryTarget()
+    deliverer = deliverer_for(
+        namespaces(ns()),
+        target,
+        emitter,
+        clock,
+        pool=UnreachableClusterPool(target, failures=1),
+    )
+    assert await deliverer.handle(encode_envelope(record()), b"k1", LOG) is Outcome.RETRY
+    assert emitter.to("wal.orders.dlq") == []
+    [hop] = emitter.emitted
+    again = decode_envelope(hop.value)
+    assert (again.attempt, again.history[0].error_class) == (1, "connection")
+    clock.advance(again.not_before_ms - NOW)
+    retry_source = Source("wal.orders.retry", 2, 0)
+    assert await deliverer.handle(hop.value, b"k1", retry_source) is Outcome.DELIVERED
+    assert [e.id for e in target.delivered] == ["id-1"]
+    assert deliverer.attempts == {}
+
+
+class BuggyEmitter(RecordingEmitter):
+    """Raises an unexpected error (a bug) on its ``fail_at``-th emit to a delay tier."""
+
+    def __init__(self, fail_at: int) -> None:
+        super().__init__()
+        self.fail_at = fail_at
+        self.tier_emits = 0
+
+    async def emit(self, topic, value, **kwargs):
+        if topic.startswith("walstream.delay"):
+            self.tier_emits += 1
+            if self.tier_emits == self.fail_at:
+                raise RuntimeError("a bug")
+        await super().emit(topic, value, **kwargs)
+
+
+async def test_a_catch_all_dead_letter_forgets_the_count_and_passes_the_keys_turn():
+    registry = namespaces(
+        {
+            "name": "seq",
+            "ordering": "key",
+            "max_attempts": 5,
+            "backoff": {"base_ms": 1_000, "multiplier": 2.0, "cap_ms": 10_000, "jitter": 0.0},
+            "target": {"type": "kafka", "topic": "out"},
+        }
+    )
+    target, emitter, log, clock = ScriptedTarget(), BuggyEmitter(fail_at=2), Log(), FakeClock(NOW)
+    attempts = MemoryAttempts()
+    deliverer = deliverer_for(
+        registry, target, emitter, clock, attempts, order=KeyOrder({}), reader=log
+    )
+    harness = Harness(deliverer, emitter, log, clock)
+    first = record(id="id-1", namespace="seq", key="k")
+    second = record(id="id-2", namespace="seq", key="k", idempotency_token="tok-2")
+    target.fail("id-1", DOWN, DOWN)
+    assert await harness.write(first, ns="seq") is Outcome.RETRY
+    assert attempts == {"id-1": 1}
+    assert await harness.write(second, ns="seq") is Outcome.WAITING  # behind id-1
+    await harness.run_emitted()  # id-1's retry fails again, and its retry hits the bug
+    [entry] = dlq_entries(emitter, "wal.seq.dlq")
+    assert (entry.id, entry.error_class) == ("id-1", "InternalError")
+    assert attempts == {}  # forgotten: a redrive is not a stale duplicate
+    assert [e.id for e in target.delivered] == ["id-2"]  # the key went on
+
+
+async def test_a_redrive_of_a_record_whose_count_stayed_is_delivered():
+    """An entry dead-lettered while its count stayed in the table (by a version that did not
+    forget it, or a lost tombstone): its redrive is delivered, not dropped as a duplicate."""
+    registry = namespaces(ns())
+    target, emitter, clock = MemoryTarget(), RecordingEmitter(), FakeClock(NOW)
+    attempts = MemoryAttempts({"id-1": 3})
+    deliverer = deliverer_for(registry, target, emitter, clock, attempts)
+    dead = record(attempt=3)
+    entry = DlqEntry(
+        id="id-1",
+        namespace="orders",
+        reason="internal error",
+        error_class="InternalError",
+        source=LOG.coordinates(),
+        attempts=3,
+        dead_at_ms=NOW,
+        value=encode_envelope(dead),
+        partition=2,
+        offset=7,
+    )
+    producer = RedriveProducer()
+    await redrive(producer, registry.get("orders"), [entry], RedriveProgress("orders", 1))
+    [(topic, value, key)] = producer.to("wal.orders.log")
+    outcome = await deliverer.handle(value, key, Source(topic, 2, 100))
+    assert outcome is Outcome.DELIVERED
+    assert [e.id for e in target.delivered] == ["id-1"]
+
+
+class RedriveProducer:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes, bytes | None]] = []
+
+    async def send_and_wait(self, topic, value, key=None, partition=None, headers=None):
+        self.sent.append((topic, value, key))
+
+    def to(self, topic):
+        return [s for s in self.sent if s[0] == topic]
+
+
+async def test_a_stale_copy_of_a_redriven_record_is_still_skipped():
+    """The count kept per redrive still tells a replayed copy of a redriven record from it."""
+    registry = namespaces(ns())
+    target, emitter, clock = MemoryTarget(), RecordingEmitter(), FakeClock(NOW)
+    deliverer = deliverer_for(registry, target, emitter, clock)
+    redriven = record(redrive=1)
+    target.fail_next(DOWN)
+    assert await deliverer.handle(encode_envelope(redriven), b"k1", LOG) is Outcome.RETRY
+    assert await deliverer.handle(encode_envelope(redriven), b"k1", LOG) is Outcome.DUPLICATE
+
+
+# -- item 7: retry limits at deferral, the budget from the first attempt, redrive -----------
+
+
+def open_breaker(deliverer: Deliverer, target: MemoryTarget) -> None:
+    breaker = deliverer.pool.breaker("ep")
+    for _ in range(deliverer.pool.threshold):
+        breaker.record_failure(NOW)
+    assert not breaker.allow(NOW)
+
+
+async def test_deferral_dead_letters_a_record_whose_attempts_are_used_up():
+    registry = namespaces(ns(max_attempts=3))
+    target, emitter = MemoryTarget(), RecordingEmitter()
+    deliverer = deliverer_for(registry, target, emitter, FakeClock(NOW))
+    deliverer.pool.threshold = 2
+    open_breaker(deliverer, target)
+    outcome = await deliverer.handle(encode_envelope(record(attempt=3)), b"k1", LOG)
+    assert outcome is Outcome.DEAD
+    [entry] = dlq_entries(emitter)
+    assert "gave up after 3 attempts" in entry.reason
+    assert target.calls == []
+
+
+async def test_deferral_dead_letters_a_record_whose_budget_the_wait_would_overrun():
+    registry = namespaces(ns(retry_budget_ms=5_000))
+    target, emitter, clock = MemoryTarget(), RecordingEmitter(), FakeClock(NOW)
+    deliverer = deliverer_for(registry, target, emitter, clock)
+    deliverer.pool.threshold = 2
+    long_open = BreakerPolicy(threshold=2, base_open_ms=60_000, max_open_ms=60_000)
+    deliverer.pool.breakers["ep"] = CircuitBreaker(long_open)
+    open_breaker(deliverer, target)
+    outcome = await deliverer.handle(encode_envelope(record()), b"k1", LOG)
+    assert outcome is Outcome.DEAD
+    [entry] = dlq_entries(emitter)
+    assert "retry budget of 5000 ms" in entry.reason
+
+
+async def test_deferrals_stop_once_the_budget_is_spent():
+    """Deferred over and over (the breaker opened by other records), a record is dead-lettered
+    when its budget is spent rather than cycling on."""
+    registry = namespaces(ns(retry_budget_ms=30_000))
+    target, emitter, clock = MemoryTarget(), RecordingEmitter(), FakeClock(NOW)
+    deliverer = deliverer_for(registry, target, emitter, clock)
+    deliverer.pool.threshold = 1
+    breaker = deliverer.pool.breaker("ep")
+    raw, outcomes = encode_envelope(record()), []
+    for _ in range(100):
+        if breaker.allow(clock.now_ms()):  # another record's probe fails: open again
+            breaker.record_failure(clock.now_ms())
+        outcome = await deliverer.handle(raw, b"k1", Source("wal.orders.retry", 2, 0))
+        outcomes.append(outcome)
+        if outcome is not Outcome.DEFERRED:
+            break
+        raw = emitter.emitted[-1].value
+        clock.advance(decode_envelope(raw).not_before_ms - clock.now_ms())
+    assert outcomes[-1] is Outcome.DEAD
+    assert clock.now_ms() - NOW <= 30_000
+    assert target.calls == []
+
+
+async def test_the_budget_runs_from_the_first_attempt_after_300_failures():
+    registry = namespaces(
+        ns(
+            max_attempts=1000,
+            retry_budget_ms=250_000,
+            backoff={"base_ms": 1_000, "cap_ms": 1_000, "jitter": 0.0},
+        )
+    )
+    target, emitter, clock = MemoryTarget(), RecordingEmitter(), FakeClock(NOW)
+    target.always = DOWN
+    deliverer = deliverer_for(registry, target, emitter, clock)
+    deliverer.pool.threshold = 10_000
+    raw = encode_envelope(record())
+    for _ in range(300):
+        outcome = await deliverer.handle(raw, b"k1", LOG)
+        if outcome is not Outcome.RETRY:
+            break
+        raw = emitter.emitted[-1].value
+        clock.advance(decode_envelope(raw).not_before_ms - clock.now_ms())
+    assert outcome is Outcome.DEAD
+    [entry] = dlq_entries(emitter)
+    assert "retry budget of 250000 ms" in entry.reason
+    assert 240 <= entry.attempts <= 251
+    assert clock.now_ms() - NOW <= 250_000
+
+
+async def test_a_redriven_record_gets_a_fresh_budget():
+    registry = namespaces(ns(max_attempts=10, retry_budget_ms=60_000))
+    target, emitter, clock = MemoryTarget(), RecordingEmitter(), FakeClock(NOW)
+    deliverer = deliverer_for(registry, target, emitter, clock)
+    target.always = DOWN
+    raw = encode_envelope(record())
+    while await deliverer.handle(raw, b"k1", LOG) is Outcome.RETRY:
+        raw = emitter.emitted[-1].value
+        clock.advance(decode_envelope(raw).not_before_ms - clock.now_ms())
+    [entry] = [e for e in dlq_entries(emitter)]
+    assert "retry budget" in entry.reason
+    clock.advance(86_400_000)  # an operator redrives it the next day
+    producer = RedriveProducer()
+    await redrive(producer, registry.get("orders"), [entry], RedriveProgress("orders", 1))
+    [(topic, value, key)] = producer.to("wal.orders.log")
+    emitter.emitted.clear()
+    assert await deliverer.handle(value, key, Source(topic, 2, 500)) is Outcome.RETRY
+    target.always = None
+    again = emitter.emitted[-1].value
+    clock.advance(decode_envelope(again).not_before_ms - clock.now_ms())
+    retry_source = Source("wal.orders.retry", 2, 9)
+    assert await deliverer.handle(again, key, retry_source) is Outcome.DELIVERED
+
+
+# -- item 12: an unknown namespace's poison is kept; a failed changelog write is seen --------
+
+
+async def test_poison_of_an_unknown_namespace_is_parked_not_dropped():
+    emitter, clock = RecordingEmitter(), FakeClock(NOW)
+    deliverer = deliverer_for(namespaces(ns()), MemoryTarget(), emitter, clock)
+    source = Source("wal.gone.log", 1, 5)
+    assert await deliverer.handle(b"\xff not json", b"k", source) is Outcome.PARKED
+    [hop] = emitter.emitted
+    assert hop.value == b"\xff not json"  # kept as it was
+    headers = parse_delay_headers(hop.headers)
+    assert (headers.dest_topic, headers.dest_partition) == ("wal.gone.log", 1)
+    assert headers.due_ms > NOW
+
+
+class ChangelogProducer:
+    """Faust's producer for TableAttempts: a send's ack fails once, then works."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.acked: list[tuple[str, bytes, bytes | None, int]] = []
+
+    async def send(self, topic, key, value, partition, timestamp, headers):
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if self.failures:
+            self.failures -= 1
+            fut.set_exception(KafkaTimeoutError())
+        else:
+            self.acked.append((topic, key, value, partition))
+            fut.set_result(Metadata(topic, partition, len(self.acked)))
+        return fut
+
+    async def send_and_wait(self, topic, key, value, partition, timestamp, headers):
+        return await (await self.send(topic, key, value, partition, timestamp, headers))
+
+
+class Metadata:
+    def __init__(self, topic, partition, offset) -> None:
+        self.topic_partition = (topic, partition)
+        self.offset = offset
+
+
+class FakeData(dict):
+    def __init__(self) -> None:
+        super().__init__()
+        self.persisted: dict = {}
+
+    def set_persisted_offset(self, tp, offset) -> None:
+        self.persisted[tp] = offset
+
+
+class FakeSerializers:
+    def dumps_key(self, typ, key, serializer=None):
+        return key.encode()
+
+    def dumps_value(self, typ, value, serializer=None):
+        return str(value).encode()
+
+
+class FakeTable:
+    key_type = value_type = key_serializer = value_serializer = None
+    changelog_topic_name = "walstream-attempts-changelog"
+
+    def __init__(self, producer) -> None:
+        self.app = type("App", (), {"producer": producer, "serializers": FakeSerializers()})()
+        self.data = FakeData()
+
+    def partition_for_key(self, key):
+        return 3
+
+
+async def test_a_failed_attempts_changelog_write_is_written_again_before_the_handler_goes_on():
+    producer = ChangelogProducer(failures=1)
+    table = FakeTable(producer)
+    attempts = TableAttempts(table)
+    await attempts.record("id-1", 2)
+    assert producer.acked == [("walstream-attempts-changelog", b"id-1", b"2", 3)]
+    assert table.data.persisted == {("walstream-attempts-changelog", 3): 1}
+    await attempts.forget("id-1")
+    assert producer.acked[-1] == ("walstream-attempts-changelog", b"id-1", None, 3)
+    assert attempts.get("id-1") == 0
+
+
+@pytest.mark.parametrize("redrives", [0, 2])
+async def test_redrive_counts_fields_stay_off_the_wire_unless_set(redrives):
+    env = record(redrive=redrives) if redrives else record()
+    wire = orjson.loads(encode_envelope(env))
+    assert ("redrive" in wire) is bool(redrives)
+    assert "first_attempt_ms" not in wire
+    assert decode_envelope(encode_envelope(env)) == env
+
+
+def test_envelope_type_is_unchanged_for_callers():
+    assert Envelope._fields[-2:] == ("first_attempt_ms", "redrive")
