@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from walstream.core.retention import UNLIMITED, durability_for
 
 __all__ = [
+    "CHANGELOG_TOMBSTONE_MS",
     "DEFAULT_MIN_INSYNC_REPLICAS",
     "DEFAULT_REPLICATION_FACTOR",
     "NamespaceTopics",
@@ -38,6 +39,8 @@ DEFAULT_REPLICATION_FACTOR = 3
 DEFAULT_MIN_INSYNC_REPLICAS = 2
 
 _KEEP_FOREVER = str(UNLIMITED)
+#: How long a table changelog keeps a tombstone (``delete.retention.ms``).
+CHANGELOG_TOMBSTONE_MS = 7 * 86_400_000
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -154,13 +157,17 @@ def changelog_topic_spec(
     min_insync_replicas: int = DEFAULT_MIN_INSYNC_REPLICAS,
 ) -> TopicSpec:
     """A Faust table's changelog (``<app-id>-<table>-changelog``, named by Faust): compacted, as
-    Faust makes it, so the last value of every key (attempt counts, ordering state) stays."""
+    Faust makes it, so the last value of every key (attempt counts, ordering state) stays.
+
+    A deleted key's tombstone is kept a week (Kafka's default: a day): a worker recovering its
+    rocksdb store from an older persisted offset must still read the deletes made since.
+    """
     return TopicSpec(
         name=name,
         partitions=partitions,
         replication_factor=replication_factor,
         min_insync_replicas=min_insync_replicas,
-        config={"cleanup.policy": "compact"},
+        config={"cleanup.policy": "compact", "delete.retention.ms": str(CHANGELOG_TOMBSTONE_MS)},
     )
 
 

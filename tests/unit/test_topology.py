@@ -80,6 +80,9 @@ def test_control_topic_and_changelogs_are_compacted_and_replicated():
         assert "retention.ms" not in config  # compaction keeps every key's last value
         assert spec.replication_factor == 3
         assert config["min.insync.replicas"] == "2"
+    # a worker whose rocksdb store is days old still reads the deletes made since
+    changelog = changelog_topic_spec("a-b-c", 4).topic_config()
+    assert int(changelog["delete.retention.ms"]) >= 7 * DAY
 
 
 @pytest.mark.parametrize(("brokers", "rf", "min_isr"), [(1, 1, 1), (2, 2, 2), (3, 3, 2), (5, 3, 2)])
