@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from walstream.core.retention import Drift, Durability, config_drift, durability_for
 from walstream.settings import Settings
@@ -92,13 +92,24 @@ async def _create(admin: AIOKafkaAdminClient, specs: Sequence[TopicSpec]) -> Non
 
 
 async def _check(admin: AIOKafkaAdminClient, specs: Sequence[TopicSpec]) -> list[Drift]:
-    """Compare existing topics' configuration with their specs (one DescribeConfigs)."""
-    responses = await admin.describe_configs(
-        [ConfigResource(ConfigResourceType.TOPIC, spec.name) for spec in specs]
-    )
+    """Compare existing topics' configuration with their specs (one DescribeConfigs).
+
+    A topic the broker will not describe (no permission, an old broker) is logged and skipped:
+    the check never stands in the way of the topics' use.
+    """
+    try:
+        responses = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, spec.name) for spec in specs]
+        )
+    except KafkaError as exc:
+        logger.warning("could not describe existing topics to check their settings: %r", exc)
+        return []
     actual: dict[str, dict[str, str]] = {}
     for response in responses:
-        for _code, _message, _type, name, entries, *_ in response.resources:
+        for code, message, _type, name, entries, *_ in response.resources:
+            if code:
+                logger.warning("could not describe topic %s (error %s: %s)", name, code, message)
+                continue
             actual[name] = {entry[0]: entry[1] for entry in entries if entry[1] is not None}
     drifts: list[Drift] = []
     for spec in specs:
