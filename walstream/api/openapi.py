@@ -179,6 +179,9 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "retry_budget_ms": {"type": ["integer", "null"]},
             "ordering": {"type": "string", "enum": ["none", "key"]},
             "on_dlq": {"type": "string", "enum": ["release", "hold"]},
+            # present only when finite (absent: -1, kept forever)
+            "log_retention_ms": {"type": "integer"},
+            "dlq_retention_ms": {"type": "integer"},
         },
     },
 }
