@@ -130,6 +130,9 @@ class Settings:
     #: Records each delivery agent has taken and not finished (delivering, waiting behind their
     #: key, or held until due): the memory bound of an agent, and where the stream waits.
     deliver_max_pending: int = 4_096
+    #: Records that may wait behind one key's head (``ordering = "key"``); past it a record is
+    #: dead-lettered (OrderingOverflow, its reason naming the head) instead of parked.
+    ordering_max_parked_per_key: int = 100_000
     #: How long before its due time a delayed record (or a quick retry) is handed to the agent that
     #: delivers it, which holds it until then. It should cover the way there: a produce, a fetch
     #: (up to CONSUMER_FETCH_MAX_WAIT_MS on Tansu) and Faust's hand-over; more only costs memory.
@@ -183,6 +186,7 @@ class Settings:
             "delay_timer_capacity": self.delay_timer_capacity,
             "delay_handoff_lead_ms": self.delay_handoff_lead_ms,
             "deliver_max_pending": self.deliver_max_pending,
+            "ordering_max_parked_per_key": self.ordering_max_parked_per_key,
             "gc_gen0_threshold": self.gc_gen0_threshold,
             "target_idle_ttl_s": self.target_idle_ttl_s,
             "target_max_endpoints": self.target_max_endpoints,

@@ -55,13 +55,19 @@ from walstream.core.delay import (
 )
 from walstream.core.dlq import entry_headers
 from walstream.core.ordering import (
-    KeyState,
-    Park,
+    AlreadyParked,
+    Free,
+    Go,
+    KeyHead,
+    ParkAt,
     RecordRef,
-    arrive,
-    blocked_by_failure,
-    dead_lettered,
-    settled,
+    ReleaseNext,
+    admit,
+    dead_lettered_head,
+    hand_to,
+    hold,
+    settled_head,
+    skip_first,
 )
 from walstream.core.retry import (
     HISTORY_MAX_BYTES,
@@ -95,8 +101,22 @@ logger = logging.getLogger(__name__)
 UNKNOWN_NAMESPACE_RECHECK_MS = 60_000
 #: A DLQ entry names at most this many of the records that waited behind it.
 BEHIND_MAX = 1_000
-#: Outcomes that leave a record waiting in retry or delay: its key waits on it.
-_WAITING_ELSEWHERE = frozenset(("retry", "delayed", "deferred"))
+#: Parked records one release marker's handler hands on and delivers itself, one after the
+#: other, before it leaves the rest to a new marker (the worker's ``drain_max``; one marker per
+#: record costs a produce and a fetch each: 20k parked behind one key took many minutes).
+DRAIN_MAX = 200
+#: Backoff of a release marker whose record could not be read from the log: doubling from the
+#: first to the last, held by the retry agent until due (within its hold limit, no slot taken).
+UNREADABLE_BACKOFF_MS = (50, 1_000)
+
+
+@dataclass(slots=True)
+class _Drain:
+    """A release marker's handler at work: who it was for, and the next record it hands on."""
+
+    via: str
+    budget: int
+    next: RecordRef | None = None
 
 
 class Emitter(Protocol):
@@ -175,6 +195,7 @@ class Deliverer:
         handoff_lead_ms: int = HANDOFF_LEAD_MS,
         order: KeyOrder | None = None,
         reader: LogReading | None = None,
+        drain_max: int = 0,
         history_max_bytes: int = HISTORY_MAX_BYTES,
     ) -> None:
         self.registry = registry
@@ -193,6 +214,8 @@ class Deliverer:
         #: per-key ordering state and the reader of parked records (ordering = key)
         self.order = order if order is not None else KeyOrder({})
         self.reader = reader
+        #: records a release marker's handler delivers inline (0: one marker per record)
+        self.drain_max = drain_max
         #: a record's history is kept within this many encoded bytes (WALSTREAM_HISTORY_MAX_BYTES)
         self.history_max_bytes = history_max_bytes
 
@@ -225,9 +248,16 @@ class Deliverer:
         return outcome
 
     async def _handle(
-        self, value: bytes | None, key: bytes | None, source: Source, *, released: bool = False
+        self,
+        value: bytes | None,
+        key: bytes | None,
+        source: Source,
+        *,
+        released: bool = False,
+        drain: _Drain | None = None,
     ) -> tuple[Outcome, str, str]:
-        """One record: ``released`` when it heads its key already (handed on by a marker)."""
+        """One record: ``released`` when it heads its key already (handed on by a marker, whose
+        handler is ``drain``)."""
         topic_ns = self.registry.namespace_of(source.topic)
         try:
             env = decode_envelope(value)
@@ -240,20 +270,16 @@ class Deliverer:
         stage = "log" if source.topic == ns.topics.log else "retry"
         order_key = self._order_key(ns, env)
         if env.attempt < self.attempts.get(_count_key(env), 0):
-            if order_key is not None and released:  # a stale copy heads the key: let the key go on
-                await self._pass_turn(ns, env, key, source, Outcome.DELIVERED)
+            if order_key is not None:  # its retry chain is live: the key waits on it
+                await self._hold_turn(ns, env)
             return Outcome.DUPLICATE, ns.name, stage
         if order_key is not None and not released:
-            state = self.order.get(ns.name, order_key)
-            ref = RecordRef(env.id, source.topic, source.partition, source.offset)
-            verdict = arrive(state, ref)
-            if isinstance(verdict, Park):
-                if verdict.state != state:
-                    self.order.put(ns.name, order_key, verdict.state)
-                return Outcome.WAITING, ns.name, stage
+            waits = await self._admit(ns, order_key, env, source)
+            if waits is not None:
+                return waits, ns.name, stage
         outcome = await self._deliver(env, value, key, ns, source)
         if order_key is not None:
-            await self._pass_turn(ns, env, key, source, outcome)
+            await self._pass_turn(ns, env, key, source, outcome, drain=drain)
         return outcome, ns.name, stage
 
     async def _deliver(
@@ -267,6 +293,7 @@ class Deliverer:
         now = self.clock.now_ms()
         try:
             if env.due_ms > now:
+                await self._hold_turn(ns, env)  # ordering: the key waits on it, first
                 await self._wait(value, key, env.due_ms, ns.topics.retry, source.partition, now)
                 return Outcome.DELAYED
             if self.metrics is not None:
@@ -291,9 +318,50 @@ class Deliverer:
         until they drain: their parked records must still be released, in turn."""
         if env.key is None:
             return None
-        if ns.ordering is Ordering.KEY or self.order.get(ns.name, env.key) is not None:
+        if ns.ordering is Ordering.KEY or self.order.blocked(ns.name, env.key):
             return env.key
         return None
+
+    async def _hold_turn(self, ns: NamespaceConfig, env: Envelope) -> None:
+        """A copy of ``env`` is about to be sent to wait (retry, delay, breaker deferral): its
+        key waits on it from now, acknowledged before the copy goes.
+
+        Written after it, a crash in between let the key's later records pass it, and a quick
+        retry could be delivered before the write and then leave its key blocked behind a
+        record already delivered. A stale copy read again re-asserts the block the same way."""
+        order_key = self._order_key(ns, env)
+        if order_key is None:
+            return
+        head = await self.order.load(ns.name, order_key)
+        blocked = hold(head, env.id, self.clock.now_ms())
+        if blocked is not head:
+            await self.order.save(ns.name, order_key, blocked, durable=True)
+
+    async def _admit(
+        self, ns: NamespaceConfig, order_key: str, env: Envelope, source: Source
+    ) -> Outcome | None:
+        """None: the record goes now. Else it waits behind its key's head (parked: a reference,
+        acked at once), or, with ``max_parked`` waiting there already, is dead-lettered with a
+        reason naming that head (redriven later, it is ordered again from then)."""
+        head = await self.order.load(ns.name, order_key)
+        ref = RecordRef(env.id, source.topic, source.partition, source.offset)
+        verdict = admit(head, ref, max_parked=self.order.max_parked)
+        if isinstance(verdict, Go):
+            return None
+        if isinstance(verdict, ParkAt):
+            await self.order.park(ns.name, order_key, verdict, ref)
+            return Outcome.WAITING
+        if isinstance(verdict, AlreadyParked) or head is None:
+            return Outcome.WAITING
+        reason = (
+            f"ordering: key {order_key!r} has {head.parked} records waiting behind {head.head} "
+            f"(at most {self.order.max_parked}, WALSTREAM_ORDERING_MAX_PARKED_PER_KEY): not "
+            f"parked; redrive it once {head.head} is delivered or discarded"
+        )
+        logger.error("%s at %s: %s", env.id, source.coordinates(), reason)
+        outcome = await self._dead(env, ns, source, reason=reason, error_class="OrderingOverflow")
+        await self.order.save(ns.name, order_key, verdict.head)  # read again: not twice
+        return outcome
 
     async def _pass_turn(
         self,
@@ -302,21 +370,24 @@ class Deliverer:
         key: bytes | None,
         source: Source,
         outcome: Outcome,
+        *,
+        drain: _Drain | None = None,
     ) -> None:
-        """What ``outcome`` means for the key: it waits on the record, or goes on to the next."""
+        """What ``outcome`` means for the key: delivered or dead-lettered, it goes on to the next
+        record. Waiting in retry or delay changes nothing here: ``_hold_turn`` blocked the key
+        before the record's copy was sent (now, a quick retry may be delivered already)."""
         order_key = self._order_key(ns, env)
         if order_key is None:
             return
         now = self.clock.now_ms()
-        if outcome.value in _WAITING_ELSEWHERE:
-            state = self.order.get(ns.name, order_key)
-            blocked = blocked_by_failure(state, env.id, now)
-            if blocked != state:
-                self.order.put(ns.name, order_key, blocked)
-        elif outcome is Outcome.DELIVERED:
-            await self._hand_on(ns, order_key, key, source.partition, env.id, now, dead=False)
+        if outcome is Outcome.DELIVERED:
+            await self._hand_on(
+                ns, order_key, key, source.partition, env.id, now, dead=False, drain=drain
+            )
         elif outcome is Outcome.DEAD:
-            await self._hand_on(ns, order_key, key, source.partition, env.id, now, dead=True)
+            await self._hand_on(
+                ns, order_key, key, source.partition, env.id, now, dead=True, drain=drain
+            )
 
     async def _hand_on(
         self,
@@ -328,46 +399,69 @@ class Deliverer:
         now: int,
         *,
         dead: bool,
+        drain: _Drain | None = None,
     ) -> None:
-        """The record is settled (or dead-lettered): release the next parked record, if any.
+        """The record is settled (or dead-lettered): the next parked record heads the key.
 
-        The release marker is acknowledged before the table names the next head: a crash in
-        between leaves the old head in the table, whose source record is read again."""
-
-        def step(state: KeyState | None) -> tuple[KeyState | None, RecordRef | None]:
-            if dead:
-                return dead_lettered(state, record_id, ns.on_dlq, now)
-            return settled(state, record_id, now)
-
-        state = self.order.get(ns.name, order_key)
-        after, release = step(state)
-        if release is not None:
-            await self.emitter.emit(
-                ns.topics.retry,
-                marker_value(ns.name, release.id, release),
-                key=key,
-                partition=partition,
-                headers=marker_headers(MarkerKind.RELEASE),
-            )
-            state = self.order.get(ns.name, order_key)  # records may have parked meanwhile
-            after, _ = step(state)
-        if after != state:
-            self.order.put(ns.name, order_key, after)
+        Its release marker is acknowledged before the table names it: a crash in between leaves
+        the old head in the table, whose source record is read again. Inside a release marker's
+        handler (``drain``, budget left) no marker is written: the head record names that marker
+        (``via``) and where the new head is on the log, and the handler delivers it next; the
+        marker read again after a crash resumes there."""
+        head = await self.order.load(ns.name, order_key)
+        step = (
+            dead_lettered_head(head, record_id, ns.on_dlq, now)
+            if dead
+            else settled_head(head, record_id)
+        )
+        ref = None
+        while isinstance(step, ReleaseNext) and head is not None:
+            ref = self.order.entry(ns.name, order_key, step.seq)
+            if ref is not None:
+                break
+            logger.error("ordering: entry %d of %s/%r missing: skipped", step.seq, ns.name, key)
+            head = skip_first(head)
+            step = settled_head(head, record_id)
+        if step is None:
+            return
+        if isinstance(step, KeyHead):  # held in the DLQ
+            await self.order.save(ns.name, order_key, step)
+            return
+        if isinstance(step, Free) or head is None or ref is None:
+            await self.order.save(ns.name, order_key, None)
+            return
+        if drain is not None and drain.budget > 0:
+            drain.budget -= 1
+            after = hand_to(head, step.seq, ref, now, via=drain.via)
+            await self.order.save(ns.name, order_key, after)
+            await self.order.drop(ns.name, order_key, step.seq)
+            drain.next = ref
+            return
+        await self.emitter.emit(
+            ns.topics.retry,
+            marker_value(ns.name, ref.id, ref),
+            key=key,
+            partition=partition,
+            headers=marker_headers(MarkerKind.RELEASE),
+        )
+        current = await self.order.load(ns.name, order_key)  # records may have parked meanwhile
+        if current is None or current.head != record_id or current.first > step.seq:
+            return  # handed on meanwhile (another copy of the head was settled too)
+        await self.order.save(ns.name, order_key, hand_to(current, step.seq, ref, now))
+        await self.order.drop(ns.name, order_key, step.seq)
 
     def _behind(self, ns: NamespaceConfig, env: Envelope) -> tuple[str, ...]:
         """Ids of the records waiting behind ``env`` (its DLQ entry names them)."""
         order_key = self._order_key(ns, env)
         if order_key is None:
             return ()
-        state = self.order.get(ns.name, order_key)
-        if state is None or state.head != env.id:
-            return ()
-        return state.behind[:BEHIND_MAX]
+        return self.order.behind(ns.name, order_key, env.id, BEHIND_MAX)
 
     async def _marker(
         self, kind: bytes, value: bytes | None, key: bytes | None, source: Source
     ) -> tuple[Outcome, str, str]:
-        """An ordering marker: deliver the released record, or settle a held head."""
+        """An ordering marker: deliver the released record (and the records parked after it,
+        while they go, up to DRAIN_MAX of them), or settle a held head."""
         try:
             marker = decode_marker(kind, value)
         except PoisonRecordError as exc:
@@ -377,50 +471,90 @@ class Deliverer:
         if ns is None or key is None:
             return Outcome.STALE, marker.namespace, "order"
         order_key = key.decode()
-        state = self.order.get(ns.name, order_key)
-        if state is None or state.head != marker.record_id:
-            return Outcome.STALE, ns.name, "order"  # handled already (a marker read again)
+        head = await self.order.load(ns.name, order_key)
         now = self.clock.now_ms()
         if kind == MarkerKind.SETTLE:
-            if not state.held:
-                return Outcome.STALE, ns.name, "order"  # redriven meanwhile: it is live again
+            if head is None or head.head != marker.record_id or not head.held:
+                return Outcome.STALE, ns.name, "order"  # handled already, or redriven (live)
             await self._hand_on(
                 ns, order_key, key, source.partition, marker.record_id, now, dead=False
             )
             return Outcome.DELIVERED, ns.name, "order"
         ref = marker.ref
+        if head is not None and head.head != marker.record_id and head.via == marker.record_id:
+            ref = head.ref  # this marker's handler was handing the key on when it stopped
+        elif head is None or head.head != marker.record_id:
+            return Outcome.STALE, ns.name, "order"  # handled already (a marker read again)
         if ref is None or self.reader is None:
             logger.error("release marker at %s cannot be followed", source.coordinates())
             return Outcome.STALE, ns.name, "order"
-        try:
-            record = await self.reader.read(ref.topic, ref.partition, ref.offset)
-        except RecordGoneError as exc:
-            logger.error("parked record %s of key %r is gone: %s", ref.id, order_key, exc)
-            reason = f"parked record {ref.id} is no longer on the log: {exc}"
-            gone = Source(ref.topic, ref.partition, ref.offset)
-            await self._dead_raw(None, key, gone, reason, "RecordGoneError")
-            await self._hand_on(ns, order_key, key, source.partition, ref.id, now, dead=False)
-            return Outcome.DEAD, ns.name, "order"
-        except (TimeoutError, OSError, KafkaError) as exc:
-            # The log could not be read now: put the marker back to try again.
-            logger.warning("parked record %s not read (%r): released again", ref.id, exc)
-            await self.emitter.emit(
-                source.topic,
-                value,
-                key=key,
-                partition=source.partition,
-                headers=marker_headers(MarkerKind.RELEASE),
+        drain = _Drain(via=marker.record_id, budget=self.drain_max)
+        tries = marker.tries if ref.id == marker.record_id else 0
+        while True:
+            try:
+                record = await self.reader.read(ref.topic, ref.partition, ref.offset)
+            except RecordGoneError as exc:
+                logger.error("parked record %s of key %r is gone: %s", ref.id, order_key, exc)
+                reason = f"parked record {ref.id} is no longer on the log: {exc}"
+                gone = Source(ref.topic, ref.partition, ref.offset)
+                await self._dead_raw(None, key, gone, reason, "RecordGoneError")
+                await self._hand_on(
+                    ns, order_key, key, source.partition, ref.id, now, dead=False, drain=drain
+                )
+                outcome, ns_name = Outcome.DEAD, ns.name
+            except (TimeoutError, OSError, KafkaError) as exc:
+                await self._read_later(ns, key, source, ref, tries + 1, exc)
+                return Outcome.RETRY, ns.name, "order"
+            else:
+                outcome, ns_name, stage = await self._handle(
+                    record.value,
+                    record.key,
+                    Source(ref.topic, ref.partition, ref.offset),
+                    released=True,
+                    drain=drain,
+                )
+                if stage == "poison":  # dead-lettered as it was, without its key's turn
+                    await self._hand_on(
+                        ns, order_key, key, source.partition, ref.id, now, dead=False, drain=drain
+                    )
+            if drain.next is None:
+                return outcome, ns_name, "order"
+            if self.metrics is not None:  # handed on inline: counted here (the last by handle)
+                self.metrics.deliveries.labels(ns_name, "order", outcome.value).inc()
+            ref, drain.next, tries = drain.next, None, 0
+            now = self.clock.now_ms()
+
+    async def _read_later(
+        self,
+        ns: NamespaceConfig,
+        key: bytes | None,
+        source: Source,
+        ref: RecordRef,
+        tries: int,
+        exc: Exception,
+    ) -> None:
+        """The log could not be read now: the marker goes back, due after a backoff doubling
+        with each try (the retry agent holds it until then), not at once in a busy loop."""
+        low, high = UNREADABLE_BACKOFF_MS
+        delay = min(high, low << min(tries - 1, 16))
+        if tries & (tries - 1) == 0:  # the 1st, 2nd, 4th, 8th ... try: the log stays readable
+            logger.warning(
+                "parked record %s not read (%r, try %d): released again in %d ms",
+                ref.id,
+                exc,
+                tries,
+                delay,
             )
-            return Outcome.RETRY, ns.name, "order"
-        outcome, ns_name, stage = await self._handle(
-            record.value,
-            record.key,
-            Source(ref.topic, ref.partition, ref.offset),
-            released=True,
+        await self.emitter.emit(
+            source.topic,
+            marker_value(ns.name, ref.id, ref, tries=tries),
+            key=key,
+            partition=source.partition,
+            headers=[
+                *marker_headers(MarkerKind.RELEASE),
+                *due_header(self.clock.now_ms() + delay),
+            ],
         )
-        if stage == "poison":  # dead-lettered as it was, without its key's turn: pass it here
-            await self._hand_on(ns, order_key, key, source.partition, ref.id, now, dead=False)
-        return outcome, ns_name, "order"
 
     def _namespace(self, name: str, topic_ns: str | None) -> NamespaceConfig | None:
         for candidate in (name, topic_ns):
@@ -461,6 +595,7 @@ class Deliverer:
                     env, ns, source, reason=verdict.reason, error_class="circuit_open"
                 )
             deferred = env._replace(not_before_ms=until, first_attempt_ms=first)
+            await self._hold_turn(ns, env)  # ordering: the key waits on it, first
             await self._wait(
                 encode_envelope(deferred),
                 key,
@@ -520,6 +655,7 @@ class Deliverer:
             )
         retry = failed._replace(attempt=decision.attempt, not_before_ms=decision.not_before_ms)
         raw = encode_envelope(retry)
+        await self._hold_turn(ns, env)  # ordering: the key waits on it, first
         try:
             if retry.due_ms - now > self.handoff_lead_ms:
                 await self._wait(raw, key, retry.due_ms, ns.topics.retry, source.partition, now)

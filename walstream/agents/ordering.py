@@ -1,9 +1,24 @@
 """Per-key ordering in the worker: the ``ordering`` table and the markers that hand a key on.
 
-The table maps (namespace, ordering key) to the key's state (``walstream.core.ordering``) as
-JSON: its head record and references to the records parked behind it. It is co-partitioned with
-the namespace topics: a key's log, retry and marker records share a partition number, and every
-write happens while handling one of them.
+The table holds, per blocked (namespace, ordering key), a small **head record** (its head record
+id, since when, held or not, and counters ``first``/``next`` over what is parked: JSON, ~150
+bytes) under ``<ns>\\0<key>``, and one **entry** per parked record (a reference to where it is
+on the log: id, topic, partition, offset) under ``\\1<ns>\\0<key>\\0<seq>``. A park writes its
+entry then the head record, a release reads and deletes the first entry: each costs the same
+whatever waits behind the key (the state was once one value holding every reference, rewritten
+whole on each park: 3.2 GB of changelog for 10k parked, and a crash past ~15.6k). Values in that
+old form are still read, and rewritten in the new form the first time a handler touches the key.
+
+The table is co-partitioned with the namespace topics: a key's log, retry and marker records
+share a partition number, and every write happens while handling one of them. In the worker the
+changelog is written straight to the producer (``TableChangelog``, as the attempts table does):
+head and entries of a key go to one changelog partition, in write order, so a head record that
+survived a crash never counts an entry that did not. A block (a key now waiting on a record in
+retry or delay) is acknowledged before the record's copy is sent (``durable=True``).
+
+At most ``max_parked`` records wait behind one key (WALSTREAM_ORDERING_MAX_PARKED_PER_KEY); a
+record past it is dead-lettered with error class ``OrderingOverflow``, its reason naming the head
+it would wait on, and can be redriven once the key moves (see ``walstream.agents.deliver``).
 
 When a head is settled, the next parked record is handed on by a **release marker** on the
 namespace's retry topic (same key, same partition): the retry agent reads the record back from
@@ -15,26 +30,46 @@ marker** (written when a held DLQ entry is discarded) settles a head held in the
 
 from __future__ import annotations
 
-from collections.abc import Iterable, MutableMapping
+import logging
+from collections.abc import Iterable, Iterator, MutableMapping
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import orjson
 
-from walstream.core.ordering import KeyState, RecordRef, state_from_json, state_to_json
+from walstream.core.ordering import (
+    KeyHead,
+    KeyState,
+    ParkAt,
+    RecordRef,
+    head_from_json,
+    head_to_json,
+    state_from_json,
+)
 from walstream.errors import PoisonRecordError
 
 __all__ = [
+    "DEFAULT_MAX_PARKED",
     "H_ORDER",
     "BlockedStats",
+    "Changelog",
     "KeyOrder",
     "Marker",
     "MarkerKind",
+    "TableChangelog",
+    "TableStore",
     "decode_marker",
     "marker_headers",
     "marker_kind",
     "marker_value",
 ]
+
+logger = logging.getLogger(__name__)
+
+#: Records that may wait behind one key's head (WALSTREAM_ORDERING_MAX_PARKED_PER_KEY).
+DEFAULT_MAX_PARKED = 100_000
+#: Prefix of a parked entry's table key (a namespace name never starts with it).
+_ENTRY = b"\x01"
 
 #: Header naming an ordering marker on a retry topic (its value: the marker's kind).
 H_ORDER = "wal-order"
@@ -47,17 +82,24 @@ class MarkerKind:
 
 class Marker(NamedTuple):
     """A key's turn passes: ``release`` hands ``ref`` (now the head) to delivery; ``settle``
-    ends the head ``record_id`` (its held DLQ entry was discarded)."""
+    ends the head ``record_id`` (its held DLQ entry was discarded). ``tries``: times the
+    released record could not be read from the log yet (the marker backs off)."""
 
     kind: bytes
     namespace: str
     record_id: str
     ref: RecordRef | None
+    tries: int = 0
 
 
-def marker_value(namespace: str, record_id: str, ref: RecordRef | None = None) -> bytes:
+def marker_value(
+    namespace: str, record_id: str, ref: RecordRef | None = None, *, tries: int = 0
+) -> bytes:
     where = [ref.topic, ref.partition, ref.offset] if ref is not None else None
-    return orjson.dumps({"ns": namespace, "id": record_id, "ref": where})
+    obj: dict[str, object] = {"ns": namespace, "id": record_id, "ref": where}
+    if tries:
+        obj["tries"] = tries
+    return orjson.dumps(obj)
 
 
 def marker_headers(kind: bytes) -> list[tuple[str, bytes]]:
@@ -83,12 +125,88 @@ def decode_marker(kind: bytes, value: bytes | None) -> Marker:
         if where is not None:
             topic, partition, offset = where
             ref = RecordRef(str(obj["id"]), str(topic), int(partition), int(offset))
-        marker = Marker(kind, str(obj["ns"]), str(obj["id"]), ref)
+        marker = Marker(kind, str(obj["ns"]), str(obj["id"]), ref, int(obj.get("tries", 0)))
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise PoisonRecordError(f"undecodable ordering marker: {exc}") from exc
     if kind == MarkerKind.RELEASE and marker.ref is None:
         raise PoisonRecordError("release marker without a record reference")
     return marker
+
+
+class Changelog(Protocol):
+    """Writes a table change to the changelog (the mapping already holds it)."""
+
+    async def send(self, key: bytes, value: bytes | None, *, durable: bool) -> None: ...
+
+
+class TableChangelog:
+    """The changelog of a Faust table written straight to the producer (as
+    ``walstream.agents.attempts.TableAttempts`` does): same records, same partition (the current
+    event's, so call it from a handler bound to its event). ``durable``: wait for the broker's
+    acknowledgement; otherwise the write is on the producer's accumulator, which Faust flushes
+    before it commits the source offset."""
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
+
+    async def send(self, key: bytes, value: bytes | None, *, durable: bool) -> None:
+        table = self.table
+        app = table.app
+        raw_key = app.serializers.dumps_key(table.key_type, key, serializer=table.key_serializer)
+        raw_value = (
+            None
+            if value is None
+            else app.serializers.dumps_value(
+                table.value_type, value, serializer=table.value_serializer
+            )
+        )
+        partition = table.partition_for_key(key)  # the current event's
+        sent = await app.producer.send(
+            table.changelog_topic_name, raw_key, raw_value, partition, None, None
+        )
+        sent.add_done_callback(self._persisted)
+        if durable:
+            await sent
+
+    def _persisted(self, sent: Any) -> None:
+        """A RocksDB store notes the offset it holds (recovery resumes from there)."""
+        if sent.cancelled() or sent.exception() is not None:
+            return  # Faust's flush before commit raises it
+        metadata = sent.result()
+        self.table.data.set_persisted_offset(metadata.topic_partition, metadata.offset)
+
+
+class TableStore(MutableMapping[bytes, bytes]):
+    """A Faust table's store as a mapping, looked up at each use (the store exists once the
+    table started): reads and writes go to it without Faust's buffered changelog."""
+
+    def __init__(self, table: Any) -> None:
+        self._table = table
+
+    def __getitem__(self, key: bytes) -> bytes:
+        value: bytes = self._table.data[key]
+        return value
+
+    def get(self, key: bytes, default: Any = None) -> Any:
+        return self._table.data.get(key, default)
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        self._table.data[key] = value
+
+    def __delitem__(self, key: bytes) -> None:
+        del self._table.data[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._table.data
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._table.data)
+
+    def __len__(self) -> int:
+        return len(self._table.data)
+
+    def items(self) -> Any:
+        return self._table.data.items()
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,40 +219,213 @@ class BlockedStats:
 
 
 class KeyOrder:
-    """The ordering table, read and written as key states per (namespace, key)."""
+    """The ordering table: head records and parked entries per (namespace, key).
 
-    def __init__(self, table: MutableMapping[bytes, bytes]) -> None:
+    ``table`` is the mapping the states live in (the Faust table's store in the worker, a dict
+    in tests); ``changelog`` (the worker's) persists each write. The blocked-key gauges come
+    from an index of the head records kept beside the table, updated on each write and rebuilt
+    by ``reindex`` when the table was recovered: they cost O(blocked keys), never a decode of
+    the table."""
+
+    def __init__(
+        self,
+        table: MutableMapping[bytes, bytes],
+        changelog: Changelog | None = None,
+        *,
+        max_parked: int = DEFAULT_MAX_PARKED,
+    ) -> None:
         self.table = table
+        self.changelog = changelog
+        self.max_parked = max_parked
+        #: head table key -> (namespace, since_ms, parked): what the gauges show
+        self._index: dict[bytes, tuple[str, int, int]] = {}
+        if changelog is None:
+            self.reindex()  # a table with a changelog is indexed once recovered
 
     @staticmethod
     def table_key(namespace: str, key: str) -> bytes:
         return namespace.encode() + b"\x00" + key.encode()
 
-    def get(self, namespace: str, key: str) -> KeyState | None:
+    @staticmethod
+    def entry_key(namespace: str, key: str, seq: int) -> bytes:
+        return _ENTRY + namespace.encode() + b"\x00" + key.encode() + b"\x00" + b"%d" % seq
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def blocked(self, namespace: str, key: str) -> bool:
+        """Whether the key waits on a record (cheap: no decode)."""
+        return bool(self.table.get(self.table_key(namespace, key)))
+
+    def head(self, namespace: str, key: str) -> KeyHead | None:
+        """The key's head record, None when it is free or still in the old form."""
         raw = self.table.get(self.table_key(namespace, key))
-        return state_from_json(orjson.loads(raw)) if raw else None
+        if not raw:
+            return None
+        try:
+            return head_from_json(orjson.loads(raw))
+        except ValueError:
+            return None
+
+    def entry(self, namespace: str, key: str, seq: int) -> RecordRef | None:
+        raw = self.table.get(self.entry_key(namespace, key, seq))
+        if not raw:
+            return None
+        record_id, topic, partition, offset = orjson.loads(raw)
+        return RecordRef(str(record_id), str(topic), int(partition), int(offset))
+
+    def behind(self, namespace: str, key: str, record_id: str, limit: int) -> tuple[str, ...]:
+        """Ids of the first ``limit`` records parked behind ``record_id`` if it heads the key."""
+        state = self._legacy(namespace, key)
+        if state is not None:
+            return state.behind[:limit] if state.head == record_id else ()
+        head = self.head(namespace, key)
+        if head is None or head.head != record_id:
+            return ()
+        ids = []
+        for seq in range(head.first, min(head.next, head.first + limit)):
+            ref = self.entry(namespace, key, seq)
+            if ref is not None:
+                ids.append(ref.id)
+        return tuple(ids)
+
+    def get(self, namespace: str, key: str) -> KeyState | None:
+        """The key's whole state (reads every parked entry: for tests and tools, not handlers)."""
+        state = self._legacy(namespace, key)
+        if state is not None:
+            return state
+        head = self.head(namespace, key)
+        if head is None:
+            return None
+        waiting = (self.entry(namespace, key, seq) for seq in range(head.first, head.next))
+        return KeyState(
+            head=head.head,
+            since_ms=head.since_ms,
+            held=head.held,
+            waiting=tuple(ref for ref in waiting if ref is not None),
+        )
+
+    def _legacy(self, namespace: str, key: str) -> KeyState | None:
+        raw = self.table.get(self.table_key(namespace, key))
+        if not raw:
+            return None
+        obj = orjson.loads(raw)
+        return state_from_json(obj) if "waiting" in obj else None
+
+    # -- writes (from a handler) -----------------------------------------------------------
+
+    async def load(self, namespace: str, key: str) -> KeyHead | None:
+        """The key's head record; a value in the old form is rewritten in the new one first."""
+        head = self.head(namespace, key)
+        if head is not None:
+            return head
+        state = self._legacy(namespace, key)
+        if state is None:
+            return None
+        tails: dict[tuple[str, int], int] = {}
+        for seq, ref in enumerate(state.waiting):
+            await self._write(self.entry_key(namespace, key, seq), _entry_value(ref))
+            tails[(ref.topic, ref.partition)] = max(
+                ref.offset, tails.get((ref.topic, ref.partition), -1)
+            )
+        head = KeyHead(
+            head=state.head,
+            since_ms=state.since_ms,
+            held=state.held,
+            first=0,
+            next=len(state.waiting),
+            tails=tuple((t, p, o) for (t, p), o in tails.items()),
+        )
+        await self.save(namespace, key, head)
+        logger.info("ordering state of %s/%r rewritten in the head/entries form", namespace, key)
+        return head
+
+    async def save(
+        self, namespace: str, key: str, head: KeyHead | None, *, durable: bool = False
+    ) -> None:
+        """Store the key's head record (None: the key is free; its record goes)."""
+        table_key = self.table_key(namespace, key)
+        if head is None:
+            self._index.pop(table_key, None)
+            if table_key in self.table:
+                await self._write(table_key, None)
+            return
+        self._index[table_key] = (namespace, head.since_ms, head.parked)
+        await self._write(table_key, orjson.dumps(head_to_json(head)), durable=durable)
+
+    async def park(self, namespace: str, key: str, at: ParkAt, ref: RecordRef) -> None:
+        """Park ``ref`` as entry ``at.seq``, then count it in the head record."""
+        await self._write(self.entry_key(namespace, key, at.seq), _entry_value(ref))
+        await self.save(namespace, key, at.head)
+
+    async def drop(self, namespace: str, key: str, seq: int) -> None:
+        """Entry ``seq`` was handed on."""
+        entry_key = self.entry_key(namespace, key, seq)
+        if entry_key in self.table:
+            await self._write(entry_key, None)
+
+    async def _write(self, table_key: bytes, value: bytes | None, *, durable: bool = False) -> None:
+        if value is None:
+            self.table.pop(table_key, None)
+        else:
+            self.table[table_key] = value
+        if self.changelog is not None:
+            await self.changelog.send(table_key, value, durable=durable)
 
     def put(self, namespace: str, key: str, state: KeyState | None) -> None:
-        """Store ``state`` (None: the key is free; its entry goes)."""
+        """Store a whole state in the table form (tests and tools: the mapping only, no
+        changelog)."""
+        if self.changelog is not None:
+            raise TypeError("put writes no changelog: use save/park from a handler")
         table_key = self.table_key(namespace, key)
-        if state is not None:
-            self.table[table_key] = orjson.dumps(state_to_json(state))
-        elif table_key in self.table:
-            del self.table[table_key]
+        old = self.head(namespace, key)
+        if old is not None:
+            for seq in range(old.first, old.next):
+                self.table.pop(self.entry_key(namespace, key, seq), None)
+        if state is None:
+            self.table.pop(table_key, None)
+            self._index.pop(table_key, None)
+            return
+        for seq, ref in enumerate(state.waiting):
+            self.table[self.entry_key(namespace, key, seq)] = _entry_value(ref)
+        head = KeyHead(
+            head=state.head, since_ms=state.since_ms, held=state.held, next=len(state.waiting)
+        )
+        self.table[table_key] = orjson.dumps(head_to_json(head))
+        self._index[table_key] = (namespace, head.since_ms, head.parked)
+
+    # -- gauges ----------------------------------------------------------------------------
+
+    def reindex(self) -> None:
+        """Rebuild the head index from the table (after recovery: it holds what the changelog
+        said). Parked entries are skipped by their first byte, undecoded."""
+        index: dict[bytes, tuple[str, int, int]] = {}
+        for table_key, raw in list(self.table.items()):
+            table_key = bytes(table_key)
+            if not raw or table_key.startswith(_ENTRY):
+                continue
+            namespace = table_key.split(b"\x00", 1)[0].decode()
+            obj = orjson.loads(raw)
+            if "waiting" in obj:
+                state = state_from_json(obj)
+                index[table_key] = (namespace, state.since_ms, len(state.waiting))
+            else:
+                head = head_from_json(obj)
+                index[table_key] = (namespace, head.since_ms, head.parked)
+        self._index = index
 
     def stats(self) -> dict[str, BlockedStats]:
         """Blocked keys per namespace, over the partitions this worker holds."""
         out: dict[str, BlockedStats] = {}
-        for table_key, raw in list(self.table.items()):
-            if not raw:
-                continue
-            namespace = bytes(table_key).split(b"\x00", 1)[0].decode()
-            state = state_from_json(orjson.loads(raw))
+        for namespace, since_ms, parked in self._index.values():
             seen = out.get(namespace, BlockedStats())
             oldest = seen.oldest_since_ms
             out[namespace] = BlockedStats(
                 keys=seen.keys + 1,
-                waiting=seen.waiting + len(state.waiting),
-                oldest_since_ms=state.since_ms if oldest is None else min(oldest, state.since_ms),
+                waiting=seen.waiting + parked,
+                oldest_since_ms=since_ms if oldest is None else min(oldest, since_ms),
             )
         return out
+
+
+def _entry_value(ref: RecordRef) -> bytes:
+    return orjson.dumps([ref.id, ref.topic, ref.partition, ref.offset])

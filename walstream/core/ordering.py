@@ -18,23 +18,47 @@ Transitions, each a pure function of the key's state (``None``: the key is not b
 
 The worker (``walstream.agents.ordering``) applies these to its table and hands a released
 record over with a marker on the retry topic; this module decides, and does no I/O.
+
+``KeyState`` is the whole of a key's state at once: what these transitions are specified on, and
+the table form of earlier releases (one value per key, holding every parked reference, rewritten
+whole on each park: O(n^2) bytes). The table now keeps a small ``KeyHead`` per blocked key (its
+head and counters) and each parked reference as an entry of its own, numbered ``first`` ..
+``next - 1``; the ``*_head`` functions below are the same transitions over that form, so a park,
+a release and a settle each cost O(1) whatever is parked. ``admit`` bounds what waits behind one
+key (``max_parked``): past it a record is not parked but dead-lettered, naming the head (see
+``Overflow``), so nothing is lost and the key's state stays bounded.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from enum import Enum
+from typing import Any
 
 __all__ = [
+    "AlreadyParked",
+    "Free",
     "Go",
+    "KeyHead",
     "KeyState",
     "OnDlq",
+    "Overflow",
     "Park",
+    "ParkAt",
     "RecordRef",
+    "ReleaseNext",
+    "admit",
     "arrive",
     "blocked_by_failure",
     "dead_lettered",
+    "dead_lettered_head",
+    "hand_to",
+    "head_from_json",
+    "head_to_json",
+    "hold",
     "settled",
+    "settled_head",
+    "skip_first",
     "state_from_json",
     "state_to_json",
 ]
@@ -156,4 +180,189 @@ def state_from_json(obj: dict[str, object]) -> KeyState:
         since_ms=int(obj["since_ms"]),  # type: ignore[call-overload]
         held=bool(obj.get("held", False)),
         waiting=tuple(RecordRef(str(i), str(t), int(p), int(o)) for i, t, p, o in waiting),
+    )
+
+
+# -- the table form: a head record per blocked key, one entry per parked record ----------------
+
+#: Topic partitions whose last parked offset a head remembers (a key's records come from its
+#: log and retry topics, one partition each; more only after a namespace's topics were renamed).
+TAILS_MAX = 8
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeyHead:
+    """A blocked key as the table keeps it: its head, and counters over the records parked
+    behind it (entries ``first`` .. ``next - 1``, oldest first, each stored on its own)."""
+
+    head: str
+    since_ms: int
+    held: bool = False
+    first: int = 0
+    next: int = 0
+    #: (topic, partition, offset) of the last record parked from each topic partition. A key's
+    #: records of one topic partition are handled one at a time in offset order, so one at or
+    #: below it was handled already: read again after a crash, it is not parked twice.
+    tails: tuple[tuple[str, int, int], ...] = ()
+    #: Set when the head was handed on inline by the release marker of record ``via`` (the
+    #: handler of one marker drains several parked records): a marker read again after a crash
+    #: then resumes with this head, read back from ``ref``.
+    via: str | None = None
+    ref: RecordRef | None = None
+
+    @property
+    def parked(self) -> int:
+        """How many records wait behind the head."""
+        return self.next - self.first
+
+    def parked_already(self, ref: RecordRef) -> bool:
+        return any(
+            t == ref.topic and p == ref.partition and ref.offset <= o for t, p, o in self.tails
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ParkAt:
+    """Park the record as entry ``seq``; then store ``head`` (the entry first: a crash between
+    the two writes parks it again at the same number)."""
+
+    seq: int
+    head: KeyHead
+
+
+@dataclass(frozen=True, slots=True)
+class AlreadyParked:
+    """The record was parked (or handed on) before: read again after a crash."""
+
+
+@dataclass(frozen=True, slots=True)
+class Overflow:
+    """``max_parked`` records wait behind the head already: the record is dead-lettered (its
+    entry names the head), and ``head`` notes it so a re-read does not dead-letter it twice."""
+
+    head: KeyHead
+
+
+@dataclass(frozen=True, slots=True)
+class Free:
+    """The head was the last of its key: the key is free (its head record goes)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseNext:
+    """The head is done: parked entry ``seq`` goes next (``hand_to`` once its marker is out)."""
+
+    seq: int
+
+
+def _tails(head: KeyHead, ref: RecordRef) -> tuple[tuple[str, int, int], ...]:
+    kept = [t for t in head.tails if (t[0], t[1]) != (ref.topic, ref.partition)]
+    return (*kept[-(TAILS_MAX - 1) :], (ref.topic, ref.partition, ref.offset))
+
+
+def admit(
+    head: KeyHead | None, ref: RecordRef, *, max_parked: int
+) -> Go | ParkAt | AlreadyParked | Overflow:
+    """A record of the key reached the deliver or retry agent (``arrive`` on the table form)."""
+    if head is None or ref.id == head.head:
+        return Go()
+    if head.parked_already(ref):
+        return AlreadyParked()
+    if head.parked >= max_parked:
+        return Overflow(replace(head, tails=_tails(head, ref)))
+    return ParkAt(head.next, replace(head, next=head.next + 1, tails=_tails(head, ref)))
+
+
+def hold(head: KeyHead | None, record_id: str, now_ms: int) -> KeyHead | None:
+    """``blocked_by_failure`` on the table form: a copy of ``record_id`` goes to wait (retry,
+    delay, deferral), so its key waits on it, written before the copy is sent. A head already
+    waiting stays as it is; another head stays too (a stale copy's retry is parked behind it)."""
+    if head is None:
+        return KeyHead(head=record_id, since_ms=now_ms)
+    if head.head != record_id:
+        return head
+    return replace(head, held=False) if head.held else head
+
+
+def settled_head(head: KeyHead | None, record_id: str) -> KeyHead | Free | ReleaseNext | None:
+    """``settled`` on the table form: None when ``record_id`` does not head the key (nothing
+    changes), else what follows it."""
+    if head is None or head.head != record_id:
+        return None
+    if head.parked == 0:
+        return Free()
+    return ReleaseNext(head.first)
+
+
+def dead_lettered_head(
+    head: KeyHead | None, record_id: str, on_dlq: OnDlq, now_ms: int
+) -> KeyHead | Free | ReleaseNext | None:
+    """``dead_lettered`` on the table form (a ``KeyHead`` result: the key is held)."""
+    if on_dlq is OnDlq.RELEASE:
+        return settled_head(head, record_id)
+    if head is None:
+        return KeyHead(head=record_id, since_ms=now_ms, held=True)
+    if head.head != record_id:
+        return None
+    return replace(head, held=True, via=None) if not head.held else None
+
+
+def hand_to(
+    head: KeyHead, seq: int, ref: RecordRef, now_ms: int, *, via: str | None = None
+) -> KeyHead:
+    """Entry ``seq`` (``ref``) heads the key now: its release marker is out, or (``via``) the
+    handler of marker ``via`` delivers it inline."""
+    return replace(
+        head,
+        head=ref.id,
+        since_ms=now_ms,
+        held=False,
+        first=seq + 1,
+        via=via,
+        ref=ref if via is not None else None,
+    )
+
+
+def skip_first(head: KeyHead) -> KeyHead:
+    """Entry ``first`` cannot be found (it never should): go on with the next."""
+    return replace(head, first=head.first + 1)
+
+
+def head_to_json(head: KeyHead) -> dict[str, object]:
+    """The table form of a key's head record."""
+    out: dict[str, object] = {
+        "v": 2,
+        "head": head.head,
+        "since_ms": head.since_ms,
+        "held": head.held,
+        "first": head.first,
+        "next": head.next,
+        "tails": [list(t) for t in head.tails],
+    }
+    if head.via is not None and head.ref is not None:
+        out["via"] = head.via
+        out["ref"] = [head.ref.topic, head.ref.partition, head.ref.offset]
+    return out
+
+
+def head_from_json(obj: dict[str, object]) -> KeyHead:
+    """Inverse of ``head_to_json``. Raises ValueError for the old whole-state form (a
+    ``waiting`` list: read it with ``state_from_json``) or a malformed value."""
+    if "waiting" in obj or obj.get("v") != 2:
+        raise ValueError("not a head record")
+    tails: Any = obj.get("tails") or []
+    via, where = obj.get("via"), obj.get("ref")
+    ref = None
+    if via is not None and isinstance(where, list):
+        topic, partition, offset = where
+        ref = RecordRef(str(obj["head"]), str(topic), int(partition), int(offset))
+    return KeyHead(
+        head=str(obj["head"]),
+        since_ms=int(obj["since_ms"]),  # type: ignore[call-overload]
+        held=bool(obj.get("held", False)),
+        first=int(obj["first"]),  # type: ignore[call-overload]
+        next=int(obj["next"]),  # type: ignore[call-overload]
+        tails=tuple((str(t), int(p), int(o)) for t, p, o in tails),
+        via=None if via is None else str(via),
+        ref=ref,
     )
