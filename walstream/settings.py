@@ -111,13 +111,6 @@ class Settings:
     target_max_endpoints: int = 256
     #: An idle keep-alive connection of the http target is closed after this long.
     http_idle_timeout_s: float = 30.0
-    #: A target client, producer or breaker of an endpoint (http origin, Kafka cluster) unused
-    #: this long is closed and forgotten; at most TARGET_MAX_ENDPOINTS are kept (least recently
-    #: used go first). Records may name endpoints: this bounds what they make a worker hold.
-    target_idle_ttl_s: float = 600.0
-    target_max_endpoints: int = 256
-    #: An idle keep-alive connection of the http target is closed after this long.
-    http_idle_timeout_s: float = 30.0
     #: How long a delay tier keeps records beyond its delay: the longest delay-stage outage that
     #: loses nothing.
     delay_grace_ms: int = 7 * 86_400_000
@@ -133,6 +126,13 @@ class Settings:
     #: Records that may wait behind one key's head (``ordering = "key"``); past it a record is
     #: dead-lettered (OrderingOverflow, its reason naming the head) instead of parked.
     ordering_max_parked_per_key: int = 100_000
+    #: Records of one key an agent holds (delivering, waiting their turn or held until due) before
+    #: it stops fetching that key's partition; the partition is fetched again once the key is down
+    #: to half. Other partitions keep flowing behind a hot key.
+    deliver_max_key_pending: int = 1_024
+    #: Seconds a rebalance waits for records being delivered from the partitions it takes away;
+    #: queued records are dropped at once. Neither is committed: the next owner reads them again.
+    deliver_revoke_wait_s: float = 5.0
     #: How long before its due time a delayed record (or a quick retry) is handed to the agent that
     #: delivers it, which holds it until then. It should cover the way there: a produce, a fetch
     #: (up to CONSUMER_FETCH_MAX_WAIT_MS on Tansu) and Faust's hand-over; more only costs memory.
@@ -187,10 +187,9 @@ class Settings:
             "delay_handoff_lead_ms": self.delay_handoff_lead_ms,
             "deliver_max_pending": self.deliver_max_pending,
             "ordering_max_parked_per_key": self.ordering_max_parked_per_key,
+            "deliver_max_key_pending": self.deliver_max_key_pending,
+            "deliver_revoke_wait_s": self.deliver_revoke_wait_s,
             "gc_gen0_threshold": self.gc_gen0_threshold,
-            "target_idle_ttl_s": self.target_idle_ttl_s,
-            "target_max_endpoints": self.target_max_endpoints,
-            "http_idle_timeout_s": self.http_idle_timeout_s,
             "target_idle_ttl_s": self.target_idle_ttl_s,
             "target_max_endpoints": self.target_max_endpoints,
             "http_idle_timeout_s": self.http_idle_timeout_s,

@@ -192,11 +192,22 @@ def install_delivery(app: faust.App, settings: Settings, registry: NamespaceRegi
 
     async def consume(stream: Any) -> None:
         # One actor; the dispatcher gives concurrency while keeping each key's records in order.
-        # Acks are manual: a record is acked once handled, so a crash re-reads what was in flight.
+        # Acks are manual: a record is acked once handled, and walstream's transport commits
+        # only below the lowest record not acked (walstream.kafka.transport), so a crash, a stop
+        # or a rebalance re-reads whatever was not finished.
         manual = stream.noack()
+        consumer: Any = app.consumer  # walstream.kafka.transport.Consumer under walkafka://
         dispatcher = KeyedDispatcher(
-            concurrency, max_pending=settings.deliver_max_pending, now_ms=clock.now_ms
+            concurrency,
+            max_pending=settings.deliver_max_pending,
+            max_key_pending=settings.deliver_max_key_pending,
+            now_ms=clock.now_ms,
+            on_pause=lambda tp: consumer.pause_partitions({tp}),
+            on_resume=lambda tp: consumer.resume_partitions({tp}),
         )
+
+        async def on_revoke(revoked: set[Any]) -> list[Any]:
+            return await dispatcher.revoke(revoked, grace_s=settings.deliver_revoke_wait_s)
 
         async def handle(event: Any) -> None:
             bind_event(event)
@@ -209,6 +220,11 @@ def install_delivery(app: faust.App, settings: Settings, registry: NamespaceRegi
             )
             await manual.ack(event)
 
+        # walstream's transport (walkafka://) lets the dispatcher give up a revoked partition's
+        # records before Faust waits for them; other transports (tests' memory://) have no hook.
+        add_listener = getattr(consumer, "add_revoke_listener", None)
+        if add_listener is not None:
+            add_listener(on_revoke)
         try:
             async for event in manual.events():
                 message = event.message
@@ -221,9 +237,13 @@ def install_delivery(app: faust.App, settings: Settings, registry: NamespaceRegi
                 await dispatcher.submit(
                     order_key if event.key is not None else None,
                     functools.partial(handle, event),
+                    partition=message.tp,
+                    tag=message,
                     not_before_ms=hold,
                 )
         finally:
+            if add_listener is not None:
+                consumer.remove_revoke_listener(on_revoke)
             await dispatcher.cancel()
 
     app.agent(delivery.log_topics, name="deliver")(consume)

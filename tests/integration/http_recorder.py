@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import threading
 import time
@@ -41,6 +42,7 @@ class HttpRecorder:
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
+        self._stopping: asyncio.Event | None = None
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
 
@@ -52,6 +54,8 @@ class HttpRecorder:
 
     def stop(self) -> None:
         if self._loop is not None:
+            if self._stopping is not None:
+                self._loop.call_soon_threadsafe(self._stopping.set)
             asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(10)
             self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
@@ -121,12 +125,15 @@ class HttpRecorder:
                 Received(time.time(), request.path, dict(request.headers), body, status)
             )
             slow = self._delay_matching
-        if slow is not None and slow[0] in body:
-            await asyncio.sleep(slow[1])
+        if slow is not None and slow[0] in body and self._stopping is not None:
+            # stop() ends the wait: the server's cleanup would otherwise wait for it
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), slow[1])
         return web.Response(status=status, text="ok" if status == 200 else "no")
 
     def _serve(self) -> None:
         self._loop = asyncio.new_event_loop()
+        self._stopping = asyncio.Event()
         app = web.Application()
         app.router.add_post("/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None)

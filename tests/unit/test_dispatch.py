@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
+import time
 
 import pytest
 
@@ -138,3 +140,124 @@ async def test_cancel_stops_jobs_in_flight_and_the_ones_waiting_behind_them():
 def test_a_limit_below_one_is_refused():
     with pytest.raises(ValueError, match="limit"):
         KeyedDispatcher(0)
+
+
+async def test_a_hot_key_with_a_slow_target_does_not_hold_the_other_keys():
+    # Issue 13 item 8: 300 records of one key at 100 ms each, interleaved with other keys' records
+    # (as on one partition). The other keys' records must not wait for the hot key's backlog.
+    loop = asyncio.get_running_loop()
+    dispatcher = KeyedDispatcher(8)  # the defaults: the buffer does not shrink with the slots
+    latency: list[float] = []
+
+    async def hot() -> None:
+        await asyncio.sleep(0.1)
+
+    async def other(submitted: float) -> None:
+        latency.append(loop.time() - submitted)
+
+    start = loop.time()
+    for n in range(300):
+        await dispatcher.submit(("p0", "hot"), hot)
+        job = functools.partial(other, loop.time())
+        await dispatcher.submit(("p0", f"k{n}"), job)
+    while len(latency) < 300 and loop.time() - start < 10:
+        await asyncio.sleep(0.01)
+    elapsed = loop.time() - start
+    await dispatcher.cancel()
+    assert elapsed < 2.0, f"the other keys' records took {elapsed:.1f} s"
+    assert len(latency) == 300
+    assert max(latency) < 1.0
+
+
+async def test_a_key_at_its_cap_pauses_only_its_partition_and_resumes_at_half():
+    events: list[tuple[str, str]] = []
+    dispatcher = KeyedDispatcher(
+        2,
+        max_pending=100,
+        max_key_pending=10,
+        on_pause=lambda p: events.append(("pause", p)),
+        on_resume=lambda p: events.append(("resume", p)),
+    )
+    release = asyncio.Event()
+    other_done: list[int] = []
+
+    async def stuck() -> None:
+        await release.wait()
+
+    async def other(n: int) -> None:
+        other_done.append(n)
+
+    for _ in range(12):  # beyond the cap: records already fetched are still taken
+        await asyncio.wait_for(dispatcher.submit("hot", stuck, partition="p0"), 1)
+    assert events == [("pause", "p0")]
+    for n in range(20):  # another partition's keys flow meanwhile
+        await asyncio.wait_for(dispatcher.submit(f"k{n}", lambda n=n: other(n), partition="p1"), 1)
+    await asyncio.sleep(0.05)
+    assert sorted(other_done) == list(range(20))
+    assert dispatcher.paused() == {"p0"}
+    release.set()
+    await dispatcher.join()
+    assert events == [("pause", "p0"), ("resume", "p0")]
+    assert dispatcher.paused() == set()
+    assert dispatcher.in_flight == 0
+
+
+async def test_the_total_bound_still_holds_the_stream():
+    dispatcher = KeyedDispatcher(2, max_pending=5, max_key_pending=100)
+    release = asyncio.Event()
+
+    async def stuck() -> None:
+        await release.wait()
+
+    for n in range(5):
+        await dispatcher.submit(f"k{n % 2}", stuck, partition="p")
+    sixth = asyncio.create_task(dispatcher.submit("k9", stuck, partition="p"))
+    await asyncio.sleep(0.05)
+    assert not sixth.done()  # memory bound: the stream waits
+    release.set()
+    await sixth
+    await dispatcher.join()
+    assert dispatcher.in_flight == 0
+
+
+async def test_revoke_drops_queued_records_at_once_and_bounds_the_wait_for_running_ones():
+    loop = asyncio.get_running_loop()
+    dispatcher = KeyedDispatcher(4)
+    finished: list[str] = []
+
+    async def slow(name: str, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        finished.append(name)
+
+    # a hot key of the revoked partition: one running (too slow for the grace), 300 queued
+    for n in range(301):
+        await dispatcher.submit(
+            "hot", lambda n=n: slow(f"hot{n}", 0.1 if n else 30), partition="p0", tag=f"hot{n}"
+        )
+    # a quick one of the same partition, running, finishes within the grace: not given up
+    await dispatcher.submit("quick", lambda: slow("quick", 0.05), partition="p0", tag="quick")
+    # an unkeyed one of the revoked partition held until later: not started, dropped
+    await dispatcher.submit(
+        None,
+        lambda: slow("held", 0),
+        partition="p0",
+        tag="held",
+        not_before_ms=int(time.time() * 1000) + 60_000,
+    )
+    # another partition's records carry on
+    await dispatcher.submit("kept", lambda: slow("kept", 0.3), partition="p1", tag="kept")
+    await asyncio.sleep(0.01)
+    start = loop.time()
+    abandoned = await dispatcher.revoke({"p0"}, grace_s=0.5)
+    took = loop.time() - start
+    assert took < 1.5, f"revoke took {took:.1f} s"
+    assert sorted(abandoned) == sorted([f"hot{n}" for n in range(301)] + ["held"])
+    assert "quick" in finished
+    assert not any(name.startswith("hot") for name in finished)
+    await dispatcher.join()
+    assert "kept" in finished
+    assert dispatcher.in_flight == 0
+    # the key starts afresh when its partition comes back
+    await dispatcher.submit("hot", lambda: slow("hot again", 0), partition="p0")
+    await dispatcher.join()
+    assert finished[-1] == "hot again"

@@ -1,4 +1,4 @@
-"""Concurrent handling that keeps each key's records in order.
+"""Concurrent handling that keeps each key's records in order, with bounded memory.
 
 Faust's ``concurrency=N`` runs N actors over one stream: records of one key can then overtake
 each other, and a WAL's targets (databases, caches) need a key's writes in turn. So each agent
@@ -9,12 +9,31 @@ A record may be held until a time (``not_before_ms``: a delayed record handed ov
 is due). Within a key, records run in due order: a record due earlier than one held goes first,
 also when it arrived later (the delay stage hands records over ahead of time, and two of a key
 due within that lead may reach the log in either order); records not held count as due now, and
-equal due times keep arrival order. Waiting for a key's turn or for a time takes no delivery slot,
-so held records do not slow the others. ``max_pending`` bounds the records submitted and not yet
-finished, and ``submit`` waits while that many are (backpressure on the stream).
+equal due times keep arrival order.
 
-The agent acks a record when its handler finished, not when it was submitted: Faust commits
-acked offsets up to the first gap, so a crash re-reads whatever was still in flight.
+Memory and fairness, the policy:
+
+* A delivery slot (``limit``) is taken only by a record being delivered. Waiting for a key's turn
+  or for a time takes none, so a slow key or held records never slow the other keys.
+* ``max_pending`` bounds the records taken and not finished (delivering, waiting their turn, or
+  held): the agent's memory bound. ``submit`` waits while that many are (backpressure on the
+  stream). It does not depend on ``limit``: records behind a slow key need room, not slots.
+* ``max_key_pending`` bounds one key's share: when a key holds that many, ``on_pause`` is called
+  with its partition (the worker stops fetching it) and ``on_resume`` once every key of that
+  partition is down to half. Records of that partition already fetched are still taken (within
+  ``max_pending``). So a hot key with a slow target holds back only its own partition's later
+  records, and only once it is that far behind: other partitions keep flowing. (The log is read
+  in order: going further would mean reading a key's records again by offset later.)
+* ``revoke(partitions)`` (a rebalance) drops the records of those partitions that have not
+  started, at once, and gives those being delivered ``grace_s`` seconds before cancelling them.
+  It returns their tags: none of them is acked, so the commit stays before them and the
+  partition's next owner reads them again (walstream.kafka.transport's offset ledger).
+
+The agent acks a record when its handler finished, not when it was submitted. A commit never
+passes a record that was not acked: Faust's own rule (``Consumer._new_offset``) would, so
+walstream's transport commits by its offset ledger (walstream.core.offsets). A record whose
+handler raised is never acked: it holds its partition's commit until the worker restarts and
+reads it again.
 """
 
 from __future__ import annotations
@@ -24,24 +43,48 @@ import heapq
 import itertools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Collection, Hashable
 from dataclasses import dataclass, field
 
-__all__ = ["KeyedDispatcher"]
+__all__ = ["DEFAULT_MAX_PENDING", "KeyedDispatcher"]
 
 logger = logging.getLogger(__name__)
 
 Job = Callable[[], Awaitable[object]]
 
+#: Records taken and not finished, by default (Settings.deliver_max_pending).
+DEFAULT_MAX_PENDING = 4_096
 
-@dataclass
+
+@dataclass(eq=False, slots=True)
+class _Entry:
+    job: Job
+    partition: Hashable
+    tag: object
+
+
+@dataclass(eq=False)
 class _KeyQueue:
     """A key's records not started yet, earliest due first, and the task working through them."""
 
-    waiting: list[tuple[int, int, Job]] = field(default_factory=list)
+    partition: Hashable
+    waiting: list[tuple[int, int, _Entry]] = field(default_factory=list)
     #: set when a record arrives that may be due before the one being waited for
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
+    #: the record being delivered (holding a slot)
+    running: _Entry | None = None
+    #: records of the key taken and not finished
+    count: int = 0
+
+
+@dataclass(eq=False)
+class _Alone:
+    """A record without a key, and its task."""
+
+    entry: _Entry
+    task: asyncio.Task[None] | None = None
+    running: bool = False
 
 
 def _wall_ms() -> int:
@@ -56,14 +99,24 @@ class KeyedDispatcher:
         limit: int,
         *,
         max_pending: int | None = None,
+        max_key_pending: int | None = None,
         now_ms: Callable[[], int] = _wall_ms,
+        on_pause: Callable[[Hashable], None] | None = None,
+        on_resume: Callable[[Hashable], None] | None = None,
     ) -> None:
         if limit < 1:
             raise ValueError("limit must be >= 1")
         self._running = asyncio.Semaphore(limit)
-        self._pending = asyncio.Semaphore(max_pending or 16 * limit)
+        self._max_pending = max_pending or DEFAULT_MAX_PENDING
+        self._pending = asyncio.Semaphore(self._max_pending)
+        self._max_key_pending = max(1, max_key_pending or self._max_pending // 4)
         self._now_ms = now_ms
+        self._on_pause = on_pause
+        self._on_resume = on_resume
         self._queues: dict[Hashable, _KeyQueue] = {}
+        self._alone: set[_Alone] = set()
+        #: partition -> its keys at their cap (the partition is paused while any is)
+        self._full: dict[Hashable, set[Hashable]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._seq = itertools.count()
         self._in_flight = 0
@@ -73,22 +126,42 @@ class KeyedDispatcher:
         """Jobs submitted and not finished."""
         return self._in_flight
 
+    def paused(self) -> set[Hashable]:
+        """Partitions paused because one of their keys is at its cap."""
+        return set(self._full)
+
     async def submit(
-        self, key: Hashable | None, job: Job, *, not_before_ms: int | None = None
+        self,
+        key: Hashable | None,
+        job: Job,
+        *,
+        partition: Hashable = None,
+        tag: object = None,
+        not_before_ms: int | None = None,
     ) -> None:
         """Queue ``job``: it runs once ``not_before_ms`` (wall clock) has passed, the key's jobs
-        due before it finished, and a slot is free."""
+        due before it finished, and a slot is free. A key's records must all name the same
+        ``partition``; ``tag`` is what ``revoke`` returns for a job it gave up on."""
         await self._pending.acquire()
         self._in_flight += 1
         due = not_before_ms or 0
+        entry = _Entry(job, partition, tag)
         if key is None:
-            self._spawn(self._run_alone(job, due))
+            alone = _Alone(entry)
+            self._alone.add(alone)
+            alone.task = self._spawn(self._run_alone(alone, due))
             return
         queue = self._queues.get(key)
         if queue is None:
-            queue = self._queues[key] = _KeyQueue()
+            queue = self._queues[key] = _KeyQueue(partition)
             queue.task = self._spawn(self._run_key(key, queue))
-        heapq.heappush(queue.waiting, (due, next(self._seq), job))
+        heapq.heappush(queue.waiting, (due, next(self._seq), entry))
+        queue.count += 1
+        if queue.count == self._max_key_pending:
+            full = self._full.setdefault(partition, set())
+            if not full and self._on_pause is not None:
+                self._on_pause(partition)
+            full.add(key)
         queue.arrived.set()
 
     def _spawn(self, coro: Awaitable[None]) -> asyncio.Task[None]:
@@ -112,11 +185,14 @@ class KeyedDispatcher:
                 continue
         return True
 
-    async def _run_alone(self, job: Job, due: int) -> None:
+    async def _run_alone(self, alone: _Alone, due: int) -> None:
         try:
             await self._wait_until(due)
-            await self._run(job)
+            async with self._running:
+                alone.running = True
+                await self._call(alone.entry.job)
         finally:
+            self._alone.discard(alone)
             self._done()
 
     async def _run_key(self, key: Hashable, queue: _KeyQueue) -> None:
@@ -125,11 +201,18 @@ class KeyedDispatcher:
                 due = queue.waiting[0][0]
                 if not await self._wait_until(due, queue.arrived):
                     continue  # something arrived: maybe due earlier; look again
-                _, _, job = heapq.heappop(queue.waiting)
-                try:
-                    await self._run(job)
-                finally:
-                    self._done()
+                async with self._running:
+                    if not queue.waiting:
+                        break  # revoked while waiting for a slot
+                    _, _, entry = heapq.heappop(queue.waiting)
+                    queue.running = entry
+                    try:
+                        await self._call(entry.job)
+                    finally:
+                        queue.running = None
+                        queue.count -= 1
+                        self._key_drained(key, queue)
+                        self._done()
         finally:
             if self._queues.get(key) is queue:
                 del self._queues[key]
@@ -137,18 +220,82 @@ class KeyedDispatcher:
                 self._done()
             queue.waiting.clear()
 
-    async def _run(self, job: Job) -> None:
-        async with self._running:
-            try:
-                await job()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # jobs route their own failures; this is a bug, keep going
-                logger.exception("dispatched job failed")
+    def _key_drained(self, key: Hashable, queue: _KeyQueue) -> None:
+        full = self._full.get(queue.partition)
+        if full is None or key not in full or queue.count > self._max_key_pending // 2:
+            return
+        full.discard(key)
+        if not full:
+            del self._full[queue.partition]
+            if self._on_resume is not None:
+                self._on_resume(queue.partition)
+
+    async def _call(self, job: Job) -> None:
+        try:
+            await job()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # jobs route their own failures; this is a bug, keep going
+            logger.exception(
+                "dispatched job raised: its record is not acked and holds its partition's "
+                "commit until the worker restarts and reads it again"
+            )
 
     def _done(self) -> None:
         self._in_flight -= 1
         self._pending.release()
+
+    async def revoke(self, partitions: Collection[Hashable], *, grace_s: float) -> list[object]:
+        """Give up the jobs of ``partitions``: those not started at once, those running after
+        ``grace_s`` seconds (cancelled). Returns the tags of the jobs given up (not run to the
+        end); jobs submitted later are not affected."""
+        revoked = set(partitions)
+        abandoned: list[object] = []
+        cancel: list[asyncio.Task[None]] = []
+        running: dict[asyncio.Task[None], _Entry] = {}
+        for key, queue in list(self._queues.items()):
+            if queue.partition not in revoked:
+                continue
+            del self._queues[key]  # a new record of the key starts a new queue
+            abandoned.extend(entry.tag for _, _, entry in queue.waiting)
+            for _ in queue.waiting:
+                self._done()
+            queue.count -= len(queue.waiting)
+            queue.waiting.clear()
+            queue.arrived.set()
+            if queue.task is None:
+                continue
+            if queue.running is not None:
+                running[queue.task] = queue.running
+            else:
+                cancel.append(queue.task)
+        for alone in list(self._alone):
+            if alone.entry.partition not in revoked or alone.task is None:
+                continue
+            if alone.running:
+                running[alone.task] = alone.entry
+            else:
+                abandoned.append(alone.entry.tag)
+                cancel.append(alone.task)
+        for partition in revoked:
+            self._full.pop(partition, None)  # the consumer forgets its pauses of them too
+        for task in cancel:
+            task.cancel()
+        if running:
+            _, late = await asyncio.wait(list(running), timeout=grace_s)
+            for task in late:
+                abandoned.append(running[task].tag)
+                task.cancel()
+                cancel.append(task)
+        if cancel:
+            await asyncio.gather(*cancel, return_exceptions=True)
+        if abandoned:
+            logger.info(
+                "revoked %s: %d records not finished (not acked, read again by the next owner)",
+                sorted(map(str, revoked)),
+                len(abandoned),
+            )
+        return abandoned
 
     async def join(self) -> None:
         """Wait for every job submitted so far."""
@@ -161,5 +308,7 @@ class KeyedDispatcher:
             task.cancel()
         await asyncio.gather(*list(self._tasks), return_exceptions=True)
         self._queues.clear()
+        self._alone.clear()
+        self._full.clear()
         while self._in_flight > 0:  # tasks cancelled before they started never counted down
             self._done()

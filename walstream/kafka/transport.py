@@ -10,21 +10,55 @@
   or a delay passes through one such fetch. On Kafka, which answers as soon as data arrives, a
   longer wait only saves idle fetch requests.
 
+* The worker consumer commits through an offset ledger (walstream.core.offsets): a partition's
+  commit stops at the lowest offset handed to a stream and not acked, so it never passes a
+  record still in flight, one whose handler raised, or one dropped at a rebalance or a stop.
+  Faust's own rule does not (faust-streaming 0.15.3, ``Consumer._new_offset``)::
+
+      committed_offset = self._committed_offset[tp]
+      if committed_offset:
+          if min(acked) - committed_offset > 1:
+              return None
+      ...
+      batch = next(consecutive_numbers(acked))
+
+  It looks only at acked offsets: with nothing committed yet (or 0) it commits past any gap,
+  and otherwise it passes exactly one unacked record at the frontier. The ledger learns what
+  was handed over where Faust records it, the consumer's pending-ack set (streams.py: "This
+  inlines Consumer.track_message(message)": ``add_unacked(message)``, with
+  ``add_unacked = consumer.unacked.add``; the Cython stream takes
+  ``self.consumer._unacked_messages`` and calls ``.add`` the same way), and what was acked
+  from Faust's ``_acked`` lists, which both ack paths fill (``Consumer.ack`` and the Cython
+  stream's inlined copy of it). Topics whose channels do not ack (table changelogs) keep
+  Faust's rule. A rebalance first lets revoke listeners (the delivery agents) drop queued
+  records of the revoked partitions and bound the wait for those in flight; Faust's own wait
+  for unacked records is bounded too (WALSTREAM_DELIVER_REVOKE_WAIT_S).
+
 Registered through the ``faust.transports`` entry point.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+import time
+import weakref
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, ClassVar
 
 from faust.transport.drivers import aiokafka as faust_aiokafka
-from faust.types import TP
+from faust.types import TP, Message
 
+from walstream.core.offsets import OffsetLedger
 from walstream.kafka.offsets import probe_end_offsets
 from walstream.settings import Settings
 
-__all__ = ["Consumer", "ConsumerThread", "Transport"]
+__all__ = ["Consumer", "ConsumerThread", "RevokeListener", "Transport"]
+
+logger = logging.getLogger(__name__)
+
+#: Called with the revoked partitions before Faust waits for unacked records; returns the
+#: messages it gave up on (dropped before they started, or cancelled), which are not acked.
+RevokeListener = Callable[[set[TP]], Awaitable[Iterable[Message]]]
 
 
 class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -50,11 +84,96 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         return {TP(tp.topic, tp.partition): offset for tp, offset in corrected.items()}
 
 
+class _PendingAcks(weakref.WeakSet[Message]):
+    """Faust's set of messages handed to streams and not acked; ``add`` also tells the ledger."""
+
+    def __init__(self, on_add: Callable[[Message], None]) -> None:
+        super().__init__()
+        self._on_add = on_add
+
+    def add(self, item: Message) -> None:
+        super().add(item)
+        self._on_add(item)
+
+
 class Consumer(faust_aiokafka.Consumer):
-    """Faust's aiokafka consumer, running :class:`ConsumerThread`."""
+    """Faust's aiokafka consumer, running :class:`ConsumerThread`, committing by the ledger."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.walstream_settings = Settings.from_env()
+        self.ledger: OffsetLedger[TP] = OffsetLedger()
+        self._unacked_messages = _PendingAcks(self._track)
+        self._revoke_listeners: list[RevokeListener] = []
 
     def _new_consumer_thread(self) -> ConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    def add_revoke_listener(self, listener: RevokeListener) -> None:
+        """Call ``listener`` first when partitions are revoked (see :data:`RevokeListener`)."""
+        self._revoke_listeners.append(listener)
+
+    def remove_revoke_listener(self, listener: RevokeListener) -> None:
+        """Stop calling ``listener``."""
+        if listener in self._revoke_listeners:
+            self._revoke_listeners.remove(listener)
+
+    def _track(self, message: Message) -> None:
+        if self.app.topics.acks_enabled_for(message.topic):
+            self.ledger.track(message.tp, message.offset)
+
+    def _take_acks(self, tp: TP) -> None:
+        """Move the offsets Faust recorded as acked for ``tp`` into the ledger."""
+        acked = self._acked.get(tp)
+        if acked:
+            for offset in acked:
+                self.ledger.ack(tp, offset)
+            acked.clear()
+            self._acked_index[tp].clear()
+
+    def _new_offset(self, tp: TP) -> int | None:
+        if not self.app.topics.acks_enabled_for(tp.topic):
+            return super()._new_offset(tp)
+        self._take_acks(tp)
+        if not self.ledger.assigned(tp):
+            self._acked.pop(tp, None)  # acked after its partition was revoked: nothing to commit
+            return None
+        return self.ledger.committable(tp)
+
+    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        for tp in revoked:
+            self._take_acks(tp)  # Faust forgets its acked lists of revoked partitions first
+        for listener in list(self._revoke_listeners):
+            abandoned = await listener(revoked)
+            for message in abandoned:
+                self._unacked_messages.discard(message)  # not acked: the new owner re-reads it
+        # Faust then waits for the streams (wait_empty) and commits what the ledger allows.
+        await super().on_partitions_revoked(revoked)
+        self.ledger.revoke(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TP], generation_id: int = 0) -> None:
+        # Each assigned partition is read again from its committed offset.
+        self.ledger.assign(assigned)
+        await super().on_partitions_assigned(assigned, generation_id)
+
+    async def wait_empty(self) -> None:
+        """Faust's wait for every unacked record, bounded by WALSTREAM_DELIVER_REVOKE_WAIT_S:
+        records still unacked then are not committed, and their next owner reads them again."""
+        deadline = time.monotonic() + self.walstream_settings.deliver_revoke_wait_s
+        while not self.should_stop and self._unacked_messages:
+            if time.monotonic() >= deadline:
+                logger.warning(
+                    "%d records still unacked after %.1f s; not committed (they are read again)",
+                    len(self._unacked_messages),
+                    self.walstream_settings.deliver_revoke_wait_s,
+                )
+                break
+            await self.commit()
+            if not self._unacked_messages:
+                break
+            await self._wait_for_ack(timeout=1)
+            self._clean_unacked_messages()
+        await self.commit_and_end_transactions()
 
 
 class Transport(faust_aiokafka.Transport):

@@ -1,0 +1,127 @@
+"""The worker's commit on the real broker: never past a record still in flight (issue 13, item 1).
+
+A slow record C (the target answers it after many seconds) sits beside fast records C+1.. of
+other keys on the same partition. They finish first and are acked; the commit timer fires; the
+worker dies (SIGKILL) or stops (SIGTERM) while C is still in flight. After a restart C must be
+delivered again: the committed offset stayed at C. Faust's own commit rule passes C, with no
+committed offset yet (a new group) and with one (it skips one unacked record at the frontier).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from .conftest import apply_namespace, eventually, wait_serving
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
+
+#: Faust's broker_commit_interval (walstream keeps Faust's default, faust/types/settings).
+COMMIT_INTERVAL_S = 2.8
+SLOW = b"slow-record-C"
+FAST = 5
+
+
+@pytest.fixture
+def wal_env(wal_env):
+    # One partition: C and the fast records after it share it, whatever their keys.
+    return {**wal_env, "WALSTREAM_DEFAULT_PARTITIONS": "1"}
+
+
+async def committed_offset(servers: list[str], group: str, topic: str) -> int | None:
+    consumer = AIOKafkaConsumer(bootstrap_servers=servers, group_id=group)
+    await consumer.start()
+    try:
+        return await consumer.committed(TopicPartition(topic, 0))
+    finally:
+        await consumer.stop()
+
+
+def requests_for(recorder, record_id: str) -> list:
+    return [r for r in recorder.all() if r.headers.get("X-Wal-Id") == record_id]
+
+
+async def run_slow_record_case(
+    wal_settings, workers, recorder, wal_client, unique, *, committed_first: int, stop: str
+) -> None:
+    ns = f"ledger-{unique}"
+    log = f"wal.{ns}.log"
+    await apply_namespace(
+        wal_settings,
+        {"name": ns, "max_attempts": 10, "target": {"type": "http", "url": recorder.url}},
+    )
+    worker = workers()
+    await wait_serving(worker, log)
+    group = wal_settings.app_id
+    if committed_first:
+        early = [
+            await wal_client.write(ns, {"n": n}, key=f"early{n}") for n in range(committed_first)
+        ]
+        assert all(w.ok for w in early)
+        await eventually(
+            lambda: committed_offset(wal_settings.bootstrap_list, group, log),
+            60,
+            "the first commit",
+            every=0.5,
+        )
+        assert await committed_offset(wal_settings.bootstrap_list, group, log) == committed_first
+
+    recorder.delay_matching(SLOW, 120.0)  # answered long after the worker is gone
+    slow = await wal_client.write(ns, {"marker": SLOW.decode()}, key="slow-key")
+    fast = [await wal_client.write(ns, {"n": n}, key=f"fast{n}") for n in range(FAST)]
+    assert slow.ok
+    assert all(w.ok for w in fast)
+    fast_ids = {w.id for w in fast}
+    await eventually(
+        lambda: (
+            fast_ids <= {r.headers["X-Wal-Id"] for r in recorder.successes()}
+            and requests_for(recorder, slow.id)
+        ),
+        60,
+        "the fast records delivered and C in flight",
+    )
+    # Several commit timers pass while C is in flight and C+1.. are acked.
+    await asyncio.sleep(3 * COMMIT_INTERVAL_S)
+    committed = await committed_offset(wal_settings.bootstrap_list, group, log)
+    assert committed is None or committed <= committed_first, f"committed past C: {committed}"
+    assert len(requests_for(recorder, slow.id)) == 1  # still in flight, not retried
+    if stop == "kill":
+        worker.kill()
+    else:
+        worker.stop()  # SIGTERM: a graceful stop with C in flight
+        assert not worker.alive()
+    recorder.delay_matching(None)
+
+    restarted = workers()
+    await eventually(
+        lambda: len(requests_for(recorder, slow.id)) >= 2,
+        90,
+        f"C delivered again after the restart\n{restarted.log_tail()}",
+    )
+    assert restarted.alive()
+
+
+async def test_sigkill_with_a_slow_record_in_flight_and_no_committed_offset(
+    wal_settings, workers, recorder, wal_client, unique
+):
+    await run_slow_record_case(
+        wal_settings, workers, recorder, wal_client, unique, committed_first=0, stop="kill"
+    )
+
+
+async def test_sigkill_with_a_slow_record_in_flight_after_a_committed_offset(
+    wal_settings, workers, recorder, wal_client, unique
+):
+    await run_slow_record_case(
+        wal_settings, workers, recorder, wal_client, unique, committed_first=3, stop="kill"
+    )
+
+
+async def test_graceful_stop_with_a_slow_record_in_flight_reads_it_again(
+    wal_settings, workers, recorder, wal_client, unique
+):
+    await run_slow_record_case(
+        wal_settings, workers, recorder, wal_client, unique, committed_first=3, stop="term"
+    )

@@ -1,0 +1,92 @@
+"""Commit ledger: a partition's committed offset never passes a record without a durable outcome.
+
+A consumer hands records to its handlers in offset order and they finish in any order. Each
+partition keeps the offsets handed over and not yet acked (*outstanding*); the offset it may
+commit is the lowest outstanding one, or one past the highest offset handed over when none is.
+A record that is never acked (its handler raised, or it was in flight when the worker stopped)
+therefore holds the commit where it is, and is read again after a restart or a rebalance.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+__all__ = ["OffsetLedger"]
+
+P = TypeVar("P", bound=Hashable)
+
+
+@dataclass(slots=True)
+class _Partition:
+    outstanding: set[int] = field(default_factory=set)
+    #: ``outstanding`` as a min-heap; acked offsets leave it lazily, when they reach the top
+    heap: list[int] = field(default_factory=list)
+    #: the highest offset handed over, None before the first
+    high: int | None = None
+
+
+class OffsetLedger(Generic[P]):
+    """Outstanding offsets per assigned partition, and the offset each may commit.
+
+    Only assigned partitions are tracked: records and acks of any other partition are ignored
+    (a late ack of a revoked partition must not move anything).
+    """
+
+    def __init__(self) -> None:
+        self._partitions: dict[P, _Partition] = {}
+
+    def assign(self, partitions: Iterable[P]) -> None:
+        """Start tracking ``partitions`` afresh (whatever was known of them is forgotten)."""
+        for partition in partitions:
+            self._partitions[partition] = _Partition()
+
+    def revoke(self, partitions: Iterable[P]) -> None:
+        """Stop tracking ``partitions``."""
+        for partition in partitions:
+            self._partitions.pop(partition, None)
+
+    def assigned(self, partition: P) -> bool:
+        """Whether ``partition`` is tracked."""
+        return partition in self._partitions
+
+    def track(self, partition: P, offset: int) -> bool:
+        """Note that the record at ``offset`` was handed to a handler; False if not assigned."""
+        state = self._partitions.get(partition)
+        if state is None:
+            return False
+        if offset not in state.outstanding:
+            state.outstanding.add(offset)
+            heapq.heappush(state.heap, offset)
+        if state.high is None or offset > state.high:
+            state.high = offset
+        return True
+
+    def ack(self, partition: P, offset: int) -> bool:
+        """Note that the record at ``offset`` has a durable outcome; False if it was not
+        outstanding (unknown partition, never handed over, or acked already)."""
+        state = self._partitions.get(partition)
+        if state is None or offset not in state.outstanding:
+            return False
+        state.outstanding.discard(offset)
+        heap = state.heap
+        while heap and heap[0] not in state.outstanding:
+            heapq.heappop(heap)
+        return True
+
+    def committable(self, partition: P) -> int | None:
+        """The offset ``partition`` may commit (the next record to read after a restart), or
+        None when nothing was handed over since it was assigned."""
+        state = self._partitions.get(partition)
+        if state is None or state.high is None:
+            return None
+        if state.heap:
+            return state.heap[0]
+        return state.high + 1
+
+    def outstanding(self, partition: P) -> int:
+        """How many records of ``partition`` were handed over and not acked."""
+        state = self._partitions.get(partition)
+        return 0 if state is None else len(state.outstanding)
