@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
+import orjson
 import pytest
 
 from tests.agents.test_deliver import FakePool, RecordingEmitter
@@ -21,7 +22,7 @@ from walstream.agents.ordering import (
     marker_value,
 )
 from walstream.clock import FakeClock
-from walstream.core.delay import parse_delay_headers
+from walstream.core.delay import parse_delay_headers, parse_due_header
 from walstream.core.dlq import DlqEntry, parse_dlq_record
 from walstream.core.ordering import KeyState, RecordRef
 from walstream.dlq import discard
@@ -420,3 +421,350 @@ async def test_a_namespace_switched_to_none_drains_its_blocked_keys_in_order(
     target.fail("id-4", DOWN)
     assert await harness.write(rec(4, ns="loose"), ns="loose") is Outcome.RETRY
     assert await harness.write(rec(5, ns="loose"), ns="loose") is Outcome.DELIVERED
+
+
+# -- issue 13: O(1) parks, block before the copy, drain, overflow, unreadable parked records ---
+
+
+class CountingTable(dict):
+    """The ordering table as a dict that counts the bytes written into it (each write is one
+    changelog record of that size)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = 0
+
+    def __setitem__(self, key, value) -> None:
+        self.written += len(key) + len(value)
+        super().__setitem__(key, value)
+
+
+async def _bytes_of_one_park(harness, order, parked: int) -> int:
+    refs = tuple(RecordRef(f"w-{i}", "wal.seq.log", PART, 1_000 + i) for i in range(parked))
+    order.put("seq", "k1", KeyState(head="id-0", since_ms=NOW, waiting=refs))
+    for _ in range(2_000):  # offsets of the harness log: after the parked ones
+        harness.log.append("wal.seq.log", PART, b"k1", b"")
+    before = order.table.written
+    assert await harness.write(rec(1)) is Outcome.WAITING
+    return order.table.written - before
+
+
+async def test_one_park_writes_the_same_bytes_at_10_and_at_10000_parked(registry, target):
+    sizes = {}
+    for count in (10, 10_000):
+        order = KeyOrder(CountingTable())
+        harness = build_harness(registry, target, order)
+        sizes[count] = await _bytes_of_one_park(harness, order, count)
+        assert order.get("seq", "k1").behind[-1] == "id-1"  # parked, last
+    # the same, but for the digits of the counters (10 -> 10000: a few bytes)
+    assert sizes[10_000] - sizes[10] <= 8, sizes
+    assert sizes[10_000] < 400, sizes
+
+
+def build_harness(registry, target, order, *, emitter=None, reader=None, drain_max=0):
+    emitter, log, clock = emitter or RecordingEmitter(), Log(), FakeClock(NOW)
+    extra = {"drain_max": drain_max} if drain_max else {}
+    deliverer = Deliverer(
+        registry=registry,
+        pool=FakePool(target),
+        attempts=MemoryAttempts(),
+        emitter=emitter,
+        clock=clock,
+        rand=lambda: 0.5,
+        delay_partitions=4,
+        order=order,
+        reader=reader or log,
+        **extra,
+    )
+    return Harness(deliverer, emitter, log, clock)
+
+
+class CrashAfterRetryCopy(RecordingEmitter):
+    """Acknowledges the first retry copy, then the worker dies (the handler goes no further)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.crashed = False
+
+    async def emit(self, topic, value, **kwargs):
+        await super().emit(topic, value, **kwargs)
+        if not self.crashed and topic == "wal.seq.retry" and not marker_kind(kwargs.get("headers")):
+            self.crashed = True
+            raise asyncio.CancelledError  # the process is gone: nothing after the ack runs
+
+
+async def test_a_crash_after_the_retry_copy_is_out_neither_reorders_nor_blocks_the_key(
+    registry, order
+):
+    target = ScriptedTarget()
+    target.fail("id-1", DOWN)  # a quick retry (1 s backoff: straight to the retry topic)
+    emitter = CrashAfterRetryCopy()
+    harness = build_harness(registry, target, order, emitter=emitter)
+    harness.deliverer.handoff_lead_ms = 5_000
+    with pytest.raises(asyncio.CancelledError):
+        await harness.write(rec(1))
+    assert emitter.crashed
+    # restarted: the log record of id-1 is behind the commit (its retry copy was acknowledged);
+    # the key's next record arrives while the retry copy waits
+    assert await harness.write(rec(2)) is Outcome.WAITING
+    await harness.run_emitted()
+    assert delivered(target) == ["id-1", "id-2"]
+    assert order.get("seq", "k1") is None  # not blocked forever
+
+
+class RetryAgentFirst(RecordingEmitter):
+    """The retry agent reads a quick retry copy and delivers it before the handler that sent it
+    goes on (a backoff of a few ms, the retry topic read at once)."""
+
+    harness: Harness
+
+    async def emit(self, topic, value, **kwargs):
+        await super().emit(topic, value, **kwargs)
+        if topic == "wal.seq.retry" and not marker_kind(kwargs.get("headers")):
+            self.harness.seen = len(self.emitted)  # handled here, not again by run_emitted
+            clock = self.harness.clock
+            clock.advance(max(0, decode_envelope(value).due_ms - clock.now_ms()))
+            offset = self.harness.log.append(topic, kwargs["partition"], kwargs["key"], value)
+            outcome = await self.harness.deliverer.handle(
+                value, kwargs["key"], Source(topic, kwargs["partition"], offset), []
+            )
+            assert outcome is Outcome.DELIVERED
+
+
+async def test_a_quick_retry_delivered_before_its_sender_goes_on_leaves_the_key_free(
+    registry, order
+):
+    target = ScriptedTarget()
+    target.fail("id-1", DOWN)
+    emitter = RetryAgentFirst()
+    harness = build_harness(registry, target, order, emitter=emitter)
+    emitter.harness = harness
+    harness.deliverer.handoff_lead_ms = 5_000
+    assert await harness.write(rec(1)) is Outcome.RETRY
+    assert delivered(target) == ["id-1"]
+    assert order.get("seq", "k1") is None  # not blocked behind a record already delivered
+    assert await harness.write(rec(2)) is Outcome.DELIVERED
+    assert delivered(target) == ["id-1", "id-2"]
+
+
+async def test_the_block_is_written_before_the_copy_is_sent(registry, order):
+    target = ScriptedTarget()
+    target.fail("id-1", DOWN)
+    seen = []
+
+    class Watching(RecordingEmitter):
+        async def emit(self, topic, value, **kwargs):
+            state = order.get("seq", "k1")
+            seen.append((topic, state.head if state else None))
+            await super().emit(topic, value, **kwargs)
+
+    harness = build_harness(registry, target, order, emitter=Watching())
+    await harness.write(rec(1))
+    await harness.write(rec(5, delay_ms=60_000, key="k2"))  # a delayed record blocks its key too
+    assert seen[0][1] == "id-1"
+    assert order.get("seq", "k2").head == "id-5"
+
+
+async def test_a_stale_replay_of_the_head_reasserts_its_block(harness, target, order):
+    target.fail("id-1", DOWN)
+    await harness.write(rec(1))
+    order.put("seq", "k1", None)  # the block lost (written after the copy by an older worker)
+    # the log record read again after a restart: stale (its retry chain moved on)
+    value = encode_envelope(rec(1))
+    source = Source("wal.seq.log", PART, 0)
+    assert await harness.deliverer.handle(value, b"k1", source) is Outcome.DUPLICATE
+    assert order.get("seq", "k1").head == "id-1"
+    assert await harness.write(rec(2)) is Outcome.WAITING
+    await harness.run_emitted()
+    assert delivered(target) == ["id-1", "id-2"]
+
+
+class FlakyLog(Log):
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    async def read(self, topic, partition, offset):
+        if self.failures:
+            self.failures -= 1
+            raise TimeoutError("log not readable")
+        return await super().read(topic, partition, offset)
+
+
+async def test_an_unreadable_parked_record_is_released_again_with_a_growing_backoff(
+    registry, target, order
+):
+    log = FlakyLog(failures=0)
+    harness = build_harness(registry, target, order, reader=log)
+    harness.log = log
+    target.fail("id-1", DOWN)
+    await harness.write(rec(1))
+    await harness.write(rec(2))
+    log.failures = 7
+    markers = []
+    for _ in range(50):
+        if harness.seen == len(harness.emitter.emitted):
+            break
+        sent = harness.emitter.emitted[harness.seen]
+        if sent.topic == "wal.seq.retry" and marker_kind(sent.headers):
+            markers.append((harness.clock.now_ms(), parse_due_header(sent.headers)))
+            due = parse_due_header(sent.headers)  # the retry agent holds it until then
+            harness.clock.advance(max(0, (due or 0) - harness.clock.now_ms()))
+        await _feed_one(harness)
+    assert delivered(target) == ["id-1", "id-2"]
+    # the first release, then one marker per failed read, each due later than the one before
+    waits = [due - at for at, due in markers[1:]]
+    assert len(waits) == 7
+    assert waits == sorted(waits)
+    assert waits[0] >= 50
+    assert waits[-1] == 1_000  # doubling, capped
+    assert [
+        decode_marker(MarkerKind.RELEASE, m.value).tries
+        for m in harness.emitter.emitted
+        if marker_kind(m.headers)
+    ][1:] == list(range(1, 8))
+
+
+async def _feed_one(harness: Harness) -> None:
+    """Run the next emitted record through the handler (as ``run_emitted``, one step)."""
+    sent = harness.emitter.emitted[harness.seen]
+    harness.seen += 1
+    topic, headers = sent.topic, list(sent.headers)
+    delay = parse_delay_headers(headers) if topic.startswith("walstream.delay") else None
+    if delay is not None:
+        harness.clock.advance(max(0, delay.due_ms - harness.clock.now_ms()))
+        topic, headers = delay.dest_topic, []
+    if not topic.endswith(".retry"):
+        return
+    if marker_kind(headers) is None:
+        due = decode_envelope(sent.value).due_ms
+        harness.clock.advance(max(0, due - harness.clock.now_ms()))
+    offset = harness.log.append(topic, sent.partition, sent.key, sent.value)
+    outcome = await harness.deliverer.handle(
+        sent.value, sent.key, Source(topic, sent.partition, offset), headers
+    )
+    harness.outcomes.append(outcome)
+
+
+async def test_a_release_marker_drains_the_parked_records_inline(registry, target, order):
+    harness = build_harness(registry, target, order, drain_max=3)
+    target.fail("id-1", DOWN)
+    target.fail("id-6", DOWN)  # fails inline: its retry copy goes on from there
+    await harness.write(rec(1))
+    for n in range(2, 10):
+        assert await harness.write(rec(n)) is Outcome.WAITING
+    await harness.run_emitted()
+    assert delivered(target) == [f"id-{n}" for n in range(1, 10)]
+    assert order.table == {}
+    markers = [e for e in harness.emitter.emitted if marker_kind(e.headers)]
+    # id-1's retry releases id-2 (a marker), whose handler delivers 3, 4, 5 inline (3 at most)
+    # and leaves 6 to a marker; 6 fails there, and its retry releases 7, whose handler goes on
+    # with 8 and 9
+    assert [decode_marker(MarkerKind.RELEASE, m.value).record_id for m in markers] == [
+        "id-2",
+        "id-6",
+        "id-7",
+    ]
+
+
+async def test_a_release_marker_read_again_after_a_crash_resumes_its_drain(registry, order):
+    target = ScriptedTarget()
+    target.fail("id-1", DOWN)
+    harness = build_harness(registry, target, order, drain_max=10)
+    await harness.write(rec(1))
+    for n in range(2, 6):
+        await harness.write(rec(n))
+
+    delivered_then_crash = {"id-3"}
+    deliver = target.deliver
+
+    async def crashing(env):
+        await deliver(env)
+        if env.id in delivered_then_crash:
+            delivered_then_crash.clear()
+            raise asyncio.CancelledError  # delivered, then the worker died
+
+    target.deliver = crashing
+    with pytest.raises(asyncio.CancelledError):
+        await harness.run_emitted()
+    assert delivered(target) == ["id-1", "id-2", "id-3"]
+    # restarted: the marker (for id-2) was never acked, so it is read again
+    marker = next(e for e in harness.emitter.emitted if marker_kind(e.headers))
+    source = Source("wal.seq.retry", PART, 99)
+    await harness.deliverer.handle(marker.value, marker.key, source, list(marker.headers))
+    await harness.run_emitted()
+    firsts = list(dict.fromkeys(delivered(target)))
+    assert firsts == ["id-1", "id-2", "id-3", "id-4", "id-5"]
+    assert order.table == {}
+
+
+async def test_past_max_parked_a_record_is_dead_lettered_naming_the_head(registry, target):
+    order = KeyOrder({}, max_parked=2)
+    harness = build_harness(registry, target, order)
+    target.fail("id-1", DOWN)
+    await harness.write(rec(1))
+    assert await harness.write(rec(2)) is Outcome.WAITING
+    assert await harness.write(rec(3)) is Outcome.WAITING
+    assert await harness.write(rec(4)) is Outcome.DEAD
+    [dead] = harness.emitter.to("wal.seq.dlq")
+    entry = parse_dlq_record(dead.key, dead.value, dead.headers, partition=PART, offset=0)
+    assert entry.error_class == "OrderingOverflow"
+    assert "id-1" in entry.reason
+    assert "2 records" in entry.reason
+    assert decode_envelope(dead.value).id == "id-4"  # the record itself, redrivable
+    # read again after a restart: not dead-lettered twice
+    again = Source("wal.seq.log", PART, 3)
+    value = encode_envelope(rec(4))
+    assert await harness.deliverer.handle(value, b"k1", again) is Outcome.WAITING
+    assert len(harness.emitter.to("wal.seq.dlq")) == 1
+    await harness.run_emitted()
+    assert delivered(target) == ["id-1", "id-2", "id-3"]
+    assert order.get("seq", "k1") is None
+    # redriven once the key moved on: delivered
+    assert await harness.write(decode_envelope(dead.value), ns="seq") is Outcome.DELIVERED
+
+
+async def test_a_key_state_in_the_old_one_value_form_is_read_and_rewritten(harness, target, order):
+    first = harness.log.append("wal.seq.log", PART, b"k1", encode_envelope(rec(2)))
+    second = harness.log.append("wal.seq.log", PART, b"k1", encode_envelope(rec(3)))
+    old = {
+        "head": "id-1",
+        "since_ms": NOW,
+        "held": False,
+        "waiting": [["id-2", "wal.seq.log", PART, first], ["id-3", "wal.seq.log", PART, second]],
+    }
+    order.table[KeyOrder.table_key("seq", "k1")] = orjson.dumps(old)  # as 9e4a94b wrote it
+    order.reindex()
+    assert order.stats()["seq"].waiting == 2
+    # read again after the upgrade: parked already, not twice
+    assert (
+        await harness.deliverer.handle(
+            encode_envelope(rec(3)), b"k1", Source("wal.seq.log", PART, second)
+        )
+        is Outcome.WAITING
+    )
+    head = encode_envelope(rec(1)._replace(attempt=1))
+    assert (
+        await harness.deliverer.handle(head, b"k1", Source("wal.seq.retry", PART, 0))
+        is Outcome.DELIVERED
+    )
+    await harness.run_emitted()
+    assert delivered(target) == ["id-1", "id-2", "id-3"]
+    assert order.table == {}
+
+
+async def test_the_blocked_gauges_follow_every_write_and_match_a_rebuild(harness, target, order):
+    target.fail("id-1", DOWN)
+    target.fail("id-7", DOWN)
+    await harness.write(rec(1))
+    harness.clock.advance(5)
+    await harness.write(rec(7, key="k2"))
+    for n in (2, 3, 4):
+        await harness.write(rec(n))
+    await harness.write(rec(8, key="k2"))
+    stats = order.stats()["seq"]
+    assert (stats.keys, stats.waiting, stats.oldest_since_ms) == (2, 4, NOW)
+    order.reindex()
+    assert order.stats()["seq"] == stats
+    await harness.run_emitted()
+    assert order.stats() == {}
