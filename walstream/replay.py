@@ -1,9 +1,23 @@
-"""Replay for corruption recovery (seed 004): re-deliver a window of a namespace's log.
+"""Replay for corruption recovery (seed 004): re-deliver the writes of a window, never early.
 
 After restoring a target from a backup, replay the writes made since the backup, leaving out the
 one that corrupted it (``skip_ids``). Records are delivered straight to their targets, each
 partition in log order (a key lives on one partition, so per-key order holds), partitions side by
 side. A failed record is tried a few times, then reported; replay does not dead-letter.
+
+What a replay of [from, to) covers (walstream.core.replay decides each record):
+
+* every write made in the window (``created_at_ms``, the API's clock) that was due when the
+  replay started and has reached the log. Each log partition is read from the first record
+  written in the window (less a minute for clocks: ``_CLOCK_SLACK_MS``) to the end the partition
+  had when the replay started, whatever the timestamps on the way: a delayed write enters the log
+  when it comes due, possibly long after the window, and timestamps need not be in order;
+* not a write due after the replay started. It has not been delivered yet: it waits in the delay
+  tiers (a delayed write of a namespace without key ordering is not in the log until it is due)
+  or in the worker, which delivers it at its due time. The replay counts the ones it sees in the
+  log as ``pending`` (in a key-ordered namespace, with the later records of their key, which wait
+  behind them in the worker), and names any of them in ``skip_ids`` in ``pending_skipped``: the
+  replay cannot hold those back.
 """
 
 from __future__ import annotations
@@ -15,8 +29,11 @@ from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from walstream.clock import Clock, SystemClock
+from walstream.core.replay import ReplayPlan, Verdict
 from walstream.errors import PoisonRecordError, TargetError
 from walstream.kafka.clients import stop_consumer
+from walstream.kafka.offsets import probe_end_offsets
 from walstream.namespaces.config import NamespaceConfig
 from walstream.records import Envelope, decode_envelope
 from walstream.targets.pool import TargetPool
@@ -26,6 +43,9 @@ __all__ = ["ReplayResult", "replay"]
 logger = logging.getLogger(__name__)
 
 _TRIES = 3
+#: Reading starts this long before the window: a record's log timestamp comes from the clock of
+#: the process that produced it, its write time from the API's.
+_CLOCK_SLACK_MS = 60_000
 
 
 @dataclass
@@ -36,6 +56,10 @@ class ReplayResult:
     skipped: int = 0
     undecodable: int = 0
     failed: list[str] = field(default_factory=list)
+    #: Records of the window not yet due when the replay started: left to the worker.
+    pending: int = 0
+    #: ``skip_ids`` among them: the worker will still deliver these when due.
+    pending_skipped: list[str] = field(default_factory=list)
 
 
 async def _deliver(pool: TargetPool, env: Envelope) -> str | None:
@@ -53,6 +77,25 @@ async def _deliver(pool: TargetPool, env: Envelope) -> str | None:
     return f"{env.id}: gave up"  # pragma: no cover - the loop returns on its last try
 
 
+async def _spans(
+    consumer: AIOKafkaConsumer, servers: str | list[str], topic: str, from_ms: int
+) -> dict[TopicPartition, tuple[int, int]]:
+    """Per partition of ``topic``: [the first offset at or after ``from_ms``, the end now)."""
+    await consumer.topics()
+    tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+    if not tps:
+        return {}
+    starts = await consumer.offsets_for_times({tp: max(0, from_ms) for tp in tps})
+    # The true ends: the embedded broker under-reports ListOffsets (walstream.kafka.offsets).
+    ends = await probe_end_offsets(servers, await consumer.end_offsets(tps))
+    spans = {}
+    for tp in tps:
+        start = starts.get(tp)
+        if start is not None and start.offset < ends[tp]:
+            spans[tp] = (start.offset, ends[tp])
+    return spans
+
+
 async def replay(
     servers: str | list[str],
     ns: NamespaceConfig,
@@ -62,8 +105,17 @@ async def replay(
     to_ms: int,
     skip_ids: Collection[str] = (),
     on_record: Callable[[], None] | None = None,
+    clock: Clock | None = None,
 ) -> ReplayResult:
-    """Re-deliver the log records created in [from_ms, to_ms) except ``skip_ids``."""
+    """Re-deliver the writes made in [from_ms, to_ms) that were due when the replay started,
+    except ``skip_ids`` (see the module docstring for exactly what is covered)."""
+    plan = ReplayPlan(
+        from_ms=from_ms,
+        to_ms=to_ms,
+        started_ms=(clock or SystemClock()).now_ms(),
+        skip_ids=skip_ids,
+        key_ordered=ns.key_ordered,
+    )
     consumer = AIOKafkaConsumer(
         bootstrap_servers=servers,
         group_id=None,
@@ -74,50 +126,61 @@ async def replay(
     await consumer.start()
     result = ReplayResult()
     try:
-        await consumer.topics()
-        tps = [
-            TopicPartition(ns.topics.log, p)
-            for p in consumer.partitions_for_topic(ns.topics.log) or ()
-        ]
-        starts = await consumer.offsets_for_times({tp: from_ms for tp in tps})
-        tps = [tp for tp in tps if starts.get(tp) is not None]
-        consumer.assign(tps)
-        for tp in tps:
-            consumer.seek(tp, starts[tp].offset)
-        done: set[TopicPartition] = set()
-        while len(done) < len(tps):
-            batches = await consumer.getmany(*(set(tps) - done), timeout_ms=500)
-            if not batches:
-                for tp in set(tps) - done:  # nothing more: caught up with the partition
-                    if consumer.highwater(tp) is not None and await consumer.position(
-                        tp
-                    ) >= consumer.highwater(tp):
-                        done.add(tp)
-                continue
+        spans = await _spans(consumer, servers, ns.topics.log, from_ms - _CLOCK_SLACK_MS)
+        consumer.assign(list(spans))
+        for tp, (start, _) in spans.items():
+            consumer.seek(tp, start)
+        left = set(spans)
+        while left:
+            batches = await consumer.getmany(*left, timeout_ms=500)
             for tp, records in batches.items():
+                end = spans[tp][1]
                 for record in records:
-                    if record.timestamp >= to_ms:
-                        done.add(tp)
+                    if record.offset >= end:  # written after the replay started
                         break
-                    try:
-                        env = decode_envelope(record.value)
-                    except PoisonRecordError:
-                        result.undecodable += 1
-                        continue
-                    if not from_ms <= env.created_at_ms < to_ms:
-                        continue
-                    if env.id in skip_ids:
-                        result.skipped += 1
-                        continue
-                    failure = await _deliver(pool, env)
-                    if failure is None:
-                        result.delivered += 1
-                    else:
-                        result.failed.append(failure)
-                    if on_record is not None:
-                        on_record()
-                if tp in done:
+                    await _one(pool, plan, result, tp.partition, record.value, on_record)
+            for tp in list(left):
+                if await consumer.position(tp) >= spans[tp][1]:
+                    left.discard(tp)
                     consumer.pause(tp)
     finally:
         await stop_consumer(consumer)
     return result
+
+
+async def _one(
+    pool: TargetPool,
+    plan: ReplayPlan,
+    result: ReplayResult,
+    partition: int,
+    value: bytes | None,
+    on_record: Callable[[], None] | None,
+) -> None:
+    try:
+        env = decode_envelope(value)
+    except PoisonRecordError:
+        result.undecodable += 1
+        return
+    verdict = plan.verdict(
+        partition=partition,
+        record_id=env.id,
+        key=env.key,
+        created_at_ms=env.created_at_ms,
+        due_ms=env.due_ms,
+    )
+    if verdict is Verdict.OUTSIDE:
+        return
+    if verdict is Verdict.PENDING:
+        result.pending += 1
+        if env.id in plan.skip_ids:
+            result.pending_skipped.append(env.id)
+    elif verdict is Verdict.SKIP:
+        result.skipped += 1
+    else:
+        failure = await _deliver(pool, env)
+        if failure is None:
+            result.delivered += 1
+        else:
+            result.failed.append(failure)
+    if on_record is not None:
+        on_record()
