@@ -380,7 +380,10 @@ def dlq_discard(namespace: str, selection: Any) -> None:
 @click.option("--to", "to", required=True, help="end of the window (exclusive)")
 @click.option("--skip-id", "skip_ids", multiple=True, help="leave this record out (repeatable)")
 def replay(namespace: str, from_: str, to: str, skip_ids: tuple[str, ...]) -> None:
-    """Re-deliver the log's records written in a window to their targets, in order per key."""
+    """Re-deliver the writes made in a window (and due by now) to their targets, in order per key.
+
+    A write not yet due is left to the worker, which delivers it when due (see walstream.replay).
+    """
     from walstream.clock import SystemClock
     from walstream.replay import ReplayResult
     from walstream.replay import replay as run_replay
@@ -412,9 +415,12 @@ def replay(namespace: str, from_: str, to: str, skip_ids: tuple[str, ...]) -> No
     result = _run(run)
     click.echo(
         f"delivered {result.delivered}, skipped {result.skipped}, "
-        f"undecodable {result.undecodable}, failed {len(result.failed)}"
+        f"undecodable {result.undecodable}, failed {len(result.failed)}, "
+        f"pending {result.pending} (due after the replay started: the worker delivers them then)"
     )
     for failure in result.failed:
         click.echo(f"failed {failure}", err=True)
+    for record_id in result.pending_skipped:
+        click.echo(f"not skipped {record_id}: not yet due, the worker still delivers it", err=True)
     if result.failed:
         sys.exit(1)
