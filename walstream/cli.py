@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import click
 import orjson
 
-from walstream.errors import ConfigError, WalError
+from walstream.errors import BadRequestError, ConfigError, WalError
 from walstream.settings import Settings
 
 __all__ = ["cli"]
@@ -256,11 +256,13 @@ def _with_filters(func: Any) -> Any:
 
 
 async def _selected(settings: Settings, namespace: str, selection: Any) -> tuple[Any, list[Any]]:
-    """The namespace's config and its open DLQ entries that ``selection`` takes."""
-    from walstream.dlq import read_dlq
+    """The namespace's config and the coordinates (DlqRef, no records) of its open DLQ entries
+    that ``selection`` takes, oldest first; read the records with ``DlqReader.pages``."""
+    from walstream.dlq import DlqReader
 
     ns = await _namespace_config(settings, namespace)
-    return ns, (await read_dlq(settings.bootstrap_list, ns.topics.dlq)).select(selection)
+    index = await DlqReader(settings.bootstrap_list).index(ns.topics.dlq)
+    return ns, index.select(selection)
 
 
 @contextlib.asynccontextmanager
@@ -283,20 +285,39 @@ def dlq() -> None:
 @dlq.command("list")
 @click.argument("namespace")
 @_with_filters
-def dlq_list(namespace: str, selection: Any) -> None:
-    """List open DLQ entries (oldest first)."""
+@click.option("--limit", type=click.IntRange(min=1), help="at most this many (then a cursor)")
+@click.option("--after", help="resume after this cursor (printed when --limit cut the list)")
+def dlq_list(namespace: str, selection: Any, limit: int | None, after: str | None) -> None:
+    """List open DLQ entries (oldest first), read a page at a time."""
+    from walstream.core.dlq import DlqCursor
+    from walstream.dlq import DlqReader
+
     settings = _cluster_settings()
+    try:
+        cursor = DlqCursor.parse(after, "--after") if after else None
+    except BadRequestError as exc:
+        raise click.BadParameter(exc.reason, param_hint="--after") from exc
 
-    async def run() -> Any:
-        return (await _selected(settings, namespace, selection))[1]
+    async def run() -> tuple[int, str | None]:
+        ns = await _namespace_config(settings, namespace)
+        reader = DlqReader(settings.bootstrap_list)
+        index = await reader.index(ns.topics.dlq)
+        refs, _, following = index.page(selection, limit or max(1, len(index)), cursor)
+        shown = 0
+        # a batch of entries at a time; only the coordinates of the rest are held
+        async for batch in reader.pages(ns.topics.dlq, refs, keep_values=False):
+            for e in batch:
+                click.echo(
+                    f"{e.id}\t{e.dead_at_ms}\t{e.error_class}\tattempts={e.attempts}\t"
+                    f"{e.source}\t{e.reason[:120]}"
+                )
+            shown += len(batch)
+        return shown, str(following) if following else None
 
-    entries = _run(run)
-    for e in entries:
-        click.echo(
-            f"{e.id}\t{e.dead_at_ms}\t{e.error_class}\tattempts={e.attempts}\t{e.source}\t"
-            f"{e.reason[:120]}"
-        )
-    click.echo(f"{len(entries)} open entries", err=True)
+    shown, following = _run(run)
+    click.echo(f"{shown} open entries", err=True)
+    if following:
+        click.echo(f"more: --after {following}", err=True)
 
 
 @dlq.command("show")
@@ -304,13 +325,17 @@ def dlq_list(namespace: str, selection: Any) -> None:
 @click.argument("record_id")
 def dlq_show(namespace: str, record_id: str) -> None:
     """Print one open DLQ entry with its record and attempt history, as JSON."""
-    from walstream.dlq import entry_json, read_dlq
+    from walstream.core.dlq import Selection
+    from walstream.dlq import DlqReader, entry_json
 
     settings = _cluster_settings()
 
     async def run() -> Any:
         ns = await _namespace_config(settings, namespace)
-        return (await read_dlq(settings.bootstrap_list, ns.topics.dlq)).open.get(record_id)
+        page = await DlqReader(settings.bootstrap_list).page(
+            ns.topics.dlq, Selection(ids=frozenset({record_id})), limit=1
+        )
+        return page.entries[0] if page.entries else None
 
     entry = _run(run)
     if entry is None:
@@ -327,16 +352,22 @@ def dlq_redrive(
     namespace: str, selection: Any, rate: float | None, target_json: str | None
 ) -> None:
     """Republish open DLQ entries to the log with attempts reset (history kept)."""
-    from walstream.dlq import RedriveProgress, redrive
+    from walstream.dlq import DlqReader, RedriveProgress, flatten, redrive
 
     settings = _cluster_settings()
     target = _target_option(target_json)
 
     async def run() -> RedriveProgress:
-        ns, entries = await _selected(settings, namespace, selection)
-        progress = RedriveProgress(namespace=namespace, total=len(entries))
+        ns, refs = await _selected(settings, namespace, selection)
+        if target is not None:
+            try:
+                ns.target_policy.check(target)
+            except BadRequestError as exc:
+                raise click.BadParameter(str(exc), param_hint="--target") from exc
+        progress = RedriveProgress(namespace=namespace, total=len(refs))
+        entries = flatten(DlqReader(settings.bootstrap_list).pages(ns.topics.dlq, refs))
         async with _producer(settings) as producer:
-            with click.progressbar(length=len(entries), label=f"redrive {namespace}") as bar:
+            with click.progressbar(length=len(refs), label=f"redrive {namespace}") as bar:
                 await redrive(
                     producer,
                     ns,
@@ -360,16 +391,19 @@ def dlq_redrive(
 def dlq_discard(namespace: str, selection: Any) -> None:
     """Close open DLQ entries without redriving them."""
     from walstream.core.dlq import Selection
-    from walstream.dlq import discard
+    from walstream.dlq import DlqReader, discard
 
     settings = _cluster_settings()
     if selection == Selection():
         raise click.UsageError("name what to discard: --id, --since, --until or --error-class")
 
     async def run() -> int:
-        ns, entries = await _selected(settings, namespace, selection)
+        ns, refs = await _selected(settings, namespace, selection)
+        done = 0
         async with _producer(settings) as producer:
-            return await discard(producer, ns, entries)
+            async for page in DlqReader(settings.bootstrap_list).pages(ns.topics.dlq, refs):
+                done += await discard(producer, ns, page)
+        return done
 
     click.echo(f"discarded {_run(run)}")
 

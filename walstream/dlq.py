@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -24,9 +24,13 @@ from walstream.agents.ordering import marker_headers as order_marker_headers
 from walstream.agents.ordering import marker_value
 from walstream.clock import Clock, SystemClock
 from walstream.core.dlq import (
+    DlqCursor,
     DlqEntry,
+    DlqIndex,
+    DlqRef,
     DlqView,
     MarkerKind,
+    Selection,
     marker_headers,
     parse_dlq_record,
 )
@@ -36,13 +40,17 @@ from walstream.namespaces.config import NamespaceConfig
 from walstream.records import decode_envelope, encode_envelope
 
 __all__ = [
+    "DEFAULT_PAGE",
     "DlqAccess",
+    "DlqPage",
+    "DlqReader",
     "RedriveConflictError",
     "RedriveProgress",
     "RedriveState",
     "Redrives",
     "discard",
     "entry_json",
+    "flatten",
     "read_dlq",
     "redrive",
 ]
@@ -57,7 +65,8 @@ class RedriveConflictError(WalError):
 async def read_dlq(
     servers: str | list[str], topic: str, *, within_s: float = 30.0, keep_values: bool = True
 ) -> DlqView:
-    """Fold a DLQ topic from its beginning to its current end."""
+    """Fold a DLQ topic from its beginning to its current end, holding every open entry's
+    record: for tests and small DLQs. Listings and redrives use DlqReader (bounded pages)."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=servers,
         group_id=None,
@@ -99,6 +108,200 @@ async def read_dlq(
     return view
 
 
+#: Records a DLQ reader holds at once, and a listing page's default size.
+DEFAULT_PAGE = 100
+
+
+@dataclass
+class DlqPage:
+    """One page of a listing: entries oldest first, the counts, the cursor of the next page."""
+
+    entries: list[DlqEntry]
+    open: int
+    matching: int
+    next: DlqCursor | None
+
+
+def _consumer(servers: str | list[str], max_records: int) -> AIOKafkaConsumer:
+    return AIOKafkaConsumer(
+        bootstrap_servers=servers,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=50,
+        max_poll_records=max_records,
+        client_id="walstream-dlq-reader",
+    )
+
+
+class DlqReader:
+    """Reads a DLQ in bounded batches: an index pass (coordinates of open entries only), then
+    the records of one page at a time, read back by offset.
+
+    ``largest_batch`` is the most records it has held at once (at most ``batch_records``).
+    """
+
+    def __init__(
+        self,
+        servers: str | list[str],
+        *,
+        batch_records: int = DEFAULT_PAGE,
+        stall_s: float = 30.0,
+    ) -> None:
+        self.servers = servers
+        self.batch_records = batch_records
+        self.stall_s = stall_s
+        self.largest_batch = 0
+
+    def _held(self, count: int) -> None:
+        self.largest_batch = max(self.largest_batch, count)
+
+    async def index(self, topic: str) -> DlqIndex:
+        """Fold ``topic`` to its current end keeping coordinates only.
+
+        Raises:
+            WalError: no progress for ``stall_s`` before the end.
+        """
+        consumer = _consumer(self.servers, self.batch_records)
+        await consumer.start()
+        index = DlqIndex()
+        try:
+            loop = asyncio.get_running_loop()
+            tps = await assign_from_start(consumer, [topic], within_s=self.stall_s)
+            pending = set(tps)
+            deadline = loop.time() + self.stall_s
+            while pending and loop.time() < deadline:
+                batches = await consumer.getmany(
+                    *pending, timeout_ms=200, max_records=self.batch_records
+                )
+                self._held(sum(len(records) for records in batches.values()))
+                for tp, records in batches.items():
+                    for record in records:
+                        index.apply(
+                            parse_dlq_record(
+                                record.key,
+                                None,
+                                record.headers or (),
+                                partition=tp.partition,
+                                offset=record.offset,
+                            )
+                        )
+                if batches:
+                    deadline = loop.time() + self.stall_s
+                del batches  # hold one batch at a time
+                for tp in list(pending):
+                    highwater = consumer.highwater(tp)
+                    if highwater is not None and await consumer.position(tp) >= highwater:
+                        pending.discard(tp)
+            if pending:
+                raise WalError(f"DLQ {topic} could not be read to its end (stalled)")
+        finally:
+            await stop_consumer(consumer)
+        return index
+
+    async def fetch(
+        self, topic: str, refs: Sequence[DlqRef], *, keep_values: bool = True
+    ) -> list[DlqEntry]:
+        """The entries at ``refs`` (with their records, or without: ``keep_values``), in the
+        order of ``refs``.
+
+        Raises:
+            WalError: a record could not be read back within ``stall_s``.
+        """
+        if not refs:
+            return []
+        self._held(len(refs))
+        consumer = _consumer(self.servers, self.batch_records)
+        await consumer.start()
+        found: dict[tuple[int, int], DlqEntry] = {}
+        try:
+            tps = {
+                tp.partition: tp
+                for tp in await assign_from_start(consumer, [topic], within_s=self.stall_s)
+            }
+            wanted: dict[int, list[int]] = {}
+            for ref in refs:
+                wanted.setdefault(ref.partition, []).append(ref.offset)
+            for partition, offsets in wanted.items():
+                tp = tps.get(partition)
+                if tp is None:
+                    continue
+                offsets.sort()
+                await self._read_back(consumer, tp, offsets, found, keep_values)
+        except TimeoutError:
+            raise WalError(f"DLQ {topic}: entries could not be read back in time") from None
+        finally:
+            await stop_consumer(consumer)
+        return [e for r in refs if (e := found.get((r.partition, r.offset))) is not None]
+
+    async def _read_back(
+        self,
+        consumer: AIOKafkaConsumer,
+        tp: Any,
+        offsets: list[int],
+        found: dict[tuple[int, int], DlqEntry],
+        keep_values: bool,
+    ) -> None:
+        """Read the records at ``offsets`` (sorted) of one partition: forward through short
+        gaps, seeking over long ones, a batch of at most ``batch_records`` at a time."""
+        wanted = set(offsets)
+        at = 0
+        while at < len(offsets):
+            target = offsets[at]
+            position = await consumer.position(tp)
+            if position > target or target - position > self.batch_records:
+                consumer.seek(tp, target)
+            async with asyncio.timeout(self.stall_s):
+                records: list[Any] = []
+                while not records:
+                    batch = await consumer.getmany(
+                        tp, timeout_ms=200, max_records=self.batch_records
+                    )
+                    records = batch.get(tp, [])
+            self._held(len(records))
+            for record in records:
+                if record.offset in wanted:
+                    item = parse_dlq_record(
+                        record.key,
+                        record.value if keep_values else None,
+                        record.headers or (),
+                        partition=tp.partition,
+                        offset=record.offset,
+                    )
+                    if isinstance(item, DlqEntry):
+                        found[(tp.partition, record.offset)] = item
+            end = records[-1].offset
+            while at < len(offsets) and offsets[at] <= end:
+                at += 1
+
+    async def page(
+        self,
+        topic: str,
+        selection: Selection,
+        *,
+        limit: int = DEFAULT_PAGE,
+        after: DlqCursor | None = None,
+        keep_values: bool = True,
+    ) -> DlqPage:
+        """One page of the open entries ``selection`` takes, oldest first, after ``after``
+        (records read ``batch_records`` at a time; kept only with ``keep_values``)."""
+        index = await self.index(topic)
+        refs, matching, following = index.page(selection, limit, after)
+        entries: list[DlqEntry] = []
+        for start in range(0, len(refs), self.batch_records):
+            batch = refs[start : start + self.batch_records]
+            entries += await self.fetch(topic, batch, keep_values=keep_values)
+        return DlqPage(entries=entries, open=len(index), matching=matching, next=following)
+
+    async def pages(
+        self, topic: str, refs: Sequence[DlqRef], *, keep_values: bool = True
+    ) -> AsyncIterator[list[DlqEntry]]:
+        """The entries at ``refs`` (from one index pass), a batch of records at a time."""
+        for start in range(0, len(refs), self.batch_records):
+            batch = refs[start : start + self.batch_records]
+            yield await self.fetch(topic, batch, keep_values=keep_values)
+
+
 class RedriveState(Enum):
     RUNNING = "running"
     DONE = "done"
@@ -133,7 +336,7 @@ class RedriveProgress:
 async def redrive(
     producer: Any,
     ns: NamespaceConfig,
-    entries: Sequence[DlqEntry],
+    entries: Sequence[DlqEntry] | AsyncIterable[DlqEntry],
     progress: RedriveProgress,
     *,
     rate: float | None = None,
@@ -149,7 +352,7 @@ async def redrive(
     progress.started_at_ms = clock.now_ms()
     started = time.monotonic()
     try:
-        for entry in entries:
+        async for entry in _each(entries):  # a page of records at a time (DlqReader.pages)
             try:
                 env = decode_envelope(entry.value)
             except PoisonRecordError as exc:
@@ -183,6 +386,24 @@ async def redrive(
         raise
     progress.state = RedriveState.DONE
     return progress
+
+
+async def _each(
+    entries: Sequence[DlqEntry] | AsyncIterable[DlqEntry],
+) -> AsyncIterator[DlqEntry]:
+    if isinstance(entries, AsyncIterable):
+        async for entry in entries:
+            yield entry
+    else:
+        for entry in entries:
+            yield entry
+
+
+async def flatten(pages: AsyncIterable[list[DlqEntry]]) -> AsyncIterator[DlqEntry]:
+    """The entries of ``pages`` one by one."""
+    async for page in pages:
+        for entry in page:
+            yield entry
 
 
 async def discard(
@@ -263,14 +484,22 @@ def entry_json(entry: DlqEntry, *, with_record: bool = False) -> dict[str, Any]:
 
 
 class DlqAccess:
-    """What the API needs for DLQ endpoints: reads, and this process's redrives."""
+    """What the API needs for DLQ endpoints: paged reads, and this process's redrives."""
 
-    def __init__(self, servers: str | list[str]) -> None:
+    def __init__(self, servers: str | list[str], *, batch_records: int = DEFAULT_PAGE) -> None:
         self.servers = servers
+        self.reader = DlqReader(servers, batch_records=batch_records)
         self.redrives = Redrives(servers)
 
-    async def read(self, topic: str) -> DlqView:
-        return await read_dlq(self.servers, topic)
+    async def page(
+        self, topic: str, selection: Selection, *, limit: int, after: DlqCursor | None
+    ) -> DlqPage:
+        """A listing page (entries without their records: a listing shows no payloads)."""
+        return await self.reader.page(topic, selection, limit=limit, after=after, keep_values=False)
+
+    async def selected(self, topic: str, selection: Selection) -> list[DlqRef]:
+        """Coordinates of the open entries ``selection`` takes, oldest first (no records)."""
+        return (await self.reader.index(topic)).select(selection)
 
     async def close(self) -> None:
         await self.redrives.close()
@@ -299,12 +528,13 @@ class Redrives:
     async def start(
         self,
         ns: NamespaceConfig,
-        entries: Sequence[DlqEntry],
+        entries: Sequence[DlqEntry] | AsyncIterable[DlqEntry],
         *,
         rate: float | None,
         target: Mapping[str, Any] | None,
+        total: int | None = None,
     ) -> RedriveProgress:
-        """Start redriving ``entries`` in the background.
+        """Start redriving ``entries`` (``total`` of them) in the background.
 
         Raises:
             RedriveConflictError: one is already running for this namespace.
@@ -313,7 +543,9 @@ class Redrives:
         if running is not None and not running.done():
             raise RedriveConflictError(f"a redrive of {ns.name} is already running")
         producer = await self.producer()
-        progress = RedriveProgress(namespace=ns.name, total=len(entries))
+        if total is None:
+            total = len(entries) if isinstance(entries, Sequence) else 0
+        progress = RedriveProgress(namespace=ns.name, total=total)
         self._progress[ns.name] = progress
         task = asyncio.create_task(
             redrive(producer, ns, entries, progress, rate=rate, target=target),

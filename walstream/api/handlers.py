@@ -12,10 +12,10 @@ from walstream.api.deps import ApiDeps
 from walstream.api.openapi import openapi_document
 from walstream.api.responses import error_body, json_response, status_for
 from walstream.api.router import RouteNotFoundError, Router
-from walstream.core.dlq import parse_selection
+from walstream.core.dlq import DlqCursor, parse_selection
 from walstream.core.targets import parse_target
 from walstream.core.validate import parse_batch, parse_write_request
-from walstream.dlq import DlqAccess, entry_json
+from walstream.dlq import DlqAccess, entry_json, flatten
 from walstream.errors import (
     BadRequestError,
     OverloadedError,
@@ -158,21 +158,24 @@ def _dlq(deps: ApiDeps) -> DlqAccess:
 
 
 async def list_dlq(request: web.BaseRequest, deps: ApiDeps, params: Params) -> web.Response:
-    """Open DLQ entries of a namespace, oldest first (filters as query parameters)."""
+    """Open DLQ entries of a namespace, oldest first, a page at a time (filters, ``limit`` and
+    the ``after`` cursor as query parameters; ``next`` resumes the listing)."""
     ns = deps.registry.get(params["namespace"])
     query = dict(request.query)
     limit_raw = query.pop("limit", "100")
     if not limit_raw.isdigit() or not 1 <= int(limit_raw) <= 10_000:
         raise BadRequestError("limit", "must be an integer in 1..10000")
+    after_raw = query.pop("after", None)
+    after = DlqCursor.parse(after_raw) if after_raw else None
     selection = parse_selection(query, deps.clock.now_ms())
-    view = await _dlq(deps).read(ns.topics.dlq)
-    entries = view.select(selection)
+    page = await _dlq(deps).page(ns.topics.dlq, selection, limit=int(limit_raw), after=after)
     return json_response(
         {
             "namespace": ns.name,
-            "open": len(view.open),
-            "matching": len(entries),
-            "entries": [entry_json(e) for e in entries[: int(limit_raw)]],
+            "open": page.open,
+            "matching": page.matching,
+            "entries": [entry_json(e) for e in page.entries],
+            "next": str(page.next) if page.next is not None else None,
         }
     )
 
@@ -192,10 +195,12 @@ async def start_redrive(request: web.BaseRequest, deps: ApiDeps, params: Params)
     target = body.pop("target", None)
     if target is not None:
         target = parse_target(target).wire
+        ns.target_policy.check(target)  # 403 naming target.url / target.bootstrap_servers
     selection = parse_selection(body, deps.clock.now_ms())
     access = _dlq(deps)
-    entries = (await access.read(ns.topics.dlq)).select(selection)
-    progress = await access.redrives.start(ns, entries, rate=rate, target=target)
+    refs = await access.selected(ns.topics.dlq, selection)  # coordinates only
+    entries = flatten(access.reader.pages(ns.topics.dlq, refs))  # records a page at a time
+    progress = await access.redrives.start(ns, entries, rate=rate, target=target, total=len(refs))
     return json_response(progress.to_json(), status=202)
 
 

@@ -7,6 +7,12 @@ A namespace's DLQ topic holds two kinds of records, both keyed by the record id:
 * a **marker**: the entry was redriven or discarded (the topic is append-only, like the log).
 
 Readers fold the topic in order: an entry is open until a later marker for its id closes it.
+
+A DLQ may hold millions of entries of up to a megabyte each, so listings and redrives read it in
+two passes: ``DlqIndex`` folds the topic keeping only each open entry's coordinates (id, death
+time, error class, partition, offset; no value, no reason), then the entries of one page are
+read back by offset. What is held at once is one page of records plus ~100 bytes per open
+entry. Pages follow the listing order (oldest death first) and resume after a ``DlqCursor``.
 """
 
 from __future__ import annotations
@@ -15,13 +21,16 @@ import heapq
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, NamedTuple
 
 from walstream.core.times import parse_time_ms
 from walstream.errors import BadRequestError
 
 __all__ = [
+    "DlqCursor",
     "DlqEntry",
+    "DlqIndex",
+    "DlqRef",
     "DlqTally",
     "DlqView",
     "Marker",
@@ -196,6 +205,93 @@ class DlqView:
         for item in items:
             view.apply(item)
         return view
+
+
+class DlqRef(NamedTuple):
+    """Where an open entry is, and what a selection looks at (no value, no reason)."""
+
+    dead_at_ms: int
+    partition: int
+    offset: int
+    id: str
+    error_class: str
+
+    @property
+    def cursor(self) -> DlqCursor:
+        return DlqCursor(self.dead_at_ms, self.partition, self.offset)
+
+
+class DlqCursor(NamedTuple):
+    """A position in the listing order (oldest death first): a page resumes after it."""
+
+    dead_at_ms: int
+    partition: int
+    offset: int
+
+    def __str__(self) -> str:
+        return f"{self.dead_at_ms}.{self.partition}.{self.offset}"
+
+    @classmethod
+    def parse(cls, raw: str, field: str = "after") -> DlqCursor:
+        """The cursor a previous page gave as ``next``.
+
+        Raises:
+            BadRequestError: naming ``field``.
+        """
+        parts = raw.split(".")
+        if len(parts) != 3 or not all(p.lstrip("-").isdigit() for p in parts):
+            raise BadRequestError(field, "must be a cursor from a previous page's 'next'")
+        return cls(int(parts[0]), int(parts[1]), int(parts[2]))
+
+
+def _ref_matches(selection: Selection, ref: DlqRef) -> bool:
+    if selection.ids and ref.id not in selection.ids:
+        return False
+    if selection.since_ms is not None and ref.dead_at_ms < selection.since_ms:
+        return False
+    if selection.until_ms is not None and ref.dead_at_ms >= selection.until_ms:
+        return False
+    return selection.error_class is None or ref.error_class == selection.error_class
+
+
+class DlqIndex:
+    """The open entries of one DLQ by coordinates only, folded in topic order (as DlqView)."""
+
+    def __init__(self) -> None:
+        self.open: dict[str, DlqRef] = {}
+
+    def apply(self, item: DlqEntry | Marker | None) -> None:
+        if isinstance(item, DlqEntry):
+            self.open[item.id] = DlqRef(
+                item.dead_at_ms, item.partition, item.offset, item.id, item.error_class
+            )
+        elif isinstance(item, Marker):
+            self.open.pop(item.id, None)
+
+    def select(self, selection: Selection, after: DlqCursor | None = None) -> list[DlqRef]:
+        """Open entries matching ``selection`` after ``after``, oldest first."""
+        chosen = [
+            ref
+            for ref in self.open.values()
+            if _ref_matches(selection, ref) and (after is None or ref.cursor > after)
+        ]
+        chosen.sort()
+        return chosen
+
+    def page(
+        self, selection: Selection, limit: int, after: DlqCursor | None = None
+    ) -> tuple[list[DlqRef], int, DlqCursor | None]:
+        """Up to ``limit`` refs after ``after``, how many match in all, and the cursor of the
+        next page (None: this is the last)."""
+        matching = [ref for ref in self.open.values() if _ref_matches(selection, ref)]
+        later = (r for r in matching if after is None or r.cursor > after)
+        page = heapq.nsmallest(limit + 1, later)  # n log(limit), not a sort of every entry
+        more = len(page) > limit
+        del page[limit:]
+        return page, len(matching), page[-1].cursor if more and page else None
+
+    def __len__(self) -> int:
+        return len(self.open)
 
 
 class DlqTally:
