@@ -49,7 +49,13 @@ async def wait_for(predicate, within_s=10.0, what="condition"):
 async def test_true_write_is_on_the_log_exactly_as_sent(api_client, settings, publisher, unique):
     ns = f"orders-{unique}"
     await publisher.apply(
-        parse_namespace({"name": ns, "target": {"type": "kafka", "topic": "out"}})
+        parse_namespace(
+            {
+                "name": ns,
+                "target": {"type": "kafka", "topic": "out"},
+                "allowed_targets": {"http": ["http://127.0.0.1:9"]},
+            }
+        )
     )
     client = await api_client(build_api(settings))
     body = {
