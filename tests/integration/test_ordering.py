@@ -247,3 +247,46 @@ async def test_the_log_reader_reads_records_back_by_offset(wal_settings, wal_cli
         assert reader.fetches < reader.reads  # later records came from the batch cache
     finally:
         await reader.stop()
+
+
+@pytest.mark.timeout(600)
+async def test_twenty_thousand_records_parked_behind_one_head_are_kept_and_delivered_in_order(
+    wal_settings, workers, recorder, wal_client, unique
+):
+    """One value per key used to hold every parked reference: past ~15.6k it outgrew the
+    producer's limit and the worker crash-looped; each park rewrote it whole (O(n^2) bytes)."""
+    parked = 20_000
+    ns = f"hot-{unique}"
+    await apply_namespace(wal_settings, ordered_namespace(ns, recorder.url, "key"))
+    worker = workers(WALSTREAM_BREAKER_THRESHOLD="1000000")
+    await wait_serving(worker, f"wal.{ns}.log")
+    recorder.fail_matching(b'"n":0}', 503)  # the head fails until let through
+
+    async def write(first: int, count: int) -> None:
+        records = [write_request({"k": 0, "n": n}, key="hot") for n in range(first, first + count)]
+        results = await wal_client.write_batch(ns, records)
+        assert all(r.ok for r in results), [r.message for r in results if not r.ok][:3]
+
+    await write(0, 1)
+    await eventually(lambda: len(recorder.all()) > 0, 30, "the head tried")
+    for first in range(1, parked + 1, 5_000):
+        await write(first, 5_000)
+
+    def waiting() -> float | None:
+        return worker_metric(worker, "walstream_ordering_waiting_records", namespace=ns)
+
+    await eventually(lambda: waiting() == parked, 240, f"{parked} parked", every=1.0)
+    assert worker.alive()
+    assert worker_metric(worker, "walstream_ordering_blocked_keys", namespace=ns) == 1
+    assert delivered_count(recorder, ns) == 0
+
+    recorder.fail_matching(None)
+    await eventually(lambda: delivered_count(recorder, ns) > parked, 300, "every record", every=2.0)
+    assert worker.alive()
+    assert first_arrivals(recorder, ns) == {0: list(range(parked + 1))}
+    await eventually(
+        lambda: worker_metric(worker, "walstream_ordering_blocked_keys", namespace=ns) == 0,
+        15,
+        "the key free again",
+    )
+    assert worker_metric(worker, "walstream_ordering_waiting_records", namespace=ns) == 0
