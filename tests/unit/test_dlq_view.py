@@ -112,3 +112,49 @@ def test_selection_from_a_request_names_bad_fields():
         with pytest.raises(BadRequestError) as caught:
             parse_selection(bad, 0)
         assert caught.value.field == field
+
+
+def test_the_index_pages_like_the_view_selects_without_holding_values():
+    from walstream.core.dlq import DlqCursor, DlqIndex
+
+    items = [
+        entry(f"e{n}", 100 - n % 10, "http_500" if n % 3 else "http_503", n) for n in range(50)
+    ]
+    items += [
+        parse_dlq_record(
+            f"e{n}".encode(),
+            b"",
+            marker_headers(MarkerKind.DISCARDED, 1),
+            partition=0,
+            offset=100 + n,
+        )
+        for n in range(0, 50, 5)
+    ]
+    items.append(entry("e1", 1, "http_500", 200))  # dead-lettered again: open, newest copy
+    view, index = DlqView.fold(items), DlqIndex()
+    for item in items:
+        index.apply(item)
+    assert len(index) == len(view.open) == 40
+    for selection in (Selection(), Selection(error_class="http_503"), Selection(since_ms=95)):
+        expected = [e.id for e in view.select(selection)]
+        paged, after = [], None
+        while True:
+            refs, matching, after = index.page(selection, 7, after)
+            assert len(refs) <= 7
+            assert matching == len(expected)
+            paged += [r.id for r in refs]
+            if after is None:
+                break
+            assert DlqCursor.parse(str(after)) == after
+        assert paged == expected
+        assert [r.id for r in index.select(selection)] == expected
+    assert index.open["e1"].offset == 200
+
+
+@pytest.mark.parametrize("raw", ["", "1.2", "a.b.c", "1.2.3.4", "1..3"])
+def test_a_bad_cursor_names_the_field(raw):
+    from walstream.core.dlq import DlqCursor
+
+    with pytest.raises(BadRequestError) as info:
+        DlqCursor.parse(raw)
+    assert info.value.field == "after"

@@ -41,7 +41,12 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "description": (
             "kafka {topic, key?, bootstrap_servers?}; http {url, timeout_ms?, headers?}; "
             "kv {table, key, op?}; "
-            "wal {namespace, bootstrap_servers?}"
+            "wal {namespace, bootstrap_servers?}. "
+            "http headers may not set framing or hop-by-hop headers (Content-Length, "
+            "Transfer-Encoding, Host, Connection, Keep-Alive, Proxy-Connection, "
+            "Proxy-Authenticate, Proxy-Authorization, TE, Trailer, Upgrade, Expect): 400. "
+            "An http origin or bootstrap_servers the namespace's allowed_targets does not "
+            "list: 403."
         ),
     },
     "WriteToLogRequest": {
@@ -135,6 +140,10 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "open": {"type": "integer"},
             "matching": {"type": "integer"},
             "entries": {"type": "array", "items": {"$ref": "#/components/schemas/DlqEntry"}},
+            "next": {
+                "type": ["string", "null"],
+                "description": "pass as 'after' for the next page (null: the last page)",
+            },
         },
     },
     "RedriveRequest": {
@@ -179,6 +188,14 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "retry_budget_ms": {"type": ["integer", "null"]},
             "ordering": {"type": "string", "enum": ["none", "key"]},
             "on_dlq": {"type": "string", "enum": ["release", "hold"]},
+            # present only when set (absent: only the namespace's own target's origin/cluster)
+            "allowed_targets": {
+                "type": "object",
+                "properties": {
+                    "http": {"type": "array", "items": {"type": "string"}},
+                    "kafka": {"type": "array", "items": {"type": "string"}},
+                },
+            },
             # present only when finite (absent: -1, kept forever)
             "log_retention_ms": {"type": "integer"},
             "dlq_retention_ms": {"type": "integer"},
@@ -204,11 +221,14 @@ _NS_PARAM = {
 
 _DLQ_QUERY = [
     {"name": name, "in": "query", "required": False, "schema": {"type": "string"}}
-    for name in ("since", "until", "error_class", "ids", "limit")
+    for name in ("since", "until", "error_class", "ids", "limit", "after")
 ]
 
 _WRITE_ERRORS = {
     "400": _json_content("WriteToLogResponse", "bad input, durable=FALSE, names the field"),
+    "403": _json_content(
+        "WriteToLogResponse", "target not in the namespace's allowed_targets, durable=FALSE"
+    ),
     "404": _json_content("WriteToLogResponse", "unknown namespace, durable=FALSE"),
     "413": _json_content("WriteToLogResponse", "payload or batch over the limit, durable=FALSE"),
     "503": _json_content("WriteToLogResponse", "load shed or broker unavailable; Retry-After"),
@@ -291,6 +311,7 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {
                         "202": _json_content("Redrive", "started"),
                         "400": _json_content("WriteToLogResponse", "bad request"),
+                        "403": _json_content("WriteToLogResponse", "target not allowed"),
                         "404": _json_content("WriteToLogResponse", "unknown namespace"),
                         "409": _json_content("WriteToLogResponse", "a redrive is running"),
                     },
