@@ -239,10 +239,16 @@ class Deliverer:
         except Exception as exc:  # a bug: the record must still land somewhere it can be found
             logger.exception("deliver %s: unexpected error", source.coordinates())
             reason = f"internal error: {type(exc).__name__}: {exc}"
-            outcome = await self._dead_raw(value, key, source, reason, "InternalError")
             ns_name, stage = self.registry.namespace_of(source.topic) or "-", "error"
-            if outcome is Outcome.DEAD and kind is None:
-                await self._settle_dead(value, key, source)
+            try:
+                outcome = await self._dead_raw(value, key, source, reason, "InternalError")
+                if outcome is Outcome.DEAD and kind is None:
+                    await self._settle_dead(value, key, source)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # nothing left to try: say where the record is, loudly
+                logger.exception("deliver %s: not dead-lettered either", source.coordinates())
+                outcome = Outcome.PARKED
         if self.metrics is not None:
             self.metrics.deliveries.labels(ns_name, stage, outcome.value).inc()
         return outcome
