@@ -768,3 +768,40 @@ async def test_the_blocked_gauges_follow_every_write_and_match_a_rebuild(harness
     assert order.stats()["seq"] == stats
     await harness.run_emitted()
     assert order.stats() == {}
+
+
+class YieldingChangelog:
+    """A changelog whose every write lets other handlers run (as a producer send may)."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, bytes | None, bool]] = []
+
+    async def send(self, key, value, *, durable):
+        self.sent.append((key, value, durable))
+        await asyncio.sleep(0)
+
+
+@pytest.mark.parametrize("drain_max", [0, 5])
+async def test_parks_racing_releases_keep_the_order_and_leave_nothing(registry, target, drain_max):
+    changelog = YieldingChangelog()
+    order = KeyOrder({}, changelog)
+    harness = build_harness(registry, target, order, drain_max=drain_max)
+    target.fail("id-1", DOWN)
+    await harness.write(rec(1))
+    assert changelog.sent[-1][2] is True  # the block: acknowledged before the retry copy
+
+    async def writes():
+        for n in range(2, 60):
+            await harness.write(rec(n))
+            await asyncio.sleep(0)
+
+    writing = asyncio.create_task(writes())
+    for _ in range(200):  # the retry agent meanwhile: id-1's retry, markers
+        await asyncio.sleep(0)
+        if harness.seen < len(harness.emitter.emitted):
+            await _feed_one(harness)
+    await writing
+    await harness.run_emitted(limit=500)
+    assert delivered(target) == [f"id-{n}" for n in range(1, 60)]
+    assert order.table == {}
+    assert order.stats() == {}

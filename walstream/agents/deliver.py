@@ -59,6 +59,7 @@ from walstream.core.ordering import (
     Free,
     Go,
     KeyHead,
+    Overflow,
     ParkAt,
     RecordRef,
     ReleaseNext,
@@ -366,7 +367,10 @@ class Deliverer:
         )
         logger.error("%s at %s: %s", env.id, source.coordinates(), reason)
         outcome = await self._dead(env, ns, source, reason=reason, error_class="OrderingOverflow")
-        await self.order.save(ns.name, order_key, verdict.head)  # read again: not twice
+        # noted in the head (as it is now: it may have moved meanwhile), read again: not twice
+        again = admit(await self.order.load(ns.name, order_key), ref, max_parked=head.parked)
+        if isinstance(again, Overflow):
+            await self.order.save(ns.name, order_key, again.head)
         return outcome
 
     async def _pass_turn(

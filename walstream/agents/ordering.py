@@ -322,8 +322,9 @@ class KeyOrder:
         if state is None:
             return None
         tails: dict[tuple[str, int], int] = {}
+        changes: list[tuple[bytes, bytes | None]] = []
         for seq, ref in enumerate(state.waiting):
-            await self._write(self.entry_key(namespace, key, seq), _entry_value(ref))
+            changes.append((self.entry_key(namespace, key, seq), _entry_value(ref)))
             tails[(ref.topic, ref.partition)] = max(
                 ref.offset, tails.get((ref.topic, ref.partition), -1)
             )
@@ -335,7 +336,9 @@ class KeyOrder:
             next=len(state.waiting),
             tails=tuple((t, p, o) for (t, p), o in tails.items()),
         )
-        await self.save(namespace, key, head)
+        table_key = self.table_key(namespace, key)
+        self._index[table_key] = (namespace, head.since_ms, head.parked)
+        await self._write(*changes, (table_key, orjson.dumps(head_to_json(head))))
         logger.info("ordering state of %s/%r rewritten in the head/entries form", namespace, key)
         return head
 
@@ -347,29 +350,38 @@ class KeyOrder:
         if head is None:
             self._index.pop(table_key, None)
             if table_key in self.table:
-                await self._write(table_key, None)
+                await self._write((table_key, None))
             return
         self._index[table_key] = (namespace, head.since_ms, head.parked)
-        await self._write(table_key, orjson.dumps(head_to_json(head)), durable=durable)
+        await self._write((table_key, orjson.dumps(head_to_json(head))), durable=durable)
 
     async def park(self, namespace: str, key: str, at: ParkAt, ref: RecordRef) -> None:
-        """Park ``ref`` as entry ``at.seq``, then count it in the head record."""
-        await self._write(self.entry_key(namespace, key, at.seq), _entry_value(ref))
-        await self.save(namespace, key, at.head)
+        """Park ``ref`` as entry ``at.seq`` and count it in the head record (in that order on
+        the changelog: a crash between the two parks it again at the same number)."""
+        table_key = self.table_key(namespace, key)
+        self._index[table_key] = (namespace, at.head.since_ms, at.head.parked)
+        await self._write(
+            (self.entry_key(namespace, key, at.seq), _entry_value(ref)),
+            (table_key, orjson.dumps(head_to_json(at.head))),
+        )
 
     async def drop(self, namespace: str, key: str, seq: int) -> None:
         """Entry ``seq`` was handed on."""
         entry_key = self.entry_key(namespace, key, seq)
         if entry_key in self.table:
-            await self._write(entry_key, None)
+            await self._write((entry_key, None))
 
-    async def _write(self, table_key: bytes, value: bytes | None, *, durable: bool = False) -> None:
-        if value is None:
-            self.table.pop(table_key, None)
-        else:
-            self.table[table_key] = value
+    async def _write(self, *changes: tuple[bytes, bytes | None], durable: bool = False) -> None:
+        """Apply ``changes`` to the table at once (other handlers read them from here on,
+        before anything is awaited), then write them to the changelog in that order."""
+        for table_key, value in changes:
+            if value is None:
+                self.table.pop(table_key, None)
+            else:
+                self.table[table_key] = value
         if self.changelog is not None:
-            await self.changelog.send(table_key, value, durable=durable)
+            for table_key, value in changes:
+                await self.changelog.send(table_key, value, durable=durable)
 
     def put(self, namespace: str, key: str, state: KeyState | None) -> None:
         """Store a whole state in the table form (tests and tools: the mapping only, no
