@@ -222,3 +222,14 @@ async def test_unknown_path_and_wrong_method_answer_json(client, producer):
     assert wrong.headers["Allow"] == "POST"
     assert (await wrong.json())["error"] == "MethodNotAllowedError"
     assert producer.sent == []
+
+
+async def test_a_redrive_to_a_target_outside_allowed_targets_is_refused(client):
+    response = await client.post(
+        "/v1/namespaces/orders/dlq:redrive",
+        json={"target": {"type": "kafka", "topic": "t", "bootstrap_servers": "evil:9092"}},
+    )
+    assert response.status == 403
+    answer = await response.json()
+    assert answer["field"] == "target.bootstrap_servers"
+    assert "allowed_targets" in answer["message"]
