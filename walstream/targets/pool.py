@@ -101,18 +101,23 @@ class TargetPool:
         #: Producers being started, by cluster: every caller for one cluster awaits the same.
         self._starting: dict[str, asyncio.Future[_Cluster]] = {}
         self._closing: set[asyncio.Task[None]] = set()
+        self._next_sweep_ms = 0
         self._producer_factory = producer_factory or _producer
         self._http: HttpClient | None = None
         self._http_target: HttpTarget | None = None
         self._kv: SqliteKvTarget | PostgresKvTarget | None = None
 
     def breaker(self, endpoint: str) -> CircuitBreaker:
+        """The breaker of ``endpoint`` (called before each attempt: idle things are swept here,
+        at most once a second)."""
         now = self.clock.now_ms()
         breaker = self._breakers.get(endpoint, now)
         if breaker is None:
             breaker = CircuitBreaker(self._policy)
             self._breakers.put(endpoint, breaker, now)
             self._breakers.evict(now)  # forgotten: a breaker holds nothing to close
+        elif now >= self._next_sweep_ms:
+            self._evict(now)
         return breaker
 
     def breakers(self) -> Mapping[str, CircuitBreaker]:
@@ -147,20 +152,20 @@ class TargetPool:
                 ns.target_policy.check(spec)
             except TargetNotAllowedError as exc:
                 raise TargetRejectedError(str(exc), error_class="target_not_allowed") from exc
-        kind = str(spec.get("type"))
-        endpoint = self.endpoint(spec)
-        now = self.clock.now_ms()
-        self._evict(now)
-        if kind == "http":
+        kind = spec.get("type")
+        if kind == "http":  # one client; its connections expire on their own
             if self._http_target is None:
                 self._http = HttpClient(idle_timeout_s=self.settings.http_idle_timeout_s)
                 self._http_target = HttpTarget(self._http)
-            return self._http_target, endpoint
-        if kind in ("kafka", "wal"):
+            return self._http_target, _http_origin(str(spec.get("url", "")))
+        endpoint = self.endpoint(spec)
+        if kind == "kafka" or kind == "wal":
             home = self.settings.bootstrap_servers or ""
             cluster = cluster_id(str(spec.get("bootstrap_servers") or home))
+            now = self.clock.now_ms()
             entry = self._clusters.get(cluster, now)
             if entry is None:
+                self._evict(now)
                 entry = await self._start(cluster)
             return entry.targets[kind], endpoint
         if kind == "kv":
@@ -205,6 +210,8 @@ class TargetPool:
         )
 
     def _evict(self, now: int) -> None:
+        self._next_sweep_ms = now + 1000
+        self._breakers.evict(now)
         for cluster, entry in self._clusters.evict(now):
             logger.info("closing the producer of idle cluster %s", cluster)
             self._close_later(entry.producer)
