@@ -290,3 +290,41 @@ async def test_twenty_thousand_records_parked_behind_one_head_are_kept_and_deliv
         "the key free again",
     )
     assert worker_metric(worker, "walstream_ordering_waiting_records", namespace=ns) == 0
+
+
+@pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
+async def test_parked_records_and_gauges_survive_sigkill_and_table_recovery(
+    wal_settings, workers, recorder, wal_client, unique, store
+):
+    """Head records and parked entries come back from the changelog after a SIGKILL (each
+    store), the gauges are rebuilt from them, and every key then drains in order."""
+    keys, per_key = 50, 10
+    ns = f"recover-{unique}"
+    await apply_namespace(wal_settings, ordered_namespace(ns, recorder.url, "key"))
+    worker = workers(WALSTREAM_STORE=store)
+    await wait_serving(worker, f"wal.{ns}.log")
+    recorder.fail_matching(b'"n":0}', 503)
+    ids = await write_rounds(wal_client, ns, keys, per_key)
+
+    def gauges(of) -> tuple[float | None, float | None]:
+        return (
+            worker_metric(of, "walstream_ordering_blocked_keys", namespace=ns),
+            worker_metric(of, "walstream_ordering_waiting_records", namespace=ns),
+        )
+
+    expected = (keys, keys * (per_key - 1))
+    await eventually(lambda: gauges(worker) == expected, 60, "every key blocked", every=0.5)
+    worker.kill()
+
+    restarted = workers(WALSTREAM_STORE=store)
+    await wait_serving(restarted, f"wal.{ns}.log", within_s=60)
+    await eventually(lambda: gauges(restarted) == expected, 60, "gauges rebuilt", every=0.5)
+    assert delivered_count(recorder, ns) == 0
+    recorder.fail_matching(None)
+    await eventually(
+        lambda: delivered_count(recorder, ns) >= len(ids), 120, "every record", every=1.0
+    )
+    firsts = first_arrivals(recorder, ns)
+    assert {k: seqs for k, seqs in firsts.items() if seqs != list(range(per_key))} == {}
+    assert len(firsts) == keys
+    await eventually(lambda: gauges(restarted) == (0, 0), 15, "no key blocked any more")
