@@ -137,8 +137,11 @@ async def test_dlq_over_http_lists_redrives_and_refuses_a_second_redrive(
         return status["state"] == "done" and status
 
     assert (await eventually(done, 30, "the redrive"))["redriven"] == 3 - cancelled["redriven"]
-    await eventually(lambda: len(recorder.successes()) >= 3, 30, "the redriven deliveries")
-    assert {r.headers["X-Wal-Id"] for r in recorder.successes()} == set(ids)
+    # a cancel between an entry's log write and its marker redrives it twice (the module's
+    # documented at-least-once): wait for every id, not for a count
+    delivered = lambda: {r.headers["X-Wal-Id"] for r in recorder.successes()}  # noqa: E731
+    await eventually(lambda: delivered() >= set(ids), 30, "the redriven deliveries")
+    assert delivered() == set(ids)
 
 
 async def len_open(settings, ns, count):
