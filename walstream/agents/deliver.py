@@ -13,8 +13,14 @@ outcome itself:
 
 A namespace with ``ordering = "key"`` first asks its key's state (``walstream.agents.ordering``):
 a record whose key waits on another record is parked there (a reference, acked at once) instead
-of delivered. The outcome then passes the key's turn on: waiting in retry or delay blocks the
-key; delivered or dead-lettered hands it to the next parked record with a release marker.
+of delivered; past ``max_parked`` behind one key it is dead-lettered (``OrderingOverflow``, the
+reason naming the head; redrive it once the key moves). Before a copy of a record is sent to
+wait (retry, delay, breaker deferral) its key is blocked on it, acknowledged first
+(``_hold_turn``: a crash or a quick retry can then neither let a later record pass it nor block
+the key behind a record already delivered); a stale copy read again re-asserts that block.
+Delivered or dead-lettered, a record hands its key to the next parked record with a release
+marker, whose handler delivers up to ``drain_max`` parked records in turn before writing the
+next marker. A parked record the log cannot return now is tried again after a backoff.
 
 Attempt counts live in a table keyed by record id (a Faust table in the worker). A record
 copy carrying a lower attempt than the table holds is stale: a crash replayed a source record
