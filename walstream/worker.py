@@ -21,6 +21,7 @@ from typing import Any
 import faust
 import faust.streams
 import mode
+from faust.types import TP
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from walstream.agents.attempts import TableAttempts
@@ -237,7 +238,9 @@ def install_delivery(app: faust.App, settings: Settings, registry: NamespaceRegi
                 await dispatcher.submit(
                     order_key if event.key is not None else None,
                     functools.partial(handle, event),
-                    partition=message.tp,
+                    # Faust's TP: resume_partitions keeps what it is given, and its fetcher
+                    # asserts TP instances (a message's tp is aiokafka's TopicPartition)
+                    partition=TP(message.topic, message.partition),
                     tag=message,
                     not_before_ms=hold,
                 )

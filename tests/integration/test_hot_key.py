@@ -1,0 +1,83 @@
+"""A hot key with a slow target holds back only its own partition (issue 13, item 8), on the real
+broker: the worker stops fetching the hot key's partition once the key holds
+WALSTREAM_DELIVER_MAX_KEY_PENDING records, so the agent's buffer never fills with it and the
+other partition's records keep their latency."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from aiokafka.partitioner import DefaultPartitioner
+
+from .conftest import apply_namespace, eventually, wait_serving
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
+
+HOT = b"hot-record"
+HOT_RATE = 30  # records/s of the hot key; its target answers 10/s
+SECONDS = 15
+
+
+@pytest.fixture
+def wal_env(wal_env):
+    return {**wal_env, "WALSTREAM_DEFAULT_PARTITIONS": "2"}
+
+
+def keys_on(partition: int, count: int, prefix: str) -> list[str]:
+    partitioner = DefaultPartitioner()
+    keys: list[str] = []
+    n = 0
+    while len(keys) < count:
+        key = f"{prefix}{n}"
+        if partitioner(key.encode(), [0, 1], [0, 1]) == partition:
+            keys.append(key)
+        n += 1
+    return keys
+
+
+async def test_a_hot_key_holds_back_only_its_partition(
+    wal_settings, workers, recorder, wal_client, unique
+):
+    ns = f"hot-{unique}"
+    target = {"type": "http", "url": recorder.url}
+    await apply_namespace(wal_settings, {"name": ns, "max_attempts": 10, "target": target})
+    worker = workers(
+        WALSTREAM_DELIVER_MAX_PENDING="200",
+        WALSTREAM_DELIVER_MAX_KEY_PENDING="20",
+    )
+    await wait_serving(worker, f"wal.{ns}.log")
+    recorder.delay_matching(HOT, 0.1)
+    [hot_key] = keys_on(0, 1, "hot")
+    others = keys_on(1, SECONDS * 10, "other")
+    written_at: dict[str, float] = {}
+
+    # The hot key is written 3x faster than its target answers, for SECONDS: its backlog grows
+    # past the agent's whole buffer (200). Other keys' records (partition 1) are written beside.
+    start = time.time()
+    sent = 0
+    while time.time() - start < SECONDS:
+        due = int((time.time() - start) * HOT_RATE)
+        while sent < due:
+            hot = await wal_client.write(ns, {"m": HOT.decode(), "n": sent}, key=hot_key)
+            assert hot.ok
+            sent += 1
+            if sent % 3 == 0 and sent // 3 <= len(others):
+                key = others[sent // 3 - 1]
+                other = await wal_client.write(ns, {"n": sent}, key=key)
+                assert other.ok
+                written_at[other.id] = time.time()
+        await asyncio.sleep(0.01)
+    assert sent >= SECONDS * HOT_RATE * 0.8
+
+    def delivered() -> dict[str, float]:
+        return {
+            r.headers["X-Wal-Id"]: r.at
+            for r in recorder.successes()
+            if r.headers["X-Wal-Id"] in written_at
+        }
+
+    await eventually(lambda: len(delivered()) == len(written_at), 120, "the other keys' records")
+    latency = sorted(delivered()[i] - written_at[i] for i in written_at)
+    assert latency[-1] < 3.0, f"other partition's records waited up to {latency[-1]:.1f} s"
