@@ -22,6 +22,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -147,17 +148,33 @@ def slow_in_flight(received: list[Received], at: float, held_s: float = 0.0) -> 
 
 
 async def chaos_kills(
-    workers, worker: WorkerProcess, topics: list[str], rng, recorder: HttpRecorder, kills: list
+    workers,
+    worker: WorkerProcess,
+    topics: list[str],
+    rng,
+    recorder: HttpRecorder,
+    kills: list,
+    lags: list,
 ):
     """Kill the worker KILLS times at random moments, each time once it serves again.
 
     A moment when the target is answering a slow record is preferred (up to 3 s more): a commit
     that passed it while its answer was awaited would lose it in the kill.
     """
+    logs = [t for t in topics if t.endswith(".log")]
     for _ in range(KILLS):
-        for topic in topics:
+        for topic in logs:
             await wait_serving(worker, topic, within_s=90)
         await asyncio.sleep(rng.uniform(2.0, 6.0))
+        env = worker.env  # what a kill now delivers again: the records past the commits
+        servers, app_id = env["WALSTREAM_BOOTSTRAP_SERVERS"], env["WALSTREAM_APP_ID"]
+        tiers = await tier_topics(servers, app_id)
+        lags.append(
+            {
+                "deliver": await commit_lag(servers, app_id, topics),
+                "delay": await commit_lag(servers, f"{app_id}-delay", tiers),
+            }
+        )
         deadline = time.monotonic() + 3.0
         while time.monotonic() < deadline:
             if slow_in_flight(recorder.all()[-2_000:], time.time(), held_s=1.0):
@@ -230,7 +247,54 @@ async def locate(servers: str, app_id: str, topics: list[str], ids: set[str]) ->
     await delay_group.start()
     try:
         tiers = sorted(t for t in await consumer.topics() if t.startswith(f"{app_id}.delay."))
-        for topic in [*topics, *tiers]:
+        for topic, partition, offset, record_id, attempt in await topic_ids(
+            servers, [*topics, *tiers]
+        ):
+            if record_id in ids:
+                group = delay_group if topic in tiers else consumer
+                committed = await group.committed(TopicPartition(topic, partition))
+                lines.append(
+                    f"{record_id}: {topic}[{partition}]@{offset} attempt {attempt}; "
+                    f"committed there: {committed}"
+                )
+    finally:
+        await consumer.stop()
+        await delay_group.stop()
+    return sorted(lines)
+
+
+async def tier_topics(servers: str, app_id: str) -> list[str]:
+    """The deployment's delay tier topics."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=servers, group_id=None)
+    await consumer.start()
+    try:
+        return sorted(t for t in await consumer.topics() if t.startswith(f"{app_id}.delay."))
+    finally:
+        await consumer.stop()
+
+
+async def commit_lag(servers: str, group: str, topics: list[str]) -> dict[str, int]:
+    """For each partition of ``topics``: the records past ``group``'s committed offset."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=servers, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    lag: dict[str, int] = {}
+    try:
+        for topic in topics:
+            for partition, end in sorted((await topic_end_offsets(servers, topic)).items()):
+                committed = await consumer.committed(TopicPartition(topic, partition))
+                lag[f"{topic}[{partition}]"] = end - (committed or 0)
+    finally:
+        await consumer.stop()
+    return lag
+
+
+async def topic_ids(servers: str, topics: list[str]) -> list[list]:
+    """[topic, partition, offset, id, attempt] of every envelope in ``topics``."""
+    out: list[list] = []
+    consumer = AIOKafkaConsumer(bootstrap_servers=servers, group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        for topic in topics:
             ends = await topic_end_offsets(servers, topic)
             tps = [TopicPartition(topic, p) for p, end in ends.items() if end > 0]
             if not tps:
@@ -243,20 +307,16 @@ async def locate(servers: str, app_id: str, topics: list[str], ids: set[str]) ->
                 for tp, batch in (await consumer.getmany(*pending, timeout_ms=500)).items():
                     for record in batch:
                         envelope = _envelope(record.value)
-                        if envelope is not None and envelope.id in ids:
-                            group = delay_group if topic in tiers else consumer
-                            lines.append(
-                                f"{envelope.id}: {topic}[{tp.partition}]@{record.offset} "
-                                f"attempt {envelope.attempt}; committed there: "
-                                f"{await group.committed(tp)}"
+                        if envelope is not None:
+                            out.append(
+                                [topic, tp.partition, record.offset, envelope.id, envelope.attempt]
                             )
                 for tp in list(pending):
                     if await consumer.position(tp) >= ends[tp.partition]:
                         pending.discard(tp)
     finally:
         await consumer.stop()
-        await delay_group.stop()
-    return sorted(lines)
+    return out
 
 
 def _envelope(raw: bytes | None):
@@ -287,6 +347,7 @@ async def test_chaos_every_record_answered_true_is_delivered_or_dead_lettered(
     await apply_namespace(wal_settings, namespace(ordered, recorder.url, "key"))
     await apply_namespace(wal_settings, namespace(loose, recorder.url, "none"))
     logs = [f"wal.{ordered}.log", f"wal.{loose}.log"]
+    namespace_topics = [f"wal.{ns}.{kind}" for ns in (ordered, loose) for kind in ("log", "retry")]
     plans = plan(rng, ordered, loose)
     worker = workers(**WORKER_ENV)
     for topic in logs:
@@ -299,11 +360,12 @@ async def test_chaos_every_record_answered_true_is_delivered_or_dead_lettered(
     started = time.time()
     kills: list[float] = []
     window: list[float] = []
+    lags: list[dict[str, dict[str, int]]] = []
     loop_start = asyncio.get_running_loop().time()
     written_ordered, written_loose, worker, _ = await asyncio.gather(
         write_paced(wal_client, ordered, plans[ordered], loop_start),
         write_paced(wal_client, loose, plans[loose], loop_start),
-        chaos_kills(workers, worker, logs, rng, recorder, kills),
+        chaos_kills(workers, worker, namespace_topics, rng, recorder, kills, lags),
         outage(recorder, window),
     )
     chaos_s = time.time() - started
@@ -344,7 +406,14 @@ async def test_chaos_every_record_answered_true_is_delivered_or_dead_lettered(
             break
         await asyncio.sleep(2.0)
     drain_s = time.time() - healed
-    await asyncio.sleep(2.0)  # late duplicates count too
+    # once everything is delivered the deliver group's commits reach the ends of the log and
+    # retry topics (else the next crash would deliver again everything since the stuck offset)
+    lag_deadline = time.monotonic() + 20
+    while True:
+        lag = await commit_lag(wal_settings.bootstrap_list, wal_settings.app_id, namespace_topics)
+        if not any(lag.values()) or time.monotonic() > lag_deadline:
+            break
+        await asyncio.sleep(1.0)
     deliveries = successes_by_id(recorder, ids)
     attempts_by_id: dict[str, list[Received]] = defaultdict(list)
     for received in recorder.all():
@@ -428,10 +497,43 @@ async def test_chaos_every_record_answered_true_is_delivered_or_dead_lettered(
     # the summary: duplicates per kill interval (2xx beyond a record's first, by when it came)
     per_interval = Counter()
     copies = Counter()
+    kinds = Counter()  # what a duplicate was: the same attempt again, or another one
     for seen in deliveries.values():
         copies[len(seen)] += 1
+        first_attempt = int(seen[0].headers.get("X-Wal-Attempt", 0))
         for r in seen[1:]:
             per_interval[sum(1 for k in kills if k <= r.at)] += 1
+            attempt = int(r.headers.get("X-Wal-Attempt", 0))
+            kinds[
+                "same attempt"
+                if attempt == first_attempt
+                else ("a later attempt" if attempt > first_attempt else "an earlier attempt")
+            ] += 1
+    # a crash may send a retry again (the delay stage forwards what it had not committed)
+    retries = await topic_ids(wal_settings.bootstrap_list, namespace_topics[1::2])
+    retry_copies = Counter((record_id, attempt) for _, _, _, record_id, attempt in retries)
+    dump = os.environ.get("WALSTREAM_CHAOS_DUMP")
+    if dump:  # every request the target saw, the kills and the writes, for a closer look
+        Path(dump).write_bytes(  # noqa: ASYNC240 - once, after the run
+            orjson.dumps(
+                {
+                    "started": started,
+                    "kills": kills,
+                    "outage": window,
+                    "lags": lags,
+                    "topics": await topic_ids(wal_settings.bootstrap_list, namespace_topics[::2])
+                    + retries,
+                    "written": {
+                        i: [w.planned.ns, w.planned.key, w.planned.seq, w.sent_at_ms]
+                        for i, w in written.items()
+                    },
+                    "received": [
+                        [r.at, r.status, r.headers.get("X-Wal-Id"), r.headers.get("X-Wal-Attempt")]
+                        for r in recorder.all()
+                    ],
+                }
+            )
+        )
     received = recorder.all()
     statuses = Counter(r.status for seen in attempts_by_id.values() for r in seen)
     slow = sum(1 for w in written.values() if w.planned.slow)
@@ -447,7 +549,10 @@ async def test_chaos_every_record_answered_true_is_delivered_or_dead_lettered(
         f"target answers: {dict(sorted(statuses.items()))}",
         f"kills: {len(kills)} at "
         + ", ".join(
-            f"+{k - started:.1f}s ({slow_in_flight(received, k)} slow in flight)" for k in kills
+            f"+{k - started:.1f}s ({slow_in_flight(received, k)} slow in flight, "
+            f"{sum(lag['deliver'].values())} log/retry and {sum(lag['delay'].values())} delay "
+            "tier records past their group's commits)"
+            for k, lag in zip(kills, lags, strict=True)
         ),
         "outage: "
         + (f"+{window[0] - started:.1f}s to +{window[1] - started:.1f}s" if window else "none"),
@@ -456,8 +561,14 @@ async def test_chaos_every_record_answered_true_is_delivered_or_dead_lettered(
             f"{'before kill 1' if n == 0 else f'after kill {n}'}: {per_interval.get(n, 0)}"
             for n in range(len(kills) + 1)
         ),
+        f"duplicates were: {dict(kinds)} (X-Wal-Attempt against the first delivery's)",
+        f"retry topics: {len(retries)} records, {len(retry_copies)} (record, attempt) pairs, "
+        f"{sum(1 for n in retry_copies.values() if n > 1)} of them more than once, at most "
+        f"{max(retry_copies.values(), default=0)} times",
         "deliveries per delivered record: "
         + ", ".join(f"{n}x: {count}" for n, count in sorted(copies.items())),
+        "records past the deliver group's commits at the end: "
+        + (", ".join(f"{tp}: {n}" for tp, n in lag.items() if n) or "none"),
         f"durations: chaos {chaos_s:.0f}s, drain after healing {drain_s:.0f}s",
     ]
     print("\n".join(summary))  # noqa: T201 - the report this test exists for
@@ -466,7 +577,7 @@ async def test_chaos_every_record_answered_true_is_delivered_or_dead_lettered(
             where = await locate(
                 wal_settings.bootstrap_list,
                 wal_settings.app_id,
-                [f"wal.{ns}.{kind}" for ns in (ordered, loose) for kind in ("log", "retry")],
+                namespace_topics,
                 set(missing[:15]),
             )
         except Exception as exc:  # noqa: BLE001 - a diagnosis must not hide the failure
