@@ -62,11 +62,11 @@ class ReplayResult:
     pending_skipped: list[str] = field(default_factory=list)
 
 
-async def _deliver(pool: TargetPool, env: Envelope) -> str | None:
+async def _deliver(pool: TargetPool, env: Envelope, ns: NamespaceConfig) -> str | None:
     delay = 0.5
     for attempt in range(_TRIES):
         try:
-            target, _ = await pool.target(env.target)
+            target, _ = await pool.target(env.target, ns)  # allowed_targets hold here too
             await target.deliver(env)
             return None
         except TargetError as exc:
@@ -138,7 +138,7 @@ async def replay(
                 for record in records:
                     if record.offset >= end:  # written after the replay started
                         break
-                    await _one(pool, plan, result, tp.partition, record.value, on_record)
+                    await _one(pool, ns, plan, result, tp.partition, record.value, on_record)
             for tp in list(left):
                 if await consumer.position(tp) >= spans[tp][1]:
                     left.discard(tp)
@@ -150,6 +150,7 @@ async def replay(
 
 async def _one(
     pool: TargetPool,
+    ns: NamespaceConfig,
     plan: ReplayPlan,
     result: ReplayResult,
     partition: int,
@@ -177,7 +178,7 @@ async def _one(
     elif verdict is Verdict.SKIP:
         result.skipped += 1
     else:
-        failure = await _deliver(pool, env)
+        failure = await _deliver(pool, env, ns)
         if failure is None:
             result.delivered += 1
         else:
