@@ -494,6 +494,13 @@ async def test_chaos_every_record_answered_true_is_delivered_or_dead_lettered(
         sample = ", ".join(f"{i} ({c})" for i, c in list(wrongly_dead.items())[:10])
         problems.append(f"{len(wrongly_dead)} deliverable records dead-lettered: {sample}")
 
+    # 5. once all is delivered, nothing stays uncommitted (the next crash would deliver it again)
+    if any(lag.values()):
+        problems.append(
+            "20 s after the last delivery the deliver group still had not committed "
+            + ", ".join(f"{tp}: {n} records" for tp, n in lag.items() if n)
+        )
+
     # the summary: duplicates per kill interval (2xx beyond a record's first, by when it came)
     per_interval = Counter()
     copies = Counter()
