@@ -291,9 +291,10 @@ class KeyedDispatcher:
             await asyncio.gather(*cancel, return_exceptions=True)
         if abandoned:
             logger.info(
-                "revoked %s: %d records not finished (not acked, read again by the next owner)",
-                sorted(map(str, revoked)),
+                "rebalance: %d records of %d revoked partitions given up (not acked: the next "
+                "owner reads them again)",
                 len(abandoned),
+                len(revoked),
             )
         return abandoned
 
