@@ -148,3 +148,17 @@ def test_the_commit_never_passes_an_unacked_offset(history):
         else:
             assert committable == max(tracked) + 1
     assert ledger.outstanding("p") == len(set(offsets) - acked)
+
+
+def test_memory_follows_the_records_outstanding_behind_a_record_never_acked():
+    ledger: OffsetLedger[str] = OffsetLedger()
+    ledger.assign(["p"])
+    ledger.track("p", 0)  # its handler raised: never acked
+    for offset in range(1, 100_000):
+        ledger.track("p", offset)
+        ledger.ack("p", offset)
+    assert ledger.committable("p") == 0
+    assert ledger.outstanding("p") == 1
+    assert len(ledger._partitions["p"].heap) < 200  # not every offset seen since
+    ledger.ack("p", 0)
+    assert ledger.committable("p") == 100_000

@@ -18,6 +18,9 @@ __all__ = ["OffsetLedger"]
 
 P = TypeVar("P", bound=Hashable)
 
+#: Acked offsets the heap may keep beyond twice the outstanding ones before it is rebuilt.
+_SLACK = 64
+
 
 @dataclass(slots=True)
 class _Partition:
@@ -74,6 +77,10 @@ class OffsetLedger(Generic[P]):
         heap = state.heap
         while heap and heap[0] not in state.outstanding:
             heapq.heappop(heap)
+        if len(heap) > 2 * len(state.outstanding) + _SLACK:
+            # a record never acked keeps the acked ones above it in the heap: rebuild it, so
+            # the ledger's memory follows the records outstanding, not all those seen since
+            state.heap = sorted(state.outstanding)
         return True
 
     def committable(self, partition: P) -> int | None:
