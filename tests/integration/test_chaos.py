@@ -4,11 +4,14 @@ a target that is slow for some records, fails 30 % at random and goes down for 2
 SIGKILLed at random moments and restarted, at least 8 times.
 
 Every record answered ``durable=TRUE`` must end delivered (the target answered 2xx) or in its
-namespace's DLQ; no attempt reaches the target before the record's due time; each key of the
-ordered namespace gets its records' first deliveries in write order. The run prints a summary
-(``pytest -s`` or ``-rA``): what was written, delivered and dead-lettered, the duplicate deliveries
-(2xx beyond a record's first) in each interval between kills, the kills and the durations. The
-seed is fixed and printed; ``WALSTREAM_CHAOS_SEED`` replays another.
+namespace's DLQ (the refused ones there, no other); no attempt reaches the target before the
+record's due time; each key of the ordered namespace gets its records' first deliveries in write
+order; once all is delivered the deliver group commits the ends of its topics. The run prints a
+summary (``pytest -s`` or ``-rA``): what was written, delivered and dead-lettered, the duplicate
+deliveries (2xx beyond a record's first) in each interval between kills, what each kill found in
+flight and uncommitted, retry copies, the durations. The seed is fixed and printed;
+``WALSTREAM_CHAOS_SEED`` replays another, ``WALSTREAM_CHAOS_DUMP=<file>`` writes every request,
+kill and write as JSON for a closer look.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from walstream.client import write_request
 from walstream.records import decode_envelope
@@ -123,7 +126,8 @@ def plan(rng: random.Random, ordered: str, loose: str) -> dict[str, list[Planned
 
 
 async def write_paced(wal_client, ns: str, records: list[Planned], start: float) -> list:
-    """Write ``records`` in order, in chunks spread over WRITE_SPAN_S; returns (results, time)."""
+    """Write ``records`` in order, in chunks spread over WRITE_SPAN_S; returns, per chunk, its
+    records, their results and the test's clock before the write."""
     chunks = [records[i : i + CHUNK] for i in range(0, len(records), CHUNK)]
     out = []
     loop = asyncio.get_running_loop()
@@ -195,31 +199,39 @@ async def outage(recorder: HttpRecorder, window: list) -> None:
     window.append(time.time())
 
 
-async def dlq_ids(servers: str, topic: str) -> dict[str, str]:
-    """Ids with an entry in a DLQ topic (read to its end), with their error class."""
-    ends = await topic_end_offsets(servers, topic)
-    found: dict[str, str] = {}
-    if not any(ends.values()):
-        return found
+async def read_records(servers: str, topics: list[str]) -> list[ConsumerRecord]:
+    """Every record of ``topics``, each partition read to the end it had when its read began."""
+    out: list[ConsumerRecord] = []
     consumer = AIOKafkaConsumer(bootstrap_servers=servers, group_id=None, enable_auto_commit=False)
     await consumer.start()
     try:
-        tps = [TopicPartition(topic, p) for p, end in ends.items() if end > 0]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        pending = set(tps)
-        deadline = time.monotonic() + 30
-        while pending and time.monotonic() < deadline:
-            for batch in (await consumer.getmany(*pending, timeout_ms=500)).values():
-                for record in batch:
-                    headers = dict(record.headers or ())
-                    if headers.get("wal-dlq") == b"entry" and record.key is not None:
-                        found[record.key.decode()] = headers.get("wal-error-class", b"").decode()
-            for tp in list(pending):
-                if await consumer.position(tp) >= ends[tp.partition]:
-                    pending.discard(tp)
+        for topic in topics:
+            ends = await topic_end_offsets(servers, topic)
+            tps = [TopicPartition(topic, p) for p, end in ends.items() if end > 0]
+            if not tps:
+                continue
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            pending = set(tps)
+            deadline = time.monotonic() + 60
+            while pending and time.monotonic() < deadline:
+                for batch in (await consumer.getmany(*pending, timeout_ms=500)).values():
+                    out.extend(batch)
+                for tp in list(pending):
+                    if await consumer.position(tp) >= ends[tp.partition]:
+                        pending.discard(tp)
     finally:
         await consumer.stop()
+    return out
+
+
+async def dlq_ids(servers: str, topic: str) -> dict[str, str]:
+    """Ids with an entry in a DLQ topic, with their error class."""
+    found: dict[str, str] = {}
+    for record in await read_records(servers, [topic]):
+        headers = dict(record.headers or ())
+        if headers.get("wal-dlq") == b"entry" and record.key is not None:
+            found[record.key.decode()] = headers.get("wal-error-class", b"").decode()
     return found
 
 
@@ -291,31 +303,12 @@ async def commit_lag(servers: str, group: str, topics: list[str]) -> dict[str, i
 async def topic_ids(servers: str, topics: list[str]) -> list[list]:
     """[topic, partition, offset, id, attempt] of every envelope in ``topics``."""
     out: list[list] = []
-    consumer = AIOKafkaConsumer(bootstrap_servers=servers, group_id=None, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        for topic in topics:
-            ends = await topic_end_offsets(servers, topic)
-            tps = [TopicPartition(topic, p) for p, end in ends.items() if end > 0]
-            if not tps:
-                continue
-            consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
-            pending = set(tps)
-            deadline = time.monotonic() + 60
-            while pending and time.monotonic() < deadline:
-                for tp, batch in (await consumer.getmany(*pending, timeout_ms=500)).items():
-                    for record in batch:
-                        envelope = _envelope(record.value)
-                        if envelope is not None:
-                            out.append(
-                                [topic, tp.partition, record.offset, envelope.id, envelope.attempt]
-                            )
-                for tp in list(pending):
-                    if await consumer.position(tp) >= ends[tp.partition]:
-                        pending.discard(tp)
-    finally:
-        await consumer.stop()
+    for record in await read_records(servers, topics):
+        envelope = _envelope(record.value)
+        if envelope is not None:
+            out.append(
+                [record.topic, record.partition, record.offset, envelope.id, envelope.attempt]
+            )
     return out
 
 
