@@ -60,13 +60,12 @@ async def run_slow_record_case(
             await wal_client.write(ns, {"n": n}, key=f"early{n}") for n in range(committed_first)
         ]
         assert all(w.ok for w in early)
-        await eventually(
-            lambda: committed_offset(wal_settings.bootstrap_list, group, log),
-            60,
-            "the first commit",
-            every=0.5,
-        )
-        assert await committed_offset(wal_settings.bootstrap_list, group, log) == committed_first
+
+        async def all_committed() -> bool:
+            offset = await committed_offset(wal_settings.bootstrap_list, group, log)
+            return offset == committed_first
+
+        await eventually(all_committed, 60, "the first records committed", every=0.5)
 
     recorder.delay_matching(SLOW, 120.0)  # answered long after the worker is gone
     slow = await wal_client.write(ns, {"marker": SLOW.decode()}, key="slow-key")
