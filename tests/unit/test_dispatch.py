@@ -261,3 +261,22 @@ async def test_revoke_drops_queued_records_at_once_and_bounds_the_wait_for_runni
     await dispatcher.submit("hot", lambda: slow("hot again", 0), partition="p0")
     await dispatcher.join()
     assert finished[-1] == "hot again"
+
+
+async def test_cancel_resumes_the_partitions_it_paused():
+    events: list[tuple[str, str]] = []
+    dispatcher = KeyedDispatcher(
+        1,
+        max_key_pending=2,
+        on_pause=lambda p: events.append(("pause", p)),
+        on_resume=lambda p: events.append(("resume", p)),
+    )
+
+    async def stuck() -> None:
+        await asyncio.sleep(10)
+
+    for _ in range(3):
+        await dispatcher.submit("hot", stuck, partition="p0")
+    await dispatcher.cancel()
+    assert events == [("pause", "p0"), ("resume", "p0")]
+    assert dispatcher.paused() == set()

@@ -310,6 +310,9 @@ class KeyedDispatcher:
         await asyncio.gather(*list(self._tasks), return_exceptions=True)
         self._queues.clear()
         self._alone.clear()
-        self._full.clear()
+        paused, self._full = list(self._full), {}
+        if self._on_resume is not None:
+            for partition in paused:  # an agent restarted after a crash must not find them paused
+                self._on_resume(partition)
         while self._in_flight > 0:  # tasks cancelled before they started never counted down
             self._done()
