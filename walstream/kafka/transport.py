@@ -1,4 +1,4 @@
-"""walstream's Faust transport (URL scheme ``walkafka://``): Faust's aiokafka driver, two changes.
+"""walstream's Faust transport (URL scheme ``walkafka://``): Faust's aiokafka driver, three changes.
 
 * Table recovery reads corrected end offsets (WALSTREAM_CORRECT_END_OFFSETS; see
   walstream.kafka.offsets for the broker bug). Only ``highwaters()`` changes, and Faust calls it
@@ -9,7 +9,6 @@
   (measured: a record waited 452 ms median at 1500 ms, 5 ms at 50 ms), and every hop of a retry
   or a delay passes through one such fetch. On Kafka, which answers as soon as data arrives, a
   longer wait only saves idle fetch requests.
-
 * The worker consumer commits through an offset ledger (walstream.core.offsets): a partition's
   commit stops at the lowest offset handed to a stream and not acked, so it never passes a
   record still in flight, one whose handler raised, or one dropped at a rebalance or a stop.
