@@ -440,13 +440,15 @@ async def _settle_key(producer: Any, ns: NamespaceConfig, entry: DlqEntry) -> No
 async def _close(
     producer: Any, ns: NamespaceConfig, entry: DlqEntry, kind: MarkerKind, now_ms: int
 ) -> None:
-    """Append the marker that closes ``entry`` (on its partition, so it follows the entry)."""
+    """Append the marker that closes ``entry``, naming it by its coordinates (on its
+    partition, so it follows the entry)."""
+    known = entry.partition >= 0 and entry.offset >= 0
     await producer.send_and_wait(
         ns.topics.dlq,
         b"",
         key=entry.id.encode(),
         partition=entry.partition if entry.partition >= 0 else None,
-        headers=marker_headers(kind, now_ms),
+        headers=marker_headers(kind, now_ms, (entry.partition, entry.offset) if known else None),
     )
 
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from walstream.core.dlq import (
     DlqEntry,
+    DlqIndex,
     DlqTally,
     DlqView,
     Marker,
@@ -18,8 +21,12 @@ from walstream.core.dlq import (
 )
 from walstream.errors import BadRequestError
 
+_offsets = itertools.count(1000)
 
-def entry(record_id, dead_at, error_class="http_503", offset=0):
+
+def entry(record_id, dead_at, error_class="http_503", offset=None, partition=0):
+    """An entry at its own coordinates (the next free offset unless given)."""
+    offset = next(_offsets) if offset is None else offset
     headers = entry_headers(
         namespace="ns",
         reason="gave up",
@@ -29,7 +36,7 @@ def entry(record_id, dead_at, error_class="http_503", offset=0):
         dead_at_ms=dead_at,
         behind=["b1", "b2"],
     )
-    return parse_dlq_record(record_id.encode(), b"v", headers, partition=0, offset=offset)
+    return parse_dlq_record(record_id.encode(), b"v", headers, partition=partition, offset=offset)
 
 
 def test_entries_parse_with_every_header():
@@ -41,21 +48,96 @@ def test_entries_parse_with_every_header():
 
 
 def test_markers_close_entries_and_a_new_entry_reopens():
+    first, other = entry("a", 10), entry("b", 11)
     redriven = parse_dlq_record(
-        b"a", b"", marker_headers(MarkerKind.REDRIVEN, 20), partition=0, offset=1
+        b"a", b"", marker_headers(MarkerKind.REDRIVEN, 20), partition=0, offset=next(_offsets)
     )
     assert isinstance(redriven, Marker)
-    view = DlqView.fold([entry("a", 10), entry("b", 11), redriven])
+    view = DlqView.fold([first, other, redriven])
     assert set(view.open) == {"b"}
     assert view.closed["a"].kind is MarkerKind.REDRIVEN
-    view.apply(entry("a", 30, offset=2))  # dead-lettered again after the redrive
+    view.apply(entry("a", 30))  # dead-lettered again after the redrive
     assert set(view.open) == {"a", "b"}
     assert view.oldest_dead_at_ms() == 11
 
 
-def marker(record_id, at=0):
+def closing(item, kind=MarkerKind.REDRIVEN, offset=None):
+    """The marker redrive/discard writes for ``item`` (names it, on its partition)."""
     return parse_dlq_record(
-        record_id.encode(), b"", marker_headers(MarkerKind.DISCARDED, at), partition=0, offset=9
+        item.id.encode(),
+        b"",
+        marker_headers(kind, 50, (item.partition, item.offset)),
+        partition=item.partition,
+        offset=next(_offsets) if offset is None else offset,
+    )
+
+
+def test_a_marker_closes_only_the_entry_it_names_in_any_partition_order():
+    """Issue 14 item 4: a redriven keyless record dead again on another partition stays open
+    whichever partition a reader folds first (on 9e4a94b the marker closed the new entry)."""
+    firsts = [entry(f"r{n}", 10 + n, partition=0) for n in range(20)]
+    markers = [closing(e) for e in firsts]
+    agains = [entry(f"r{n}", 100 + n, partition=1 + n % 3) for n in range(20)]
+    p0 = firsts + markers
+    others = agains
+    orders = {
+        "partition 0 first": p0 + others,
+        "others first": others + p0,
+        "interleaved": [x for pair in itertools.zip_longest(p0, others) for x in pair if x],
+        "markers last": firsts + others + markers,
+    }
+    for name, items in orders.items():
+        view, index, tally = DlqView(), DlqIndex(), DlqTally()
+        for item in items:
+            view.apply(item)
+            index.apply(item)
+            tally.apply(item)
+        assert sorted((e.partition, e.offset) for e in view.all_open()) == sorted(
+            (e.partition, e.offset) for e in agains
+        ), name
+        assert len(index) == tally.open_count == 20, name
+        assert tally.oldest_dead_at_ms() == 100, name
+        for n in range(20):  # each one redrivable by id
+            refs = index.select(Selection(ids=frozenset({f"r{n}"})))
+            assert [(r.partition, r.offset) for r in refs] == [
+                (agains[n].partition, agains[n].offset)
+            ], name
+
+
+def test_a_second_entry_of_an_open_id_is_open_too_until_its_own_marker():
+    one, two = entry("a", 10, partition=0), entry("a", 20, partition=2)
+    view = DlqView.fold([one, two])
+    assert [e.offset for e in view.all_open()] == [one.offset, two.offset]
+    assert view.open["a"].offset == two.offset  # the newest of the id
+    view.apply(closing(two))
+    assert [e.offset for e in view.all_open()] == [one.offset]
+    view.apply(closing(two))  # closing it twice changes nothing
+    assert [e.offset for e in view.all_open()] == [one.offset]
+
+
+def test_an_old_marker_closes_the_latest_earlier_entry_on_its_partition_never_a_later_one():
+    one, two = entry("a", 10, partition=0), entry("a", 20, partition=0)
+    old = marker("a")  # no wal-closes, after both on partition 0
+    later = entry("a", 30, partition=0)
+    elsewhere = entry("a", 40, partition=3)  # dead again on another partition
+    for items in ([one, two, old, later, elsewhere], [elsewhere, one, two, old, later]):
+        view = DlqView.fold(items)
+        assert sorted(e.offset for e in view.all_open()) == sorted(
+            [one.offset, later.offset, elsewhere.offset]
+        )
+    # a marker read before any entry of its id closes nothing
+    view = DlqView.fold([marker("b"), entry("b", 5)])
+    assert set(view.open) == {"b"}
+
+
+def marker(record_id, at=0):
+    """An old-style marker (no wal-closes), after every entry written so far on partition 0."""
+    return parse_dlq_record(
+        record_id.encode(),
+        b"",
+        marker_headers(MarkerKind.DISCARDED, at),
+        partition=0,
+        offset=next(_offsets),
     )
 
 
@@ -67,6 +149,7 @@ def test_tally_counts_open_entries_and_tracks_the_oldest_as_entries_close():
     tally.apply(marker("b"))
     assert (tally.open_count, tally.oldest_dead_at_ms()) == (2, 10)
     tally.apply(marker("missing"))  # a marker for an entry not seen changes nothing
+    tally.apply(marker("a"))  # redriven
     tally.apply(entry("a", 30))  # dead again after a redrive: open, and younger
     assert (tally.open_count, tally.oldest_dead_at_ms()) == (2, 20)
     tally.apply(marker("a"))
@@ -115,7 +198,7 @@ def test_selection_from_a_request_names_bad_fields():
 
 
 def test_the_index_pages_like_the_view_selects_without_holding_values():
-    from walstream.core.dlq import DlqCursor, DlqIndex
+    from walstream.core.dlq import DlqCursor
 
     items = [
         entry(f"e{n}", 100 - n % 10, "http_500" if n % 3 else "http_503", n) for n in range(50)
@@ -130,11 +213,11 @@ def test_the_index_pages_like_the_view_selects_without_holding_values():
         )
         for n in range(0, 50, 5)
     ]
-    items.append(entry("e1", 1, "http_500", 200))  # dead-lettered again: open, newest copy
+    items.append(entry("e1", 1, "http_500", 200))  # dead-lettered again: a second open entry
     view, index = DlqView.fold(items), DlqIndex()
     for item in items:
         index.apply(item)
-    assert len(index) == len(view.open) == 40
+    assert len(index) == len(view.all_open()) == 41
     for selection in (Selection(), Selection(error_class="http_503"), Selection(since_ms=95)):
         expected = [e.id for e in view.select(selection)]
         paged, after = [], None
@@ -148,7 +231,7 @@ def test_the_index_pages_like_the_view_selects_without_holding_values():
             assert DlqCursor.parse(str(after)) == after
         assert paged == expected
         assert [r.id for r in index.select(selection)] == expected
-    assert index.open["e1"].offset == 200
+    assert sorted(r.offset for r in index.open.values() if r.id == "e1") == [1, 200]
 
 
 @pytest.mark.parametrize("raw", ["", "1.2", "a.b.c", "1.2.3.4", "1..3"])

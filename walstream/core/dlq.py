@@ -6,7 +6,14 @@ A namespace's DLQ topic holds two kinds of records, both keyed by the record id:
   or a poison record's raw bytes), with headers saying why, from where, after how many attempts;
 * a **marker**: the entry was redriven or discarded (the topic is append-only, like the log).
 
-Readers fold the topic in order: an entry is open until a later marker for its id closes it.
+An entry is open until the marker that names it closes it. A marker names the exact entry it
+closes (``wal-closes: <partition>@<offset>``) and is written on that entry's partition, so it
+always follows its entry, whatever order a reader sees the partitions in: a redriven keyless
+record that dies again lands on any partition, and its new entry is a new open entry, never
+closed by the marker of the earlier one. A marker from before ``wal-closes`` closes the latest
+open entry of its id at a lower offset of its own partition (where markers were always written),
+never a later one. Every reader (listings, redrives, the open-entries gauge) folds by these
+rules, so every read of a DLQ shows the same open entries.
 
 A DLQ may hold millions of entries of up to a megabyte each, so listings and redrives read it in
 two passes: ``DlqIndex`` folds the topic keeping only each open entry's coordinates (id, death
@@ -21,7 +28,7 @@ import heapq
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, NamedTuple
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from walstream.core.times import parse_time_ms
 from walstream.errors import BadRequestError
@@ -35,6 +42,7 @@ __all__ = [
     "DlqView",
     "Marker",
     "MarkerKind",
+    "OpenEntries",
     "Selection",
     "entry_headers",
     "marker_headers",
@@ -50,8 +58,10 @@ H_ATTEMPTS = "wal-attempt"
 H_DEAD_AT = "wal-dead-at"
 H_NAMESPACE = "wal-namespace"
 H_BEHIND = "wal-behind"
+H_CLOSES = "wal-closes"
 
 Headers = Sequence[tuple[str, bytes]]
+V = TypeVar("V")
 
 
 class MarkerKind(Enum):
@@ -88,6 +98,10 @@ class Marker:
     id: str
     kind: MarkerKind
     at_ms: int
+    #: The (partition, offset) of the entry it closes; None: a marker from before ``wal-closes``.
+    closes: tuple[int, int] | None = None
+    partition: int = -1
+    offset: int = -1
 
 
 def entry_headers(
@@ -115,9 +129,25 @@ def entry_headers(
     return headers
 
 
-def marker_headers(kind: MarkerKind, at_ms: int) -> list[tuple[str, bytes]]:
-    """Headers of a marker record (its value is empty)."""
-    return [(H_KIND, kind.value.encode()), (H_DEAD_AT, str(at_ms).encode())]
+def marker_headers(
+    kind: MarkerKind, at_ms: int, closes: tuple[int, int] | None = None
+) -> list[tuple[str, bytes]]:
+    """Headers of a marker record (its value is empty) closing the entry at ``closes``
+    (partition, offset); write it on that partition."""
+    headers = [(H_KIND, kind.value.encode()), (H_DEAD_AT, str(at_ms).encode())]
+    if closes is not None:
+        headers.append((H_CLOSES, f"{closes[0]}@{closes[1]}".encode()))
+    return headers
+
+
+def _coords(raw: bytes | None) -> tuple[int, int] | None:
+    if raw is None:
+        return None
+    partition, _, offset = raw.partition(b"@")
+    try:
+        return int(partition), int(offset)
+    except ValueError:
+        return None
 
 
 def _int(raw: bytes | None, default: int = 0) -> int:
@@ -155,7 +185,59 @@ def parse_dlq_record(
         marker_kind = MarkerKind(kind.decode())
     except ValueError:
         return None
-    return Marker(id=record_id, kind=marker_kind, at_ms=_int(h.get(H_DEAD_AT)))
+    return Marker(
+        id=record_id,
+        kind=marker_kind,
+        at_ms=_int(h.get(H_DEAD_AT)),
+        closes=_coords(h.get(H_CLOSES)),
+        partition=partition,
+        offset=offset,
+    )
+
+
+Coords = tuple[int, int]
+
+
+class OpenEntries(Generic[V]):
+    """The open entries of one DLQ by identity (partition, offset), with what a reader keeps of
+    each (``V``): the one fold every reader uses (see the module docstring for the rules).
+
+    Holds ``V`` and ~100 bytes per open entry; nothing for closed ones.
+    """
+
+    def __init__(self) -> None:
+        self.items: dict[Coords, V] = {}
+        self._ids: dict[str, list[Coords]] = {}
+
+    def add(self, record_id: str, coords: Coords, value: V) -> None:
+        if coords in self.items:
+            return  # read twice
+        self.items[coords] = value
+        self._ids.setdefault(record_id, []).append(coords)
+
+    def close(self, marker: Marker) -> tuple[Coords, V] | None:
+        """Close the entry ``marker`` names; return it (None: not open here)."""
+        coords = self._ids.get(marker.id)
+        if not coords:
+            return None
+        if marker.closes is not None:
+            found = marker.closes if marker.closes in coords else None
+        else:  # an old marker: the latest earlier entry of its id on its partition
+            earlier = [c for c in coords if c[0] == marker.partition and c[1] < marker.offset]
+            found = max(earlier) if earlier else None
+        if found is None:
+            return None
+        coords.remove(found)
+        if not coords:
+            del self._ids[marker.id]
+        return found, self.items.pop(found)
+
+    def of(self, record_id: str) -> list[V]:
+        """The open entries of one record id (oldest coordinates first)."""
+        return [self.items[c] for c in sorted(self._ids.get(record_id, ()))]
+
+    def __len__(self) -> int:
+        return len(self.items)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -179,25 +261,36 @@ class Selection:
 
 @dataclass
 class DlqView:
-    """The open entries of one DLQ, folded in topic order."""
+    """The open entries of one DLQ with their records (small DLQs and tests; listings use
+    DlqIndex). ``closed``: the last marker that closed an entry of each id."""
 
-    open: dict[str, DlqEntry] = field(default_factory=dict)
+    entries: OpenEntries[DlqEntry] = field(default_factory=OpenEntries)
     closed: dict[str, Marker] = field(default_factory=dict)
 
     def apply(self, item: DlqEntry | Marker | None) -> None:
         if isinstance(item, DlqEntry):
-            self.open[item.id] = item  # a record dead-lettered again is open again
-            self.closed.pop(item.id, None)
-        elif isinstance(item, Marker) and self.open.pop(item.id, None) is not None:
+            self.entries.add(item.id, (item.partition, item.offset), item)
+        elif isinstance(item, Marker) and self.entries.close(item) is not None:
             self.closed[item.id] = item
+
+    @property
+    def open(self) -> dict[str, DlqEntry]:
+        """The newest open entry of each record id (``all_open`` has every open entry)."""
+        newest: dict[str, DlqEntry] = {}
+        for e in self.all_open():
+            newest[e.id] = e
+        return newest
+
+    def all_open(self) -> list[DlqEntry]:
+        """Every open entry, oldest first."""
+        return sorted(self.entries.items.values(), key=_order)
 
     def select(self, selection: Selection) -> list[DlqEntry]:
         """Open entries matching ``selection``, oldest first."""
-        chosen = [e for e in self.open.values() if selection.matches(e)]
-        return sorted(chosen, key=lambda e: (e.dead_at_ms, e.partition, e.offset))
+        return [e for e in self.all_open() if selection.matches(e)]
 
     def oldest_dead_at_ms(self) -> int | None:
-        return min((e.dead_at_ms for e in self.open.values()), default=None)
+        return min((e.dead_at_ms for e in self.entries.items.values()), default=None)
 
     @classmethod
     def fold(cls, items: Iterable[DlqEntry | Marker | None]) -> DlqView:
@@ -205,6 +298,10 @@ class DlqView:
         for item in items:
             view.apply(item)
         return view
+
+
+def _order(entry: DlqEntry) -> tuple[int, int, int]:
+    return entry.dead_at_ms, entry.partition, entry.offset
 
 
 class DlqRef(NamedTuple):
@@ -255,18 +352,22 @@ def _ref_matches(selection: Selection, ref: DlqRef) -> bool:
 
 
 class DlqIndex:
-    """The open entries of one DLQ by coordinates only, folded in topic order (as DlqView)."""
+    """The open entries of one DLQ by coordinates only (the fold of OpenEntries)."""
 
     def __init__(self) -> None:
-        self.open: dict[str, DlqRef] = {}
+        self.entries: OpenEntries[DlqRef] = OpenEntries()
+
+    @property
+    def open(self) -> dict[Coords, DlqRef]:
+        """Every open entry by (partition, offset)."""
+        return self.entries.items
 
     def apply(self, item: DlqEntry | Marker | None) -> None:
         if isinstance(item, DlqEntry):
-            self.open[item.id] = DlqRef(
-                item.dead_at_ms, item.partition, item.offset, item.id, item.error_class
-            )
+            ref = DlqRef(item.dead_at_ms, item.partition, item.offset, item.id, item.error_class)
+            self.entries.add(item.id, (item.partition, item.offset), ref)
         elif isinstance(item, Marker):
-            self.open.pop(item.id, None)
+            self.entries.close(item)
 
     def select(self, selection: Selection, after: DlqCursor | None = None) -> list[DlqRef]:
         """Open entries matching ``selection`` after ``after``, oldest first."""
@@ -291,28 +392,30 @@ class DlqIndex:
         return page, len(matching), page[-1].cursor if more and page else None
 
     def __len__(self) -> int:
-        return len(self.open)
+        return len(self.entries)
 
 
 class DlqTally:
-    """How many entries of a DLQ are open and when the oldest died, without keeping the records.
+    """How many entries of a DLQ are open and when the oldest died, without keeping the records
+    (the fold of OpenEntries, keeping a death time per open entry).
 
-    Holds an id and a time per open entry (the metrics need no more), and a heap of death times
-    whose stale items (entries since closed) are dropped lazily and compacted when they pile up.
+    A heap of death times gives the oldest; its stale items (entries since closed) are dropped
+    lazily and compacted when they pile up.
     """
 
     def __init__(self) -> None:
-        self._open: dict[str, int] = {}
-        self._heap: list[tuple[int, str]] = []
+        self._open: OpenEntries[int] = OpenEntries()
+        self._heap: list[tuple[int, Coords]] = []
 
     def apply(self, item: DlqEntry | Marker | None) -> None:
         if isinstance(item, DlqEntry):
-            self._open[item.id] = item.dead_at_ms
-            heapq.heappush(self._heap, (item.dead_at_ms, item.id))
+            coords = (item.partition, item.offset)
+            self._open.add(item.id, coords, item.dead_at_ms)
+            heapq.heappush(self._heap, (item.dead_at_ms, coords))
         elif isinstance(item, Marker):
-            self._open.pop(item.id, None)
+            self._open.close(item)
         if len(self._heap) > 2 * len(self._open) + 1024:
-            self._heap = [(at, record_id) for record_id, at in self._open.items()]
+            self._heap = [(at, coords) for coords, at in self._open.items.items()]
             heapq.heapify(self._heap)
 
     @property
@@ -320,8 +423,8 @@ class DlqTally:
         return len(self._open)
 
     def oldest_dead_at_ms(self) -> int | None:
-        heap = self._heap
-        while heap and self._open.get(heap[0][1]) != heap[0][0]:
+        heap, items = self._heap, self._open.items
+        while heap and items.get(heap[0][1]) != heap[0][0]:
             heapq.heappop(heap)
         return heap[0][0] if heap else None
 
