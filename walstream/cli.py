@@ -361,7 +361,10 @@ def dlq_redrive(
         ns, refs = await _selected(settings, namespace, selection)
         if target is not None:
             try:
-                ns.target_policy.check(target)
+                from walstream.topology import reserved_topics
+
+                reserved = reserved_topics(settings.app_id, settings.control_topic)
+                ns.target_policy.check(target, reserved=reserved)
             except BadRequestError as exc:
                 raise click.BadParameter(str(exc), param_hint="--target") from exc
         progress = RedriveProgress(namespace=namespace, total=len(refs))

@@ -10,10 +10,11 @@ delay plus the delay stage's grace; compacted topics keep the last value of ever
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from walstream.core.retention import UNLIMITED, durability_for
+from walstream.core.target_policy import ReservedTopics
 
 __all__ = [
     "CHANGELOG_TOMBSTONE_MS",
@@ -29,6 +30,7 @@ __all__ = [
     "namespace_topic_specs",
     "poison_topic",
     "poison_topic_spec",
+    "reserved_topics",
 ]
 
 _PREFIX = "wal"
@@ -235,4 +237,23 @@ def poison_topic_spec(
         replication_factor=replication_factor,
         min_insync_replicas=min_insync_replicas,
         config=_deleting(UNLIMITED),
+    )
+
+
+def reserved_topics(
+    app_id: str,
+    control_topic: str,
+    namespace_of: Callable[[str], str | None] | None = None,
+) -> ReservedTopics:
+    """walstream's own topics on deployment ``app_id``: no record's target may name one.
+
+    The control topic and the poison topic by name; by prefix every ``wal.*`` namespace topic,
+    the delay tiers and the poison topic (``<app-id>.``), the table changelogs and Faust's agent
+    and assignor topics (``<app-id>-``), and Kafka's own (``__``). ``namespace_of`` (the
+    registry's) adds every namespace's log, retry and DLQ topic whatever it is named.
+    """
+    return ReservedTopics(
+        names=frozenset({control_topic, poison_topic(app_id)}),
+        prefixes=(f"{_PREFIX}.", f"{app_id}.", f"{app_id}-", "__"),
+        namespace_of=namespace_of,
     )

@@ -189,13 +189,16 @@ async def test_a_target_outside_allowed_targets_is_refused_before_any_connection
         {
             "name": "hooks",
             "target": {"type": "http", "url": "http://127.0.0.1:8/in"},
-            "allowed_targets": {"kafka": ["ok:1"]},
+            "allowed_targets": {"kafka": ["ok:1"], "kafka_topics": ["t"]},
         }
     )
     refused = [
         {"type": "http", "url": "http://127.0.0.1:9/in"},
         kafka("evil:1"),
         {"type": "wal", "namespace": "x", "bootstrap_servers": "evil:1"},
+        {"type": "kafka", "topic": "walstream.namespaces"},  # the control topic
+        {"type": "kafka", "topic": "unlisted"},
+        {"type": "kv", "table": "x; DROP TABLE app_users; --", "key": "k"},
     ]
     for spec in refused:
         with pytest.raises(TargetRejectedError) as info:

@@ -12,6 +12,7 @@ from walstream.core.target_policy import TargetNotAllowedError
 from walstream.core.validate import MAX_FUTURE_SKEW_MS, parse_batch, parse_write_request
 from walstream.errors import BadRequestError, PayloadTooLargeError
 from walstream.namespaces.config import parse_namespace
+from walstream.topology import reserved_topics
 
 NOW = 1_800_000_000_000
 NS = parse_namespace(
@@ -20,13 +21,22 @@ NS = parse_namespace(
         "max_payload_bytes": 64,
         "max_delay_ms": 10_000,
         "target": {"type": "kafka", "topic": "orders.out"},
-        "allowed_targets": {"http": ["http://127.0.0.1:9"], "kafka": ["b1:9092, B2:9092"]},
+        "allowed_targets": {
+            "http": ["http://127.0.0.1:9"],
+            "kafka": ["b1:9092, B2:9092"],
+            "kafka_topics": ["t", "team.*"],
+            "kv_tables": ["t"],
+            "wal": ["other"],
+        },
     }
 )
+RESERVED = reserved_topics("walstream", "walstream.namespaces", {"wal.other.log": "other"}.get)
 
 
 def parse(body, rand=0.0):
-    return parse_write_request(body, NS, now_ms=NOW, rand=rand, make_id=lambda ms: f"id-{ms}")
+    return parse_write_request(
+        body, NS, now_ms=NOW, rand=rand, reserved=RESERVED, make_id=lambda ms: f"id-{ms}"
+    )
 
 
 def test_minimal_request_uses_namespace_defaults():
@@ -155,7 +165,7 @@ def test_base64_payload_limit_counts_decoded_bytes():
 def test_target_is_required_without_a_namespace_default():
     bare = parse_namespace({"name": "bare"})
     with pytest.raises(BadRequestError) as info:
-        parse_write_request({"payload": 1}, bare, now_ms=NOW, rand=0.0)
+        parse_write_request({"payload": 1}, bare, now_ms=NOW, rand=0.0, reserved=RESERVED)
     assert info.value.field == "target"
 
 
@@ -225,6 +235,7 @@ def test_by_default_only_the_namespaces_own_origin_is_allowed():
         ns,
         now_ms=NOW,
         rand=0.0,
+        reserved=RESERVED,
     )
     assert ok.target["url"] == "http://a:8/other"
     with pytest.raises(TargetNotAllowedError):
@@ -233,4 +244,5 @@ def test_by_default_only_the_namespaces_own_origin_is_allowed():
             ns,
             now_ms=NOW,
             rand=0.0,
+            reserved=RESERVED,
         )

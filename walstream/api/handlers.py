@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -13,6 +14,7 @@ from walstream.api.openapi import openapi_document
 from walstream.api.responses import error_body, json_response, status_for
 from walstream.api.router import RouteNotFoundError, Router
 from walstream.core.dlq import DlqCursor, parse_selection
+from walstream.core.target_policy import ReservedTopics
 from walstream.core.targets import parse_target
 from walstream.core.validate import parse_batch, parse_write_request
 from walstream.dlq import DlqAccess, entry_json, flatten
@@ -25,7 +27,9 @@ from walstream.errors import (
 )
 from walstream.kafka.producer import Outgoing, route_write
 from walstream.namespaces.config import NamespaceConfig
+from walstream.namespaces.registry import NamespaceRegistry
 from walstream.records import Envelope
+from walstream.topology import reserved_topics
 
 __all__ = ["install_routes"]
 
@@ -36,6 +40,16 @@ def _namespace(deps: ApiDeps, params: Params) -> NamespaceConfig:
     if not deps.registry_loaded():
         raise OverloadedError(deps.settings.shed_retry_after_s, "namespace registry is loading")
     return deps.registry.get(params["namespace"])
+
+
+@lru_cache(maxsize=8)
+def _reserved_of(app_id: str, control_topic: str, registry: NamespaceRegistry) -> ReservedTopics:
+    return reserved_topics(app_id, control_topic, registry.namespace_of)
+
+
+def _reserved(deps: ApiDeps) -> ReservedTopics:
+    """walstream's own topics on this deployment: no target may name one."""
+    return _reserved_of(deps.settings.app_id, deps.settings.control_topic, deps.registry)
 
 
 def _decode(raw: bytes) -> Any:
@@ -63,7 +77,9 @@ async def write_to_log(request: web.BaseRequest, deps: ApiDeps, params: Params) 
     try:
         body = _decode(await request.read())
         now_ms = deps.clock.now_ms()
-        env = parse_write_request(body, ns, now_ms=now_ms, rand=deps.rand())
+        env = parse_write_request(
+            body, ns, now_ms=now_ms, rand=deps.rand(), reserved=_reserved(deps)
+        )
         record = route_write(
             env, ns.topics.log, now_ms, deps.settings.app_id, key_ordered=ns.key_ordered
         )
@@ -89,7 +105,9 @@ async def write_batch(request: web.BaseRequest, deps: ApiDeps, params: Params) -
     app_id, limit = deps.settings.app_id, deps.settings.max_record_bytes
     for index, item in enumerate(items):
         try:
-            env = parse_write_request(item, ns, now_ms=now_ms, rand=deps.rand())
+            env = parse_write_request(
+                item, ns, now_ms=now_ms, rand=deps.rand(), reserved=_reserved(deps)
+            )
             record = route_write(env, ns.topics.log, now_ms, app_id, key_ordered=ns.key_ordered)
             _check_size(record, limit)
         except WalError as exc:
@@ -195,7 +213,7 @@ async def start_redrive(request: web.BaseRequest, deps: ApiDeps, params: Params)
     target = body.pop("target", None)
     if target is not None:
         target = parse_target(target).wire
-        ns.target_policy.check(target)  # 403 naming target.url / target.bootstrap_servers
+        ns.target_policy.check(target, reserved=_reserved(deps))  # 403 naming the field
     selection = parse_selection(body, deps.clock.now_ms())
     access = _dlq(deps)
     refs = await access.selected(ns.topics.dlq, selection)  # coordinates only

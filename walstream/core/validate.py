@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from walstream.core.ids import new_id
+from walstream.core.target_policy import ReservedTopics
 from walstream.core.targets import parse_target
 from walstream.errors import BadRequestError, PayloadTooLargeError
 from walstream.namespaces.config import NamespaceConfig
@@ -103,6 +104,7 @@ def parse_write_request(
     *,
     now_ms: int,
     rand: float,
+    reserved: ReservedTopics,
     make_id: Callable[[int], str] = new_id,
 ) -> Envelope:
     """Validate one WriteToLog request body against its namespace.
@@ -112,11 +114,13 @@ def parse_write_request(
         ns: the namespace's configuration (limits, default target).
         now_ms: the current time; lifecycle times are computed from it.
         rand: a number in [0, 1) that places the record inside its jitter window.
+        reserved: walstream's own topics (walstream.topology.reserved_topics): never a target.
         make_id: builds the record id from ``now_ms``.
 
     Raises:
         BadRequestError: naming the field; PayloadTooLargeError (413) for an oversized payload;
-            TargetNotAllowedError (403) for a target the namespace's allowed_targets refuses.
+            TargetNotAllowedError (403) for a target the namespace's policy refuses
+            (walstream.core.target_policy).
     """
     if not isinstance(obj, dict):
         raise BadRequestError("body", "must be a JSON object")
@@ -136,7 +140,7 @@ def parse_write_request(
     target: Mapping[str, Any]
     if obj.get("target") is not None:
         target = parse_target(obj["target"]).wire
-        ns.target_policy.check(target)  # TargetNotAllowedError (403) naming the field
+        ns.target_policy.check(target, reserved=reserved)  # 403 naming the field
     elif ns.target is not None:
         target = ns.target.wire
     else:

@@ -11,8 +11,9 @@ TARGET_MAX_ENDPOINTS of each are kept (least recently used out first); the http 
 idle connections after HTTP_IDLE_TIMEOUT_S. A producer is started outside any pool-wide lock:
 callers for one cluster share its start, and a cluster that does not answer holds up only the
 records that name it. Before handing out a target the pool checks it against the namespace's
-``allowed_targets`` (walstream.core.target_policy), so a record naming anything else is refused
-before anything is connected to.
+current policy (walstream.core.target_policy: its own target, its ``allowed_targets``, never
+walstream's own topics), so a record naming anything else is refused before anything is
+connected to or run.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from walstream.targets.kafka import DEFAULT_TIMEOUT_S, KafkaTarget
 from walstream.targets.kv import SqliteKvTarget
 from walstream.targets.kv_postgres import PostgresKvTarget
 from walstream.targets.wal import WalTarget
+from walstream.topology import reserved_topics
 
 __all__ = ["TargetPool", "kv_target"]
 
@@ -106,6 +108,10 @@ class TargetPool:
         self._http: HttpClient | None = None
         self._http_target: HttpTarget | None = None
         self._kv: SqliteKvTarget | PostgresKvTarget | None = None
+        #: walstream's own topics: no record's target may name one
+        self.reserved = reserved_topics(
+            settings.app_id, settings.control_topic, registry.namespace_of
+        )
 
     def breaker(self, endpoint: str) -> CircuitBreaker:
         """The breaker of ``endpoint`` (called before each attempt: idle things are swept here,
@@ -140,16 +146,17 @@ class TargetPool:
 
         Args:
             spec: the record's target.
-            ns: the record's namespace: the target must be one its ``allowed_targets`` allow.
+            ns: the record's namespace: the target must be one its current policy allows.
 
         Raises:
             TargetRejectedError: a target type this worker cannot deliver to, or one the
-                namespace does not allow (``target_not_allowed``; nothing was connected to).
+                namespace does not allow (``target_not_allowed``, the reason naming the policy;
+                nothing was connected to).
             TargetUnavailableError: the target's Kafka cluster could not be reached.
         """
         if ns is not None:
             try:
-                ns.target_policy.check(spec)
+                ns.target_policy.check(spec, reserved=self.reserved)
             except TargetNotAllowedError as exc:
                 raise TargetRejectedError(str(exc), error_class="target_not_allowed") from exc
         kind = spec.get("type")
