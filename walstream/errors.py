@@ -4,6 +4,8 @@
   x BadRequestError(field, reason)        -> HTTP 400, never written
     + PayloadTooLargeError                -> HTTP 413
   x NamespaceNotFoundError(namespace)     -> HTTP 404
+  x UnauthorizedError                     -> HTTP 401 + WWW-Authenticate: Bearer (no token)
+  x ForbiddenError                        -> HTTP 403 (unknown token, or not allowed here)
   x OverloadedError(retry_after)          -> HTTP 503 + Retry-After, durable=FALSE
   x ServiceUnavailableError               -> HTTP 503 (a feature this process cannot serve)
   x RedriveConflictError (walstream.dlq)  -> HTTP 409 (a redrive of the namespace is running)
@@ -26,6 +28,7 @@ __all__ = [
     "BrokerError",
     "ConfigError",
     "EmitRefusedError",
+    "ForbiddenError",
     "NamespaceNotFoundError",
     "OverloadedError",
     "PayloadTooLargeError",
@@ -34,6 +37,7 @@ __all__ = [
     "TargetError",
     "TargetRejectedError",
     "TargetUnavailableError",
+    "UnauthorizedError",
     "WalError",
     "WriteRejectedError",
     "WriteUnknownError",
@@ -67,6 +71,18 @@ class NamespaceNotFoundError(WalError):
     def __init__(self, namespace: str) -> None:
         super().__init__(f"namespace {namespace!r} is not defined")
         self.namespace = namespace
+
+
+class UnauthorizedError(WalError):
+    """The request carries no (usable) bearer token: HTTP 401."""
+
+    status = 401
+
+
+class ForbiddenError(WalError):
+    """The token is unknown, or not allowed for this namespace or operation: HTTP 403."""
+
+    status = 403
 
 
 class OverloadedError(WalError):

@@ -81,6 +81,15 @@ class Settings:
     max_batch_records: int = 10_000
     #: Seconds an API process waits at start for the registry to catch up before serving anyway.
     registry_ready_timeout_s: float = 30.0
+    #: Bearer tokens on every API route but /healthz and /readyz (walstream.core.auth). Off only
+    #: by saying so (WALSTREAM_AUTH=false); `make run` keeps it on with a dev token it prints.
+    auth: bool = True
+    #: Token hashes: "<sha256 hex>:<role>[:<ns>,<ns>...][:<name>]", separated by spaces or ";".
+    tokens: str | None = None
+    #: A secrets file (TOML, or JSON by its .json suffix) listing token hashes, roles and
+    #: namespaces; re-read when its mtime, size or inode changes, checked at most this often.
+    auth_file: str | None = None
+    auth_file_poll_s: float = 5.0
 
     #: Faust table store: "memory://" or "rocksdb://".
     store: str = "rocksdb://"
@@ -194,6 +203,7 @@ class Settings:
             "target_max_endpoints": self.target_max_endpoints,
             "http_idle_timeout_s": self.http_idle_timeout_s,
             "history_max_bytes": self.history_max_bytes,
+            "auth_file_poll_s": self.auth_file_poll_s,
         }
         for name, value in positive.items():
             if value <= 0:
@@ -235,6 +245,11 @@ class Settings:
             raise ConfigError(
                 _PREFIX + "KV_URL", self.kv_url, "expected sqlite:/// or postgresql://"
             )
+
+        if self.tokens is not None:
+            from walstream.core.auth import parse_tokens_setting
+
+            parse_tokens_setting(self.tokens)  # ConfigError naming the entry
 
     @property
     def max_record_bytes(self) -> int:

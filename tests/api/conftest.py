@@ -37,7 +37,12 @@ def registry():
 @pytest.fixture
 def deps(producer, registry):
     return ApiDeps(
-        settings=Settings(max_in_flight=4, max_batch_records=5, max_request_bytes=64 * 1024),
+        settings=Settings(
+            max_in_flight=4,
+            max_batch_records=5,
+            max_request_bytes=64 * 1024,
+            auth=False,  # auth has its own tests (tests/api/test_auth.py)
+        ),
         registry=registry,
         producer=producer,
         limiter=InFlightLimiter(4),

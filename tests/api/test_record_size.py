@@ -16,7 +16,9 @@ from walstream.namespaces.config import parse_namespace
 from walstream.namespaces.registry import NamespaceRegistry, encode_event
 from walstream.settings import Settings
 
-SETTINGS = Settings(max_in_flight=4, max_batch_records=4, max_request_bytes=4 * 1024 * 1024)
+SETTINGS = Settings(
+    max_in_flight=4, max_batch_records=4, max_request_bytes=4 * 1024 * 1024, auth=False
+)
 
 
 @pytest.fixture

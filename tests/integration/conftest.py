@@ -35,6 +35,7 @@ def wal_env(broker, unique, tmp_path):
         "WALSTREAM_BROKER_HEARTBEAT_INTERVAL_S": "0.5",
         "WALSTREAM_RESUBSCRIBE_DELAY_S": "0.5",
         "WALSTREAM_REGISTRY_READY_TIMEOUT_S": "10",
+        "WALSTREAM_AUTH": "false",  # auth has its own tests (test_auth_broker.py)
     }
 
 

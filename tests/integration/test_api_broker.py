@@ -28,6 +28,7 @@ def settings(broker, unique):
         write_timeout_s=3.0,
         max_in_flight=8,
         registry_ready_timeout_s=10.0,
+        auth=False,
     )
 
 

@@ -27,7 +27,9 @@ def own_broker():
 async def test_no_true_while_the_broker_is_down_and_recovery_without_restart(
     api_client, own_broker
 ):
-    settings = Settings(bootstrap_servers=own_broker.bootstrap_servers, write_timeout_s=1.5)
+    settings = Settings(
+        bootstrap_servers=own_broker.bootstrap_servers, write_timeout_s=1.5, auth=False
+    )
     publisher = NamespacePublisher(settings)
     await publisher.start()
     await publisher.apply(

@@ -19,10 +19,12 @@ from aiohttp.http_parser import RawRequestMessage
 from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 
+from walstream.api.auth import PRINCIPAL, ROUTE_ACCESS, Authenticator, require_tokens
 from walstream.api.deps import ApiDeps
 from walstream.api.handlers import install_routes
 from walstream.api.responses import error_response, failure_response
 from walstream.api.router import Router
+from walstream.core.auth import Access
 from walstream.core.delay import TIERS_MS
 from walstream.core.limits import InFlightLimiter
 from walstream.dlq import DlqAccess
@@ -47,11 +49,22 @@ class Api:
         self.router = Router()
         install_routes(self.router)
         self._exits = contextlib.AsyncExitStack()
+        self.auth = Authenticator(deps.settings, deps.clock)
+        #: handler -> what it needs (walstream.api.auth: a route not listed needs an admin)
+        self.access = {
+            r.handler: ROUTE_ACCESS.get((r.method, r.pattern), Access.ADMIN)
+            for r in self.router.routes()
+        }
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """Serve one request; never raises."""
         try:
             handler, params = self.router.resolve(request.method, request.path)
+            if self.auth.enabled and (access := self.access[handler]) is not Access.OPEN:
+                # 401/403 before the body is read; handlers that redact find the principal here
+                request[PRINCIPAL] = self.auth.check(
+                    request.headers.get("Authorization"), access, params.get("namespace")
+                )
             return await handler(request, self.deps, params)
         except WalError as exc:
             return error_response(exc)
@@ -102,6 +115,7 @@ def create_api(deps: ApiDeps) -> Api:
 
 def build_api(settings: Settings) -> Api:
     """The API with a real Kafka producer and a namespace feed, started and stopped with it."""
+    require_tokens(settings)
     producer = KafkaLogProducer(settings.bootstrap_list, timeout_s=settings.write_timeout_s)
     feed = NamespaceFeed(settings)
     dlq = DlqAccess(settings.bootstrap_list)

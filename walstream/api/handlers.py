@@ -9,10 +9,12 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from walstream.api.auth import PRINCIPAL
 from walstream.api.deps import ApiDeps
 from walstream.api.openapi import openapi_document
 from walstream.api.responses import error_body, json_response, status_for
 from walstream.api.router import RouteNotFoundError, Router
+from walstream.core.auth import principals_namespaces, redact_target, visible_reason
 from walstream.core.dlq import DlqCursor, parse_selection
 from walstream.core.target_policy import ReservedTopics
 from walstream.core.targets import parse_target
@@ -155,13 +157,16 @@ async def readyz(request: web.BaseRequest, deps: ApiDeps, params: Params) -> web
 
 
 async def list_namespaces(request: web.BaseRequest, deps: ApiDeps, params: Params) -> web.Response:
-    """The namespaces this process knows."""
-    return json_response({"namespaces": [ns.to_json() for ns in deps.registry]})
+    """The namespaces this process knows (those the token administers), secrets redacted."""
+    configs = {ns.name: ns for ns in deps.registry}
+    shown = principals_namespaces(request.get(PRINCIPAL), configs)
+    return json_response({"namespaces": [redact_target(configs[n].to_json()) for n in shown]})
 
 
 async def show_namespace(request: web.BaseRequest, deps: ApiDeps, params: Params) -> web.Response:
-    """One namespace's configuration, as this process sees it."""
-    return json_response(deps.registry.get(params["namespace"]).to_json())
+    """One namespace's configuration, as this process sees it (header values and URL userinfo
+    redacted: walstream.core.auth.redact_target)."""
+    return json_response(redact_target(deps.registry.get(params["namespace"]).to_json()))
 
 
 async def openapi(request: web.BaseRequest, deps: ApiDeps, params: Params) -> web.Response:
@@ -192,10 +197,18 @@ async def list_dlq(request: web.BaseRequest, deps: ApiDeps, params: Params) -> w
             "namespace": ns.name,
             "open": page.open,
             "matching": page.matching,
-            "entries": [entry_json(e) for e in page.entries],
+            "entries": [_entry_for(request, ns.name, entry_json(e)) for e in page.entries],
             "next": str(page.next) if page.next is not None else None,
         }
     )
+
+
+def _entry_for(request: web.BaseRequest, namespace: str, entry: dict[str, Any]) -> dict[str, Any]:
+    """A DLQ entry as the request's token may see it (reasons: namespace admins only)."""
+    entry["reason"] = visible_reason(
+        entry["error_class"], entry["reason"], request.get(PRINCIPAL), namespace
+    )
+    return entry
 
 
 async def start_redrive(request: web.BaseRequest, deps: ApiDeps, params: Params) -> web.Response:

@@ -12,9 +12,11 @@ from walstream.api.router import MethodNotAllowedError, RouteNotFoundError
 from walstream.dlq import RedriveConflictError
 from walstream.errors import (
     BadRequestError,
+    ForbiddenError,
     NamespaceNotFoundError,
     OverloadedError,
     ServiceUnavailableError,
+    UnauthorizedError,
     WalError,
     WriteRejectedError,
     WriteUnknownError,
@@ -33,6 +35,8 @@ def json_response(obj: Any, status: int = 200) -> web.Response:
 def status_for(exc: WalError) -> tuple[int, str]:
     """HTTP status and durable value for an error."""
     if isinstance(exc, BadRequestError):
+        return exc.status, "FALSE"
+    if isinstance(exc, UnauthorizedError | ForbiddenError):
         return exc.status, "FALSE"
     if isinstance(exc, NamespaceNotFoundError | RouteNotFoundError):
         return 404, "FALSE"
@@ -67,6 +71,8 @@ def error_response(exc: WalError) -> web.Response:
         response.headers["Retry-After"] = str(max(1, round(exc.retry_after)))
     elif isinstance(exc, MethodNotAllowedError):
         response.headers["Allow"] = ", ".join(exc.allowed)
+    elif isinstance(exc, UnauthorizedError):
+        response.headers["WWW-Authenticate"] = 'Bearer realm="walstream"'
     return response
 
 

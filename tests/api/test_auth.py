@@ -1,0 +1,334 @@
+"""Bearer-token auth on the API (issue 14 "Auth" and "Secrets"): 401 without a token, 403 with a
+wrong one, a namespace's token reaches only its namespace, secrets are redacted."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import orjson
+import pytest
+
+from walstream.api.app import create_api
+from walstream.api.auth import ROUTE_ACCESS
+from walstream.api.deps import ApiDeps
+from walstream.clock import FakeClock
+from walstream.core.auth import Access, hash_token
+from walstream.core.dlq import entry_headers, parse_dlq_record
+from walstream.core.limits import InFlightLimiter
+from walstream.dlq import DlqPage
+from walstream.errors import ServiceUnavailableError
+from walstream.kafka.producer import MemoryLogProducer
+from walstream.namespaces.config import parse_namespace
+from walstream.namespaces.registry import NamespaceRegistry, encode_event
+from walstream.settings import Settings
+
+TOKENS = {
+    "admin": "wal_admin-0123456789abcdefghijklmnopqrstuvwxyz0",
+    "a_writer": "wal_awriter-0123456789abcdefghijklmnopqrstuvwxyz",
+    "a_admin": "wal_aadmin-0123456789abcdefghijklmnopqrstuvwxyz0",
+    "b_writer": "wal_bwriter-0123456789abcdefghijklmnopqrstuvwxyz",
+    "b_admin": "wal_badmin-0123456789abcdefghijklmnopqrstuvwxyz0",
+}
+ROLES = {
+    "admin": "admin",
+    "a_writer": "writer:a",
+    "a_admin": "namespace-admin:a",
+    "b_writer": "writer:b",
+    "b_admin": "namespace-admin:b",
+}
+SETTING = " ".join(
+    f"{hash_token(TOKENS[n])}:{'admin:' if n == 'admin' else ROLES[n]}:{n}" for n in TOKENS
+)
+UNKNOWN = "wal_unknown-0123456789abcdefghijklmnopqrstuvwxy"
+UPSTREAM_SECRET = "internal admin token is s3cr3t-from-upstream"
+HEADER_SECRET = "Bearer target-header-secret"
+USERINFO_SECRET = "hunter2"
+
+
+def _entry(ns: str):
+    headers = entry_headers(
+        namespace=ns,
+        reason=f"POST http://10.0.0.5/: http 500: {UPSTREAM_SECRET}",
+        error_class="http_500",
+        source=f"wal.{ns}.log[0]@7",
+        attempts=3,
+        dead_at_ms=1,
+        behind=[],
+    )
+    return parse_dlq_record(b"rec-1", b"v", headers, partition=0, offset=1)
+
+
+class _Redrives:
+    def status(self, name):
+        return None
+
+    async def cancel(self, name):
+        return None
+
+
+class FakeDlq:
+    """The DLQ endpoints' collaborator: one open entry per namespace, no redrives."""
+
+    redrives = _Redrives()
+
+    async def page(self, topic, selection, *, limit, after):
+        ns = topic.split(".")[1]
+        return DlqPage(entries=[_entry(ns)], open=1, matching=1, next=None)
+
+    async def selected(self, topic, selection):
+        raise ServiceUnavailableError("no redrive in this test")
+
+
+def _registry() -> NamespaceRegistry:
+    registry = NamespaceRegistry()
+    for seq, definition in enumerate(
+        [
+            {"name": "a", "target": {"type": "kafka", "topic": "a.out"}},
+            {
+                "name": "b",
+                "target": {
+                    "type": "http",
+                    "url": f"http://svc:{USERINFO_SECRET}@127.0.0.1:9/hook",
+                    "headers": {"Authorization": HEADER_SECRET, "X-Api-Key": "k-123"},
+                },
+            },
+        ],
+        start=1,
+    ):
+        registry.apply(*encode_event(parse_namespace(definition), seq))
+    return registry
+
+
+def _deps(**settings) -> ApiDeps:
+    return ApiDeps(
+        settings=Settings(max_in_flight=4, **({"tokens": SETTING} | settings)),
+        registry=_registry(),
+        producer=MemoryLogProducer(),
+        limiter=InFlightLimiter(4),
+        clock=FakeClock(1_800_000_000_000),
+        rand=lambda: 0.5,
+        dlq=FakeDlq(),  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture
+async def client(api_client):
+    return await api_client(create_api(_deps()))
+
+
+def _auth(who: str | None) -> dict[str, str]:
+    if who is None:
+        return {}
+    token = UNKNOWN if who == "unknown" else TOKENS[who]
+    return {"Authorization": f"Bearer {token}"}
+
+
+WRITE = ("POST", "/v1/namespaces/a/log", {"payload": 1})
+BATCH = ("POST", "/v1/namespaces/a/log:batch", {"records": [{"payload": 1}]})
+DLQ = ("GET", "/v1/namespaces/a/dlq", None)
+REDRIVE = ("POST", "/v1/namespaces/a/dlq:redrive", {})
+REDRIVE_STATUS = ("GET", "/v1/namespaces/a/dlq:redrive", None)
+REDRIVE_CANCEL = ("DELETE", "/v1/namespaces/a/dlq:redrive", None)
+SHOW = ("GET", "/v1/namespaces/a", None)
+LIST = ("GET", "/v1/namespaces", None)
+OPENAPI = ("GET", "/v1/openapi.json", None)
+
+# (request, token) -> status. An admitted request answers what its handler answers: the fake
+# DLQ has no redrive (404) and refuses to start one (503).
+CASES = [
+    *[(WRITE, who, 200) for who in ("a_writer", "a_admin", "admin")],
+    *[(WRITE, who, 403) for who in ("b_writer", "b_admin", "unknown")],
+    (WRITE, None, 401),
+    *[(BATCH, who, 200) for who in ("a_writer", "a_admin", "admin")],
+    *[(BATCH, who, 403) for who in ("b_writer", "b_admin", "unknown")],
+    (BATCH, None, 401),
+    *[(DLQ, who, 200) for who in ("a_writer", "a_admin", "admin")],
+    *[(DLQ, who, 403) for who in ("b_writer", "b_admin", "unknown")],
+    (DLQ, None, 401),
+    *[(REDRIVE, who, 503) for who in ("a_admin", "admin")],
+    *[(REDRIVE, who, 403) for who in ("a_writer", "b_writer", "b_admin", "unknown")],
+    (REDRIVE, None, 401),
+    *[(REDRIVE_STATUS, who, 404) for who in ("a_writer", "a_admin", "admin")],
+    *[(REDRIVE_STATUS, who, 403) for who in ("b_writer", "b_admin", "unknown")],
+    *[(REDRIVE_CANCEL, who, 404) for who in ("a_admin", "admin")],
+    *[(REDRIVE_CANCEL, who, 403) for who in ("a_writer", "b_writer", "b_admin")],
+    (REDRIVE_CANCEL, None, 401),
+    *[(SHOW, who, 200) for who in ("a_admin", "admin")],
+    *[(SHOW, who, 403) for who in ("a_writer", "b_writer", "b_admin", "unknown")],
+    (SHOW, None, 401),
+    *[(LIST, who, 200) for who in ("a_admin", "b_admin", "admin")],
+    *[(LIST, who, 403) for who in ("a_writer", "b_writer", "unknown")],
+    (LIST, None, 401),
+    *[(OPENAPI, who, 200) for who in ("a_writer", "b_admin", "admin")],
+    (OPENAPI, None, 401),
+    (("GET", "/healthz", None), None, 200),
+    (("GET", "/readyz", None), None, 200),
+]
+
+
+@pytest.mark.parametrize(
+    ("request_", "who", "status"),
+    CASES,
+    ids=[f"{r[0]} {r[1]} as {who}" for r, who, _ in CASES],
+)
+async def test_status_per_route_and_token(client, request_, who, status):
+    method, path, body = request_
+    kwargs = {"json": body} if body is not None else {}
+    response = await client.request(method, path, headers=_auth(who), **kwargs)
+    assert response.status == status, await response.text()
+    if status in (401, 403):
+        body = await response.json()
+        assert body["error"] == ("UnauthorizedError" if status == 401 else "ForbiddenError")
+        assert body["durable"] == "FALSE"
+        assert body["message"]
+    if status == 401:
+        assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+async def test_a_refused_write_writes_nothing_and_names_the_namespace(api_client):
+    deps = _deps()
+    client = await api_client(create_api(deps))
+    response = await client.post(
+        "/v1/namespaces/b/log", json={"payload": 1}, headers=_auth("a_writer")
+    )
+    assert response.status == 403
+    assert "'b'" in (await response.json())["message"]
+    assert deps.producer.sent == []
+
+
+async def test_every_route_but_health_refuses_without_a_token(api_client):
+    """Walks the router: a route added later is covered (and closed unless listed open)."""
+    api = create_api(_deps())
+    client = await api_client(api)
+    routes = api.router.routes()
+    assert len(routes) >= 11
+    open_routes = {key for key, access in ROUTE_ACCESS.items() if access is Access.OPEN}
+    for route in routes:
+        path = route.pattern.replace("{namespace}", "a")
+        assert "{" not in path, route
+        if (route.method, route.pattern) in open_routes:
+            response = await client.request(route.method, path)
+            assert response.status == 200, route
+            continue
+        response = await client.request(route.method, path, data=b"{}")
+        assert response.status == 401, (route, await response.text())
+        response = await client.request(route.method, path, data=b"{}", headers=_auth("unknown"))
+        assert response.status == 403, route
+        if "{namespace}" in route.pattern:  # another namespace's tokens get nothing here
+            for who in ("b_writer", "b_admin"):
+                response = await client.request(route.method, path, data=b"{}", headers=_auth(who))
+                assert response.status == 403, (route, who)
+    assert {p for _, p in open_routes} <= {"/healthz", "/readyz", "/metrics"}
+
+
+async def test_auth_off_opens_every_route(api_client):
+    client = await api_client(create_api(_deps(auth=False)))
+    response = await client.post("/v1/namespaces/a/log", json={"payload": 1})
+    assert response.status == 200
+
+
+async def test_namespace_endpoints_redact_target_headers_and_url_userinfo(client):
+    response = await client.get("/v1/namespaces/b", headers=_auth("admin"))
+    assert response.status == 200
+    text = await response.text()
+    for secret in (HEADER_SECRET, "k-123", USERINFO_SECRET, "svc:"):
+        assert secret not in text
+    target = orjson.loads(text)["target"]
+    assert target["headers"] == {"Authorization": "***", "X-Api-Key": "***"}
+    assert target["url"] == "http://***@127.0.0.1:9/hook"
+
+    listed = await client.get("/v1/namespaces", headers=_auth("admin"))
+    text = await listed.text()
+    assert {ns["name"] for ns in orjson.loads(text)["namespaces"]} == {"a", "b"}
+    for secret in (HEADER_SECRET, "k-123", USERINFO_SECRET):
+        assert secret not in text
+
+
+async def test_a_namespace_admin_lists_only_its_namespaces(client):
+    response = await client.get("/v1/namespaces", headers=_auth("b_admin"))
+    assert [ns["name"] for ns in (await response.json())["namespaces"]] == ["b"]
+
+
+async def test_dlq_reasons_quoting_upstream_are_shown_to_admins_only(client):
+    writer = await (await client.get("/v1/namespaces/a/dlq", headers=_auth("a_writer"))).json()
+    [entry] = writer["entries"]
+    assert entry["error_class"] == "http_500"
+    assert UPSTREAM_SECRET not in orjson.dumps(writer).decode()
+    assert "10.0.0.5" not in entry["reason"]
+    assert entry["reason"].startswith("http_500")
+    for who in ("a_admin", "admin"):
+        admin = await (await client.get("/v1/namespaces/a/dlq", headers=_auth(who))).json()
+        assert UPSTREAM_SECRET in admin["entries"][0]["reason"]
+
+
+async def test_the_secrets_file_is_reloaded_without_a_restart(api_client, tmp_path, caplog):
+    old, new = "wal_old-0123456789abcdefghijklmnopqrstuvwxyzABCD", "wal_new-0123456789abcdefg"
+    path = tmp_path / "tokens.toml"
+
+    def write(token: str, role: str = "writer", ns: str = "a") -> None:
+        staged = tmp_path / "tokens.tmp"  # replaced as a mounted secret is (new inode)
+        staged.write_text(
+            f'[[tokens]]\nsha256 = "{hash_token(token)}"\nrole = "{role}"\n'
+            f'namespaces = ["{ns}"]\nname = "team-{ns}"\n'
+        )
+        os.replace(staged, path)
+
+    write(old)
+    deps = _deps(tokens=None, auth_file=str(path), auth_file_poll_s=2.0)
+    client = await api_client(create_api(deps))
+
+    async def status(token: str) -> int:
+        response = await client.post(
+            "/v1/namespaces/a/log",
+            json={"payload": 1},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        return response.status
+
+    assert await status(old) == 200
+    assert await status(new) == 403
+    write(new)
+    deps.clock.advance(1_000)  # within the poll interval: not looked at yet
+    assert await status(new) == 403
+    deps.clock.advance(1_000)  # the bound: one poll interval after the change
+    assert await status(new) == 200
+    assert await status(old) == 403  # the removed token stops working
+
+    path.write_text("tokens = [ {broken")  # a bad file keeps the last good table
+    deps.clock.advance(2_000)
+    with caplog.at_level(logging.ERROR, logger="walstream.api.auth"):
+        assert await status(new) == 200
+    assert "not reloaded" in caplog.text
+
+
+async def test_a_token_never_reaches_the_logs(api_client, tmp_path, caplog):
+    path = tmp_path / "tokens.json"
+    path.write_text(
+        orjson.dumps(
+            {
+                "tokens": [
+                    {
+                        "sha256": hash_token(TOKENS["a_writer"]),
+                        "role": "writer",
+                        "namespaces": ["a"],
+                    }
+                ]
+            }
+        ).decode()
+    )
+    deps = _deps(auth_file=str(path), auth_file_poll_s=1.0)
+    caplog.set_level(logging.DEBUG)
+    client = await api_client(create_api(deps))
+    for who in ("a_writer", "a_admin", "b_writer", "unknown", None):
+        for method, url, body in (WRITE, DLQ, SHOW, REDRIVE):
+            await client.request(method, url, json=body, headers=_auth(who))
+    await client.get("/v1/namespaces/a/log", headers={"Authorization": "Basic " + UNKNOWN})
+    path.write_text("{not json " + TOKENS["b_admin"])  # a broken file quoting a token
+    deps.clock.advance(1_000)
+    await client.request(*WRITE[:2], json=WRITE[2], headers=_auth("a_writer"))
+    assert caplog.records, "nothing was logged: the test would prove nothing"
+    logged = "\n".join(f"{r.getMessage()} {r.exc_text or ''} {r.args!r}" for r in caplog.records)
+    for token in (*TOKENS.values(), UNKNOWN):
+        assert token not in logged
+        assert hash_token(token) not in logged
