@@ -1,6 +1,7 @@
 """At least once under chaos, on the real broker: 20,000 records across a key-ordered namespace and
 an unordered one (records with and without keys, some delayed, a few the target refuses for good),
-a target that is slow for some records, fails 30 % at random and goes down for 20 s, and a worker
+a target that is slow for some records (half of those it also fails until the end), fails 30 % at
+random and goes down for 20 s, and a worker
 SIGKILLed at random moments and restarted, at least 8 times.
 
 Every record answered ``durable=TRUE`` must end delivered (the target answered 2xx) or in its
@@ -44,6 +45,7 @@ LOOSE_RECORDS = 12_000  # ordering = none, half of them with one of 500 keys, ha
 DOOMED_PER_NAMESPACE = 20  # the target refuses them for good (422): they must end in the DLQ
 SLOW_FRACTION = 0.01  # the target takes SLOW_S to answer these
 SLOW_S = 3.0
+STALLED_OF_SLOW = 0.5  # and of those, this share it also fails (503) until the chaos ends
 DELAYED_FRACTION = 0.05  # written with a delay of 0.2-4 s
 FAIL_FRACTION = 0.3
 KILLS = 9
@@ -54,6 +56,7 @@ DRAIN_STALL_S = 60.0  # after healing: give up once nothing new is accounted for
 DRAIN_LIMIT_S = 240.0
 
 SLOW = b'"slow":true'
+STALLED = b'"stalled":true'
 DOOMED = b'"doomed":true'
 WORKER_ENV = {
     # a flaky target must not keep the breaker open; the 20 s outage opens it, and it probes
@@ -89,6 +92,7 @@ class Planned:
     delay_ms: int
     doomed: bool
     slow: bool
+    stalled: bool  # slow, and failing while the chaos lasts
 
 
 @dataclass(slots=True)
@@ -113,14 +117,17 @@ def plan(rng: random.Random, ordered: str, loose: str) -> dict[str, list[Planned
             seq = seqs[key or ""]
             seqs[key or ""] += 1
             slow = i not in doomed and rng.random() < SLOW_FRACTION
+            stalled = slow and rng.random() < STALLED_OF_SLOW
             delay_ms = rng.randint(200, 4_000) if rng.random() < DELAYED_FRACTION else 0
             payload: dict = {"i": i, "k": key, "n": seq}
             if slow:
                 payload["slow"] = True
+            if stalled:
+                payload["stalled"] = True
             if i in doomed:
                 payload["doomed"] = True
             body = write_request(payload, key=key, delay_ms=delay_ms or None)
-            records.append(Planned(ns, body, key, seq, delay_ms, i in doomed, slow))
+            records.append(Planned(ns, body, key, seq, delay_ms, i in doomed, slow, stalled))
         plans[ns] = records
     return plans
 
@@ -162,8 +169,9 @@ async def chaos_kills(
 ):
     """Kill the worker KILLS times at random moments, each time once it serves again.
 
-    A moment when the target is answering a slow record is preferred (up to 3 s more): a commit
-    that passed it while its answer was awaited would lose it in the kill.
+    A moment when the target has been answering a slow record for a while (so that a commit
+    likely came meanwhile) is preferred, waited for up to 3 s more: a commit that passed the
+    record while its answer was awaited would lose it in the kill.
     """
     logs = [t for t in topics if t.endswith(".log")]
     for _ in range(KILLS):
@@ -181,7 +189,7 @@ async def chaos_kills(
         )
         deadline = time.monotonic() + 3.0
         while time.monotonic() < deadline:
-            if slow_in_flight(recorder.all()[-2_000:], time.time(), held_s=1.0):
+            if slow_in_flight(recorder.all()[-2_000:], time.time(), held_s=SLOW_S - 1.0):
                 break
             await asyncio.sleep(0.05)
         worker.kill()
@@ -349,6 +357,9 @@ async def test_chaos_every_record_answered_true_is_delivered_or_dead_lettered(
     # the chaos: random failures and slow answers from the start, the outage, kills, writes
     recorder.answer_matching(DOOMED, 422)
     recorder.fail_randomly(FAIL_FRACTION, seed=SEED)
+    # a stalled record stays in flight SLOW_S at every attempt and is never delivered before
+    # the end: a commit that passed one in flight loses it for good in the next kill
+    recorder.fail_matching(STALLED, 503)
     recorder.delay_matching(SLOW, SLOW_S)
     started = time.time()
     kills: list[float] = []
@@ -365,6 +376,7 @@ async def test_chaos_every_record_answered_true_is_delivered_or_dead_lettered(
 
     # heal: the target answers every record but the doomed ones, at once
     recorder.fail_randomly(0.0)
+    recorder.fail_matching(None)
     recorder.delay_matching(None, 0.0)
     for topic in logs:
         await wait_serving(worker, topic, within_s=90)
@@ -432,7 +444,8 @@ async def test_chaos_every_record_answered_true_is_delivered_or_dead_lettered(
             )
             lines.append(
                 f"  {record_id} ns={w.planned.ns} key={w.planned.key} seq={w.planned.seq} "
-                f"delay={w.planned.delay_ms} slow={w.planned.slow} doomed={w.planned.doomed} "
+                f"delay={w.planned.delay_ms} slow={w.planned.slow} "
+                f"stalled={w.planned.stalled} doomed={w.planned.doomed} "
                 f"written {when(w.sent_at_ms / 1000)}: {tried or 'never attempted'}"
             )
         by_ns = Counter(written[i].planned.ns for i in missing)
@@ -537,12 +550,13 @@ async def test_chaos_every_record_answered_true_is_delivered_or_dead_lettered(
     received = recorder.all()
     statuses = Counter(r.status for seen in attempts_by_id.values() for r in seen)
     slow = sum(1 for w in written.values() if w.planned.slow)
+    stalled = sum(1 for w in written.values() if w.planned.stalled)
     delayed = sum(1 for w in written.values() if w.planned.delay_ms)
     summary = [
         f"chaos seed {SEED}: {len(written)} of {total} writes answered TRUE {dict(answers)} "
         f"({sum(1 for w in written.values() if w.planned.ns == ordered)} key-ordered, "
         f"{sum(1 for w in written.values() if w.planned.ns == loose)} unordered; "
-        f"{slow} slow, {delayed} delayed, {len(doomed)} doomed)",
+        f"{slow} slow ({stalled} of them stalled), {delayed} delayed, {len(doomed)} doomed)",
         f"delivered {len(deliveries)}, in the DLQ {len(set(dlq) & ids)}, "
         f"missing {len(missing)}, early attempts {len(early)}, keys out of order "
         f"{len(disordered)}",
