@@ -70,7 +70,11 @@ class Settings:
     write_timeout_s: float = 5.0
     #: Seconds a shed client is told to wait (Retry-After).
     shed_retry_after_s: float = 1.0
+    #: The largest batch request body; single writes are bounded by the largest record (about
+    #: PRODUCER_MAX_REQUEST_BYTES), admin requests by 256 KiB (walstream.api.body).
     max_request_bytes: int = 16 * 1024 * 1024
+    #: Seconds a request's body may take to arrive once its headers have (408 beyond).
+    body_read_timeout_s: float = 30.0
     #: The worker's producer refuses larger requests (Faust's producer_max_request_size). The API
     #: accepts an encoded record only up to this less HISTORY_MAX_BYTES and a fixed allowance
     #: (walstream.core.limits), so the worker can always write it again with its history.
@@ -183,6 +187,7 @@ class Settings:
             "max_in_flight": self.max_in_flight,
             "write_timeout_s": self.write_timeout_s,
             "max_request_bytes": self.max_request_bytes,
+            "body_read_timeout_s": self.body_read_timeout_s,
             "max_batch_records": self.max_batch_records,
             "default_partitions": self.default_partitions,
             "replication_factor": self.replication_factor,

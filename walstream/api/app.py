@@ -20,6 +20,7 @@ from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 
 from walstream.api.auth import PRINCIPAL, ROUTE_ACCESS, Authenticator, require_tokens
+from walstream.api.body import BODY_LIMIT, BodyLimits, check_length
 from walstream.api.deps import ApiDeps
 from walstream.api.handlers import install_routes
 from walstream.api.responses import error_response, failure_response
@@ -48,6 +49,9 @@ class Api:
         self.deps = deps
         self.router = Router()
         install_routes(self.router)
+        #: handler -> the byte limit of its request bodies (walstream.api.body)
+        self.body_limits = BodyLimits.from_settings(deps.settings)
+        self.limits = {r.handler: self.body_limits.bytes_for(r.body) for r in self.router.routes()}
         self._exits = contextlib.AsyncExitStack()
         self.auth = Authenticator(deps.settings, deps.clock)
         #: handler -> what it needs (walstream.api.auth: a route not listed needs an admin)
@@ -65,6 +69,9 @@ class Api:
                 request[PRINCIPAL] = self.auth.check(
                     request.headers.get("Authorization"), access, params.get("namespace")
                 )
+            limit = self.limits[handler]
+            check_length(request, limit)  # 413 before reading a byte of the body
+            request[BODY_LIMIT] = limit  # read_body stops there
             return await handler(request, self.deps, params)
         except WalError as exc:
             return error_response(exc)
@@ -79,7 +86,9 @@ class Api:
         writer: AbstractStreamWriter,
         task: asyncio.Task[None],
     ) -> web.BaseRequest:
-        """Requests whose body may be up to WALSTREAM_MAX_REQUEST_BYTES (aiohttp: 413 beyond)."""
+        """Requests; handlers read bodies with walstream.api.body.read_body (each route's limit).
+
+        aiohttp's ``client_max_size`` only bounds ``request.read()``, which no handler calls."""
         return web.BaseRequest(
             message,
             payload,

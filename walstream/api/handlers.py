@@ -10,6 +10,7 @@ import orjson
 from aiohttp import web
 
 from walstream.api.auth import PRINCIPAL
+from walstream.api.body import BodyLimit, read_body
 from walstream.api.deps import ApiDeps
 from walstream.api.openapi import openapi_document
 from walstream.api.responses import error_body, json_response, status_for
@@ -73,11 +74,13 @@ def _check_size(record: Outgoing, limit: int) -> None:
 async def write_to_log(request: web.BaseRequest, deps: ApiDeps, params: Params) -> web.Response:
     """WriteToLog: one record."""
     ns = _namespace(deps, params)
+    raw = await read_body(request, deps.settings.body_read_timeout_s)
+    # The slot is taken once the body is here: a slow body must not hold a write slot.
     limiter = deps.limiter
     if not limiter.try_acquire():
         raise OverloadedError(deps.settings.shed_retry_after_s)
     try:
-        body = _decode(await request.read())
+        body = _decode(raw)
         now_ms = deps.clock.now_ms()
         env = parse_write_request(
             body, ns, now_ms=now_ms, rand=deps.rand(), reserved=_reserved(deps)
@@ -99,7 +102,8 @@ async def write_to_log(request: web.BaseRequest, deps: ApiDeps, params: Params) 
 async def write_batch(request: web.BaseRequest, deps: ApiDeps, params: Params) -> web.Response:
     """WriteToLog for many records: one result per record, in request order."""
     ns = _namespace(deps, params)
-    items = parse_batch(_decode(await request.read()), deps.settings.max_batch_records)
+    raw = await read_body(request, deps.settings.body_read_timeout_s)
+    items = parse_batch(_decode(raw), deps.settings.max_batch_records)
     results: list[dict[str, Any]] = [{} for _ in items]
     envelopes: list[tuple[int, Envelope]] = []
     now_ms = deps.clock.now_ms()
@@ -214,7 +218,7 @@ def _entry_for(request: web.BaseRequest, namespace: str, entry: dict[str, Any]) 
 async def start_redrive(request: web.BaseRequest, deps: ApiDeps, params: Params) -> web.Response:
     """Redrive open DLQ entries to the log in the background (202); one at a time per namespace."""
     ns = deps.registry.get(params["namespace"])
-    raw = await request.read()
+    raw = await read_body(request, deps.settings.body_read_timeout_s)
     body = _decode(raw) if raw else {}
     if not isinstance(body, dict):
         raise BadRequestError("body", "must be a JSON object")
@@ -255,8 +259,9 @@ async def cancel_redrive(request: web.BaseRequest, deps: ApiDeps, params: Params
 
 def install_routes(router: Router) -> None:
     """Register every route of the API (the OpenAPI test holds the document to this list)."""
-    router.add("POST", "/v1/namespaces/{namespace}/log", write_to_log)
-    router.add("POST", "/v1/namespaces/{namespace}/log:batch", write_batch)
+    # Request bodies: one record, a batch, or (every other route) small (walstream.api.body).
+    router.add("POST", "/v1/namespaces/{namespace}/log", write_to_log, body=BodyLimit.RECORD)
+    router.add("POST", "/v1/namespaces/{namespace}/log:batch", write_batch, body=BodyLimit.BATCH)
     router.add("GET", "/v1/namespaces", list_namespaces)
     router.add("GET", "/v1/namespaces/{namespace}", show_namespace)
     router.add("GET", "/v1/namespaces/{namespace}/dlq", list_dlq)

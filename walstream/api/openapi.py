@@ -230,7 +230,14 @@ _WRITE_ERRORS = {
         "WriteToLogResponse", "target not in the namespace's allowed_targets, durable=FALSE"
     ),
     "404": _json_content("WriteToLogResponse", "unknown namespace, durable=FALSE"),
-    "413": _json_content("WriteToLogResponse", "payload or batch over the limit, durable=FALSE"),
+    "408": _json_content(
+        "WriteToLogResponse", "the body did not arrive within BODY_READ_TIMEOUT_S, durable=FALSE"
+    ),
+    "413": _json_content(
+        "WriteToLogResponse",
+        "payload, record or body over the limit (a body over the route's limit is refused on its "
+        "Content-Length, unread), durable=FALSE",
+    ),
     "503": _json_content("WriteToLogResponse", "load shed or broker unavailable; Retry-After"),
     "504": _json_content("WriteToLogResponse", "broker did not answer in time, durable=UNKNOWN"),
 }

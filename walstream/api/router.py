@@ -16,6 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
+from walstream.api.body import BodyLimit
 from walstream.errors import WalError
 
 __all__ = ["Handler", "MethodNotAllowedError", "Route", "RouteNotFoundError", "Router"]
@@ -38,11 +39,12 @@ class MethodNotAllowedError(WalError):
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """One documented operation."""
+    """One documented operation, and the limit of its request bodies."""
 
     method: str
     pattern: str
     handler: Handler
+    body: BodyLimit = BodyLimit.SMALL
 
 
 _NO_PARAMS: Mapping[str, str] = MappingProxyType({})
@@ -62,9 +64,12 @@ class Router:
             int, list[tuple[tuple[str | None, ...], tuple[str, ...], dict[str, Handler]]]
         ] = {}
 
-    def add(self, method: str, pattern: str, handler: Handler) -> None:
-        """Register ``handler`` for ``method`` on ``pattern`` (``/v1/namespaces/{namespace}``)."""
-        self._routes.append(Route(method, pattern, handler))
+    def add(
+        self, method: str, pattern: str, handler: Handler, *, body: BodyLimit = BodyLimit.SMALL
+    ) -> None:
+        """Register ``handler`` for ``method`` on ``pattern`` (``/v1/namespaces/{namespace}``),
+        its request bodies bounded by ``body`` (walstream.api.body)."""
+        self._routes.append(Route(method, pattern, handler, body))
         parts = pattern.split("/")
         names = tuple(p[1:-1] for p in parts if p.startswith("{") and p.endswith("}"))
         if not names:

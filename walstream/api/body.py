@@ -1,0 +1,144 @@
+"""Request bodies: each route's byte limit, refused before reading, enforced while reading.
+
+A body costs the API its bytes, then the decoded JSON (tens of times the bytes for small values:
+16 MiB of ``[[],[],...]`` decodes to ~0.5 GB and a second of event loop). So every route has a
+limit (``BodyLimit``), the smallest its requests need; a Content-Length over it is refused (413)
+before a byte is read, a chunked body is read only up to it, and nothing over it is decoded. A
+body must arrive within WALSTREAM_BODY_READ_TIMEOUT_S (408): slow clients hold a connection and
+their bytes, never an in-flight write slot (handlers take one only once the body is read).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from dataclasses import dataclass
+
+from aiohttp import HttpVersion11, web
+
+from walstream.errors import PayloadTooLargeError, RequestTimeoutError
+from walstream.settings import Settings
+
+__all__ = [
+    "BODY_LIMIT",
+    "REQUEST_OVERHEAD_BYTES",
+    "SMALL_BODY_BYTES",
+    "BodyLimit",
+    "BodyLimits",
+    "check_length",
+    "read_body",
+]
+
+#: What a single write's body may hold beyond its encoded record: the record carries every
+#: request field (and more), so this only covers whitespace and escapes a compact encoding drops.
+REQUEST_OVERHEAD_BYTES = 64 * 1024
+#: Admin routes (a redrive's selection: ~7,000 record ids) and routes that take no body.
+SMALL_BODY_BYTES = 256 * 1024
+
+#: The limit of the request's route, set by the API before its handler runs.
+BODY_LIMIT = web.RequestKey("walstream.body_limit", int)
+
+
+class BodyLimit(enum.Enum):
+    """Which limit a route's bodies have (bytes from ``BodyLimits``)."""
+
+    #: One record: the largest record the API accepts plus REQUEST_OVERHEAD_BYTES.
+    RECORD = "record"
+    #: A batch of records: WALSTREAM_MAX_REQUEST_BYTES.
+    BATCH = "batch"
+    #: Admin requests and routes without a body: SMALL_BODY_BYTES.
+    SMALL = "small"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BodyLimits:
+    """Bytes per ``BodyLimit``, and how long a body may take to arrive."""
+
+    record: int
+    batch: int
+    small: int
+    read_timeout_s: float
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> BodyLimits:
+        """Limits from settings; none is over WALSTREAM_MAX_REQUEST_BYTES."""
+        cap = settings.max_request_bytes
+        return cls(
+            record=min(cap, settings.max_record_bytes + REQUEST_OVERHEAD_BYTES),
+            batch=cap,
+            small=min(cap, SMALL_BODY_BYTES),
+            read_timeout_s=settings.body_read_timeout_s,
+        )
+
+    def bytes_for(self, kind: BodyLimit) -> int:
+        """The byte limit of ``kind``."""
+        if kind is BodyLimit.RECORD:
+            return self.record
+        if kind is BodyLimit.BATCH:
+            return self.batch
+        return self.small
+
+
+def _too_large(limit: int, detail: str) -> PayloadTooLargeError:
+    return PayloadTooLargeError("body", f"{detail}, over this route's limit of {limit} bytes")
+
+
+async def _continue(request: web.BaseRequest) -> None:
+    """Answer ``Expect: 100-continue`` (the client waits for it before sending the body)."""
+    if request.version == HttpVersion11 and (
+        request.headers.get("Expect", "").lower() == "100-continue"
+    ):
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # not the response (as aiohttp's own expect handler)
+
+
+def check_length(request: web.BaseRequest, limit: int) -> None:
+    """Refuse a declared body over ``limit`` before reading any of it.
+
+    Raises:
+        PayloadTooLargeError: (413) the Content-Length is over ``limit``.
+    """
+    length = request.content_length
+    if length is not None and length > limit:
+        raise _too_large(limit, f"is {length} bytes (Content-Length)")
+
+
+async def read_body(request: web.BaseRequest, timeout_s: float) -> bytes:
+    """The body, read up to the route's limit (``request[BODY_LIMIT]``) within ``timeout_s``.
+
+    A body already received (the common case: small requests arrive whole) is taken without
+    arming a timer. Reading stops as soon as the body is over the limit.
+
+    Raises:
+        PayloadTooLargeError: (413) the body is over the limit.
+        RequestTimeoutError: (408) the body did not arrive within ``timeout_s``.
+    """
+    limit = request[BODY_LIMIT]
+    payload = request.content
+    chunks: list[bytes] = []
+    size = 0
+    deadline: float | None = None
+    while True:
+        chunk = payload.read_nowait()  # what has arrived; never waits
+        if not chunk:
+            if payload.is_eof():
+                break
+            if deadline is None:
+                deadline = asyncio.get_running_loop().time() + timeout_s
+                await _continue(request)
+            try:
+                async with asyncio.timeout_at(deadline):
+                    chunk = await payload.readany()
+            except TimeoutError:
+                raise RequestTimeoutError(
+                    "body", f"did not arrive within {timeout_s:g} s ({size} bytes read)"
+                ) from None
+            if not chunk:
+                break
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit, f"has more than {limit} bytes (reading stopped at {size})")
+        chunks.append(chunk)
+    if len(chunks) == 1:
+        return chunks[0]
+    return b"".join(chunks)
