@@ -20,7 +20,12 @@ from walstream.settings import Settings
 
 SLOTS = 4
 #: Defaults but the in-flight slots: WALSTREAM_MAX_REQUEST_BYTES is its 16 MiB.
-SETTINGS = Settings(max_in_flight=SLOTS, max_batch_records=SLOTS, body_read_timeout_s=30.0)
+SETTINGS = Settings(
+    max_in_flight=SLOTS,
+    max_batch_records=SLOTS,
+    body_read_timeout_s=30.0,
+    auth=False,  # auth has its own tests (tests/api/test_auth.py); it answers before the body too
+)
 RECORD_LIMIT = SETTINGS.max_record_bytes + REQUEST_OVERHEAD_BYTES
 URL = "/v1/namespaces/orders/log"
 
