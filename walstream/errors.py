@@ -3,7 +3,6 @@
 * WalError
   x BadRequestError(field, reason)        -> HTTP 400, never written
     + PayloadTooLargeError                -> HTTP 413
-    + RequestTimeoutError                 -> HTTP 408 (the body did not arrive in time)
   x NamespaceNotFoundError(namespace)     -> HTTP 404
   x UnauthorizedError                     -> HTTP 401 + WWW-Authenticate: Bearer (no token)
   x ForbiddenError                        -> HTTP 403 (unknown token, or not allowed here)
@@ -20,6 +19,8 @@
   x EmitRefusedError(topic, reason)       -> the worker's producer or broker refuses a record for
                                              good (too large, bad topic); the record goes to the DLQ
   x BrokerError                           -> the embedded broker could not start
+  x TopicError(topic, reason)             -> a topic could not be created, or is not as walstream
+                                             needs it (partitions, a name in use); CLI exit 1
 """
 
 from __future__ import annotations
@@ -34,11 +35,11 @@ __all__ = [
     "OverloadedError",
     "PayloadTooLargeError",
     "PoisonRecordError",
-    "RequestTimeoutError",
     "ServiceUnavailableError",
     "TargetError",
     "TargetRejectedError",
     "TargetUnavailableError",
+    "TopicError",
     "UnauthorizedError",
     "WalError",
     "WriteRejectedError",
@@ -65,12 +66,6 @@ class PayloadTooLargeError(BadRequestError):
     """The payload is over the namespace's limit."""
 
     status = 413
-
-
-class RequestTimeoutError(BadRequestError):
-    """The request's body did not arrive within WALSTREAM_BODY_READ_TIMEOUT_S."""
-
-    status = 408
 
 
 class NamespaceNotFoundError(WalError):
@@ -168,3 +163,12 @@ class EmitRefusedError(WalError):
 
 class BrokerError(WalError):
     """The embedded broker could not be started or did not answer."""
+
+
+class TopicError(WalError):
+    """A topic could not be created, or is not as walstream needs it (``ns apply`` refuses)."""
+
+    def __init__(self, topic: str, reason: str) -> None:
+        super().__init__(f"topic {topic!r}: {reason}")
+        self.topic = topic
+        self.reason = reason

@@ -19,7 +19,7 @@ from walstream import topology
 from walstream.aio import cancel_and_wait
 from walstream.clock import Clock, SystemClock
 from walstream.errors import ConfigError
-from walstream.kafka.admin import ensure_topics
+from walstream.kafka.admin import ensure_namespace_topics, ensure_topics
 from walstream.kafka.clients import stop_consumer
 from walstream.namespaces.config import NamespaceConfig
 from walstream.namespaces.registry import NamespaceRegistry, encode_event
@@ -157,10 +157,14 @@ class NamespacePublisher:
         self.settings = settings
         self.clock = clock or SystemClock()
         self._producer: AIOKafkaProducer | None = None
+        #: every namespace's topics, for apply()'s topic checks (walstream.kafka.admin)
+        self._feed: NamespaceFeed | None = None
 
     async def start(self) -> None:
         servers = self.settings.bootstrap_list
         await ensure_topics(servers, [_control_spec(self.settings)])
+        self._feed = NamespaceFeed(self.settings)
+        await self._feed.start()
         self._producer = AIOKafkaProducer(
             bootstrap_servers=servers, acks="all", client_id="walstream-namespace-publisher"
         )
@@ -170,6 +174,20 @@ class NamespacePublisher:
         producer, self._producer = self._producer, None
         if producer is not None:
             await producer.stop()
+        feed, self._feed = self._feed, None
+        if feed is not None:
+            await feed.stop()
+
+    async def _registry(self) -> NamespaceRegistry:
+        feed = self._feed
+        assert feed is not None, "start() first"  # noqa: S101
+        if not await feed.wait_ready(self.settings.registry_ready_timeout_s):
+            raise ConfigError(
+                "control topic",
+                self.settings.control_topic,
+                "could not be read in time: the namespaces' topics cannot be checked",
+            )
+        return feed.registry
 
     async def apply(self, config: NamespaceConfig) -> None:
         """Create the namespace's topics, then broadcast its configuration.
@@ -177,6 +195,9 @@ class NamespacePublisher:
         Raises:
             ConfigError: the namespace asks for another partition count than the deployment's
                 (workers keep per-record state co-partitioned with every namespace topic).
+            TopicError: a topic is another namespace's or the deployment's own, has another
+                partition count, or could not be created (walstream.kafka.admin); nothing is
+                broadcast.
         """
         assert self._producer is not None, "start() first"  # noqa: S101
         wanted = self.settings.default_partitions
@@ -186,11 +207,13 @@ class NamespacePublisher:
                 config.partitions,
                 f"every namespace of this deployment has WALSTREAM_DEFAULT_PARTITIONS={wanted}",
             )
-        await ensure_topics(
-            self.settings.bootstrap_list, namespace_topic_specs(config, self.settings)
+        registry = await self._registry()
+        await ensure_namespace_topics(
+            self.settings, config, namespace_topic_specs(config, self.settings), registry
         )
         key, value = encode_event(config, self.clock.now_ms())
         await self._producer.send_and_wait(self.settings.control_topic, value, key=key)
+        registry.apply(key, value)  # the next apply() of this run checks against it at once
 
     async def delete(self, name: str) -> None:
         """Broadcast a tombstone: the namespace stops accepting writes. Its topics are kept."""
