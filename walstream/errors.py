@@ -3,6 +3,7 @@
 * WalError
   x BadRequestError(field, reason)        -> HTTP 400, never written
     + PayloadTooLargeError                -> HTTP 413
+    + RequestTimeoutError                 -> HTTP 408 (the body did not arrive in time)
   x NamespaceNotFoundError(namespace)     -> HTTP 404
   x UnauthorizedError                     -> HTTP 401 + WWW-Authenticate: Bearer (no token)
   x ForbiddenError                        -> HTTP 403 (unknown token, or not allowed here)
@@ -35,6 +36,7 @@ __all__ = [
     "OverloadedError",
     "PayloadTooLargeError",
     "PoisonRecordError",
+    "RequestTimeoutError",
     "ServiceUnavailableError",
     "TargetError",
     "TargetRejectedError",
@@ -66,6 +68,12 @@ class PayloadTooLargeError(BadRequestError):
     """The payload is over the namespace's limit."""
 
     status = 413
+
+
+class RequestTimeoutError(BadRequestError):
+    """The request's body did not arrive within WALSTREAM_BODY_READ_TIMEOUT_S."""
+
+    status = 408
 
 
 class NamespaceNotFoundError(WalError):
