@@ -26,9 +26,11 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _load import LoadResult, cpu_seconds, pin, post_bytes, run_load
+from _load import LoadResult, cpu_seconds, pin, run_load
+from _load import post_bytes as _post_bytes
 
 from walstream.broker import EmbeddedBroker, free_port
+from walstream.core.auth import hash_token, new_token
 from walstream.kafka.admin import ensure_topics
 from walstream.namespaces.broadcast import NamespacePublisher
 from walstream.namespaces.config import parse_namespace
@@ -40,6 +42,14 @@ NS = "bench"
 PAYLOAD = {"user": "u-123", "action": "delete", "item": 987654321}
 BATCH_SIZE = 500
 BATCH_RECORDS = 100_000
+#: walstream serves with auth on, as in production: every request carries a writer's token (the
+#: baseline gets the same header and ignores it, so both parse requests of the same size).
+TOKEN = new_token()
+
+
+def post_bytes(host: str, port: int, path: str, body: bytes) -> bytes:
+    auth = f"\r\nAuthorization: Bearer {TOKEN}\r\n".encode()
+    return _post_bytes(host, port, path, body).replace(b"\r\n", auth, 1)
 
 
 def serve_baseline(port: int, servers: str) -> None:
@@ -203,6 +213,7 @@ def main() -> None:
 
         asyncio.run(setup())
         env = {**os.environ, "WALSTREAM_BOOTSTRAP_SERVERS": servers}
+        env["WALSTREAM_TOKENS"] = f"{hash_token(TOKEN)}:writer:{NS}:bench"
         base_port, wal_port = free_port(), free_port()
         env["WALSTREAM_API_PORT"] = str(wal_port)
         baseline = _start([__file__, "--serve-baseline", str(base_port), servers], env, base_port)

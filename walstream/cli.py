@@ -47,11 +47,21 @@ def _run(factory: Callable[[], Awaitable[T]]) -> T:
 
 @click.group()
 @click.option("-l", "--loglevel", default="warning", show_default=True)
-def cli(loglevel: str) -> None:
+@click.option(
+    "--token",
+    envvar="WALSTREAM_TOKEN",
+    default=None,
+    help="bearer token for commands that call the HTTP API (prefer WALSTREAM_TOKEN: an "
+    "argument shows in ps). Commands that read or publish Kafka topics directly (ns, dlq, "
+    "replay) are Kafka clients: the cluster's ACLs decide what they may do.",
+)
+@click.pass_context
+def cli(ctx: click.Context, loglevel: str, token: str | None) -> None:
     """walstream: a write-ahead log service on Kafka."""
     logging.basicConfig(
         level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
+    ctx.obj = {"token": token}
 
 
 @cli.command(
@@ -97,6 +107,71 @@ def broker(port: int | None) -> None:
     with EmbeddedBroker(port=port) as embedded:
         click.echo(f"WALSTREAM_BOOTSTRAP_SERVERS={embedded.bootstrap_servers}")
         signal.sigwait({signal.SIGINT, signal.SIGTERM})
+
+
+@cli.group()
+def token() -> None:
+    """API bearer tokens (walstream.core.auth)."""
+
+
+@token.command("new")
+@click.option(
+    "--role",
+    type=click.Choice(["writer", "namespace-admin", "admin"]),
+    default="writer",
+    show_default=True,
+)
+@click.option("--namespace", "namespaces", multiple=True, help="a namespace (repeatable)")
+@click.option("--name", help="a label for logs (never the token)")
+def token_new(role: str, namespaces: tuple[str, ...], name: str | None) -> None:
+    """Make a random token; print it once, and the hash entry the API is configured with."""
+    from walstream.core.auth import hash_token, new_token, parse_tokens_setting
+
+    if role != "admin" and not namespaces:
+        raise click.UsageError(f"a {role} token needs --namespace")
+    secret = new_token()
+    entry = f"{hash_token(secret)}:{role}:{','.join(namespaces)}" + (f":{name}" if name else "")
+    try:
+        parse_tokens_setting(entry, "--name/--namespace")
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
+    click.echo(f"token (give it to the client; it is not stored): {secret}")
+    click.echo(f"WALSTREAM_TOKENS entry: {entry}")
+
+
+@cli.command()
+@click.argument("namespace")
+@click.argument("payload")
+@click.option("--key", help="the record's key")
+@click.option("--delay-ms", type=click.IntRange(min=0), help="deliver this much later")
+@click.option("--api", "api_url", help="API base URL (default: WALSTREAM_API_HOST:PORT)")
+@click.pass_context
+def write(
+    ctx: click.Context,
+    namespace: str,
+    payload: str,
+    key: str | None,
+    delay_ms: int | None,
+    api_url: str | None,
+) -> None:
+    """WriteToLog one record (PAYLOAD is JSON) through the HTTP API, with --token."""
+    from walstream.client import WalClient
+
+    try:
+        body = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise click.BadParameter(f"not JSON: {exc}", param_hint="PAYLOAD") from exc
+    settings = _settings()
+    base = api_url or f"http://{settings.api_host}:{settings.api_port}"
+
+    async def send() -> Any:
+        async with WalClient(base, token=ctx.obj["token"]) as wal:
+            return await wal.write(namespace, body, key=key, delay_ms=delay_ms)
+
+    result = _run(send)
+    click.echo(f"durable={result.durable} status={result.status} id={result.id} {result.message}")
+    if not result.ok:
+        sys.exit(1)
 
 
 @cli.group()
@@ -161,7 +236,10 @@ def ns_show(name: str) -> None:
         config = registry.get(name)
     except WalError as exc:
         raise click.ClickException(str(exc)) from exc
-    click.echo(orjson.dumps(config.to_json(), option=orjson.OPT_INDENT_2).decode())
+    from walstream.core.auth import redact_target
+
+    shown = redact_target(config.to_json())  # header values and URL userinfo: as the API shows
+    click.echo(orjson.dumps(shown, option=orjson.OPT_INDENT_2).decode())
 
 
 @ns.command("delete")

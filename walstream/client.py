@@ -78,12 +78,22 @@ def write_request(
 
 
 class WalClient:
-    """``async with WalClient("http://127.0.0.1:8080") as wal: await wal.write("ns", {...})``."""
+    """``async with WalClient("http://127.0.0.1:8080", token=...) as wal: await wal.write(...)``.
 
-    def __init__(self, base_url: str, *, timeout_s: float = 10.0) -> None:
+    ``token`` is the bearer token the API checks (the CLI passes WALSTREAM_TOKEN); a missing
+    or refused token answers durable=FALSE with status 401 or 403.
+    """
+
+    def __init__(self, base_url: str, *, token: str | None = None, timeout_s: float = 10.0) -> None:
         self.base_url = base_url.rstrip("/")
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._session: aiohttp.ClientSession | None = None
+        self._headers = {"content-type": "application/json"}
+        if token:
+            self._headers["authorization"] = f"Bearer {token}"
+
+    def __repr__(self) -> str:  # never the token
+        return f"WalClient({self.base_url!r})"
 
     async def __aenter__(self) -> WalClient:
         self._session = aiohttp.ClientSession(timeout=self._timeout)
@@ -108,7 +118,7 @@ class WalClient:
         async with self._session.post(
             self.base_url + path,
             data=orjson.dumps(body),
-            headers={"content-type": "application/json"},
+            headers=self._headers,
         ) as response:
             return response.status, orjson.loads(await response.read())
 

@@ -15,6 +15,7 @@ import urllib.request
 from pathlib import Path
 
 from walstream.broker import EmbeddedBroker, free_port
+from walstream.core.auth import hash_token, new_token
 from walstream.settings import Settings
 
 __all__ = ["run_stack"]
@@ -51,6 +52,16 @@ def _wait_ready(url: str, procs: list[subprocess.Popen[bytes]], timeout: float) 
     return False
 
 
+def dev_token(settings: Settings, env: dict[str, str]) -> str | None:
+    """A fresh admin token for this run, configured in ``env`` for the API (as its hash); None
+    when auth is off or tokens are configured already (then the user has theirs)."""
+    if not settings.auth or settings.tokens or settings.auth_file:
+        return None
+    token = new_token()
+    env["WALSTREAM_TOKENS"] = f"{hash_token(token)}:admin::dev"
+    return token
+
+
 def run_stack(settings: Settings, namespace_dir: Path) -> int:
     """Run everything until Ctrl-C (or a child dies); return the exit code."""
     broker: EmbeddedBroker | None = None
@@ -71,6 +82,7 @@ def run_stack(settings: Settings, namespace_dir: Path) -> int:
             print(f"embedded broker (Tansu) at {broker.bootstrap_servers}, pid {broker.pid}")
         servers = env["WALSTREAM_BOOTSTRAP_SERVERS"]
         env.setdefault("WALSTREAM_WORKER_WEB_PORT", str(free_port()))
+        token = dev_token(settings, env)
         applied = subprocess.run(
             [sys.executable, "-m", "walstream", "ns", "apply", str(namespace_dir)],
             env=env,
@@ -85,11 +97,14 @@ def run_stack(settings: Settings, namespace_dir: Path) -> int:
         if not _wait_ready(f"{base}/readyz", children, timeout=60):
             print("the API did not become ready; see the log above", file=sys.stderr)
             return 1
+        auth = f"       -H 'authorization: Bearer {token}' \\\n" if token else ""
         print(
             f"\nwalstream is up. Kafka: {servers}\nAPI: {base}  (OpenAPI: {base}/v1/openapi.json)\n"
-            "Try:\n"
+            + (f"Dev token (admin, this run only): {token}\n" if token else "")
+            + "Try:\n"
             f"  curl -s -X POST {base}/v1/namespaces/demo/log \\\n"
             "       -H 'content-type: application/json' \\\n"
+            f"{auth}"
             '       -d \'{"payload": {"hello": "world"}, "lifecycle": {"delay_ms": 0}}\'\n'
             "Ctrl-C stops everything.\n",
             flush=True,

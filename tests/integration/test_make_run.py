@@ -67,9 +67,14 @@ def test_run_serves_a_write_readable_from_the_log_and_stops_cleanly(tmp_path):
         broker_pid = int(re.search(r"pid (\d+)", text).group(1))
         assert f"http://127.0.0.1:{api_port}" in text
         assert "curl" in text
+        token = re.search(r"Dev token \(admin, this run only\): (\S+)", text).group(1)
+        assert f"Bearer {token}" in text  # the demo command uses it
 
         async def write_and_read():
-            async with WalClient(f"http://127.0.0.1:{api_port}") as wal:
+            async with WalClient(f"http://127.0.0.1:{api_port}") as anonymous:
+                refused = await anonymous.write("demo", {"nobody": 1})
+            assert (refused.durable, refused.status) == ("FALSE", 401)  # auth is on
+            async with WalClient(f"http://127.0.0.1:{api_port}", token=token) as wal:
                 result = await wal.write("demo", {"hello": "world"}, key="greeting")
             assert result.ok, result
             records = await read_topic(servers, "wal.demo.log", expect=1)

@@ -89,8 +89,9 @@ def test_lookup_confirms_the_digest_with_hmac_compare_digest(monkeypatch):
 
     monkeypatch.setattr(auth.hmac, "compare_digest", spy)
     assert table.lookup(token) is A_WRITER
-    assert calls == [(hash_token(token), hash_token(token))]
-    # a token whose digest shares the 16-digit lookup prefix is refused by the compare
+    digest = bytes.fromhex(hash_token(token))
+    assert calls == [(digest, digest)]
+    # a token whose digest shares the 8-byte lookup prefix is refused by the compare
     forged = TokenTable({hash_token(token)[:16] + "0" * 48: A_WRITER})
     assert forged.lookup(token) is None
     assert len(calls) == 2

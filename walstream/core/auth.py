@@ -7,7 +7,7 @@ would cost a lot, though: the check runs on every write, and bcrypt at its usual
 tens to hundreds of milliseconds of CPU, thousands of times a whole write (sha256 of a
 47-character token: well under a microsecond).
 
-Lookup: the table is keyed by the first 16 hex digits of the presented token's sha256, so what
+Lookup: the table is keyed by the first 8 bytes of the presented token's sha256, so what
 a lookup's timing can depend on is that digest, which says nothing usable about any valid
 token (sha256 is preimage-resistant); the whole stored digest is then compared with
 ``hmac.compare_digest`` (constant time), never with ``==``.
@@ -66,8 +66,9 @@ __all__ = [
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _ENTRY_SPLIT = re.compile(r"[\s;]+")
 _NAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
-#: Hex digits of a digest the table is keyed by (the rest is compared in constant time).
-_PREFIX_CHARS = 16
+#: Bytes of a digest the table is keyed by (the whole digest is compared in constant time).
+_PREFIX_BYTES = 8
+_sha256 = hashlib.sha256
 #: What a redacted value reads as.
 REDACTED = "***"
 
@@ -122,27 +123,28 @@ def new_token() -> str:
 
 
 class TokenTable:
-    """Token digests -> Principal, looked up by the digest's first 16 hex digits and confirmed
-    on the whole digest with ``hmac.compare_digest``."""
+    """Token digests -> Principal, looked up by the digest's first 8 bytes and confirmed on the
+    whole digest with ``hmac.compare_digest``."""
 
     __slots__ = ("_by_prefix",)
 
     def __init__(self, entries: Mapping[str, Principal] | None = None) -> None:
-        self._by_prefix: dict[str, tuple[tuple[str, Principal], ...]] = {}
-        for digest, principal in (entries or {}).items():
-            prefix = digest[:_PREFIX_CHARS]
+        self._by_prefix: dict[bytes, tuple[tuple[bytes, Principal], ...]] = {}
+        for digest_hex, principal in (entries or {}).items():
+            digest = bytes.fromhex(digest_hex)
+            prefix = digest[:_PREFIX_BYTES]
             self._by_prefix[prefix] = (*self._by_prefix.get(prefix, ()), (digest, principal))
 
     def __len__(self) -> int:
         return sum(len(candidates) for candidates in self._by_prefix.values())
 
     def entries(self) -> dict[str, Principal]:
-        return {d: p for candidates in self._by_prefix.values() for d, p in candidates}
+        return {d.hex(): p for candidates in self._by_prefix.values() for d, p in candidates}
 
     def lookup(self, token: str) -> Principal | None:
         """The token's principal, or None for an unknown token."""
-        digest = hash_token(token)
-        for stored, principal in self._by_prefix.get(digest[:_PREFIX_CHARS], ()):
+        digest = _sha256(token.encode()).digest()
+        for stored, principal in self._by_prefix.get(digest[:_PREFIX_BYTES], ()):
             if hmac.compare_digest(stored, digest):
                 return principal
         return None
