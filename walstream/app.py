@@ -43,11 +43,21 @@ class Worker(faust.Worker):
         settings = _SETTINGS.get(self.app)
         if settings is not None:
             await _prepare_cluster(self.app, settings)
+        # ... and before its consumer first joins the group: with the namespaces loaded now,
+        # the agents' first subscription already names every namespace topic. Loaded later
+        # (the app starts its services only once it has joined and recovered), they changed
+        # the subscription and every worker start cost a second rebalance, whose revoke
+        # delivered records again.
+        namespaces = _NAMESPACES.get(self.app)
+        if namespaces is not None:
+            await namespaces.load()
         await super().on_start()
 
 
 #: The walstream settings each app was created with (for its Worker).
 _SETTINGS: weakref.WeakKeyDictionary[AppT, Settings] = weakref.WeakKeyDictionary()
+#: Each app's namespace service (for its Worker, which loads the namespaces first).
+_NAMESPACES: weakref.WeakKeyDictionary[AppT, NamespaceService] = weakref.WeakKeyDictionary()
 
 
 async def _prepare_cluster(app: AppT, settings: Settings) -> None:
@@ -100,16 +110,26 @@ class NamespaceService(mode.Service):
         self.settings = settings
         self.listeners: list[Callable[[NamespaceRegistry], None]] = []
         self.feed = NamespaceFeed(settings, on_change=self._changed)
+        self._loaded = False
 
     def _changed(self, registry: NamespaceRegistry) -> None:
         for listener in self.listeners:
             listener(registry)
 
-    async def on_start(self) -> None:
+    async def load(self) -> None:
+        """Start the feed and wait (WALSTREAM_REGISTRY_READY_TIMEOUT_S at most) until it has
+        read the control topic, then tell the listeners; once only (a worker calls it before
+        its app starts, the app again when it starts this service)."""
+        if self._loaded:
+            return
+        self._loaded = True
         await self.feed.start()
         if not await self.feed.wait_ready(self.settings.registry_ready_timeout_s):
             logger.warning("namespace registry not loaded yet; delivering what is known so far")
         self._changed(self.feed.registry)
+
+    async def on_start(self) -> None:
+        await self.load()
 
     async def on_stop(self) -> None:
         await self.feed.stop()
@@ -154,6 +174,7 @@ def create_app(
     namespaces = NamespaceService(settings, loop=None)
     # Faust starts an instance as readily as a class (App._prepare_subservice); typed for classes.
     new_app.service(namespaces)  # type: ignore[arg-type]
+    _NAMESPACES[new_app] = namespaces
     _install_pages(new_app, namespaces)
     if deliver:
         from walstream.worker import install_delivery

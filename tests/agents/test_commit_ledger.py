@@ -127,12 +127,43 @@ async def test_the_wait_for_unacked_records_at_a_rebalance_is_bounded(monkeypatc
     consumer = consumer_for("walkafka")
     assign(consumer, TP0)
     messages = hand_over(consumer, range(3))  # in flight and never finishing
+    committed = stub_commits(consumer, monkeypatch)
     loop = asyncio.get_running_loop()
     start = loop.time()
     await asyncio.wait_for(consumer.wait_empty(), 10)
     assert loop.time() - start < 5
     assert consumer._new_offset(TP0) == 0  # not committed past: the next owner reads them
+    assert all(offsets == {TP0: 0} for offsets in committed)
     assert len(messages) == 3
+
+
+def stub_commits(consumer, monkeypatch) -> list[dict]:
+    """Record what the consumer commits (Faust's _commit_offsets needs a running app)."""
+    committed: list[dict] = []
+
+    async def commit_offsets(offsets, start_new_transaction=True):
+        committed.append(dict(offsets))
+        consumer._committed_offset.update(offsets)
+        return True
+
+    monkeypatch.setattr(consumer, "_commit_offsets", commit_offsets)
+    return committed
+
+
+async def test_what_was_acked_is_committed_at_a_revoke(monkeypatch):
+    # Faust's revoke drops the acked lists of revoked partitions before its revoke-time commit
+    # (Consumer.on_partitions_revoked), and its commit looks only at partitions with such a list.
+    consumer = consumer_for("walkafka")
+    assign(consumer, TP0)
+    committed = stub_commits(consumer, monkeypatch)
+    messages = hand_over(consumer, range(6))
+    ack(consumer, messages, range(5))  # acked since the last periodic commit; 5 in flight
+    consumer._take_acks(TP0)  # walstream's on_partitions_revoked, first
+    consumer._acked.pop(TP0, None)  # then Faust's, as in Consumer.on_partitions_revoked
+    consumer._acked_index.pop(TP0, None)
+    consumer._committed_offset.pop(TP0, None)
+    await consumer.force_commit()  # Faust's revoke-time commit (wait_empty -> commit)
+    assert committed == [{TP0: 5}]
 
 
 async def test_records_handed_over_are_tracked_only_for_acking_topics():

@@ -55,6 +55,10 @@ class OffsetLedger(Generic[P]):
         """Whether ``partition`` is tracked."""
         return partition in self._partitions
 
+    def partitions(self) -> list[P]:
+        """Every tracked partition."""
+        return list(self._partitions)
+
     def track(self, partition: P, offset: int) -> bool:
         """Note that the record at ``offset`` was handed to a handler; False if not assigned."""
         state = self._partitions.get(partition)

@@ -41,7 +41,7 @@ from __future__ import annotations
 import logging
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import Any, ClassVar
 
 from faust.transport.drivers import aiokafka as faust_aiokafka
@@ -129,6 +129,17 @@ class Consumer(faust_aiokafka.Consumer):
                 self.ledger.ack(tp, offset)
             acked.clear()
             self._acked_index[tp].clear()
+
+    def _filter_tps_with_pending_acks(self, topics: Any = None) -> Iterator[TP]:
+        """The partitions a commit looks at: Faust's (those with an acked list) and every one
+        the ledger tracks. Faust's rebalance drops the acked lists of revoked partitions
+        (``Consumer.on_partitions_revoked``: ``self._acked.pop(tp, None)``) before it commits
+        at the revoke (``_on_partitions_revoked`` -> ``wait_empty`` -> ``commit``), and its
+        commit iterates only those lists (``for tp in self._acked``): what was acked since the
+        last periodic commit was never committed, and the partition's next owner delivered it
+        again. The ledger keeps a revoked partition until that commit is done."""
+        tps = {*self._acked, *self.ledger.partitions()}
+        return (tp for tp in tps if topics is None or tp in topics or tp.topic in topics)
 
     def _new_offset(self, tp: TP) -> int | None:
         if not self.app.topics.acks_enabled_for(tp.topic):
