@@ -31,7 +31,10 @@
   stream's inlined copy of it). Topics whose channels do not ack (table changelogs) keep
   Faust's rule. A rebalance first lets revoke listeners (the delivery agents) drop queued
   records of the revoked partitions and bound the wait for those in flight; Faust's own wait
-  for unacked records is bounded too (WALSTREAM_DELIVER_REVOKE_WAIT_S).
+  for unacked records is bounded too (WALSTREAM_DELIVER_REVOKE_WAIT_S). The revoke-time commit
+  then covers every partition the ledger tracks, the revoked ones included: Faust drops their
+  acked lists first and would commit none of them (``_filter_tps_with_pending_acks``), so the
+  records acked since the last periodic commit were delivered again by the next owner.
 
 Registered through the ``faust.transports`` entry point.
 """
