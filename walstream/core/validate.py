@@ -19,7 +19,12 @@ from walstream.errors import BadRequestError, PayloadTooLargeError
 from walstream.namespaces.config import NamespaceConfig
 from walstream.records import PAYLOAD_ENCODINGS, Envelope, Lifecycle
 
-__all__ = ["MAX_FUTURE_SKEW_MS", "parse_batch", "parse_write_request"]
+__all__ = [
+    "MAX_FUTURE_SKEW_MS",
+    "original_write_time_problem",
+    "parse_batch",
+    "parse_write_request",
+]
 
 _REQUEST_FIELDS = frozenset(
     {"payload", "payload_encoding", "lifecycle", "target", "idempotency_token", "key"}
@@ -29,6 +34,17 @@ _MAX_TOKEN_CHARS = 256
 _MAX_KEY_CHARS = 1024
 #: An original_write_time further ahead than this would win every last-write-wins contest.
 MAX_FUTURE_SKEW_MS = 3_600_000
+
+
+def original_write_time_problem(owt: Any, now_ms: int) -> str | None:
+    """What is wrong with an ``original_write_time`` at ``now_ms``, or None: the API's bounds,
+    which the worker applies again to a record read from a topic (it may not come from the API).
+    """
+    if not isinstance(owt, int) or isinstance(owt, bool) or owt <= 0:
+        return "must be a positive integer (ms since the epoch)"
+    if owt > now_ms + MAX_FUTURE_SKEW_MS:
+        return "is more than 1 h in the future"
+    return None
 
 
 def _non_negative_int(obj: dict[str, Any], name: str, field: str) -> int:
@@ -88,12 +104,9 @@ def _lifecycle(obj: Any, ns: NamespaceConfig, now_ms: int, rand: float) -> Lifec
             f"the delay plus jitter_ms must be <= {ns.max_delay_ms} ms (the namespace's max delay)",
         )
     owt = obj.get("original_write_time", now_ms)
-    if not isinstance(owt, int) or isinstance(owt, bool) or owt <= 0:
-        raise BadRequestError(
-            "lifecycle.original_write_time", "must be a positive integer (ms since the epoch)"
-        )
-    if owt > now_ms + MAX_FUTURE_SKEW_MS:
-        raise BadRequestError("lifecycle.original_write_time", "is more than 1 h in the future")
+    problem = original_write_time_problem(owt, now_ms)
+    if problem is not None:
+        raise BadRequestError("lifecycle.original_write_time", problem)
     total = delay + int(rand * jitter)
     return Lifecycle(deliver_at_ms=now_ms + total, original_write_time_ms=owt, delay_ms=total)
 

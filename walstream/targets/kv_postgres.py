@@ -1,7 +1,14 @@
 """The kv target on PostgreSQL: the same last-write-wins upsert as on SQLite (targets.kv).
 
-Connection trouble, timeouts and serialization or deadlock conflicts are transient; anything else
-PostgreSQL refuses (a constraint, a mismatched table) is permanent for that record.
+Every statement goes through the extended protocol (prepared, one statement, parameters bound):
+asyncpg's ``execute`` without arguments would use the simple-query protocol, which runs whatever
+statements a text holds. The table name is checked and quoted first (targets.kv.quote_table).
+
+Connection trouble, timeouts and serialization or deadlock conflicts are transient; so is a
+table another session is creating at the same moment (``CREATE TABLE IF NOT EXISTS`` is not
+race-safe: the loser gets a unique violation on ``pg_type``; it exists once that is raised) and
+one dropped under us (created again on the retry). Anything else PostgreSQL refuses (a
+constraint, a mismatched table) is permanent for that record.
 """
 
 from __future__ import annotations
@@ -11,25 +18,43 @@ from typing import Any
 
 import asyncpg
 
+from walstream.clock import Clock, SystemClock
 from walstream.core.lww import Version
 from walstream.errors import TargetRejectedError, TargetUnavailableError
 from walstream.records import Envelope
-from walstream.targets.kv import kv_statements, upsert_params
+from walstream.targets.kv import kv_statements, plain_table, upsert_params
 
 __all__ = ["PostgresKvTarget"]
 
 _TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03", "57P01", "57P02", "57P03", "53300"})
+#: What a CREATE TABLE IF NOT EXISTS racing another one for the same table may raise: the table
+#: (or its row type) was created by the other session, which has committed.
+_CREATED_MEANWHILE = (
+    asyncpg.UniqueViolationError,  # 23505 on pg_type's name index
+    asyncpg.DuplicateTableError,  # 42P07
+    asyncpg.DuplicateObjectError,  # 42710: type "..." already exists
+)
+_UNDEFINED_TABLE = "42P01"
 
 
 class PostgresKvTarget:
     """kv target on a PostgreSQL database (a pool of connections)."""
 
-    def __init__(self, dsn: str, *, timeout_s: float = 10.0, max_size: int = 8) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        timeout_s: float = 10.0,
+        max_size: int = 8,
+        clock: Clock | None = None,
+    ) -> None:
         self.dsn = dsn
         self._timeout_s = timeout_s
         self._max_size = max_size
+        self._clock = clock or SystemClock()
         self._pool: Any = None
         self._pool_lock = asyncio.Lock()
+        #: Tables known to exist: only once a CREATE ran or found one.
         self._tables: dict[str, tuple[str, str, str]] = {}
 
     async def _connection_pool(self) -> Any:
@@ -44,26 +69,34 @@ class PostgresKvTarget:
         statements = self._tables.get(table)
         if statements is None:
             statements = kv_statements(table, "postgresql")
-            await conn.execute(statements[0])
+            try:
+                await conn.fetch(statements[0])  # prepared: one statement, extended protocol
+            except _CREATED_MEANWHILE:
+                # another session created it at the same moment and has committed: the same
+                # CREATE ... IF NOT EXISTS now finds it (anything else is raised as usual)
+                await conn.fetch(statements[0])
             self._tables[table] = statements
         return statements
 
     async def deliver(self, envelope: Envelope) -> None:
         """Apply a put or delete with last-write-wins; a stale or duplicate write is a no-op."""
-        table = envelope.target["table"]
+        table = plain_table(envelope.target.get("table"))  # refused before anything runs
+        params = upsert_params(envelope, self._clock.now_ms())
         try:
             async with asyncio.timeout(self._timeout_s):
                 pool = await self._connection_pool()
                 async with pool.acquire() as conn:
                     upsert = (await self._statements(conn, table))[1]
-                    await conn.execute(upsert, *upsert_params(envelope))
+                    await conn.execute(upsert, *params)
         except TimeoutError as exc:
             raise TargetUnavailableError(f"kv {table}: timed out", error_class="timeout") from exc
         except (OSError, asyncpg.InterfaceError) as exc:
             raise TargetUnavailableError(f"kv {table}: {exc}", error_class="connection") from exc
         except asyncpg.PostgresError as exc:
             state = getattr(exc, "sqlstate", "") or ""
-            if state in _TRANSIENT_SQLSTATES or state.startswith("08"):
+            if state == _UNDEFINED_TABLE:  # dropped under us: created again on the retry
+                self._tables.pop(table, None)
+            if state in _TRANSIENT_SQLSTATES or state.startswith("08") or state == _UNDEFINED_TABLE:
                 raise TargetUnavailableError(
                     f"kv {table}: {exc}", error_class=f"pg_{state}"
                 ) from exc

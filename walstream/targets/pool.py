@@ -52,14 +52,15 @@ __all__ = ["TargetPool", "kv_target"]
 logger = logging.getLogger(__name__)
 
 
-def kv_target(settings: Settings) -> SqliteKvTarget | PostgresKvTarget:
-    """The kv database WALSTREAM_KV_URL names (default: a SQLite file in the data dir)."""
+def kv_target(settings: Settings, clock: Clock | None = None) -> SqliteKvTarget | PostgresKvTarget:
+    """The kv database WALSTREAM_KV_URL names (default: a SQLite file in the data dir);
+    ``clock`` bounds the original write times it accepts."""
     url = settings.kv_url or f"sqlite:///{Path(settings.data_dir) / 'kv.sqlite'}"
     if url.startswith("sqlite:///"):
         path = Path(url.removeprefix("sqlite:///"))
         path.parent.mkdir(parents=True, exist_ok=True)
-        return SqliteKvTarget(path)
-    return PostgresKvTarget(url)
+        return SqliteKvTarget(path, clock=clock)
+    return PostgresKvTarget(url, clock=clock)
 
 
 @lru_cache(maxsize=4096)
@@ -177,7 +178,7 @@ class TargetPool:
             return entry.targets[kind], endpoint
         if kind == "kv":
             if self._kv is None:
-                self._kv = kv_target(self.settings)
+                self._kv = kv_target(self.settings, self.clock)
             return self._kv, endpoint
         raise TargetRejectedError(
             f"no deliverer for {kind!r} targets", error_class="unknown_target"
