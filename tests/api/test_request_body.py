@@ -7,6 +7,7 @@ The requests go over raw sockets so a test controls what has been sent when the 
 from __future__ import annotations
 
 import asyncio
+import gc
 
 import orjson
 import pytest
@@ -16,6 +17,8 @@ from walstream.api.body import REQUEST_OVERHEAD_BYTES, SMALL_BODY_BYTES
 from walstream.api.deps import ApiDeps
 from walstream.clock import FakeClock
 from walstream.core.limits import InFlightLimiter
+from walstream.namespaces.config import parse_namespace
+from walstream.namespaces.registry import encode_event
 from walstream.settings import Settings
 
 SLOTS = 4
@@ -252,3 +255,48 @@ async def test_a_body_that_does_not_arrive_in_time_is_408(api, body_deps, produc
     assert "0.5 s" in answer["reason"]
     assert body_deps.limiter.in_flight == 0
     assert producer.sent == []
+
+
+def _lists(n: int) -> bytes:
+    """``[[],[],...]``: JSON whose decoded objects take ~25x its bytes."""
+    return b"[" + b"[]," * (n - 1) + b"[]]"
+
+
+def _tracked_lists() -> int:
+    return sum(1 for o in gc.get_objects() if type(o) is list)
+
+
+@pytest.mark.parametrize("route", ["log", "log:batch"])
+async def test_a_write_awaiting_its_ack_holds_its_records_not_its_decoded_body(
+    api, body_deps, producer, registry, route
+):
+    """Many writes may await the broker at once: each holds its encoded records (about its body's
+    bytes), not the decoded body (a list per 3 bytes here)."""
+    config = parse_namespace({"name": "big", "target": {"type": "kafka", "topic": "out"}})
+    registry.apply(*encode_event(config, 2))  # the default payload limit (1 MiB)
+    if route == "log":
+        decoded, body = 290_000, b'{"payload":' + _lists(290_000) + b"}"
+    else:
+        record = b'{"payload":' + _lists(70_000) + b"}"
+        decoded, body = 70_000 * SLOTS, b'{"records":[' + b",".join([record] * SLOTS) + b"]}"
+    producer.block = asyncio.Event()
+    before = _tracked_lists()
+    try:
+        pending = asyncio.create_task(
+            api.post(
+                f"/v1/namespaces/big/{route}",
+                data=body,
+                headers={"Content-Type": "application/json"},
+            )
+        )
+        async with asyncio.timeout(30):
+            while body_deps.limiter.in_flight == 0:  # taken right before the broker send
+                await asyncio.sleep(0.01)
+        # the handler now awaits the broker's ack
+        held = _tracked_lists() - before
+    finally:
+        producer.block.set()
+    response = await pending
+    assert response.status == 200, await response.text()
+    assert held < decoded / 100, f"{held} lists held while awaiting the ack (decoded: {decoded})"
+    assert sum(len(r.value) for r in producer.sent) > 0.9 * len(body)

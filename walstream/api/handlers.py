@@ -31,7 +31,6 @@ from walstream.errors import (
 from walstream.kafka.producer import Outgoing, route_write
 from walstream.namespaces.config import NamespaceConfig
 from walstream.namespaces.registry import NamespaceRegistry
-from walstream.records import Envelope
 from walstream.topology import reserved_topics
 
 __all__ = ["install_routes"]
@@ -89,12 +88,16 @@ async def write_to_log(request: web.BaseRequest, deps: ApiDeps, params: Params) 
             env, ns.topics.log, now_ms, deps.settings.app_id, key_ordered=ns.key_ordered
         )
         _check_size(record, deps.settings.max_record_bytes)
+        record_id = env.id
+        # While the broker acks, hold the encoded record, not the decoded body (small JSON
+        # values decode to tens of times their bytes).
+        del raw, body, env
         await deps.producer.send(record)
     finally:
         limiter.release()
     # The hot path's answer, built without a dict and an encoder (ids are hex: nothing to escape).
     return web.Response(
-        body=b'{"durable":"TRUE","message":"written","id":"%s"}' % env.id.encode(),
+        body=b'{"durable":"TRUE","message":"written","id":"%s"}' % record_id.encode(),
         content_type="application/json",
     )
 
@@ -105,7 +108,7 @@ async def write_batch(request: web.BaseRequest, deps: ApiDeps, params: Params) -
     raw = await read_body(request, deps.settings.body_read_timeout_s)
     items = parse_batch(_decode(raw), deps.settings.max_batch_records)
     results: list[dict[str, Any]] = [{} for _ in items]
-    envelopes: list[tuple[int, Envelope]] = []
+    envelopes: list[tuple[int, str]] = []  # (index, record id)
     now_ms = deps.clock.now_ms()
     outgoing: list[Outgoing] = []
     app_id, limit = deps.settings.app_id, deps.settings.max_record_bytes
@@ -119,25 +122,31 @@ async def write_batch(request: web.BaseRequest, deps: ApiDeps, params: Params) -
         except WalError as exc:
             results[index] = {"status": status_for(exc)[0], **error_body(exc)}
         else:
-            envelopes.append((index, env))
+            envelopes.append((index, env.id))
             outgoing.append(record)
     if envelopes:
         if not deps.limiter.try_acquire(len(envelopes)):
             raise OverloadedError(deps.settings.shed_retry_after_s)
+        # While the broker acks, hold the encoded records, not the decoded body.
+        del raw, items, item, env
         try:
             errors = await deps.producer.send_many(outgoing)
         finally:
             deps.limiter.release(len(envelopes))
-        for (index, env), error in zip(envelopes, errors, strict=True):
+        for (index, record_id), error in zip(envelopes, errors, strict=True):
             if error is None:
                 results[index] = {
                     "status": 200,
                     "durable": "TRUE",
                     "message": "written",
-                    "id": env.id,
+                    "id": record_id,
                 }
             else:
-                results[index] = {"status": status_for(error)[0], "id": env.id, **error_body(error)}
+                results[index] = {
+                    "status": status_for(error)[0],
+                    "id": record_id,
+                    **error_body(error),
+                }
     return json_response({"results": results})
 
 
