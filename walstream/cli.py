@@ -181,7 +181,12 @@ def ns() -> None:
 
 @ns.command("apply")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-def ns_apply(paths: tuple[Path, ...]) -> None:
+@click.option(
+    "--expect-version",
+    type=click.IntRange(min=0),
+    help="apply only if the namespace is at this version (`ns show` prints it; 0: not defined)",
+)
+def ns_apply(paths: tuple[Path, ...], expect_version: int | None) -> None:
     """Validate namespace files (or directories of them) and broadcast them."""
     from walstream.namespaces.broadcast import NamespacePublisher
     from walstream.namespaces.files import load_namespace_files
@@ -191,14 +196,16 @@ def ns_apply(paths: tuple[Path, ...]) -> None:
         configs = load_namespace_files(list(paths))
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from exc
+    if expect_version is not None and len(configs) != 1:
+        raise click.UsageError("--expect-version takes exactly one namespace file")
 
     async def apply() -> None:
         publisher = NamespacePublisher(settings)
         await publisher.start()
         try:
             for config in configs:
-                await publisher.apply(config)
-                click.echo(f"applied {config.name}")
+                version = await publisher.apply(config, expect_version=expect_version)
+                click.echo(f"applied {config.name} (version {version})")
         finally:
             await publisher.stop()
 
@@ -236,6 +243,7 @@ def ns_show(name: str) -> None:
         config = registry.get(name)
     except WalError as exc:
         raise click.ClickException(str(exc)) from exc
+    click.echo(f"version {registry.version(name)} (ns apply --expect-version)", err=True)
     from walstream.core.auth import redact_target
 
     shown = redact_target(config.to_json())  # header values and URL userinfo: as the API shows

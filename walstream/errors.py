@@ -5,6 +5,7 @@
     + PayloadTooLargeError                -> HTTP 413
     + RequestTimeoutError                 -> HTTP 408 (the body did not arrive in time)
   x NamespaceNotFoundError(namespace)     -> HTTP 404
+    + NamespaceUnavailableError           -> HTTP 503 (its latest config event is unreadable)
   x UnauthorizedError                     -> HTTP 401 + WWW-Authenticate: Bearer (no token)
   x ForbiddenError                        -> HTTP 403 (unknown token, or not allowed here)
   x OverloadedError(retry_after)          -> HTTP 503 + Retry-After, durable=FALSE
@@ -33,6 +34,7 @@ __all__ = [
     "EmitRefusedError",
     "ForbiddenError",
     "NamespaceNotFoundError",
+    "NamespaceUnavailableError",
     "OverloadedError",
     "PayloadTooLargeError",
     "PoisonRecordError",
@@ -82,6 +84,19 @@ class NamespaceNotFoundError(WalError):
     def __init__(self, namespace: str) -> None:
         super().__init__(f"namespace {namespace!r} is not defined")
         self.namespace = namespace
+
+
+class NamespaceUnavailableError(NamespaceNotFoundError):
+    """The namespace's latest control event is unreadable: no config is in force (HTTP 503;
+    the worker holds its records as for an unknown namespace)."""
+
+    def __init__(self, namespace: str, reason: str) -> None:
+        super().__init__(namespace)
+        self.args = (
+            f"namespace {namespace!r} is unavailable: its latest configuration event is "
+            f"unreadable ({reason})",
+        )
+        self.reason = reason
 
 
 class UnauthorizedError(WalError):

@@ -28,6 +28,7 @@ class WalMetrics(NamedTuple):
     blocked_keys: Gauge
     blocked_waiting: Gauge
     blocked_oldest_age: Gauge
+    namespace_unreadable: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry, prefix: str = "walstream") -> WalMetrics:
@@ -100,6 +101,12 @@ class WalMetrics(NamedTuple):
             blocked_oldest_age=Gauge(
                 f"{prefix}_ordering_oldest_blocked_age_seconds",
                 "How long the longest-blocked key has waited on its current head",
+                ["namespace"],
+                registry=registry,
+            ),
+            namespace_unreadable=Gauge(
+                f"{prefix}_namespace_config_unreadable",
+                "1: the namespace's latest control event is unreadable (it is unavailable)",
                 ["namespace"],
                 registry=registry,
             ),

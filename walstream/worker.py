@@ -89,6 +89,7 @@ class Delivery(mode.Service):
         self.ordering.on_recover(self._reindex_ordering)
         self.log_reader = LogReader(settings.bootstrap_list, client_id=f"{app.conf.id}-parked")
         self._blocked_labels: set[str] = set()
+        self._unreadable_labels: set[str] = set()
         self.deliverer = Deliverer(
             registry=registry,
             pool=self.pool,
@@ -148,6 +149,11 @@ class Delivery(mode.Service):
 
     def on_namespaces(self, registry: NamespaceRegistry) -> None:
         """Subscribe the agents to the topics of every namespace this worker can serve."""
+        for name in self._unreadable_labels - set(registry.unreadable):
+            self.metrics.namespace_unreadable.labels(name).set(0)
+        for name in registry.unreadable:
+            self.metrics.namespace_unreadable.labels(name).set(1)
+        self._unreadable_labels = set(registry.unreadable)
         wanted = []
         for ns in registry:
             if ns.partitions not in (None, self.settings.default_partitions):

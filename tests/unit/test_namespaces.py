@@ -128,17 +128,23 @@ def test_registry_fold_last_value_wins_and_tombstone_deletes():
     assert registry.apply(key, None) is Change.IGNORED
 
 
-def test_registry_ignores_bad_events_and_keeps_the_last_good_value():
-    registry = NamespaceRegistry()
+def test_registry_makes_a_namespace_with_a_bad_last_event_unavailable():
+    """As a process started after compaction (which sees only the bad event) would: issue 14
+    item 10, tests/unit/test_registry_fold.py."""
     key, good = encode_event(parse_namespace({"name": "a"}), 1)
-    registry.apply(key, good)
     _, other = encode_event(parse_namespace({"name": "b"}), 1)
-    for bad_key, bad in [
-        (key, b"not json"),
-        (key, b'{"v": 9}'),
-        (key, b'{"v": 1, "config": {"name": "a", "max_attempts": -1}}'),
-        (key, other),  # key and config disagree
-        (None, good),
+    for bad in [
+        b"not json",
+        b'{"v": 9}',
+        b'{"v": 1, "config": {"name": "a", "max_attempts": -1}}',
+        other,  # key and config disagree
     ]:
-        assert registry.apply(bad_key, bad) is Change.IGNORED
+        registry = NamespaceRegistry()
+        registry.apply(key, good)
+        assert registry.apply(key, bad) is Change.UNREADABLE
+        assert registry.names() == []
+        assert set(registry.unreadable) == {"a"}
+    registry = NamespaceRegistry()
+    registry.apply(key, good)
+    assert registry.apply(None, good) is Change.IGNORED
     assert registry.names() == ["a"]

@@ -14,6 +14,7 @@ from walstream.errors import (
     BadRequestError,
     ForbiddenError,
     NamespaceNotFoundError,
+    NamespaceUnavailableError,
     OverloadedError,
     ServiceUnavailableError,
     UnauthorizedError,
@@ -38,6 +39,8 @@ def status_for(exc: WalError) -> tuple[int, str]:
         return exc.status, "FALSE"
     if isinstance(exc, UnauthorizedError | ForbiddenError):
         return exc.status, "FALSE"
+    if isinstance(exc, NamespaceUnavailableError):
+        return 503, "FALSE"
     if isinstance(exc, NamespaceNotFoundError | RouteNotFoundError):
         return 404, "FALSE"
     if isinstance(exc, MethodNotAllowedError):
@@ -73,6 +76,7 @@ def error_response(exc: WalError) -> web.Response:
         response.headers["Allow"] = ", ".join(exc.allowed)
     elif isinstance(exc, UnauthorizedError):
         response.headers["WWW-Authenticate"] = 'Bearer realm="walstream"'
+
     return response
 
 

@@ -18,11 +18,16 @@ from aiokafka.errors import KafkaError
 from walstream import topology
 from walstream.aio import cancel_and_wait
 from walstream.clock import Clock, SystemClock
-from walstream.errors import ConfigError
+from walstream.errors import ConfigError, WalError
 from walstream.kafka.admin import ensure_namespace_topics, ensure_topics
 from walstream.kafka.clients import stop_consumer
 from walstream.namespaces.config import NamespaceConfig
-from walstream.namespaces.registry import NamespaceRegistry, encode_event
+from walstream.namespaces.registry import (
+    NamespaceRegistry,
+    VersionConflictError,
+    encode_event,
+    next_event,
+)
 from walstream.settings import Settings
 from walstream.topology import TopicSpec, control_topic_spec
 
@@ -98,6 +103,24 @@ class NamespaceFeed:
         except TimeoutError:
             return False
         return True
+
+    async def wait_past(self, partition: int, offset: int, within_s: float) -> None:
+        """Wait until the feed has folded the control record at ``partition``@``offset``.
+
+        Raises:
+            WalError: not within ``within_s``.
+        """
+        consumer = self._consumer
+        assert consumer is not None  # noqa: S101 - start() first
+        tp = TopicPartition(self.settings.control_topic, partition)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within_s
+        while True:
+            if tp in consumer.assignment() and await consumer.position(tp) > offset:
+                return
+            if loop.time() > deadline:
+                raise WalError(f"the control topic was not read past {tp}@{offset} in time")
+            await asyncio.sleep(0.05)
 
     async def _partitions(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
         topic = self.settings.control_topic
@@ -189,10 +212,19 @@ class NamespacePublisher:
             )
         return feed.registry
 
-    async def apply(self, config: NamespaceConfig) -> None:
-        """Create the namespace's topics, then broadcast its configuration.
+    async def apply(self, config: NamespaceConfig, *, expect_version: int | None = None) -> int:
+        """Create the namespace's topics, then broadcast its configuration; return its version.
+
+        The version is one up from the one this publisher's registry has in force;
+        ``expect_version`` makes the apply a compare-and-set against it. Once written, the
+        event is read back: if another apply won meanwhile (a newer version already ahead of
+        ours), the winner is published again so the last event of the key stays the winner
+        (compaction keeps only that one), and the apply fails.
 
         Raises:
+            VersionConflictError: ``expect_version`` is not the version in force, or a
+                concurrent apply won.
+            ConfigError: the namespace is live and ``config`` changes its topics.
             ConfigError: the namespace asks for another partition count than the deployment's
                 (workers keep per-record state co-partitioned with every namespace topic).
             TopicError: a topic is another namespace's or the deployment's own, has another
@@ -208,12 +240,35 @@ class NamespacePublisher:
                 f"every namespace of this deployment has WALSTREAM_DEFAULT_PARTITIONS={wanted}",
             )
         registry = await self._registry()
+        version, updated_at_ms = next_event(registry, config, self.clock.now_ms(), expect_version)
         await ensure_namespace_topics(
             self.settings, config, namespace_topic_specs(config, self.settings), registry
         )
-        key, value = encode_event(config, self.clock.now_ms())
-        await self._producer.send_and_wait(self.settings.control_topic, value, key=key)
+        key, value = encode_event(config, updated_at_ms, version)
+        sent = await self._producer.send_and_wait(self.settings.control_topic, value, key=key)
         registry.apply(key, value)  # the next apply() of this run checks against it at once
+        await self._confirm(config.name, (version, updated_at_ms), sent.partition, sent.offset)
+        return version
+
+    async def _confirm(self, name: str, ours: tuple[int, int], partition: int, offset: int) -> None:
+        """Read the control topic past our event; fail (and keep the winner last) if it lost."""
+        feed, producer = self._feed, self._producer
+        assert feed is not None  # noqa: S101 - start() first
+        assert producer is not None  # noqa: S101
+        await feed.wait_past(partition, offset, self.settings.registry_ready_timeout_s)
+        registry = feed.registry
+        if name in registry:
+            winner = (registry.version(name), registry.updated_at_ms(name))
+            if winner == ours:
+                return
+            if winner > ours:  # ours is stale and last: publish the winner again
+                key, value = encode_event(registry.get(name), winner[1], winner[0])
+                await producer.send_and_wait(self.settings.control_topic, value, key=key)
+            raise VersionConflictError(
+                f"namespace {name!r}: a concurrent apply won (version {winner[0]}); "
+                "read it again (walstream ns show) and apply again"
+            )
+        raise VersionConflictError(f"namespace {name!r} was deleted or replaced meanwhile")
 
     async def delete(self, name: str) -> None:
         """Broadcast a tombstone: the namespace stops accepting writes. Its topics are kept."""
