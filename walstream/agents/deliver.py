@@ -86,11 +86,13 @@ from walstream.core.retry import (
     history_entry,
     may_defer,
 )
+from walstream.core.validate import original_write_time_problem
 from walstream.errors import (
     EmitRefusedError,
     NamespaceNotFoundError,
     PoisonRecordError,
     TargetError,
+    TargetRejectedError,
 )
 from walstream.kafka.log_reader import LoggedRecord, RecordGoneError
 from walstream.metrics import WalMetrics
@@ -278,7 +280,9 @@ class Deliverer:
         except PoisonRecordError as exc:
             outcome = await self._dead_raw(value, key, source, exc.reason, "PoisonRecordError")
             return outcome, topic_ns or "-", "poison"
-        ns = self._namespace(env.namespace, topic_ns)
+        # The namespace whose topic it was read from decides (its policy, its retry and DLQ
+        # topics): a record naming another namespace may not borrow that one's target.
+        ns = self._namespace(topic_ns, env.namespace)
         if ns is None:
             return await self._park(env, value, key, source), env.namespace, "parked"
         stage = "log" if source.topic == ns.topics.log else "retry"
@@ -573,8 +577,9 @@ class Deliverer:
             ],
         )
 
-    def _namespace(self, name: str, topic_ns: str | None) -> NamespaceConfig | None:
-        for candidate in (name, topic_ns):
+    def _namespace(self, topic_ns: str | None, name: str | None) -> NamespaceConfig | None:
+        """The namespace owning the topic, else (a topic no namespace has now) the record's."""
+        for candidate in (topic_ns, name):
             if candidate is not None:
                 try:
                     return self.registry.get(candidate)
@@ -585,8 +590,13 @@ class Deliverer:
     async def _attempt(
         self, env: Envelope, key: bytes | None, ns: NamespaceConfig, source: Source, now: int
     ) -> Outcome:
+        owt_problem = original_write_time_problem(env.lifecycle.original_write_time_ms, now)
         try:
-            target, endpoint = await self.pool.target(env.target, ns)
+            if owt_problem is not None:  # not from the API (produced into a log): its bounds hold
+                raise TargetRejectedError(
+                    f"original_write_time {owt_problem}", error_class="bad_write_time"
+                )
+            _, endpoint = await self.pool.target(env.target, ns)  # checked, started: its breaker
         except TargetError as exc:  # refused (unknown type, not allowed) or unreachable cluster
             failure = Failure(
                 error_class=exc.error_class, message=str(exc), retriable=exc.retriable
@@ -623,7 +633,9 @@ class Deliverer:
             )
             return Outcome.DEFERRED
         try:
-            await target.deliver(env)
+            # leased: an evicted cluster's producer is not closed under the send
+            async with self.pool.lease(env.target, ns) as (target, _):
+                await target.deliver(env)
         except TargetError as exc:
             failure = Failure(
                 error_class=exc.error_class, message=str(exc), retriable=exc.retriable
@@ -863,7 +875,7 @@ class Deliverer:
             env = decode_envelope(value)
         except PoisonRecordError:
             return
-        ns = self._namespace(env.namespace, self.registry.namespace_of(source.topic))
+        ns = self._namespace(self.registry.namespace_of(source.topic), env.namespace)
         if ns is None:
             return
         try:
