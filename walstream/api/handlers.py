@@ -38,9 +38,14 @@ __all__ = ["install_routes"]
 Params = Mapping[str, str]
 
 
-def _namespace(deps: ApiDeps, params: Params) -> NamespaceConfig:
+def _loaded(deps: ApiDeps) -> None:
+    """503 + Retry-After until the registry has caught up (a 404 then could be wrong)."""
     if not deps.registry_loaded():
         raise OverloadedError(deps.settings.shed_retry_after_s, "namespace registry is loading")
+
+
+def _namespace(deps: ApiDeps, params: Params) -> NamespaceConfig:
+    _loaded(deps)
     return deps.registry.get(params["namespace"])
 
 
@@ -171,6 +176,7 @@ async def readyz(request: web.BaseRequest, deps: ApiDeps, params: Params) -> web
 
 async def list_namespaces(request: web.BaseRequest, deps: ApiDeps, params: Params) -> web.Response:
     """The namespaces this process knows (those the token administers), secrets redacted."""
+    _loaded(deps)
     configs = {ns.name: ns for ns in deps.registry}
     shown = principals_namespaces(request.get(PRINCIPAL), configs)
     return json_response({"namespaces": [redact_target(configs[n].to_json()) for n in shown]})
@@ -179,7 +185,7 @@ async def list_namespaces(request: web.BaseRequest, deps: ApiDeps, params: Param
 async def show_namespace(request: web.BaseRequest, deps: ApiDeps, params: Params) -> web.Response:
     """One namespace's configuration, as this process sees it (header values and URL userinfo
     redacted: walstream.core.auth.redact_target)."""
-    return json_response(redact_target(deps.registry.get(params["namespace"]).to_json()))
+    return json_response(redact_target(_namespace(deps, params).to_json()))
 
 
 async def openapi(request: web.BaseRequest, deps: ApiDeps, params: Params) -> web.Response:
@@ -196,7 +202,7 @@ def _dlq(deps: ApiDeps) -> DlqAccess:
 async def list_dlq(request: web.BaseRequest, deps: ApiDeps, params: Params) -> web.Response:
     """Open DLQ entries of a namespace, oldest first, a page at a time (filters, ``limit`` and
     the ``after`` cursor as query parameters; ``next`` resumes the listing)."""
-    ns = deps.registry.get(params["namespace"])
+    ns = _namespace(deps, params)
     query = dict(request.query)
     limit_raw = query.pop("limit", "100")
     if not limit_raw.isdigit() or not 1 <= int(limit_raw) <= 10_000:
@@ -226,7 +232,7 @@ def _entry_for(request: web.BaseRequest, namespace: str, entry: dict[str, Any]) 
 
 async def start_redrive(request: web.BaseRequest, deps: ApiDeps, params: Params) -> web.Response:
     """Redrive open DLQ entries to the log in the background (202); one at a time per namespace."""
-    ns = deps.registry.get(params["namespace"])
+    ns = _namespace(deps, params)
     raw = await read_body(request, deps.settings.body_read_timeout_s)
     body = _decode(raw) if raw else {}
     if not isinstance(body, dict):
@@ -250,7 +256,7 @@ async def start_redrive(request: web.BaseRequest, deps: ApiDeps, params: Params)
 
 async def redrive_status(request: web.BaseRequest, deps: ApiDeps, params: Params) -> web.Response:
     """The namespace's latest redrive in this process."""
-    ns = deps.registry.get(params["namespace"])
+    ns = _namespace(deps, params)
     progress = _dlq(deps).redrives.status(ns.name)
     if progress is None:
         raise RouteNotFoundError(f"no redrive of {ns.name} in this process")
@@ -259,7 +265,7 @@ async def redrive_status(request: web.BaseRequest, deps: ApiDeps, params: Params
 
 async def cancel_redrive(request: web.BaseRequest, deps: ApiDeps, params: Params) -> web.Response:
     """Cancel the namespace's running redrive (what is redriven stays redriven)."""
-    ns = deps.registry.get(params["namespace"])
+    ns = _namespace(deps, params)
     progress = await _dlq(deps).redrives.cancel(ns.name)
     if progress is None:
         raise RouteNotFoundError(f"no redrive of {ns.name} in this process")
