@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 import orjson
@@ -58,6 +59,10 @@ class FakePool:
         if spec.get("type") == "nope":
             raise TargetRejectedError("no deliverer", error_class="unknown_target")
         return self.target_obj, "ep"
+
+    @contextlib.asynccontextmanager
+    async def lease(self, spec, ns=None):
+        yield await self.target(spec, ns)
 
     def breaker(self, endpoint):
         policy = BreakerPolicy(threshold=self.threshold)

@@ -596,7 +596,7 @@ class Deliverer:
                 raise TargetRejectedError(
                     f"original_write_time {owt_problem}", error_class="bad_write_time"
                 )
-            target, endpoint = await self.pool.target(env.target, ns)
+            _, endpoint = await self.pool.target(env.target, ns)  # checked, started: its breaker
         except TargetError as exc:  # refused (unknown type, not allowed) or unreachable cluster
             failure = Failure(
                 error_class=exc.error_class, message=str(exc), retriable=exc.retriable
@@ -633,7 +633,9 @@ class Deliverer:
             )
             return Outcome.DEFERRED
         try:
-            await target.deliver(env)
+            # leased: an evicted cluster's producer is not closed under the send
+            async with self.pool.lease(env.target, ns) as (target, _):
+                await target.deliver(env)
         except TargetError as exc:
             failure = Failure(
                 error_class=exc.error_class, message=str(exc), retriable=exc.retriable

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, ProducerClosed
 
 from walstream.errors import TargetRejectedError, TargetUnavailableError
 from walstream.records import Envelope
@@ -25,9 +25,11 @@ def kafka_headers(envelope: Envelope) -> list[tuple[str, bytes]]:
 
 
 def classify_kafka_error(where: str, exc: BaseException) -> Exception:
-    """A TargetError for a producer failure: aiokafka marks the transient ones ``retriable``."""
+    """A TargetError for a producer failure: aiokafka marks the transient ones ``retriable``.
+    ``ProducerClosed`` (not marked) is transient too: the pool closed the producer (its cluster
+    evicted, the worker stopping), nothing is wrong with the record or the cluster."""
     name = type(exc).__name__
-    if isinstance(exc, TimeoutError) or getattr(exc, "retriable", False):
+    if isinstance(exc, TimeoutError | ProducerClosed) or getattr(exc, "retriable", False):
         return TargetUnavailableError(f"{where}: {name}: {exc}", error_class=f"kafka_{name}")
     return TargetRejectedError(f"{where}: {name}: {exc}", error_class=f"kafka_{name}")
 

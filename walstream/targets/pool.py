@@ -8,19 +8,21 @@ what goes down together.
 Records name endpoints, so what is kept per endpoint is bounded: a producer (with its targets)
 or a breaker unused for TARGET_IDLE_TTL_S is closed and forgotten, and at most
 TARGET_MAX_ENDPOINTS of each are kept (least recently used out first); the http client closes
-idle connections after HTTP_IDLE_TIMEOUT_S. A producer is started outside any pool-wide lock:
-callers for one cluster share its start, and a cluster that does not answer holds up only the
-records that name it. Before handing out a target the pool checks it against the namespace's
-current policy (walstream.core.target_policy: its own target, its ``allowed_targets``, never
-walstream's own topics), so a record naming anything else is refused before anything is
-connected to or run.
+idle connections after HTTP_IDLE_TIMEOUT_S. A delivery holds its cluster with ``lease``: an
+evicted producer is closed once no delivery uses it, never under a send in flight. A producer is
+started outside any pool-wide lock: callers for one cluster share its start, and a cluster that
+does not answer holds up only the records that name it. Before handing out a target the pool
+checks it against the namespace's current policy (walstream.core.target_policy: its own target,
+its ``allowed_targets``, never walstream's own topics), so a record naming anything else is
+refused before anything is connected to or run.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -71,11 +73,17 @@ def _http_origin(url: str) -> str:
 
 
 class _Cluster:
-    """One Kafka cluster's producer and the targets writing through it."""
+    """One Kafka cluster's producer and the targets writing through it.
+
+    ``users`` counts the deliveries holding it (``TargetPool.lease``): an evicted cluster's
+    producer is closed once none does (``evicted``), not under a send waiting on it."""
 
     def __init__(self, producer: Any, kafka: KafkaTarget, wal: WalTarget) -> None:
         self.producer = producer
         self.targets: dict[str, Target] = {"kafka": kafka, "wal": wal}
+        self.users = 0
+        self.evicted = False
+        self.closing = False
 
 
 class TargetPool:
@@ -104,6 +112,8 @@ class TargetPool:
         #: Producers being started, by cluster: every caller for one cluster awaits the same.
         self._starting: dict[str, asyncio.Future[_Cluster]] = {}
         self._closing: set[asyncio.Task[None]] = set()
+        #: Evicted clusters still leased by a delivery: closed when the last one is done.
+        self._draining: set[_Cluster] = set()
         self._next_sweep_ms = 0
         self._producer_factory = producer_factory or _producer
         self._http: HttpClient | None = None
@@ -170,11 +180,7 @@ class TargetPool:
         if kind == "kafka" or kind == "wal":
             home = self.settings.bootstrap_servers or ""
             cluster = cluster_id(str(spec.get("bootstrap_servers") or home))
-            now = self.clock.now_ms()
-            entry = self._clusters.get(cluster, now)
-            if entry is None:
-                self._evict(now)
-                entry = await self._start(cluster)
+            entry = await self._cluster(cluster)
             return entry.targets[kind], endpoint
         if kind == "kv":
             if self._kv is None:
@@ -182,6 +188,47 @@ class TargetPool:
             return self._kv, endpoint
         raise TargetRejectedError(
             f"no deliverer for {kind!r} targets", error_class="unknown_target"
+        )
+
+    @contextlib.asynccontextmanager
+    async def lease(
+        self, spec: Mapping[str, Any], ns: NamespaceConfig | None = None
+    ) -> AsyncIterator[tuple[Target, str]]:
+        """``target(spec, ns)`` held for the block: a Kafka cluster evicted meanwhile (idle,
+        least recently used) has its producer closed only once no lease holds it, so a send
+        waiting on it (topic metadata, a leader change) is not cut off. Raises as ``target``."""
+        kind = spec.get("type")
+        if kind != "kafka" and kind != "wal":
+            yield await self.target(spec, ns)
+            return
+        _, endpoint = await self.target(spec, ns)  # the policy check, the producer started
+        home = self.settings.bootstrap_servers or ""
+        # live and started now: no suspension between this and the count, so it is not closing
+        entry = await self._cluster(cluster_id(str(spec.get("bootstrap_servers") or home)))
+        entry.users += 1
+        try:
+            yield entry.targets[kind], endpoint
+        finally:
+            entry.users -= 1
+            if entry.evicted and entry.users == 0:
+                self._draining.discard(entry)
+                self._close_later(entry)
+
+    async def _cluster(self, cluster: str) -> _Cluster:
+        """The cluster's live entry (started if need be; one evicted before its caller resumed
+        is not handed out: started again)."""
+        for _ in range(3):
+            now = self.clock.now_ms()
+            entry = self._clusters.get(cluster, now)
+            if entry is None:
+                self._evict(now)
+                entry = await self._start(cluster)
+            if not entry.closing:
+                return entry
+        raise TargetUnavailableError(
+            f"the producer of {cluster} was evicted as soon as started (more clusters in use "
+            "than WALSTREAM_TARGET_MAX_ENDPOINTS)",
+            error_class="kafka_evicted",
         )
 
     async def _start(self, cluster: str) -> _Cluster:
@@ -207,7 +254,7 @@ class TargetPool:
             async with asyncio.timeout(DEFAULT_TIMEOUT_S):
                 await producer.start()
         except BaseException as exc:
-            self._close_later(producer)
+            self._stop_later(producer)
             if isinstance(exc, Exception) and not isinstance(exc, asyncio.CancelledError):
                 raise classify_transient(f"connect to {cluster}", exc) from exc
             raise
@@ -221,10 +268,19 @@ class TargetPool:
         self._next_sweep_ms = now + 1000
         self._breakers.evict(now)
         for cluster, entry in self._clusters.evict(now):
-            logger.info("closing the producer of idle cluster %s", cluster)
-            self._close_later(entry.producer)
+            entry.evicted = True
+            if entry.users:  # a delivery is sending through it: closed when the last is done
+                logger.info("closing the producer of cluster %s once its deliveries end", cluster)
+                self._draining.add(entry)
+            else:
+                logger.info("closing the producer of idle cluster %s", cluster)
+                self._close_later(entry)
 
-    def _close_later(self, producer: Any) -> None:
+    def _close_later(self, entry: _Cluster) -> None:
+        entry.closing = True
+        self._stop_later(entry.producer)
+
+    def _stop_later(self, producer: Any) -> None:
         """Stop ``producer`` in the background: a cluster that does not answer delays no one."""
         task = asyncio.ensure_future(stop_consumer(producer))
         self._closing.add(task)
@@ -238,7 +294,12 @@ class TargetPool:
         for cluster in list(self._clusters):
             entry = self._clusters.pop(cluster)
             if entry is not None:
+                entry.closing = True
                 await stop_consumer(entry.producer)  # tolerant stop, same race as consumers
+        for entry in list(self._draining):
+            entry.closing = True
+            await stop_consumer(entry.producer)
+        self._draining.clear()
         await asyncio.gather(*self._closing, return_exceptions=True)
         if self._http is not None:
             await self._http.close()
