@@ -216,6 +216,9 @@ def install_delivery(app: faust.App, settings: Settings, registry: NamespaceRegi
         async def on_revoke(revoked: set[Any]) -> list[Any]:
             return await dispatcher.revoke(revoked, grace_s=settings.deliver_revoke_wait_s)
 
+        def on_assign(assigned: set[Any]) -> None:
+            dispatcher.assign(assigned)
+
         async def handle(event: Any) -> None:
             bind_event(event)
             message = event.message
@@ -232,6 +235,7 @@ def install_delivery(app: faust.App, settings: Settings, registry: NamespaceRegi
         add_listener = getattr(consumer, "add_revoke_listener", None)
         if add_listener is not None:
             add_listener(on_revoke)
+            consumer.add_assign_listener(on_assign)
         try:
             async for event in manual.events():
                 message = event.message
@@ -241,7 +245,7 @@ def install_delivery(app: faust.App, settings: Settings, registry: NamespaceRegi
                 # back to wait in the delay tiers.
                 due = parse_due_header(message.headers)
                 hold = due if due is not None and due - clock.now_ms() <= max_hold_ms else None
-                await dispatcher.submit(
+                accepted = await dispatcher.submit(
                     order_key if event.key is not None else None,
                     functools.partial(handle, event),
                     # Faust's TP: resume_partitions keeps what it is given, and its fetcher
@@ -250,9 +254,14 @@ def install_delivery(app: faust.App, settings: Settings, registry: NamespaceRegi
                     tag=message,
                     not_before_ms=hold,
                 )
+                if not accepted:
+                    # Its partition was revoked (read before the rebalance): not acked, so the
+                    # commit stays before it and the partition's owner reads it again.
+                    consumer.abandon(message)
         finally:
             if add_listener is not None:
                 consumer.remove_revoke_listener(on_revoke)
+                consumer.remove_assign_listener(on_assign)
             await dispatcher.cancel()
 
     app.agent(delivery.log_topics, name="deliver")(consume)

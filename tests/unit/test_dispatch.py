@@ -257,8 +257,10 @@ async def test_revoke_drops_queued_records_at_once_and_bounds_the_wait_for_runni
     await dispatcher.join()
     assert "kept" in finished
     assert dispatcher.in_flight == 0
-    # the key starts afresh when its partition comes back
-    await dispatcher.submit("hot", lambda: slow("hot again", 0), partition="p0")
+    # refused until its partition comes back; then the key starts afresh
+    assert not await dispatcher.submit("hot", lambda: slow("too early", 0), partition="p0")
+    dispatcher.assign({"p0"})
+    assert await dispatcher.submit("hot", lambda: slow("hot again", 0), partition="p0")
     await dispatcher.join()
     assert finished[-1] == "hot again"
 
@@ -280,3 +282,120 @@ async def test_cancel_resumes_the_partitions_it_paused():
     await dispatcher.cancel()
     assert events == [("pause", "p0"), ("resume", "p0")]
     assert dispatcher.paused() == set()
+
+
+async def test_a_submit_waiting_for_room_when_its_partition_is_revoked_is_refused():
+    """A rebalance frees room (revoke drops the queued records): the record whose submit was
+    waiting for it must not start (it would run beside the key's record still in its grace, on
+    a partition this worker no longer owns); submit returns False and it never runs."""
+    dispatcher = KeyedDispatcher(2, max_pending=2)
+    events: list[str] = []
+    running: set[str] = set()
+    overlaps: list[tuple[str, ...]] = []
+    release = asyncio.Event()
+
+    def job(name: str):
+        async def run() -> None:
+            events.append(f"{name} started")
+            if running:
+                overlaps.append((*sorted(running), name))
+            running.add(name)
+            try:
+                await release.wait()
+            finally:
+                running.discard(name)
+            events.append(f"{name} finished")
+
+        return run
+
+    # Two records of one key fill the dispatcher (one running, one queued behind it) ...
+    await dispatcher.submit("k", job("a"), partition="p0", tag="a")
+    await dispatcher.submit("k", job("b"), partition="p0", tag="b")
+    await asyncio.sleep(0)
+    # ... and the next one waits for room.
+    blocked = asyncio.ensure_future(dispatcher.submit("k", job("c"), partition="p0", tag="c"))
+    await asyncio.sleep(0.01)
+    assert not blocked.done()
+
+    abandoned = await dispatcher.revoke({"p0"}, grace_s=0.05)
+    accepted = await asyncio.wait_for(blocked, 1)
+    release.set()
+    await dispatcher.join()
+    assert "c started" not in events, events
+    assert not overlaps, overlaps
+    assert sorted(abandoned) == ["a", "b"]
+    assert accepted is False  # the caller gives it up (unacked)
+    assert dispatcher.in_flight == 0
+
+
+async def test_a_keys_record_in_its_revoke_grace_is_never_joined_by_a_later_one():
+    """While a revoked partition's record runs out its grace, later records of its key (still
+    in the agent's buffer) are refused, not started beside it; once the partition is assigned
+    again the key's records run one at a time, in order."""
+    dispatcher = KeyedDispatcher(4)
+    order: list[str] = []
+    running: set[str] = set()
+    overlaps: list[tuple[str, ...]] = []
+    finish_a = asyncio.Event()
+
+    async def job(name: str, wait: asyncio.Event | None = None) -> None:
+        order.append(name)
+        if running:
+            overlaps.append((*sorted(running), name))
+        running.add(name)
+        try:
+            if wait is not None:
+                await wait.wait()
+            await asyncio.sleep(0.01)
+        finally:
+            running.discard(name)
+
+    await dispatcher.submit("k", lambda: job("a", finish_a), partition="p0", tag="a")
+    for name in ("b", "c"):
+        await dispatcher.submit("k", functools.partial(job, name), partition="p0", tag=name)
+    await asyncio.sleep(0.01)
+    revoking = asyncio.ensure_future(dispatcher.revoke({"p0"}, grace_s=5))
+    await asyncio.sleep(0.01)  # b and c dropped; a runs in its grace
+    # the buffer still held d and e of the key: refused, not started beside a
+    refused = [
+        await dispatcher.submit("k", functools.partial(job, name), partition="p0", tag=name)
+        for name in ("d", "e")
+    ]
+    await asyncio.sleep(0.05)
+    assert order == ["a"], order
+    finish_a.set()
+    assert await asyncio.wait_for(revoking, 5) == ["b", "c"]
+    assert not overlaps, overlaps
+    assert refused == [False, False]
+    # assigned again: the partition is read again from its commit (b, c, d, e)
+    dispatcher.assign({"p0"})
+    for name in ("b2", "c2", "d2", "e2"):
+        assert await dispatcher.submit("k", functools.partial(job, name), partition="p0")
+    await dispatcher.join()
+    assert order == ["a", "b2", "c2", "d2", "e2"]
+    assert not overlaps, overlaps
+
+
+async def test_a_submit_begun_before_a_revoke_is_refused_also_after_the_partition_is_back():
+    """A record read before a rebalance, whose submit got room only after its partition was
+    assigned again, is refused: the partition is read again from its commit, this record too."""
+    dispatcher = KeyedDispatcher(1, max_pending=1)
+    ran: list[str] = []
+    release = asyncio.Event()
+
+    async def job(name: str) -> None:
+        ran.append(name)
+        await release.wait()
+
+    await dispatcher.submit("x", functools.partial(job, "x"), partition="p1")
+    blocked = asyncio.ensure_future(
+        dispatcher.submit("k", functools.partial(job, "old"), partition="p0")
+    )
+    await asyncio.sleep(0.01)
+    assert await dispatcher.revoke({"p0"}, grace_s=0.1) == []
+    dispatcher.assign({"p0"})
+    release.set()  # x finishes: room for the waiting submit
+    assert await asyncio.wait_for(blocked, 1) is False
+    assert await dispatcher.submit("k", functools.partial(job, "new"), partition="p0")
+    await dispatcher.join()
+    assert ran == ["x", "new"]

@@ -27,7 +27,11 @@ Memory and fairness, the policy:
 * ``revoke(partitions)`` (a rebalance) drops the records of those partitions that have not
   started, at once, and gives those being delivered ``grace_s`` seconds before cancelling them.
   It returns their tags: none of them is acked, so the commit stays before them and the
-  partition's next owner reads them again (walstream.kafka.transport's offset ledger).
+  partition's next owner reads them again (walstream.kafka.transport's offset ledger). Until
+  ``assign`` names a revoked partition again, ``submit`` refuses its records (returns False),
+  and also refuses a record whose submit began before a revoke of its partition (waiting for
+  room): they were read before the rebalance and are read again. A key's queue stays while its
+  record runs, so a key never has two records running.
 
 The agent acks a record when its handler finished, not when it was submitted. A commit never
 passes a record that was not acked: Faust's own rule (``Consumer._new_offset``) would, so
@@ -120,6 +124,11 @@ class KeyedDispatcher:
         self._tasks: set[asyncio.Task[None]] = set()
         self._seq = itertools.count()
         self._in_flight = 0
+        #: partitions revoked and not assigned again: their records are refused
+        self._revoked: set[Hashable] = set()
+        #: revoke calls so far, and the count at each partition's latest revoke
+        self._revokes = 0
+        self._revoked_at: dict[Hashable, int] = {}
 
     @property
     def in_flight(self) -> int:
@@ -138,11 +147,17 @@ class KeyedDispatcher:
         partition: Hashable = None,
         tag: object = None,
         not_before_ms: int | None = None,
-    ) -> None:
+    ) -> bool:
         """Queue ``job``: it runs once ``not_before_ms`` (wall clock) has passed, the key's jobs
         due before it finished, and a slot is free. A key's records must all name the same
-        ``partition``; ``tag`` is what ``revoke`` returns for a job it gave up on."""
+        ``partition``; ``tag`` is what ``revoke`` returns for a job it gave up on. Returns
+        False, the job not queued, if ``partition`` is revoked or was revoked while this call
+        waited for room (the caller gives the record up unacked)."""
+        started = self._revokes
         await self._pending.acquire()
+        if partition in self._revoked or self._revoked_at.get(partition, 0) > started:
+            self._pending.release()
+            return False
         self._in_flight += 1
         due = not_before_ms or 0
         entry = _Entry(job, partition, tag)
@@ -150,7 +165,7 @@ class KeyedDispatcher:
             alone = _Alone(entry)
             self._alone.add(alone)
             alone.task = self._spawn(self._run_alone(alone, due))
-            return
+            return True
         queue = self._queues.get(key)
         if queue is None:
             queue = self._queues[key] = _KeyQueue(partition)
@@ -163,6 +178,7 @@ class KeyedDispatcher:
                 self._on_pause(partition)
             full.add(key)
         queue.arrived.set()
+        return True
 
     def _spawn(self, coro: Awaitable[None]) -> asyncio.Task[None]:
         task = asyncio.ensure_future(coro)
@@ -248,15 +264,20 @@ class KeyedDispatcher:
     async def revoke(self, partitions: Collection[Hashable], *, grace_s: float) -> list[object]:
         """Give up the jobs of ``partitions``: those not started at once, those running after
         ``grace_s`` seconds (cancelled). Returns the tags of the jobs given up (not run to the
-        end); jobs submitted later are not affected."""
+        end). Records of ``partitions`` are refused from now until they are assigned again."""
         revoked = set(partitions)
+        self._revoked |= revoked
+        self._revokes += 1
+        for partition in revoked:
+            self._revoked_at[partition] = self._revokes
         abandoned: list[object] = []
         cancel: list[asyncio.Task[None]] = []
         running: dict[asyncio.Task[None], _Entry] = {}
-        for key, queue in list(self._queues.items()):
+        for queue in list(self._queues.values()):
             if queue.partition not in revoked:
                 continue
-            del self._queues[key]  # a new record of the key starts a new queue
+            # The queue stays until its task ends (_run_key): were it dropped while its record
+            # runs, a later record of the key would start at once, beside or before it.
             abandoned.extend(entry.tag for _, _, entry in queue.waiting)
             for _ in queue.waiting:
                 self._done()
@@ -297,6 +318,10 @@ class KeyedDispatcher:
                 len(revoked),
             )
         return abandoned
+
+    def assign(self, partitions: Collection[Hashable]) -> None:
+        """Take records of ``partitions`` again (assigned to this worker by a rebalance)."""
+        self._revoked.difference_update(partitions)
 
     async def join(self) -> None:
         """Wait for every job submitted so far."""

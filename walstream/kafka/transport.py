@@ -36,6 +36,16 @@
   acked lists first and would commit none of them (``_filter_tps_with_pending_acks``), so the
   records acked since the last periodic commit were delivered again by the next owner.
 
+* A partition paused while a fetched batch is handed out (the delivery agents pause a hot key's
+  partition) stops from the next fetch. Faust's ``getmany`` yields a batch's record only while
+  its partition is in the *live* set of active partitions, and aiokafka's position has already
+  passed the whole batch: the rest of the paused partition's batch was never handed over, and
+  the commit then passed it. The batch now keeps the set it was fetched with; aiokafka keeps
+  the records it buffered for a paused partition (position unmoved) until it is resumed.
+* A rebalance suspends the flow before the revoke listeners run (Faust suspends it only after
+  them): a stream then takes no more records of the partitions being revoked, so nothing
+  starts after the listeners gave those partitions up.
+
 Registered through the ``faust.transports`` entry point.
 """
 
@@ -54,13 +64,15 @@ from walstream.core.offsets import OffsetLedger
 from walstream.kafka.offsets import probe_end_offsets
 from walstream.settings import Settings
 
-__all__ = ["Consumer", "ConsumerThread", "RevokeListener", "Transport"]
+__all__ = ["AssignListener", "Consumer", "ConsumerThread", "RevokeListener", "Transport"]
 
 logger = logging.getLogger(__name__)
 
 #: Called with the revoked partitions before Faust waits for unacked records; returns the
 #: messages it gave up on (dropped before they started, or cancelled), which are not acked.
 RevokeListener = Callable[[set[TP]], Awaitable[Iterable[Message]]]
+#: Called with the assigned partitions before Faust's own assignment callbacks.
+AssignListener = Callable[[set[TP]], None]
 
 
 class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -107,6 +119,7 @@ class Consumer(faust_aiokafka.Consumer):
         self.ledger: OffsetLedger[TP] = OffsetLedger()
         self._unacked_messages = _PendingAcks(self._track)
         self._revoke_listeners: list[RevokeListener] = []
+        self._assign_listeners: list[AssignListener] = []
 
     def _new_consumer_thread(self) -> ConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -119,6 +132,37 @@ class Consumer(faust_aiokafka.Consumer):
         """Stop calling ``listener``."""
         if listener in self._revoke_listeners:
             self._revoke_listeners.remove(listener)
+
+    def add_assign_listener(self, listener: AssignListener) -> None:
+        """Call ``listener`` first when partitions are assigned."""
+        self._assign_listeners.append(listener)
+
+    def remove_assign_listener(self, listener: AssignListener) -> None:
+        """Stop calling ``listener``."""
+        if listener in self._assign_listeners:
+            self._assign_listeners.remove(listener)
+
+    def abandon(self, message: Message) -> None:
+        """Forget ``message``, handed to a stream and given up unacked (a revoked partition's):
+        Faust does not wait for it, and the commit stays before it (the next owner reads it)."""
+        self._unacked_messages.discard(message)
+
+    async def _wait_next_records(
+        self,
+        timeout: float,  # noqa: ASYNC109 (Faust's signature)
+    ) -> tuple[Any, set[TP] | None]:
+        """Faust's fetch; the partitions it returns are those of the batch fetched. ``getmany``
+        yields a batch's record only if its partition is in that set, and Faust returns its
+        live set of active partitions, from which ``pause_partitions`` removes a partition at
+        once: the rest of the batch of a partition paused while the batch was handed out was
+        dropped, though aiokafka's position had passed it (and the commit then did). Every
+        record fetched is now handed out; a pause applies from the next fetch (aiokafka keeps
+        what it buffered for a paused partition, its position unmoved), and a rebalance still
+        ends a batch (Faust checks the flow and the generation before each record)."""
+        records, active = await super()._wait_next_records(timeout)
+        if active is None or not records:
+            return records, active
+        return records, set(records)
 
     def _track(self, message: Message) -> None:
         if self.app.topics.acks_enabled_for(message.topic):
@@ -154,6 +198,13 @@ class Consumer(faust_aiokafka.Consumer):
         return self.ledger.committable(tp)
 
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        if revoked and not self.app.should_stop and self.assignment():
+            # Faust suspends the flow (and clears the agents' buffers) only after the revoke
+            # listeners: until then a stream kept taking records of the partitions they had
+            # just given up, and started them while a record of the same key still ran.
+            self.stop_flow()
+            self.app.flow_control.suspend()
+            self.app.flow_control.clear()
         for tp in revoked:
             self._take_acks(tp)  # Faust forgets its acked lists of revoked partitions first
         for listener in list(self._revoke_listeners):
@@ -167,6 +218,8 @@ class Consumer(faust_aiokafka.Consumer):
     async def on_partitions_assigned(self, assigned: set[TP], generation_id: int = 0) -> None:
         # Each assigned partition is read again from its committed offset.
         self.ledger.assign(assigned)
+        for assign_listener in list(self._assign_listeners):
+            assign_listener(assigned)
         await super().on_partitions_assigned(assigned, generation_id)
 
     async def wait_empty(self) -> None:
