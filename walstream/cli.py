@@ -502,12 +502,20 @@ def dlq_discard(namespace: str, selection: Any) -> None:
 @click.option("--from", "from_", required=True, help="first write time (ISO 8601, ms, or -2h)")
 @click.option("--to", "to", required=True, help="end of the window (exclusive)")
 @click.option("--skip-id", "skip_ids", multiple=True, help="leave this record out (repeatable)")
-def replay(namespace: str, from_: str, to: str, skip_ids: tuple[str, ...]) -> None:
+@click.option(
+    "--resume-from",
+    "resume_raw",
+    help="go on where a stopped replay left off (the partition:offset,... cursor it printed)",
+)
+def replay(
+    namespace: str, from_: str, to: str, skip_ids: tuple[str, ...], resume_raw: str | None
+) -> None:
     """Re-deliver the writes made in a window (and due by now) to their targets, in order per key.
 
     A write not yet due is left to the worker, which delivers it when due (see walstream.replay).
     """
     from walstream.clock import SystemClock
+    from walstream.core.replay import parse_cursor
     from walstream.replay import ReplayResult
     from walstream.replay import replay as run_replay
     from walstream.targets.pool import TargetPool
@@ -516,6 +524,10 @@ def replay(namespace: str, from_: str, to: str, skip_ids: tuple[str, ...]) -> No
     from_ms, to_ms = _time(from_, "--from") or 0, _time(to, "--to") or 0
     if to_ms <= from_ms:
         raise click.BadParameter("must be after --from", param_hint="--to")
+    try:
+        resume_from = parse_cursor(resume_raw) if resume_raw is not None else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--resume-from") from exc
 
     async def run() -> ReplayResult:
         registry = await _read_registry(settings)
@@ -531,6 +543,7 @@ def replay(namespace: str, from_: str, to: str, skip_ids: tuple[str, ...]) -> No
                     to_ms=to_ms,
                     skip_ids=set(skip_ids),
                     on_record=lambda: bar.update(1),
+                    resume_from=resume_from,
                 )
         finally:
             await pool.close()
@@ -545,5 +558,9 @@ def replay(namespace: str, from_: str, to: str, skip_ids: tuple[str, ...]) -> No
         click.echo(f"failed {failure}", err=True)
     for record_id in result.pending_skipped:
         click.echo(f"not skipped {record_id}: not yet due, the worker still delivers it", err=True)
-    if result.failed:
+    if result.error is not None:
+        again = f"--resume-from {result.cursor}" if result.cursor else "from the start"
+        click.echo(f"replay stopped: {result.error}", err=True)
+        click.echo(f"resume with the same --from/--to and {again}", err=True)
+    if result.failed or result.error is not None:
         sys.exit(1)

@@ -18,19 +18,25 @@ What a replay of [from, to) covers (walstream.core.replay decides each record):
   log as ``pending`` (in a key-ordered namespace, with the later records of their key, which wait
   behind them in the worker), and names any of them in ``skip_ids`` in ``pending_skipped``: the
   replay cannot hold those back.
+
+A failed delivery (a TargetError) is reported and the replay goes on. Any other error (the
+broker, a bug, a target that raised something else) stops it: ``ReplayResult.error`` says why
+and ``resume_from`` is the cursor to go on from (``partition:offset`` of each partition not
+finished, the offset of the first record not replayed; ``walstream replay --resume-from``).
+Records before the cursor are not delivered again; the one that stopped it is tried again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from walstream.clock import Clock, SystemClock
-from walstream.core.replay import ReplayPlan, Verdict
+from walstream.core.replay import ReplayPlan, Verdict, format_cursor
 from walstream.errors import PoisonRecordError, TargetError
 from walstream.kafka.clients import stop_consumer
 from walstream.kafka.offsets import probe_end_offsets
@@ -60,6 +66,15 @@ class ReplayResult:
     pending: int = 0
     #: ``skip_ids`` among them: the worker will still deliver these when due.
     pending_skipped: list[str] = field(default_factory=list)
+    #: Why the replay stopped before the end (None: it reached the end).
+    error: str | None = None
+    #: Where to go on from when it stopped: partition -> first offset not replayed.
+    resume_from: dict[int, int] | None = None
+
+    @property
+    def cursor(self) -> str | None:
+        """``--resume-from`` for a stopped replay (None: it finished)."""
+        return format_cursor(self.resume_from) if self.resume_from is not None else None
 
 
 async def _deliver(pool: TargetPool, env: Envelope, ns: NamespaceConfig) -> str | None:
@@ -106,9 +121,14 @@ async def replay(
     skip_ids: Collection[str] = (),
     on_record: Callable[[], None] | None = None,
     clock: Clock | None = None,
+    resume_from: Mapping[int, int] | None = None,
 ) -> ReplayResult:
     """Re-deliver the writes made in [from_ms, to_ms) that were due when the replay started,
-    except ``skip_ids`` (see the module docstring for exactly what is covered)."""
+    except ``skip_ids`` (see the module docstring for exactly what is covered).
+
+    ``resume_from``: the cursor of a replay that stopped; only the partitions it names are
+    read, each from its offset. A non-target error stops the replay with ``error`` and
+    ``resume_from`` set (never raised)."""
     plan = ReplayPlan(
         from_ms=from_ms,
         to_ms=to_ms,
@@ -125,8 +145,17 @@ async def replay(
     )
     await consumer.start()
     result = ReplayResult()
+    spans: dict[TopicPartition, tuple[int, int]] = {}
+    next_at: dict[TopicPartition, int] = {}  # the first offset not replayed yet
     try:
         spans = await _spans(consumer, servers, ns.topics.log, from_ms - _CLOCK_SLACK_MS)
+        if resume_from is not None:
+            spans = {
+                tp: (max(start, resume_from[tp.partition]), end)
+                for tp, (start, end) in spans.items()
+                if tp.partition in resume_from and resume_from[tp.partition] < end
+            }
+        next_at = {tp: start for tp, (start, _) in spans.items()}
         consumer.assign(list(spans))
         for tp, (start, _) in spans.items():
             consumer.seek(tp, start)
@@ -139,10 +168,25 @@ async def replay(
                     if record.offset >= end:  # written after the replay started
                         break
                     await _one(pool, ns, plan, result, tp.partition, record.value, on_record)
+                    next_at[tp] = record.offset + 1
             for tp in list(left):
                 if await consumer.position(tp) >= spans[tp][1]:
+                    next_at[tp] = spans[tp][1]
                     left.discard(tp)
                     consumer.pause(tp)
+    except Exception as exc:  # noqa: BLE001 - reported with the cursor to resume from
+        result.error = f"{type(exc).__name__}: {exc}"
+        if spans:
+            result.resume_from = {
+                tp.partition: next_at.get(tp, start)
+                for tp, (start, end) in spans.items()
+                if next_at.get(tp, start) < end
+            }
+        else:  # stopped before reading anything: resume from the same place
+            result.resume_from = dict(resume_from) if resume_from is not None else None
+        logger.error(
+            "replay of %s stopped: %s; resume from %s", ns.name, result.error, result.cursor
+        )
     finally:
         await stop_consumer(consumer)
     return result

@@ -10,11 +10,11 @@ its key wait behind it in the worker, so the replay leaves them to the worker to
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 
-__all__ = ["ReplayPlan", "Verdict"]
+__all__ = ["ReplayPlan", "Verdict", "format_cursor", "parse_cursor"]
 
 
 class Verdict(Enum):
@@ -59,3 +59,24 @@ class ReplayPlan:
         if record_id in self.skip_ids:
             return Verdict.SKIP
         return Verdict.DELIVER
+
+
+def format_cursor(next_offsets: Mapping[int, int]) -> str:
+    """Where a stopped replay goes on: ``partition:offset`` of each partition not finished
+    (the offset of the first record not replayed), comma-separated."""
+    return ",".join(f"{p}:{o}" for p, o in sorted(next_offsets.items()))
+
+
+def parse_cursor(raw: str) -> dict[int, int]:
+    """The ``--resume-from`` a stopped replay printed. A partition not named is finished.
+
+    Raises:
+        ValueError: not ``partition:offset[,partition:offset...]`` of non-negative integers.
+    """
+    cursor: dict[int, int] = {}
+    for part in raw.split(","):
+        partition, sep, offset = part.strip().partition(":")
+        if not sep or not partition.isdigit() or not offset.isdigit():
+            raise ValueError(f"{part!r} is not partition:offset")
+        cursor[int(partition)] = int(offset)
+    return cursor
