@@ -161,3 +161,28 @@ async def test_a_far_future_original_write_time_is_dead_lettered_before_the_targ
     assert entry.error_class == "bad_write_time"
     assert "1 h in the future" in entry.reason
     nothing_ran(pool)
+
+
+async def test_each_attempt_is_checked_against_the_namespaces_current_policy(
+    registry, deliverer, emitter, pool
+):
+    """Allowed when written, refused on its retry once the namespace stops allowing it."""
+    wide = parse_namespace(
+        {
+            "name": "attacker",
+            "target": {"type": "kafka", "topic": "attacker-sink"},
+            "allowed_targets": {"kafka_topics": ["audit"]},
+        }
+    )
+    registry.apply(*encode_event(wide, 10, 2))
+    env = crafted({"type": "kafka", "topic": "audit"})
+    outcome = await deliverer.handle(encode_envelope(env), b"k", ATTACKER_LOG)
+    assert outcome is Outcome.RETRY  # allowed: it tried the cluster (the fake one fails)
+    assert pool._producer_factory.made == ["home:9092"]
+    emitter.emitted.clear()
+    narrow = parse_namespace({"name": "attacker", "target": wide.target.wire})
+    registry.apply(*encode_event(narrow, 20, 3))
+    entry = await dead_letter(deliverer, emitter, env._replace(attempt=1))
+    assert entry.error_class == "target_not_allowed"
+    assert "record-level targets are off" in entry.reason
+    assert pool._producer_factory.made == ["home:9092"]  # nothing tried the second time

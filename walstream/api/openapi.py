@@ -45,8 +45,9 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "http headers may not set framing or hop-by-hop headers (Content-Length, "
             "Transfer-Encoding, Host, Connection, Keep-Alive, Proxy-Connection, "
             "Proxy-Authenticate, Proxy-Authorization, TE, Trailer, Upgrade, Expect): 400. "
-            "An http origin or bootstrap_servers the namespace's allowed_targets does not "
-            "list: 403."
+            "A destination other than the namespace's own target's (http origin, kafka "
+            "cluster and topic, kv table, wal namespace) that its allowed_targets do not list, "
+            "or one of walstream's own topics (control, changelogs, delay tiers, wal.*): 403."
         ),
     },
     "WriteToLogRequest": {
@@ -188,12 +189,16 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "retry_budget_ms": {"type": ["integer", "null"]},
             "ordering": {"type": "string", "enum": ["none", "key"]},
             "on_dlq": {"type": "string", "enum": ["release", "hold"]},
-            # present only when set (absent: only the namespace's own target's origin/cluster)
+            # present only when set (absent: records name only the namespace's own target's
+            # destination); kafka_topics, kv_tables and wal only when not empty
             "allowed_targets": {
                 "type": "object",
                 "properties": {
                     "http": {"type": "array", "items": {"type": "string"}},
                     "kafka": {"type": "array", "items": {"type": "string"}},
+                    "kafka_topics": {"type": "array", "items": {"type": "string"}},
+                    "kv_tables": {"type": "array", "items": {"type": "string"}},
+                    "wal": {"type": "array", "items": {"type": "string"}},
                 },
             },
             # present only when finite (absent: -1, kept forever)

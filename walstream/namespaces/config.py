@@ -73,10 +73,12 @@ class NamespaceConfig:
     #: How long the DLQ keeps entries; -1 (the default): forever.
     dlq_retention_ms: int = UNLIMITED
     # -- target restrictions (walstream.core.target_policy) --
-    #: The http origins and Kafka clusters records may name, as configured (None: only the
-    #: namespace's own target's).
+    #: What records may name besides the namespace's own target's destination, as configured:
+    #: http origins, Kafka clusters and topics, kv tables, wal namespaces (None: nothing else;
+    #: record-level targets are off).
     allowed_targets: TargetPolicy | None = None
-    #: What is checked: ``allowed_targets`` plus the namespace's own target, built once.
+    #: What is checked (walstream.core.target_policy): ``allowed_targets`` plus the namespace's
+    #: own target, built once per config version (it keeps its verdicts).
     target_policy: TargetPolicy = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
