@@ -438,7 +438,7 @@ def dlq_redrive(
     namespace: str, selection: Any, rate: float | None, target_json: str | None
 ) -> None:
     """Republish open DLQ entries to the log with attempts reset (history kept)."""
-    from walstream.dlq import DlqReader, RedriveProgress, flatten, redrive
+    from walstream.dlq import DlqReader, RedriveProgress, flatten, redrive, source_reader
 
     settings = _cluster_settings()
     target = _target_option(target_json)
@@ -455,7 +455,10 @@ def dlq_redrive(
                 raise click.BadParameter(str(exc), param_hint="--target") from exc
         progress = RedriveProgress(namespace=namespace, total=len(refs))
         entries = flatten(DlqReader(settings.bootstrap_list).pages(ns.topics.dlq, refs))
-        async with _producer(settings) as producer:
+        async with (
+            _producer(settings) as producer,
+            source_reader(settings.bootstrap_list) as read_source,  # entries without a record
+        ):
             with click.progressbar(length=len(refs), label=f"redrive {namespace}") as bar:
                 await redrive(
                     producer,
@@ -465,6 +468,7 @@ def dlq_redrive(
                     rate=rate,
                     target=target,
                     on_step=lambda _: bar.update(1),
+                    read_source=read_source,
                 )
         return progress
 

@@ -736,6 +736,7 @@ class Deliverer:
                         attempts=env.attempt,
                         dead_at_ms=now,
                         behind=behind,
+                        key=env.key,  # without the record, it still names the key it holds
                     ),
                 )
                 break
