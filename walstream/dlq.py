@@ -4,15 +4,21 @@ Redrive republishes each selected entry to the namespace's log as it was (same i
 payload, original write time) with attempts reset and its history kept, then appends a
 ``redriven`` marker so the entry is no longer open. Log first, marker second: a crash in between
 leaves the entry open, and redriving it again delivers it twice, which targets absorb (they are
-idempotent on the token). A process runs one redrive per namespace at a time.
+idempotent on the token).
+
+One redrive per namespace at a time, across processes: a redrive first appends a **claim** to
+partition 0 of the DLQ topic, then reads the topic (its index pass); if an earlier claim there is
+still live (not released, renewed within its lease), it releases its own and fails with 409. A
+running redrive renews its claim every third of ``CLAIM_LEASE_MS`` and releases it when it ends;
+a redrive whose process died holds the namespace for one lease at most.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
+import uuid
 from collections.abc import (
     AsyncIterable,
     AsyncIterator,
@@ -30,8 +36,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from walstream.agents.ordering import MarkerKind as OrderMarker
 from walstream.agents.ordering import marker_headers as order_marker_headers
 from walstream.agents.ordering import marker_value
+from walstream.aio import cancel_and_wait
 from walstream.clock import Clock, SystemClock
 from walstream.core.dlq import (
+    CLAIM_KEY,
+    CLAIM_PARTITION,
     DlqCursor,
     DlqEntry,
     DlqIndex,
@@ -39,16 +48,17 @@ from walstream.core.dlq import (
     DlqView,
     MarkerKind,
     Selection,
+    claim_headers,
     marker_headers,
     parse_dlq_record,
 )
 from walstream.errors import PoisonRecordError, WalError
 from walstream.kafka.clients import assign_from_start, stop_consumer
-from walstream.kafka.log_reader import LogReader, RecordGoneError
 from walstream.namespaces.config import NamespaceConfig
 from walstream.records import decode_envelope, encode_envelope
 
 __all__ = [
+    "CLAIM_LEASE_MS",
     "DEFAULT_PAGE",
     "DlqAccess",
     "DlqPage",
@@ -62,7 +72,6 @@ __all__ = [
     "flatten",
     "read_dlq",
     "redrive",
-    "source_reader",
 ]
 
 logger = logging.getLogger(__name__)
@@ -70,6 +79,10 @@ logger = logging.getLogger(__name__)
 
 class RedriveConflictError(WalError):
     """A redrive of this namespace is already running (HTTP 409)."""
+
+
+#: How long a redrive's claim holds its namespace's DLQ without a renewal.
+CLAIM_LEASE_MS = 30_000
 
 
 async def read_dlq(
@@ -173,9 +186,9 @@ class DlqReader:
             WalError: no progress for ``stall_s`` before the end.
         """
         consumer = _consumer(self.servers, self.batch_records)
-        await consumer.start()
         index = DlqIndex()
         try:
+            await consumer.start()  # inside: a cancel while starting still stops it
             loop = asyncio.get_running_loop()
             tps = await assign_from_start(consumer, [topic], within_s=self.stall_s)
             pending = set(tps)
@@ -222,9 +235,9 @@ class DlqReader:
             return []
         self._held(len(refs))
         consumer = _consumer(self.servers, self.batch_records)
-        await consumer.start()
         found: dict[tuple[int, int], DlqEntry] = {}
         try:
+            await consumer.start()
             tps = {
                 tp.partition: tp
                 for tp in await assign_from_start(consumer, [topic], within_s=self.stall_s)
@@ -353,34 +366,20 @@ async def redrive(
     target: Mapping[str, Any] | None = None,
     clock: Clock | None = None,
     on_step: Callable[[RedriveProgress], None] | None = None,
-    read_source: ReadSource | None = None,
 ) -> RedriveProgress:
     """Republish ``entries`` to the namespace's log, at most ``rate`` per second.
 
-    Entries that are not records (poison) are skipped and named in ``progress.skipped``. An
-    entry the DLQ took without its record is redriven from its source, read back with
-    ``read_source`` (the log keeps it); if the source no longer has it, the key it holds is
-    settled (its next records go on) and the entry is left open, named in ``skipped``.
+    Entries that are not records (poison) are skipped and named in ``progress.skipped``.
     """
     clock = clock or SystemClock()
     progress.started_at_ms = clock.now_ms()
     started = time.monotonic()
     try:
         async for entry in _each(entries):  # a page of records at a time (DlqReader.pages)
-            value = entry.value
-            if value is None:
-                value = await _from_source(producer, ns, entry, read_source, progress)
-                if value is None:
-                    continue
             try:
-                env = decode_envelope(value)
+                env = decode_envelope(entry.value)
             except PoisonRecordError as exc:
                 progress.skipped.append(f"{entry.id}: {exc.reason}")
-                continue
-            if entry.value is None and env.id != entry.id:
-                progress.skipped.append(
-                    f"{entry.id}: its source {entry.source} holds another record ({env.id})"
-                )
                 continue
             # A fresh start: attempts from 0 under a count of its own (``redrive``: a copy the
             # worker may still count attempts of is not taken for a stale one), a fresh budget.
@@ -410,53 +409,6 @@ async def redrive(
         raise
     progress.state = RedriveState.DONE
     return progress
-
-
-#: Reads a record's value back from (topic, partition, offset); raises RecordGoneError.
-ReadSource = Callable[[str, int, int], Awaitable[bytes | None]]
-
-
-async def _from_source(
-    producer: Any,
-    ns: NamespaceConfig,
-    entry: DlqEntry,
-    read_source: ReadSource | None,
-    progress: RedriveProgress,
-) -> bytes | None:
-    """The record of an entry written without it, read back from its source (None: skipped,
-    named in ``progress.skipped``)."""
-    where = entry.source_coordinates()
-    if where is None or entry.poison:
-        progress.skipped.append(f"{entry.id}: no record in the entry, no source to read it from")
-        return None
-    if read_source is None:
-        progress.skipped.append(f"{entry.id}: no record in the entry (read it at {entry.source})")
-        return None
-    try:
-        value = await read_source(*where)
-    except RecordGoneError:
-        value = None
-    except Exception as exc:  # noqa: BLE001 - the source may answer later: the entry stays open
-        progress.skipped.append(
-            f"{entry.id}: its record could not be read from {entry.source} ({exc!r}); "
-            "left open, redrive it again"
-        )
-        return None
-    if value is None:
-        settled = await _settle_key(producer, ns, entry)
-        logger.error(
-            "DLQ entry %s of %s has no record and its source %s no longer holds it%s",
-            entry.id,
-            ns.name,
-            entry.source,
-            f"; key {settled!r} settled" if settled is not None else "",
-        )
-        progress.skipped.append(
-            f"{entry.id}: RECORD LOST: not in the entry and gone from its source {entry.source}"
-            + (f"; key {settled!r} settled (its next records go on)" if settled else "")
-            + "; the entry stays open: discard it"
-        )
-    return value
 
 
 async def _each(
@@ -492,26 +444,20 @@ async def discard(
     return len(entries)
 
 
-async def _settle_key(producer: Any, ns: NamespaceConfig, entry: DlqEntry) -> str | None:
-    """Send the settle marker of the key ``entry``'s record may hold; return the key (None:
-    keyless, or not a record). The key is the entry's ``wal-key`` header (an entry written
-    without its record has only that), else the record's."""
-    key = entry.key
-    if key is None:
-        try:
-            key = decode_envelope(entry.value).key
-        except PoisonRecordError:
-            return None  # not a record, and no key named: it never headed a key
-    if key is None:
-        return None
+async def _settle_key(producer: Any, ns: NamespaceConfig, entry: DlqEntry) -> None:
+    try:
+        env = decode_envelope(entry.value)
+    except PoisonRecordError:
+        return  # not a record: it never headed a key
+    if env.key is None:
+        return
     await producer.send_and_wait(
         ns.topics.retry,
-        marker_value(ns.name, entry.id),
-        key=key.encode(),
+        marker_value(ns.name, env.id),
+        key=env.key.encode(),
         partition=entry.partition if entry.partition >= 0 else None,
         headers=order_marker_headers(OrderMarker.SETTLE),
     )
-    return key
 
 
 async def _close(
@@ -580,6 +526,38 @@ class DlqAccess:
         """Coordinates of the open entries ``selection`` takes, oldest first (no records)."""
         return (await self.reader.index(topic)).select(selection)
 
+    async def start_redrive(
+        self,
+        ns: NamespaceConfig,
+        selection: Selection,
+        *,
+        rate: float | None,
+        target: Mapping[str, Any] | None,
+    ) -> RedriveProgress:
+        """Claim the namespace's DLQ, then redrive what ``selection`` takes in the background.
+
+        Raises:
+            RedriveConflictError: a redrive of the namespace runs here or in another process.
+        """
+        redrives = self.redrives
+        redrives.check_local(ns.name)
+        claim = await redrives.claim(ns)
+        try:
+            index = await self.reader.index(ns.topics.dlq)
+            holder = index.claims.holder_before(claim)
+            if holder is not None:
+                raise RedriveConflictError(
+                    f"a redrive of {ns.name} is already running (claim {holder} on its DLQ)"
+                )
+            refs = index.select(selection)
+            entries = flatten(self.reader.pages(ns.topics.dlq, refs))
+            return await redrives.start(
+                ns, entries, rate=rate, target=target, total=len(refs), claim=claim
+            )
+        except BaseException:
+            await redrives.release(ns, claim)
+            raise
+
     async def close(self) -> None:
         await self.redrives.close()
 
@@ -587,22 +565,12 @@ class DlqAccess:
 class Redrives:
     """The redrives this process runs: one per namespace at a time, cancellable."""
 
-    def __init__(self, servers: str | list[str]) -> None:
+    def __init__(self, servers: str | list[str], clock: Clock | None = None) -> None:
         self.servers = servers
+        self.clock = clock or SystemClock()
         self._tasks: dict[str, asyncio.Task[RedriveProgress]] = {}
         self._progress: dict[str, RedriveProgress] = {}
         self._producer: AIOKafkaProducer | None = None
-        self._reader: LogReader | None = None
-
-    async def read_source(self, topic: str, partition: int, offset: int) -> bytes | None:
-        """A record's value at its source (an entry the DLQ took without it).
-
-        Raises:
-            RecordGoneError: the log no longer holds it.
-        """
-        if self._reader is None:
-            self._reader = LogReader(self.servers, client_id="walstream-dlq-source")
-        return (await self._reader.read(topic, partition, offset)).value
 
     async def producer(self) -> AIOKafkaProducer:
         if self._producer is None:
@@ -615,6 +583,59 @@ class Redrives:
     def status(self, namespace: str) -> RedriveProgress | None:
         return self._progress.get(namespace)
 
+    def check_local(self, namespace: str) -> None:
+        """
+        Raises:
+            RedriveConflictError: this process runs a redrive of ``namespace``.
+        """
+        running = self._tasks.get(namespace)
+        if running is not None and not running.done():
+            raise RedriveConflictError(f"a redrive of {namespace} is already running")
+
+    async def _claim_record(self, ns: NamespaceConfig, claim: str, *, released: bool) -> int:
+        producer = await self.producer()
+        sent = await producer.send_and_wait(
+            ns.topics.dlq,
+            b"",
+            key=CLAIM_KEY,
+            partition=CLAIM_PARTITION,
+            headers=claim_headers(claim, self.clock.now_ms(), CLAIM_LEASE_MS, released=released),
+        )
+        return int(sent.offset)
+
+    async def claim(self, ns: NamespaceConfig) -> str:
+        """Append a fresh claim on the namespace's DLQ; return its id."""
+        claim = uuid.uuid4().hex
+        await self._claim_record(ns, claim, released=False)
+        return claim
+
+    async def release(self, ns: NamespaceConfig, claim: str) -> None:
+        """Release ``claim`` (logged, never raised: the lease runs out anyway)."""
+        try:
+            await self._claim_record(ns, claim, released=True)
+        except Exception as exc:  # noqa: BLE001 - the claim's lease ends it anyway
+            logger.warning("redrive claim %s of %s not released: %s", claim, ns.name, exc)
+
+    async def _claimed(
+        self, ns: NamespaceConfig, claim: str, work: Awaitable[RedriveProgress]
+    ) -> RedriveProgress:
+        """Run ``work`` renewing ``claim`` every third of its lease; release it at the end."""
+
+        async def renew() -> None:
+            while True:
+                await asyncio.sleep(CLAIM_LEASE_MS / 3000)
+                try:
+                    await self._claim_record(ns, claim, released=False)
+                except Exception as exc:  # noqa: BLE001 - try again at the next renewal
+                    logger.warning("redrive claim %s of %s not renewed: %s", claim, ns.name, exc)
+
+        renewing = asyncio.create_task(renew(), name=f"redrive-claim-{ns.name}")
+        try:
+            return await work
+        finally:
+            await cancel_and_wait(renewing)
+            await asyncio.shield(self.release(ns, claim))
+
     async def start(
         self,
         ns: NamespaceConfig,
@@ -623,30 +644,23 @@ class Redrives:
         rate: float | None,
         target: Mapping[str, Any] | None,
         total: int | None = None,
+        claim: str | None = None,
     ) -> RedriveProgress:
-        """Start redriving ``entries`` (``total`` of them) in the background.
+        """Start redriving ``entries`` (``total`` of them) in the background, holding ``claim``
+        (renewed, released at the end) when given.
 
         Raises:
-            RedriveConflictError: one is already running for this namespace.
+            RedriveConflictError: one is already running for this namespace in this process.
         """
-        running = self._tasks.get(ns.name)
-        if running is not None and not running.done():
-            raise RedriveConflictError(f"a redrive of {ns.name} is already running")
+        self.check_local(ns.name)
         producer = await self.producer()
         if total is None:
             total = len(entries) if isinstance(entries, Sequence) else 0
         progress = RedriveProgress(namespace=ns.name, total=total)
         self._progress[ns.name] = progress
+        work = redrive(producer, ns, entries, progress, rate=rate, target=target)
         task = asyncio.create_task(
-            redrive(
-                producer,
-                ns,
-                entries,
-                progress,
-                rate=rate,
-                target=target,
-                read_source=self.read_source,
-            ),
+            work if claim is None else self._claimed(ns, claim, work),
             name=f"redrive-{ns.name}",
         )
         task.add_done_callback(_log_outcome)
@@ -666,23 +680,6 @@ class Redrives:
         producer, self._producer = self._producer, None
         if producer is not None:
             await producer.stop()
-        reader, self._reader = self._reader, None
-        if reader is not None:
-            await reader.stop()
-
-
-@contextlib.asynccontextmanager
-async def source_reader(servers: str | list[str]) -> AsyncIterator[ReadSource]:
-    """``redrive``'s ``read_source`` for a one-off redrive (the CLI's), stopped at the end."""
-    reader = LogReader(servers, client_id="walstream-dlq-source")
-
-    async def read(topic: str, partition: int, offset: int) -> bytes | None:
-        return (await reader.read(topic, partition, offset)).value
-
-    try:
-        yield read
-    finally:
-        await reader.stop()
 
 
 def _log_outcome(task: asyncio.Task[RedriveProgress]) -> None:

@@ -241,3 +241,29 @@ def test_a_bad_cursor_names_the_field(raw):
     with pytest.raises(BadRequestError) as info:
         DlqCursor.parse(raw)
     assert info.value.field == "after"
+
+
+def test_the_earliest_live_claim_on_partition_0_holds_the_dlq():
+    from walstream.core.dlq import CLAIM_KEY, ClaimFold, claim_headers
+
+    def claim(name, at, offset, partition=0, released=False):
+        headers = claim_headers(name, at, 30_000, released=released)
+        return parse_dlq_record(CLAIM_KEY, b"", headers, partition=partition, offset=offset)
+
+    fold = ClaimFold()
+    for item in (claim("a", 1_000, 1), claim("b", 2_000, 2), claim("x", 0, 0, partition=3)):
+        fold.apply(item)
+    assert fold.holder_before("a") is None  # first: it runs
+    assert fold.holder_before("b") == "a"  # second: 409, and it releases its claim
+    fold.apply(claim("b", 2_000, 3, released=True))
+    fold.apply(claim("a", 40_000, 4))  # renewed
+    fold.apply(claim("c", 60_000, 5))
+    assert fold.holder_before("c") == "a"  # 20 s after a's renewal: still held
+    fold.apply(claim("c", 60_000, 6, released=True))
+    fold.apply(claim("d", 71_000, 7))
+    assert fold.holder_before("d") is None  # a's lease ran out (40 s + 30 s < 71 s)
+    fold.apply(claim("e", 72_000, 8))
+    assert fold.holder_before("e") == "d"
+    # none of it is an entry or a marker to the other readers
+    view = DlqView.fold([claim("a", 1, 10), entry("r", 5)])
+    assert set(view.open) == {"r"}

@@ -20,7 +20,7 @@ from walstream.core.dlq import DlqCursor, parse_selection
 from walstream.core.target_policy import ReservedTopics
 from walstream.core.targets import parse_target
 from walstream.core.validate import parse_batch, parse_write_request
-from walstream.dlq import DlqAccess, entry_json, flatten
+from walstream.dlq import DlqAccess, entry_json
 from walstream.errors import (
     BadRequestError,
     OverloadedError,
@@ -247,10 +247,9 @@ async def start_redrive(request: web.BaseRequest, deps: ApiDeps, params: Params)
         target = parse_target(target).wire
         ns.target_policy.check(target, reserved=_reserved(deps))  # 403 naming the field
     selection = parse_selection(body, deps.clock.now_ms())
-    access = _dlq(deps)
-    refs = await access.selected(ns.topics.dlq, selection)  # coordinates only
-    entries = flatten(access.reader.pages(ns.topics.dlq, refs))  # records a page at a time
-    progress = await access.redrives.start(ns, entries, rate=rate, target=target, total=len(refs))
+    # a claim on the DLQ first (409 when another process's redrive holds it), then coordinates
+    # only, records a page at a time (walstream.dlq)
+    progress = await _dlq(deps).start_redrive(ns, selection, rate=rate, target=target)
     return json_response(progress.to_json(), status=202)
 
 

@@ -3,10 +3,7 @@
 A namespace's DLQ topic holds two kinds of records, both keyed by the record id:
 
 * an **entry**: the dead record's value as it was (the envelope with its whole attempt history,
-  or a poison record's raw bytes), with headers saying why, from where (``wal-source``:
-  ``topic[partition]@offset``), after how many attempts, its namespace and its key (``wal-key``,
-  the key it is ordered by). An entry the broker refused with the record in it has no value: its
-  headers alone name the record (where it stays, at its source) and the key it may hold;
+  or a poison record's raw bytes), with headers saying why, from where, after how many attempts;
 * a **marker**: the entry was redriven or discarded (the topic is append-only, like the log).
 
 An entry is open until the marker that names it closes it. A marker names the exact entry it
@@ -37,6 +34,8 @@ from walstream.core.times import parse_time_ms
 from walstream.errors import BadRequestError
 
 __all__ = [
+    "Claim",
+    "ClaimFold",
     "DlqCursor",
     "DlqEntry",
     "DlqIndex",
@@ -47,11 +46,11 @@ __all__ = [
     "MarkerKind",
     "OpenEntries",
     "Selection",
+    "claim_headers",
     "entry_headers",
     "marker_headers",
     "parse_dlq_record",
     "parse_selection",
-    "parse_source",
 ]
 
 H_KIND = "wal-dlq"
@@ -62,8 +61,12 @@ H_ATTEMPTS = "wal-attempt"
 H_DEAD_AT = "wal-dead-at"
 H_NAMESPACE = "wal-namespace"
 H_BEHIND = "wal-behind"
-H_KEY = "wal-key"
 H_CLOSES = "wal-closes"
+H_CLAIM = "wal-claim"
+H_LEASE = "wal-lease-ms"
+#: Redrive claims live on this partition of the DLQ topic (their order decides who runs).
+CLAIM_PARTITION = 0
+CLAIM_KEY = b"wal-redrive-claim"
 
 Headers = Sequence[tuple[str, bytes]]
 V = TypeVar("V")
@@ -88,30 +91,12 @@ class DlqEntry:
     value: bytes | None
     #: Ids of records that waited behind this one (per-key ordering).
     behind: tuple[str, ...] = ()
-    #: The record's key (what per-key ordering holds), None: keyless or not known.
-    key: str | None = None
     partition: int = -1
     offset: int = -1
 
     @property
     def poison(self) -> bool:
         return self.error_class == "PoisonRecordError"
-
-    def source_coordinates(self) -> tuple[str, int, int] | None:
-        """(topic, partition, offset) of ``source`` (None: not in that form)."""
-        return parse_source(self.source)
-
-
-def parse_source(source: str) -> tuple[str, int, int] | None:
-    """``topic[partition]@offset`` as (topic, partition, offset); None if not in that form."""
-    where, _, offset = source.rpartition("@")
-    topic, _, partition = where.removesuffix("]").rpartition("[")
-    if not topic or not where.endswith("]"):
-        return None
-    try:
-        return topic, int(partition), int(offset)
-    except ValueError:
-        return None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -127,6 +112,76 @@ class Marker:
     offset: int = -1
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Claim:
+    """A redrive's claim on its namespace's DLQ (or its release), renewed while it runs.
+
+    Readers other than redrive ignore it (older walstream versions too: an unknown kind)."""
+
+    claim: str
+    at_ms: int
+    lease_ms: int
+    released: bool = False
+    partition: int = -1
+    offset: int = -1
+
+
+def claim_headers(
+    claim: str, at_ms: int, lease_ms: int, *, released: bool = False
+) -> list[tuple[str, bytes]]:
+    """Headers of a claim (or release) record: key CLAIM_KEY, empty value, CLAIM_PARTITION."""
+    return [
+        (H_KIND, b"release" if released else b"claim"),
+        (H_CLAIM, claim.encode()),
+        (H_DEAD_AT, str(at_ms).encode()),
+        (H_LEASE, str(lease_ms).encode()),
+    ]
+
+
+class ClaimFold:
+    """Who may redrive a DLQ: the earliest live claim on CLAIM_PARTITION.
+
+    A claim is live until it is released or its lease runs out (its last renewal's time plus
+    its lease); a redrive that crashed holds the DLQ for one lease at most. Only claims on
+    CLAIM_PARTITION count: their offsets order them the same for every reader.
+    """
+
+    def __init__(self) -> None:
+        #: claim -> (offset of its first record, latest renewal time, lease, released)
+        self.claims: dict[str, tuple[int, int, int, bool]] = {}
+
+    def apply(self, item: object) -> None:
+        if not isinstance(item, Claim) or item.partition != CLAIM_PARTITION or not item.claim:
+            return
+        first, at, lease, released = self.claims.get(
+            item.claim, (item.offset, item.at_ms, item.lease_ms, False)
+        )
+        self.claims[item.claim] = (
+            min(first, item.offset),
+            max(at, item.at_ms),
+            item.lease_ms or lease,
+            released or item.released,
+        )
+        if len(self.claims) > 1024:  # keep what can still matter
+            self.claims = {c: v for c, v in self.claims.items() if not v[3]}
+
+    def holder_before(self, claim: str) -> str | None:
+        """The live claim ahead of ``claim`` (None: ``claim`` holds the DLQ).
+
+        Raises:
+            KeyError: ``claim`` was not read (the index pass ended before it).
+        """
+        mine, my_at, _, _ = self.claims[claim]
+        for other, (first, at, lease, released) in sorted(
+            self.claims.items(), key=lambda c: c[1][0]
+        ):
+            if first >= mine:
+                break
+            if not released and at + lease > my_at:
+                return other
+        return None
+
+
 def entry_headers(
     *,
     namespace: str,
@@ -136,10 +191,8 @@ def entry_headers(
     attempts: int,
     dead_at_ms: int,
     behind: Sequence[str] = (),
-    key: str | None = None,
 ) -> list[tuple[str, bytes]]:
-    """Headers of a DLQ entry; ``key``: the record's key (an entry written without its record
-    still names the key it holds, for ``dlq discard`` to settle)."""
+    """Headers of a DLQ entry."""
     headers = [
         (H_KIND, b"entry"),
         (H_NAMESPACE, namespace.encode()),
@@ -151,8 +204,6 @@ def entry_headers(
     ]
     if behind:
         headers.append((H_BEHIND, ",".join(behind).encode()))
-    if key is not None:
-        headers.append((H_KEY, key.encode("utf-8", "replace")))
     return headers
 
 
@@ -186,7 +237,7 @@ def _int(raw: bytes | None, default: int = 0) -> int:
 
 def parse_dlq_record(
     key: bytes | None, value: bytes | None, headers: Headers, *, partition: int, offset: int
-) -> DlqEntry | Marker | None:
+) -> DlqEntry | Marker | Claim | None:
     """Read one DLQ topic record (None: not a walstream DLQ record)."""
     h = {name: raw for name, raw in headers}
     kind = h.get(H_KIND)
@@ -195,7 +246,6 @@ def parse_dlq_record(
     record_id = key.decode("utf-8", "replace")
     if kind == b"entry":
         behind = h.get(H_BEHIND)
-        entry_key = h.get(H_KEY)
         return DlqEntry(
             id=record_id,
             namespace=h.get(H_NAMESPACE, b"").decode("utf-8", "replace"),
@@ -206,7 +256,15 @@ def parse_dlq_record(
             dead_at_ms=_int(h.get(H_DEAD_AT)),
             value=value,
             behind=tuple(behind.decode().split(",")) if behind else (),
-            key=entry_key.decode("utf-8", "replace") if entry_key is not None else None,
+            partition=partition,
+            offset=offset,
+        )
+    if kind in (b"claim", b"release"):
+        return Claim(
+            claim=h.get(H_CLAIM, b"").decode("utf-8", "replace"),
+            at_ms=_int(h.get(H_DEAD_AT)),
+            lease_ms=_int(h.get(H_LEASE)),
+            released=kind == b"release",
             partition=partition,
             offset=offset,
         )
@@ -296,7 +354,7 @@ class DlqView:
     entries: OpenEntries[DlqEntry] = field(default_factory=OpenEntries)
     closed: dict[str, Marker] = field(default_factory=dict)
 
-    def apply(self, item: DlqEntry | Marker | None) -> None:
+    def apply(self, item: DlqEntry | Marker | Claim | None) -> None:
         if isinstance(item, DlqEntry):
             self.entries.add(item.id, (item.partition, item.offset), item)
         elif isinstance(item, Marker) and self.entries.close(item) is not None:
@@ -322,7 +380,7 @@ class DlqView:
         return min((e.dead_at_ms for e in self.entries.items.values()), default=None)
 
     @classmethod
-    def fold(cls, items: Iterable[DlqEntry | Marker | None]) -> DlqView:
+    def fold(cls, items: Iterable[DlqEntry | Marker | Claim | None]) -> DlqView:
         view = cls()
         for item in items:
             view.apply(item)
@@ -385,14 +443,17 @@ class DlqIndex:
 
     def __init__(self) -> None:
         self.entries: OpenEntries[DlqRef] = OpenEntries()
+        self.claims = ClaimFold()
 
     @property
     def open(self) -> dict[Coords, DlqRef]:
         """Every open entry by (partition, offset)."""
         return self.entries.items
 
-    def apply(self, item: DlqEntry | Marker | None) -> None:
-        if isinstance(item, DlqEntry):
+    def apply(self, item: DlqEntry | Marker | Claim | None) -> None:
+        if isinstance(item, Claim):
+            self.claims.apply(item)
+        elif isinstance(item, DlqEntry):
             ref = DlqRef(item.dead_at_ms, item.partition, item.offset, item.id, item.error_class)
             self.entries.add(item.id, (item.partition, item.offset), ref)
         elif isinstance(item, Marker):
@@ -436,7 +497,7 @@ class DlqTally:
         self._open: OpenEntries[int] = OpenEntries()
         self._heap: list[tuple[int, Coords]] = []
 
-    def apply(self, item: DlqEntry | Marker | None) -> None:
+    def apply(self, item: DlqEntry | Marker | Claim | None) -> None:
         if isinstance(item, DlqEntry):
             coords = (item.partition, item.offset)
             self._open.add(item.id, coords, item.dead_at_ms)
