@@ -16,6 +16,7 @@ a redrive whose process died holds the namespace for one lease at most.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -54,6 +55,7 @@ from walstream.core.dlq import (
 )
 from walstream.errors import PoisonRecordError, WalError
 from walstream.kafka.clients import assign_from_start, stop_consumer
+from walstream.kafka.log_reader import LogReader, RecordGoneError
 from walstream.namespaces.config import NamespaceConfig
 from walstream.records import decode_envelope, encode_envelope
 
@@ -72,6 +74,7 @@ __all__ = [
     "flatten",
     "read_dlq",
     "redrive",
+    "source_reader",
 ]
 
 logger = logging.getLogger(__name__)
@@ -366,20 +369,34 @@ async def redrive(
     target: Mapping[str, Any] | None = None,
     clock: Clock | None = None,
     on_step: Callable[[RedriveProgress], None] | None = None,
+    read_source: ReadSource | None = None,
 ) -> RedriveProgress:
     """Republish ``entries`` to the namespace's log, at most ``rate`` per second.
 
-    Entries that are not records (poison) are skipped and named in ``progress.skipped``.
+    Entries that are not records (poison) are skipped and named in ``progress.skipped``. An
+    entry the DLQ took without its record is redriven from its source, read back with
+    ``read_source`` (the log keeps it); if the source no longer has it, the key it holds is
+    settled (its next records go on) and the entry is left open, named in ``skipped``.
     """
     clock = clock or SystemClock()
     progress.started_at_ms = clock.now_ms()
     started = time.monotonic()
     try:
         async for entry in _each(entries):  # a page of records at a time (DlqReader.pages)
+            value = entry.value
+            if value is None:
+                value = await _from_source(producer, ns, entry, read_source, progress)
+                if value is None:
+                    continue
             try:
-                env = decode_envelope(entry.value)
+                env = decode_envelope(value)
             except PoisonRecordError as exc:
                 progress.skipped.append(f"{entry.id}: {exc.reason}")
+                continue
+            if entry.value is None and env.id != entry.id:
+                progress.skipped.append(
+                    f"{entry.id}: its source {entry.source} holds another record ({env.id})"
+                )
                 continue
             # A fresh start: attempts from 0 under a count of its own (``redrive``: a copy the
             # worker may still count attempts of is not taken for a stale one), a fresh budget.
@@ -409,6 +426,53 @@ async def redrive(
         raise
     progress.state = RedriveState.DONE
     return progress
+
+
+#: Reads a record's value back from (topic, partition, offset); raises RecordGoneError.
+ReadSource = Callable[[str, int, int], Awaitable[bytes | None]]
+
+
+async def _from_source(
+    producer: Any,
+    ns: NamespaceConfig,
+    entry: DlqEntry,
+    read_source: ReadSource | None,
+    progress: RedriveProgress,
+) -> bytes | None:
+    """The record of an entry written without it, read back from its source (None: skipped,
+    named in ``progress.skipped``)."""
+    where = entry.source_coordinates()
+    if where is None or entry.poison:
+        progress.skipped.append(f"{entry.id}: no record in the entry, no source to read it from")
+        return None
+    if read_source is None:
+        progress.skipped.append(f"{entry.id}: no record in the entry (read it at {entry.source})")
+        return None
+    try:
+        value = await read_source(*where)
+    except RecordGoneError:
+        value = None
+    except Exception as exc:  # noqa: BLE001 - the source may answer later: the entry stays open
+        progress.skipped.append(
+            f"{entry.id}: its record could not be read from {entry.source} ({exc!r}); "
+            "left open, redrive it again"
+        )
+        return None
+    if value is None:
+        settled = await _settle_key(producer, ns, entry)
+        logger.error(
+            "DLQ entry %s of %s has no record and its source %s no longer holds it%s",
+            entry.id,
+            ns.name,
+            entry.source,
+            f"; key {settled!r} settled" if settled is not None else "",
+        )
+        progress.skipped.append(
+            f"{entry.id}: RECORD LOST: not in the entry and gone from its source {entry.source}"
+            + (f"; key {settled!r} settled (its next records go on)" if settled else "")
+            + "; the entry stays open: discard it"
+        )
+    return value
 
 
 async def _each(
@@ -444,20 +508,26 @@ async def discard(
     return len(entries)
 
 
-async def _settle_key(producer: Any, ns: NamespaceConfig, entry: DlqEntry) -> None:
-    try:
-        env = decode_envelope(entry.value)
-    except PoisonRecordError:
-        return  # not a record: it never headed a key
-    if env.key is None:
-        return
+async def _settle_key(producer: Any, ns: NamespaceConfig, entry: DlqEntry) -> str | None:
+    """Send the settle marker of the key ``entry``'s record may hold; return the key (None:
+    keyless, or not a record). The key is the entry's ``wal-key`` header (an entry written
+    without its record has only that), else the record's."""
+    key = entry.key
+    if key is None:
+        try:
+            key = decode_envelope(entry.value).key
+        except PoisonRecordError:
+            return None  # not a record, and no key named: it never headed a key
+    if key is None:
+        return None
     await producer.send_and_wait(
         ns.topics.retry,
-        marker_value(ns.name, env.id),
-        key=env.key.encode(),
+        marker_value(ns.name, entry.id),
+        key=key.encode(),
         partition=entry.partition if entry.partition >= 0 else None,
         headers=order_marker_headers(OrderMarker.SETTLE),
     )
+    return key
 
 
 async def _close(
@@ -571,6 +641,17 @@ class Redrives:
         self._tasks: dict[str, asyncio.Task[RedriveProgress]] = {}
         self._progress: dict[str, RedriveProgress] = {}
         self._producer: AIOKafkaProducer | None = None
+        self._reader: LogReader | None = None
+
+    async def read_source(self, topic: str, partition: int, offset: int) -> bytes | None:
+        """A record's value at its source (an entry the DLQ took without it).
+
+        Raises:
+            RecordGoneError: the log no longer holds it.
+        """
+        if self._reader is None:
+            self._reader = LogReader(self.servers, client_id="walstream-dlq-source")
+        return (await self._reader.read(topic, partition, offset)).value
 
     async def producer(self) -> AIOKafkaProducer:
         if self._producer is None:
@@ -658,7 +739,9 @@ class Redrives:
             total = len(entries) if isinstance(entries, Sequence) else 0
         progress = RedriveProgress(namespace=ns.name, total=total)
         self._progress[ns.name] = progress
-        work = redrive(producer, ns, entries, progress, rate=rate, target=target)
+        work = redrive(
+            producer, ns, entries, progress, rate=rate, target=target, read_source=self.read_source
+        )
         task = asyncio.create_task(
             work if claim is None else self._claimed(ns, claim, work),
             name=f"redrive-{ns.name}",
@@ -680,6 +763,23 @@ class Redrives:
         producer, self._producer = self._producer, None
         if producer is not None:
             await producer.stop()
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            await reader.stop()
+
+
+@contextlib.asynccontextmanager
+async def source_reader(servers: str | list[str]) -> AsyncIterator[ReadSource]:
+    """``redrive``'s ``read_source`` for a one-off redrive (the CLI's), stopped at the end."""
+    reader = LogReader(servers, client_id="walstream-dlq-source")
+
+    async def read(topic: str, partition: int, offset: int) -> bytes | None:
+        return (await reader.read(topic, partition, offset)).value
+
+    try:
+        yield read
+    finally:
+        await reader.stop()
 
 
 def _log_outcome(task: asyncio.Task[RedriveProgress]) -> None:

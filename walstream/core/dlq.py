@@ -3,7 +3,10 @@
 A namespace's DLQ topic holds two kinds of records, both keyed by the record id:
 
 * an **entry**: the dead record's value as it was (the envelope with its whole attempt history,
-  or a poison record's raw bytes), with headers saying why, from where, after how many attempts;
+  or a poison record's raw bytes), with headers saying why, from where (``wal-source``:
+  ``topic[partition]@offset``), after how many attempts, its namespace and its key (``wal-key``,
+  the key it is ordered by). An entry the broker refused with the record in it has no value: its
+  headers alone name the record (where it stays, at its source) and the key it may hold;
 * a **marker**: the entry was redriven or discarded (the topic is append-only, like the log).
 
 An entry is open until the marker that names it closes it. A marker names the exact entry it
@@ -51,6 +54,7 @@ __all__ = [
     "marker_headers",
     "parse_dlq_record",
     "parse_selection",
+    "parse_source",
 ]
 
 H_KIND = "wal-dlq"
@@ -61,6 +65,7 @@ H_ATTEMPTS = "wal-attempt"
 H_DEAD_AT = "wal-dead-at"
 H_NAMESPACE = "wal-namespace"
 H_BEHIND = "wal-behind"
+H_KEY = "wal-key"
 H_CLOSES = "wal-closes"
 H_CLAIM = "wal-claim"
 H_LEASE = "wal-lease-ms"
@@ -91,12 +96,30 @@ class DlqEntry:
     value: bytes | None
     #: Ids of records that waited behind this one (per-key ordering).
     behind: tuple[str, ...] = ()
+    #: The record's key (what per-key ordering holds), None: keyless or not known.
+    key: str | None = None
     partition: int = -1
     offset: int = -1
 
     @property
     def poison(self) -> bool:
         return self.error_class == "PoisonRecordError"
+
+    def source_coordinates(self) -> tuple[str, int, int] | None:
+        """(topic, partition, offset) of ``source`` (None: not in that form)."""
+        return parse_source(self.source)
+
+
+def parse_source(source: str) -> tuple[str, int, int] | None:
+    """``topic[partition]@offset`` as (topic, partition, offset); None if not in that form."""
+    where, _, offset = source.rpartition("@")
+    topic, _, partition = where.removesuffix("]").rpartition("[")
+    if not topic or not where.endswith("]"):
+        return None
+    try:
+        return topic, int(partition), int(offset)
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -191,8 +214,10 @@ def entry_headers(
     attempts: int,
     dead_at_ms: int,
     behind: Sequence[str] = (),
+    key: str | None = None,
 ) -> list[tuple[str, bytes]]:
-    """Headers of a DLQ entry."""
+    """Headers of a DLQ entry; ``key``: the record's key (an entry written without its record
+    still names the key it holds, for ``dlq discard`` to settle)."""
     headers = [
         (H_KIND, b"entry"),
         (H_NAMESPACE, namespace.encode()),
@@ -204,6 +229,8 @@ def entry_headers(
     ]
     if behind:
         headers.append((H_BEHIND, ",".join(behind).encode()))
+    if key is not None:
+        headers.append((H_KEY, key.encode("utf-8", "replace")))
     return headers
 
 
@@ -246,6 +273,7 @@ def parse_dlq_record(
     record_id = key.decode("utf-8", "replace")
     if kind == b"entry":
         behind = h.get(H_BEHIND)
+        entry_key = h.get(H_KEY)
         return DlqEntry(
             id=record_id,
             namespace=h.get(H_NAMESPACE, b"").decode("utf-8", "replace"),
@@ -256,6 +284,7 @@ def parse_dlq_record(
             dead_at_ms=_int(h.get(H_DEAD_AT)),
             value=value,
             behind=tuple(behind.decode().split(",")) if behind else (),
+            key=entry_key.decode("utf-8", "replace") if entry_key is not None else None,
             partition=partition,
             offset=offset,
         )
