@@ -438,13 +438,24 @@ def dlq_redrive(
     namespace: str, selection: Any, rate: float | None, target_json: str | None
 ) -> None:
     """Republish open DLQ entries to the log with attempts reset (history kept)."""
-    from walstream.dlq import DlqReader, RedriveProgress, flatten, redrive, source_reader
+    from walstream.dlq import (
+        DlqReader,
+        RedriveProgress,
+        claimed_dlq,
+        flatten,
+        redrive,
+        source_reader,
+    )
 
     settings = _cluster_settings()
     target = _target_option(target_json)
 
     async def run() -> RedriveProgress:
-        ns, refs = await _selected(settings, namespace, selection)
+        ns = await _namespace_config(settings, namespace)
+        async with claimed_dlq(settings.bootstrap_list, ns) as index:  # 1 per namespace
+            return await redrive_selected(ns, index.select(selection))
+
+    async def redrive_selected(ns: Any, refs: list[Any]) -> RedriveProgress:
         if target is not None:
             try:
                 from walstream.topology import reserved_topics

@@ -69,6 +69,7 @@ __all__ = [
     "RedriveProgress",
     "RedriveState",
     "Redrives",
+    "claimed_dlq",
     "discard",
     "entry_json",
     "flatten",
@@ -697,20 +698,21 @@ class Redrives:
         except Exception as exc:  # noqa: BLE001 - the claim's lease ends it anyway
             logger.warning("redrive claim %s of %s not released: %s", claim, ns.name, exc)
 
+    async def renew(self, ns: NamespaceConfig, claim: str) -> None:
+        """Renew ``claim`` every third of its lease, until cancelled."""
+        while True:
+            await asyncio.sleep(CLAIM_LEASE_MS / 3000)
+            try:
+                await self._claim_record(ns, claim, released=False)
+            except Exception as exc:  # noqa: BLE001 - try again at the next renewal
+                logger.warning("redrive claim %s of %s not renewed: %s", claim, ns.name, exc)
+
     async def _claimed(
         self, ns: NamespaceConfig, claim: str, work: Awaitable[RedriveProgress]
     ) -> RedriveProgress:
         """Run ``work`` renewing ``claim`` every third of its lease; release it at the end."""
 
-        async def renew() -> None:
-            while True:
-                await asyncio.sleep(CLAIM_LEASE_MS / 3000)
-                try:
-                    await self._claim_record(ns, claim, released=False)
-                except Exception as exc:  # noqa: BLE001 - try again at the next renewal
-                    logger.warning("redrive claim %s of %s not renewed: %s", claim, ns.name, exc)
-
-        renewing = asyncio.create_task(renew(), name=f"redrive-claim-{ns.name}")
+        renewing = asyncio.create_task(self.renew(ns, claim), name=f"redrive-claim-{ns.name}")
         try:
             return await work
         finally:
@@ -785,3 +787,34 @@ async def source_reader(servers: str | list[str]) -> AsyncIterator[ReadSource]:
 def _log_outcome(task: asyncio.Task[RedriveProgress]) -> None:
     if not task.cancelled() and (exc := task.exception()) is not None:
         logger.error("redrive failed: %s", exc)
+
+
+@contextlib.asynccontextmanager
+async def claimed_dlq(
+    servers: str | list[str], ns: NamespaceConfig, reader: DlqReader | None = None
+) -> AsyncIterator[DlqIndex]:
+    """Hold the namespace's DLQ for a one-off redrive (the CLI's): claim it, read its index,
+    renew the claim while the block runs, release it at the end.
+
+    Raises:
+        RedriveConflictError: a redrive of the namespace runs in another process.
+    """
+    redrives = Redrives(servers)
+    try:
+        claim = await redrives.claim(ns)
+        try:
+            index = await (reader or DlqReader(servers)).index(ns.topics.dlq)
+            holder = index.claims.holder_before(claim)
+            if holder is not None:
+                raise RedriveConflictError(
+                    f"a redrive of {ns.name} is already running (claim {holder} on its DLQ)"
+                )
+            renewing = asyncio.create_task(redrives.renew(ns, claim), name="redrive-claim")
+            try:
+                yield index
+            finally:
+                await cancel_and_wait(renewing)
+        finally:
+            await asyncio.shield(redrives.release(ns, claim))
+    finally:
+        await redrives.close()

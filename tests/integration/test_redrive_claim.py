@@ -18,7 +18,7 @@ from walstream.api.app import build_api
 from walstream.core.dlq import CLAIM_KEY, CLAIM_PARTITION, claim_headers
 from walstream.settings import Settings
 
-from .conftest import apply_namespace, eventually
+from .conftest import apply_namespace, eventually, run_cli
 from .test_dlq_identity import dead_letter
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -43,7 +43,7 @@ async def test_concurrent_first_redrives_in_two_processes_start_exactly_one(
     first = await api_client(build_api(settings))
     second = await api_client(build_api(settings))  # another API process
     url = f"/v1/namespaces/{ns}/dlq:redrive"
-    body = {"rate": 4}  # 20 entries: ~5 s, long enough to overlap
+    body = {"rate": 2}  # 20 entries: ~10 s, long enough to overlap
     answers = await asyncio.gather(first.post(url, json=body), second.post(url, json=body))
     statuses = sorted(a.status for a in answers)
     assert statuses == [202, 409], [await a.text() for a in answers]
@@ -54,6 +54,9 @@ async def test_concurrent_first_redrives_in_two_processes_start_exactly_one(
 
     fresh = await api_client(build_api(settings))  # a process started meanwhile
     assert (await fresh.post(url, json=body)).status == 409
+    cli = run_cli(wal_env, "dlq", "redrive", ns)  # the CLI claims the DLQ too
+    assert cli.returncode == 1, cli.stdout
+    assert "already running" in cli.stderr
 
     async def done() -> bool:
         return (await (await winner.get(url)).json())["state"] == "done"
