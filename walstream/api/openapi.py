@@ -248,6 +248,16 @@ _WRITE_ERRORS = {
 }
 
 
+#: Every namespace route: the registry is still loading, or the namespace's config is unreadable.
+_UNAVAILABLE = {
+    "503": _json_content(
+        "WriteToLogResponse",
+        "the namespace registry is loading (Retry-After), or the namespace's latest "
+        "configuration event is unreadable",
+    )
+}
+
+
 def openapi_document() -> dict[str, Any]:
     """The OpenAPI document."""
     return {
@@ -287,7 +297,10 @@ def openapi_document() -> dict[str, Any]:
             "/v1/namespaces": {
                 "get": {
                     "operationId": "listNamespaces",
-                    "responses": {"200": {"description": "namespaces this process knows"}},
+                    "responses": {
+                        "200": {"description": "namespaces this process knows"},
+                        **_UNAVAILABLE,
+                    },
                 }
             },
             "/v1/namespaces/{namespace}": {
@@ -297,6 +310,7 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {
                         "200": _json_content("Namespace", "the namespace's configuration"),
                         "404": _json_content("WriteToLogResponse", "unknown namespace"),
+                        **_UNAVAILABLE,
                     },
                 }
             },
@@ -309,6 +323,7 @@ def openapi_document() -> dict[str, Any]:
                         "200": _json_content("DlqList", "matching open entries"),
                         "400": _json_content("WriteToLogResponse", "bad filter"),
                         "404": _json_content("WriteToLogResponse", "unknown namespace"),
+                        **_UNAVAILABLE,
                     },
                 }
             },
@@ -325,7 +340,12 @@ def openapi_document() -> dict[str, Any]:
                         "400": _json_content("WriteToLogResponse", "bad request"),
                         "403": _json_content("WriteToLogResponse", "target not allowed"),
                         "404": _json_content("WriteToLogResponse", "unknown namespace"),
-                        "409": _json_content("WriteToLogResponse", "a redrive is running"),
+                        "409": _json_content(
+                            "WriteToLogResponse",
+                            "a redrive of the namespace is running (in any API process or the "
+                            "CLI: it holds a claim on the DLQ topic)",
+                        ),
+                        **_UNAVAILABLE,
                     },
                 },
                 "get": {
@@ -334,6 +354,7 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {
                         "200": _json_content("Redrive", "the latest redrive"),
                         "404": _json_content("WriteToLogResponse", "none in this process"),
+                        **_UNAVAILABLE,
                     },
                 },
                 "delete": {
@@ -342,6 +363,7 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {
                         "200": _json_content("Redrive", "cancelled (or already finished)"),
                         "404": _json_content("WriteToLogResponse", "none in this process"),
+                        **_UNAVAILABLE,
                     },
                 },
             },
