@@ -79,6 +79,9 @@ class FakeDlq:
     async def selected(self, topic, selection):
         raise ServiceUnavailableError("no redrive in this test")
 
+    async def start_redrive(self, ns, selection, *, rate, target):
+        raise ServiceUnavailableError("no redrive in this test")
+
 
 def _registry() -> NamespaceRegistry:
     registry = NamespaceRegistry()
