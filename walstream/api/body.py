@@ -115,8 +115,15 @@ async def read_body(request: web.BaseRequest, timeout_s: float) -> bytes:
     """
     limit = request[BODY_LIMIT]
     payload = request.content
-    chunks: list[bytes] = []
-    size = 0
+    chunk = payload.read_nowait()  # what has arrived; never waits
+    if payload.at_eof():  # the whole body (small requests arrive with their headers)
+        if len(chunk) > limit:
+            raise _too_large(limit, f"has {len(chunk)} bytes")
+        return chunk
+    chunks: list[bytes] = [chunk] if chunk else []
+    size = len(chunk)
+    if size > limit:
+        raise _too_large(limit, f"has more than {limit} bytes (reading stopped at {size})")
     deadline: float | None = None
     while True:
         chunk = payload.read_nowait()  # what has arrived; never waits
