@@ -129,3 +129,71 @@ async def test_an_apply_that_lost_to_a_newer_version_leaves_the_newer_one_last(
     last = await _last_control_value(wal_settings, name)
     assert last is not None
     assert orjson.loads(last)["config"]["target"]["topic"] == "newer"
+
+
+async def test_an_unreadable_event_makes_the_namespace_unavailable_in_running_and_new_processes(
+    api_client, wal_settings, workers, unique
+):
+    """On 9e4a94b the running worker and API kept the old config while a process started after
+    compaction had none; now both have none, loudly (metric, 503 naming why)."""
+    from walstream.api.app import build_api
+
+    from .conftest import eventually, wait_serving
+    from .helpers import worker_metric
+
+    name = f"unread{unique}"
+    definition = {"name": name, "target": {"type": "kafka", "topic": "o"}}
+    publisher = NamespacePublisher(wal_settings)
+    await publisher.start()
+    try:
+        await publisher.apply(parse_namespace(definition))
+    finally:
+        await publisher.stop()
+    worker = workers()
+    await wait_serving(worker, f"wal.{name}.log")
+    client = await api_client(build_api(wal_settings))
+    await eventually(
+        lambda: _status(client, f"/v1/namespaces/{name}", 200), 30, "the API to know it"
+    )
+
+    producer = AIOKafkaProducer(bootstrap_servers=wal_settings.bootstrap_list, acks="all")
+    await producer.start()
+    try:  # an event from a future walstream
+        future = orjson.dumps({"v": 2, "updated_at_ms": 1, "config": {"name": name}})
+        await producer.send_and_wait(wal_settings.control_topic, future, key=name.encode())
+    finally:
+        await producer.stop()
+
+    await eventually(
+        lambda: worker_metric(worker, "walstream_namespace_config_unreadable", namespace=name) == 1,
+        30,
+        "the worker's unreadable gauge",
+    )
+    await eventually(
+        lambda: _status(client, f"/v1/namespaces/{name}", 503), 30, "the running API's 503"
+    )
+    feed = NamespaceFeed(wal_settings)  # a process started now
+    await feed.start()
+    try:
+        assert await feed.wait_ready(30)
+        assert name not in feed.registry
+        assert name in feed.registry.unreadable
+    finally:
+        await feed.stop()
+
+    publisher = NamespacePublisher(wal_settings)  # a readable apply makes it available again
+    await publisher.start()
+    try:
+        await publisher.apply(parse_namespace(definition))
+    finally:
+        await publisher.stop()
+    await eventually(
+        lambda: worker_metric(worker, "walstream_namespace_config_unreadable", namespace=name) == 0,
+        30,
+        "the gauge back at 0",
+    )
+    await eventually(lambda: _status(client, f"/v1/namespaces/{name}", 200), 30, "200 again")
+
+
+async def _status(client, path: str, expected: int) -> bool:
+    return (await client.get(path)).status == expected
