@@ -1,4 +1,4 @@
-"""walstream's Faust transport (URL scheme ``walkafka://``): Faust's aiokafka driver, three changes.
+"""walstream's Faust transport (URL scheme ``walkafka://``): Faust's aiokafka driver, five changes.
 
 * Table recovery reads corrected end offsets (WALSTREAM_CORRECT_END_OFFSETS; see
   walstream.kafka.offsets for the broker bug). Only ``highwaters()`` changes, and Faust calls it
