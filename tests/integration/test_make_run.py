@@ -97,5 +97,7 @@ def test_run_serves_a_write_readable_from_the_log_and_stops_cleanly(tmp_path):
             proc.kill()
             proc.wait()
         reader.join(5)
-        if proc.stdout is not None:
+        # a child left running (after a failure) keeps the pipe open: closing it under the
+        # reader thread would block for good and hide the failure
+        if proc.stdout is not None and not reader.is_alive():
             proc.stdout.close()
