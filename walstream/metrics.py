@@ -29,6 +29,8 @@ class WalMetrics(NamedTuple):
     blocked_waiting: Gauge
     blocked_oldest_age: Gauge
     namespace_unreadable: Gauge
+    dlq_write_failing: Gauge
+    emit_refused: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry, prefix: str = "walstream") -> WalMetrics:
@@ -108,6 +110,20 @@ class WalMetrics(NamedTuple):
                 f"{prefix}_namespace_config_unreadable",
                 "1: the namespace's latest control event is unreadable (it is unavailable)",
                 ["namespace"],
+                registry=registry,
+            ),
+            dlq_write_failing=Gauge(
+                f"{prefix}_dlq_write_failing_seconds",
+                "How long writes to a DLQ topic have been failing (0: they go through); the "
+                "last resort: retried, never given up, so its partition's commit waits",
+                ["topic"],
+                registry=registry,
+            ),
+            emit_refused=Counter(
+                f"{prefix}_emit_refused",
+                "Worker writes (retry, delay, DLQ) given up, by error class: the record goes "
+                "to the DLQ instead (a DLQ entry: without its record, else left at its source)",
+                ["error_class"],
                 registry=registry,
             ),
         )

@@ -130,6 +130,10 @@ class Settings:
     #: How long the delay stage tries a record whose destination topic or partition does not
     #: exist (a deleted namespace) before dead-lettering it (walstream.core.delay).
     delay_dest_grace_ms: int = 60_000
+    #: How long the deliver stage tries a write (retry copy, delay hop) whose destination topic
+    #: is missing (unknown, or sends time out, and the cluster's metadata lacks it) before the
+    #: record is dead-lettered instead (walstream.core.emit). DLQ writes are never given up.
+    emit_dest_grace_ms: int = 60_000
     #: Records the delay stage holds in memory for their last stretch (what comes due within the
     #: smallest tier + its lead, 13 s) at most; beyond, it pauses reading the tiers.
     delay_timer_capacity: int = 200_000

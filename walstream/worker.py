@@ -29,10 +29,11 @@ from walstream.agents.delay import DelayStage
 from walstream.agents.deliver import DRAIN_MAX, Deliverer, Source
 from walstream.agents.dispatch import KeyedDispatcher
 from walstream.agents.dlq_monitor import DlqMonitor
-from walstream.agents.emit import FaustEmitter
+from walstream.agents.emit import AiokafkaProbe, EmitGuard, FaustEmitter
 from walstream.agents.ordering import KeyOrder, TableChangelog, TableStore
 from walstream.clock import SystemClock
 from walstream.core.delay import parse_due_header
+from walstream.errors import WalError
 from walstream.kafka.dynamic_topic import DynamicTopic
 from walstream.kafka.log_reader import LogReader
 from walstream.metrics import WalMetrics
@@ -40,6 +41,7 @@ from walstream.namespaces.registry import NamespaceRegistry
 from walstream.runtime import tune_gc
 from walstream.settings import Settings
 from walstream.targets.pool import TargetPool
+from walstream.topology import poison_topic
 
 __all__ = ["Delivery", "install_delivery"]
 
@@ -94,7 +96,7 @@ class Delivery(mode.Service):
             registry=registry,
             pool=self.pool,
             attempts=TableAttempts(self.attempts),
-            emitter=FaustEmitter(app),
+            emitter=FaustEmitter(app, guard=self._emit_guard(app)),
             clock=self.clock,
             rand=random.random,
             delay_partitions=settings.default_partitions,
@@ -115,6 +117,29 @@ class Delivery(mode.Service):
             registry=registry,
         )
         self.dlq_monitor = DlqMonitor(settings, self.metrics, clock=self.clock)
+
+    def _emit_guard(self, app: faust.App) -> EmitGuard:
+        """A write whose destination is missing past WALSTREAM_EMIT_DEST_GRACE_MS is given up
+        (the record dead-lettered), unless it is a DLQ entry (the last resort)."""
+        poison = poison_topic(app.conf.id)
+        registry = self.registry
+
+        def last_resort(topic: str) -> bool:
+            if topic == poison or topic.endswith(".dlq"):
+                return True
+            name = registry.namespace_of(topic)
+            try:
+                return name is not None and registry.get(name).topics.dlq == topic
+            except WalError:
+                return False
+
+        return EmitGuard(
+            grace_ms=self.settings.emit_dest_grace_ms,
+            clock=self.clock,
+            last_resort=last_resort,
+            probe=AiokafkaProbe(app),
+            metrics=self.metrics,
+        )
 
     async def on_started(self) -> None:
         # Besides the CPU, this shrank the collector's pauses that made due records late
