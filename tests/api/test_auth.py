@@ -12,6 +12,7 @@ import pytest
 from walstream.api.app import create_api
 from walstream.api.auth import ROUTE_ACCESS
 from walstream.api.deps import ApiDeps
+from walstream.api.openapi import openapi_document
 from walstream.clock import FakeClock
 from walstream.core.auth import Access, hash_token
 from walstream.core.dlq import entry_headers, parse_dlq_record
@@ -335,3 +336,16 @@ async def test_a_token_never_reaches_the_logs(api_client, tmp_path, caplog):
     for token in (*TOKENS.values(), UNKNOWN):
         assert token not in logged
         assert hash_token(token) not in logged
+
+
+def test_the_openapi_document_says_which_routes_need_a_token():
+    document = openapi_document()
+    assert document["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    assert document["security"] == [{"bearer": []}]
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            if ROUTE_ACCESS.get((method.upper(), path)) is Access.OPEN:
+                assert operation["security"] == [], path
+            else:
+                assert "security" not in operation, path
+                assert {"401", "403"} <= set(operation["responses"]), path

@@ -259,7 +259,36 @@ _UNAVAILABLE = {
 
 
 def openapi_document() -> dict[str, Any]:
-    """The OpenAPI document."""
+    """The OpenAPI document (security from walstream.api.auth's route table)."""
+    return _secured(_document())
+
+
+def _secured(document: dict[str, Any]) -> dict[str, Any]:
+    """Bearer auth on every operation but the open ones (``security: []``), with 401 and 403."""
+    from walstream.api.auth import ROUTE_ACCESS
+    from walstream.core.auth import Access
+
+    document["security"] = [{"bearer": []}]
+    document["components"]["securitySchemes"] = {
+        "bearer": {"type": "http", "scheme": "bearer", "description": "see README: Auth"}
+    }
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            if ROUTE_ACCESS.get((method.upper(), path)) is Access.OPEN:
+                operation["security"] = []
+                continue
+            responses = operation["responses"]
+            responses["401"] = _json_content("WriteToLogResponse", "no bearer token, durable=FALSE")
+            refused = "a token unknown or not allowed here, durable=FALSE"
+            if "403" in responses:
+                old = responses["403"]  # shared by operations: replaced, not changed
+                responses["403"] = {**old, "description": f"{old['description']}; or {refused}"}
+            else:
+                responses["403"] = _json_content("WriteToLogResponse", refused)
+    return document
+
+
+def _document() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {"title": "walstream", "version": __version__},
