@@ -320,6 +320,37 @@ async def topic_ids(servers: str, topics: list[str]) -> list[list]:
     return out
 
 
+async def held_at(servers: str, group: str, lag: dict[str, int]) -> list[str]:
+    """The record at ``group``'s committed offset of each partition of ``lag`` that lags."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=servers, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    lines = []
+    try:
+        for name, behind in lag.items():
+            if not behind:
+                continue
+            topic, partition = name[:-1].rsplit("[", 1)
+            tp = TopicPartition(topic, int(partition))
+            committed = await consumer.committed(tp) or 0
+            consumer.assign([tp])
+            consumer.seek(tp, committed)
+            batch = (await consumer.getmany(tp, timeout_ms=2_000, max_records=1)).get(tp, [])
+            if not batch:
+                lines.append(f"{name}@{committed}: nothing read")
+                continue
+            record = batch[0]
+            envelope = _envelope(record.value)
+            what = (
+                f"record {envelope.id} attempt {envelope.attempt}"
+                if envelope is not None
+                else f"key {record.key!r} headers {[h for h, _ in record.headers or ()]}"
+            )
+            lines.append(f"{name}@{committed}: {what} ({behind} records to the end)")
+    finally:
+        await consumer.stop()
+    return lines
+
+
 def _envelope(raw: bytes | None):
     """The envelope in a log or retry record; None for markers and anything else."""
     try:
@@ -414,8 +445,10 @@ async def test_chaos_every_record_answered_true_is_delivered_or_dead_lettered(
     # once everything is delivered the deliver group's commits reach the ends of the log and
     # retry topics (else the next crash would deliver again everything since the stuck offset)
     lag_deadline = time.monotonic() + 20
+    lag_before: dict[str, int] | None = None
     while True:
         lag = await commit_lag(wal_settings.bootstrap_list, wal_settings.app_id, namespace_topics)
+        lag_before = lag_before or lag
         if not any(lag.values()) or time.monotonic() > lag_deadline:
             break
         await asyncio.sleep(1.0)
@@ -502,9 +535,13 @@ async def test_chaos_every_record_answered_true_is_delivered_or_dead_lettered(
 
     # 5. once all is delivered, nothing stays uncommitted (the next crash would deliver it again)
     if any(lag.values()):
+        held = await held_at(wal_settings.bootstrap_list, wal_settings.app_id, lag)
         problems.append(
             "20 s after the last delivery the deliver group still had not committed "
             + ", ".join(f"{tp}: {n} records" for tp, n in lag.items() if n)
+            + f" (20 s earlier: {sum(lag_before.values())} records in all)"
+            + "; the records at the committed offsets:\n  "
+            + "\n  ".join(held)
         )
 
     # the summary: duplicates per kill interval (2xx beyond a record's first, by when it came)
@@ -595,6 +632,15 @@ async def test_chaos_every_record_answered_true_is_delivered_or_dead_lettered(
         except Exception as exc:  # noqa: BLE001 - a diagnosis must not hide the failure
             where = [f"could not read the topics: {exc!r}"]
         problems.append("the first missing records on the broker:\n  " + "\n  ".join(where))
+        mentions = [
+            f"{path.name}: {line[:250]}"
+            for path in sorted(tmp_path.glob("worker-*.log"))
+            for line in path.read_text(errors="replace").splitlines()
+            if any(record_id in line for record_id in missing[:15])
+        ]
+        problems.append(
+            f"worker logs ({tmp_path}) naming them:\n  " + ("\n  ".join(mentions[:20]) or "none")
+        )
     if problems:
         errors = worker_errors(tmp_path)
         problems.append("worker log errors:\n  " + ("\n  ".join(errors) or "none"))
