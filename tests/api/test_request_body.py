@@ -300,3 +300,17 @@ async def test_a_write_awaiting_its_ack_holds_its_records_not_its_decoded_body(
     assert response.status == 200, await response.text()
     assert held < decoded / 100, f"{held} lists held while awaiting the ack (decoded: {decoded})"
     assert sum(len(r.value) for r in producer.sent) > 0.9 * len(body)
+
+
+@pytest.mark.parametrize("settings", [SETTINGS.replace(auth=True)], ids=["auth"])
+async def test_without_a_token_a_16_mib_write_is_refused_unread(api, producer):
+    """Auth answers before the body is read too (401, not 413: the client learns what to fix)."""
+    conn = await Conn.open(api)
+    try:
+        await conn.head(URL, {"Content-Length": str(16 * 1024 * 1024)})
+        status, headers, _ = await conn.response()
+    finally:
+        conn.close()
+    assert status == 401
+    assert headers["www-authenticate"].startswith("Bearer")
+    assert producer.sent == []
