@@ -29,9 +29,11 @@ from pathlib import Path
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _load import _read_response, post_bytes
+from _load import _read_response
+from ingest import TOKEN, post_bytes  # requests carry a writer's token (auth on, as in production)
 
 from walstream.broker import EmbeddedBroker, free_port
+from walstream.core.auth import hash_token
 from walstream.namespaces.broadcast import NamespacePublisher
 from walstream.namespaces.config import parse_namespace
 from walstream.settings import Settings
@@ -66,6 +68,7 @@ def _instructions(server: str, requests: int, servers: str, out_dir: Path) -> in
     if server == "walstream":
         argv = [sys.executable, "-m", "walstream", "api"]
         env["WALSTREAM_API_PORT"] = str(port)
+        env["WALSTREAM_TOKENS"] = f"{hash_token(TOKEN)}:writer:{NS}:bench"
         path = f"/v1/namespaces/{NS}/log"
     else:
         argv = [sys.executable, str(ROOT / "bench" / "ingest.py"), "--serve-baseline"]

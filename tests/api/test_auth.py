@@ -349,3 +349,20 @@ def test_the_openapi_document_says_which_routes_need_a_token():
             else:
                 assert "security" not in operation, path
                 assert {"401", "403"} <= set(operation["responses"]), path
+
+
+async def test_only_verified_tokens_are_cached_and_a_reload_empties_the_cache(api_client, tmp_path):
+    path = tmp_path / "tokens.toml"
+    path.write_text(f'[[tokens]]\nsha256 = "{hash_token(TOKENS["admin"])}"\nrole = "admin"\n')
+    api = create_api(_deps(tokens=None, auth_file=str(path), auth_file_poll_s=1.0))
+    client = await api_client(api)
+    for n in range(50):  # guesses: refused, never kept
+        headers = {"Authorization": f"Bearer guess-{n}"}
+        assert (await client.post(WRITE[1], json=WRITE[2], headers=headers)).status == 403
+    assert api.auth.verified_count() == 0
+    assert (await client.post(WRITE[1], json=WRITE[2], headers=_auth("admin"))).status == 200
+    assert api.auth.verified_count() == 1
+    path.write_text("tokens = []\n")  # the token is revoked
+    api.deps.clock.advance(1_000)
+    assert (await client.post(WRITE[1], json=WRITE[2], headers=_auth("admin"))).status == 403
+    assert api.auth.verified_count() == 0

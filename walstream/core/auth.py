@@ -112,6 +112,10 @@ class Principal:
         )
 
 
+_OPEN, _ANY, _ADMIN_ACCESS = Access.OPEN, Access.ANY, Access.ADMIN
+_ADMIN, _NAMESPACE_ADMIN = Role.ADMIN, Role.NAMESPACE_ADMIN
+
+
 def hash_token(token: str) -> str:
     """The stored form of a token: its sha256, hex."""
     return hashlib.sha256(token.encode()).hexdigest()
@@ -239,18 +243,21 @@ def bearer_token(header: str | None) -> str:
 
 def authorize(principal: Principal, access: Access, namespace: str | None) -> None:
     """Raise ForbiddenError unless ``principal`` may use a route that needs ``access``."""
-    if access is Access.OPEN or access is Access.ANY or principal.role is Role.ADMIN:
+    # the hot path first, with no enum attribute lookups (~100 ns each on 3.11): a write or
+    # read by one of the namespace's own tokens
+    if namespace in principal.namespaces and access is not _ADMIN_ACCESS:
+        return
+    role = principal.role
+    if access is _OPEN or access is _ANY or role is _ADMIN:
         return
     if namespace is None:  # a route over all namespaces: admins of some namespace
-        if access is Access.ADMIN and principal.role is Role.NAMESPACE_ADMIN:
+        if access is _ADMIN_ACCESS and role is _NAMESPACE_ADMIN:
             return
         raise ForbiddenError(f"token {principal.name!r} is not an admin token")
-    if access is Access.ADMIN:
+    if access is _ADMIN_ACCESS:
         if principal.is_admin_of(namespace):
             return
         raise ForbiddenError(f"token {principal.name!r} is not an admin of namespace {namespace!r}")
-    if principal.can_write(namespace):
-        return
     raise ForbiddenError(f"token {principal.name!r} is not allowed for namespace {namespace!r}")
 
 
