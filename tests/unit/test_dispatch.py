@@ -399,3 +399,31 @@ async def test_a_submit_begun_before_a_revoke_is_refused_also_after_the_partitio
     assert await dispatcher.submit("k", functools.partial(job, "new"), partition="p0")
     await dispatcher.join()
     assert ran == ["x", "new"]
+
+
+async def test_a_revoke_right_after_a_submit_leaves_no_dead_queue_and_no_lost_room():
+    """A revoke in the same turn of the loop as the submits before it (the revoke callback can
+    run before the tasks they created ever started) gives the records up, and once the partition
+    is assigned again its keys run and the room they held is free."""
+    dispatcher = KeyedDispatcher(2, max_pending=4)
+    ran: list[str] = []
+
+    async def job(name: str) -> None:
+        ran.append(name)
+
+    # no await that suspends between the submits and the revoke: their tasks have not started
+    await dispatcher.submit("k", lambda: job("first"), partition="p", tag="keyed")
+    await dispatcher.submit(None, lambda: job("alone"), partition="p", tag="unkeyed")
+    abandoned = await dispatcher.revoke({"p"}, grace_s=0.1)
+    assert sorted(abandoned) == ["keyed", "unkeyed"]
+    assert ran == []
+    assert dispatcher.in_flight == 0
+    dispatcher.assign({"p"})
+    # the key's records run again (its queue is not a dead one left from before the revoke)
+    for n in range(4):  # and all the room is there (max_pending)
+        assert await asyncio.wait_for(
+            dispatcher.submit("k", lambda n=n: job(f"again{n}"), partition="p"), 1
+        )
+    await asyncio.wait_for(dispatcher.join(), 2)
+    assert ran == [f"again{n}" for n in range(4)]
+    assert dispatcher.in_flight == 0

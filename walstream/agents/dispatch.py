@@ -283,13 +283,13 @@ class KeyedDispatcher:
                 self._done()
             queue.count -= len(queue.waiting)
             queue.waiting.clear()
+            # Not cancelled: woken, its task finds nothing waiting and ends, or takes a record
+            # submitted once the partition is back. A task cancelled before its first step (a
+            # revoke can run between a submit and the start of the task it made) never ran its
+            # cleanup: its dead queue stayed, and swallowed the key's later records unacked.
             queue.arrived.set()
-            if queue.task is None:
-                continue
-            if queue.running is not None:
+            if queue.task is not None and queue.running is not None:
                 running[queue.task] = queue.running
-            else:
-                cancel.append(queue.task)
         for alone in list(self._alone):
             if alone.entry.partition not in revoked or alone.task is None:
                 continue
@@ -310,6 +310,10 @@ class KeyedDispatcher:
                 cancel.append(task)
         if cancel:
             await asyncio.gather(*cancel, return_exceptions=True)
+        for alone in [a for a in self._alone if a.task is not None and a.task.cancelled()]:
+            # cancelled before its first step: its cleanup (_run_alone's finally) never ran
+            self._alone.discard(alone)
+            self._done()
         if abandoned:
             logger.info(
                 "rebalance: %d records of %d revoked partitions given up (not acked: the next "
