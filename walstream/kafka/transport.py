@@ -165,8 +165,20 @@ class Consumer(faust_aiokafka.Consumer):
         return records, set(records)
 
     def _track(self, message: Message) -> None:
-        if self.app.topics.acks_enabled_for(message.topic):
-            self.ledger.track(message.tp, message.offset)
+        if not self.app.topics.acks_enabled_for(message.topic):
+            return
+        committed = self._committed_offset.get(message.tp)
+        if committed is not None and message.offset < committed:
+            # Handed over again below the offset committed already: Faust's fetch loop passes
+            # the last record it read once more after a partition is fetched again from an
+            # earlier position (``_drain_messages``: ``offset >= r_offset``), and its ack then
+            # drops the second ack (``Consumer.ack``: ``offset >= committed`` only). Tracked,
+            # it stayed outstanding for good and held the partition's commit there.
+            logger.debug(
+                "%s[%d]@%d handed over again below the commit", *message.tp, message.offset
+            )
+            return
+        self.ledger.track(message.tp, message.offset)
 
     def _take_acks(self, tp: TP) -> None:
         """Move the offsets Faust recorded as acked for ``tp`` into the ledger."""

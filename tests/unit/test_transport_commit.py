@@ -1,0 +1,42 @@
+"""walstream's transport: a record handed over twice must not hold its partition's commit."""
+
+from __future__ import annotations
+
+import faust
+from faust.types import TP, Message
+
+from walstream.kafka.transport import Consumer
+
+
+def _message(tp: TP, offset: int) -> Message:
+    return Message(tp.topic, tp.partition, offset, 0.0, None, None, b"k", b"v", None, tp=tp)
+
+
+def _hand_over_and_ack(consumer: Consumer, tp: TP, offset: int) -> None:
+    """What a stream does with a record (``add_unacked``) and the agent once it is handled
+    (Faust's ``Consumer.ack``, which drops an ack below the offset committed already)."""
+    message = _message(tp, offset)
+    consumer._unacked_messages.add(message)
+    consumer.ack(message)
+
+
+async def test_a_record_handed_over_again_below_the_commit_does_not_hold_the_commit():
+    # Seen in the chaos test: a partition fetched again from an earlier position hands its last
+    # record read over once more (Faust's fetch loop passes offset >= its read offset); that
+    # record's ack is dropped by Faust (below the commit), and tracked again it held the commit.
+    app = faust.App("transport-commit-test", broker="walkafka://127.0.0.1:9", autodiscover=False)
+    consumer = app.consumer
+    assert isinstance(consumer, Consumer)
+    tp = TP("wal.ns.retry", 0)
+    app.topics._acking_topics.add(tp.topic)
+    consumer.ledger.assign({tp})
+    _hand_over_and_ack(consumer, tp, 428)
+    assert consumer._new_offset(tp) == 429
+    consumer._committed_offset[tp] = 429  # what Faust notes when it commits that
+    _hand_over_and_ack(consumer, tp, 428)  # the same record again, from a later fetch
+    _hand_over_and_ack(consumer, tp, 429)
+    assert consumer._new_offset(tp) == 430
+    # a record not yet acked still holds the commit
+    consumer._unacked_messages.add(_message(tp, 430))
+    _hand_over_and_ack(consumer, tp, 431)
+    assert consumer._new_offset(tp) == 430
