@@ -7,11 +7,17 @@ import os
 import uuid
 from collections.abc import Iterator
 
+import hypothesis
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import BaseTestServer
 
 from walstream.broker import EmbeddedBroker, wait_for_kafka
+
+# Property tests judge results, not speed: hypothesis' default 200 ms deadline per example fails
+# them at random on a loaded 2-core CI machine (seen: a pure jitter check under load).
+hypothesis.settings.register_profile("walstream", deadline=None)
+hypothesis.settings.load_profile("walstream")
 
 
 @pytest.fixture(scope="session")

@@ -98,6 +98,11 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
         "topic_partitions": settings.default_partitions,
         "topic_replication_factor": settings.replication_factor,
         "consumer_auto_offset_reset": "earliest",
+        # A fetch hands out at most this many records. A partition paused for a hot key
+        # (walstream.agents.dispatch) still hands out the rest of the batch it was fetched in:
+        # bounded so, that rest cannot fill the agent's buffer and stall the other partitions
+        # (aiokafka's default is unbounded: up to 1 MiB per partition, thousands of records).
+        "broker_max_poll_records": settings.fetch_max_records,
         "Worker": Worker,
     }
 

@@ -266,6 +266,15 @@ class Settings:
         return max_record_bytes(self.producer_max_request_bytes, self.history_max_bytes)
 
     @property
+    def fetch_max_records(self) -> int:
+        """The most records one worker fetch hands out: a key's cap, and at most 500.
+
+        A partition paused for a hot key still hands out the rest of the fetch it was paused
+        in (walstream.agents.dispatch); bounded so, that rest cannot fill the agent's buffer
+        (aiokafka's default is unbounded: up to 1 MiB per partition, thousands of records)."""
+        return max(1, min(self.deliver_max_key_pending, 500))
+
+    @property
     def bootstrap_list(self) -> list[str]:
         """Bootstrap servers as a list; raises ConfigError when none are configured."""
         if not self.bootstrap_servers:

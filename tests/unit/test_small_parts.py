@@ -106,3 +106,13 @@ def test_core_imports_no_framework_even_indirectly():
         for module in (m for m in _imports(path) if m.startswith("walstream.")):
             target = ROOT / (module.replace(".", "/") + ".py")
             assert target in pure or target.name == "__init__.py", f"{path.name} -> {module}"
+
+
+def test_a_fetch_hands_out_at_most_a_keys_cap_and_never_an_unbounded_batch():
+    """A partition paused for a hot key still hands out the rest of its fetched batch: the
+    batch is bounded so that rest cannot fill the agent's buffer (aiokafka's default is
+    unbounded). walstream.app passes it to Faust as broker_max_poll_records."""
+    from walstream.settings import Settings
+
+    assert Settings().fetch_max_records == 500
+    assert Settings(deliver_max_key_pending=20).fetch_max_records == 20

@@ -27,8 +27,15 @@ async def test_a_record_handed_over_again_below_the_commit_does_not_hold_the_com
     app = faust.App("transport-commit-test", broker="walkafka://127.0.0.1:9", autodiscover=False)
     consumer = app.consumer
     assert isinstance(consumer, Consumer)
+    try:
+        _twice_handed_over_record(consumer)
+    finally:
+        consumer._thread.thread_loop.close()  # made with the consumer, never started
+
+
+def _twice_handed_over_record(consumer: Consumer) -> None:
     tp = TP("wal.ns.retry", 0)
-    app.topics._acking_topics.add(tp.topic)
+    consumer.app.topics._acking_topics.add(tp.topic)
     consumer.ledger.assign({tp})
     _hand_over_and_ack(consumer, tp, 428)
     assert consumer._new_offset(tp) == 429

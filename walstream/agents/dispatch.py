@@ -21,8 +21,10 @@ Memory and fairness, the policy:
 * ``max_key_pending`` bounds one key's share: when a key holds that many, ``on_pause`` is called
   with its partition (the worker stops fetching it) and ``on_resume`` once every key of that
   partition is down to half. Records of that partition already fetched are still taken (within
-  ``max_pending``). So a hot key with a slow target holds back only its own partition's later
-  records, and only once it is that far behind: other partitions keep flowing. (The log is read
+  ``max_pending``): at most one fetch, which the worker bounds to ``max_key_pending`` records
+  (Faust's ``broker_max_poll_records``, walstream.app), so that rest cannot fill the buffer.
+  So a hot key with a slow target holds back only its own partition's later records, and only
+  once it is that far behind: other partitions keep flowing. (The log is read
   in order: going further would mean reading a key's records again by offset later.)
 * ``revoke(partitions)`` (a rebalance) drops the records of those partitions that have not
   started, at once, and gives those being delivered ``grace_s`` seconds before cancelling them.
