@@ -149,3 +149,38 @@ class WalClient:
         if status != 200 or "results" not in obj:
             return [_result(obj, status)] * len(records)
         return [_result(item, int(item.get("status", status))) for item in obj["results"]]
+
+    async def _admin(self, method: str, path: str, body: dict[str, Any] | None) -> tuple[int, Any]:
+        if self._session is None:
+            raise RuntimeError("use 'async with WalClient(...)'")
+        data = orjson.dumps(body) if body is not None else None
+        async with self._session.request(
+            method, self.base_url + path, data=data, headers=self._headers
+        ) as response:
+            return response.status, orjson.loads(await response.read())
+
+    async def replay(
+        self,
+        namespace: str,
+        from_: int | str,
+        to: int | str,
+        *,
+        skip_ids: list[str] | None = None,
+        resume_from: str | None = None,
+    ) -> tuple[int, dict[str, Any]]:
+        """Start a replay of [from_, to) (a namespace-admin or admin token): (status, body),
+        202 with the replay's progress; raises aiohttp/OSError errors as they come."""
+        body: dict[str, Any] = {"from": from_, "to": to}
+        if skip_ids:
+            body["skip_ids"] = skip_ids
+        if resume_from is not None:
+            body["resume_from"] = resume_from
+        return await self._admin("POST", f"/v1/namespaces/{namespace}/replay", body)
+
+    async def replay_status(self, namespace: str) -> tuple[int, dict[str, Any]]:
+        """The namespace's latest replay in the API process: (status, progress)."""
+        return await self._admin("GET", f"/v1/namespaces/{namespace}/replay", None)
+
+    async def cancel_replay(self, namespace: str) -> tuple[int, dict[str, Any]]:
+        """Cancel the namespace's running replay: (status, progress)."""
+        return await self._admin("DELETE", f"/v1/namespaces/{namespace}/replay", None)

@@ -23,6 +23,7 @@ from walstream.api.auth import PRINCIPAL, ROUTE_ACCESS, Authenticator, require_t
 from walstream.api.body import BODY_LIMIT, BodyLimits, check_length
 from walstream.api.deps import ApiDeps
 from walstream.api.handlers import install_routes
+from walstream.api.replays import Replays
 from walstream.api.responses import error_response, failure_response
 from walstream.api.router import Router
 from walstream.core.auth import Access
@@ -128,6 +129,7 @@ def build_api(settings: Settings) -> Api:
     producer = KafkaLogProducer(settings.bootstrap_list, timeout_s=settings.write_timeout_s)
     feed = NamespaceFeed(settings)
     dlq = DlqAccess(settings.bootstrap_list)
+    replays = Replays(settings, feed.registry)
 
     async def kafka_clients() -> AsyncIterator[None]:
         await producer.start()
@@ -153,6 +155,7 @@ def build_api(settings: Settings) -> Api:
                     logger.warning("namespace registry not loaded yet; writes get 503 until it is")
                 yield
             finally:
+                await replays.close()
                 await dlq.close()
                 await feed.stop()
         finally:
@@ -166,6 +169,7 @@ def build_api(settings: Settings) -> Api:
             limiter=InFlightLimiter(settings.max_in_flight),
             registry_loaded=feed.ready.is_set,
             dlq=dlq,
+            replays=replays,
             lifespan=[kafka_clients],
         )
     )

@@ -58,6 +58,9 @@ ROUTE_ACCESS: Mapping[tuple[str, str], Access] = {
     ("POST", "/v1/namespaces/{namespace}/log:batch"): Access.WRITE,
     ("GET", "/v1/namespaces/{namespace}/dlq"): Access.READ,
     ("GET", "/v1/namespaces/{namespace}/dlq:redrive"): Access.READ,
+    ("POST", "/v1/namespaces/{namespace}/replay"): Access.ADMIN,
+    ("GET", "/v1/namespaces/{namespace}/replay"): Access.ADMIN,
+    ("DELETE", "/v1/namespaces/{namespace}/replay"): Access.ADMIN,
 }
 
 

@@ -6,6 +6,7 @@ import random
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
+from walstream.api.replays import Replays
 from walstream.clock import Clock, SystemClock
 from walstream.core.limits import InFlightLimiter
 from walstream.dlq import DlqAccess
@@ -35,5 +36,7 @@ class ApiDeps:
     registry_loaded: Callable[[], bool] = _always_ready
     #: DLQ reads and redrives (None: this API serves no DLQ endpoints).
     dlq: DlqAccess | None = None
+    #: Replays over HTTP (None: this API serves no replay endpoints).
+    replays: Replays | None = None
     #: Start/stop work (the real producer and namespace feed): each yields once while serving.
     lifespan: list[Callable[[], AsyncIterator[None]]] = field(default_factory=list)

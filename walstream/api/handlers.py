@@ -13,10 +13,12 @@ from walstream.api.auth import PRINCIPAL
 from walstream.api.body import BodyLimit, read_body
 from walstream.api.deps import ApiDeps
 from walstream.api.openapi import openapi_document
+from walstream.api.replays import Replays
 from walstream.api.responses import error_body, json_response, status_for
 from walstream.api.router import RouteNotFoundError, Router
 from walstream.core.auth import principals_namespaces, redact_target, visible_reason
 from walstream.core.dlq import DlqCursor, parse_selection
+from walstream.core.replay_request import parse_replay_request
 from walstream.core.target_policy import ReservedTopics
 from walstream.core.targets import parse_target
 from walstream.core.validate import parse_batch, parse_write_request
@@ -271,6 +273,40 @@ async def cancel_redrive(request: web.BaseRequest, deps: ApiDeps, params: Params
     return json_response(progress.to_json())
 
 
+def _replays(deps: ApiDeps) -> Replays:
+    if deps.replays is None:
+        raise ServiceUnavailableError("this API process serves no replay endpoints")
+    return deps.replays
+
+
+async def start_replay(request: web.BaseRequest, deps: ApiDeps, params: Params) -> web.Response:
+    """Replay a window of the namespace's writes in the background (202; walstream.replay);
+    one at a time per namespace in this process (409)."""
+    ns = _namespace(deps, params)
+    raw = await read_body(request, deps.settings.body_read_timeout_s)
+    replay_request = parse_replay_request(_decode(raw) if raw else {}, deps.clock.now_ms())
+    progress = _replays(deps).start(ns, replay_request)
+    return json_response(progress.to_json(), status=202)
+
+
+async def replay_status(request: web.BaseRequest, deps: ApiDeps, params: Params) -> web.Response:
+    """The namespace's latest replay in this process."""
+    ns = _namespace(deps, params)
+    progress = _replays(deps).status(ns.name)
+    if progress is None:
+        raise RouteNotFoundError(f"no replay of {ns.name} in this process")
+    return json_response(progress.to_json())
+
+
+async def cancel_replay(request: web.BaseRequest, deps: ApiDeps, params: Params) -> web.Response:
+    """Cancel the namespace's running replay (what is delivered stays delivered)."""
+    ns = _namespace(deps, params)
+    progress = await _replays(deps).cancel(ns.name)
+    if progress is None:
+        raise RouteNotFoundError(f"no replay of {ns.name} in this process")
+    return json_response(progress.to_json())
+
+
 def install_routes(router: Router) -> None:
     """Register every route of the API (the OpenAPI test holds the document to this list)."""
     # Request bodies: one record, a batch, or (every other route) small (walstream.api.body).
@@ -282,6 +318,9 @@ def install_routes(router: Router) -> None:
     router.add("POST", "/v1/namespaces/{namespace}/dlq:redrive", start_redrive)
     router.add("GET", "/v1/namespaces/{namespace}/dlq:redrive", redrive_status)
     router.add("DELETE", "/v1/namespaces/{namespace}/dlq:redrive", cancel_redrive)
+    router.add("POST", "/v1/namespaces/{namespace}/replay", start_replay)
+    router.add("GET", "/v1/namespaces/{namespace}/replay", replay_status)
+    router.add("DELETE", "/v1/namespaces/{namespace}/replay", cancel_replay)
     router.add("GET", "/v1/openapi.json", openapi)
     router.add("GET", "/healthz", healthz)
     router.add("GET", "/readyz", readyz)

@@ -172,6 +172,38 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "started_at_ms": {"type": "integer"},
         },
     },
+    "ReplayRequest": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["from", "to"],
+        "properties": {
+            "from": {"type": ["string", "integer"], "description": "window start (ms, ISO, -2h)"},
+            "to": {"type": ["string", "integer"], "description": "window end (exclusive)"},
+            "skip_ids": {"type": "array", "items": {"type": "string"}},
+            "resume_from": {"type": "string", "description": "a stopped replay's cursor"},
+        },
+    },
+    "Replay": {
+        "type": "object",
+        "required": ["id", "namespace", "state", "delivered", "skipped", "pending", "failed"],
+        "properties": {
+            "id": {"type": "string"},
+            "namespace": {"type": "string"},
+            "state": {"type": "string", "enum": ["running", "done", "stopped", "cancelled"]},
+            "from_ms": {"type": "integer"},
+            "to_ms": {"type": "integer"},
+            "started_at_ms": {"type": "integer"},
+            "seen": {"type": "integer"},
+            "delivered": {"type": "integer"},
+            "skipped": {"type": "integer"},
+            "undecodable": {"type": "integer"},
+            "pending": {"type": "integer"},
+            "pending_skipped": {"type": "array", "items": {"type": "string"}},
+            "failed": {"type": "array", "items": {"type": "string"}},
+            "error": {"type": ["string", "null"]},
+            "resume_from": {"type": ["string", "null"]},
+        },
+    },
     "Namespace": {
         "type": "object",
         "required": ["name", "topics", "backoff", "max_attempts", "max_payload_bytes"],
@@ -391,6 +423,44 @@ def _document() -> dict[str, Any]:
                     "parameters": [_NS_PARAM],
                     "responses": {
                         "200": _json_content("Redrive", "cancelled (or already finished)"),
+                        "404": _json_content("WriteToLogResponse", "none in this process"),
+                        **_UNAVAILABLE,
+                    },
+                },
+            },
+            "/v1/namespaces/{namespace}/replay": {
+                "post": {
+                    "operationId": "startReplay",
+                    "summary": "Re-deliver a window's writes to their targets (walstream replay)",
+                    "parameters": [_NS_PARAM],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("ReplayRequest")}},
+                    },
+                    "responses": {
+                        "202": _json_content("Replay", "started"),
+                        "400": _json_content("WriteToLogResponse", "bad request (names the field)"),
+                        "404": _json_content("WriteToLogResponse", "unknown namespace"),
+                        "409": _json_content(
+                            "WriteToLogResponse", "a replay of the namespace runs in this process"
+                        ),
+                        **_UNAVAILABLE,
+                    },
+                },
+                "get": {
+                    "operationId": "replayStatus",
+                    "parameters": [_NS_PARAM],
+                    "responses": {
+                        "200": _json_content("Replay", "the latest replay"),
+                        "404": _json_content("WriteToLogResponse", "none in this process"),
+                        **_UNAVAILABLE,
+                    },
+                },
+                "delete": {
+                    "operationId": "cancelReplay",
+                    "parameters": [_NS_PARAM],
+                    "responses": {
+                        "200": _json_content("Replay", "cancelled (or already finished)"),
                         "404": _json_content("WriteToLogResponse", "none in this process"),
                         **_UNAVAILABLE,
                     },

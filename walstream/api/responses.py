@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from walstream.api.replays import ReplayConflictError
 from walstream.api.router import MethodNotAllowedError, RouteNotFoundError
 from walstream.dlq import RedriveConflictError
 from walstream.errors import (
@@ -45,7 +46,7 @@ def status_for(exc: WalError) -> tuple[int, str]:
         return 404, "FALSE"
     if isinstance(exc, MethodNotAllowedError):
         return 405, "FALSE"
-    if isinstance(exc, RedriveConflictError):
+    if isinstance(exc, RedriveConflictError | ReplayConflictError):
         return 409, "FALSE"
     if isinstance(exc, ServiceUnavailableError):
         return 503, "FALSE"
