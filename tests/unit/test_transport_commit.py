@@ -47,3 +47,26 @@ def _twice_handed_over_record(consumer: Consumer) -> None:
     consumer._unacked_messages.add(_message(tp, 430))
     _hand_over_and_ack(consumer, tp, 431)
     assert consumer._new_offset(tp) == 430
+
+
+async def test_resuming_the_flow_keeps_the_records_queued_for_the_agents():
+    # Faust resumes the flow after seeking the stream partitions at the end of a recovery; the
+    # records fetched meanwhile were queued for the agents, past aiokafka's position and Faust's
+    # read offset: emptied there, they were never handed over and the commit passed them.
+    app = faust.App("transport-resume-test", broker="walkafka://127.0.0.1:9", autodiscover=False)
+    consumer = app.consumer
+    try:
+        assert isinstance(consumer, Consumer)
+        queue = app.FlowControlQueue(maxsize=10, clear_on_resume=True)  # a channel's queue
+        app.flow_control.resume()  # flow active (Faust resumes it for the changelog reads)
+        queue.put_nowait("a record fetched during the seek")
+        app.flow_control.resume()  # the end of the recovery
+        assert app.flow_control.is_active()
+        assert queue.qsize() == 1
+        app.flow_control.suspend()
+        app.flow_control.clear()  # a rebalance still drops what was queued
+        assert queue.qsize() == 0
+        app.flow_control.resume()
+        assert app.flow_control.is_active()
+    finally:
+        consumer._thread.thread_loop.close()  # made with the consumer, never started

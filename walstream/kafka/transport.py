@@ -110,6 +110,27 @@ class _PendingAcks(weakref.WeakSet[Message]):
         self._on_add(item)
 
 
+def _keep_queues_on_resume(flow: Any) -> None:
+    """Make ``flow.resume()`` (mode's FlowControlEvent) stop emptying the agents' queues.
+
+    Faust's recovery resumes the stream partitions, seeks them to their committed offsets and
+    only then resumes the flow (``Recovery.on_recovery_completed``), and ``resume()`` empties
+    every channel queue (``clear_on_resume``) and cancels the puts waiting on full ones. The
+    flow was already active (resumed for the changelog reads), so records fetched during the
+    seek sat in those queues with aiokafka's position and Faust's read offset past them: emptied,
+    no stream ever took them, the ledger never knew them, and the commit passed them once later
+    records were acked (chaos test: a replacement worker began at committed + 1 and the record
+    at the committed offset, the head of a key, was lost with the 50 records parked behind it).
+    A rebalance still empties the queues: it calls ``flow_control.clear()`` itself, and a stale
+    record left over is skipped by its generation."""
+
+    def resume() -> None:
+        flow._suspend.clear()
+        flow._resume.set()
+
+    flow.resume = resume
+
+
 class Consumer(faust_aiokafka.Consumer):
     """Faust's aiokafka consumer, running :class:`ConsumerThread`, committing by the ledger."""
 
@@ -120,6 +141,7 @@ class Consumer(faust_aiokafka.Consumer):
         self._unacked_messages = _PendingAcks(self._track)
         self._revoke_listeners: list[RevokeListener] = []
         self._assign_listeners: list[AssignListener] = []
+        _keep_queues_on_resume(self.app.flow_control)
 
     def _new_consumer_thread(self) -> ConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
