@@ -70,3 +70,27 @@ async def test_resuming_the_flow_keeps_the_records_queued_for_the_agents():
         assert app.flow_control.is_active()
     finally:
         consumer._thread.thread_loop.close()  # made with the consumer, never started
+
+
+async def test_the_seek_at_the_end_of_a_recovery_does_not_move_the_read_offset_back():
+    # The records fetched while that seek runs are queued for the agents already: Faust's read
+    # offset moved back to the committed one made every one of them handed over a second time
+    # once fetched again (a worker start doubled its first records; retries multiplied).
+    app = faust.App("transport-seek-test", broker="walkafka://127.0.0.1:9", autodiscover=False)
+    consumer = app.consumer
+    try:
+        assert isinstance(consumer, Consumer)
+        passed_on, fresh = TP("wal.ns.log", 0), TP("wal.ns.log", 1)
+        consumer._read_offset[passed_on] = 150  # passed on to the agents during the seek
+
+        async def seek_to_committed() -> dict[TP, int]:
+            return {passed_on: 100, fresh: 40}
+
+        consumer.seek_to_committed = seek_to_committed  # type: ignore[method-assign]
+        await consumer.perform_seek()
+        assert consumer._read_offset[passed_on] == 150
+        assert consumer._read_offset[fresh] == 40
+        assert consumer._committed_offset[passed_on] == 100
+        assert consumer._committed_offset[fresh] == 40
+    finally:
+        consumer._thread.thread_loop.close()  # made with the consumer, never started

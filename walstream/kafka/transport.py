@@ -231,6 +231,29 @@ class Consumer(faust_aiokafka.Consumer):
             return None
         return self.ledger.committable(tp)
 
+    async def perform_seek(self) -> None:
+        """Faust's seek of every partition to its committed offset, without moving Faust's read
+        offset back below a record already passed on in this assignment. Faust's fetch loop
+        drops a record below its read offset, and this seek runs while the flow is active (the
+        end of a recovery): the records fetched meanwhile are queued for the agents already
+        (see :func:`_keep_queues_on_resume`), so those fetched again after the seek are dropped
+        rather than handed over twice. A rebalance forgets the read offsets of the revoked
+        partitions first (``Consumer.on_partitions_revoked``)."""
+        read_offset = self._read_offset
+        committed = await self.seek_to_committed()
+        for tp, offset in committed.items():
+            new = offset if offset is not None and offset >= 0 else None
+            passed = read_offset.get(tp)
+            if new is None or passed is None or new > passed:
+                read_offset[tp] = new
+        self._committed_offset.update(
+            {
+                TP(tp.topic, tp.partition): offset or None
+                for tp, offset in committed.items()
+                if offset is not None
+            }
+        )
+
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
         if revoked and not self.app.should_stop and self.assignment():
             # Faust suspends the flow (and clears the agents' buffers) only after the revoke
