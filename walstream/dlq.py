@@ -54,7 +54,7 @@ from walstream.core.dlq import (
     parse_dlq_record,
 )
 from walstream.errors import PoisonRecordError, WalError
-from walstream.kafka.clients import assign_from_start, stop_consumer
+from walstream.kafka.clients import assign_from_start, start_client, stop_consumer
 from walstream.kafka.log_reader import LogReader, RecordGoneError
 from walstream.namespaces.config import NamespaceConfig
 from walstream.records import decode_envelope, encode_envelope
@@ -102,9 +102,9 @@ async def read_dlq(
         fetch_max_wait_ms=50,
         client_id="walstream-dlq-reader",
     )
-    await consumer.start()
     view = DlqView()
     try:
+        await start_client(consumer)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within_s
         tps = await assign_from_start(consumer, [topic], within_s=within_s)
@@ -192,7 +192,7 @@ class DlqReader:
         consumer = _consumer(self.servers, self.batch_records)
         index = DlqIndex()
         try:
-            await consumer.start()  # inside: a cancel while starting still stops it
+            await start_client(consumer)  # inside: a cancel while starting still stops it
             loop = asyncio.get_running_loop()
             tps = await assign_from_start(consumer, [topic], within_s=self.stall_s)
             pending = set(tps)
@@ -241,7 +241,7 @@ class DlqReader:
         consumer = _consumer(self.servers, self.batch_records)
         found: dict[tuple[int, int], DlqEntry] = {}
         try:
-            await consumer.start()
+            await start_client(consumer)
             tps = {
                 tp.partition: tp
                 for tp in await assign_from_start(consumer, [topic], within_s=self.stall_s)
@@ -659,7 +659,7 @@ class Redrives:
             self._producer = AIOKafkaProducer(
                 bootstrap_servers=self.servers, acks="all", client_id="walstream-dlq"
             )
-            await self._producer.start()
+            await start_client(self._producer)
         return self._producer
 
     def status(self, namespace: str) -> RedriveProgress | None:

@@ -10,7 +10,7 @@ from typing import Any
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
-__all__ = ["assign_from_start", "stop_consumer"]
+__all__ = ["assign_from_start", "start_client", "stop_consumer"]
 
 
 async def assign_from_start(
@@ -37,6 +37,23 @@ async def assign_from_start(
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
     return tps
+
+
+async def start_client(client: Any) -> None:
+    """Start an aiokafka consumer or producer, letting a cancel wait until the start is over.
+
+    A cancel in the middle of ``start()`` (an operator cancelling a redrive, say) leaves the
+    bootstrap connection aiokafka was opening unclosed: nothing can close it afterwards, not
+    even ``stop()``. So the start runs to its end (it is bounded by the client's request
+    timeout), and only then is the cancel raised; the caller's ``finally`` stops the client.
+    """
+    starting = asyncio.ensure_future(client.start())
+    try:
+        await asyncio.shield(starting)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await starting
+        raise
 
 
 async def stop_consumer(consumer: Any) -> None:
