@@ -117,7 +117,9 @@ async def test_jitter_spreads_a_burst_over_the_jitter_window(
     thirds = [sum(lo <= o < lo + 1_000 for o in offsets) for lo in (0, 1_000, 2_000)]
     assert all(count >= 0.2 * len(offsets) for count in thirds), thirds  # uniform-ish: ~100 each
     arrivals = sorted(r.at for r in first.values())
-    assert arrivals[-1] - arrivals[0] >= 2.5  # the burst reached the target spread out
+    # the burst reached the target spread out (dues span ~3 s; under load the first ones run
+    # late, which shortens the span, so 2 s: without jitter it would arrive within ~0.5 s)
+    assert arrivals[-1] - arrivals[0] >= 2.0
 
 
 async def test_sigkill_with_10k_pending_loses_none_and_delivers_none_early(

@@ -102,6 +102,11 @@ async def test_a_dead_processs_claim_holds_only_for_its_lease(api_client, wal_en
             partition=CLAIM_PARTITION,
             headers=claim_headers("dead-long-ago", now - 31_000, 30_000),
         )
+        # applied after the API started: its registry learns ns2 from the control topic
+        deadline = time.monotonic() + 30
+        while (await client.get(f"/v1/namespaces/{ns2}")).status != 200:
+            assert time.monotonic() < deadline, f"the API never saw namespace {ns2}"
+            await asyncio.sleep(0.1)
         started = await client.post(f"/v1/namespaces/{ns2}/dlq:redrive", json={})
         assert started.status == 202, await started.text()
         assert (await started.json())["total"] == 1
