@@ -83,36 +83,48 @@ async def test_an_eviction_waits_for_the_deliveries_leasing_the_cluster(broker, 
 
 async def test_sends_cut_off_by_a_close_are_retried_not_dead_lettered(broker, unique) -> None:
     """Targets taken without a lease (replay's) whose producer the pool closes under their
-    sends: the sends fail ``ProducerClosed``, transient (retried), not a reason to dead-letter."""
+    sends: the sends in flight are flushed or fail transient, and a send that meets the closed
+    producer fails ``ProducerClosed``, transient (retried), never a reason to dead-letter.
+
+    Whether the close lands while sends are still in flight depends on the machine's speed, so
+    the send after the close is what makes the cut certain."""
     settings = Settings(bootstrap_servers=broker, target_max_endpoints=1, target_idle_ttl_s=600)
+    pool = TargetPool(settings, NamespaceRegistry(), SystemClock(), producer_factory=_factory)
+    spec = {"type": "kafka", "topic": f"evict-cut-{unique}", "bootstrap_servers": broker}
     outcomes: dict[str, int] = {}
-    for round_ in range(5):  # until a close cut a send (most rounds do)
-        if "TargetUnavailableError kafka_ProducerClosed" in outcomes:
-            break
-        pool = TargetPool(settings, NamespaceRegistry(), SystemClock(), producer_factory=_factory)
-        spec = {"type": "kafka", "topic": f"evict-cut-{unique}", "bootstrap_servers": broker}
+
+    def count(r: object) -> None:
+        name = "delivered" if r is None else f"{type(r).__name__}"
+        if isinstance(r, TargetError):
+            name += f" {r.error_class}"
+        outcomes[name] = outcomes.get(name, 0) + 1
+
+    try:
+        target, _ = await pool.target(spec)
+        await target.deliver(_env("warm", spec))
+        tasks = [asyncio.ensure_future(target.deliver(_env(f"r-{i}", spec))) for i in range(300)]
+        await asyncio.sleep(0)
+        await pool.target({"type": "kafka", "topic": "y", "bootstrap_servers": "instant:1"})
+        for r in await asyncio.gather(*tasks, return_exceptions=True):
+            count(r)
+        await asyncio.gather(*pool._closing)  # the evicted producer is closed now
         try:
-            target, _ = await pool.target(spec)
-            await target.deliver(_env("warm", spec))
-            envs = [_env(f"r-{i}", spec) for i in range(300)]
-            envs.append(_env("new", {**spec, "topic": f"evict-cut-{unique}-{round_}"}))
-            tasks = [asyncio.ensure_future(target.deliver(e)) for e in envs]
-            await asyncio.sleep(0)
-            await pool.target({"type": "kafka", "topic": "y", "bootstrap_servers": "instant:1"})
-            for r in await asyncio.gather(*tasks, return_exceptions=True):
-                name = "delivered" if r is None else f"{type(r).__name__}"
-                if isinstance(r, TargetError):
-                    name += f" {r.error_class}"
-                outcomes[name] = outcomes.get(name, 0) + 1
-        finally:
-            await pool.close()
+            await target.deliver(_env("after-close", spec))
+        except TargetError as err:
+            count(err)
+            assert err.retriable, err
+        else:
+            count(None)
+    finally:
+        await pool.close()
     print("\noutcomes of unleased sends under an eviction:", outcomes)  # noqa: T201 - the figure, for the report
     assert set(outcomes) <= {
         "delivered",
         "TargetUnavailableError kafka_ProducerClosed",
         "TargetUnavailableError kafka_TimeoutError",
     }, outcomes
-    assert "TargetUnavailableError kafka_ProducerClosed" in outcomes  # the close did cut sends
+    assert outcomes.get("TargetUnavailableError kafka_ProducerClosed", 0) >= 1, outcomes
+    assert sum(outcomes.values()) == 301
 
 
 class FakeProducer:
