@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from aiokafka.errors import ProducerClosed
 
 from walstream.clock import FakeClock, SystemClock
@@ -108,13 +109,10 @@ async def test_sends_cut_off_by_a_close_are_retried_not_dead_lettered(broker, un
         for r in await asyncio.gather(*tasks, return_exceptions=True):
             count(r)
         await asyncio.gather(*pool._closing)  # the evicted producer is closed now
-        try:
+        with pytest.raises(TargetError) as cut:
             await target.deliver(_env("after-close", spec))
-        except TargetError as err:
-            count(err)
-            assert err.retriable, err
-        else:
-            count(None)
+        count(cut.value)
+        assert cut.value.retriable, cut.value
     finally:
         await pool.close()
     print("\noutcomes of unleased sends under an eviction:", outcomes)  # noqa: T201 - the figure, for the report
