@@ -81,8 +81,9 @@ async def _deliver(pool: TargetPool, env: Envelope, ns: NamespaceConfig) -> str 
     delay = 0.5
     for attempt in range(_TRIES):
         try:
-            target, _ = await pool.target(env.target, ns)  # allowed_targets hold here too
-            await target.deliver(env)
+            # allowed_targets hold here too; the lease keeps an evicted cluster's producer open
+            async with pool.lease(env.target, ns) as (target, _):
+                await target.deliver(env)
             return None
         except TargetError as exc:
             if not exc.retriable or attempt == _TRIES - 1:

@@ -8,6 +8,7 @@ every record is delivered exactly once across the two runs.
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import pytest
@@ -55,16 +56,29 @@ async def fill_log(settings, ns: str, sink: str, created_at_ms: int) -> list[str
 
 
 class FlakyPool:
-    """A target pool whose target raises a non-target error once, at one record."""
+    """A target pool whose target raises a non-target error once, at one record; it records
+    whether each delivery held a lease (an evicted cluster's producer stays open under one)."""
 
     def __init__(self, fail_at: str) -> None:
         self.fail_at = fail_at
         self.delivered: list[str] = []
+        self.leases = 0
+        self.unleased: list[str] = []
 
     async def target(self, spec, ns=None):
         return self, "flaky"
 
+    @contextlib.asynccontextmanager
+    async def lease(self, spec, ns=None):
+        self.leases += 1
+        try:
+            yield self, "flaky"
+        finally:
+            self.leases -= 1
+
     async def deliver(self, env) -> None:
+        if not self.leases:
+            self.unleased.append(env.id)
         if env.id == self.fail_at:
             self.fail_at = ""
             raise RuntimeError("the target's client broke")
@@ -102,6 +116,7 @@ async def test_a_non_target_error_stops_the_replay_with_a_cursor_it_resumes_from
     assert second.resume_from is None
     assert sorted(pool.delivered) == sorted(written)  # every record once, none twice
     assert first.delivered + second.delivered == len(written)
+    assert pool.unleased == []  # every send held a lease: an eviction cannot close its producer
 
 
 async def test_the_cli_resumes_from_a_cursor(wal_env, wal_settings, unique):
