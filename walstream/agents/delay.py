@@ -61,6 +61,7 @@ from walstream.core.delay import (
     tier_of,
 )
 from walstream.core.dlq import entry_headers
+from walstream.core.origin import carried_origin
 from walstream.errors import NamespaceNotFoundError, PoisonRecordError
 from walstream.kafka.admin import ensure_topics
 from walstream.kafka.clients import stop_consumer
@@ -397,9 +398,9 @@ class DelayStage(mode.Service):
         self, tp: TopicPartition, part: _Partition, record: Any, headers: DelayHeaders
     ) -> None:
         # Handed over up to handoff_lead_ms early, due time attached: the agent holds it till then.
-        out = _Out(
-            tp, record, headers.dest_topic, headers.dest_partition, due_header(headers.due_ms)
-        )
+        # A retry copy keeps its wal-origin (where the record was first read).
+        forward = [*due_header(headers.due_ms), *carried_origin(record.headers)]
+        out = _Out(tp, record, headers.dest_topic, headers.dest_partition, forward)
         since = self._gone.get((out.topic, out.partition))
         if since is not None and not self._exists(self._due_producer, out.topic, out.partition):
             decision = after_send_failure(
@@ -451,7 +452,7 @@ class DelayStage(mode.Service):
             source=f"{tp.topic}[{tp.partition}]@{record.offset}",
             attempts=attempts,
             dead_at_ms=self.clock.now_ms(),
-        )
+        ) + carried_origin(record.headers)
         return _Out(tp, record, topic, partition, entry, dead_key=record_id.encode())
 
     def _gave_up(self, out: _Out, reason: str) -> _Out:

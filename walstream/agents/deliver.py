@@ -34,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Protocol
 
@@ -76,6 +76,7 @@ from walstream.core.ordering import (
     settled_head,
     skip_first,
 )
+from walstream.core.origin import origin_headers, origin_of
 from walstream.core.retry import (
     HISTORY_MAX_BYTES,
     DeadLetter,
@@ -157,9 +158,15 @@ class Source:
     topic: str
     partition: int
     offset: int
+    #: ``wal-origin`` of a copy: where the record was first read (walstream.core.origin)
+    origin: str | None = None
 
     def coordinates(self) -> str:
         return f"{self.topic}[{self.partition}]@{self.offset}"
+
+    def first_read(self) -> str:
+        """Where the record was first read: its origin, else here."""
+        return self.origin or self.coordinates()
 
 
 class Outcome(Enum):
@@ -238,6 +245,9 @@ class Deliverer:
     ) -> Outcome:
         """Route one record to its outcome. Never raises (but for cancellation)."""
         kind = None
+        origin = origin_of(headers)
+        if origin is not None:  # a copy: its later copies name where it was first read
+            source = replace(source, origin=origin)
         try:
             kind = marker_kind(headers)
             if kind is not None:
@@ -312,7 +322,15 @@ class Deliverer:
         try:
             if env.due_ms > now:
                 await self._hold_turn(ns, env)  # ordering: the key waits on it, first
-                await self._wait(value, key, env.due_ms, ns.topics.retry, source.partition, now)
+                await self._wait(
+                    value,
+                    key,
+                    env.due_ms,
+                    ns.topics.retry,
+                    source.partition,
+                    now,
+                    origin=source.first_read(),
+                )
                 return Outcome.DELAYED
             if self.metrics is not None:
                 self.metrics.delivery_lateness.labels(ns.name).observe((now - env.due_ms) / 1000)
@@ -630,6 +648,7 @@ class Deliverer:
                 ns.topics.retry,
                 source.partition,
                 now,
+                origin=source.first_read(),
             )
             return Outcome.DEFERRED
         try:
@@ -687,7 +706,15 @@ class Deliverer:
         await self._hold_turn(ns, env)  # ordering: the key waits on it, first
         try:
             if retry.due_ms - now > self.handoff_lead_ms:
-                await self._wait(raw, key, retry.due_ms, ns.topics.retry, source.partition, now)
+                await self._wait(
+                    raw,
+                    key,
+                    retry.due_ms,
+                    ns.topics.retry,
+                    source.partition,
+                    now,
+                    origin=source.first_read(),
+                )
             else:
                 # Due within the hand-over lead: straight to the retry topic, held until due.
                 await self.emitter.emit(
@@ -695,7 +722,7 @@ class Deliverer:
                     raw,
                     key=key,
                     partition=source.partition,
-                    headers=due_header(retry.due_ms),
+                    headers=[*due_header(retry.due_ms), *origin_headers(source.first_read())],
                 )
         except EmitRefusedError as exc:
             reason = f"retry refused by the broker ({exc}) after {failure.error_class}"
@@ -737,7 +764,8 @@ class Deliverer:
                         dead_at_ms=now,
                         behind=behind,
                         key=env.key,  # without the record, it still names the key it holds
-                    ),
+                    )
+                    + origin_headers(source.first_read()),
                 )
                 break
             except EmitRefusedError as exc:
@@ -769,18 +797,27 @@ class Deliverer:
         dest_topic: str,
         dest_partition: int,
         now: int,
+        *,
+        origin: str | None = None,
     ) -> None:
-        """Hand a record to the delay tiers, addressed to come back to ``dest_topic``."""
+        """Hand a record to the delay tiers, addressed to come back to ``dest_topic``; ``origin``:
+        where it was first read (``wal-origin``, carried by every copy)."""
         stop = next_stop(due_ms, now, self.tiers)
         if isinstance(stop, Deliver):  # due after all: straight to its destination
-            await self.emitter.emit(dest_topic, value, key=key, partition=dest_partition)
+            await self.emitter.emit(
+                dest_topic,
+                value,
+                key=key,
+                partition=dest_partition,
+                headers=origin_headers(origin) or None,
+            )
             return
         await self.emitter.emit(
             delay_topic(self.app_id, tier_of(stop)),
             value,
             key=key,
             partition=dest_partition % self.delay_partitions,
-            headers=delay_headers(due_ms, dest_topic, dest_partition),
+            headers=[*delay_headers(due_ms, dest_topic, dest_partition), *origin_headers(origin)],
             timestamp_ms=now,
         )
 
@@ -803,6 +840,7 @@ class Deliverer:
             source.topic,
             source.partition,
             now,
+            origin=source.first_read(),
         )
         return Outcome.PARKED
 
@@ -834,6 +872,7 @@ class Deliverer:
                     source.topic,
                     source.partition,
                     now,
+                    origin=source.first_read(),
                 )
             except EmitRefusedError as exc:
                 logger.critical(
@@ -855,7 +894,8 @@ class Deliverer:
                         source=source.coordinates(),
                         attempts=0,
                         dead_at_ms=now,
-                    ),
+                    )
+                    + origin_headers(source.first_read()),
                 )
                 break
             except EmitRefusedError as exc:
