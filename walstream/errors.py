@@ -12,7 +12,8 @@
   x ServiceUnavailableError               -> HTTP 503 (a feature this process cannot serve)
   x RedriveConflictError (walstream.dlq)  -> HTTP 409 (a redrive of the namespace is running)
   x WriteUnknownError                     -> HTTP 504, durable=UNKNOWN (may be on the log)
-  x WriteRejectedError                    -> HTTP 502, durable=FALSE (the broker refused it)
+  x WriteRejectedError                    -> HTTP 503, durable=FALSE (the broker refused it)
+    + BrokerUnavailableError(retry_after) -> HTTP 503 + Retry-After (not handed to the broker)
   x ConfigError(key, value, reason)       -> settings / namespace files; CLI exit 2
   x TargetError (retriable: bool)         -> retry if retriable, else DLQ
     + TargetUnavailableError              retriable = True  (timeouts, 5xx, locked database)
@@ -30,6 +31,7 @@ from __future__ import annotations
 __all__ = [
     "BadRequestError",
     "BrokerError",
+    "BrokerUnavailableError",
     "ConfigError",
     "EmitRefusedError",
     "ForbiddenError",
@@ -129,6 +131,15 @@ class WriteUnknownError(WalError):
 
 class WriteRejectedError(WalError):
     """The broker answered with a definite refusal: the write is not on the log."""
+
+
+class BrokerUnavailableError(WriteRejectedError):
+    """The broker did not take the record (no answer, no metadata in time): it is not on the
+    log; the client should retry after ``retry_after`` seconds."""
+
+    def __init__(self, reason: str, retry_after: float) -> None:
+        super().__init__(f"broker unavailable: {reason}")
+        self.retry_after = retry_after
 
 
 class ConfigError(WalError):

@@ -11,7 +11,6 @@ which consumers route to the DLQ instead of crashing (or, with Faust, acking and
 from __future__ import annotations
 
 import base64
-import binascii
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -168,7 +167,7 @@ def decode_envelope(raw: bytes | None) -> Envelope:
     if encoding == "base64":
         try:
             base64.b64decode(_need(obj, "payload", str), validate=True)
-        except binascii.Error:
+        except ValueError:  # binascii.Error, or non-ASCII characters
             raise PoisonRecordError("payload is not valid base64") from None
     life = _need(obj, "lifecycle", dict)
     key = obj.get("key")

@@ -126,7 +126,11 @@ def create_api(deps: ApiDeps) -> Api:
 def build_api(settings: Settings) -> Api:
     """The API with a real Kafka producer and a namespace feed, started and stopped with it."""
     require_tokens(settings)
-    producer = KafkaLogProducer(settings.bootstrap_list, timeout_s=settings.write_timeout_s)
+    producer = KafkaLogProducer(
+        settings.bootstrap_list,
+        timeout_s=settings.write_timeout_s,
+        retry_after_s=settings.shed_retry_after_s,
+    )
     feed = NamespaceFeed(settings)
     dlq = DlqAccess(settings.bootstrap_list)
     replays = Replays(settings, feed.registry)

@@ -15,8 +15,13 @@ import enum
 from dataclasses import dataclass
 
 from aiohttp import HttpVersion11, web
+from aiohttp.http_exceptions import (
+    ContentEncodingError,
+    ContentLengthError,
+    PayloadEncodingError,
+)
 
-from walstream.errors import PayloadTooLargeError, RequestTimeoutError
+from walstream.errors import BadRequestError, PayloadTooLargeError, RequestTimeoutError
 from walstream.settings import Settings
 
 __all__ = [
@@ -112,7 +117,29 @@ async def read_body(request: web.BaseRequest, timeout_s: float) -> bytes:
     Raises:
         PayloadTooLargeError: (413) the body is over the limit.
         RequestTimeoutError: (408) the body did not arrive within ``timeout_s``.
+        BadRequestError: (400) ``body`` is not what its Content-Encoding or framing says
+            (not gzip, bad chunks), or the client ended it early.
     """
+    try:
+        return await _read_body(request, timeout_s)
+    except web.RequestPayloadError as exc:
+        # aiohttp's parser refused the bytes: it hands the body's reader this error, caused
+        # by what it found wrong
+        raise _framing_error(request, exc.__cause__) from None
+
+
+def _framing_error(request: web.BaseRequest, cause: BaseException | None) -> BadRequestError:
+    if isinstance(cause, ContentEncodingError):
+        encoding = request.headers.get("Content-Encoding", "")
+        return BadRequestError("body", f"is not valid {encoding} data (its Content-Encoding)")
+    if isinstance(cause, ContentLengthError):
+        return BadRequestError("body", "ended before its Content-Length")
+    if isinstance(cause, PayloadEncodingError):
+        return BadRequestError("body", f"is not framed as its headers say: {cause.message}")
+    return BadRequestError("body", "could not be read as its headers say")
+
+
+async def _read_body(request: web.BaseRequest, timeout_s: float) -> bytes:
     limit = request[BODY_LIMIT]
     payload = request.content
     chunk = payload.read_nowait()  # what has arrived; never waits

@@ -21,7 +21,7 @@ from walstream.core.dlq import DlqCursor, parse_selection
 from walstream.core.replay_request import parse_replay_request
 from walstream.core.target_policy import ReservedTopics
 from walstream.core.targets import parse_target
-from walstream.core.validate import parse_batch, parse_write_request
+from walstream.core.validate import exact_body, invalid_json, parse_batch, parse_write_request
 from walstream.dlq import DlqAccess, entry_json
 from walstream.errors import (
     BadRequestError,
@@ -65,7 +65,7 @@ def _decode(raw: bytes) -> Any:
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise BadRequestError("body", f"invalid JSON: {exc}") from None
+        raise invalid_json(raw, str(exc)) from None
 
 
 def _check_size(record: Outgoing, limit: int) -> None:
@@ -89,7 +89,12 @@ async def write_to_log(request: web.BaseRequest, deps: ApiDeps, params: Params) 
         body = _decode(raw)
         now_ms = deps.clock.now_ms()
         env = parse_write_request(
-            body, ns, now_ms=now_ms, rand=deps.rand(), reserved=_reserved(deps)
+            body,
+            ns,
+            now_ms=now_ms,
+            rand=deps.rand(),
+            reserved=_reserved(deps),
+            exact=exact_body(raw),
         )
         record = route_write(
             env, ns.topics.log, now_ms, deps.settings.app_id, key_ordered=ns.key_ordered
@@ -114,6 +119,9 @@ async def write_batch(request: web.BaseRequest, deps: ApiDeps, params: Params) -
     ns = _namespace(deps, params)
     raw = await read_body(request, deps.settings.body_read_timeout_s)
     items = parse_batch(_decode(raw), deps.settings.max_batch_records)
+    # the records again with exact numbers, when they may hold one the log would change
+    exact = exact_body(raw)
+    exact_items = exact["records"] if exact is not None else None
     results: list[dict[str, Any]] = [{} for _ in items]
     envelopes: list[tuple[int, str]] = []  # (index, record id)
     now_ms = deps.clock.now_ms()
@@ -122,7 +130,12 @@ async def write_batch(request: web.BaseRequest, deps: ApiDeps, params: Params) -
     for index, item in enumerate(items):
         try:
             env = parse_write_request(
-                item, ns, now_ms=now_ms, rand=deps.rand(), reserved=_reserved(deps)
+                item,
+                ns,
+                now_ms=now_ms,
+                rand=deps.rand(),
+                reserved=_reserved(deps),
+                exact=exact_items[index] if exact_items is not None else None,
             )
             record = route_write(env, ns.topics.log, now_ms, app_id, key_ordered=ns.key_ordered)
             _check_size(record, limit)
@@ -135,7 +148,7 @@ async def write_batch(request: web.BaseRequest, deps: ApiDeps, params: Params) -
         if not deps.limiter.try_acquire(len(envelopes)):
             raise OverloadedError(deps.settings.shed_retry_after_s)
         # While the broker acks, hold the encoded records, not the decoded body.
-        del raw, items, item, env
+        del raw, items, item, env, exact, exact_items
         try:
             errors = await deps.producer.send_many(outgoing)
         finally:

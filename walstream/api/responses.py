@@ -13,6 +13,7 @@ from walstream.api.router import MethodNotAllowedError, RouteNotFoundError
 from walstream.dlq import RedriveConflictError
 from walstream.errors import (
     BadRequestError,
+    BrokerUnavailableError,
     ForbiddenError,
     NamespaceNotFoundError,
     NamespaceUnavailableError,
@@ -71,7 +72,7 @@ def error_response(exc: WalError) -> web.Response:
     """The response for a WalError, with Retry-After or Allow where it applies."""
     status, _ = status_for(exc)
     response = json_response(error_body(exc), status)
-    if isinstance(exc, OverloadedError):
+    if isinstance(exc, OverloadedError | BrokerUnavailableError):
         response.headers["Retry-After"] = str(max(1, round(exc.retry_after)))
     elif isinstance(exc, MethodNotAllowedError):
         response.headers["Allow"] = ", ".join(exc.allowed)

@@ -19,6 +19,10 @@ NAMESPACE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _MAX_KEY_CHARS = 1024
+#: What an http target's client sends (walstream.targets.http_client checks again when it does):
+#: header names are HTTP tokens, and no value holds CR, LF or NUL (they would end the header).
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_UNSAFE_VALUE = re.compile(r"[\r\n\x00]")
 #: Header names an http target may not set (lower case; compared whatever their case). The
 #: framing headers (Content-Length, Transfer-Encoding, Host) are the client's own: a second one
 #: beside them lets a payload pass as the next request on a pooled connection (RFC 7230 3.3.3,
@@ -102,12 +106,16 @@ def _headers(field: str) -> Callable[[Any], dict[str, str]]:
             isinstance(k, str) and isinstance(v, str) for k, v in value.items()
         ):
             raise BadRequestError(field, "must be an object of string values")
-        for name in value:
+        for name, header in value.items():
+            if _HEADER_NAME.fullmatch(name) is None:
+                raise BadRequestError(f"{field}.{name!r}", "is not an HTTP header name (a token)")
             if name.lower() in UNSENDABLE_HEADERS:
                 raise BadRequestError(
                     f"{field}.{name}",
                     "is a framing or hop-by-hop header the http client sets itself",
                 )
+            if _UNSAFE_VALUE.search(header) is not None:
+                raise BadRequestError(f"{field}.{name}", "must not contain CR, LF or NUL")
         return value
 
     return check

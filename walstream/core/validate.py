@@ -6,12 +6,13 @@ Every refusal is a BadRequestError naming the field, raised before anything is w
 from __future__ import annotations
 
 import base64
-import binascii
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
 
+from walstream.core.exact import Unkept, decode_exact, first_unkept, may_hold_unkept
 from walstream.core.ids import new_id
 from walstream.core.target_policy import ReservedTopics
 from walstream.core.targets import parse_target
@@ -21,6 +22,10 @@ from walstream.records import PAYLOAD_ENCODINGS, Envelope, Lifecycle
 
 __all__ = [
     "MAX_FUTURE_SKEW_MS",
+    "MAX_PAYLOAD_DEPTH",
+    "exact_body",
+    "has_unsendable_chars",
+    "invalid_json",
     "original_write_time_problem",
     "parse_batch",
     "parse_write_request",
@@ -34,6 +39,75 @@ _MAX_TOKEN_CHARS = 256
 _MAX_KEY_CHARS = 1024
 #: An original_write_time further ahead than this would win every last-write-wins contest.
 MAX_FUTURE_SKEW_MS = 3_600_000
+#: How deep a JSON payload may nest. orjson writes at most 254 levels; the log record puts the
+#: payload one level down and ``walstream dlq show`` two, so 200 leaves room for every record
+#: and answer a payload is carried in.
+MAX_PAYLOAD_DEPTH = 200
+_ORJSON_DEPTH = 254
+#: What the depth check wraps the payload in: the encoder then fails on a payload over the limit.
+_DEPTH_PAD = _ORJSON_DEPTH - MAX_PAYLOAD_DEPTH
+#: Characters an HTTP header value may not hold (a target receives the token as Idempotency-Key).
+_UNSENDABLE = re.compile(r"[\r\n\x00]")
+
+
+def has_unsendable_chars(value: str) -> bool:
+    """Whether ``value`` holds CR, LF or NUL, which no HTTP header value may."""
+    return _UNSENDABLE.search(value) is not None
+
+
+def _path_field(path: tuple[str | int, ...]) -> str:
+    """A field name for a path in a request body, down to its ``payload``:
+    ``("records", 2, "payload", "a")`` -> ``records[2].payload``."""
+    field = ""
+    for part in path:
+        if isinstance(part, int):
+            field += f"[{part}]"
+        else:
+            field += f".{part}" if field else part
+            if part == "payload":
+                break
+    return field or "body"
+
+
+def _unkept_error(field: str, path: tuple[str | int, ...], number: Unkept) -> BadRequestError:
+    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
+    shown = number.text if len(number.text) <= 64 else number.text[:61] + "..."
+    return BadRequestError(
+        field,
+        f"holds {shown} at {where}, {number.reason}: the log keeps payloads exactly, so send "
+        "such a number as a string, or the payload with payload_encoding=base64",
+    )
+
+
+def exact_body(raw: bytes) -> Any:
+    """The request body decoded again with its numbers exact (walstream.core.exact), or None
+    when it holds no number the codec could change (the common case: no second decoding).
+
+    Raises:
+        BadRequestError: ``body`` nests too deep for the exact decoder.
+    """
+    if not may_hold_unkept(raw):
+        return None
+    try:
+        return decode_exact(raw)
+    except RecursionError:
+        raise BadRequestError(
+            "body", f"nests too deep (a payload may nest {MAX_PAYLOAD_DEPTH} levels)"
+        ) from None
+
+
+def invalid_json(raw: bytes, detail: str) -> BadRequestError:
+    """The refusal of a body orjson could not decode: naming the payload whose number it
+    refused (``1e400``) when the body is JSON otherwise, else ``body``."""
+    try:
+        exact = decode_exact(raw)
+    except (ValueError, RecursionError):
+        exact = None
+    found = first_unkept(exact) if exact is not None else None
+    if found is None:
+        return BadRequestError("body", f"invalid JSON: {detail}")
+    path, number = found
+    return _unkept_error(_path_field(path), path, number)
 
 
 def original_write_time_problem(owt: Any, now_ms: int) -> str | None:
@@ -74,9 +148,27 @@ def _payload_size(obj: dict[str, Any], encoding: str) -> int:
             raise BadRequestError("payload", "must be a base64 string when payload_encoding=base64")
         try:
             return len(base64.b64decode(payload, validate=True))
-        except binascii.Error:
+        except ValueError:  # binascii.Error, or non-ASCII characters
             raise BadRequestError("payload", "is not valid base64") from None
-    return len(orjson.dumps(payload))
+    # Wrapped in _DEPTH_PAD lists, the payload's encoding fails when it nests too deep: the
+    # depth check costs nothing beyond the size's encoding.
+    padded: Any = payload
+    for _ in range(_DEPTH_PAD):
+        padded = [padded]
+    try:
+        return len(orjson.dumps(padded)) - 2 * _DEPTH_PAD
+    except orjson.JSONEncodeError:
+        raise BadRequestError(
+            "payload", f"nests more than {MAX_PAYLOAD_DEPTH} levels deep"
+        ) from None
+
+
+def _check_exact(exact: Any) -> None:
+    """Refuse a payload holding a number the log would change (walstream.core.exact)."""
+    found = first_unkept(exact.get("payload") if isinstance(exact, dict) else None)
+    if found is not None:
+        path, number = found
+        raise _unkept_error("payload", ("payload", *path), number)
 
 
 def _lifecycle(obj: Any, ns: NamespaceConfig, now_ms: int, rand: float) -> Lifecycle:
@@ -118,6 +210,7 @@ def parse_write_request(
     now_ms: int,
     rand: float,
     reserved: ReservedTopics,
+    exact: Any = None,
     make_id: Callable[[int], str] = new_id,
 ) -> Envelope:
     """Validate one WriteToLog request body against its namespace.
@@ -128,6 +221,7 @@ def parse_write_request(
         now_ms: the current time; lifecycle times are computed from it.
         rand: a number in [0, 1) that places the record inside its jitter window.
         reserved: walstream's own topics (walstream.topology.reserved_topics): never a target.
+        exact: the same body from ``exact_body`` (None: it holds no number the log would change).
         make_id: builds the record id from ``now_ms``.
 
     Raises:
@@ -146,6 +240,8 @@ def parse_write_request(
     if encoding not in PAYLOAD_ENCODINGS:
         raise BadRequestError("payload_encoding", "must be 'json' or 'base64'")
     size = _payload_size(obj, encoding)
+    if exact is not None and encoding == "json":
+        _check_exact(exact)
     if size > ns.max_payload_bytes:
         raise PayloadTooLargeError(
             "payload", f"is {size} bytes, over the namespace limit of {ns.max_payload_bytes}"
@@ -162,6 +258,8 @@ def parse_write_request(
     record_id = make_id(now_ms)
     # A write without a token is its own logical write: its unique id serves as the token.
     token = _optional_str(obj, "idempotency_token", _MAX_TOKEN_CHARS) or record_id
+    if has_unsendable_chars(token):  # targets send it as the Idempotency-Key header
+        raise BadRequestError("idempotency_token", "must not contain CR, LF or NUL")
     # Positional on purpose: keyword construction of an 11-field NamedTuple costs ~3x more, and
     # this runs once per WriteToLog. The order is Envelope's field order.
     return Envelope(

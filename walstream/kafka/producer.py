@@ -21,11 +21,17 @@ from aiokafka.errors import (
     MessageSizeTooLargeError,
     RecordListTooLargeError,
     TopicAuthorizationFailedError,
+    UnknownTopicOrPartitionError,
 )
 from aiokafka.partitioner import DefaultPartitioner
 
 from walstream.core.delay import Deliver, delay_headers, next_stop, tier_of
-from walstream.errors import WalError, WriteRejectedError, WriteUnknownError
+from walstream.errors import (
+    BrokerUnavailableError,
+    WalError,
+    WriteRejectedError,
+    WriteUnknownError,
+)
 from walstream.kafka.deadlines import DeadlineSweeper
 from walstream.records import Envelope, encode_envelope
 from walstream.topology import delay_topic
@@ -117,11 +123,16 @@ class LogProducer(Protocol):
     async def ping(self) -> bool: ...
 
 
-def _classify(exc: BaseException, acked_phase: bool) -> WalError:
+def _classify(exc: BaseException, acked_phase: bool, retry_after: float) -> WalError:
     if isinstance(exc, _DEFINITE_REFUSALS):
         return WriteRejectedError(f"broker refused the record: {type(exc).__name__}")
     if not acked_phase:
-        return WriteRejectedError(f"record not handed to the broker: {type(exc).__name__}")
+        # aiokafka says UnknownTopicOrPartitionError when it got no metadata for the topic in
+        # time, which a stopped broker causes as well as a missing topic (KafkaLogProducer
+        # asks the broker which it is)
+        return BrokerUnavailableError(
+            f"the record was not handed over ({type(exc).__name__})", retry_after
+        )
     return WriteUnknownError(f"no acknowledgement: {type(exc).__name__}: {exc}")
 
 
@@ -134,8 +145,11 @@ class KafkaLogProducer:
         *,
         timeout_s: float,
         client_id: str = "walstream-api",
+        retry_after_s: float = 1.0,
     ) -> None:
         self._timeout_s = timeout_s
+        #: Retry-After of a write the broker did not take (BrokerUnavailableError)
+        self._retry_after_s = retry_after_s
         self._config = {
             "bootstrap_servers": bootstrap_servers,
             "client_id": client_id,
@@ -188,16 +202,34 @@ class KafkaLogProducer:
                 raise self._timed_out(handed_over) from None
             raise
         except KafkaError as exc:
-            raise _classify(exc, acked_phase=handed_over) from exc
+            failure = exc
+        else:
+            return
         finally:
             self._deadlines.unwatch(task)
+        error = _classify(failure, acked_phase=handed_over, retry_after=self._retry_after_s)
+        if isinstance(failure, UnknownTopicOrPartitionError) and await self._answers(task):
+            # no metadata for the topic in time, yet the broker answers: the topic is missing
+            error = WriteRejectedError(f"topic {record.topic!r} is unknown to the broker")
+        raise error from failure
+
+    async def _answers(self, task: asyncio.Task[Any]) -> bool:
+        """Whether the broker answers (a deadline that expired just before is no cancel)."""
+        try:
+            return await self.ping()
+        except asyncio.CancelledError:
+            if self._deadlines.claim_expiry(task):
+                return False
+            raise
 
     def _timed_out(self, handed_over: bool) -> WalError:
         if handed_over:
             return WriteUnknownError(
                 f"no acknowledgement within {self._timeout_s}s: the record may be on the log"
             )
-        return WriteRejectedError("broker unavailable: record not handed over in time")
+        return BrokerUnavailableError(
+            f"the record was not handed over within {self._timeout_s}s", self._retry_after_s
+        )
 
     async def send_many(self, records: Sequence[Outgoing]) -> list[WalError | None]:
         """Write many records; one result per record (None = acknowledged).
@@ -240,14 +272,18 @@ class KafkaLogProducer:
             handed = {i for idx in futures.values() for i in idx}
             for index in range(len(records)):
                 if results[index] is None and index not in handed:
-                    results[index] = _classify(exc, acked_phase=False)
+                    results[index] = _classify(
+                        exc, acked_phase=False, retry_after=self._retry_after_s
+                    )
         if futures:
             done, pending = await asyncio.wait(futures, timeout=max(0.0, deadline - loop.time()))
             for fut in done:
                 error = fut.exception()
                 if error is not None:
                     for index in futures[fut]:
-                        results[index] = _classify(error, acked_phase=True)
+                        results[index] = _classify(
+                            error, acked_phase=True, retry_after=self._retry_after_s
+                        )
             for fut in pending:
                 for index in futures[fut]:
                     results[index] = self._timed_out(handed_over=True)
