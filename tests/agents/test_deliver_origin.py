@@ -47,10 +47,11 @@ class RecordingEmitter:
 
 
 class FakePool:
-    def __init__(self, target):
+    def __init__(self, target, threshold=100):
         self.settings = Settings(breaker_base_open_ms=1_000)
         self.target_obj = target
         self.breakers = {}
+        self.threshold = threshold
 
     async def target(self, spec, ns=None):
         return self.target_obj, "ep"
@@ -60,10 +61,13 @@ class FakePool:
         yield await self.target(spec, ns)
 
     def breaker(self, endpoint):
-        return self.breakers.setdefault(endpoint, CircuitBreaker(BreakerPolicy(threshold=100)))
+        policy = BreakerPolicy(threshold=self.threshold)
+        return self.breakers.setdefault(endpoint, CircuitBreaker(policy))
 
 
-def make_deliverer(emitter: RecordingEmitter, target: MemoryTarget, base_ms: int) -> Deliverer:
+def make_deliverer(
+    emitter: RecordingEmitter, target: MemoryTarget, base_ms: int, threshold: int = 100
+) -> Deliverer:
     registry = NamespaceRegistry()
     config = parse_namespace(
         {
@@ -76,7 +80,7 @@ def make_deliverer(emitter: RecordingEmitter, target: MemoryTarget, base_ms: int
     registry.apply(*encode_event(config, 1))
     return Deliverer(
         registry=registry,
-        pool=FakePool(target),
+        pool=FakePool(target, threshold),
         attempts=MemoryAttempts(),
         emitter=emitter,
         clock=FakeClock(NOW),
@@ -139,6 +143,21 @@ async def test_retry_copies_and_the_dlq_entry_name_the_first_log_position(base_m
     assert entry.attempts == 3
     assert decode_envelope(entry.value).attempt == 3
     assert [e.topic for e in emitter.emitted].count("wal.orders.dlq") == 1
+
+
+async def test_a_copy_the_open_breaker_defers_names_the_first_log_position():
+    emitter, target = RecordingEmitter(), MemoryTarget()
+    target.always = TargetUnavailableError("down", error_class="http_503")
+    deliverer = make_deliverer(emitter, target, 100, threshold=1)
+    assert await deliverer.handle(envelope(), b"k1", LOG) is Outcome.RETRY  # the breaker opens
+    [first] = emitter.emitted
+    again = [(H_DUE, b"0"), *carried_origin(first.headers)]
+    deliverer.clock.advance(100)  # type: ignore[attr-defined]
+    retried = Source("wal.orders.retry", 2, 3)
+    assert await deliverer.handle(first.value, b"k1", retried, again) is Outcome.DEFERRED
+    deferred = emitter.emitted[-1]
+    assert headers_of(deferred)[H_ORIGIN] == FIRST.encode()
+    assert decode_envelope(deferred.value).attempt == 1  # no attempt spent
 
 
 async def test_a_record_dead_at_its_first_read_names_its_own_position():
