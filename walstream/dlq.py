@@ -556,6 +556,7 @@ def entry_json(entry: DlqEntry, *, with_record: bool = False) -> dict[str, Any]:
         "reason": entry.reason,
         "attempts": entry.attempts,
         "source": entry.source,
+        "origin": entry.origin,
         "behind": list(entry.behind),
     }
     if with_record:

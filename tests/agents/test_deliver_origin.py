@@ -140,6 +140,7 @@ async def test_retry_copies_and_the_dlq_entry_name_the_first_log_position(base_m
     entry = parse_dlq_record(last.key, last.value, last.headers, partition=2, offset=0)
     assert isinstance(entry, DlqEntry)
     assert entry.source == "wal.orders.retry[2]@9"  # where the last copy was read
+    assert entry.origin == FIRST  # what the DLQ listing shows as "origin"
     assert entry.attempts == 3
     assert decode_envelope(entry.value).attempt == 3
     assert [e.topic for e in emitter.emitted].count("wal.orders.dlq") == 1

@@ -25,7 +25,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from walstream.api.app import build_api
 from walstream.core.delay import TIERS_MS
-from walstream.dlq import read_dlq
+from walstream.dlq import entry_json, read_dlq
 from walstream.records import WIRE_VERSION, decode_envelope
 from walstream.topology import delay_topic
 
@@ -266,6 +266,10 @@ async def test_every_record_kind_matches_the_readme_wire_format(
     [head_entry] = [r for r in entries if r.key == head.encode()]
     assert headers(head_entry)["wal-behind"] == behind.encode()
     assert headers(head_entry)["wal-key"] == b"k"
+    # The listing (`dlq list`/`dlq show`, GET .../dlq) shows it as ``origin``.
+    listed = entry_json((await read_dlq(wal_settings.bootstrap_list, dlq)).open[delayed])
+    assert listed["origin"] == first_read[(delayed, 0)]
+    assert listed["source"].startswith(f"{retry}[")
     [api_delayed] = [t for t in tier_records if "wal-origin" not in headers(t)]
     assert decode_envelope(api_delayed.value).id == delayed
     assert headers(api_delayed)["wal-dest"] == log.encode()

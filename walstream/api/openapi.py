@@ -130,6 +130,10 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "reason": {"type": "string"},
             "attempts": {"type": "integer"},
             "source": {"type": "string", "description": "topic[partition]@offset"},
+            "origin": {
+                "type": ["string", "null"],
+                "description": "topic[partition]@offset where the worker first read the record",
+            },
             "behind": {"type": "array", "items": {"type": "string"}},
         },
     },

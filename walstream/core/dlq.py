@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Generic, NamedTuple, TypeVar
 
+from walstream.core.origin import origin_of
 from walstream.core.times import parse_time_ms
 from walstream.errors import BadRequestError
 
@@ -98,6 +99,8 @@ class DlqEntry:
     behind: tuple[str, ...] = ()
     #: The record's key (what per-key ordering holds), None: keyless or not known.
     key: str | None = None
+    #: Where the worker first read the record (``wal-origin``: its log offset), None: not known.
+    origin: str | None = None
     partition: int = -1
     offset: int = -1
 
@@ -285,6 +288,7 @@ def parse_dlq_record(
             value=value,
             behind=tuple(behind.decode().split(",")) if behind else (),
             key=entry_key.decode("utf-8", "replace") if entry_key is not None else None,
+            origin=origin_of(headers),
             partition=partition,
             offset=offset,
         )
