@@ -75,6 +75,12 @@ class Settings:
     max_request_bytes: int = 16 * 1024 * 1024
     #: Seconds a request's body may take to arrive once its headers have (408 beyond).
     body_read_timeout_s: float = 30.0
+    #: Seconds a request's line and headers may take to arrive from their first byte; the
+    #: connection is closed beyond (walstream.api.server).
+    header_read_timeout_s: float = 10.0
+    #: Seconds an idle keep-alive connection stays open, counted from its opening or its last
+    #: answer until a request's headers are in (aiohttp's keepalive_timeout).
+    keepalive_timeout_s: float = 75.0
     #: The worker's producer refuses larger requests (Faust's producer_max_request_size). The API
     #: accepts an encoded record only up to this less HISTORY_MAX_BYTES and a fixed allowance
     #: (walstream.core.limits), so the worker can always write it again with its history.
@@ -192,6 +198,8 @@ class Settings:
             "write_timeout_s": self.write_timeout_s,
             "max_request_bytes": self.max_request_bytes,
             "body_read_timeout_s": self.body_read_timeout_s,
+            "header_read_timeout_s": self.header_read_timeout_s,
+            "keepalive_timeout_s": self.keepalive_timeout_s,
             "max_batch_records": self.max_batch_records,
             "default_partitions": self.default_partitions,
             "replication_factor": self.replication_factor,

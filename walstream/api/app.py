@@ -26,6 +26,7 @@ from walstream.api.handlers import install_routes
 from walstream.api.replays import Replays
 from walstream.api.responses import error_response, failure_response
 from walstream.api.router import Router
+from walstream.api.server import ApiServer
 from walstream.core.auth import Access
 from walstream.core.delay import TIERS_MS
 from walstream.core.limits import InFlightLimiter
@@ -101,8 +102,15 @@ class Api:
         )
 
     def server(self) -> web.Server:
-        """An aiohttp low-level server for this API."""
-        return web.Server(self.handle, request_factory=self.make_request, access_log=None)
+        """An aiohttp low-level server for this API, with its read and idle timeouts."""
+        settings = self.deps.settings
+        return ApiServer(
+            self.handle,
+            request_factory=self.make_request,
+            access_log=None,
+            keepalive_timeout=settings.keepalive_timeout_s,
+            header_timeout_s=settings.header_read_timeout_s,
+        )
 
     async def __aenter__(self) -> Api:
         for start_stop in self.deps.lifespan:

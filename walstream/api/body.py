@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import logging
 from dataclasses import dataclass
 
 from aiohttp import HttpVersion11, web
@@ -21,6 +22,7 @@ from aiohttp.http_exceptions import (
     PayloadEncodingError,
 )
 
+from walstream.api.server import ApiConnection
 from walstream.errors import BadRequestError, PayloadTooLargeError, RequestTimeoutError
 from walstream.settings import Settings
 
@@ -33,6 +35,8 @@ __all__ = [
     "check_length",
     "read_body",
 ]
+
+logger = logging.getLogger(__name__)
 
 #: What a single write's body may hold beyond its encoded record: the record carries every
 #: request field (and more), so this only covers whitespace and escapes a compact encoding drops.
@@ -118,7 +122,7 @@ async def read_body(request: web.BaseRequest, timeout_s: float) -> bytes:
         PayloadTooLargeError: (413) the body is over the limit.
         RequestTimeoutError: (408) the body did not arrive within ``timeout_s``.
         BadRequestError: (400) ``body`` is not what its Content-Encoding or framing says
-            (not gzip, bad chunks), or the client ended it early.
+            (not gzip, bad chunks), or the client closed the connection before its end.
     """
     try:
         return await _read_body(request, timeout_s)
@@ -126,6 +130,16 @@ async def read_body(request: web.BaseRequest, timeout_s: float) -> bytes:
         # aiohttp's parser refused the bytes: it hands the body's reader this error, caused
         # by what it found wrong
         raise _framing_error(request, exc.__cause__) from None
+    except ConnectionError:
+        # the client closed the connection mid-body: its doing, so one line, no traceback
+        # (the answer goes nowhere)
+        logger.info(
+            "%s %s from %s: the connection closed before the body ended",
+            request.method,
+            request.path,
+            request.remote,
+        )
+        raise BadRequestError("body", "the connection closed before the body ended") from None
 
 
 def _framing_error(request: web.BaseRequest, cause: BaseException | None) -> BadRequestError:
@@ -164,6 +178,8 @@ async def _read_body(request: web.BaseRequest, timeout_s: float) -> bytes:
                 async with asyncio.timeout_at(deadline):
                     chunk = await payload.readany()
             except TimeoutError:
+                if isinstance(request.protocol, ApiConnection):
+                    request.protocol.close_after_answer()  # waited long enough for the rest
                 raise RequestTimeoutError(
                     "body", f"did not arrive within {timeout_s:g} s ({size} bytes read)"
                 ) from None
