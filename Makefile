@@ -37,8 +37,11 @@ system-deps: ## Install the servers and tools the tests use (PostgreSQL, openssl
 	  fi; \
 	fi
 
-run: $(STAMP) ## Embedded broker + worker + API + demo namespaces (Ctrl-C stops all)
-	$(BIN)/walstream run
+# The namespaces `make run` applies at start (a folder of TOML definitions).
+NAMESPACES ?= topology/namespaces
+
+run: $(STAMP) ## Embedded broker + worker + API + demo namespaces, supervised (Ctrl-C stops all)
+	$(BIN)/walstream run --namespaces $(NAMESPACES)
 
 lint: $(STAMP) ## ruff format --check, ruff check, mypy
 	$(BIN)/ruff format --check walstream tests bench

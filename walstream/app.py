@@ -148,7 +148,11 @@ def _install_pages(app: faust.App, namespaces: NamespaceService) -> None:
     @app.page("/readyz")
     async def readyz(web: Any, request: Any) -> Any:
         loaded = namespaces.feed.ready.is_set()
-        ready = loaded and not app.rebalancing and not app.in_recovery
+        # Faust's "Worker ready": the first rebalance has ended and its recovery completed.
+        # Before the first join nothing is rebalancing yet, so the flags alone said ready early.
+        tables: Any = app.tables  # faust's TableManager; its type (TableManagerT) omits it
+        joined = tables.recovery.completed.is_set()
+        ready = loaded and joined and not app.rebalancing and not app.in_recovery
         body = {"status": "ready" if ready else "not ready", "registry_loaded": loaded}
         return web.json(body, status=200 if ready else 503)
 

@@ -22,7 +22,7 @@ from typing import IO
 
 from walstream.errors import BrokerError
 
-__all__ = ["EmbeddedBroker", "free_port", "tansu_binary", "wait_for_kafka"]
+__all__ = ["EmbeddedBroker", "die_with_parent", "free_port", "tansu_binary", "wait_for_kafka"]
 
 logger = logging.getLogger(__name__)
 
@@ -93,8 +93,8 @@ def wait_for_kafka(host: str, port: int, timeout: float = 15.0) -> None:
     raise BrokerError(f"no Kafka answer from {host}:{port} within {timeout}s")
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """Ask Linux to SIGTERM the broker if the process that started it dies (no orphans)."""
+def die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Ask Linux to SIGTERM this child if the process that started it dies (no orphans)."""
     if sys.platform.startswith("linux"):
         import ctypes
 
@@ -123,6 +123,11 @@ class EmbeddedBroker:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
 
+    def exit_code(self) -> int | None:
+        """The broker's exit code once it has exited on its own; None while it runs (or when
+        it was not started)."""
+        return self._proc.poll() if self._proc else None
+
     def start(self, timeout: float = 15.0) -> EmbeddedBroker:
         """Start the broker and wait until it answers Kafka metadata requests."""
         if self._proc is not None:
@@ -148,7 +153,7 @@ class EmbeddedBroker:
             stderr=subprocess.STDOUT,
             env=env,
             start_new_session=True,  # Ctrl-C reaches the launcher, which stops us in order
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
         try:
             deadline = time.monotonic() + timeout

@@ -1,24 +1,37 @@
-"""`make run` (``walstream run``): embedded broker, worker, API, demo namespaces, clean Ctrl-C."""
+"""`make run` (``walstream run``): embedded broker, worker, API, demo namespaces, clean Ctrl-C;
+a second run on the same data dir, a worker crash the launcher restarts, "up" once the worker
+owns its partitions."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
 import subprocess
 import sys
 import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from walstream.broker import free_port
 from walstream.client import WalClient
+from walstream.dev import EMBEDDED_DATA_SUBDIR
 from walstream.records import decode_envelope
 
-from .helpers import ROOT, read_topic
+from .helpers import ROOT, get_json, read_topic, wait_until
+from .http_recorder import HttpRecorder
 
 pytestmark = pytest.mark.integration
+
+#: Generous: every start runs a broker, `ns apply`, a Faust worker and the API on a loaded machine.
+START_S = 150.0
+UP = "walstream is up"
 
 
 def _pid_alive(pid: int) -> bool:
@@ -29,75 +42,304 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-@pytest.mark.timeout(180)
-def test_run_serves_a_write_readable_from_the_log_and_stops_cleanly(tmp_path):
-    api_port = free_port()
-    env = {k: v for k, v in os.environ.items() if k != "WALSTREAM_BOOTSTRAP_SERVERS"}
+def _is_ours(pid: int) -> bool:
+    """The pid still runs one of walstream's processes (not a reused pid)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"walstream" in cmdline or b"tansu" in cmdline
+
+
+def _run_env(data_dir: Path) -> dict[str, str]:
+    # No WALSTREAM_* from outside (a configured cluster, the tests' memory store): `make run` as
+    # a newcomer runs it, with the default RocksDB table store.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WALSTREAM_")}
+    for name in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL"):  # when the suite itself runs under make
+        env.pop(name, None)
     env.update(
-        WALSTREAM_API_PORT=str(api_port),
+        WALSTREAM_API_PORT=str(free_port()),
         WALSTREAM_WORKER_WEB_PORT=str(free_port()),
-        WALSTREAM_DATA_DIR=str(tmp_path / "data"),
+        WALSTREAM_DATA_DIR=str(data_dir),
         WALSTREAM_BROKER_SESSION_TIMEOUT_S="2",
         WALSTREAM_BROKER_HEARTBEAT_INTERVAL_S="0.5",
+        WALSTREAM_AUTH="false",  # auth under `make run`: the first test
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "walstream", "run"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
+    return env
+
+
+class Launcher:
+    """One `make run` (or ``walstream run``) in its own session, its output collected.
+
+    ``interrupt`` is a Ctrl-C (SIGINT to the session's process group: make and the launcher;
+    the launcher's children run in sessions of their own). ``kill_all`` kills by PID whatever
+    the output named (broker, worker and API starts) and the launcher's group, even when the
+    launcher itself is gone."""
+
+    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+        self.env = env
+        self.proc = subprocess.Popen(
+            args,
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        self.lines: list[str] = []
+        self._lock = threading.Lock()
+        self._reader = threading.Thread(target=self._pump, daemon=True)
+        self._reader.start()
+
+    @classmethod
+    def make_run(cls, env: dict[str, str], namespaces: Path) -> Launcher:
+        venv = Path(sys.executable).parent.parent
+        # -o: never rebuild the venv from a test (the stamp may be older than pyproject.toml)
+        return cls(
+            [
+                "make",
+                "-s",
+                "-o",
+                f"{venv}/.installed",
+                "run",
+                f"VENV={venv}",
+                f"NAMESPACES={namespaces}",
+            ],
+            env,
+        )
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            with self._lock:
+                self.lines.append(line)
+
+    @property
+    def text(self) -> str:
+        with self._lock:
+            return "".join(self.lines)
+
+    def wait_for(self, pattern: str, timeout: float = START_S, after: int = 0) -> re.Match[str]:
+        """The first match of ``pattern`` in the output from character ``after`` on."""
+
+        def found() -> re.Match[str] | bool:
+            match = re.compile(pattern).search(self.text, after)
+            # the launcher gone (its output read to the end): no need to wait any longer
+            return match or (self.proc.poll() is not None and not self._reader.is_alive())
+
+        match = self.wait_until(found, timeout, pattern)
+        if match is True:
+            raise AssertionError(
+                f"the launcher exited ({self.proc.returncode}) before printing {pattern!r}"
+                f"\n--- output ---\n{self.text[-6000:]}"
+            )
+        return match
+
+    def wait_until(self, predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+        """helpers.wait_until, failing with the end of the launcher's output."""
+        try:
+            return wait_until(predicate, timeout, what, every=0.2)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n--- output ---\n{self.text[-6000:]}") from None
+
+    def pids(self) -> set[int]:
+        return {int(p) for p in re.findall(r"\bpid (\d+)", self.text)}
+
+    def worker_pids(self) -> list[int]:
+        return [int(p) for p in re.findall(r"worker started, pid (\d+)", self.text)]
+
+    def api_pids(self) -> list[int]:
+        return [int(p) for p in re.findall(r"api started, pid (\d+)", self.text)]
+
+    def broker_pid(self) -> int:
+        return int(re.search(r"embedded broker \(Tansu\) at \S+, pid (\d+)", self.text).group(1))
+
+    def interrupt(self, timeout: float = 90.0) -> int:
+        os.killpg(self.proc.pid, signal.SIGINT)
+        code = self.proc.wait(timeout)
+        self._reader.join(10)
+        return code
+
+    def kill_all(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(30)
+        for pid in self.pids():
+            if _pid_alive(pid) and _is_ours(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        self._reader.join(10)
+        # a child left running keeps the pipe open: closing it under the reader would block
+        if self.proc.stdout is not None and not self._reader.is_alive():
+            self.proc.stdout.close()
+
+
+@pytest.fixture
+def launchers():
+    started: list[Launcher] = []
+
+    def track(launcher: Launcher) -> Launcher:
+        started.append(launcher)
+        return launcher
+
+    yield track
+    for launcher in started:
+        launcher.kill_all()
+
+
+@pytest.fixture
+def http_namespace(tmp_path):
+    """A namespaces folder holding ``hooks``: delivered to the recorder, retried for ever, fast."""
+    recorder = HttpRecorder().start()
+    folder = tmp_path / "namespaces"
+    folder.mkdir()
+    (folder / "hooks.toml").write_text(
+        'name = "hooks"\nmax_attempts = 1000\n'
+        "[backoff]\nbase_ms = 100\nmultiplier = 2.0\ncap_ms = 1000\njitter = 0.0\n"
+        f'[target]\ntype = "http"\nurl = "{recorder.url}"\n'
     )
-    lines: list[str] = []
-    up = threading.Event()
+    yield folder, recorder
+    recorder.stop()
 
-    def pump() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.append(line)
-            if "Ctrl-C stops everything" in line:
-                up.set()
 
-    reader = threading.Thread(target=pump, daemon=True)
-    reader.start()
-    try:
-        assert up.wait(120), "".join(lines)
-        text = "".join(lines)
-        servers = re.search(r"Kafka: (\S+)", text).group(1)
-        broker_pid = int(re.search(r"pid (\d+)", text).group(1))
-        assert f"http://127.0.0.1:{api_port}" in text
-        assert "curl" in text
-        token = re.search(r"Dev token \(admin, this run only\): (\S+)", text).group(1)
-        assert f"Bearer {token}" in text  # the demo command uses it
+def _write(env: dict[str, str], payload: dict) -> str:
+    async def write() -> str:
+        async with WalClient(f"http://127.0.0.1:{env['WALSTREAM_API_PORT']}") as wal:
+            result = await wal.write("hooks", payload)
+        assert result.durable == "TRUE", result
+        return result.id
 
-        async def write_and_read():
-            async with WalClient(f"http://127.0.0.1:{api_port}") as anonymous:
-                refused = await anonymous.write("demo", {"nobody": 1})
-            assert (refused.durable, refused.status) == ("FALSE", 401)  # auth is on
-            async with WalClient(f"http://127.0.0.1:{api_port}", token=token) as wal:
-                result = await wal.write("demo", {"hello": "world"}, key="greeting")
-            assert result.ok, result
-            records = await read_topic(servers, "wal.demo.log", expect=1)
-            return result, records
+    return asyncio.run(write())
 
-        result, records = asyncio.run(write_and_read())
-        assert len(records) == 1
-        env_ = decode_envelope(records[0].value)
-        assert env_.id == result.id
-        assert env_.payload == {"hello": "world"}
-        assert env_.target == {"type": "kafka", "topic": "demo.out"}
 
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(60) == 0
-        reader.join(5)
-        assert "stopped" in "".join(lines)
-        assert not _pid_alive(broker_pid)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        reader.join(5)
-        # a child left running (after a failure) keeps the pipe open: closing it under the
-        # reader thread would block for good and hide the failure
-        if proc.stdout is not None and not reader.is_alive():
-            proc.stdout.close()
+def _deliveries(recorder: HttpRecorder, record_id: str, *, ok: bool) -> list:
+    return [
+        r
+        for r in (recorder.successes() if ok else recorder.all())
+        if {k.lower(): v for k, v in r.headers.items()}.get("x-wal-id") == record_id
+    ]
+
+
+def _owns_partitions(env: dict[str, str], topic: str) -> None:
+    """The worker owns ``topic``'s partitions and is neither rebalancing nor recovering."""
+    body = get_json(f"http://127.0.0.1:{env['WALSTREAM_WORKER_WEB_PORT']}/walstream/assignment")
+    owned = sorted(p for t, p in body["assignment"] if t == topic)
+    assert owned == [0, 1, 2, 3], body
+    assert (body["rebalancing"], body["in_recovery"]) == (False, False), body
+
+
+@pytest.mark.timeout(600)
+def test_a_second_make_run_on_the_same_data_dir_starts_and_delivers(
+    tmp_path, http_namespace, launchers
+):
+    """The embedded broker starts empty every run: the table state of the first run (an
+    attempt count written and removed: persisted changelog offset 1) must not stop the second
+    (Faust refused it: ConsistencyError, `make run` exited 1)."""
+    namespaces, recorder = http_namespace
+    data_dir = tmp_path / "data"
+    env = _run_env(data_dir)
+    for run in (1, 2):
+        launcher = launchers(Launcher.make_run(env, namespaces))
+        launcher.wait_for(UP)
+        _owns_partitions(env, "wal.hooks.log")  # "up" once the worker owns its partitions
+        if run == 1:
+            recorder.fail_next(1)  # one failed attempt: the attempts table is written
+        record_id = _write(env, {"run": run})
+        launcher.wait_until(
+            lambda record_id=record_id: _deliveries(recorder, record_id, ok=True),
+            60,
+            f"the write of run {run} delivered",
+        )
+        if run == 1:
+            assert len(_deliveries(recorder, record_id, ok=False)) == 2  # failed, then delivered
+        pids = launcher.pids()
+        assert len(pids) == 3  # broker, worker, API
+        launcher.interrupt()
+        assert "stopped" in launcher.text
+        assert not any(_pid_alive(pid) for pid in pids), launcher.text
+        # the run's table state went with its broker; the data dir itself stays
+        assert list((data_dir / EMBEDDED_DATA_SUBDIR).iterdir()) == []
+
+
+@pytest.mark.timeout(400)
+def test_make_run_restarts_a_killed_worker_and_delivers_what_was_written_before(
+    tmp_path, http_namespace, launchers
+):
+    """SIGKILL of the worker: the launcher logs it and starts the worker again; the broker (the
+    log, in memory) and the API keep running, and the record written before the kill (failing
+    at the target until then) is delivered by the new worker."""
+    namespaces, recorder = http_namespace
+    env = _run_env(tmp_path / "data")
+    launcher = launchers(Launcher.make_run(env, namespaces))
+    launcher.wait_for(UP)
+    broker_pid, api_pids = launcher.broker_pid(), launcher.api_pids()
+    (worker_pid,) = launcher.worker_pids()
+
+    recorder.fail_always(503)
+    record_id = _write(env, {"before": "the kill"})
+    launcher.wait_until(lambda: _deliveries(recorder, record_id, ok=False), 60, "an attempt")
+    mark = len(launcher.text)
+    os.kill(worker_pid, signal.SIGKILL)
+    killed_at = time.time()
+    recorder.fail_always(None)
+
+    exited = launcher.wait_for(
+        rf"worker \(pid {worker_pid}\) exited with code -9; restarting in ([\d.]+) s", after=mark
+    )
+    assert float(exited.group(1)) > 0  # a backoff, logged
+    restarted = launcher.wait_for(r"worker started, pid (\d+)", after=exited.end())
+    assert int(restarted.group(1)) != worker_pid
+    delivered = launcher.wait_until(
+        lambda: _deliveries(recorder, record_id, ok=True), 120, "the record delivered after"
+    )
+    assert all(r.at > killed_at for r in delivered)
+    launcher.wait_for(r"worker \(pid \d+\) is ready again", after=restarted.end())
+    # nothing else was stopped or started: the broker kept the log, the API kept serving
+    assert _pid_alive(broker_pid)
+    assert launcher.api_pids() == api_pids
+    assert launcher.proc.poll() is None
+
+    launcher.interrupt()
+    assert "stopped" in launcher.text
+    assert not any(_pid_alive(pid) for pid in (broker_pid, int(restarted.group(1)), *api_pids))
+
+
+@pytest.mark.timeout(180)
+def test_run_serves_a_write_readable_from_the_log_and_stops_cleanly(tmp_path, launchers):
+    env = _run_env(tmp_path / "data")
+    env.pop("WALSTREAM_AUTH")  # auth on, with the dev token the launcher prints
+    api_port = int(env["WALSTREAM_API_PORT"])
+    launcher = launchers(Launcher([sys.executable, "-m", "walstream", "run"], env))
+    launcher.wait_for("Ctrl-C stops everything")
+    text = launcher.text
+    servers = re.search(r"Kafka: (\S+)", text).group(1)
+    broker_pid = launcher.broker_pid()
+    assert f"http://127.0.0.1:{api_port}" in text
+    assert "curl" in text
+    token = re.search(r"Dev token \(admin, this run only\): (\S+)", text).group(1)
+    assert f"Bearer {token}" in text  # the demo command uses it
+
+    async def write_and_read():
+        async with WalClient(f"http://127.0.0.1:{api_port}") as anonymous:
+            refused = await anonymous.write("demo", {"nobody": 1})
+        assert (refused.durable, refused.status) == ("FALSE", 401)  # auth is on
+        async with WalClient(f"http://127.0.0.1:{api_port}", token=token) as wal:
+            result = await wal.write("demo", {"hello": "world"}, key="greeting")
+        assert result.ok, result
+        records = await read_topic(servers, "wal.demo.log", expect=1)
+        return result, records
+
+    result, records = asyncio.run(write_and_read())
+    assert len(records) == 1
+    env_ = decode_envelope(records[0].value)
+    assert env_.id == result.id
+    assert env_.payload == {"hello": "world"}
+    assert env_.target == {"type": "kafka", "topic": "demo.out"}
+
+    pids = launcher.pids()
+    assert launcher.interrupt() == 0
+    assert "stopped" in launcher.text
+    assert not _pid_alive(broker_pid)
+    assert not any(_pid_alive(pid) for pid in pids)
