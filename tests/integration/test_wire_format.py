@@ -32,7 +32,7 @@ from walstream.topology import delay_topic
 from .conftest import apply_namespace, eventually, run_cli, wait_serving
 from .helpers import ROOT, topic_end_offsets
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(480)]
 
 #: Documented rows this scenario does not produce, and why (each is still checked wherever a
 #: record does carry it: documented, so never "undocumented").
@@ -194,14 +194,14 @@ async def test_every_record_kind_matches_the_readme_wire_format(
     await eventually(all_dead, 180, "three DLQ entries", every=1.0)
 
     recorder.fail_always(None)
-    redriven = run_cli(wal_env, "dlq", "redrive", ns, "--id", head, "--rate", "50")
+    redriven = run_cli(wal_env, "dlq", "redrive", ns, "--id", head, "--rate", "50", timeout=120)
     assert redriven.returncode == 0, redriven.stderr
 
     def delivered():
         return [r for r in recorder.successes() if r.headers.get("X-Wal-Id") == head]
 
     await eventually(delivered, 120, "the redriven record delivered")
-    discarded = run_cli(wal_env, "dlq", "discard", ns, "--id", behind)
+    discarded = run_cli(wal_env, "dlq", "discard", ns, "--id", behind, timeout=120)
     assert discarded.returncode == 0, discarded.stderr
 
     tiers = [delay_topic(wal_settings.app_id, t) for t in (0, *TIERS_MS)]
