@@ -156,11 +156,12 @@ def write(
 ) -> None:
     """WriteToLog one record (PAYLOAD is JSON) through the HTTP API, with --token."""
     from walstream.client import WalClient
+    from walstream.core.validate import parse_payload_text
 
-    try:
-        body = orjson.loads(payload)
-    except orjson.JSONDecodeError as exc:
-        raise click.BadParameter(f"not JSON: {exc}", param_hint="PAYLOAD") from exc
+    try:  # the API's rules: a payload is kept exactly or refused (walstream.core.exact)
+        body = parse_payload_text(payload.encode())
+    except BadRequestError as exc:
+        raise click.BadParameter(exc.reason, param_hint="PAYLOAD") from exc
     settings = _settings()
     base = api_url or f"http://{settings.api_host}:{settings.api_port}"
 
@@ -426,7 +427,33 @@ def dlq_show(namespace: str, record_id: str) -> None:
     entry = _run(run)
     if entry is None:
         raise click.ClickException(f"no open DLQ entry {record_id} in {namespace}")
-    click.echo(orjson.dumps(entry_json(entry, with_record=True), option=orjson.OPT_INDENT_2))
+    click.echo(_indented(entry_json(entry, with_record=True)))
+
+
+def _indented(shown: dict[str, Any]) -> bytes:
+    """A DLQ entry as indented JSON. orjson writes 254 levels at most, and the record's payload
+    sits two levels down: a payload nested deeper than that goes in compact."""
+    try:
+        return orjson.dumps(shown, option=orjson.OPT_INDENT_2)
+    except orjson.JSONEncodeError:
+        record = shown["record"]
+        record["payload"] = orjson.Fragment(_compact(record["payload"]))
+        return orjson.dumps(shown, option=orjson.OPT_INDENT_2)
+
+
+def _compact(value: Any) -> bytes:
+    """``value`` as compact JSON, however deep (orjson decodes 1,024 levels, writes 254)."""
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        import json
+
+        limit = sys.getrecursionlimit()
+        sys.setrecursionlimit(max(limit, 10_000))  # this process only prints and exits
+        try:
+            return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+        finally:
+            sys.setrecursionlimit(limit)
 
 
 @dlq.command("redrive")

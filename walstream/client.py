@@ -14,6 +14,8 @@ from typing import Any
 import aiohttp
 import orjson
 
+from walstream.core.exact import unkept_in_value
+
 __all__ = ["WalClient", "WriteResult"]
 
 
@@ -39,6 +41,23 @@ def _result(obj: dict[str, Any], status: int) -> WriteResult:
         id=obj.get("id"),
         status=status,
         field=obj.get("field"),
+    )
+
+
+def _unsendable(record: dict[str, Any]) -> WriteResult | None:
+    """A write the log would not keep as given, answered without sending it (as the API
+    would answer it: FALSE naming ``payload``): an integer beyond 64 bits, which the encoder
+    refuses, or NaN or infinity, which it would write as null (walstream.core.exact)."""
+    if record.get("payload_encoding", "json") != "json":
+        return None
+    number = unkept_in_value(record.get("payload"))
+    if number is None:
+        return None
+    return WriteResult(
+        durable="FALSE",
+        message=f"payload: holds {number.text}, {number.reason}: not sent; send such a number "
+        "as a string, or the payload with payload_encoding=base64",
+        field="payload",
     )
 
 
@@ -124,10 +143,12 @@ class WalClient:
 
     async def write(self, namespace: str, payload: Any, **options: Any) -> WriteResult:
         """WriteToLog one record; see :func:`write_request` for the options."""
+        body = write_request(payload, **options)
+        refused = _unsendable(body)
+        if refused is not None:
+            return refused
         try:
-            status, obj = await self._post(
-                f"/v1/namespaces/{namespace}/log", write_request(payload, **options)
-            )
+            status, obj = await self._post(f"/v1/namespaces/{namespace}/log", body)
         except aiohttp.ClientConnectorError as exc:
             return WriteResult(durable="FALSE", message=f"not sent: {exc}")
         except (TimeoutError, aiohttp.ClientError, orjson.JSONDecodeError) as exc:
@@ -135,7 +156,15 @@ class WalClient:
         return _result(obj, status)
 
     async def write_batch(self, namespace: str, records: list[dict[str, Any]]) -> list[WriteResult]:
-        """WriteToLog many records (bodies from :func:`write_request`); a result per record."""
+        """WriteToLog many records (bodies from :func:`write_request`); a result per record.
+
+        A record the log would not keep as given is answered FALSE without being sent; the
+        others are sent."""
+        refused = [_unsendable(record) for record in records]
+        if any(refused):
+            sendable = [r for r, no in zip(records, refused, strict=True) if no is None]
+            sent = iter(await self.write_batch(namespace, sendable) if sendable else [])
+            return [no if no is not None else next(sent) for no in refused]
         try:
             status, obj = await self._post(
                 f"/v1/namespaces/{namespace}/log:batch", {"records": records}

@@ -88,3 +88,11 @@ def test_defaults_stay_off_the_wire_and_read_back_as_defaults():
     assert not {"key", "payload_encoding", "attempt", "history", "not_before_ms"} & set(wire)
     assert "delay_ms" not in wire["lifecycle"]
     assert decode_envelope(encode_envelope(fresh)) == fresh
+
+
+@pytest.mark.parametrize("payload", ["aGVsbG8=é", "ü"])
+def test_base64_with_non_ascii_characters_is_a_poison_record(payload):
+    """Not a ValueError escaping the stage (issue 15 item 5): a record from any producer."""
+    raw = encode_envelope(envelope(payload=payload, payload_encoding="base64"))
+    with pytest.raises(PoisonRecordError, match="base64"):
+        decode_envelope(raw)

@@ -28,6 +28,7 @@ __all__ = [
     "invalid_json",
     "original_write_time_problem",
     "parse_batch",
+    "parse_payload_text",
     "parse_write_request",
 ]
 
@@ -169,6 +170,23 @@ def _check_exact(exact: Any) -> None:
     if found is not None:
         path, number = found
         raise _unkept_error("payload", ("payload", *path), number)
+
+
+def parse_payload_text(text: bytes) -> Any:
+    """A payload given as JSON text (``walstream write``), decoded under the API's rules.
+
+    Raises:
+        BadRequestError: not JSON, or ``payload`` holds a number the log would change.
+    """
+    wrapped = b'{"payload":' + text + b"}"
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise invalid_json(wrapped, str(exc)) from None
+    exact = exact_body(wrapped)
+    if exact is not None:
+        _check_exact(exact)
+    return value
 
 
 def _lifecycle(obj: Any, ns: NamespaceConfig, now_ms: int, rand: float) -> Lifecycle:
