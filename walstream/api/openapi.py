@@ -5,11 +5,120 @@ from __future__ import annotations
 from typing import Any
 
 from walstream import __version__
-from walstream.core.targets import TARGET_TYPES
+from walstream.core import targets as _targets
+from walstream.core.replay_request import MAX_TIME_MS
+from walstream.core.targets import NAMESPACE_NAME, UNSENDABLE_HEADERS
 
-__all__ = ["SCHEMAS", "openapi_document"]
+__all__ = ["SCHEMAS", "TARGET_SCHEMAS", "openapi_document"]
 
 _DURABLE = {"type": "string", "enum": ["TRUE", "FALSE", "UNKNOWN"]}
+#: What walstream.core.validate and walstream.core.targets refuse in a string sent on as an
+#: HTTP header value (a token becomes the Idempotency-Key header; an http target's headers).
+_NO_CR_LF_NUL = "^[^\\r\\n\\u0000]*$"
+#: Standard base64 (RFC 4648 4, padded), what ``base64.b64decode(validate=True)`` accepts.
+_BASE64 = "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+#: Times operators type (walstream.core.times): ms since the epoch, ISO 8601, or before now.
+_TIME_TEXT = {
+    "type": "string",
+    "anyOf": [
+        {"pattern": "^[0-9]+$"},
+        {"pattern": "^-[0-9]+(ms|s|m|h|d)$"},
+        {"format": "date-time"},
+    ],
+    "description": (
+        "ms since the epoch (1700000000000), ISO 8601 (2026-11-23T10:00:00Z; without an "
+        "offset: UTC), or relative to now (-90m, -2h, -1d; units ms, s, m, h, d)"
+    ),
+}
+#: A redrive's since/until (null: not given).
+_SELECTION_TIME = {"oneOf": [{"type": "integer", "minimum": 0}, _TIME_TEXT, {"type": "null"}]}
+#: A replay window's from/to.
+_WINDOW_TIME = {
+    "oneOf": [{"type": "integer", "minimum": 0, "maximum": MAX_TIME_MS}, _TIME_TEXT],
+    "description": "from the epoch to 9999-12-31T23:59:59.999Z",
+}
+_HEADER_NAME = "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
+
+
+def _any_case(name: str) -> str:
+    """A regex matching ``name`` whatever its case (JSON Schema regexes have no flags)."""
+    return "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in name)
+
+
+_UNSENDABLE_NAME = "^(?:" + "|".join(_any_case(n) for n in sorted(UNSENDABLE_HEADERS)) + ")$"
+
+
+def _text(max_length: int, pattern: str | None = None) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": max_length}
+    if pattern is not None:
+        schema["pattern"] = pattern
+    return schema
+
+
+_KEY = _text(_targets._MAX_KEY_CHARS)
+_SERVERS = {**_text(1024), "description": "another Kafka cluster (host:port,...)"}
+
+#: type -> (required options, {option: schema}): what walstream.core.targets.parse_target checks
+#: (a test holds the two to each other).
+TARGET_SCHEMAS: dict[str, tuple[list[str], dict[str, Any]]] = {
+    "kafka": (
+        ["topic"],
+        {
+            "topic": _text(249, _targets._TOPIC_NAME.pattern),
+            "key": _KEY,
+            "bootstrap_servers": _SERVERS,
+        },
+    ),
+    "http": (
+        ["url"],
+        {
+            "url": {**_text(2048, "^https?://"), "description": "an http:// or https:// URL"},
+            "timeout_ms": {"type": "integer", "minimum": 1, "maximum": 300_000},
+            "headers": {
+                "type": "object",
+                "description": (
+                    "sent with every delivery; not a framing or hop-by-hop header (Content-Length, "
+                    "Transfer-Encoding, Host, Connection, Keep-Alive, Proxy-Connection, "
+                    "Proxy-Authenticate, Proxy-Authorization, TE, Trailer, Upgrade, Expect): 400"
+                ),
+                "propertyNames": {"pattern": _HEADER_NAME, "not": {"pattern": _UNSENDABLE_NAME}},
+                "additionalProperties": {"type": "string", "pattern": _NO_CR_LF_NUL},
+            },
+        },
+    ),
+    "kv": (
+        ["table", "key"],
+        {
+            "table": _text(63, _targets._IDENTIFIER.pattern),
+            "key": _KEY,
+            "op": {"type": "string", "enum": ["put", "delete"], "default": "put"},
+        },
+    ),
+    "wal": (
+        ["namespace"],
+        {"namespace": _text(63, NAMESPACE_NAME.pattern), "bootstrap_servers": _SERVERS},
+    ),
+}
+
+
+def _target_schema(kind: str) -> dict[str, Any]:
+    required, options = TARGET_SCHEMAS[kind]
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["type", *required],
+        "properties": {"type": {"type": "string", "const": kind}, **options},
+    }
+
+
+def _target_name(kind: str) -> str:
+    return f"{kind.capitalize()}Target"
+
+
+_NULLABLE_TARGET = {
+    "oneOf": [{"$ref": "#/components/schemas/Target"}, {"type": "null"}],
+    "description": "absent or null: the namespace's own target",
+}
 
 SCHEMAS: dict[str, dict[str, Any]] = {
     "Lifecycle": {
@@ -30,24 +139,31 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "original_write_time": {
                 "type": "integer",
                 "minimum": 1,
-                "description": "ms since the epoch; last-write-wins compares it. Default: now",
+                "description": (
+                    "ms since the epoch, at most 1 h ahead; last-write-wins compares it. "
+                    "Default: now"
+                ),
             },
         },
+        "not": {"required": ["delay_ms", "deliver_at"]},
+        "description": "the delay (or deliver_at's) plus jitter_ms: at most the max_delay_ms",
     },
+    **{_target_name(kind): _target_schema(kind) for kind in sorted(TARGET_SCHEMAS)},
     "Target": {
-        "type": "object",
-        "required": ["type"],
-        "properties": {"type": {"type": "string", "enum": sorted(TARGET_TYPES)}},
+        "oneOf": [
+            {"$ref": f"#/components/schemas/{_target_name(k)}"} for k in sorted(TARGET_SCHEMAS)
+        ],
+        "discriminator": {
+            "propertyName": "type",
+            "mapping": {
+                k: f"#/components/schemas/{_target_name(k)}" for k in sorted(TARGET_SCHEMAS)
+            },
+        },
         "description": (
-            "kafka {topic, key?, bootstrap_servers?}; http {url, timeout_ms?, headers?}; "
-            "kv {table, key, op?}; "
-            "wal {namespace, bootstrap_servers?}. "
-            "http headers may not set framing or hop-by-hop headers (Content-Length, "
-            "Transfer-Encoding, Host, Connection, Keep-Alive, Proxy-Connection, "
-            "Proxy-Authenticate, Proxy-Authorization, TE, Trailer, Upgrade, Expect): 400. "
-            "A destination other than the namespace's own target's (http origin, kafka "
-            "cluster and topic, kv table, wal namespace) that its allowed_targets do not list, "
-            "or one of walstream's own topics (control, changelogs, delay tiers, wal.*): 403."
+            "Where a record is delivered. A destination other than the namespace's own target's "
+            "(http origin, kafka cluster and topic, kv table, wal namespace) that its "
+            "allowed_targets do not list, or one of walstream's own topics (control, changelogs, "
+            "delay tiers, wal.*): 403."
         ),
     },
     "WriteToLogRequest": {
@@ -55,12 +171,69 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "additionalProperties": False,
         "required": ["payload"],
         "properties": {
-            "payload": {"description": "a JSON value, or base64 text with payload_encoding=base64"},
+            "payload": {
+                "description": (
+                    "payload_encoding=json (the default): any JSON value, kept exactly as sent "
+                    "(nested at most 200 levels; a number the log cannot keep exactly, such as "
+                    "an integer beyond 64 bits, is refused: send it as a string or base64). "
+                    "payload_encoding=base64: standard base64 text of the payload's bytes. "
+                    "At most the namespace's max_payload_bytes (413)."
+                )
+            },
             "payload_encoding": {"type": "string", "enum": ["json", "base64"], "default": "json"},
-            "lifecycle": {"$ref": "#/components/schemas/Lifecycle"},
-            "target": {"$ref": "#/components/schemas/Target"},
-            "idempotency_token": {"type": "string", "minLength": 1, "maxLength": 256},
-            "key": {"type": "string", "minLength": 1, "maxLength": 1024},
+            "lifecycle": {
+                "oneOf": [{"$ref": "#/components/schemas/Lifecycle"}, {"type": "null"}],
+                "description": "absent or null: deliver now",
+            },
+            "target": _NULLABLE_TARGET,
+            "idempotency_token": {
+                **_text(256, _NO_CR_LF_NUL),
+                "type": ["string", "null"],
+                "description": "sent to http targets as Idempotency-Key (default: the id)",
+            },
+            "key": {
+                **_KEY,
+                "type": ["string", "null"],
+                "description": "records of a key keep their order (ordering=key)",
+            },
+        },
+        # the payload's type follows payload_encoding
+        "oneOf": [
+            {
+                "properties": {
+                    "payload_encoding": {"const": "json"},
+                    "payload": {"$ref": "#/components/schemas/JsonPayload"},
+                }
+            },
+            {
+                "required": ["payload_encoding"],
+                "properties": {
+                    "payload_encoding": {"const": "base64"},
+                    "payload": {"$ref": "#/components/schemas/Base64Payload"},
+                },
+            },
+        ],
+    },
+    "JsonPayload": {"description": "any JSON value (payload_encoding=json)"},
+    "Base64Payload": {
+        "type": "string",
+        "contentEncoding": "base64",
+        "pattern": _BASE64,
+        "description": "the payload's bytes in standard base64 (payload_encoding=base64)",
+    },
+    "Error": {
+        "type": "object",
+        "required": ["durable", "message", "error"],
+        "properties": {
+            "durable": {
+                "type": "string",
+                "enum": ["FALSE", "UNKNOWN"],
+                "description": "FALSE: not written; UNKNOWN: may be on the log",
+            },
+            "message": {"type": "string"},
+            "error": {"type": "string", "description": "the error's class"},
+            "field": {"type": "string", "description": "the request field refused (400, 413)"},
+            "reason": {"type": "string", "description": "why the field was refused"},
         },
     },
     "WriteToLogResponse": {
@@ -155,12 +328,22 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "type": "object",
         "additionalProperties": False,
         "properties": {
-            "ids": {"type": "array", "items": {"type": "string"}},
-            "since": {"type": ["string", "integer"]},
-            "until": {"type": ["string", "integer"]},
-            "error_class": {"type": "string"},
-            "rate": {"type": "number", "exclusiveMinimum": 0},
-            "target": {"$ref": "#/components/schemas/Target"},
+            "ids": {
+                "oneOf": [
+                    {"type": "array", "items": {"type": "string", "minLength": 1}},
+                    {"type": "string", "description": "comma-separated"},
+                ],
+                "description": "only these record ids",
+            },
+            "since": {**_SELECTION_TIME, "description": "entries dead at or after this"},
+            "until": {**_SELECTION_TIME, "description": "entries dead before this"},
+            "error_class": {"type": ["string", "null"], "minLength": 1},
+            "rate": {
+                "type": ["number", "null"],
+                "exclusiveMinimum": 0,
+                "description": "records per second (default: no limit)",
+            },
+            "target": _NULLABLE_TARGET,
         },
     },
     "Redrive": {
@@ -181,10 +364,14 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "additionalProperties": False,
         "required": ["from", "to"],
         "properties": {
-            "from": {"type": ["string", "integer"], "description": "window start (ms, ISO, -2h)"},
-            "to": {"type": ["string", "integer"], "description": "window end (exclusive)"},
-            "skip_ids": {"type": "array", "items": {"type": "string"}},
-            "resume_from": {"type": "string", "description": "a stopped replay's cursor"},
+            "from": {**_WINDOW_TIME, "description": "window start"},
+            "to": {**_WINDOW_TIME, "description": "window end (exclusive), after from"},
+            "skip_ids": {"type": "array", "maxItems": 10_000, "items": {"type": "string"}},
+            "resume_from": {
+                "type": ["string", "null"],
+                "pattern": "^[0-9]+:[0-9]+(?:,[0-9]+:[0-9]+)*$",
+                "description": "a stopped replay's cursor: partition:offset,...",
+            },
         },
     },
     "Replay": {
@@ -242,6 +429,19 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "dlq_retention_ms": {"type": "integer"},
         },
     },
+    "NamespaceList": {
+        "type": "object",
+        "required": ["namespaces"],
+        "properties": {
+            "namespaces": {"type": "array", "items": {"$ref": "#/components/schemas/Namespace"}}
+        },
+    },
+    "Health": {
+        "type": "object",
+        "required": ["status"],
+        "properties": {"status": {"type": "string", "const": "ok"}},
+    },
+    "OpenApi": {"type": "object", "required": ["openapi", "info", "paths"]},
 }
 
 
@@ -249,49 +449,97 @@ def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _json_content(name: str, description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": _ref(name)}}}
+_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "seconds to wait before trying again (when waiting may help)",
+        "schema": {"type": "integer", "minimum": 1},
+    }
+}
+
+
+def _json_content(
+    name: str, description: str, headers: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    response = {"description": description, "content": {"application/json": {"schema": _ref(name)}}}
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+def _error(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    return _json_content("Error", description, headers)
 
 
 _NS_PARAM = {
     "name": "namespace",
     "in": "path",
     "required": True,
-    "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,62}$"},
+    "schema": {"type": "string", "pattern": NAMESPACE_NAME.pattern},
 }
 
 _DLQ_QUERY = [
-    {"name": name, "in": "query", "required": False, "schema": {"type": "string"}}
-    for name in ("since", "until", "error_class", "ids", "limit", "after")
+    {
+        "name": "since",
+        "in": "query",
+        "schema": _TIME_TEXT,
+        "description": "entries dead at or after this",
+    },
+    {"name": "until", "in": "query", "schema": _TIME_TEXT, "description": "dead before this"},
+    {"name": "error_class", "in": "query", "schema": {"type": "string", "minLength": 1}},
+    {
+        "name": "ids",
+        "in": "query",
+        "style": "form",
+        "explode": False,
+        "schema": {"type": "array", "items": {"type": "string", "pattern": "^[^,]+$"}},
+        "description": "record ids, comma-separated: ids=a,b",
+    },
+    {
+        "name": "limit",
+        "in": "query",
+        "schema": {"type": "integer", "minimum": 1, "maximum": 10_000, "default": 100},
+    },
+    {
+        "name": "after",
+        "in": "query",
+        "schema": {"type": "string", "pattern": "^(?:-?[0-9]+\\.-?[0-9]+\\.-?[0-9]+)?$"},
+        "description": "the previous page's next (empty: the first page)",
+    },
 ]
 
+#: Every route that reads a body: its limit, its time to arrive, and JSON.
+_BODY_ERRORS = {
+    "400": _error("bad input (not JSON, or a field: names it), durable=FALSE"),
+    "408": _error("the body did not arrive within WALSTREAM_BODY_READ_TIMEOUT_S"),
+    "413": _error(
+        "the body (refused on its Content-Length, unread), a payload or a record is over its "
+        "limit, durable=FALSE"
+    ),
+}
+
 _WRITE_ERRORS = {
-    "400": _json_content("WriteToLogResponse", "bad input, durable=FALSE, names the field"),
-    "403": _json_content(
-        "WriteToLogResponse", "target not in the namespace's allowed_targets, durable=FALSE"
+    **_BODY_ERRORS,
+    "403": _error("target not in the namespace's allowed_targets, durable=FALSE"),
+    "404": _error("unknown namespace, durable=FALSE"),
+    "503": _error(
+        "load shed, the namespace registry is loading, or the broker is unavailable "
+        "(Retry-After); or the namespace's latest configuration event is unreadable",
+        _RETRY_AFTER,
     ),
-    "404": _json_content("WriteToLogResponse", "unknown namespace, durable=FALSE"),
-    "408": _json_content(
-        "WriteToLogResponse", "the body did not arrive within BODY_READ_TIMEOUT_S, durable=FALSE"
-    ),
-    "413": _json_content(
-        "WriteToLogResponse",
-        "payload, record or body over the limit (a body over the route's limit is refused on its "
-        "Content-Length, unread), durable=FALSE",
-    ),
-    "503": _json_content("WriteToLogResponse", "load shed or broker unavailable; Retry-After"),
-    "504": _json_content("WriteToLogResponse", "broker did not answer in time, durable=UNKNOWN"),
+    "504": _error("the broker did not answer in time, durable=UNKNOWN"),
 }
 
 
 #: Every namespace route: the registry is still loading, or the namespace's config is unreadable.
 _UNAVAILABLE = {
-    "503": _json_content(
-        "WriteToLogResponse",
+    "503": _error(
         "the namespace registry is loading (Retry-After), or the namespace's latest "
-        "configuration event is unreadable",
+        "configuration event is unreadable, or this process serves no DLQ or replay endpoints",
+        _RETRY_AFTER,
     )
 }
+
+_NOT_FOUND = {"404": _error("unknown namespace")}
 
 
 def openapi_document() -> dict[str, Any]:
@@ -314,17 +562,30 @@ def _secured(document: dict[str, Any]) -> dict[str, Any]:
                 operation["security"] = []
                 continue
             responses = operation["responses"]
-            responses["401"] = _json_content("WriteToLogResponse", "no bearer token, durable=FALSE")
+            responses["401"] = _error(
+                "no bearer token, durable=FALSE",
+                {
+                    "WWW-Authenticate": {
+                        "required": True,
+                        "schema": {"type": "string", "pattern": "^Bearer "},
+                    }
+                },
+            )
             refused = "a token unknown or not allowed here, durable=FALSE"
             if "403" in responses:
                 old = responses["403"]  # shared by operations: replaced, not changed
                 responses["403"] = {**old, "description": f"{old['description']}; or {refused}"}
             else:
-                responses["403"] = _json_content("WriteToLogResponse", refused)
+                responses["403"] = _error(refused)
     return document
 
 
+def _body(name: str, *, required: bool = True) -> dict[str, Any]:
+    return {"required": required, "content": {"application/json": {"schema": _ref(name)}}}
+
+
 def _document() -> dict[str, Any]:
+    none_here = "none in this process (or an unknown namespace)"
     return {
         "openapi": "3.1.0",
         "info": {"title": "walstream", "version": __version__},
@@ -334,10 +595,7 @@ def _document() -> dict[str, Any]:
                     "operationId": "writeToLog",
                     "summary": "Write one record to the namespace's log (acks=all)",
                     "parameters": [_NS_PARAM],
-                    "requestBody": {
-                        "required": True,
-                        "content": {"application/json": {"schema": _ref("WriteToLogRequest")}},
-                    },
+                    "requestBody": _body("WriteToLogRequest"),
                     "responses": {
                         "200": _json_content("WriteToLogResponse", "written, durable=TRUE"),
                         **_WRITE_ERRORS,
@@ -349,10 +607,7 @@ def _document() -> dict[str, Any]:
                     "operationId": "writeToLogBatch",
                     "summary": "Write many records; one result per record",
                     "parameters": [_NS_PARAM],
-                    "requestBody": {
-                        "required": True,
-                        "content": {"application/json": {"schema": _ref("WriteBatchRequest")}},
-                    },
+                    "requestBody": _body("WriteBatchRequest"),
                     "responses": {
                         "200": _json_content("WriteBatchResponse", "a result per record"),
                         **_WRITE_ERRORS,
@@ -363,7 +618,11 @@ def _document() -> dict[str, Any]:
                 "get": {
                     "operationId": "listNamespaces",
                     "responses": {
-                        "200": {"description": "namespaces this process knows"},
+                        "200": _json_content(
+                            "NamespaceList",
+                            "the namespaces this process knows (and the token "
+                            "administers), secrets redacted",
+                        ),
                         **_UNAVAILABLE,
                     },
                 }
@@ -374,7 +633,7 @@ def _document() -> dict[str, Any]:
                     "parameters": [_NS_PARAM],
                     "responses": {
                         "200": _json_content("Namespace", "the namespace's configuration"),
-                        "404": _json_content("WriteToLogResponse", "unknown namespace"),
+                        **_NOT_FOUND,
                         **_UNAVAILABLE,
                     },
                 }
@@ -386,8 +645,8 @@ def _document() -> dict[str, Any]:
                     "parameters": [_NS_PARAM, *_DLQ_QUERY],
                     "responses": {
                         "200": _json_content("DlqList", "matching open entries"),
-                        "400": _json_content("WriteToLogResponse", "bad filter"),
-                        "404": _json_content("WriteToLogResponse", "unknown namespace"),
+                        "400": _error("bad filter (names it)"),
+                        **_NOT_FOUND,
                         **_UNAVAILABLE,
                     },
                 }
@@ -397,18 +656,15 @@ def _document() -> dict[str, Any]:
                     "operationId": "startRedrive",
                     "summary": "Redrive open DLQ entries to the log (attempts reset, history kept)",
                     "parameters": [_NS_PARAM],
-                    "requestBody": {
-                        "content": {"application/json": {"schema": _ref("RedriveRequest")}}
-                    },
+                    "requestBody": _body("RedriveRequest", required=False),
                     "responses": {
                         "202": _json_content("Redrive", "started"),
-                        "400": _json_content("WriteToLogResponse", "bad request"),
-                        "403": _json_content("WriteToLogResponse", "target not allowed"),
-                        "404": _json_content("WriteToLogResponse", "unknown namespace"),
-                        "409": _json_content(
-                            "WriteToLogResponse",
+                        **_BODY_ERRORS,
+                        "403": _error("target not allowed"),
+                        **_NOT_FOUND,
+                        "409": _error(
                             "a redrive of the namespace is running (in any API process or the "
-                            "CLI: it holds a claim on the DLQ topic)",
+                            "CLI: it holds a claim on the DLQ topic)"
                         ),
                         **_UNAVAILABLE,
                     },
@@ -418,7 +674,7 @@ def _document() -> dict[str, Any]:
                     "parameters": [_NS_PARAM],
                     "responses": {
                         "200": _json_content("Redrive", "the latest redrive"),
-                        "404": _json_content("WriteToLogResponse", "none in this process"),
+                        "404": _error(none_here),
                         **_UNAVAILABLE,
                     },
                 },
@@ -427,7 +683,7 @@ def _document() -> dict[str, Any]:
                     "parameters": [_NS_PARAM],
                     "responses": {
                         "200": _json_content("Redrive", "cancelled (or already finished)"),
-                        "404": _json_content("WriteToLogResponse", "none in this process"),
+                        "404": _error(none_here),
                         **_UNAVAILABLE,
                     },
                 },
@@ -437,17 +693,12 @@ def _document() -> dict[str, Any]:
                     "operationId": "startReplay",
                     "summary": "Re-deliver a window's writes to their targets (walstream replay)",
                     "parameters": [_NS_PARAM],
-                    "requestBody": {
-                        "required": True,
-                        "content": {"application/json": {"schema": _ref("ReplayRequest")}},
-                    },
+                    "requestBody": _body("ReplayRequest"),
                     "responses": {
                         "202": _json_content("Replay", "started"),
-                        "400": _json_content("WriteToLogResponse", "bad request (names the field)"),
-                        "404": _json_content("WriteToLogResponse", "unknown namespace"),
-                        "409": _json_content(
-                            "WriteToLogResponse", "a replay of the namespace runs in this process"
-                        ),
+                        **_BODY_ERRORS,
+                        **_NOT_FOUND,
+                        "409": _error("a replay of the namespace runs in this process"),
                         **_UNAVAILABLE,
                     },
                 },
@@ -456,7 +707,7 @@ def _document() -> dict[str, Any]:
                     "parameters": [_NS_PARAM],
                     "responses": {
                         "200": _json_content("Replay", "the latest replay"),
-                        "404": _json_content("WriteToLogResponse", "none in this process"),
+                        "404": _error(none_here),
                         **_UNAVAILABLE,
                     },
                 },
@@ -465,16 +716,22 @@ def _document() -> dict[str, Any]:
                     "parameters": [_NS_PARAM],
                     "responses": {
                         "200": _json_content("Replay", "cancelled (or already finished)"),
-                        "404": _json_content("WriteToLogResponse", "none in this process"),
+                        "404": _error(none_here),
                         **_UNAVAILABLE,
                     },
                 },
             },
             "/v1/openapi.json": {
-                "get": {"operationId": "openapi", "responses": {"200": {"description": "this"}}}
+                "get": {
+                    "operationId": "openapi",
+                    "responses": {"200": _json_content("OpenApi", "this document")},
+                }
             },
             "/healthz": {
-                "get": {"operationId": "healthz", "responses": {"200": {"description": "alive"}}}
+                "get": {
+                    "operationId": "healthz",
+                    "responses": {"200": _json_content("Health", "the process is alive")},
+                }
             },
             "/readyz": {
                 "get": {

@@ -10,10 +10,13 @@ from walstream.core.replay import parse_cursor
 from walstream.core.times import parse_time_ms
 from walstream.errors import BadRequestError
 
-__all__ = ["REPLAY_FIELDS", "ReplayRequest", "parse_replay_request"]
+__all__ = ["MAX_TIME_MS", "REPLAY_FIELDS", "ReplayRequest", "parse_replay_request"]
 
 REPLAY_FIELDS = frozenset({"from", "to", "skip_ids", "resume_from"})
 _MAX_SKIP_IDS = 10_000
+#: 9999-12-31T23:59:59.999Z: the latest time a window may name (Kafka timestamps are 64-bit, and
+#: the replay's progress echoes its window as JSON numbers).
+MAX_TIME_MS = 253_402_300_799_999
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,13 +36,15 @@ def _time(body: Mapping[str, Any], name: str, now_ms: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise BadRequestError(name, "must be ms since the epoch or a string time")
     if isinstance(value, int):
-        if value < 0:
-            raise BadRequestError(name, "must be >= 0")
-        return value
-    try:
-        return parse_time_ms(value, now_ms)
-    except ValueError as exc:
-        raise BadRequestError(name, str(exc)) from None
+        ms = value
+    else:
+        try:
+            ms = parse_time_ms(value, now_ms)
+        except ValueError as exc:
+            raise BadRequestError(name, str(exc)) from None
+    if not 0 <= ms <= MAX_TIME_MS:  # -1000000000h or year 1032: before the epoch
+        raise BadRequestError(name, "must be between the epoch and the year 9999")
+    return ms
 
 
 def parse_replay_request(body: Any, now_ms: int) -> ReplayRequest:
