@@ -173,6 +173,7 @@ def run_stack(
     children: list[_Child] = []
     run_dir: Path | None = None
     stop_requested = False
+    stop_timeout = 15.0  # per child, before a SIGKILL
 
     def request_stop(signum: int, frame: object) -> None:
         nonlocal stop_requested
@@ -220,6 +221,8 @@ def run_stack(
             code = broker.exit_code() if broker is not None else None
             if code is not None:
                 _say(f"the embedded broker exited with code {code}; stopping", error=True)
+                # the log went with it (memory): nothing left to finish or commit
+                stop_timeout = 2.0
                 return 1
             for child in children:
                 child.supervise(env, policy)
@@ -242,7 +245,7 @@ def run_stack(
         return 0
     finally:
         for child in reversed(children):  # API, then worker
-            child.stop()
+            child.stop(stop_timeout)
         if broker is not None:
             broker.stop()
         if run_dir is not None:

@@ -269,7 +269,8 @@ def test_make_run_restarts_a_killed_worker_and_delivers_what_was_written_before(
 ):
     """SIGKILL of the worker: the launcher logs it and starts the worker again; the broker (the
     log, in memory) and the API keep running, and the record written before the kill (failing
-    at the target until then) is delivered by the new worker."""
+    at the target until then) is delivered by the new worker. A killed API is started again
+    too; the broker's exit stops everything."""
     namespaces, recorder = http_namespace
     env = _run_env(tmp_path / "data")
     launcher = launchers(Launcher.make_run(env, namespaces))
@@ -301,9 +302,22 @@ def test_make_run_restarts_a_killed_worker_and_delivers_what_was_written_before(
     assert launcher.api_pids() == api_pids
     assert launcher.proc.poll() is None
 
-    launcher.interrupt()
-    assert "stopped" in launcher.text
-    assert not any(_pid_alive(pid) for pid in (broker_pid, int(restarted.group(1)), *api_pids))
+    # the API too: killed, started again, serving the next write
+    (api_pid,) = api_pids
+    mark = len(launcher.text)
+    os.kill(api_pid, signal.SIGKILL)
+    launcher.wait_for(rf"api \(pid {api_pid}\) exited with code -9; restarting in", after=mark)
+    api_again = launcher.wait_for(r"api \(pid (\d+)\) is ready again", after=mark)
+    after_id = _write(env, {"after": "the api kill"})
+    launcher.wait_until(lambda: _deliveries(recorder, after_id, ok=True), 60, "the next write")
+
+    # the broker's exit stops everything (the log is gone with it)
+    os.kill(broker_pid, signal.SIGKILL)
+    assert launcher.proc.wait(90) != 0
+    launcher.wait_until(lambda: "stopped" in launcher.text, 10, "stopped")
+    assert "the embedded broker exited with code -9; stopping" in launcher.text
+    worker_again = int(restarted.group(1))
+    assert not any(_pid_alive(pid) for pid in (worker_again, int(api_again.group(1))))
 
 
 @pytest.mark.timeout(180)
