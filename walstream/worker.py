@@ -89,13 +89,16 @@ class Delivery(mode.Service):
         # The blocked-key gauges come from an index of head records: rebuilt once the table
         # holds what its changelog says (after every rebalance's recovery).
         self.ordering.on_recover(self._reindex_ordering)
+        # The delivered marks' index (which to drop first), rebuilt the same way.
+        self.table_attempts = TableAttempts(self.attempts)
+        self.attempts.on_recover(self._reindex_attempts)
         self.log_reader = LogReader(settings.bootstrap_list, client_id=f"{app.conf.id}-parked")
         self._blocked_labels: set[str] = set()
         self._unreadable_labels: set[str] = set()
         self.deliverer = Deliverer(
             registry=registry,
             pool=self.pool,
-            attempts=TableAttempts(self.attempts),
+            attempts=self.table_attempts,
             emitter=FaustEmitter(app, guard=self._emit_guard(app)),
             clock=self.clock,
             rand=random.random,
@@ -152,6 +155,9 @@ class Delivery(mode.Service):
 
     async def _reindex_ordering(self) -> None:
         self.key_order.reindex()
+
+    async def _reindex_attempts(self) -> None:
+        self.table_attempts.reindex()
 
     @mode.Service.timer(5.0)
     async def _blocked_gauges(self) -> None:

@@ -372,8 +372,13 @@ async def test_a_record_parked_while_the_release_marker_is_written_keeps_its_pla
     for _ in range(20):  # id-1 delivered; its release marker for id-2 not acknowledged yet
         await asyncio.sleep(0)
     assert delivered(target) == ["id-1"]
-    assert await harness.write(rec(3)) is Outcome.WAITING
+    # the deliver agent meanwhile: id-3 waits for the key's turn, then parks behind id-2
+    writing = asyncio.create_task(harness.write(rec(3)))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not writing.done()
     gate.set()
+    assert await writing is Outcome.WAITING
     await feeding
     assert delivered(target) == ["id-1", "id-2", "id-3"]
 
@@ -513,10 +518,12 @@ async def test_a_crash_after_the_retry_copy_is_out_neither_reorders_nor_blocks_t
 
 
 class RetryAgentFirst(RecordingEmitter):
-    """The retry agent reads a quick retry copy and delivers it before the handler that sent it
-    goes on (a backoff of a few ms, the retry topic read at once)."""
+    """The retry agent reads a quick retry copy at once and hands it to the deliverer while the
+    handler that sent it is still at work (a backoff of a few ms, the retry topic read at
+    once): it waits for the key's turn, then is delivered."""
 
     harness: Harness
+    retried: asyncio.Task | None = None
 
     async def emit(self, topic, value, **kwargs):
         await super().emit(topic, value, **kwargs)
@@ -525,10 +532,13 @@ class RetryAgentFirst(RecordingEmitter):
             clock = self.harness.clock
             clock.advance(max(0, decode_envelope(value).due_ms - clock.now_ms()))
             offset = self.harness.log.append(topic, kwargs["partition"], kwargs["key"], value)
-            outcome = await self.harness.deliverer.handle(
-                value, kwargs["key"], Source(topic, kwargs["partition"], offset), []
+            self.retried = asyncio.create_task(
+                self.harness.deliverer.handle(
+                    value, kwargs["key"], Source(topic, kwargs["partition"], offset), []
+                )
             )
-            assert outcome is Outcome.DELIVERED
+            for _ in range(20):  # it runs as far as it can while its sender is here
+                await asyncio.sleep(0)
 
 
 async def test_a_quick_retry_delivered_before_its_sender_goes_on_leaves_the_key_free(
@@ -541,6 +551,8 @@ async def test_a_quick_retry_delivered_before_its_sender_goes_on_leaves_the_key_
     emitter.harness = harness
     harness.deliverer.handoff_lead_ms = 5_000
     assert await harness.write(rec(1)) is Outcome.RETRY
+    assert emitter.retried is not None
+    assert await emitter.retried is Outcome.DELIVERED
     assert delivered(target) == ["id-1"]
     assert order.get("seq", "k1") is None  # not blocked behind a record already delivered
     assert await harness.write(rec(2)) is Outcome.DELIVERED
@@ -805,3 +817,66 @@ async def test_parks_racing_releases_keep_the_order_and_leave_nothing(registry, 
     assert delivered(target) == [f"id-{n}" for n in range(1, 60)]
     assert order.table == {}
     assert order.stats() == {}
+
+
+class GatedTarget(ScriptedTarget):
+    """As ScriptedTarget, but an attempt of ``gated`` waits until ``gate`` is set."""
+
+    def __init__(self, gated: str) -> None:
+        super().__init__()
+        self.gated = gated
+        self.gate = asyncio.Event()
+        self.entered = asyncio.Event()
+
+    async def deliver(self, envelope: Envelope) -> None:
+        if envelope.id == self.gated:
+            self.entered.set()
+            await self.gate.wait()
+        await super().deliver(envelope)
+
+
+@pytest.mark.parametrize("stale_fails_with", ["retry", "breaker"])
+async def test_a_stale_copy_failing_while_a_later_record_is_in_flight_keeps_write_order(
+    registry, order, stale_fails_with
+):
+    """The chaos test's disorder (seed 13013, k119: record 12 first delivered after 13..18).
+
+    A crash replays a retry copy of id-1, already delivered (its count forgotten, so it is not
+    skipped as stale). The retry agent handles it while the deliver agent has id-2, admitted
+    with its key free, in flight at the target: the two agents run side by side. The stale copy
+    fails first and makes id-1 the key's head; then id-2 fails, and its key had another head, so
+    it was not blocked on id-2: id-3 parked behind id-1, ahead of id-2's retry copy, and was
+    delivered first. A key's records are handled one at a time across both agents now: the
+    stale copy waits until id-2 is done with, then waits behind it."""
+    target = GatedTarget("id-2")
+    harness = build_harness(registry, target, order)
+    assert await harness.write(rec(1)) is Outcome.DELIVERED
+    stale = rec(1)._replace(attempt=1)  # a retry copy of id-1 the crash sends again
+    if stale_fails_with == "breaker":
+        breaker = harness.deliverer.pool.breaker("ep")
+    target.fail("id-1", DOWN)
+    target.fail("id-2", DOWN)
+
+    in_flight = asyncio.create_task(harness.write(rec(2)))  # the deliver agent
+    await target.entered.wait()
+    if stale_fails_with == "breaker":  # the stale copy finds the breaker open: deferred
+        for _ in range(harness.deliverer.pool.threshold):
+            breaker.record_failure(NOW)
+    value = encode_envelope(stale)
+    offset = harness.log.append("wal.seq.retry", PART, b"k1", value)
+    replayed = asyncio.create_task(  # the retry agent, meanwhile
+        harness.deliverer.handle(value, b"k1", Source("wal.seq.retry", PART, offset))
+    )
+    for _ in range(50):  # everything it can do without waiting for the target
+        await asyncio.sleep(0)
+    if stale_fails_with == "breaker":
+        breaker.record_success()
+    target.gate.set()
+    assert await in_flight is Outcome.RETRY
+    await replayed
+    assert await harness.write(rec(3)) is Outcome.WAITING
+    await harness.run_emitted()
+
+    firsts = list(dict.fromkeys(delivered(target)))
+    assert firsts == ["id-1", "id-2", "id-3"]
+    assert order.table == {}

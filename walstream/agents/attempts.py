@@ -13,15 +13,48 @@ retried once cost ~150 us, as much as the rest of its retry). The handler waits 
 broker's ack of each write, retrying one that failed (``walstream.agents.emit.send_acked``), so
 a count is on the changelog before its source record is acked: a failed write is seen and
 written again by the handler itself, not found at Faust's next flush with the record acked.
+
+**Delivered marks.** Once the target acknowledged a record, its count is replaced by a mark,
+``-(seconds * 65536 + partition)`` (a count is never negative): a copy of the record read again
+(a crash re-reads what was not committed, the delay stage sends again what it had not committed,
+a stale retry copy) finds it and is not delivered again. The mark is written after the target's
+acknowledgement and not awaited (Faust flushes the producer before it commits a source offset):
+a crash between the two loses the mark, and the record is delivered once more, never lost.
+Marks are kept ``MARK_TTL_S`` (10 min) and at most ``MARKS_MAX`` (200,000) per worker, the
+oldest dropped first (a tombstone on their changelog partition, which the mark's value names);
+an index of them, rebuilt from the table after its recovery (``reindex``), drives that.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections import OrderedDict
 from typing import Any, Protocol
 
 from walstream.agents.emit import send_acked
 
-__all__ = ["Attempts", "MemoryAttempts", "TableAttempts"]
+__all__ = ["MARKS_MAX", "MARK_TTL_S", "Attempts", "MarkIndex", "MemoryAttempts", "TableAttempts"]
+
+#: How long a delivered mark is kept, and how many a worker keeps at most (the oldest go first).
+MARK_TTL_S = 600
+MARKS_MAX = 200_000
+_PARTITIONS = 65_536
+
+
+def mark_value(at_s: int, partition: int) -> int:
+    """The table value of a delivered mark (negative: a count is >= 0)."""
+    return -(at_s * _PARTITIONS + partition % _PARTITIONS)
+
+
+def mark_of(value: Any) -> tuple[int, int] | None:
+    """(seconds, partition) of a delivered mark; None for a count (or nothing)."""
+    if value is None:
+        return None
+    number = int(value)
+    if number >= 0:
+        return None
+    at_s, partition = divmod(-number, _PARTITIONS)
+    return at_s, partition
 
 
 class Attempts(Protocol):
@@ -31,17 +64,72 @@ class Attempts(Protocol):
         """The record's next attempt is ``attempt``."""
 
     async def forget(self, record_id: str) -> None:
-        """The record is settled (delivered or dead-lettered)."""
+        """The record is settled (dead-lettered)."""
+
+    def was_delivered(self, record_id: str) -> bool:
+        """The record has a delivered mark."""
+
+    async def delivered(self, record_id: str, now_ms: int) -> None:
+        """The target acknowledged the record: its count becomes a delivered mark."""
+
+
+class MarkIndex:
+    """The delivered marks a worker keeps, oldest first: which to drop (``MARK_TTL_S``,
+    ``MARKS_MAX``)."""
+
+    def __init__(self, *, max_marks: int = MARKS_MAX, ttl_s: int = MARK_TTL_S) -> None:
+        self.max_marks = max_marks
+        self.ttl_s = ttl_s
+        self._marks: OrderedDict[str, tuple[int, int]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._marks)
+
+    def add(self, record_id: str, at_s: int, partition: int) -> None:
+        self._marks.pop(record_id, None)
+        self._marks[record_id] = (at_s, partition)
+
+    def expired(self, now_s: int) -> list[tuple[str, int]]:
+        """Remove and return (id, partition) of the marks past their time or the bound."""
+        out = []
+        marks = self._marks
+        while marks:
+            record_id, (at_s, partition) = next(iter(marks.items()))
+            if len(marks) <= self.max_marks and at_s > now_s - self.ttl_s:
+                break
+            marks.popitem(last=False)
+            out.append((record_id, partition))
+        return out
+
+    def rebuild(self, marks: list[tuple[str, int, int]]) -> None:
+        """From (id, seconds, partition) of every mark in the table."""
+        self._marks = OrderedDict((i, (t, p)) for i, t, p in sorted(marks, key=lambda m: m[1]))
 
 
 class MemoryAttempts(dict[str, int]):
-    """Counts in a dict (handler tests; nothing survives the process)."""
+    """Counts in a dict, delivered marks in ``marks`` (handler tests; nothing survives the
+    process)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.marks: dict[str, int] = {}
+        self.index = MarkIndex()
+
+    def was_delivered(self, record_id: str) -> bool:
+        return record_id in self.marks
 
     async def record(self, record_id: str, attempt: int) -> None:
         self[record_id] = attempt
 
     async def forget(self, record_id: str) -> None:
         self.pop(record_id, None)
+
+    async def delivered(self, record_id: str, now_ms: int) -> None:
+        self.pop(record_id, None)
+        self.marks[record_id] = now_ms
+        self.index.add(record_id, now_ms // 1000, 0)
+        for old, _ in self.index.expired(now_ms // 1000):
+            self.marks.pop(old, None)
 
 
 class TableAttempts:
@@ -50,12 +138,60 @@ class TableAttempts:
     Call from a handler bound to its source event (``walstream.worker.bind_event``): the table
     partition, and a RocksDB store's partition database, are the event's."""
 
-    def __init__(self, table: Any) -> None:
+    def __init__(self, table: Any, *, index: MarkIndex | None = None) -> None:
         self.table = table
+        self.index = index if index is not None else MarkIndex()
 
     def get(self, record_id: str, default: int = 0) -> int:
         value = self.table.data.get(record_id)
-        return default if value is None else int(value)
+        return default if value is None or int(value) < 0 else int(value)
+
+    def was_delivered(self, record_id: str) -> bool:
+        return mark_of(self.table.data.get(record_id)) is not None
+
+    async def delivered(self, record_id: str, now_ms: int) -> None:
+        """Not awaited on the broker (see the module docstring); the oldest marks are dropped."""
+        table = self.table
+        partition = table.partition_for_key(record_id)  # the current event's
+        at_s = now_ms // 1000
+        value = mark_value(at_s, partition)
+        table.data[record_id] = value
+        await self._send(record_id, value, partition)
+        self.index.add(record_id, at_s, partition)
+        for old, old_partition in self.index.expired(at_s):
+            if mark_of(table.data.get(old)) is not None:
+                del table.data[old]
+                await self._send(old, None, old_partition)
+
+    def reindex(self) -> None:
+        """Rebuild the marks' index from the table (after its recovery)."""
+        marks = []
+        for record_id, value in list(self.table.data.items()):
+            mark = mark_of(value)
+            if mark is not None:
+                marks.append((str(record_id), mark[0], mark[1]))
+        self.index.rebuild(marks)
+
+    async def _send(self, record_id: str, value: int | None, partition: int) -> None:
+        """Write to the changelog without waiting for the broker's ack."""
+        table = self.table
+        app = table.app
+        key = app.serializers.dumps_key(table.key_type, record_id, serializer=table.key_serializer)
+        raw = (
+            None
+            if value is None
+            else app.serializers.dumps_value(
+                table.value_type, value, serializer=table.value_serializer
+            )
+        )
+        sent = await app.producer.send(table.changelog_topic_name, key, raw, partition, None, None)
+        sent.add_done_callback(self._persisted)
+
+    def _persisted(self, sent: asyncio.Future[Any]) -> None:
+        if sent.cancelled() or sent.exception() is not None:
+            return  # Faust's flush before commit raises it
+        metadata = sent.result()
+        self.table.data.set_persisted_offset(metadata.topic_partition, metadata.offset)
 
     async def record(self, record_id: str, attempt: int) -> None:
         self.table.data[record_id] = attempt

@@ -32,8 +32,9 @@ never before: a crash in between replays the source record rather than losing it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Hashable
 from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Protocol
@@ -119,6 +120,43 @@ DRAIN_MAX = 200
 #: Backoff of a release marker whose record could not be read from the log: doubling from the
 #: first to the last, held by the retry agent until due (within its hold limit, no slot taken).
 UNREADABLE_BACKOFF_MS = (50, 1_000)
+
+
+class _KeyTurns:
+    """One handler at a time per ordering key, across the deliver and retry agents.
+
+    Each agent's dispatcher runs a key's records one at a time, but the two agents run side by
+    side: a key's log record and a copy on its retry topic (a retry, a release marker, a stale
+    copy a crash sent again) could interleave at every await. The ordering decisions assume a
+    key's transitions do not: a record admitted with its key free, failing while a stale copy
+    of an earlier record had meanwhile failed and become the head, was not made the head
+    itself, and the key's next records went ahead of its retry (chaos test, seed 13013). A lock
+    per key, held while one of its records is handled; the entry goes once nobody holds or
+    waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[Hashable, tuple[asyncio.Lock, list[int]]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: Hashable | None) -> AsyncIterator[None]:
+        if key is None:
+            yield
+            return
+        entry = self._locks.get(key)
+        if entry is None:
+            entry = self._locks[key] = (asyncio.Lock(), [0])
+        lock, users = entry
+        users[0] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            users[0] -= 1
+            if users[0] == 0:
+                del self._locks[key]
+
+    def __len__(self) -> int:
+        return len(self._locks)
 
 
 @dataclass(slots=True)
@@ -235,6 +273,8 @@ class Deliverer:
         self.drain_max = drain_max
         #: a record's history is kept within this many encoded bytes (WALSTREAM_HISTORY_MAX_BYTES)
         self.history_max_bytes = history_max_bytes
+        #: ordering keys being handled (one record at a time each, across both agents)
+        self.turns = _KeyTurns()
 
     async def handle(
         self,
@@ -250,10 +290,11 @@ class Deliverer:
             source = replace(source, origin=origin)
         try:
             kind = marker_kind(headers)
-            if kind is not None:
-                outcome, ns_name, stage = await self._marker(kind, value, key, source)
-            else:
-                outcome, ns_name, stage = await self._handle(value, key, source)
+            async with self.turns.hold(self._turn_key(key, source)):
+                if kind is not None:
+                    outcome, ns_name, stage = await self._marker(kind, value, key, source)
+                else:
+                    outcome, ns_name, stage = await self._handle(value, key, source)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug: the record must still land somewhere it can be found
@@ -297,6 +338,13 @@ class Deliverer:
             return await self._park(env, value, key, source), env.namespace, "parked"
         stage = "log" if source.topic == ns.topics.log else "retry"
         order_key = self._order_key(ns, env)
+        if self.attempts.was_delivered(_count_key(env)):
+            # The target acknowledged it already: a copy read again (a crash, the delay stage
+            # sending again, a stale retry) is not delivered twice. Its key goes on if it still
+            # names it (the crash came between the delivery and the hand-on).
+            if order_key is not None:
+                await self._pass_turn(ns, env, key, source, Outcome.DELIVERED, drain=drain)
+            return Outcome.DUPLICATE, ns.name, stage
         if env.attempt < self.attempts.get(_count_key(env), 0):
             if order_key is not None:  # its retry chain is live: the key waits on it
                 await self._hold_turn(ns, env)
@@ -346,6 +394,23 @@ class Deliverer:
             return await self._dead(env, ns, source, reason=reason, error_class="InternalError")
 
     # -- per-key ordering ------------------------------------------------------------------
+
+    def _turn_key(self, key: bytes | None, source: Source) -> tuple[str, bytes] | None:
+        """The lock a record of ``source`` takes (``_KeyTurns``): its namespace and record key
+        (a key-ordered namespace's ordering key, on its log and retry topics and in markers),
+        None when it is not ordered. Decided without decoding the record."""
+        if key is None:
+            return None
+        name = self.registry.namespace_of(source.topic)
+        if name is None:
+            return None
+        try:
+            ns = self.registry.get(name)
+        except NamespaceNotFoundError:
+            return None
+        if ns.ordering is Ordering.KEY or self.order.blocked(ns.name, key.decode(errors="replace")):
+            return (ns.name, key)
+        return None
 
     def _order_key(self, ns: NamespaceConfig, env: Envelope) -> str | None:
         """The key ``env`` is ordered by, or None (no key, or an unordered namespace).
@@ -664,7 +729,9 @@ class Deliverer:
             failure = Failure(error_class=type(exc).__name__, message=str(exc), retriable=True)
         else:
             breaker.record_success()
-            await self.attempts.forget(_count_key(env))
+            # after the target's acknowledgement, never before: lost in a crash, the record is
+            # delivered again (a duplicate), never skipped
+            await self.attempts.delivered(_count_key(env), self.clock.now_ms())
             return Outcome.DELIVERED
         if failure.retriable:
             breaker.record_failure(self.clock.now_ms())

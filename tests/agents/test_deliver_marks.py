@@ -1,0 +1,220 @@
+"""Delivered marks (issue 15 item 11): a record the target acknowledged is not delivered again
+when a copy of it is read again (a crash re-reads what was not committed, the delay stage sends
+a retry copy again, a stale retry), and attempt numbers are not restarted; a mark is written
+only after the target's acknowledgement, so a crash before it gives a duplicate, never a loss;
+marks are bounded (time and count) and their index survives a recovery."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from tests.agents.test_deliver import FakePool, RecordingEmitter, record
+from tests.agents.test_deliver_failures import ChangelogProducer, FakeTable
+from tests.agents.test_deliver_ordering import Harness, Log, ScriptedTarget, build_harness, rec
+from walstream.agents.attempts import (
+    MarkIndex,
+    MemoryAttempts,
+    TableAttempts,
+    mark_of,
+    mark_value,
+)
+from walstream.agents.deliver import Deliverer, Outcome, Source
+from walstream.agents.ordering import KeyOrder
+from walstream.clock import FakeClock
+from walstream.errors import TargetUnavailableError
+from walstream.namespaces.config import parse_namespace
+from walstream.namespaces.registry import NamespaceRegistry, encode_event
+from walstream.records import decode_envelope, encode_envelope
+from walstream.targets.memory import MemoryTarget
+
+NOW = 1_800_000_000_000
+DOWN = TargetUnavailableError("down", error_class="http_503")
+LOG = Source("wal.orders.log", 2, 41)
+RETRY = Source("wal.orders.retry", 2, 7)
+
+
+@pytest.fixture
+def registry():
+    registry = NamespaceRegistry()
+    for version, obj in enumerate(
+        [
+            {
+                "name": "orders",
+                "max_attempts": 5,
+                "backoff": {"base_ms": 2_000, "multiplier": 2.0, "cap_ms": 60_000, "jitter": 0.0},
+                "target": {"type": "kafka", "topic": "out"},
+            },
+            {
+                "name": "seq",
+                "ordering": "key",
+                "max_attempts": 5,
+                "backoff": {"base_ms": 1_000, "multiplier": 2.0, "cap_ms": 10_000, "jitter": 0.0},
+                "target": {"type": "kafka", "topic": "out"},
+            },
+        ]
+    ):
+        registry.apply(*encode_event(parse_namespace(obj), version))
+    return registry
+
+
+class WatchingTarget(MemoryTarget):
+    """Notes, at each attempt, whether the record already had its delivered mark."""
+
+    def __init__(self, attempts: MemoryAttempts) -> None:
+        super().__init__()
+        self.attempts = attempts
+        self.marked_during: list[bool] = []
+
+    async def deliver(self, envelope: Any) -> None:
+        self.marked_during.append(self.attempts.was_delivered(envelope.id))
+        await super().deliver(envelope)
+
+
+def make(registry, target, attempts) -> tuple[Deliverer, RecordingEmitter, FakeClock]:
+    emitter, clock = RecordingEmitter(), FakeClock(NOW)
+    deliverer = Deliverer(
+        registry=registry,
+        pool=FakePool(target),
+        attempts=attempts,
+        emitter=emitter,
+        clock=clock,
+        rand=lambda: 0.5,
+        delay_partitions=4,
+    )
+    return deliverer, emitter, clock
+
+
+async def test_a_delivered_record_read_again_after_a_crash_is_not_delivered_again(registry):
+    attempts = MemoryAttempts()
+    target = WatchingTarget(attempts)
+    deliverer, _, _ = make(registry, target, attempts)
+    value = encode_envelope(record())
+    assert await deliverer.handle(value, b"k1", LOG) is Outcome.DELIVERED
+    assert target.marked_during == [False]  # the mark comes after the target's answer
+    assert attempts.was_delivered("id-1")
+    # the worker was killed before the commit passed it: the same log record, read again
+    assert await deliverer.handle(value, b"k1", LOG) is Outcome.DUPLICATE
+    assert [e.id for e in target.delivered] == ["id-1"]
+
+
+async def test_a_retried_record_is_not_delivered_again_by_any_copy_nor_as_attempt_0(registry):
+    """Before: delivered at attempt 2, its count was forgotten, so the log record read again
+    after a crash went out again as attempt 0 (the chaos test's 'X-Wal-Attempt: 0' copies),
+    and a retry copy the delay stage sent again went out again too."""
+    attempts = MemoryAttempts()
+    target = WatchingTarget(attempts)
+    deliverer, emitter, clock = make(registry, target, attempts)
+    target.fail_next(DOWN)
+    target.fail_next(DOWN)
+    original = encode_envelope(record())
+    assert await deliverer.handle(original, b"k1", LOG) is Outcome.RETRY
+    first_retry = emitter.emitted[-1].value
+    clock.advance(2_000)
+    assert await deliverer.handle(first_retry, b"k1", RETRY) is Outcome.RETRY
+    second_retry = emitter.emitted[-1].value
+    clock.advance(4_000)
+    assert await deliverer.handle(second_retry, b"k1", RETRY) is Outcome.DELIVERED
+    assert [e.attempt for e in target.delivered] == [2]
+    # a crash: everything is read again, the log record and both retry copies
+    for value, source in ((original, LOG), (first_retry, RETRY), (second_retry, RETRY)):
+        assert await deliverer.handle(value, b"k1", source) is Outcome.DUPLICATE
+    assert [e.attempt for e in target.delivered] == [2]
+    assert attempts == {}  # no count left: the mark replaced it
+
+
+async def test_a_failed_attempt_leaves_no_mark_and_a_copy_is_delivered_later(registry):
+    attempts = MemoryAttempts()
+    target = WatchingTarget(attempts)
+    deliverer, _, _ = make(registry, target, attempts)
+    target.fail_next(DOWN)
+    value = encode_envelope(record())
+    assert await deliverer.handle(value, b"k1", LOG) is Outcome.RETRY
+    assert not attempts.was_delivered("id-1")
+    retry = decode_envelope(value)._replace(attempt=1)
+    assert await deliverer.handle(encode_envelope(retry), b"k1", RETRY) is Outcome.DELIVERED
+
+
+async def test_a_mark_lost_in_a_crash_gives_a_duplicate_not_a_loss(registry):
+    attempts = MemoryAttempts()
+    target = WatchingTarget(attempts)
+    deliverer, _, _ = make(registry, target, attempts)
+    value = encode_envelope(record())
+    assert await deliverer.handle(value, b"k1", LOG) is Outcome.DELIVERED
+    attempts.marks.clear()  # the mark never reached the changelog: the worker died first
+    assert await deliverer.handle(value, b"k1", LOG) is Outcome.DELIVERED
+    assert [e.id for e in target.delivered] == ["id-1", "id-1"]
+
+
+async def test_a_redriven_record_is_delivered_again_despite_its_first_mark(registry):
+    attempts = MemoryAttempts()
+    target = WatchingTarget(attempts)
+    deliverer, _, _ = make(registry, target, attempts)
+    assert await deliverer.handle(encode_envelope(record()), b"k1", LOG) is Outcome.DELIVERED
+    redriven = encode_envelope(record(redrive=1))
+    assert await deliverer.handle(redriven, b"k1", LOG) is Outcome.DELIVERED
+    assert await deliverer.handle(redriven, b"k1", LOG) is Outcome.DUPLICATE
+    assert len(target.delivered) == 2
+
+
+async def test_a_head_delivered_before_a_crash_hands_its_key_on_when_read_again(registry):
+    """Delivered and marked, the worker died before the key was handed on: the head's copy read
+    again is not delivered again, and the key goes on to the record parked behind it."""
+    target = ScriptedTarget()
+    order = KeyOrder({})
+    harness: Harness = build_harness(registry, target, order)
+    target.fail("id-1", DOWN)
+    assert await harness.write(rec(1)) is Outcome.RETRY
+    assert await harness.write(rec(2)) is Outcome.WAITING
+    attempts = harness.deliverer.attempts
+    await attempts.delivered("id-1", NOW)  # delivered by its retry copy; then the kill
+    assert isinstance(harness.log, Log)
+    value = harness.log.records[("wal.seq.log", 2)][0].value
+    source = Source("wal.seq.log", 2, 0)
+    assert await harness.deliverer.handle(value, b"k1", source) is Outcome.DUPLICATE
+    assert order.get("seq", "k1").head == "id-2"  # handed on
+    await harness.run_emitted()
+    assert [e.id for e in target.delivered] == ["id-2"]  # id-1 not again: it was marked
+
+
+def test_marks_are_dropped_oldest_first_past_their_time_or_the_bound():
+    index = MarkIndex(max_marks=3, ttl_s=60)
+    for n in range(3):
+        index.add(f"id-{n}", 1_000 + n, n)
+    assert index.expired(1_010) == []
+    index.add("id-3", 1_011, 3)  # one over the bound: the oldest goes
+    assert index.expired(1_011) == [("id-0", 0)]
+    assert index.expired(1_061) == [("id-1", 1)]  # 60 s old
+    assert len(index) == 2
+
+
+def test_a_mark_names_its_time_and_partition_and_is_never_a_count():
+    value = mark_value(1_800_000_000, 7)
+    assert value < 0
+    assert mark_of(value) == (1_800_000_000, 7)
+    assert [mark_of(v) for v in (0, 3, None)] == [None, None, None]
+
+
+async def test_table_marks_replace_the_count_and_old_ones_are_tombstoned_on_their_partition():
+    producer = ChangelogProducer(failures=0)
+    table = FakeTable(producer)  # every write lands on partition 3 of the changelog
+    attempts = TableAttempts(table, index=MarkIndex(max_marks=2, ttl_s=600))
+    await attempts.record("id-1", 2)
+    await attempts.delivered("id-1", NOW)
+    assert attempts.was_delivered("id-1")
+    assert attempts.get("id-1") == 0  # not a count
+    await asyncio.sleep(0)  # the mark's write is not awaited: its ack arrives
+    mark = mark_value(NOW // 1000, 3)
+    assert producer.acked[-1] == ("walstream-attempts-changelog", b"id-1", str(mark).encode(), 3)
+    await attempts.delivered("id-2", NOW + 1_000)
+    await attempts.delivered("id-3", NOW + 2_000)  # over the bound of 2: id-1's mark goes
+    assert not attempts.was_delivered("id-1")
+    assert ("walstream-attempts-changelog", b"id-1", None, 3) in producer.acked
+    # a recovered table: the index is rebuilt from the marks it holds
+    again = TableAttempts(table, index=MarkIndex(max_marks=1, ttl_s=600))
+    again.reindex()
+    assert len(again.index) == 2
+    await again.delivered("id-4", NOW + 3_000)
+    assert [attempts.was_delivered(i) for i in ("id-2", "id-3", "id-4")] == [False, False, True]
