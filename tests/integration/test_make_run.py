@@ -57,6 +57,9 @@ def _run_env(data_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("WALSTREAM_")}
     for name in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL"):  # when the suite itself runs under make
         env.pop(name, None)
+    # this checkout's code, as `python -m` from ROOT would run it, even when the venv's
+    # `walstream` script was installed (editable) from another checkout
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
     env.update(
         WALSTREAM_API_PORT=str(free_port()),
         WALSTREAM_WORKER_WEB_PORT=str(free_port()),
