@@ -83,13 +83,14 @@ async def test_a_request_head_that_never_ends_is_closed_after_the_header_timeout
     caplog.set_level(logging.INFO)
     reader, writer = await _open(api)
     try:
-        writer.write(_head()[:30])  # the request line, part of it
+        writer.write(_head()[:-2])  # all but the blank line that ends the head
         await writer.drain()
 
-        async def trickle() -> None:
-            for byte in b"X-Slow: 1":
-                await asyncio.sleep(0.1)
-                writer.write(bytes([byte]))
+        async def trickle() -> None:  # valid header lines, a byte at a time, never the end
+            for line in range(1_000):
+                for byte in b"X-Slow-%d: 1\r\n" % line:
+                    await asyncio.sleep(0.05)
+                    writer.write(bytes([byte]))
 
         trickling = asyncio.create_task(trickle())
         try:
