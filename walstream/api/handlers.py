@@ -220,7 +220,7 @@ async def list_dlq(request: web.BaseRequest, deps: ApiDeps, params: Params) -> w
     ns = _namespace(deps, params)
     query = dict(request.query)
     limit_raw = query.pop("limit", "100")
-    if not limit_raw.isdigit() or not 1 <= int(limit_raw) <= 10_000:
+    if not (limit_raw.isascii() and limit_raw.isdigit()) or not 1 <= int(limit_raw) <= 10_000:
         raise BadRequestError("limit", "must be an integer in 1..10000")
     after_raw = query.pop("after", None)
     after = DlqCursor.parse(after_raw) if after_raw else None

@@ -456,7 +456,7 @@ class DlqCursor(NamedTuple):
             BadRequestError: naming ``field``.
         """
         parts = raw.split(".")
-        if len(parts) != 3 or not all(p.lstrip("-").isdigit() for p in parts):
+        if len(parts) != 3 or not all(p.isascii() and p.lstrip("-").isdigit() for p in parts):
             raise BadRequestError(field, "must be a cursor from a previous page's 'next'")
         return cls(int(parts[0]), int(parts[1]), int(parts[2]))
 

@@ -21,7 +21,7 @@ def parse_time_ms(text: str, now_ms: int) -> int:
         ValueError: naming what was expected.
     """
     value = text.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # not "²": str.isdigit takes it, int() not
         return int(value)
     relative = _RELATIVE.match(value)
     if relative:
