@@ -207,10 +207,10 @@ def http_namespace(tmp_path):
     recorder.stop()
 
 
-def _write(env: dict[str, str], payload: dict) -> str:
+def _write(env: dict[str, str], payload: dict, namespace: str = "hooks") -> str:
     async def write() -> str:
         async with WalClient(f"http://127.0.0.1:{env['WALSTREAM_API_PORT']}") as wal:
-            result = await wal.write("hooks", payload)
+            result = await wal.write(namespace, payload)
         assert result.durable == "TRUE", result
         return result.id
 
@@ -360,3 +360,34 @@ def test_run_serves_a_write_readable_from_the_log_and_stops_cleanly(tmp_path, la
     assert "stopped" in launcher.text
     assert not _pid_alive(broker_pid)
     assert not any(_pid_alive(pid) for pid in pids)
+
+
+@pytest.mark.timeout(300)
+def test_make_run_on_a_configured_cluster_leaves_the_data_dir_as_it_is(
+    tmp_path, broker, unique, http_namespace, launchers
+):
+    """The per-run table folder is for the embedded broker only: with bootstrap servers set,
+    the worker keeps its tables in the data dir itself and nothing there is removed."""
+    namespaces, recorder = http_namespace
+    renamed = namespaces / "hooks.toml"
+    renamed.write_text(renamed.read_text().replace('name = "hooks"', f'name = "hooks{unique}"'))
+    data_dir = tmp_path / "data"
+    kept = [data_dir / "notes.txt", data_dir / EMBEDDED_DATA_SUBDIR / "run-1" / "table.sst"]
+    for path in kept:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("mine")
+    env = _run_env(data_dir)
+    env.update(
+        WALSTREAM_BOOTSTRAP_SERVERS=broker,
+        WALSTREAM_APP_ID=f"walstream-{unique}",
+        WALSTREAM_CONTROL_TOPIC=f"walstream.namespaces.{unique}",
+    )
+    launcher = launchers(Launcher.make_run(env, namespaces))
+    launcher.wait_for(UP)
+    assert "embedded broker" not in launcher.text
+    record_id = _write(env, {"cluster": True}, namespace=f"hooks{unique}")
+    launcher.wait_until(lambda: _deliveries(recorder, record_id, ok=True), 60, "the delivery")
+    launcher.interrupt()
+    assert "stopped" in launcher.text
+    assert all(path.read_text() == "mine" for path in kept)
+    assert any((data_dir / "v1" / "tables").glob("attempts-*"))  # the worker's, in place
