@@ -880,3 +880,4 @@ async def test_a_stale_copy_failing_while_a_later_record_is_in_flight_keeps_writ
     firsts = list(dict.fromkeys(delivered(target)))
     assert firsts == ["id-1", "id-2", "id-3"]
     assert order.table == {}
+    assert len(harness.deliverer.turns) == 0  # no lock kept once nobody holds or waits

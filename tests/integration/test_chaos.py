@@ -7,7 +7,8 @@ SIGKILLed at random moments and restarted, at least 8 times.
 Every record answered ``durable=TRUE`` must end delivered (the target answered 2xx) or in its
 namespace's DLQ (the refused ones there, no other); no attempt reaches the target before the
 record's due time; each key of the ordered namespace gets its records' first deliveries in write
-order; once all is delivered the deliver group commits the ends of its topics. The run prints a
+order; once all is delivered the deliver group commits the ends of its topics; between one kill
+and the next at most ``DUPLICATES_PER_KILL_MAX`` duplicate deliveries. The run prints a
 summary (``pytest -s`` or ``-rA``): what was written, delivered and dead-lettered, the duplicate
 deliveries (2xx beyond a record's first) in each interval between kills, what each kill found in
 flight and uncommitted, retry copies, the durations. The seed is fixed and printed;
@@ -54,6 +55,12 @@ WRITE_SPAN_S = 60.0  # the writes are spread over this long, while the worker is
 CHUNK = 250
 DRAIN_STALL_S = 60.0  # after healing: give up once nothing new is accounted for this long
 DRAIN_LIMIT_S = 240.0
+#: Duplicate deliveries (2xx beyond a record's first) allowed between one kill and the next.
+#: A delivered record carries a mark (walstream.agents.attempts) that a copy read again after
+#: a kill finds, so only the records whose mark the kill lost come again: those the target was
+#: answering (at most two agents x WALSTREAM_DELIVER_CONCURRENCY, 32) and those whose mark the
+#: producer had not sent yet. Measured: see the commit; without marks 0-8,700 per kill.
+DUPLICATES_PER_KILL_MAX = 200
 
 SLOW = b'"slow":true'
 STALLED = b'"stalled":true'
@@ -320,6 +327,24 @@ async def topic_ids(servers: str, topics: list[str]) -> list[list]:
     return out
 
 
+async def topic_markers(servers: str, topics: list[str]) -> list[list]:
+    """[topic, partition, offset, kind, value] of every ordering marker in ``topics``."""
+    out: list[list] = []
+    for record in await read_records(servers, topics):
+        kind = dict(record.headers or ()).get("wal-order")
+        if kind is not None:
+            out.append(
+                [
+                    record.topic,
+                    record.partition,
+                    record.offset,
+                    kind.decode(),
+                    (record.value or b"").decode(errors="replace"),
+                ]
+            )
+    return out
+
+
 async def held_at(servers: str, group: str, lag: dict[str, int]) -> list[str]:
     """The record at ``group``'s committed offset of each partition of ``lag`` that lags."""
     consumer = AIOKafkaConsumer(bootstrap_servers=servers, group_id=group, enable_auto_commit=False)
@@ -519,14 +544,11 @@ async def test_chaos_every_record_answered_true_is_delivered_or_dead_lettered(
                 firsts[w.planned.key or ""].append(w.planned.seq)
     disordered = {k: s for k, s in firsts.items() if s != sorted(s)}
     if disordered:
-        # Reported, not asserted, until it is explained: in some runs one key of 200 has one
-        # record first delivered after a few later ones (seed 13013: k119, 12 after 13..18),
-        # under 9 SIGKILLs. Nothing is lost or early. Per-key order through random failures
-        # and SIGKILL is asserted by tests/integration/test_ordering.py; this case is open.
+        # seed 13013 once had k119's record 12 first delivered after 13..18: the deliver and
+        # retry agents handled one key side by side (tests/agents/test_deliver_ordering.py,
+        # test_a_stale_copy_failing_while_a_later_record_is_in_flight_keeps_write_order)
         sample = "\n".join(f"  {k}: {s}" for k, s in list(disordered.items())[:5])
-        print(  # noqa: T201 - the report this test exists for
-            f"KNOWN ISSUE: {len(disordered)} keys delivered out of write order:\n{sample}"
-        )
+        problems.append(f"{len(disordered)} keys delivered out of write order:\n{sample}")
 
     # 4. the DLQ holds the doomed records, and only them
     doomed = {i for i, w in written.items() if w.planned.doomed}
@@ -579,6 +601,9 @@ async def test_chaos_every_record_answered_true_is_delivered_or_dead_lettered(
                     "lags": lags,
                     "topics": await topic_ids(wal_settings.bootstrap_list, namespace_topics[::2])
                     + retries,
+                    "markers": await topic_markers(
+                        wal_settings.bootstrap_list, namespace_topics[1::2]
+                    ),
                     "written": {
                         i: [w.planned.ns, w.planned.key, w.planned.seq, w.sent_at_ms]
                         for i, w in written.items()
@@ -589,6 +614,13 @@ async def test_chaos_every_record_answered_true_is_delivered_or_dead_lettered(
                     ],
                 }
             )
+        )
+    # 6. duplicates after a kill are bounded (see DUPLICATES_PER_KILL_MAX)
+    over = {n: d for n, d in per_interval.items() if d > DUPLICATES_PER_KILL_MAX}
+    if over:
+        problems.append(
+            f"more than {DUPLICATES_PER_KILL_MAX} duplicate deliveries after a kill: "
+            + ", ".join(f"{d} after kill {n}" for n, d in sorted(over.items()))
         )
     received = recorder.all()
     statuses = Counter(r.status for seen in attempts_by_id.values() for r in seen)
