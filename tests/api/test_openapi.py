@@ -208,7 +208,16 @@ def test_the_payload_is_typed_by_its_encoding(body, valid):
 def test_the_dlq_query_parameters_have_formats():
     listing = DOCUMENT["paths"]["/v1/namespaces/{namespace}/dlq"]["get"]
     params = {p["name"]: p for p in listing["parameters"]}
-    assert set(params) == {"namespace", "since", "until", "error_class", "ids", "limit", "after"}
+    assert set(params) == {
+        "namespace",
+        "since",
+        "until",
+        "error_class",
+        "ids",
+        "id",
+        "limit",
+        "after",
+    }
     for name in ("since", "until"):
         schema = params[name]["schema"]
         for text in ("1700000000000", "-2h", "2026-11-23T10:00:00Z"):

@@ -335,6 +335,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                 ],
                 "description": "only these record ids",
             },
+            "id": {"deprecated": True, "description": "the same as ids (ids wins)"},
             "since": {**_SELECTION_TIME, "description": "entries dead at or after this"},
             "until": {**_SELECTION_TIME, "description": "entries dead before this"},
             "error_class": {"type": ["string", "null"], "minLength": 1},
@@ -493,6 +494,13 @@ _DLQ_QUERY = [
         "explode": False,
         "schema": {"type": "array", "items": {"type": "string", "pattern": "^[^,]+$"}},
         "description": "record ids, comma-separated: ids=a,b",
+    },
+    {
+        "name": "id",
+        "in": "query",
+        "deprecated": True,
+        "schema": {"type": "string"},
+        "description": "the same as ids (ids wins)",
     },
     {
         "name": "limit",
