@@ -51,7 +51,7 @@ async def test_base64_with_non_ascii_characters_fails_only_its_batch_record(clie
     assert len(producer.sent) == 2
 
 
-@pytest.mark.parametrize("depth", [MAX_PAYLOAD_DEPTH + 1, 253, 254, 255, 600, 1_023])
+@pytest.mark.parametrize("depth", [MAX_PAYLOAD_DEPTH + 1, 255, 600, 1_023])
 async def test_a_payload_nested_too_deep_is_a_400_naming_payload(client, producer, depth):
     answer = await _refused(
         await client.post(URL, data=b'{"payload":' + _nested(depth) + b"}"), "payload"
@@ -61,6 +61,7 @@ async def test_a_payload_nested_too_deep_is_a_400_naming_payload(client, produce
 
 
 async def test_a_payload_at_the_depth_limit_is_written_as_sent(client, producer):
+    assert MAX_PAYLOAD_DEPTH == 253  # the deepest a log record holds (orjson writes 254)
     nested = _nested(MAX_PAYLOAD_DEPTH)
     response = await client.post(URL, data=b'{"payload":' + nested + b"}")
     assert response.status == 200, await response.text()

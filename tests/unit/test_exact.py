@@ -122,3 +122,23 @@ def test_the_cli_payload_text_follows_the_api_rules():
     with pytest.raises(BadRequestError) as refused:
         parse_payload_text(b"{nope")
     assert refused.value.reason.startswith("invalid JSON")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"v": "1.2.3.4.5.6.7.8.9.10"}',
+        b'{"v": "x 12345678901234567890123"}',
+        b'{"v": "x 1..2e400"}',
+        b'{"v": [0.30000000000000004, 123456789.12345679, 1.7976931348623157e308]}',
+    ],
+)
+def test_long_digits_that_the_codec_keeps_or_that_are_in_strings(raw):
+    """A look may say "maybe" for digits in a string; the exact decoding then finds none."""
+    may_hold_unkept(raw)  # never raises
+    assert first_unkept(decode_exact(raw)) is None
+
+
+def test_floats_in_shortest_form_need_no_second_decoding():
+    raw = orjson.dumps({"payload": [i / 7 for i in range(1, 1000)]})
+    assert not may_hold_unkept(raw)

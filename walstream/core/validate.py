@@ -40,13 +40,10 @@ _MAX_TOKEN_CHARS = 256
 _MAX_KEY_CHARS = 1024
 #: An original_write_time further ahead than this would win every last-write-wins contest.
 MAX_FUTURE_SKEW_MS = 3_600_000
-#: How deep a JSON payload may nest. orjson writes at most 254 levels; the log record puts the
-#: payload one level down and ``walstream dlq show`` two, so 200 leaves room for every record
-#: and answer a payload is carried in.
-MAX_PAYLOAD_DEPTH = 200
-_ORJSON_DEPTH = 254
-#: What the depth check wraps the payload in: the encoder then fails on a payload over the limit.
-_DEPTH_PAD = _ORJSON_DEPTH - MAX_PAYLOAD_DEPTH
+#: How deep a JSON payload may nest: the deepest a log record holds. orjson writes at most 254
+#: levels, and the record puts the payload one level down (``walstream dlq show``, which puts it
+#: two down, prints a deeper one compact).
+MAX_PAYLOAD_DEPTH = 253
 #: Characters an HTTP header value may not hold (a target receives the token as Idempotency-Key).
 _UNSENDABLE = re.compile(r"[\r\n\x00]")
 
@@ -151,13 +148,8 @@ def _payload_size(obj: dict[str, Any], encoding: str) -> int:
             return len(base64.b64decode(payload, validate=True))
         except ValueError:  # binascii.Error, or non-ASCII characters
             raise BadRequestError("payload", "is not valid base64") from None
-    # Wrapped in _DEPTH_PAD lists, the payload's encoding fails when it nests too deep: the
-    # depth check costs nothing beyond the size's encoding.
-    padded: Any = payload
-    for _ in range(_DEPTH_PAD):
-        padded = [padded]
-    try:
-        return len(orjson.dumps(padded)) - 2 * _DEPTH_PAD
+    try:  # one level down, as in the log record: the encoder refuses what it could not log
+        return len(orjson.dumps([payload])) - 2
     except orjson.JSONEncodeError:
         raise BadRequestError(
             "payload", f"nests more than {MAX_PAYLOAD_DEPTH} levels deep"
