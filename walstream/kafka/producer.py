@@ -127,9 +127,13 @@ def _classify(exc: BaseException, acked_phase: bool, retry_after: float) -> WalE
     if isinstance(exc, _DEFINITE_REFUSALS):
         return WriteRejectedError(f"broker refused the record: {type(exc).__name__}")
     if not acked_phase:
-        # aiokafka says UnknownTopicOrPartitionError when it got no metadata for the topic in
-        # time, which a stopped broker causes as well as a missing topic (KafkaLogProducer
-        # asks the broker which it is)
+        if isinstance(exc, UnknownTopicOrPartitionError):
+            # aiokafka's word for "no metadata for the topic in time", which a stopped broker
+            # causes as well as a missing topic (KafkaLogProducer.send asks which it is)
+            return BrokerUnavailableError(
+                "no answer about the record's topic in time: it was not handed over",
+                retry_after,
+            )
         return BrokerUnavailableError(
             f"the record was not handed over ({type(exc).__name__})", retry_after
         )
