@@ -8,6 +8,7 @@ from walstream import __version__
 from walstream.core import targets as _targets
 from walstream.core.replay_request import MAX_TIME_MS
 from walstream.core.targets import NAMESPACE_NAME, UNSENDABLE_HEADERS
+from walstream.core.validate import MAX_PAYLOAD_DEPTH
 
 __all__ = ["SCHEMAS", "TARGET_SCHEMAS", "openapi_document"]
 
@@ -174,8 +175,9 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "payload": {
                 "description": (
                     "payload_encoding=json (the default): any JSON value, kept exactly as sent "
-                    "(nested at most 200 levels; a number the log cannot keep exactly, such as "
-                    "an integer beyond 64 bits, is refused: send it as a string or base64). "
+                    f"(nested at most {MAX_PAYLOAD_DEPTH} levels; a number the log cannot keep "
+                    "exactly, such as an integer beyond 64 bits, is refused: send it as a string "
+                    "or base64). "
                     "payload_encoding=base64: standard base64 text of the payload's bytes. "
                     "At most the namespace's max_payload_bytes (413)."
                 )
