@@ -89,6 +89,7 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
         # Tansu holds JoinGroup for max(1 s, session/2): Faust's default 60 s means 30 s starts.
         "broker_session_timeout": settings.broker_session_timeout_s,
         "broker_heartbeat_interval": settings.broker_heartbeat_interval_s,
+        "broker_commit_interval": settings.commit_interval_s,
         "web_host": settings.worker_web_host,
         "web_bind": settings.worker_web_host,
         "web_port": settings.worker_web_port,

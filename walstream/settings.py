@@ -107,6 +107,9 @@ class Settings:
     #: Tansu holds a JoinGroup for max(1 s, session/2): Faust's default 60 s means 30 s starts.
     broker_session_timeout_s: float = 6.0
     broker_heartbeat_interval_s: float = 1.0
+    #: Seconds between the worker's periodic offset commits (Faust's broker_commit_interval).
+    #: Records acked since the last commit are delivered again after a crash.
+    commit_interval_s: float = 2.8
     worker_web_host: str = "127.0.0.1"
     worker_web_port: int = 6066
     #: Correct end offsets under-reported by the broker (Tansu 0.6.0); a no-op on Kafka.
@@ -205,6 +208,7 @@ class Settings:
             "replication_factor": self.replication_factor,
             "min_insync_replicas": self.min_insync_replicas,
             "broker_session_timeout_s": self.broker_session_timeout_s,
+            "commit_interval_s": self.commit_interval_s,
             "deliver_concurrency": self.deliver_concurrency,
             "consumer_fetch_max_wait_ms": self.consumer_fetch_max_wait_ms,
             "breaker_threshold": self.breaker_threshold,

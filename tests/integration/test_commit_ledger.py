@@ -18,8 +18,9 @@ from .conftest import apply_namespace, eventually, wait_serving
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
-#: Faust's broker_commit_interval (walstream keeps Faust's default, faust/types/settings).
-COMMIT_INTERVAL_S = 2.8
+#: The workers' commit interval (WALSTREAM_COMMIT_INTERVAL_S; 2.8 s by default, as Faust's):
+#: short, so that several commit timers pass quickly while C is in flight.
+COMMIT_INTERVAL_S = 0.5
 SLOW = b"slow-record-C"
 FAST = 5
 
@@ -27,7 +28,13 @@ FAST = 5
 @pytest.fixture
 def wal_env(wal_env):
     # One partition: C and the fast records after it share it, whatever their keys.
-    return {**wal_env, "WALSTREAM_DEFAULT_PARTITIONS": "1"}
+    return {
+        **wal_env,
+        "WALSTREAM_DEFAULT_PARTITIONS": "1",
+        "WALSTREAM_COMMIT_INTERVAL_S": str(COMMIT_INTERVAL_S),
+        # a graceful stop waits this long for C (answered after 120 s), then gives it up
+        "WALSTREAM_DELIVER_REVOKE_WAIT_S": "1",
+    }
 
 
 async def committed_offset(servers: list[str], group: str, topic: str) -> int | None:
@@ -82,7 +89,7 @@ async def run_slow_record_case(
         "the fast records delivered and C in flight",
     )
     # Several commit timers pass while C is in flight and C+1.. are acked.
-    await asyncio.sleep(3 * COMMIT_INTERVAL_S)
+    await asyncio.sleep(6 * COMMIT_INTERVAL_S)
     committed = await committed_offset(wal_settings.bootstrap_list, group, log)
     assert committed is None or committed <= committed_first, f"committed past C: {committed}"
     assert len(requests_for(recorder, slow.id)) == 1  # still in flight, not retried

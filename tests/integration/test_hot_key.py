@@ -19,7 +19,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(360)]
 
 HOT = b"hot-record"
 HOT_RATE = 30  # records/s of the hot key; its target answers 10/s
-SECONDS = 15
+SECONDS = 6  # the hot key's backlog ends at ~120 records: more than the agent's buffer
+MAX_PENDING = 50  # the agent's buffer (WALSTREAM_DELIVER_MAX_PENDING)
+KEY_CAP = 10  # WALSTREAM_DELIVER_MAX_KEY_PENDING
 
 
 @pytest.fixture
@@ -46,8 +48,8 @@ async def test_a_hot_key_holds_back_only_its_partition(
     target = {"type": "http", "url": recorder.url}
     await apply_namespace(wal_settings, {"name": ns, "max_attempts": 10, "target": target})
     worker = workers(
-        WALSTREAM_DELIVER_MAX_PENDING="200",
-        WALSTREAM_DELIVER_MAX_KEY_PENDING="20",
+        WALSTREAM_DELIVER_MAX_PENDING=str(MAX_PENDING),
+        WALSTREAM_DELIVER_MAX_KEY_PENDING=str(KEY_CAP),
     )
     await wait_serving(worker, f"wal.{ns}.log")
     recorder.delay_matching(HOT, 0.1)
@@ -57,7 +59,8 @@ async def test_a_hot_key_holds_back_only_its_partition(
     hot_ids: list[str] = []
 
     # The hot key is written 3x faster than its target answers, for SECONDS: its backlog grows
-    # past the agent's whole buffer (200). Other keys' records (partition 1) are written beside.
+    # past the agent's whole buffer (MAX_PENDING). Other keys' records (partition 1) are written
+    # beside.
     start = time.time()
     for n in range(SECONDS * HOT_RATE):
         pause = start + n / HOT_RATE - time.time()

@@ -21,6 +21,14 @@ from .conftest import apply_namespace, eventually, wait_serving
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 N = 12
+#: Faust logs it once a worker's first assignment is recovered (its group has rebalanced).
+RECOVERED = "[^---Recovery]: Worker ready"
+
+
+def logged(worker, line: str) -> bool:
+    if not worker.alive():
+        raise AssertionError(f"worker died:\n{worker.log_tail()}")
+    return line in worker.log_path.read_text(errors="replace")
 
 
 @pytest.fixture
@@ -48,10 +56,17 @@ async def test_a_rebalance_keeps_a_keys_first_deliveries_in_order(
     first = workers(WALSTREAM_DELIVER_MAX_PENDING="3")
     await wait_serving(first, log, within_s=60)
     await eventually(lambda: recorder.all(), 60, "the first record in flight")
-    workers(WALSTREAM_DELIVER_MAX_PENDING="3")  # joins: a rebalance while record 0 is delivered
+    second = workers(WALSTREAM_DELIVER_MAX_PENDING="3")  # joins: a rebalance mid-backlog
+    # The second worker is ready once the group has rebalanced (the first one's revoke is over,
+    # with most of the key's backlog still queued behind a 3 s record). The rest may go quickly.
+    await eventually(lambda: logged(second, RECOVERED), 60, "the second worker to join")
+    recorder.delay_matching(b'"m":"k"', 0.1)
 
     def n_of(request) -> int:
         return int(json.loads(request.body)["n"])
+
+    # the case under test: the rebalance came while more of the key than the buffer was queued
+    assert len({n_of(r) for r in recorder.all()}) <= N - 4, "the backlog was gone before the join"
 
     await eventually(
         lambda: {n_of(r) for r in recorder.successes()} >= set(range(N)), 180, "all delivered"

@@ -13,7 +13,15 @@ from walstream.app import create_app
 from walstream.settings import Settings
 
 settings = Settings.from_env()
-app = create_app(settings, app_id=os.environ["COUNTER_APP_ID"])
+app = create_app(
+    settings,
+    app_id=os.environ["COUNTER_APP_ID"],
+    # The test waits for each commit before a kill: every 0.5 s, not Faust's 2.8 s.
+    broker_commit_interval=0.5,
+    # Changelog records go out in batches of several (the broker then under-reports the
+    # changelog's end, the case the test is about), not one by one as a slow moment may send them.
+    producer_linger=0.05,
+)
 source = app.topic(os.environ["COUNTER_TOPIC"], key_serializer="raw", value_serializer="raw")
 counts = app.Table("counts", default=int, partitions=4)
 
