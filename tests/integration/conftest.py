@@ -65,8 +65,11 @@ def workers(wal_env, tmp_path):
         return worker
 
     yield start
+    # The test is over: nothing needs a graceful stop (its final commit, Faust's 1 s shutdown
+    # pause, up to WALSTREAM_DELIVER_REVOKE_WAIT_S for a record in flight). SIGKILL saves
+    # 1-6 s per worker; tests that are about a stop call worker.stop() themselves.
     for worker in started:
-        worker.stop()
+        worker.kill()
 
 
 async def apply_namespace(settings: Settings, definition: dict) -> None:

@@ -133,7 +133,7 @@ async def test_sigkill_mid_retry_continues_the_attempt_count(
 ):
     ns = f"crash-{unique}"
     definition = http_namespace(ns, recorder.url, max_attempts=6)
-    definition["backoff"] = {"base_ms": 1_000, "multiplier": 1.5, "cap_ms": 10_000, "jitter": 0.0}
+    definition["backoff"] = {"base_ms": 400, "multiplier": 1.5, "cap_ms": 10_000, "jitter": 0.0}
     await apply_namespace(wal_settings, definition)
     worker = workers(WALSTREAM_STORE="rocksdb://")
     await wait_serving(worker, f"wal.{ns}.log")
@@ -141,6 +141,8 @@ async def test_sigkill_mid_retry_continues_the_attempt_count(
     written = await wal_client.write(ns, {"order": 4})
     await eventually(lambda: len(recorder.all()) >= 3, 30, "attempt 2")
     worker.kill()
+    before_kill = attempts_of(recorder.all(), written.id)
+    assert max(before_kill) < 5, f"every attempt made before the kill: {before_kill}"
     restarted = workers(
         WALSTREAM_STORE="rocksdb://", WALSTREAM_DATA_DIR=worker.env["WALSTREAM_DATA_DIR"]
     )

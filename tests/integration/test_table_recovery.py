@@ -138,7 +138,7 @@ def test_table_total_is_exact_after_repeated_sigkill(
             worker.start()
         assert worker.alive(), worker.log_tail()
     finally:
-        worker.stop()
+        worker.kill()  # the test is over: no graceful stop needed
 
 
 def attempt_events(round_no: int, ids: int = 300, per_id: int = 8) -> list[tuple[str, int]]:
@@ -197,4 +197,4 @@ def test_attempt_counts_written_past_faust_buffer_recover_after_sigkill(
             assert state == expected, f"round {round_no}: {len(state)} ids vs {len(expected)}"
         assert worker.alive(), worker.log_tail()
     finally:
-        worker.stop()
+        worker.kill()  # the test is over: no graceful stop needed
