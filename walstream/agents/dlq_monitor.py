@@ -19,6 +19,7 @@ import mode
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 
+from walstream.aio import Backoff, supervised
 from walstream.clock import Clock, SystemClock
 from walstream.core.dlq import DlqTally, parse_dlq_record
 from walstream.kafka.clients import assign_from_start, stop_consumer
@@ -30,6 +31,9 @@ __all__ = ["DlqMonitor"]
 logger = logging.getLogger(__name__)
 
 _REPORT_EVERY_MS = 1_000
+
+#: the waits before a fold that failed starts over, in a row
+_BACKOFF = Backoff(first_s=0.5, cap_s=30.0)
 
 
 class DlqMonitor(mode.Service):
@@ -61,20 +65,21 @@ class DlqMonitor(mode.Service):
 
     @mode.Service.task
     async def _run(self) -> None:
-        backoff = 0.5
-        while not self.should_stop:
-            await self._changed.wait()
-            self._changed.clear()
-            try:
-                await self._fold(dict(self._wanted))
-                backoff = 0.5
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - metrics must never take the worker down
-                logger.warning("DLQ monitor: %s; starting over in %.1fs", exc, backoff)
-                self._changed.set()
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 30.0)
+        await supervised(
+            "DLQ monitor",
+            self._step,
+            backoff=_BACKOFF,
+            log=logger,
+            running=lambda: not self.should_stop,
+            expected=(Exception,),  # metrics must never take the worker down: no traceback
+            on_error=lambda exc: self._changed.set(),  # fold again from the start
+            retry_word="starting over",
+        )
+
+    async def _step(self) -> None:
+        await self._changed.wait()
+        self._changed.clear()
+        await self._fold(dict(self._wanted))
 
     async def _fold(self, wanted: dict[str, str]) -> None:
         """Fold the wanted DLQ topics until the wanted set changes (or the service stops)."""

@@ -34,6 +34,7 @@ from aiokafka.errors import (
 )
 from faust.exceptions import ProducerSendError
 
+from walstream.aio import Backoff
 from walstream.clock import Clock, SystemClock
 from walstream.core.emit import Refuse, after_emit_failure, past_grace
 from walstream.errors import EmitRefusedError
@@ -197,7 +198,7 @@ async def send_acked(
         EmitRefusedError: the record can never be written to ``topic`` (too large, bad topic;
             with a ``guard``, what ``walstream.core.emit`` refuses too).
     """
-    backoff = 0.1
+    delays = Backoff(first_s=min(0.1, max_backoff_s), cap_s=max_backoff_s).delays()
     while True:
         exc: BaseException | None = None
         if guard is not None:
@@ -226,11 +227,11 @@ async def send_acked(
             if isinstance(verdict, Refuse):
                 raise EmitRefusedError(topic, f"{verdict.reason}: {cause} ({size} bytes)") from exc
             level = verdict
+        backoff = next(delays)
         logger.log(
             level, "emit to %s[%s] failed (%r); retrying in %.1fs", topic, partition, exc, backoff
         )
         await asyncio.sleep(backoff)
-        backoff = min(backoff * 2, max_backoff_s)
 
 
 class AiokafkaProbe:

@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from walstream import topology
-from walstream.aio import cancel_and_wait
+from walstream.aio import Backoff, cancel_and_wait, supervised
 from walstream.clock import Clock, SystemClock
 from walstream.errors import ConfigError, WalError
 from walstream.kafka.admin import ensure_namespace_topics, ensure_topics
@@ -34,6 +34,9 @@ from walstream.topology import TopicSpec, control_topic_spec
 __all__ = ["NamespaceFeed", "NamespacePublisher", "namespace_topic_specs"]
 
 logger = logging.getLogger(__name__)
+
+#: the feed's waits after failures in a row (a broker away, say)
+_FEED_BACKOFF = Backoff(first_s=0.1, cap_s=5.0)
 
 
 def namespace_topic_specs(config: NamespaceConfig, settings: Settings) -> list[TopicSpec]:
@@ -73,6 +76,8 @@ class NamespaceFeed:
         self._on_change = on_change
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
+        #: the control topic's partitions, assigned from their beginnings (once known)
+        self._tps: list[TopicPartition] = []
 
     async def start(self) -> None:
         servers = self.settings.bootstrap_list
@@ -86,6 +91,7 @@ class NamespaceFeed:
             client_id="walstream-namespaces",
         )
         await self._consumer.start()
+        self._tps = []
         self._task = asyncio.create_task(self._run(), name="namespace-feed")
 
     async def stop(self) -> None:
@@ -132,38 +138,32 @@ class NamespaceFeed:
             await asyncio.sleep(0.1)
 
     async def _run(self) -> None:
+        await supervised(
+            "namespace feed",  # it must outlive any surprise: it is the config source
+            self._step,
+            backoff=_FEED_BACKOFF,
+            log=logger,
+            expected=(KafkaError, OSError),
+        )
+
+    async def _step(self) -> None:
         consumer = self._consumer
         assert consumer is not None  # noqa: S101 - set by start()
-        backoff = 0.1
-        tps: list[TopicPartition] = []
-        while True:
-            try:
-                if not tps:
-                    tps = await self._partitions(consumer)
-                    consumer.assign(tps)
-                    await consumer.seek_to_beginning(*tps)
-                batches = await consumer.getmany(timeout_ms=500)
-                changed = False
-                for records in batches.values():
-                    for record in records:
-                        self.registry.apply(record.key, record.value)
-                        changed = True
-                if changed and self._on_change is not None:
-                    self._on_change(self.registry)
-                if not self.ready.is_set() and await self._caught_up(consumer, tps):
-                    logger.info("namespace registry loaded: %s", self.registry.names())
-                    self.ready.set()
-                backoff = 0.1
-            except asyncio.CancelledError:
-                raise
-            except (KafkaError, OSError) as exc:
-                logger.warning("namespace feed: %s; retrying in %.1fs", exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-            except Exception:  # the feed must outlive any surprise; it is the config source
-                logger.exception("namespace feed failed; retrying in %.1fs", backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+        if not self._tps:
+            self._tps = await self._partitions(consumer)
+            consumer.assign(self._tps)
+            await consumer.seek_to_beginning(*self._tps)
+        batches = await consumer.getmany(timeout_ms=500)
+        changed = False
+        for records in batches.values():
+            for record in records:
+                self.registry.apply(record.key, record.value)
+                changed = True
+        if changed and self._on_change is not None:
+            self._on_change(self.registry)
+        if not self.ready.is_set() and await self._caught_up(consumer, self._tps):
+            logger.info("namespace registry loaded: %s", self.registry.names())
+            self.ready.set()
 
     async def _caught_up(self, consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> bool:
         for tp in tps:
