@@ -2,71 +2,23 @@
 
 from __future__ import annotations
 
-import contextlib
-from dataclasses import dataclass, field
-
 import orjson
 import pytest
 
 from walstream.agents.attempts import MemoryAttempts
-from walstream.agents.deliver import Deliverer, Outcome, Source
+from walstream.agents.deliver import Outcome, Source
 from walstream.clock import FakeClock
-from walstream.core.breaker import BreakerPolicy, CircuitBreaker
 from walstream.core.delay import parse_delay_headers
 from walstream.core.dlq import DlqEntry, parse_dlq_record
 from walstream.errors import TargetRejectedError, TargetUnavailableError
 from walstream.namespaces.config import parse_namespace
 from walstream.namespaces.registry import NamespaceRegistry, encode_event
-from walstream.records import Envelope, Lifecycle, decode_envelope, encode_envelope
-from walstream.settings import Settings
+from walstream.records import Lifecycle, decode_envelope, encode_envelope
 from walstream.targets.memory import MemoryTarget
+from walstream.testing import RecordingEmitter, envelope, fake_deliverer
 
 NOW = 1_800_000_000_000
 LOG = Source("wal.orders.log", 2, 41)
-
-
-@dataclass
-class Emitted:
-    topic: str
-    value: bytes | None
-    key: bytes | None
-    partition: int | None
-    headers: list
-    timestamp_ms: int | None
-
-
-@dataclass
-class RecordingEmitter:
-    emitted: list[Emitted] = field(default_factory=list)
-
-    async def emit(
-        self, topic, value, *, key=None, partition=None, headers=None, timestamp_ms=None
-    ):
-        self.emitted.append(Emitted(topic, value, key, partition, headers or [], timestamp_ms))
-
-    def to(self, topic):
-        return [e for e in self.emitted if e.topic == topic]
-
-
-class FakePool:
-    def __init__(self, target):
-        self.settings = Settings(breaker_base_open_ms=1_000)
-        self.target_obj = target
-        self.breakers = {}
-        self.threshold = 100
-
-    async def target(self, spec, ns=None):
-        if spec.get("type") == "nope":
-            raise TargetRejectedError("no deliverer", error_class="unknown_target")
-        return self.target_obj, "ep"
-
-    @contextlib.asynccontextmanager
-    async def lease(self, spec, ns=None):
-        yield await self.target(spec, ns)
-
-    def breaker(self, endpoint):
-        policy = BreakerPolicy(threshold=self.threshold)
-        return self.breakers.setdefault(endpoint, CircuitBreaker(policy))
 
 
 @pytest.fixture
@@ -107,30 +59,11 @@ def attempts():
 
 @pytest.fixture
 def deliverer(registry, target, emitter, clock, attempts):
-    return Deliverer(
-        registry=registry,
-        pool=FakePool(target),
-        attempts=attempts,
-        emitter=emitter,
-        clock=clock,
-        rand=lambda: 0.5,
-        delay_partitions=4,
-    )
+    return fake_deliverer(registry, target, emitter, clock, attempts)
 
 
 def record(**changes):
-    env = Envelope(
-        "id-1",
-        "orders",
-        "k1",
-        {"n": 1},
-        "json",
-        {"type": "kafka", "topic": "out"},
-        Lifecycle(NOW, NOW, 0),
-        "tok-1",
-        NOW,
-    )
-    return env._replace(**changes)
+    return envelope(1, now_ms=NOW)._replace(**changes)
 
 
 async def test_a_due_record_is_delivered_and_nothing_else_is_written(deliverer, target, emitter):

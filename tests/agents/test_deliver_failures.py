@@ -5,17 +5,11 @@ across redrives."""
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any
-
 import orjson
 import pytest
-from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, MessageSizeTooLargeError
-from aiokafka.record.default_records import DefaultRecordBatchBuilder
+from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
 from faust.exceptions import ProducerSendError
 
-from tests.agents.test_deliver import LOG, NOW, FakePool, RecordingEmitter, record
-from tests.agents.test_deliver_ordering import Harness, Log, ScriptedTarget
 from walstream.agents.attempts import MemoryAttempts, TableAttempts
 from walstream.agents.deliver import Deliverer, Outcome, Source
 from walstream.agents.emit import FaustEmitter
@@ -26,17 +20,37 @@ from walstream.core.delay import parse_delay_headers
 from walstream.core.dlq import DlqEntry, parse_dlq_record
 from walstream.dlq import RedriveProgress, redrive
 from walstream.errors import TargetUnavailableError
-from walstream.namespaces.config import parse_namespace
-from walstream.namespaces.registry import NamespaceRegistry, encode_event
+from walstream.namespaces.registry import NamespaceRegistry
 from walstream.records import Envelope, Lifecycle, decode_envelope, encode_envelope
 from walstream.settings import Settings
 from walstream.targets.memory import MemoryTarget
+from walstream.testing import (
+    ChangelogProducer,
+    DeliveryHarness,
+    FakeFaustApp,
+    FakeFaustProducer,
+    FakePool,
+    FakeTable,
+    MemoryLog,
+    RecordingEmitter,
+    ScriptedTarget,
+    envelope,
+    fake_deliverer,
+    namespace_definition,
+    registry_of,
+)
 
 DOWN = TargetUnavailableError("down", error_class="http_503")
 #: The worker's Faust producer refuses requests over this (Faust's default, set explicitly).
 WORKER_LIMIT = 1_000_000
 #: The default bound of a record's encoded history (WALSTREAM_HISTORY_MAX_BYTES).
 HISTORY_BOUND = 16 * 1024
+NOW = 1_800_000_000_000
+LOG = Source("wal.orders.log", 2, 41)
+
+
+def record(**changes):
+    return envelope(1, now_ms=NOW)._replace(**changes)
 
 
 def history_bytes(history) -> int:
@@ -52,33 +66,13 @@ def test_the_workers_producer_limit_is_the_one_the_api_sizes_records_by():
 
 
 def namespaces(*configs: dict) -> NamespaceRegistry:
-    registry = NamespaceRegistry()
-    for version, obj in enumerate(configs, 1):
-        registry.apply(*encode_event(parse_namespace(obj), version))
-    return registry
+    return registry_of(*configs)
 
 
-def ns(name: str = "orders", **extra: Any) -> dict:
-    return {
-        "name": name,
-        "max_attempts": 3,
-        "backoff": {"base_ms": 2_000, "multiplier": 2.0, "cap_ms": 60_000, "jitter": 0.0},
-        "target": {"type": "kafka", "topic": "out"},
-        **extra,
-    }
+ns = namespace_definition
 
 
-def deliverer_for(registry, target, emitter, clock, attempts=None, pool=None, **kw) -> Deliverer:
-    return Deliverer(
-        registry=registry,
-        pool=pool or FakePool(target),
-        attempts=attempts if attempts is not None else MemoryAttempts(),
-        emitter=emitter,
-        clock=clock,
-        rand=lambda: 0.5,
-        delay_partitions=4,
-        **kw,
-    )
+deliverer_for = fake_deliverer
 
 
 def dlq_entries(emitter: RecordingEmitter, topic: str = "wal.orders.dlq") -> list[DlqEntry]:
@@ -88,36 +82,6 @@ def dlq_entries(emitter: RecordingEmitter, topic: str = "wal.orders.dlq") -> lis
         assert isinstance(parsed, DlqEntry)
         out.append(parsed)
     return out
-
-
-class FakeFaustProducer:
-    """Faust's producer as the emitter sees it: refuses what aiokafka would refuse (a record over
-    ``max_request_size``, wrapped in ProducerSendError as Faust does) and fails on demand."""
-
-    def __init__(self, max_request_size: int = WORKER_LIMIT) -> None:
-        self.max_request_size = max_request_size
-        self.failures: list[BaseException] = []
-        self.sent: list[tuple[str, bytes | None, bytes | None, list]] = []
-
-    async def send_and_wait(self, topic, key, value, partition, timestamp, headers):
-        if self.failures:
-            raise self.failures.pop(0)
-        size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers or [])
-        if size > self.max_request_size:  # as aiokafka's AIOKafkaProducer.send, under Faust's
-            try:
-                raise MessageSizeTooLargeError(f"The message is {size} bytes")
-            except MessageSizeTooLargeError as exc:
-                raise ProducerSendError(f"Error while sending: {exc!r}") from exc
-        self.sent.append((topic, key, value, headers or []))
-        return None
-
-    def to(self, topic: str) -> list[tuple[str, bytes | None, bytes | None, list]]:
-        return [s for s in self.sent if s[0] == topic]
-
-
-class FakeApp:
-    def __init__(self, producer: FakeFaustProducer) -> None:
-        self.producer = producer
 
 
 def send_error(cause: Exception) -> ProducerSendError:
@@ -140,7 +104,7 @@ async def test_a_transient_producer_send_error_is_retried_until_the_retry_is_wri
     target = MemoryTarget()
     target.fail_next(DOWN)
     deliverer = deliverer_for(
-        namespaces(ns()), target, FaustEmitter(FakeApp(producer)), FakeClock(NOW)
+        namespaces(ns()), target, FaustEmitter(FakeFaustApp(producer)), FakeClock(NOW)
     )
     outcome = await deliverer.handle(encode_envelope(record()), b"k1", LOG)
     assert outcome is Outcome.RETRY
@@ -158,7 +122,7 @@ async def test_a_permanent_producer_refusal_dead_letters_and_never_raises():
     target.fail_next(DOWN)
     attempts = MemoryAttempts()
     deliverer = deliverer_for(
-        namespaces(ns()), target, FaustEmitter(FakeApp(producer)), FakeClock(NOW), attempts
+        namespaces(ns()), target, FaustEmitter(FakeFaustApp(producer)), FakeClock(NOW), attempts
     )
     huge = record(payload="x" * WORKER_LIMIT)
     outcome = await deliverer.handle(encode_envelope(huge), b"k1", LOG)
@@ -179,7 +143,7 @@ async def test_a_permanent_producer_refusal_dead_letters_and_never_raises():
 async def test_an_oversize_record_of_a_delay_goes_to_the_dlq_without_its_payload():
     producer = FakeFaustProducer(max_request_size=10_000)
     deliverer = deliverer_for(
-        namespaces(ns()), MemoryTarget(), FaustEmitter(FakeApp(producer)), FakeClock(NOW)
+        namespaces(ns()), MemoryTarget(), FaustEmitter(FakeFaustApp(producer)), FakeClock(NOW)
     )
     early = record(payload="y" * 20_000, lifecycle=Lifecycle(NOW + 60_000, NOW, 60_000))
     assert await deliverer.handle(encode_envelope(early), b"k1", LOG) is Outcome.DEAD
@@ -202,7 +166,7 @@ async def test_an_api_max_size_record_failing_up_to_max_attempts_is_always_repro
     clock = FakeClock(NOW)
     # ~870 bytes an entry: the history reaches its bound after ~19 failures
     registry = namespaces(ns(max_attempts=60, backoff={"base_ms": 10, "cap_ms": 10, "jitter": 0.0}))
-    deliverer = deliverer_for(registry, target, FaustEmitter(FakeApp(producer)), clock)
+    deliverer = deliverer_for(registry, target, FaustEmitter(FakeFaustApp(producer)), clock)
     deliverer.pool.threshold = 10_000  # the breaker stays closed: every failure is an attempt
     env = record()
     overhead = len(encode_envelope(env)) + len(b"k1") - len(orjson.dumps(env.payload))
@@ -317,12 +281,17 @@ async def test_a_catch_all_dead_letter_forgets_the_count_and_passes_the_keys_tur
             "target": {"type": "kafka", "topic": "out"},
         }
     )
-    target, emitter, log, clock = ScriptedTarget(), BuggyEmitter(fail_at=2), Log(), FakeClock(NOW)
+    target, emitter, log, clock = (
+        ScriptedTarget(),
+        BuggyEmitter(fail_at=2),
+        MemoryLog(),
+        FakeClock(NOW),
+    )
     attempts = MemoryAttempts()
     deliverer = deliverer_for(
         registry, target, emitter, clock, attempts, order=KeyOrder({}), reader=log
     )
-    harness = Harness(deliverer, emitter, log, clock)
+    harness = DeliveryHarness(deliverer, emitter, log, clock)
     first = record(id="id-1", namespace="seq", key="k")
     second = record(id="id-2", namespace="seq", key="k", idempotency_token="tok-2")
     target.fail("id-1", DOWN, DOWN)
@@ -509,62 +478,6 @@ async def test_poison_of_an_unknown_namespace_is_parked_not_dropped():
     headers = parse_delay_headers(hop.headers)
     assert (headers.dest_topic, headers.dest_partition) == ("wal.gone.log", 1)
     assert headers.due_ms > NOW
-
-
-class ChangelogProducer:
-    """Faust's producer for TableAttempts: a send's ack fails once, then works."""
-
-    def __init__(self, failures: int) -> None:
-        self.failures = failures
-        self.acked: list[tuple[str, bytes, bytes | None, int]] = []
-
-    async def send(self, topic, key, value, partition, timestamp, headers):
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        if self.failures:
-            self.failures -= 1
-            fut.set_exception(KafkaTimeoutError())
-        else:
-            self.acked.append((topic, key, value, partition))
-            fut.set_result(Metadata(topic, partition, len(self.acked)))
-        return fut
-
-    async def send_and_wait(self, topic, key, value, partition, timestamp, headers):
-        return await (await self.send(topic, key, value, partition, timestamp, headers))
-
-
-class Metadata:
-    def __init__(self, topic, partition, offset) -> None:
-        self.topic_partition = (topic, partition)
-        self.offset = offset
-
-
-class FakeData(dict):
-    def __init__(self) -> None:
-        super().__init__()
-        self.persisted: dict = {}
-
-    def set_persisted_offset(self, tp, offset) -> None:
-        self.persisted[tp] = offset
-
-
-class FakeSerializers:
-    def dumps_key(self, typ, key, serializer=None):
-        return key.encode()
-
-    def dumps_value(self, typ, value, serializer=None):
-        return str(value).encode()
-
-
-class FakeTable:
-    key_type = value_type = key_serializer = value_serializer = None
-    changelog_topic_name = "walstream-attempts-changelog"
-
-    def __init__(self, producer) -> None:
-        self.app = type("App", (), {"producer": producer, "serializers": FakeSerializers()})()
-        self.data = FakeData()
-
-    def partition_for_key(self, key):
-        return 3
 
 
 async def test_a_failed_attempts_changelog_write_is_written_again_before_the_handler_goes_on():

@@ -11,9 +11,6 @@ from typing import Any
 
 import pytest
 
-from tests.agents.test_deliver import FakePool, RecordingEmitter, record
-from tests.agents.test_deliver_failures import ChangelogProducer, FakeTable
-from tests.agents.test_deliver_ordering import Harness, Log, ScriptedTarget, build_harness, rec
 from walstream.agents.attempts import (
     MarkIndex,
     MemoryAttempts,
@@ -27,13 +24,31 @@ from walstream.clock import FakeClock
 from walstream.errors import TargetUnavailableError
 from walstream.namespaces.config import parse_namespace
 from walstream.namespaces.registry import NamespaceRegistry, encode_event
-from walstream.records import decode_envelope, encode_envelope
+from walstream.records import Envelope, decode_envelope, encode_envelope
 from walstream.targets.memory import MemoryTarget
+from walstream.testing import (
+    ChangelogProducer,
+    DeliveryHarness,
+    FakeTable,
+    MemoryLog,
+    RecordingEmitter,
+    ScriptedTarget,
+    envelope,
+    fake_deliverer,
+)
 
 NOW = 1_800_000_000_000
 DOWN = TargetUnavailableError("down", error_class="http_503")
 LOG = Source("wal.orders.log", 2, 41)
 RETRY = Source("wal.orders.retry", 2, 7)
+
+
+def record(**changes):
+    return envelope(1, now_ms=NOW)._replace(**changes)
+
+
+def rec(n: int) -> Envelope:
+    return envelope(n, ns="seq", now_ms=NOW)
 
 
 @pytest.fixture
@@ -75,15 +90,7 @@ class WatchingTarget(MemoryTarget):
 
 def make(registry, target, attempts) -> tuple[Deliverer, RecordingEmitter, FakeClock]:
     emitter, clock = RecordingEmitter(), FakeClock(NOW)
-    deliverer = Deliverer(
-        registry=registry,
-        pool=FakePool(target),
-        attempts=attempts,
-        emitter=emitter,
-        clock=clock,
-        rand=lambda: 0.5,
-        delay_partitions=4,
-    )
+    deliverer = fake_deliverer(registry, target, emitter, clock, attempts)
     return deliverer, emitter, clock
 
 
@@ -164,13 +171,13 @@ async def test_a_head_delivered_before_a_crash_hands_its_key_on_when_read_again(
     again is not delivered again, and the key goes on to the record parked behind it."""
     target = ScriptedTarget()
     order = KeyOrder({})
-    harness: Harness = build_harness(registry, target, order)
+    harness = DeliveryHarness.build(registry, target, order, now_ms=NOW)
     target.fail("id-1", DOWN)
     assert await harness.write(rec(1)) is Outcome.RETRY
     assert await harness.write(rec(2)) is Outcome.WAITING
     attempts = harness.deliverer.attempts
     await attempts.delivered("id-1", NOW)  # delivered by its retry copy; then the kill
-    assert isinstance(harness.log, Log)
+    assert isinstance(harness.log, MemoryLog)
     value = harness.log.records[("wal.seq.log", 2)][0].value
     source = Source("wal.seq.log", 2, 0)
     assert await harness.deliverer.handle(value, b"k1", source) is Outcome.DUPLICATE

@@ -5,14 +5,11 @@ its key, and released records are read back from the log by reference."""
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
 
 import orjson
 import pytest
 
-from tests.agents.test_deliver import FakePool, RecordingEmitter
-from walstream.agents.attempts import MemoryAttempts
-from walstream.agents.deliver import Deliverer, Outcome, Source
+from walstream.agents.deliver import Outcome, Source
 from walstream.agents.ordering import (
     KeyOrder,
     MarkerKind,
@@ -21,17 +18,22 @@ from walstream.agents.ordering import (
     marker_kind,
     marker_value,
 )
-from walstream.clock import FakeClock
 from walstream.core.delay import parse_delay_headers, parse_due_header
 from walstream.core.dlq import DlqEntry, parse_dlq_record
 from walstream.core.ordering import KeyState, RecordRef
 from walstream.dlq import discard
 from walstream.errors import TargetRejectedError, TargetUnavailableError
-from walstream.kafka.log_reader import LoggedRecord, RecordGoneError
 from walstream.namespaces.config import parse_namespace
 from walstream.namespaces.registry import NamespaceRegistry, encode_event
-from walstream.records import Envelope, Lifecycle, decode_envelope, encode_envelope
-from walstream.targets.memory import MemoryTarget
+from walstream.records import Envelope, decode_envelope, encode_envelope
+from walstream.testing import (
+    DeliveryHarness,
+    MemoryLog,
+    RecordingEmitter,
+    ScriptedTarget,
+    envelope,
+    namespace_definition,
+)
 
 NOW = 1_800_000_000_000
 PART = 2
@@ -39,78 +41,8 @@ DOWN = TargetUnavailableError("down", error_class="http_503")
 REJECTED = TargetRejectedError("HTTP 400", error_class="http_400")
 
 
-@dataclass
-class Log:
-    """Topics as offset-addressed lists; the reader side of the harness."""
-
-    records: dict[tuple[str, int], list[LoggedRecord]] = field(default_factory=dict)
-    gone: set[tuple[str, int, int]] = field(default_factory=set)
-
-    def append(self, topic: str, partition: int, key: bytes | None, value: bytes | None) -> int:
-        part = self.records.setdefault((topic, partition), [])
-        part.append(LoggedRecord(key, value))
-        return len(part) - 1
-
-    async def read(self, topic: str, partition: int, offset: int) -> LoggedRecord:
-        if (topic, partition, offset) in self.gone:
-            raise RecordGoneError(f"{topic}[{partition}]@{offset}")
-        return self.records[(topic, partition)][offset]
-
-
-class Harness:
-    """Writes records to a namespace log and runs everything the handler emits back through it
-    (retry copies after their backoff, delay hops at their due time, markers) like the worker."""
-
-    def __init__(self, deliverer: Deliverer, emitter: RecordingEmitter, log: Log, clock) -> None:
-        self.deliverer = deliverer
-        self.emitter = emitter
-        self.log = log
-        self.clock = clock
-        self.seen = 0
-        self.outcomes: list[Outcome] = []
-
-    async def write(self, env: Envelope, ns: str = "seq") -> Outcome:
-        topic = f"wal.{ns}.log"
-        key = env.key.encode() if env.key else None
-        value = encode_envelope(env)
-        offset = self.log.append(topic, PART, key, value)
-        outcome = await self.deliverer.handle(value, key, Source(topic, PART, offset))
-        self.outcomes.append(outcome)
-        return outcome
-
-    async def run_emitted(self, *, limit: int = 200) -> None:
-        """Feed back what was emitted (retry topic, delay tiers) until nothing new is."""
-        for _ in range(limit):
-            if self.seen == len(self.emitter.emitted):
-                return
-            sent = self.emitter.emitted[self.seen]
-            self.seen += 1
-            topic, headers = sent.topic, list(sent.headers)
-            delay = parse_delay_headers(headers) if topic.startswith("walstream.delay") else None
-            if delay is not None:  # the delay stage: to its destination once due
-                self.clock.advance(max(0, delay.due_ms - self.clock.now_ms()))
-                topic, headers = delay.dest_topic, []
-            if not topic.endswith(".retry"):
-                continue  # DLQ entries and deliveries elsewhere stay where they are
-            if marker_kind(headers) is None:
-                due = decode_envelope(sent.value).due_ms
-                self.clock.advance(max(0, due - self.clock.now_ms()))
-            offset = self.log.append(topic, sent.partition, sent.key, sent.value)
-            outcome = await self.deliverer.handle(
-                sent.value, sent.key, Source(topic, sent.partition, offset), headers
-            )
-            self.outcomes.append(outcome)
-        raise AssertionError("emitted records did not settle")
-
-
 def namespace(name: str, **extra) -> dict:
-    return {
-        "name": name,
-        "max_attempts": 3,
-        "backoff": {"base_ms": 1_000, "multiplier": 2.0, "cap_ms": 10_000, "jitter": 0.0},
-        "target": {"type": "kafka", "topic": "out"},
-        **extra,
-    }
+    return namespace_definition(name, base_ms=1_000, cap_ms=10_000, **extra)
 
 
 @pytest.fixture
@@ -127,24 +59,6 @@ def registry():
     return registry
 
 
-class ScriptedTarget(MemoryTarget):
-    """Fails the attempts scripted for a record id, in turn; delivers the rest."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.script: dict[str, list[Exception]] = {}
-
-    def fail(self, record_id: str, *errors: Exception) -> None:
-        self.script.setdefault(record_id, []).extend(errors)
-
-    async def deliver(self, envelope: Envelope) -> None:
-        planned = self.script.get(envelope.id)
-        if planned:
-            self.calls.append(envelope)
-            raise planned.pop(0)
-        await super().deliver(envelope)
-
-
 @pytest.fixture
 def target():
     return ScriptedTarget()
@@ -157,33 +71,11 @@ def order():
 
 @pytest.fixture
 def harness(registry, target, order):
-    emitter, log, clock = RecordingEmitter(), Log(), FakeClock(NOW)
-    deliverer = Deliverer(
-        registry=registry,
-        pool=FakePool(target),
-        attempts=MemoryAttempts(),
-        emitter=emitter,
-        clock=clock,
-        rand=lambda: 0.5,
-        delay_partitions=4,
-        order=order,
-        reader=log,
-    )
-    return Harness(deliverer, emitter, log, clock)
+    return build_harness(registry, target, order)
 
 
 def rec(n: int, key: str = "k1", ns: str = "seq", delay_ms: int = 0) -> Envelope:
-    return Envelope(
-        f"id-{n}",
-        ns,
-        key,
-        {"n": n},
-        "json",
-        {"type": "kafka", "topic": "out"},
-        Lifecycle(NOW + delay_ms, NOW, delay_ms),
-        f"tok-{n}",
-        NOW,
-    )
+    return envelope(n, key=key, ns=ns, delay_ms=delay_ms, now_ms=NOW)
 
 
 def delivered(target) -> list[str]:
@@ -296,7 +188,7 @@ async def test_held_head_discarded_releases_its_key_through_a_settle_marker(harn
 class MarkerProducer:
     """What ``discard`` writes, passed on to the harness as the broker would."""
 
-    def __init__(self, harness: Harness) -> None:
+    def __init__(self, harness: DeliveryHarness) -> None:
         self.harness = harness
         self.sent: list[tuple[str, bytes | None, int | None, list]] = []
 
@@ -467,21 +359,9 @@ async def test_one_park_writes_the_same_bytes_at_10_and_at_10000_parked(registry
 
 
 def build_harness(registry, target, order, *, emitter=None, reader=None, drain_max=0):
-    emitter, log, clock = emitter or RecordingEmitter(), Log(), FakeClock(NOW)
-    extra = {"drain_max": drain_max} if drain_max else {}
-    deliverer = Deliverer(
-        registry=registry,
-        pool=FakePool(target),
-        attempts=MemoryAttempts(),
-        emitter=emitter,
-        clock=clock,
-        rand=lambda: 0.5,
-        delay_partitions=4,
-        order=order,
-        reader=reader or log,
-        **extra,
+    return DeliveryHarness.build(
+        registry, target, order, emitter=emitter, reader=reader, drain_max=drain_max, now_ms=NOW
     )
-    return Harness(deliverer, emitter, log, clock)
 
 
 class CrashAfterRetryCopy(RecordingEmitter):
@@ -522,7 +402,7 @@ class RetryAgentFirst(RecordingEmitter):
     handler that sent it is still at work (a backoff of a few ms, the retry topic read at
     once): it waits for the key's turn, then is delivered."""
 
-    harness: Harness
+    harness: DeliveryHarness
     retried: asyncio.Task | None = None
 
     async def emit(self, topic, value, **kwargs):
@@ -591,7 +471,7 @@ async def test_a_stale_replay_of_the_head_reasserts_its_block(harness, target, o
     assert delivered(target) == ["id-1", "id-2"]
 
 
-class FlakyLog(Log):
+class FlakyLog(MemoryLog):
     def __init__(self, failures: int) -> None:
         super().__init__()
         self.failures = failures
@@ -637,7 +517,7 @@ async def test_an_unreadable_parked_record_is_released_again_with_a_growing_back
     ][1:] == list(range(1, 8))
 
 
-async def _feed_one(harness: Harness) -> None:
+async def _feed_one(harness: DeliveryHarness) -> None:
     """Run the next emitted record through the handler (as ``run_emitted``, one step)."""
     sent = harness.emitter.emitted[harness.seen]
     harness.seen += 1

@@ -4,65 +4,24 @@ its retry copies, through the tiers or straight to the retry topic, and its DLQ 
 
 from __future__ import annotations
 
-import contextlib
-from dataclasses import dataclass, field
-
 import pytest
 
-from walstream.agents.attempts import MemoryAttempts
 from walstream.agents.deliver import Deliverer, Outcome, Source
 from walstream.clock import FakeClock
-from walstream.core.breaker import BreakerPolicy, CircuitBreaker
 from walstream.core.delay import H_DEST, H_DUE
 from walstream.core.dlq import DlqEntry, parse_dlq_record
 from walstream.core.origin import H_ORIGIN, carried_origin, origin_headers, origin_of
 from walstream.errors import TargetUnavailableError
 from walstream.namespaces.config import parse_namespace
 from walstream.namespaces.registry import NamespaceRegistry, encode_event
-from walstream.records import Envelope, Lifecycle, decode_envelope, encode_envelope
-from walstream.settings import Settings
+from walstream.records import decode_envelope, encode_envelope
 from walstream.targets.memory import MemoryTarget
+from walstream.testing import Emitted, FakePool, RecordingEmitter, fake_deliverer
+from walstream.testing import envelope as one_envelope
 
 NOW = 1_800_000_000_000
 LOG = Source("wal.orders.log", 2, 41)
 FIRST = "wal.orders.log[2]@41"
-
-
-@dataclass
-class Emitted:
-    topic: str
-    value: bytes | None
-    key: bytes | None
-    headers: list[tuple[str, bytes]]
-
-
-@dataclass
-class RecordingEmitter:
-    emitted: list[Emitted] = field(default_factory=list)
-
-    async def emit(
-        self, topic, value, *, key=None, partition=None, headers=None, timestamp_ms=None
-    ):
-        self.emitted.append(Emitted(topic, value, key, list(headers or [])))
-
-
-class FakePool:
-    def __init__(self, target, threshold=100):
-        self.settings = Settings(breaker_base_open_ms=1_000)
-        self.target_obj = target
-        self.breakers = {}
-        self.threshold = threshold
-
-    async def target(self, spec, ns=None):
-        return self.target_obj, "ep"
-
-    @contextlib.asynccontextmanager
-    async def lease(self, spec, ns=None):
-        yield await self.target(spec, ns)
-
-    def breaker(self, endpoint):
-        policy = BreakerPolicy(threshold=self.threshold)
-        return self.breakers.setdefault(endpoint, CircuitBreaker(policy))
 
 
 def make_deliverer(
@@ -78,31 +37,13 @@ def make_deliverer(
         }
     )
     registry.apply(*encode_event(config, 1))
-    return Deliverer(
-        registry=registry,
-        pool=FakePool(target, threshold),
-        attempts=MemoryAttempts(),
-        emitter=emitter,
-        clock=FakeClock(NOW),
-        rand=lambda: 0.5,
-        delay_partitions=4,
+    return fake_deliverer(
+        registry, target, emitter, FakeClock(NOW), pool=FakePool(target, threshold)
     )
 
 
 def envelope() -> bytes:
-    return encode_envelope(
-        Envelope(
-            "id-1",
-            "orders",
-            "k1",
-            {"n": 1},
-            "json",
-            {"type": "kafka", "topic": "out"},
-            Lifecycle(NOW, NOW, 0),
-            "tok-1",
-            NOW,
-        )
-    )
+    return encode_envelope(one_envelope(1, now_ms=NOW))
 
 
 def headers_of(emitted: Emitted) -> dict[str, bytes]:

@@ -16,9 +16,8 @@ from walstream.namespaces.registry import NamespaceRegistry, encode_event
 from walstream.records import Envelope, Lifecycle, encode_envelope
 from walstream.settings import Settings
 from walstream.targets.pool import TargetPool
+from walstream.testing import RecordingEmitter
 from walstream.topology import default_topics, delay_topic
-
-from .test_deliver import RecordingEmitter
 
 NOW = 1_800_000_000_000
 SETTINGS = Settings(bootstrap_servers="home:9092", app_id="walstream", kv_url="postgresql://x:1/x")

@@ -6,20 +6,7 @@ key's later records waited forever."""
 
 from __future__ import annotations
 
-from tests.agents.test_deliver import FakePool, RecordingEmitter
-from tests.agents.test_deliver_ordering import (
-    NOW,
-    PART,
-    REJECTED,
-    Harness,
-    Log,
-    ScriptedTarget,
-    delivered,
-    namespace,
-    rec,
-)
-from walstream.agents.attempts import MemoryAttempts
-from walstream.agents.deliver import Deliverer, Outcome
+from walstream.agents.deliver import Outcome
 from walstream.agents.ordering import KeyOrder, MarkerKind
 from walstream.clock import FakeClock
 from walstream.core.dlq import (
@@ -30,11 +17,31 @@ from walstream.core.dlq import (
     parse_source,
 )
 from walstream.dlq import RedriveProgress, discard, redrive
-from walstream.errors import EmitRefusedError
+from walstream.errors import EmitRefusedError, TargetRejectedError
 from walstream.kafka.log_reader import RecordGoneError
-from walstream.namespaces.config import parse_namespace
-from walstream.namespaces.registry import NamespaceRegistry, encode_event
-from walstream.records import decode_envelope
+from walstream.records import Envelope, decode_envelope
+from walstream.testing import (
+    DeliveryHarness,
+    MemoryLog,
+    RecordingEmitter,
+    ScriptedTarget,
+    envelope,
+    fake_deliverer,
+    namespace_definition,
+    registry_of,
+)
+
+NOW = 1_800_000_000_000
+PART = 2
+REJECTED = TargetRejectedError("HTTP 400", error_class="http_400")
+
+
+def rec(n: int, ns: str) -> Envelope:
+    return envelope(n, ns=ns, now_ms=NOW)
+
+
+def delivered(target) -> list[str]:
+    return [env.id for env in target.delivered]
 
 
 class DlqRefusesRecords(RecordingEmitter):
@@ -49,7 +56,7 @@ class DlqRefusesRecords(RecordingEmitter):
 class OperatorProducer:
     """What ``dlq discard``/``redrive`` write, passed on to the harness as the broker would."""
 
-    def __init__(self, harness: Harness) -> None:
+    def __init__(self, harness: DeliveryHarness) -> None:
         self.harness = harness
         self.sent: list[tuple[str, bytes | None, bytes | None, int | None, list]] = []
 
@@ -64,27 +71,18 @@ class OperatorProducer:
         return [s for s in self.sent if s[0] == topic]
 
 
-def make_harness(target: ScriptedTarget) -> Harness:
-    registry = NamespaceRegistry()
-    registry.apply(
-        *encode_event(parse_namespace(namespace("held", ordering="key", on_dlq="hold")), 1)
+def make_harness(target: ScriptedTarget) -> DeliveryHarness:
+    registry = registry_of(
+        namespace_definition("held", base_ms=1_000, cap_ms=10_000, ordering="key", on_dlq="hold")
     )
-    emitter, log, clock = DlqRefusesRecords(), Log(), FakeClock(NOW)
-    deliverer = Deliverer(
-        registry=registry,
-        pool=FakePool(target),
-        attempts=MemoryAttempts(),
-        emitter=emitter,
-        clock=clock,
-        rand=lambda: 0.5,
-        delay_partitions=4,
-        order=KeyOrder({}),
-        reader=log,
-    )
-    return Harness(deliverer, emitter, log, clock)
+    emitter, log, clock = DlqRefusesRecords(), MemoryLog(), FakeClock(NOW)
+    deliverer = fake_deliverer(registry, target, emitter, clock, order=KeyOrder({}), reader=log)
+    return DeliveryHarness(deliverer, emitter, log, clock)
 
 
-async def held_behind_a_payloadless_entry(harness: Harness, target: ScriptedTarget) -> DlqEntry:
+async def held_behind_a_payloadless_entry(
+    harness: DeliveryHarness, target: ScriptedTarget
+) -> DlqEntry:
     target.fail("id-1", REJECTED)
     assert await harness.write(rec(1, ns="held"), ns="held") is Outcome.DEAD
     assert await harness.write(rec(2, ns="held"), ns="held") is Outcome.WAITING

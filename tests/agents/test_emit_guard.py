@@ -24,9 +24,7 @@ from aiokafka.errors import (
 from faust.exceptions import ProducerSendError
 from prometheus_client import CollectorRegistry
 
-from tests.agents.test_deliver import LOG, NOW, record
-from tests.agents.test_deliver_failures import FakeApp, deliverer_for, namespaces, ns
-from walstream.agents.deliver import Outcome
+from walstream.agents.deliver import Outcome, Source
 from walstream.agents.emit import EmitGuard, FaustEmitter
 from walstream.clock import FakeClock
 from walstream.core.dlq import DlqEntry, parse_dlq_record
@@ -34,10 +32,23 @@ from walstream.errors import TargetRejectedError, TargetUnavailableError
 from walstream.metrics import WalMetrics
 from walstream.records import decode_envelope, encode_envelope
 from walstream.targets.memory import MemoryTarget
+from walstream.testing import (
+    FakeFaustApp,
+    envelope,
+    fake_deliverer,
+    namespace_definition,
+    registry_of,
+)
 
 GRACE_MS = 60_000
 DOWN = TargetUnavailableError("down", error_class="http_503")
 DLQ = "wal.orders.dlq"
+NOW = 1_800_000_000_000
+LOG = Source("wal.orders.log", 2, 41)
+
+
+def record(**changes):
+    return envelope(1, now_ms=NOW)._replace(**changes)
 
 
 def wrapped(cause: Exception) -> ProducerSendError:
@@ -111,9 +122,11 @@ def setup(probe: Probe | None = None, target: MemoryTarget | None = None):
         probe=probe,
         metrics=metrics,
     )
-    emitter = FaustEmitter(FakeApp(producer), max_backoff_s=0.001, guard=guard)
+    emitter = FaustEmitter(FakeFaustApp(producer), max_backoff_s=0.001, guard=guard)
     target = target or MemoryTarget()
-    deliverer = deliverer_for(namespaces(ns()), target, emitter, clock, metrics=metrics)
+    deliverer = fake_deliverer(
+        registry_of(namespace_definition()), target, emitter, clock, metrics=metrics
+    )
     return deliverer, producer, target, metrics, clock
 
 

@@ -25,7 +25,7 @@ import logging
 from collections.abc import AsyncIterator, Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
 from yarl import URL
@@ -49,7 +49,7 @@ from walstream.targets.kv_postgres import PostgresKvTarget
 from walstream.targets.wal import WalTarget
 from walstream.topology import reserved_topics
 
-__all__ = ["TargetPool", "kv_target"]
+__all__ = ["TargetLeasing", "TargetPool", "kv_target"]
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +84,22 @@ class _Cluster:
         self.users = 0
         self.evicted = False
         self.closing = False
+
+
+class TargetLeasing(Protocol):
+    """What a deliverer needs of the pool (``TargetPool``; ``walstream.testing.FakePool``)."""
+
+    settings: Settings
+
+    async def target(
+        self, spec: Mapping[str, Any], ns: NamespaceConfig | None = None
+    ) -> tuple[Target, str]: ...
+
+    def lease(
+        self, spec: Mapping[str, Any], ns: NamespaceConfig | None = None
+    ) -> contextlib.AbstractAsyncContextManager[tuple[Target, str]]: ...
+
+    def breaker(self, endpoint: str) -> CircuitBreaker: ...
 
 
 class TargetPool:

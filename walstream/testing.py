@@ -1,0 +1,457 @@
+"""In-memory fakes of walstream's parts, for tests: each is typed against the Protocol the real
+part implements, so a test runs the real deliverer (or API, or tool) over them.
+
+* ``RecordingEmitter`` — an ``Emitter`` (``walstream.agents.emit.FaustEmitter`` in the worker):
+  keeps what it was given, acknowledged at once.
+* ``MemoryLog`` — a ``LogReading`` (``walstream.kafka.log_reader.LogReader``): topics as
+  offset-addressed lists.
+* ``FakePool`` — a ``TargetLeasing`` (``walstream.targets.pool.TargetPool``): one target for
+  every spec, a breaker per endpoint.
+* ``ScriptedTarget`` — a ``Target`` (``walstream.targets.memory.MemoryTarget``) failing the
+  attempts scripted for a record id.
+* ``FakeFaustProducer``/``FakeFaustApp`` — Faust's producer as the emitter sees it.
+* ``ChangelogProducer``/``FakeTable`` — a Faust table and its changelog producer, as
+  ``TableAttempts`` uses them.
+* ``DeliveryHarness`` — the worker's loop over a ``Deliverer``: writes records to a namespace
+  log and feeds back everything the handler emits (retry copies, delay hops, markers).
+* ``FakeClock`` (``walstream.clock``): a clock that moves only when told to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
+from faust.exceptions import ProducerSendError
+
+from walstream.agents.attempts import Attempts, MemoryAttempts
+from walstream.agents.deliver import Deliverer, Emitter, LogReading, Outcome, Source
+from walstream.agents.ordering import KeyOrder, marker_kind
+from walstream.clock import FakeClock
+from walstream.core.breaker import BreakerPolicy, CircuitBreaker
+from walstream.core.delay import parse_delay_headers
+from walstream.errors import TargetRejectedError
+from walstream.kafka.log_reader import LoggedRecord, RecordGoneError
+from walstream.namespaces.config import NamespaceConfig, parse_namespace
+from walstream.namespaces.registry import NamespaceRegistry, encode_event
+from walstream.records import Envelope, Lifecycle, decode_envelope, encode_envelope
+from walstream.settings import Settings
+from walstream.targets.base import Target
+from walstream.targets.memory import MemoryTarget
+from walstream.targets.pool import TargetLeasing
+
+__all__ = [
+    "NOW_MS",
+    "ChangelogProducer",
+    "DeliveryHarness",
+    "Emitted",
+    "FakeClock",
+    "FakeFaustApp",
+    "FakeFaustProducer",
+    "FakePool",
+    "FakeTable",
+    "MemoryLog",
+    "RecordingEmitter",
+    "ScriptedTarget",
+    "envelope",
+    "fake_deliverer",
+    "namespace_definition",
+    "registry_of",
+]
+
+#: The fakes' "now": a fixed wall-clock time (2027-01-15), far from any edge.
+NOW_MS = 1_800_000_000_000
+
+Headers = list[tuple[str, bytes]]
+
+
+# -- records and namespaces ------------------------------------------------------------------
+
+
+def envelope(
+    n: int = 1, *, key: str = "k1", ns: str = "orders", delay_ms: int = 0, now_ms: int = NOW_MS
+) -> Envelope:
+    """Record ``id-<n>`` of namespace ``ns`` (payload ``{"n": n}``, token ``tok-<n>``, a kafka
+    target), written at ``now_ms`` and due ``delay_ms`` later."""
+    return Envelope(
+        f"id-{n}",
+        ns,
+        key,
+        {"n": n},
+        "json",
+        {"type": "kafka", "topic": "out"},
+        Lifecycle(now_ms + delay_ms, now_ms, delay_ms),
+        f"tok-{n}",
+        now_ms,
+    )
+
+
+def namespace_definition(
+    name: str = "orders", *, base_ms: int = 2_000, cap_ms: int = 60_000, **extra: Any
+) -> dict[str, Any]:
+    """A namespace definition: 3 attempts, a backoff from ``base_ms`` doubling up to ``cap_ms``
+    (no jitter), a kafka target; ``extra`` adds or replaces fields."""
+    return {
+        "name": name,
+        "max_attempts": 3,
+        "backoff": {"base_ms": base_ms, "multiplier": 2.0, "cap_ms": cap_ms, "jitter": 0.0},
+        "target": {"type": "kafka", "topic": "out"},
+        **extra,
+    }
+
+
+def registry_of(*definitions: Mapping[str, Any], first_version: int = 1) -> NamespaceRegistry:
+    """A registry holding each namespace definition, applied in turn as versions
+    ``first_version``, ``first_version + 1``, ..."""
+    registry = NamespaceRegistry()
+    for version, definition in enumerate(definitions, first_version):
+        registry.apply(*encode_event(parse_namespace(dict(definition)), version))
+    return registry
+
+
+# -- the emitter -----------------------------------------------------------------------------
+
+
+@dataclass
+class Emitted:
+    """One record the emitter was given."""
+
+    topic: str
+    value: bytes | None
+    key: bytes | None
+    partition: int | None
+    headers: Headers
+    timestamp_ms: int | None
+
+
+@dataclass
+class RecordingEmitter:
+    """An ``Emitter`` that keeps every record, acknowledged at once."""
+
+    emitted: list[Emitted] = field(default_factory=list)
+
+    async def emit(
+        self,
+        topic: str,
+        value: bytes | None,
+        *,
+        key: bytes | None = None,
+        partition: int | None = None,
+        headers: Headers | None = None,
+        timestamp_ms: int | None = None,
+    ) -> None:
+        self.emitted.append(
+            Emitted(topic, value, key, partition, list(headers or []), timestamp_ms)
+        )
+
+    def to(self, topic: str) -> list[Emitted]:
+        """What was emitted to ``topic``, in order."""
+        return [e for e in self.emitted if e.topic == topic]
+
+
+# -- the log ---------------------------------------------------------------------------------
+
+
+@dataclass
+class MemoryLog:
+    """A ``LogReading``: topics as offset-addressed lists; offsets in ``gone`` were removed."""
+
+    records: dict[tuple[str, int], list[LoggedRecord]] = field(default_factory=dict)
+    gone: set[tuple[str, int, int]] = field(default_factory=set)
+
+    def append(self, topic: str, partition: int, key: bytes | None, value: bytes | None) -> int:
+        """Appends a record; returns its offset."""
+        part = self.records.setdefault((topic, partition), [])
+        part.append(LoggedRecord(key, value))
+        return len(part) - 1
+
+    async def read(self, topic: str, partition: int, offset: int) -> LoggedRecord:
+        if (topic, partition, offset) in self.gone:
+            raise RecordGoneError(f"{topic}[{partition}]@{offset}")
+        return self.records[(topic, partition)][offset]
+
+
+# -- targets and the pool --------------------------------------------------------------------
+
+
+class ScriptedTarget(MemoryTarget):
+    """Fails the attempts scripted for a record id, in turn; delivers the rest."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.script: dict[str, list[Exception]] = {}
+
+    def fail(self, record_id: str, *errors: Exception) -> None:
+        self.script.setdefault(record_id, []).extend(errors)
+
+    async def deliver(self, envelope: Envelope) -> None:
+        planned = self.script.get(envelope.id)
+        if planned:
+            self.calls.append(envelope)
+            raise planned.pop(0)
+        await super().deliver(envelope)
+
+
+class FakePool:
+    """A ``TargetLeasing``: ``target`` for every spec (endpoint ``ep``) but type ``nope`` (no
+    deliverer for it), a breaker per endpoint opening after ``threshold`` failures."""
+
+    def __init__(self, target: Target, threshold: int = 100) -> None:
+        self.settings = Settings(breaker_base_open_ms=1_000)
+        self.target_obj = target
+        self.breakers: dict[str, CircuitBreaker] = {}
+        self.threshold = threshold
+
+    async def target(
+        self, spec: Mapping[str, Any], ns: NamespaceConfig | None = None
+    ) -> tuple[Target, str]:
+        if spec.get("type") == "nope":
+            raise TargetRejectedError("no deliverer", error_class="unknown_target")
+        return self.target_obj, "ep"
+
+    @contextlib.asynccontextmanager
+    async def lease(
+        self, spec: Mapping[str, Any], ns: NamespaceConfig | None = None
+    ) -> AsyncIterator[tuple[Target, str]]:
+        yield await self.target(spec, ns)
+
+    def breaker(self, endpoint: str) -> CircuitBreaker:
+        policy = BreakerPolicy(threshold=self.threshold)
+        return self.breakers.setdefault(endpoint, CircuitBreaker(policy))
+
+
+def fake_deliverer(
+    registry: NamespaceRegistry,
+    target: Target,
+    emitter: Emitter,
+    clock: FakeClock,
+    attempts: Attempts | None = None,
+    pool: TargetLeasing | None = None,
+    **kw: Any,
+) -> Deliverer:
+    """A ``Deliverer`` over fakes: ``FakePool(target)`` unless ``pool``, ``MemoryAttempts``
+    unless ``attempts``, no jitter (``rand`` 0.5), 4 delay partitions."""
+    return Deliverer(
+        registry=registry,
+        pool=pool or FakePool(target),  # type: ignore[arg-type]  # Deliverer names TargetPool
+        # MemoryAttempts is a dict: its get() is typed Optional (walstream.agents.attempts)
+        attempts=attempts if attempts is not None else MemoryAttempts(),  # type: ignore[arg-type]
+        emitter=emitter,
+        clock=clock,
+        rand=lambda: 0.5,
+        delay_partitions=4,
+        **kw,
+    )
+
+
+# -- the worker's loop -----------------------------------------------------------------------
+
+
+class DeliveryHarness:
+    """Writes records to a namespace log and runs everything the handler emits back through it
+    (retry copies after their backoff, delay hops at their due time, markers) like the worker."""
+
+    def __init__(
+        self,
+        deliverer: Deliverer,
+        emitter: RecordingEmitter,
+        log: MemoryLog,
+        clock: FakeClock,
+        partition: int = 2,
+    ) -> None:
+        self.deliverer = deliverer
+        self.emitter = emitter
+        self.log = log
+        self.clock = clock
+        self.partition = partition
+        self.seen = 0
+        self.outcomes: list[Outcome] = []
+
+    @classmethod
+    def build(
+        cls,
+        registry: NamespaceRegistry,
+        target: Target,
+        order: KeyOrder,
+        *,
+        emitter: RecordingEmitter | None = None,
+        reader: LogReading | None = None,
+        drain_max: int = 0,
+        now_ms: int = NOW_MS,
+    ) -> DeliveryHarness:
+        """A harness over ``fake_deliverer`` with ``order``, reading parked records from its log
+        (or ``reader``)."""
+        emitter, log, clock = emitter or RecordingEmitter(), MemoryLog(), FakeClock(now_ms)
+        extra: dict[str, Any] = {"drain_max": drain_max} if drain_max else {}
+        deliverer = fake_deliverer(
+            registry, target, emitter, clock, order=order, reader=reader or log, **extra
+        )
+        return cls(deliverer, emitter, log, clock)
+
+    async def write(self, env: Envelope, ns: str = "seq") -> Outcome:
+        topic = f"wal.{ns}.log"
+        key = env.key.encode() if env.key else None
+        value = encode_envelope(env)
+        offset = self.log.append(topic, self.partition, key, value)
+        outcome = await self.deliverer.handle(value, key, Source(topic, self.partition, offset))
+        self.outcomes.append(outcome)
+        return outcome
+
+    async def run_emitted(self, *, limit: int = 200) -> None:
+        """Feed back what was emitted (retry topic, delay tiers) until nothing new is."""
+        for _ in range(limit):
+            if self.seen == len(self.emitter.emitted):
+                return
+            sent = self.emitter.emitted[self.seen]
+            self.seen += 1
+            topic, headers = sent.topic, list(sent.headers)
+            delay = parse_delay_headers(headers) if topic.startswith("walstream.delay") else None
+            if delay is not None:  # the delay stage: to its destination once due
+                self.clock.advance(max(0, delay.due_ms - self.clock.now_ms()))
+                topic, headers = delay.dest_topic, []
+            if not topic.endswith(".retry"):
+                continue  # DLQ entries and deliveries elsewhere stay where they are
+            if marker_kind(headers) is None:
+                due = decode_envelope(sent.value).due_ms
+                self.clock.advance(max(0, due - self.clock.now_ms()))
+            if sent.partition is None:
+                raise AssertionError(f"a copy to {topic} names no partition")
+            offset = self.log.append(topic, sent.partition, sent.key, sent.value)
+            outcome = await self.deliverer.handle(
+                sent.value, sent.key, Source(topic, sent.partition, offset), headers
+            )
+            self.outcomes.append(outcome)
+        raise AssertionError("emitted records did not settle")
+
+
+# -- Faust's producer and tables -------------------------------------------------------------
+
+
+class FakeFaustProducer:
+    """Faust's producer as the emitter sees it: refuses what aiokafka would refuse (a record over
+    ``max_request_size``, wrapped in ProducerSendError as Faust does) and fails on demand."""
+
+    def __init__(self, max_request_size: int = 1_000_000) -> None:
+        self.max_request_size = max_request_size
+        self.failures: list[BaseException] = []
+        self.sent: list[tuple[str, bytes | None, bytes | None, Headers]] = []
+
+    async def send_and_wait(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        partition: int | None,
+        timestamp: float | None,
+        headers: Headers | None,
+    ) -> None:
+        if self.failures:
+            raise self.failures.pop(0)
+        size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers or [])
+        if size > self.max_request_size:  # as aiokafka's AIOKafkaProducer.send, under Faust's
+            try:
+                raise MessageSizeTooLargeError(f"The message is {size} bytes")
+            except MessageSizeTooLargeError as exc:
+                raise ProducerSendError(f"Error while sending: {exc!r}") from exc
+        self.sent.append((topic, key, value, headers or []))
+        return None
+
+    def to(self, topic: str) -> list[tuple[str, bytes | None, bytes | None, Headers]]:
+        return [s for s in self.sent if s[0] == topic]
+
+
+class FakeFaustApp:
+    """A Faust app as ``FaustEmitter`` uses it: its producer."""
+
+    def __init__(self, producer: Any) -> None:
+        self.producer = producer
+
+
+class _RecordMetadata:
+    def __init__(self, topic: str, partition: int, offset: int) -> None:
+        self.topic_partition = (topic, partition)
+        self.offset = offset
+
+
+class ChangelogProducer:
+    """Faust's producer for ``TableAttempts``: the first ``failures`` sends' acks fail, then
+    they work; ``acked`` holds (topic, key, value, partition) of each acknowledged send."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.acked: list[tuple[str, bytes, bytes | None, int]] = []
+
+    async def send(
+        self,
+        topic: str,
+        key: bytes,
+        value: bytes | None,
+        partition: int,
+        timestamp: float | None,
+        headers: Any,
+    ) -> asyncio.Future[Any]:
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if self.failures:
+            self.failures -= 1
+            fut.set_exception(KafkaTimeoutError())
+        else:
+            self.acked.append((topic, key, value, partition))
+            fut.set_result(_RecordMetadata(topic, partition, len(self.acked)))
+        return fut
+
+    async def send_and_wait(
+        self,
+        topic: str,
+        key: bytes,
+        value: bytes | None,
+        partition: int,
+        timestamp: float | None,
+        headers: Any,
+    ) -> Any:
+        return await (await self.send(topic, key, value, partition, timestamp, headers))
+
+
+class FakeTableData(dict[Any, Any]):
+    """A table's data: a dict that notes the changelog offsets persisted."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.persisted: dict[Any, int] = {}
+
+    def set_persisted_offset(self, tp: Any, offset: int) -> None:
+        self.persisted[tp] = offset
+
+
+class _FakeSerializers:
+    def dumps_key(self, typ: Any, key: str, serializer: Any = None) -> bytes:
+        return key.encode()
+
+    def dumps_value(self, typ: Any, value: Any, serializer: Any = None) -> bytes:
+        return str(value).encode()
+
+
+class FakeTable:
+    """A Faust table as ``TableAttempts`` uses it: its changelog written through ``producer``
+    (every key on partition 3), its data a ``FakeTableData``."""
+
+    key_type = value_type = key_serializer = value_serializer = None
+    changelog_topic_name = "walstream-attempts-changelog"
+
+    def __init__(self, producer: Any) -> None:
+        self.app = type("App", (), {"producer": producer, "serializers": _FakeSerializers()})()
+        self.data = FakeTableData()
+
+    def partition_for_key(self, key: Any) -> int:
+        return 3
+
+
+def _checks() -> None:  # pragma: no cover - never run: mypy checks the fakes fit the Protocols
+    _emitter: Emitter = RecordingEmitter()
+    _reader: LogReading = MemoryLog()
+    _pool: TargetLeasing = FakePool(MemoryTarget())
+    _target: Target = ScriptedTarget()
