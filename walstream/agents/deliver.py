@@ -20,13 +20,18 @@ wait (retry, delay, breaker deferral) its key is blocked on it, acknowledged fir
 the key behind a record already delivered); a stale copy read again re-asserts that block.
 Delivered or dead-lettered, a record hands its key to the next parked record with a release
 marker, whose handler delivers up to ``drain_max`` parked records in turn before writing the
-next marker. A parked record the log cannot return now is tried again after a backoff.
+next marker. A parked record the log cannot return now is tried again after a backoff. The
+deliver and retry agents run side by side, so a key's records take a lock per (namespace, key)
+while handled (``_KeyTurns``): the transitions above are never interleaved.
 
 Attempt counts live in a table keyed by record id (a Faust table in the worker). A record
 copy carrying a lower attempt than the table holds is stale: a crash replayed a source record
 whose retry chain had already moved on. It is skipped, so a crash continues a retry sequence
 rather than starting it again. The table entry is written after the retry record is acked,
-never before: a crash in between replays the source record rather than losing it.
+never before: a crash in between replays the source record rather than losing it. Once the
+target acknowledged a record its count becomes a delivered mark (``Attempts.delivered``): a
+copy of it read again is a DUPLICATE, not delivered twice (and passes its key's turn if it still
+heads it).
 """
 
 from __future__ import annotations
