@@ -33,6 +33,7 @@ from walstream.agents.attempts import Attempts, MemoryAttempts
 from walstream.agents.deliver import Deliverer, Emitter, LogReading, Outcome, Source
 from walstream.agents.ordering import KeyOrder, marker_kind
 from walstream.clock import FakeClock
+from walstream.core.auth import hash_token
 from walstream.core.breaker import BreakerPolicy, CircuitBreaker
 from walstream.core.delay import parse_delay_headers
 from walstream.errors import TargetRejectedError
@@ -46,7 +47,10 @@ from walstream.targets.memory import MemoryTarget
 from walstream.targets.pool import TargetLeasing
 
 __all__ = [
+    "API_ROLES",
+    "API_TOKENS",
     "NOW_MS",
+    "UNKNOWN_TOKEN",
     "ChangelogProducer",
     "DeliveryHarness",
     "Emitted",
@@ -58,6 +62,8 @@ __all__ = [
     "MemoryLog",
     "RecordingEmitter",
     "ScriptedTarget",
+    "api_tokens_setting",
+    "bearer",
     "envelope",
     "fake_deliverer",
     "namespace_definition",
@@ -112,6 +118,44 @@ def registry_of(*definitions: Mapping[str, Any], first_version: int = 1) -> Name
     for version, definition in enumerate(definitions, first_version):
         registry.apply(*encode_event(parse_namespace(dict(definition)), version))
     return registry
+
+
+# -- the API's tokens ------------------------------------------------------------------------
+
+#: Bearer tokens of API tests by name, and the role each is admitted with.
+API_TOKENS = {
+    "admin": "wal_admin-0123456789abcdefghijklmnopqrstuvwxyz0",
+    "a_writer": "wal_awriter-0123456789abcdefghijklmnopqrstuvwxyz",
+    "a_admin": "wal_aadmin-0123456789abcdefghijklmnopqrstuvwxyz0",
+    "b_writer": "wal_bwriter-0123456789abcdefghijklmnopqrstuvwxyz",
+    "b_admin": "wal_badmin-0123456789abcdefghijklmnopqrstuvwxyz0",
+}
+API_ROLES = {
+    "admin": "admin",
+    "a_writer": "writer:a",
+    "a_admin": "namespace-admin:a",
+    "b_writer": "writer:b",
+    "b_admin": "namespace-admin:b",
+}
+#: A well-formed token no setting admits.
+UNKNOWN_TOKEN = "wal_unknown-0123456789abcdefghijklmnopqrstuvwxy"  # noqa: S105 - a test token
+
+
+def api_tokens_setting() -> str:
+    """The WALSTREAM_TOKENS setting admitting each of ``API_TOKENS`` with its role (hashes)."""
+    return " ".join(
+        f"{hash_token(API_TOKENS[n])}:{'admin:' if n == 'admin' else API_ROLES[n]}:{n}"
+        for n in API_TOKENS
+    )
+
+
+def bearer(who: str | None) -> dict[str, str]:
+    """The Authorization header of ``API_TOKENS[who]`` (``unknown``: ``UNKNOWN_TOKEN``; None:
+    no header)."""
+    if who is None:
+        return {}
+    token = UNKNOWN_TOKEN if who == "unknown" else API_TOKENS[who]
+    return {"Authorization": f"Bearer {token}"}
 
 
 # -- the emitter -----------------------------------------------------------------------------

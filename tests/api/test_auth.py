@@ -3,8 +3,11 @@ wrong one, a namespace's token reaches only its namespace, secrets are redacted.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import re
+import sys
 
 import orjson
 import pytest
@@ -14,7 +17,7 @@ from walstream.api.auth import ROUTE_ACCESS
 from walstream.api.deps import ApiDeps
 from walstream.api.openapi import openapi_document
 from walstream.clock import FakeClock
-from walstream.core.auth import Access, hash_token
+from walstream.core.auth import Access, Role, hash_token, parse_tokens_setting
 from walstream.core.dlq import entry_headers, parse_dlq_record
 from walstream.core.limits import InFlightLimiter
 from walstream.dlq import DlqPage
@@ -23,25 +26,10 @@ from walstream.kafka.producer import MemoryLogProducer
 from walstream.namespaces.config import parse_namespace
 from walstream.namespaces.registry import NamespaceRegistry, encode_event
 from walstream.settings import Settings
+from walstream.testing import API_TOKENS, UNKNOWN_TOKEN, api_tokens_setting, bearer
 
-TOKENS = {
-    "admin": "wal_admin-0123456789abcdefghijklmnopqrstuvwxyz0",
-    "a_writer": "wal_awriter-0123456789abcdefghijklmnopqrstuvwxyz",
-    "a_admin": "wal_aadmin-0123456789abcdefghijklmnopqrstuvwxyz0",
-    "b_writer": "wal_bwriter-0123456789abcdefghijklmnopqrstuvwxyz",
-    "b_admin": "wal_badmin-0123456789abcdefghijklmnopqrstuvwxyz0",
-}
-ROLES = {
-    "admin": "admin",
-    "a_writer": "writer:a",
-    "a_admin": "namespace-admin:a",
-    "b_writer": "writer:b",
-    "b_admin": "namespace-admin:b",
-}
-SETTING = " ".join(
-    f"{hash_token(TOKENS[n])}:{'admin:' if n == 'admin' else ROLES[n]}:{n}" for n in TOKENS
-)
-UNKNOWN = "wal_unknown-0123456789abcdefghijklmnopqrstuvwxy"
+TOKENS = API_TOKENS
+SETTING = api_tokens_setting()
 UPSTREAM_SECRET = "internal admin token is s3cr3t-from-upstream"
 HEADER_SECRET = "Bearer target-header-secret"
 USERINFO_SECRET = "hunter2"
@@ -121,13 +109,6 @@ async def client(api_client):
     return await api_client(create_api(_deps()))
 
 
-def _auth(who: str | None) -> dict[str, str]:
-    if who is None:
-        return {}
-    token = UNKNOWN if who == "unknown" else TOKENS[who]
-    return {"Authorization": f"Bearer {token}"}
-
-
 WRITE = ("POST", "/v1/namespaces/a/log", {"payload": 1})
 BATCH = ("POST", "/v1/namespaces/a/log:batch", {"records": [{"payload": 1}]})
 DLQ = ("GET", "/v1/namespaces/a/dlq", None)
@@ -179,7 +160,7 @@ CASES = [
 async def test_status_per_route_and_token(client, request_, who, status):
     method, path, body = request_
     kwargs = {"json": body} if body is not None else {}
-    response = await client.request(method, path, headers=_auth(who), **kwargs)
+    response = await client.request(method, path, headers=bearer(who), **kwargs)
     assert response.status == status, await response.text()
     if status in (401, 403):
         body = await response.json()
@@ -194,7 +175,7 @@ async def test_a_refused_write_writes_nothing_and_names_the_namespace(api_client
     deps = _deps()
     client = await api_client(create_api(deps))
     response = await client.post(
-        "/v1/namespaces/b/log", json={"payload": 1}, headers=_auth("a_writer")
+        "/v1/namespaces/b/log", json={"payload": 1}, headers=bearer("a_writer")
     )
     assert response.status == 403
     assert "'b'" in (await response.json())["message"]
@@ -217,11 +198,11 @@ async def test_every_route_but_health_refuses_without_a_token(api_client):
             continue
         response = await client.request(route.method, path, data=b"{}")
         assert response.status == 401, (route, await response.text())
-        response = await client.request(route.method, path, data=b"{}", headers=_auth("unknown"))
+        response = await client.request(route.method, path, data=b"{}", headers=bearer("unknown"))
         assert response.status == 403, route
         if "{namespace}" in route.pattern:  # another namespace's tokens get nothing here
             for who in ("b_writer", "b_admin"):
-                response = await client.request(route.method, path, data=b"{}", headers=_auth(who))
+                response = await client.request(route.method, path, data=b"{}", headers=bearer(who))
                 assert response.status == 403, (route, who)
     assert {p for _, p in open_routes} <= {"/healthz", "/readyz", "/metrics"}
 
@@ -233,7 +214,7 @@ async def test_auth_off_opens_every_route(api_client):
 
 
 async def test_namespace_endpoints_redact_target_headers_and_url_userinfo(client):
-    response = await client.get("/v1/namespaces/b", headers=_auth("admin"))
+    response = await client.get("/v1/namespaces/b", headers=bearer("admin"))
     assert response.status == 200
     text = await response.text()
     for secret in (HEADER_SECRET, "k-123", USERINFO_SECRET, "svc:"):
@@ -242,7 +223,7 @@ async def test_namespace_endpoints_redact_target_headers_and_url_userinfo(client
     assert target["headers"] == {"Authorization": "***", "X-Api-Key": "***"}
     assert target["url"] == "http://***@127.0.0.1:9/hook"
 
-    listed = await client.get("/v1/namespaces", headers=_auth("admin"))
+    listed = await client.get("/v1/namespaces", headers=bearer("admin"))
     text = await listed.text()
     assert {ns["name"] for ns in orjson.loads(text)["namespaces"]} == {"a", "b"}
     for secret in (HEADER_SECRET, "k-123", USERINFO_SECRET):
@@ -250,19 +231,19 @@ async def test_namespace_endpoints_redact_target_headers_and_url_userinfo(client
 
 
 async def test_a_namespace_admin_lists_only_its_namespaces(client):
-    response = await client.get("/v1/namespaces", headers=_auth("b_admin"))
+    response = await client.get("/v1/namespaces", headers=bearer("b_admin"))
     assert [ns["name"] for ns in (await response.json())["namespaces"]] == ["b"]
 
 
 async def test_dlq_reasons_quoting_upstream_are_shown_to_admins_only(client):
-    writer = await (await client.get("/v1/namespaces/a/dlq", headers=_auth("a_writer"))).json()
+    writer = await (await client.get("/v1/namespaces/a/dlq", headers=bearer("a_writer"))).json()
     [entry] = writer["entries"]
     assert entry["error_class"] == "http_500"
     assert UPSTREAM_SECRET not in orjson.dumps(writer).decode()
     assert "10.0.0.5" not in entry["reason"]
     assert entry["reason"].startswith("http_500")
     for who in ("a_admin", "admin"):
-        admin = await (await client.get("/v1/namespaces/a/dlq", headers=_auth(who))).json()
+        admin = await (await client.get("/v1/namespaces/a/dlq", headers=bearer(who))).json()
         assert UPSTREAM_SECRET in admin["entries"][0]["reason"]
 
 
@@ -326,14 +307,14 @@ async def test_a_token_never_reaches_the_logs(api_client, tmp_path, caplog):
     client = await api_client(create_api(deps))
     for who in ("a_writer", "a_admin", "b_writer", "unknown", None):
         for method, url, body in (WRITE, DLQ, SHOW, REDRIVE):
-            await client.request(method, url, json=body, headers=_auth(who))
-    await client.get("/v1/namespaces/a/log", headers={"Authorization": "Basic " + UNKNOWN})
+            await client.request(method, url, json=body, headers=bearer(who))
+    await client.get("/v1/namespaces/a/log", headers={"Authorization": "Basic " + UNKNOWN_TOKEN})
     path.write_text("{not json " + TOKENS["b_admin"])  # a broken file quoting a token
     deps.clock.advance(1_000)
-    await client.request(*WRITE[:2], json=WRITE[2], headers=_auth("a_writer"))
+    await client.request(*WRITE[:2], json=WRITE[2], headers=bearer("a_writer"))
     assert caplog.records, "nothing was logged: the test would prove nothing"
     logged = "\n".join(f"{r.getMessage()} {r.exc_text or ''} {r.args!r}" for r in caplog.records)
-    for token in (*TOKENS.values(), UNKNOWN):
+    for token in (*TOKENS.values(), UNKNOWN_TOKEN):
         assert token not in logged
         assert hash_token(token) not in logged
 
@@ -360,9 +341,61 @@ async def test_only_verified_tokens_are_cached_and_a_reload_empties_the_cache(ap
         headers = {"Authorization": f"Bearer guess-{n}"}
         assert (await client.post(WRITE[1], json=WRITE[2], headers=headers)).status == 403
     assert api.auth.verified_count() == 0
-    assert (await client.post(WRITE[1], json=WRITE[2], headers=_auth("admin"))).status == 200
+    assert (await client.post(WRITE[1], json=WRITE[2], headers=bearer("admin"))).status == 200
     assert api.auth.verified_count() == 1
     path.write_text("tokens = []\n")  # the token is revoked
     api.deps.clock.advance(1_000)
-    assert (await client.post(WRITE[1], json=WRITE[2], headers=_auth("admin"))).status == 403
+    assert (await client.post(WRITE[1], json=WRITE[2], headers=bearer("admin"))).status == 403
     assert api.auth.verified_count() == 0
+
+
+# -- the CLI's token: `walstream token new` makes a token and its hash entry; `walstream write`
+# sends WALSTREAM_TOKEN (or --token) as a bearer token (was tests/api/test_auth_cli.py)
+
+
+async def _cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "walstream",
+        *args,
+        env={**os.environ, **(env or {})},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+async def test_token_new_prints_a_token_and_the_entry_that_admits_it():
+    code, out, _ = await _cli("token", "new", "--role", "writer", "--namespace", "a", "--name", "t")
+    assert code == 0
+    token = re.search(r"not stored\): (\S+)", out).group(1)
+    entry = re.search(r"WALSTREAM_TOKENS entry: (\S+)", out).group(1)
+    assert token not in entry
+    principal = parse_tokens_setting(entry).lookup(token)
+    assert principal is not None
+    assert (principal.name, principal.role, principal.namespaces) == ("t", Role.WRITER, {"a"})
+    code, _, err = await _cli("token", "new", "--role", "writer")  # namespaces required
+    assert code == 2
+    assert "--namespace" in err
+
+
+async def test_write_sends_the_token(api_client):
+    deps = _deps()
+    client = await api_client(create_api(deps))
+    base = str(client.make_url(""))
+    code, out, _ = await _cli(
+        "write", "a", '{"x": 1}', "--api", base, env={"WALSTREAM_TOKEN": TOKENS["a_writer"]}
+    )
+    assert code == 0, out
+    assert "durable=TRUE status=200" in out
+    assert len(deps.producer.sent) == 1
+    code, out, _ = await _cli("--token", TOKENS["b_writer"], "write", "a", "1", "--api", base)
+    assert code == 1
+    assert "status=403" in out
+    env = {k: v for k, v in os.environ.items() if k != "WALSTREAM_TOKEN"}
+    code, out, _ = await _cli("write", "a", "1", "--api", base, env=env)
+    assert code == 1
+    assert "status=401" in out
+    assert len(deps.producer.sent) == 1

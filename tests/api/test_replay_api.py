@@ -8,30 +8,21 @@ import asyncio
 import jsonschema
 import pytest
 
-from tests.api.test_auth import TOKENS, _auth, _registry
 from walstream.api.app import create_api
 from walstream.api.auth import ROUTE_ACCESS
 from walstream.api.deps import ApiDeps
 from walstream.api.openapi import SCHEMAS
 from walstream.api.replays import Replays
 from walstream.clock import FakeClock
-from walstream.core.auth import Access, hash_token
+from walstream.core.auth import Access
 from walstream.core.limits import InFlightLimiter
 from walstream.core.replay_request import REPLAY_FIELDS
 from walstream.kafka.producer import MemoryLogProducer
 from walstream.replay import ReplayResult
 from walstream.settings import Settings
+from walstream.testing import api_tokens_setting, bearer, registry_of
 
-SETTING = " ".join(
-    f"{hash_token(TOKENS[n])}:{r}:{n}"
-    for n, r in {
-        "admin": "admin:",
-        "a_writer": "writer:a",
-        "a_admin": "namespace-admin:a",
-        "b_writer": "writer:b",
-        "b_admin": "namespace-admin:b",
-    }.items()
-)
+SETTING = api_tokens_setting()
 NOW = 1_800_000_000_000
 WINDOW = {"from": NOW - 3_600_000, "to": NOW}
 
@@ -71,7 +62,10 @@ def pool():
 @pytest.fixture
 async def client(api_client, fake, pool):
     settings = Settings(max_in_flight=4, tokens=SETTING, bootstrap_servers="127.0.0.1:9")
-    registry = _registry()
+    registry = registry_of(
+        {"name": "a", "target": {"type": "kafka", "topic": "a.out"}},
+        {"name": "b", "target": {"type": "http", "url": "http://127.0.0.1:9/hook"}},
+    )
     replays = Replays(settings, registry, FakeClock(NOW), run=fake, pool_factory=lambda: pool)
     deps = ApiDeps(
         settings=settings,
@@ -123,7 +117,7 @@ def test_the_request_schema_lists_exactly_the_accepted_fields():
     ],
 )
 async def test_who_may_replay_namespace_a(client, fake, who, status):
-    response = await client.post("/v1/namespaces/a/replay", json=WINDOW, headers=_auth(who))
+    response = await client.post("/v1/namespaces/a/replay", json=WINDOW, headers=bearer(who))
     assert response.status == status, await response.text()
     if status == 202:
         assert (await response.json())["state"] == "running"
@@ -132,29 +126,29 @@ async def test_who_may_replay_namespace_a(client, fake, who, status):
     else:
         assert fake.calls == []
     for method in ("GET", "DELETE"):  # watching and cancelling need the same token
-        response = await client.request(method, "/v1/namespaces/a/replay", headers=_auth(who))
+        response = await client.request(method, "/v1/namespaces/a/replay", headers=bearer(who))
         assert response.status == (200 if status == 202 else status), method
 
 
 async def test_a_token_for_a_cannot_replay_watch_or_cancel_b(client, fake):
-    started = await client.post("/v1/namespaces/b/replay", json=WINDOW, headers=_auth("b_admin"))
+    started = await client.post("/v1/namespaces/b/replay", json=WINDOW, headers=bearer("b_admin"))
     assert started.status == 202
     await wait_until(lambda: len(fake.calls) == 1, within=5)
     for method, body in (("POST", WINDOW), ("GET", None), ("DELETE", None)):
         response = await client.request(
-            method, "/v1/namespaces/b/replay", json=body, headers=_auth("a_admin")
+            method, "/v1/namespaces/b/replay", json=body, headers=bearer("a_admin")
         )
         assert response.status == 403, (method, await response.text())
         assert (await response.json())["error"] == "ForbiddenError"
     # b's replay still runs, started once
-    status = await client.get("/v1/namespaces/b/replay", headers=_auth("b_admin"))
+    status = await client.get("/v1/namespaces/b/replay", headers=bearer("b_admin"))
     assert (await status.json())["state"] == "running"
     assert len(fake.calls) == 1
 
 
 async def test_start_watch_finish_and_one_at_a_time(client, fake):
     body = {**WINDOW, "skip_ids": ["bad-1"], "resume_from": "0:5,2:7"}
-    started = await client.post("/v1/namespaces/a/replay", json=body, headers=_auth("a_admin"))
+    started = await client.post("/v1/namespaces/a/replay", json=body, headers=bearer("a_admin"))
     assert started.status == 202
     progress = await started.json()
     _check(progress)
@@ -167,30 +161,30 @@ async def test_start_watch_finish_and_one_at_a_time(client, fake):
     assert set(call["skip_ids"]) == {"bad-1"}
     assert call["resume_from"] == {0: 5, 2: 7}
 
-    again = await client.post("/v1/namespaces/a/replay", json=WINDOW, headers=_auth("admin"))
+    again = await client.post("/v1/namespaces/a/replay", json=WINDOW, headers=bearer("admin"))
     assert again.status == 409, await again.text()
     assert len(fake.calls) == 1
-    other = await client.post("/v1/namespaces/b/replay", json=WINDOW, headers=_auth("admin"))
+    other = await client.post("/v1/namespaces/b/replay", json=WINDOW, headers=bearer("admin"))
     assert other.status == 202  # one per namespace, not one per process
 
-    watching = await (await client.get("/v1/namespaces/a/replay", headers=_auth("a_admin"))).json()
+    watching = await (await client.get("/v1/namespaces/a/replay", headers=bearer("a_admin"))).json()
     assert watching["id"] == progress["id"]
     assert (watching["state"], watching["seen"]) == ("running", 1)
 
     fake.release.set()
 
     async def done() -> bool:
-        r = await client.get("/v1/namespaces/a/replay", headers=_auth("a_admin"))
+        r = await client.get("/v1/namespaces/a/replay", headers=bearer("a_admin"))
         return (await r.json())["state"] == "done"
 
     await wait_until(done, within=5)
-    final = await (await client.get("/v1/namespaces/a/replay", headers=_auth("a_admin"))).json()
+    final = await (await client.get("/v1/namespaces/a/replay", headers=bearer("a_admin"))).json()
     _check(final)
     assert (final["delivered"], final["skipped"], final["pending"]) == (3, 1, 2)
     assert final["failed"] == []
     assert final["resume_from"] is None
     # finished: a new one may start
-    next_one = await client.post("/v1/namespaces/a/replay", json=WINDOW, headers=_auth("a_admin"))
+    next_one = await client.post("/v1/namespaces/a/replay", json=WINDOW, headers=bearer("a_admin"))
     assert next_one.status == 202
 
 
@@ -199,15 +193,15 @@ async def test_a_stopped_replay_reports_its_resume_cursor(client, fake):
         delivered=4, failed=["r-9: http 500"], error="KafkaError: gone", resume_from={1: 42}
     )
     fake.release.set()
-    started = await client.post("/v1/namespaces/a/replay", json=WINDOW, headers=_auth("a_admin"))
+    started = await client.post("/v1/namespaces/a/replay", json=WINDOW, headers=bearer("a_admin"))
     assert started.status == 202
 
     async def stopped() -> bool:
-        r = await client.get("/v1/namespaces/a/replay", headers=_auth("a_admin"))
+        r = await client.get("/v1/namespaces/a/replay", headers=bearer("a_admin"))
         return (await r.json())["state"] == "stopped"
 
     await wait_until(stopped, within=5)
-    final = await (await client.get("/v1/namespaces/a/replay", headers=_auth("a_admin"))).json()
+    final = await (await client.get("/v1/namespaces/a/replay", headers=bearer("a_admin"))).json()
     _check(final)
     assert final["resume_from"] == "1:42"
     assert final["error"] == "KafkaError: gone"
@@ -215,15 +209,15 @@ async def test_a_stopped_replay_reports_its_resume_cursor(client, fake):
 
 
 async def test_cancel(client, fake):
-    missing = await client.delete("/v1/namespaces/a/replay", headers=_auth("a_admin"))
+    missing = await client.delete("/v1/namespaces/a/replay", headers=bearer("a_admin"))
     assert missing.status == 404
-    started = await client.post("/v1/namespaces/a/replay", json=WINDOW, headers=_auth("a_admin"))
+    started = await client.post("/v1/namespaces/a/replay", json=WINDOW, headers=bearer("a_admin"))
     assert started.status == 202
     await wait_until(lambda: len(fake.calls) == 1, within=5)
-    cancelled = await client.delete("/v1/namespaces/a/replay", headers=_auth("a_admin"))
+    cancelled = await client.delete("/v1/namespaces/a/replay", headers=bearer("a_admin"))
     assert cancelled.status == 200
     assert (await cancelled.json())["state"] == "cancelled"
-    again = await client.post("/v1/namespaces/a/replay", json=WINDOW, headers=_auth("a_admin"))
+    again = await client.post("/v1/namespaces/a/replay", json=WINDOW, headers=bearer("a_admin"))
     assert again.status == 202
 
 
@@ -243,7 +237,7 @@ async def test_cancel(client, fake):
     ],
 )
 async def test_a_bad_body_is_400_naming_the_field(client, fake, body, field):
-    response = await client.post("/v1/namespaces/a/replay", json=body, headers=_auth("a_admin"))
+    response = await client.post("/v1/namespaces/a/replay", json=body, headers=bearer("a_admin"))
     assert response.status == 400, await response.text()
     answer = await response.json()
     assert answer["field"] == field
@@ -253,7 +247,7 @@ async def test_a_bad_body_is_400_naming_the_field(client, fake, body, field):
 
 async def test_relative_times_and_iso_are_accepted(client, fake):
     body = {"from": "-2h", "to": "2027-01-15T08:00:00Z"}
-    response = await client.post("/v1/namespaces/a/replay", json=body, headers=_auth("a_admin"))
+    response = await client.post("/v1/namespaces/a/replay", json=body, headers=bearer("a_admin"))
     assert response.status == 202, await response.text()
     progress = await response.json()
     assert progress["from_ms"] == NOW - 7_200_000
