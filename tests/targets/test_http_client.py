@@ -23,6 +23,7 @@ from walstream.targets.http_client import (
     HttpProtocolError,
     InvalidHeaderError,
 )
+from walstream.testing import RawServer, Rfc7230Upstream
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -72,40 +73,6 @@ async def app_server() -> AsyncIterator[tuple[str, Recorder]]:
         yield f"http://127.0.0.1:{port}", recorder
     finally:
         await runner.cleanup()
-
-
-class RawServer:
-    """An asyncio server whose connections all end with it (3.11's ``Server`` leaves them)."""
-
-    def __init__(self, handler: Handler, **kwargs: object) -> None:
-        self.handler = handler
-        self.kwargs = kwargs
-        self.tasks: set[asyncio.Task[None]] = set()
-        self.server: asyncio.Server | None = None
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self.tasks.add(task)
-        try:
-            await self.handler(reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            writer.close()
-            self.tasks.discard(task)
-
-    async def __aenter__(self) -> str:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0, **self.kwargs)
-        return str(self.server.sockets[0].getsockname()[1])
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self.server is not None
-        self.server.close()
-        for task in list(self.tasks):
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
-        await self.server.wait_closed()
 
 
 async def idle(reader: asyncio.StreamReader) -> None:
@@ -429,40 +396,6 @@ async def test_target_down_is_transient(client: HttpClient) -> None:
     with pytest.raises(TargetUnavailableError) as down:
         await HttpTarget(client).deliver(envelope({"type": "http", "url": f"{base}/200"}))
     assert down.value.error_class == "connection"
-
-
-class Rfc7230Upstream:
-    """A raw HTTP/1.1 server that frames requests as RFC 7230 3.3.3 says (chunked wins over
-    Content-Length) and answers each one 200 on the same keep-alive connection."""
-
-    def __init__(self) -> None:
-        self.requests: list[tuple[bytes, bytes]] = []  # (request line, body)
-        self.connections = 0
-
-    async def handler(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        while True:
-            try:
-                head = await reader.readuntil(b"\r\n\r\n")
-            except asyncio.IncompleteReadError:
-                return
-            line, *fields = head[:-4].split(b"\r\n")
-            headers = {}
-            for field in fields:
-                name, _, value = field.partition(b":")
-                headers[name.strip().lower()] = value.strip()
-            if headers.get(b"transfer-encoding", b"").lower() == b"chunked":
-                body = b""
-                while True:
-                    size = int((await reader.readuntil(b"\r\n"))[:-2], 16)
-                    body += (await reader.readexactly(size + 2))[:-2]
-                    if size == 0:
-                        break
-            else:
-                body = await reader.readexactly(int(headers.get(b"content-length", b"0")))
-            self.requests.append((line, body))
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-            await writer.drain()
 
 
 SMUGGLED = b"0\r\n\r\nPOST /smuggled HTTP/1.1\r\nHost: x\r\nContent-Length: 400\r\n\r\n"

@@ -12,8 +12,7 @@ import pytest
 from walstream.core.lww import Version
 from walstream.errors import TargetRejectedError, TargetUnavailableError
 from walstream.targets.kv_postgres import PostgresKvTarget
-
-from .test_kv_sqlite import write
+from walstream.testing import kv_envelope as write
 
 pytestmark = pytest.mark.integration
 

@@ -13,22 +13,8 @@ from hypothesis import strategies as st
 from walstream.core.lww import Outcome, Version, should_apply
 from walstream.core.validate import MAX_FUTURE_SKEW_MS
 from walstream.errors import TargetRejectedError, TargetUnavailableError
-from walstream.records import Envelope, Lifecycle
 from walstream.targets.kv import SqliteKvTarget
-
-
-def write(value, owt, token, *, key="k1", op="put"):
-    return Envelope(
-        id=f"id-{token}",
-        namespace="ns",
-        key=key,
-        payload=value,
-        payload_encoding="json",
-        target={"type": "kv", "table": "items", "key": key, "op": op},
-        lifecycle=Lifecycle(deliver_at_ms=owt, original_write_time_ms=owt, delay_ms=0),
-        idempotency_token=token,
-        created_at_ms=owt,
-    )
+from walstream.testing import kv_envelope as write
 
 
 @pytest.fixture

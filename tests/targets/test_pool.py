@@ -18,8 +18,7 @@ from walstream.records import Envelope, Lifecycle
 from walstream.settings import Settings
 from walstream.targets.kafka import KafkaTarget
 from walstream.targets.pool import TargetPool
-
-from .test_http_client import RawServer, Rfc7230Upstream
+from walstream.testing import RawServer, Rfc7230Upstream
 
 
 class FakeProducer:
