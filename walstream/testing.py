@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +37,7 @@ from walstream.clock import FakeClock
 from walstream.core.auth import hash_token
 from walstream.core.breaker import BreakerPolicy, CircuitBreaker
 from walstream.core.delay import parse_delay_headers
+from walstream.core.dlq import entry_headers
 from walstream.errors import TargetRejectedError
 from walstream.kafka.log_reader import LoggedRecord, RecordGoneError
 from walstream.namespaces.config import NamespaceConfig, parse_namespace
@@ -71,6 +73,7 @@ __all__ = [
     "kv_envelope",
     "namespace_definition",
     "registry_of",
+    "send_dead_letter",
 ]
 
 #: The fakes' "now": a fixed wall-clock time (2027-01-15), far from any edge.
@@ -390,6 +393,44 @@ class DeliveryHarness:
             )
             self.outcomes.append(outcome)
         raise AssertionError("emitted records did not settle")
+
+
+# -- the DLQ on a broker ---------------------------------------------------------------------
+
+
+async def send_dead_letter(
+    producer: Any, ns: str, record_id: str, partition: int, dead_at_ms: int
+) -> None:
+    """Writes with ``producer`` (an aiokafka producer) the DLQ entry the worker writes when
+    keyless record ``record_id`` of ``ns`` dies on ``partition`` (after 3 attempts, HTTP 503)."""
+    now = int(time.time() * 1000)
+    value = encode_envelope(
+        Envelope(
+            id=record_id,
+            namespace=ns,
+            key=None,
+            payload={"id": record_id},
+            payload_encoding="json",
+            target={"type": "kafka", "topic": "o"},
+            lifecycle=Lifecycle(deliver_at_ms=now, original_write_time_ms=now),
+            idempotency_token=f"tok-{record_id}",
+            created_at_ms=now,
+        )
+    )
+    await producer.send_and_wait(
+        f"wal.{ns}.dlq",
+        value,
+        key=record_id.encode(),
+        partition=partition,
+        headers=entry_headers(
+            namespace=ns,
+            reason="HTTP 503",
+            error_class="http_503",
+            source=f"wal.{ns}.log[{partition}]@0",
+            attempts=3,
+            dead_at_ms=dead_at_ms,
+        ),
+    )
 
 
 # -- HTTP servers ----------------------------------------------------------------------------

@@ -9,19 +9,17 @@ each one redrivable by id, and the open-entries gauge is exact before and after.
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from aiokafka import AIOKafkaProducer
 from prometheus_client import CollectorRegistry
 
 from walstream.agents.dlq_monitor import DlqMonitor
 from walstream.api.app import build_api
-from walstream.core.dlq import Selection, entry_headers
+from walstream.core.dlq import Selection
 from walstream.dlq import DlqReader, flatten, read_dlq, redrive
 from walstream.metrics import WalMetrics
-from walstream.records import Envelope, Lifecycle, encode_envelope
 from walstream.settings import Settings
+from walstream.testing import send_dead_letter as dead_letter
 
 from .conftest import apply_namespace, eventually
 
@@ -29,41 +27,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 AGAIN = 20  # redriven, then dead again on another partition
 PLAIN = 5  # never redriven
-
-
-def record(ns: str, record_id: str) -> bytes:
-    now = int(time.time() * 1000)
-    return encode_envelope(
-        Envelope(
-            id=record_id,
-            namespace=ns,
-            key=None,
-            payload={"id": record_id},
-            payload_encoding="json",
-            target={"type": "kafka", "topic": "o"},
-            lifecycle=Lifecycle(deliver_at_ms=now, original_write_time_ms=now),
-            idempotency_token=f"tok-{record_id}",
-            created_at_ms=now,
-        )
-    )
-
-
-async def dead_letter(producer, ns: str, record_id: str, partition: int, dead_at_ms: int) -> None:
-    """What the worker writes when a record dies (a keyless record: any partition)."""
-    await producer.send_and_wait(
-        f"wal.{ns}.dlq",
-        record(ns, record_id),
-        key=record_id.encode(),
-        partition=partition,
-        headers=entry_headers(
-            namespace=ns,
-            reason="HTTP 503",
-            error_class="http_503",
-            source=f"wal.{ns}.log[{partition}]@0",
-            attempts=3,
-            dead_at_ms=dead_at_ms,
-        ),
-    )
 
 
 def gauge(registry: CollectorRegistry, ns: str) -> float | None:

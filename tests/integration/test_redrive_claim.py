@@ -17,9 +17,9 @@ from aiokafka import AIOKafkaProducer
 from walstream.api.app import build_api
 from walstream.core.dlq import CLAIM_KEY, CLAIM_PARTITION, claim_headers
 from walstream.settings import Settings
+from walstream.testing import send_dead_letter as dead_letter
 
 from .conftest import apply_namespace, eventually, run_cli
-from .test_dlq_identity import dead_letter
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
