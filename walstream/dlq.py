@@ -53,7 +53,7 @@ from walstream.core.dlq import (
     marker_headers,
     parse_dlq_record,
 )
-from walstream.errors import PoisonRecordError, WalError
+from walstream.errors import PoisonRecordError, RedriveConflictError, WalError
 from walstream.kafka.clients import assign_from_start, start_client, stop_consumer
 from walstream.kafka.log_reader import LogReader, RecordGoneError
 from walstream.namespaces.config import NamespaceConfig
@@ -65,7 +65,6 @@ __all__ = [
     "DlqAccess",
     "DlqPage",
     "DlqReader",
-    "RedriveConflictError",
     "RedriveProgress",
     "RedriveState",
     "Redrives",
@@ -79,10 +78,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-
-class RedriveConflictError(WalError):
-    """A redrive of this namespace is already running (HTTP 409)."""
 
 
 #: How long a redrive's claim holds its namespace's DLQ without a renewal.

@@ -8,9 +8,10 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from walstream.errors import VersionConflictError
 from walstream.namespaces.broadcast import NamespaceFeed, NamespacePublisher
 from walstream.namespaces.config import parse_namespace
-from walstream.namespaces.registry import NamespaceRegistry, VersionConflictError, encode_event
+from walstream.namespaces.registry import NamespaceRegistry, encode_event
 
 from .conftest import run_cli
 

@@ -15,12 +15,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from walstream.errors import ConfigError, NamespaceNotFoundError, NamespaceUnavailableError
+from walstream.errors import (
+    ConfigError,
+    NamespaceNotFoundError,
+    NamespaceUnavailableError,
+    VersionConflictError,
+)
 from walstream.namespaces.config import parse_namespace
 from walstream.namespaces.registry import (
     Change,
     NamespaceRegistry,
-    VersionConflictError,
     encode_event,
     next_event,
 )

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from walstream.api.router import MethodNotAllowedError, RouteNotFoundError, Router
+from walstream.api.router import Router
+from walstream.errors import MethodNotAllowedError, RouteNotFoundError
 
 
 async def _a(request, deps, params):

@@ -8,11 +8,10 @@ import time
 import pytest
 
 from walstream.core.target_policy import (
-    TargetNotAllowedError,
     destination,
     parse_allowed_targets,
 )
-from walstream.errors import BadRequestError, ConfigError
+from walstream.errors import BadRequestError, ConfigError, TargetNotAllowedError
 from walstream.namespaces.config import parse_namespace
 from walstream.topology import default_topics, delay_topic, poison_topic, reserved_topics
 

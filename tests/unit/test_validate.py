@@ -8,9 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from walstream.core.target_policy import TargetNotAllowedError
 from walstream.core.validate import MAX_FUTURE_SKEW_MS, parse_batch, parse_write_request
-from walstream.errors import BadRequestError, PayloadTooLargeError
+from walstream.errors import BadRequestError, PayloadTooLargeError, TargetNotAllowedError
 from walstream.namespaces.config import parse_namespace
 from walstream.topology import reserved_topics
 

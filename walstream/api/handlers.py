@@ -15,7 +15,7 @@ from walstream.api.deps import ApiDeps
 from walstream.api.openapi import openapi_document
 from walstream.api.replays import Replays
 from walstream.api.responses import error_body, json_response, status_for
-from walstream.api.router import RouteNotFoundError, Router
+from walstream.api.router import Router
 from walstream.core.auth import principals_namespaces, redact_target, visible_reason
 from walstream.core.dlq import DlqCursor, parse_selection
 from walstream.core.replay_request import parse_replay_request
@@ -27,6 +27,7 @@ from walstream.errors import (
     BadRequestError,
     OverloadedError,
     PayloadTooLargeError,
+    RouteNotFoundError,
     ServiceUnavailableError,
     WalError,
 )

@@ -17,23 +17,19 @@ from typing import Any
 
 from walstream.clock import Clock, SystemClock
 from walstream.core.replay_request import ReplayRequest
-from walstream.errors import WalError
+from walstream.errors import ReplayConflictError
 from walstream.namespaces.config import NamespaceConfig
 from walstream.namespaces.registry import NamespaceRegistry
 from walstream.replay import ReplayResult, replay
 from walstream.settings import Settings
 from walstream.targets.pool import TargetPool
 
-__all__ = ["ReplayConflictError", "ReplayProgress", "ReplayState", "Replays"]
+__all__ = ["ReplayProgress", "ReplayState", "Replays"]
 
 logger = logging.getLogger(__name__)
 
 #: walstream.replay.replay's signature (tests pass a fake).
 Runner = Callable[..., Awaitable[ReplayResult]]
-
-
-class ReplayConflictError(WalError):
-    """A replay of this namespace is already running in this process (HTTP 409)."""
 
 
 class ReplayState(Enum):

@@ -1,4 +1,6 @@
-"""The one place errors become HTTP statuses and JSON bodies."""
+"""The one place errors become HTTP responses: a WalError's status, durable value and headers
+are its class's (walstream.errors); any other exception is aiohttp's refusal (its status,
+durable FALSE) or a bug (500, durable UNKNOWN)."""
 
 from __future__ import annotations
 
@@ -8,22 +10,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from walstream.api.replays import ReplayConflictError
-from walstream.api.router import MethodNotAllowedError, RouteNotFoundError
-from walstream.dlq import RedriveConflictError
-from walstream.errors import (
-    BadRequestError,
-    BrokerUnavailableError,
-    ForbiddenError,
-    NamespaceNotFoundError,
-    NamespaceUnavailableError,
-    OverloadedError,
-    ServiceUnavailableError,
-    UnauthorizedError,
-    WalError,
-    WriteRejectedError,
-    WriteUnknownError,
-)
+from walstream.errors import BadRequestError, Durable, WalError
 
 __all__ = ["error_body", "error_response", "failure_response", "json_response", "status_for"]
 
@@ -35,33 +22,18 @@ def json_response(obj: Any, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(obj), status=status, content_type="application/json")
 
 
-def status_for(exc: WalError) -> tuple[int, str]:
-    """HTTP status and durable value for an error."""
-    if isinstance(exc, BadRequestError):
-        return exc.status, "FALSE"
-    if isinstance(exc, UnauthorizedError | ForbiddenError):
-        return exc.status, "FALSE"
-    if isinstance(exc, NamespaceUnavailableError):
-        return 503, "FALSE"
-    if isinstance(exc, NamespaceNotFoundError | RouteNotFoundError):
-        return 404, "FALSE"
-    if isinstance(exc, MethodNotAllowedError):
-        return 405, "FALSE"
-    if isinstance(exc, RedriveConflictError | ReplayConflictError):
-        return 409, "FALSE"
-    if isinstance(exc, ServiceUnavailableError):
-        return 503, "FALSE"
-    if isinstance(exc, OverloadedError | WriteRejectedError):
-        return 503, "FALSE"
-    if isinstance(exc, WriteUnknownError):
-        return 504, "UNKNOWN"
-    return 500, "UNKNOWN"
+def status_for(exc: WalError) -> tuple[int, Durable]:
+    """HTTP status and durable value for an error: what its class says (walstream.errors)."""
+    return exc.status, exc.durable
 
 
 def error_body(exc: WalError) -> dict[str, object]:
     """The JSON body describing an error (and the durability it implies)."""
-    _, durable = status_for(exc)
-    body: dict[str, object] = {"durable": durable, "message": str(exc), "error": type(exc).__name__}
+    body: dict[str, object] = {
+        "durable": exc.durable,
+        "message": str(exc),
+        "error": type(exc).__name__,
+    }
     if isinstance(exc, BadRequestError):
         body["field"] = exc.field
         body["reason"] = exc.reason
@@ -69,16 +41,10 @@ def error_body(exc: WalError) -> dict[str, object]:
 
 
 def error_response(exc: WalError) -> web.Response:
-    """The response for a WalError, with Retry-After or Allow where it applies."""
-    status, _ = status_for(exc)
-    response = json_response(error_body(exc), status)
-    if isinstance(exc, OverloadedError | BrokerUnavailableError):
-        response.headers["Retry-After"] = str(max(1, round(exc.retry_after)))
-    elif isinstance(exc, MethodNotAllowedError):
-        response.headers["Allow"] = ", ".join(exc.allowed)
-    elif isinstance(exc, UnauthorizedError):
-        response.headers["WWW-Authenticate"] = 'Bearer realm="walstream"'
-
+    """The response for a WalError, with the headers it carries (Retry-After, Allow,
+    WWW-Authenticate)."""
+    response = json_response(error_body(exc), exc.status)
+    response.headers.update(exc.headers())
     return response
 
 

@@ -17,24 +17,12 @@ from typing import Any
 from aiohttp import web
 
 from walstream.api.body import BodyLimit
-from walstream.errors import WalError
+from walstream.errors import MethodNotAllowedError, RouteNotFoundError
 
-__all__ = ["Handler", "MethodNotAllowedError", "Route", "RouteNotFoundError", "Router"]
+__all__ = ["Handler", "Route", "Router"]
 
 #: A handler gets the request, the API's dependencies and the path parameters.
 Handler = Callable[[web.BaseRequest, Any, Mapping[str, str]], Awaitable[web.StreamResponse]]
-
-
-class RouteNotFoundError(WalError):
-    """No route has this path (HTTP 404)."""
-
-
-class MethodNotAllowedError(WalError):
-    """The path exists, but not for this method (HTTP 405)."""
-
-    def __init__(self, method: str, allowed: list[str]) -> None:
-        super().__init__(f"method {method} not allowed; allowed: {', '.join(allowed)}")
-        self.allowed = allowed
 
 
 @dataclass(frozen=True, slots=True)

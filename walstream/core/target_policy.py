@@ -44,12 +44,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from walstream.core.targets import NAMESPACE_NAME
-from walstream.errors import BadRequestError
+from walstream.errors import BadRequestError, TargetNotAllowedError
 
 __all__ = [
     "IDENTIFIER",
     "ReservedTopics",
-    "TargetNotAllowedError",
     "TargetPolicy",
     "cluster_id",
     "destination",
@@ -69,12 +68,6 @@ _OFF = "record-level targets are off for this namespace (it lists no allowed_tar
 #: (``("http", origin)``, ``("kafka", cluster, topic)``, ``("kv", table)``,
 #: ``("wal", cluster, namespace)``; cluster "" is the home cluster).
 Destination = tuple[str, ...]
-
-
-class TargetNotAllowedError(BadRequestError):
-    """The target names a destination the namespace's policy does not allow."""
-
-    status = 403
 
 
 @lru_cache(maxsize=4096)

@@ -18,13 +18,12 @@ from aiokafka.errors import KafkaError
 from walstream import topology
 from walstream.aio import Backoff, cancel_and_wait, supervised
 from walstream.clock import Clock, SystemClock
-from walstream.errors import ConfigError, WalError
+from walstream.errors import ConfigError, VersionConflictError, WalError
 from walstream.kafka.admin import ensure_namespace_topics, ensure_topics
 from walstream.kafka.clients import stop_consumer
 from walstream.namespaces.config import NamespaceConfig
 from walstream.namespaces.registry import (
     NamespaceRegistry,
-    VersionConflictError,
     encode_event,
     next_event,
 )

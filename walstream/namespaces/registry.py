@@ -32,14 +32,13 @@ from walstream.errors import (
     ConfigError,
     NamespaceNotFoundError,
     NamespaceUnavailableError,
-    WalError,
+    VersionConflictError,
 )
 from walstream.namespaces.config import NamespaceConfig, parse_namespace
 
 __all__ = [
     "Change",
     "NamespaceRegistry",
-    "VersionConflictError",
     "decode_event",
     "decode_versioned",
     "encode_event",
@@ -236,10 +235,6 @@ class NamespaceRegistry:
         }
         state.update(self.unreadable)
         return state
-
-
-class VersionConflictError(WalError):
-    """``ns apply --expect-version`` saw another version, or a concurrent apply won (exit 1)."""
 
 
 def next_event(

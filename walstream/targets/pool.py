@@ -34,8 +34,8 @@ from walstream.clock import Clock
 from walstream.core.breaker import BreakerPolicy, CircuitBreaker
 from walstream.core.idle_cache import IdleCache
 from walstream.core.ids import new_id
-from walstream.core.target_policy import TargetNotAllowedError, cluster_id
-from walstream.errors import TargetRejectedError, TargetUnavailableError
+from walstream.core.target_policy import cluster_id
+from walstream.errors import TargetNotAllowedError, TargetRejectedError, TargetUnavailableError
 from walstream.kafka.clients import stop_consumer
 from walstream.namespaces.config import NamespaceConfig
 from walstream.namespaces.registry import NamespaceRegistry
