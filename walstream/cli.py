@@ -354,9 +354,9 @@ async def _selected(settings: Settings, namespace: str, selection: Any) -> tuple
 
 @contextlib.asynccontextmanager
 async def _producer(settings: Settings) -> AsyncIterator[Any]:
-    from aiokafka import AIOKafkaProducer
+    from walstream.kafka.clients import cli_producer
 
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_list, acks="all")
+    producer = cli_producer(settings.bootstrap_list)
     await producer.start()
     try:
         yield producer

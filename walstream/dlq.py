@@ -54,6 +54,7 @@ from walstream.core.dlq import (
     parse_dlq_record,
 )
 from walstream.errors import PoisonRecordError, RedriveConflictError, WalError
+from walstream.kafka import clients
 from walstream.kafka.clients import assign_from_start, start_client, stop_consumer
 from walstream.kafka.log_reader import LogReader, RecordGoneError
 from walstream.namespaces.config import NamespaceConfig
@@ -89,14 +90,7 @@ async def read_dlq(
 ) -> DlqView:
     """Fold a DLQ topic from its beginning to its current end, holding every open entry's
     record: for tests and small DLQs. Listings and redrives use DlqReader (bounded pages)."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=servers,
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        fetch_max_wait_ms=50,
-        client_id="walstream-dlq-reader",
-    )
+    consumer = clients.dlq_reader(servers)
     view = DlqView()
     try:
         await start_client(consumer)
@@ -145,15 +139,7 @@ class DlqPage:
 
 
 def _consumer(servers: str | list[str], max_records: int) -> AIOKafkaConsumer:
-    return AIOKafkaConsumer(
-        bootstrap_servers=servers,
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        fetch_max_wait_ms=50,
-        max_poll_records=max_records,
-        client_id="walstream-dlq-reader",
-    )
+    return clients.dlq_reader(servers, max_records=max_records)
 
 
 class DlqReader:
@@ -647,14 +633,12 @@ class Redrives:
             RecordGoneError: the log no longer holds it.
         """
         if self._reader is None:
-            self._reader = LogReader(self.servers, client_id="walstream-dlq-source")
+            self._reader = LogReader(self.servers, client_id=clients.ClientIds.DLQ_SOURCE)
         return (await self._reader.read(topic, partition, offset)).value
 
     async def producer(self) -> AIOKafkaProducer:
         if self._producer is None:
-            self._producer = AIOKafkaProducer(
-                bootstrap_servers=self.servers, acks="all", client_id="walstream-dlq"
-            )
+            self._producer = clients.redrive_producer(self.servers)
             await start_client(self._producer)
         return self._producer
 
@@ -769,7 +753,7 @@ class Redrives:
 @contextlib.asynccontextmanager
 async def source_reader(servers: str | list[str]) -> AsyncIterator[ReadSource]:
     """``redrive``'s ``read_source`` for a one-off redrive (the CLI's), stopped at the end."""
-    reader = LogReader(servers, client_id="walstream-dlq-source")
+    reader = LogReader(servers, client_id=clients.ClientIds.DLQ_SOURCE)
 
     async def read(topic: str, partition: int, offset: int) -> bytes | None:
         return (await reader.read(topic, partition, offset)).value

@@ -38,6 +38,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from walstream.clock import Clock, SystemClock
 from walstream.core.replay import ReplayPlan, Verdict, format_cursor
 from walstream.errors import PoisonRecordError, TargetError
+from walstream.kafka import clients
 from walstream.kafka.clients import stop_consumer
 from walstream.kafka.offsets import probe_end_offsets
 from walstream.namespaces.config import NamespaceConfig
@@ -137,13 +138,7 @@ async def replay(
         skip_ids=skip_ids,
         key_ordered=ns.key_ordered,
     )
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=servers,
-        group_id=None,
-        enable_auto_commit=False,
-        fetch_max_wait_ms=50,
-        client_id="walstream-replay",
-    )
+    consumer = clients.replay_reader(servers)
     await consumer.start()
     result = ReplayResult()
     spans: dict[TopicPartition, tuple[int, int]] = {}

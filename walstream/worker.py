@@ -34,6 +34,7 @@ from walstream.agents.ordering import KeyOrder, TableChangelog, TableStore
 from walstream.clock import SystemClock
 from walstream.core.delay import parse_due_header
 from walstream.errors import WalError
+from walstream.kafka.clients import ClientIds
 from walstream.kafka.dynamic_topic import DynamicTopic
 from walstream.kafka.log_reader import LogReader
 from walstream.metrics import WalMetrics
@@ -92,7 +93,9 @@ class Delivery(mode.Service):
         # The delivered marks' index (which to drop first), rebuilt the same way.
         self.table_attempts = TableAttempts(self.attempts)
         self.attempts.on_recover(self._reindex_attempts)
-        self.log_reader = LogReader(settings.bootstrap_list, client_id=f"{app.conf.id}-parked")
+        self.log_reader = LogReader(
+            settings.bootstrap_list, client_id=ClientIds.parked_reader(app.conf.id)
+        )
         self._blocked_labels: set[str] = set()
         self._unreadable_labels: set[str] = set()
         self.deliverer = Deliverer(
@@ -113,7 +116,7 @@ class Delivery(mode.Service):
         )
         self.delay = DelayStage(
             settings.replace(app_id=app.conf.id),
-            group_id=f"{app.conf.id}-delay",
+            group_id=ClientIds.delay_group(app.conf.id),
             metrics=self.metrics,
             clock=self.clock,
             handoff_lead_ms=settings.delay_handoff_lead_ms,

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 from aiokafka.errors import KafkaConnectionError
 
-from walstream.kafka import admin as admin_module
+from walstream.kafka import clients as clients_module
 from walstream.kafka.admin import ensure_topics
 from walstream.namespaces.broadcast import namespace_topic_specs
 from walstream.namespaces.config import parse_namespace
@@ -51,7 +51,8 @@ class _Admin:
 @pytest.fixture
 def fake_admin(monkeypatch):
     _Admin.brokers, _Admin.existing, _Admin.described, _Admin.created = 2, (), [], []
-    monkeypatch.setattr(admin_module, "AIOKafkaAdminClient", _Admin)
+    # walstream.kafka.clients makes every admin client
+    monkeypatch.setattr(clients_module, "AIOKafkaAdminClient", _Admin)
     return _Admin
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from walstream.core.topic_checks import name_problems, partition_problems
 from walstream.errors import TopicError
-from walstream.kafka import admin as admin_module
+from walstream.kafka import clients as clients_module
 from walstream.kafka.admin import deployment_topic, ensure_topics
 from walstream.settings import Settings
 from walstream.topology import TopicSpec, delay_topic, poison_topic
@@ -82,7 +82,8 @@ class _RefusingAdmin:
 
 
 async def test_a_creation_the_broker_refuses_raises_naming_the_topic(monkeypatch):
-    monkeypatch.setattr(admin_module, "AIOKafkaAdminClient", _RefusingAdmin)
+    # walstream.kafka.clients makes every admin client
+    monkeypatch.setattr(clients_module, "AIOKafkaAdminClient", _RefusingAdmin)
     with pytest.raises(TopicError, match=r"wal\.a\.log") as raised:
         await ensure_topics("kafka:9092", [TopicSpec(name="wal.a.log", partitions=4)])
     assert "error 44" in str(raised.value)

@@ -16,12 +16,12 @@ from collections.abc import Iterable
 from typing import Any
 
 import mode
-from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 
 from walstream.aio import Backoff, supervised
 from walstream.clock import Clock, SystemClock
 from walstream.core.dlq import DlqTally, parse_dlq_record
+from walstream.kafka import clients
 from walstream.kafka.clients import assign_from_start, stop_consumer
 from walstream.metrics import WalMetrics
 from walstream.settings import Settings
@@ -91,14 +91,7 @@ class DlqMonitor(mode.Service):
         if not wanted:
             return
         namespace_of = {topic: ns for ns, topic in wanted.items()}
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.bootstrap_list,
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            fetch_max_wait_ms=500,
-            client_id="walstream-dlq-monitor",
-        )
+        consumer = clients.dlq_monitor(self.settings.bootstrap_list)
         await consumer.start()
         try:
             assigned = await assign_from_start(consumer, sorted(namespace_of), within_s=5.0)

@@ -27,6 +27,7 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from walstream.core.retention import Drift, Durability, config_drift, durability_for
 from walstream.core.topic_checks import TopicProblem, name_problems, partition_problems
 from walstream.errors import TopicError
+from walstream.kafka.clients import admin_client
 from walstream.settings import Settings
 from walstream.topology import TopicSpec, delay_topic, poison_topic
 
@@ -63,7 +64,7 @@ async def ensure_topics(
     wanted = {spec.name: spec for spec in specs}
     if not wanted:
         return []
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="walstream-admin")
+    admin = admin_client(bootstrap_servers)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -228,7 +229,7 @@ async def cluster_durability(
     bootstrap_servers: str | list[str], replication_factor: int, min_insync_replicas: int
 ) -> Durability:
     """What topics created now get on this cluster (the settings capped to its brokers)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="walstream-admin")
+    admin = admin_client(bootstrap_servers)
     await admin.start()
     try:
         brokers = await _broker_count(admin)

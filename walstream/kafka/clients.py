@@ -1,16 +1,269 @@
-"""Helpers around aiokafka client lifecycles."""
+"""Every aiokafka client walstream makes, and helpers around their lifecycles.
+
+One place builds the clients, as ``walstream.topology`` names the topics: a reader (a consumer
+that commits nothing: groupless, assigning its own partitions, or in a consumer group that
+commits by hand), a producer that waits for acks from every in-sync replica, an admin client.
+Each client of the code base is one function here with its settings (``namespace_feed``,
+``dlq_monitor``, ...), and its client id and consumer group come from ``ClientIds`` below: the
+broker's logs, quotas and ACLs know walstream's clients by them.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Final, Literal
 
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-__all__ = ["assign_from_start", "start_client", "stop_consumer"]
+__all__ = [
+    "ClientIds",
+    "acked_producer",
+    "admin_client",
+    "api_producer",
+    "assign_from_start",
+    "cli_producer",
+    "delay_consumer",
+    "delay_due_producer",
+    "delay_hops_producer",
+    "dlq_monitor",
+    "dlq_reader",
+    "end_offsets_probe",
+    "log_reader",
+    "namespace_feed",
+    "namespace_publisher",
+    "reader_consumer",
+    "redrive_producer",
+    "replay_reader",
+    "start_client",
+    "stop_consumer",
+    "target_producer",
+]
+
+Servers = str | list[str]
+Reset = Literal["earliest", "latest", "none"]
+
+
+class ClientIds:
+    """The client ids and consumer groups of walstream's own clients (Faust's are the app id)."""
+
+    ADMIN: Final = "walstream-admin"
+    API: Final = "walstream-api"
+    #: the CLI's producer has aiokafka's own id ("aiokafka-producer-N"), as it always had
+    CLI: Final = None
+    DLQ_MONITOR: Final = "walstream-dlq-monitor"
+    DLQ_READER: Final = "walstream-dlq-reader"
+    DLQ_SOURCE: Final = "walstream-dlq-source"
+    END_OFFSETS: Final = "walstream-end-offsets"
+    LOG_READER: Final = "walstream-log-reader"
+    NAMESPACE_FEED: Final = "walstream-namespaces"
+    NAMESPACE_PUBLISHER: Final = "walstream-namespace-publisher"
+    REDRIVE: Final = "walstream-dlq"
+    REPLAY: Final = "walstream-replay"
+    TARGETS: Final = "walstream-targets"
+
+    @staticmethod
+    def delay_group(app_id: str) -> str:
+        """The delay stage's consumer group (also its consumer's client id)."""
+        return f"{app_id}-delay"
+
+    @staticmethod
+    def parked_reader(app_id: str) -> str:
+        """The worker's reader of parked records at their source."""
+        return f"{app_id}-parked"
+
+    @staticmethod
+    def delay_hops(group_id: str) -> str:
+        return f"{group_id}-hops"
+
+    @staticmethod
+    def delay_due(group_id: str) -> str:
+        return f"{group_id}-due"
+
+
+# -- the three kinds -----------------------------------------------------------------------------
+
+
+def reader_consumer(
+    servers: Servers,
+    *,
+    client_id: str,
+    auto_offset_reset: Reset,
+    fetch_max_wait_ms: int,
+    group_id: str | None = None,
+    **options: Any,
+) -> AIOKafkaConsumer:
+    """A consumer that never commits by itself (no auto-commit); groupless by default.
+
+    ``options``: any other AIOKafkaConsumer setting (fetch sizes, session timeouts).
+    """
+    return AIOKafkaConsumer(
+        bootstrap_servers=servers,
+        group_id=group_id,
+        enable_auto_commit=False,
+        auto_offset_reset=auto_offset_reset,
+        fetch_max_wait_ms=fetch_max_wait_ms,
+        client_id=client_id,
+        **options,
+    )
+
+
+def acked_producer(servers: Servers, *, client_id: str | None, **options: Any) -> AIOKafkaProducer:
+    """A producer whose sends are acknowledged by every in-sync replica (acks=all).
+
+    ``options``: any other AIOKafkaProducer setting (linger, batch size, timeouts).
+    """
+    return AIOKafkaProducer(bootstrap_servers=servers, acks="all", client_id=client_id, **options)
+
+
+def admin_client(servers: Servers) -> AIOKafkaAdminClient:
+    """walstream's admin client (topic creation and checks)."""
+    return AIOKafkaAdminClient(bootstrap_servers=servers, client_id=ClientIds.ADMIN)
+
+
+# -- readers -------------------------------------------------------------------------------------
+
+
+def namespace_feed(servers: Servers) -> AIOKafkaConsumer:
+    """Reads the whole control topic, from its beginning (walstream.namespaces.broadcast)."""
+    return reader_consumer(
+        servers,
+        client_id=ClientIds.NAMESPACE_FEED,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=200,
+    )
+
+
+def dlq_monitor(servers: Servers) -> AIOKafkaConsumer:
+    """Tails every DLQ topic from its beginning (walstream.agents.dlq_monitor)."""
+    return reader_consumer(
+        servers,
+        client_id=ClientIds.DLQ_MONITOR,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=500,
+    )
+
+
+def dlq_reader(servers: Servers, *, max_records: int | None = None) -> AIOKafkaConsumer:
+    """Reads a DLQ topic from its beginning (walstream.dlq); ``max_records``: per getmany."""
+    options: dict[str, Any] = {} if max_records is None else {"max_poll_records": max_records}
+    return reader_consumer(
+        servers,
+        client_id=ClientIds.DLQ_READER,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=50,
+        **options,
+    )
+
+
+def replay_reader(servers: Servers) -> AIOKafkaConsumer:
+    """Reads a log's partitions from offsets it seeks (walstream.replay)."""
+    return reader_consumer(
+        servers, client_id=ClientIds.REPLAY, auto_offset_reset="latest", fetch_max_wait_ms=50
+    )
+
+
+def log_reader(servers: Servers, *, client_id: str, window_bytes: int) -> AIOKafkaConsumer:
+    """Reads records by offset (walstream.kafka.log_reader): a vanished offset is an error, not a
+    jump, and a fetch brings a window after the offset, not the rest of the partition (decoding a
+    whole partition per read cost 50 ms for 20k records)."""
+    return reader_consumer(
+        servers,
+        client_id=client_id,
+        auto_offset_reset="none",
+        fetch_max_wait_ms=20,
+        max_partition_fetch_bytes=window_bytes,
+        fetch_max_bytes=window_bytes,
+    )
+
+
+def end_offsets_probe(servers: Servers) -> AIOKafkaConsumer:
+    """Fetches at reported end offsets to read high watermarks (walstream.kafka.offsets)."""
+    return reader_consumer(
+        servers,
+        client_id=ClientIds.END_OFFSETS,
+        auto_offset_reset="latest",
+        fetch_max_wait_ms=20,
+        max_partition_fetch_bytes=64 * 1024,
+    )
+
+
+def delay_consumer(
+    servers: Servers,
+    *,
+    group_id: str,
+    fetch_max_wait_ms: int,
+    session_timeout_s: float,
+    heartbeat_interval_s: float,
+) -> AIOKafkaConsumer:
+    """The delay stage's consumer of its tiers, in its consumer group (commits by hand)."""
+    session_ms = int(session_timeout_s * 1000)
+    return reader_consumer(
+        servers,
+        group_id=group_id,
+        client_id=group_id,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=fetch_max_wait_ms,
+        max_partition_fetch_bytes=256 * 1024,
+        session_timeout_ms=session_ms,
+        heartbeat_interval_ms=int(heartbeat_interval_s * 1000),
+        rebalance_timeout_ms=max(session_ms, 10_000),
+    )
+
+
+# -- producers -----------------------------------------------------------------------------------
+
+
+def api_producer(
+    servers: Servers, *, timeout_s: float, client_id: str = ClientIds.API
+) -> AIOKafkaProducer:
+    """The API's producer of new writes (walstream.kafka.producer): linger 0, as a
+    request/reply producer waits for each ack (aiokafka still batches whatever is queued while a
+    request is in flight; see ../shared/BROKER.md figures)."""
+    return acked_producer(
+        servers,
+        client_id=client_id,
+        linger_ms=0,
+        max_batch_size=256 * 1024,
+        request_timeout_ms=max(1000, int(timeout_s * 1000)),
+        retry_backoff_ms=100,
+    )
+
+
+def cli_producer(servers: Servers) -> AIOKafkaProducer:
+    """The operator commands' producer (walstream.cli)."""
+    return acked_producer(servers, client_id=ClientIds.CLI)
+
+
+def namespace_publisher(servers: Servers) -> AIOKafkaProducer:
+    """Writes namespace events to the control topic (walstream.namespaces.broadcast)."""
+    return acked_producer(servers, client_id=ClientIds.NAMESPACE_PUBLISHER)
+
+
+def redrive_producer(servers: Servers) -> AIOKafkaProducer:
+    """A DLQ redrive's producer of claims, markers and re-sent records (walstream.dlq)."""
+    return acked_producer(servers, client_id=ClientIds.REDRIVE)
+
+
+def target_producer(cluster: Servers) -> AIOKafkaProducer:
+    """A Kafka target's producer, to the target's own cluster (walstream.targets.pool)."""
+    return acked_producer(cluster, client_id=ClientIds.TARGETS, linger_ms=1)
+
+
+def delay_hops_producer(servers: Servers, *, group_id: str) -> AIOKafkaProducer:
+    """The delay stage's producer of hops between tiers (batched a little)."""
+    return acked_producer(servers, client_id=ClientIds.delay_hops(group_id), linger_ms=2)
+
+
+def delay_due_producer(servers: Servers, *, group_id: str) -> AIOKafkaProducer:
+    """The delay stage's producer of records due now: they never queue behind a crowd of hops."""
+    return acked_producer(servers, client_id=ClientIds.delay_due(group_id), linger_ms=0)
+
+
+# -- lifecycles ----------------------------------------------------------------------------------
 
 
 async def assign_from_start(

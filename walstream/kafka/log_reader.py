@@ -18,6 +18,7 @@ from typing import NamedTuple
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import OffsetOutOfRangeError
 
+from walstream.kafka import clients
 from walstream.kafka.clients import stop_consumer
 
 __all__ = ["LogReader", "LoggedRecord", "RecordGoneError"]
@@ -43,7 +44,7 @@ class LogReader:
         *,
         cache_records: int = 8192,
         cache_bytes: int = 32 * 1024 * 1024,
-        client_id: str = "walstream-log-reader",
+        client_id: str = clients.ClientIds.LOG_READER,
         window_bytes: int = 64 * 1024,
     ) -> None:
         self._window_bytes = window_bytes
@@ -81,17 +82,8 @@ class LogReader:
                 self._cache_bytes -= _size(hit)
                 return hit
             if self._consumer is None:
-                consumer = AIOKafkaConsumer(
-                    bootstrap_servers=self._servers,
-                    group_id=None,
-                    enable_auto_commit=False,
-                    auto_offset_reset="none",  # a vanished offset is an error here, not a jump
-                    fetch_max_wait_ms=20,
-                    # a window after the offset, not the rest of the partition: decoding a
-                    # whole partition per read cost 50 ms for 20k records
-                    max_partition_fetch_bytes=self._window_bytes,
-                    fetch_max_bytes=self._window_bytes,
-                    client_id=self._client_id,
+                consumer = clients.log_reader(
+                    self._servers, client_id=self._client_id, window_bytes=self._window_bytes
                 )
                 await consumer.start()
                 self._consumer = consumer

@@ -17,9 +17,9 @@ import asyncio
 import logging
 from collections.abc import Mapping
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
-from walstream.kafka.clients import stop_consumer
+from walstream.kafka.clients import end_offsets_probe, stop_consumer
 
 __all__ = ["probe_end_offsets"]
 
@@ -38,15 +38,7 @@ async def probe_end_offsets(
     """
     if not reported:
         return {}
-    probe = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap_servers,
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="latest",
-        fetch_max_wait_ms=20,
-        max_partition_fetch_bytes=64 * 1024,
-        client_id="walstream-end-offsets",
-    )
+    probe = end_offsets_probe(bootstrap_servers)
     corrected = dict(reported)
     await probe.start()
     try:

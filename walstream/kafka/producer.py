@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
-from aiokafka import AIOKafkaProducer
 from aiokafka.errors import (
     InvalidTopicError,
     KafkaError,
@@ -32,6 +31,7 @@ from walstream.errors import (
     WriteRejectedError,
     WriteUnknownError,
 )
+from walstream.kafka.clients import ClientIds, api_producer
 from walstream.kafka.deadlines import DeadlineSweeper
 from walstream.records import Envelope, encode_envelope
 from walstream.topology import delay_topic
@@ -148,23 +148,14 @@ class KafkaLogProducer:
         bootstrap_servers: str | list[str],
         *,
         timeout_s: float,
-        client_id: str = "walstream-api",
+        client_id: str = ClientIds.API,
         retry_after_s: float = 1.0,
     ) -> None:
         self._timeout_s = timeout_s
         #: Retry-After of a write the broker did not take (BrokerUnavailableError)
         self._retry_after_s = retry_after_s
-        self._config = {
-            "bootstrap_servers": bootstrap_servers,
-            "client_id": client_id,
-            "acks": "all",
-            # linger 0: a request/reply producer waits for each ack; aiokafka still batches
-            # whatever is queued while a request is in flight (see ../shared/BROKER.md figures).
-            "linger_ms": 0,
-            "max_batch_size": 256 * 1024,
-            "request_timeout_ms": max(1000, int(timeout_s * 1000)),
-            "retry_backoff_ms": 100,
-        }
+        self._servers = bootstrap_servers
+        self._client_id = client_id
         self._producer: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._deadlines = DeadlineSweeper()
@@ -173,7 +164,9 @@ class KafkaLogProducer:
     async def start(self) -> None:
         # aiokafka binds to the running loop, so the producer is made here, not in __init__.
         self._loop = asyncio.get_running_loop()
-        self._producer = AIOKafkaProducer(**self._config)
+        self._producer = api_producer(
+            self._servers, timeout_s=self._timeout_s, client_id=self._client_id
+        )
         await self._producer.start()
         self._deadlines.start()
 

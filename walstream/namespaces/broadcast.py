@@ -19,6 +19,7 @@ from walstream import topology
 from walstream.aio import Backoff, cancel_and_wait, supervised
 from walstream.clock import Clock, SystemClock
 from walstream.errors import ConfigError, VersionConflictError, WalError
+from walstream.kafka import clients
 from walstream.kafka.admin import ensure_namespace_topics, ensure_topics
 from walstream.kafka.clients import stop_consumer
 from walstream.namespaces.config import NamespaceConfig
@@ -81,14 +82,7 @@ class NamespaceFeed:
     async def start(self) -> None:
         servers = self.settings.bootstrap_list
         await ensure_topics(servers, [_control_spec(self.settings)])
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=servers,
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            fetch_max_wait_ms=200,
-            client_id="walstream-namespaces",
-        )
+        self._consumer = clients.namespace_feed(servers)
         await self._consumer.start()
         self._tps = []
         self._task = asyncio.create_task(self._run(), name="namespace-feed")
@@ -187,9 +181,7 @@ class NamespacePublisher:
         await ensure_topics(servers, [_control_spec(self.settings)])
         self._feed = NamespaceFeed(self.settings)
         await self._feed.start()
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=servers, acks="all", client_id="walstream-namespace-publisher"
-        )
+        self._producer = clients.namespace_publisher(servers)
         await self._producer.start()
 
     async def stop(self) -> None:

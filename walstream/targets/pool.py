@@ -27,7 +27,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
-from aiokafka import AIOKafkaProducer
 from yarl import URL
 
 from walstream.clock import Clock
@@ -36,7 +35,7 @@ from walstream.core.idle_cache import IdleCache
 from walstream.core.ids import new_id
 from walstream.core.target_policy import cluster_id
 from walstream.errors import TargetNotAllowedError, TargetRejectedError, TargetUnavailableError
-from walstream.kafka.clients import stop_consumer
+from walstream.kafka.clients import stop_consumer, target_producer
 from walstream.namespaces.config import NamespaceConfig
 from walstream.namespaces.registry import NamespaceRegistry
 from walstream.settings import Settings
@@ -334,6 +333,4 @@ def classify_transient(where: str, exc: Exception) -> TargetUnavailableError:
 
 
 def _producer(cluster: str) -> Any:
-    return AIOKafkaProducer(
-        bootstrap_servers=cluster, acks="all", client_id="walstream-targets", linger_ms=1
-    )
+    return target_producer(cluster)
