@@ -33,13 +33,16 @@ from faust.exceptions import ProducerSendError
 from walstream.agents.attempts import Attempts, MemoryAttempts
 from walstream.agents.deliver import Deliverer, Emitter, LogReading, Outcome, Source
 from walstream.agents.ordering import KeyOrder, marker_kind
+from walstream.api.deps import ApiDeps
 from walstream.clock import FakeClock
 from walstream.core.auth import hash_token
 from walstream.core.breaker import BreakerPolicy, CircuitBreaker
 from walstream.core.delay import parse_delay_headers
 from walstream.core.dlq import entry_headers
+from walstream.core.limits import InFlightLimiter
 from walstream.errors import TargetRejectedError
 from walstream.kafka.log_reader import LoggedRecord, RecordGoneError
+from walstream.kafka.producer import LogProducer, MemoryLogProducer
 from walstream.namespaces.config import NamespaceConfig, parse_namespace
 from walstream.namespaces.registry import NamespaceRegistry, encode_event
 from walstream.records import Envelope, Lifecycle, decode_envelope, encode_envelope
@@ -66,6 +69,7 @@ __all__ = [
     "RecordingEmitter",
     "Rfc7230Upstream",
     "ScriptedTarget",
+    "api_deps",
     "api_tokens_setting",
     "bearer",
     "envelope",
@@ -140,6 +144,31 @@ def registry_of(*definitions: Mapping[str, Any], first_version: int = 1) -> Name
     for version, definition in enumerate(definitions, first_version):
         registry.apply(*encode_event(parse_namespace(dict(definition)), version))
     return registry
+
+
+# -- the API ---------------------------------------------------------------------------------
+
+
+def api_deps(
+    settings: Settings,
+    registry: NamespaceRegistry,
+    producer: LogProducer | None = None,
+    *,
+    slots: int = 4,
+    now_ms: int = NOW_MS,
+    **kw: Any,
+) -> ApiDeps:
+    """The API's collaborators over fakes: ``producer`` (a ``MemoryLogProducer`` unless given),
+    ``slots`` requests in flight, a ``FakeClock`` at ``now_ms``, no jitter (``rand`` 0.5)."""
+    return ApiDeps(
+        settings=settings,
+        registry=registry,
+        producer=producer if producer is not None else MemoryLogProducer(),
+        limiter=InFlightLimiter(slots),
+        clock=FakeClock(now_ms),
+        rand=lambda: 0.5,
+        **kw,
+    )
 
 
 # -- the API's tokens ------------------------------------------------------------------------
@@ -293,18 +322,20 @@ class FakePool:
 
 def fake_deliverer(
     registry: NamespaceRegistry,
-    target: Target,
+    target: Target | None,
     emitter: Emitter,
     clock: FakeClock,
-    attempts: Attempts | None = None,
+    attempts: Attempts | MemoryAttempts | None = None,
     pool: TargetLeasing | None = None,
     **kw: Any,
 ) -> Deliverer:
     """A ``Deliverer`` over fakes: ``FakePool(target)`` unless ``pool``, ``MemoryAttempts``
     unless ``attempts``, no jitter (``rand`` 0.5), 4 delay partitions."""
+    if pool is None:
+        pool = FakePool(target if target is not None else MemoryTarget())
     return Deliverer(
         registry=registry,
-        pool=pool or FakePool(target),  # type: ignore[arg-type]  # Deliverer names TargetPool
+        pool=pool,  # type: ignore[arg-type]  # Deliverer names TargetPool, not TargetLeasing
         # MemoryAttempts is a dict: its get() is typed Optional (walstream.agents.attempts)
         attempts=attempts if attempts is not None else MemoryAttempts(),  # type: ignore[arg-type]
         emitter=emitter,

@@ -12,10 +12,16 @@ from walstream.core.delay import parse_delay_headers
 from walstream.core.dlq import DlqEntry, parse_dlq_record
 from walstream.errors import TargetRejectedError, TargetUnavailableError
 from walstream.namespaces.config import parse_namespace
-from walstream.namespaces.registry import NamespaceRegistry, encode_event
+from walstream.namespaces.registry import encode_event
 from walstream.records import Lifecycle, decode_envelope, encode_envelope
 from walstream.targets.memory import MemoryTarget
-from walstream.testing import RecordingEmitter, envelope, fake_deliverer
+from walstream.testing import (
+    RecordingEmitter,
+    envelope,
+    fake_deliverer,
+    namespace_definition,
+    registry_of,
+)
 
 NOW = 1_800_000_000_000
 LOG = Source("wal.orders.log", 2, 41)
@@ -23,18 +29,7 @@ LOG = Source("wal.orders.log", 2, 41)
 
 @pytest.fixture
 def registry():
-    registry = NamespaceRegistry()
-    config = parse_namespace(
-        {
-            "name": "orders",
-            "max_attempts": 3,
-            "backoff": {"base_ms": 2_000, "multiplier": 2.0, "cap_ms": 60_000, "jitter": 0.0},
-            "non_retryable": ["http_409"],
-            "target": {"type": "kafka", "topic": "out"},
-        }
-    )
-    registry.apply(*encode_event(config, 1))
-    return registry
+    return registry_of(namespace_definition("orders", non_retryable=["http_409"]))
 
 
 @pytest.fixture
@@ -80,6 +75,7 @@ async def test_a_transient_failure_schedules_the_next_attempt_through_the_delay_
     [hop] = emitter.emitted
     assert hop.topic == "walstream.delay.timer"  # a 2 s backoff: the stage holds it to the end
     headers = parse_delay_headers(hop.headers)
+    assert headers is not None
     assert (headers.dest_topic, headers.dest_partition) == ("wal.orders.retry", 2)
     assert headers.due_ms == NOW + 2_000
     retry = decode_envelope(hop.value)
@@ -132,6 +128,7 @@ async def test_poison_goes_to_the_dlq_as_it_was_and_the_stream_goes_on(deliverer
     [dead] = emitter.to("wal.orders.dlq")
     assert dead.value == b"\xff not json"
     parsed = parse_dlq_record(dead.key, dead.value, dead.headers, partition=2, offset=41)
+    assert isinstance(parsed, DlqEntry)
     assert parsed.error_class == "PoisonRecordError"
     assert "undecodable" in parsed.reason
     wrong_version = orjson.dumps({"v": 9})
@@ -179,7 +176,9 @@ async def test_a_record_of_a_deleted_namespace_is_parked_not_lost(deliverer, emi
     outcome = await deliverer.handle(encode_envelope(gone), None, Source("wal.deleted.log", 0, 1))
     assert outcome is Outcome.PARKED
     [hop] = emitter.emitted
-    assert parse_delay_headers(hop.headers).dest_topic == "wal.deleted.log"
+    headers = parse_delay_headers(hop.headers)
+    assert headers is not None
+    assert headers.dest_topic == "wal.deleted.log"
 
 
 async def test_a_retry_due_at_once_skips_the_delay_tiers(deliverer, target, emitter, registry):

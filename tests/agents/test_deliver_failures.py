@@ -75,9 +75,15 @@ ns = namespace_definition
 deliverer_for = fake_deliverer
 
 
+def pool_of(deliverer: Deliverer) -> FakePool:
+    assert isinstance(deliverer.pool, FakePool)
+    return deliverer.pool
+
+
 def dlq_entries(emitter: RecordingEmitter, topic: str = "wal.orders.dlq") -> list[DlqEntry]:
     out = []
     for e in emitter.to(topic):
+        assert e.partition is not None
         parsed = parse_dlq_record(e.key, e.value, e.headers, partition=e.partition, offset=0)
         assert isinstance(parsed, DlqEntry)
         out.append(parsed)
@@ -151,6 +157,7 @@ async def test_an_oversize_record_of_a_delay_goes_to_the_dlq_without_its_payload
         parse_dlq_record(k, v, h, partition=2, offset=0)
         for _, k, v, h in producer.to("wal.orders.dlq")
     ]
+    assert isinstance(entry, DlqEntry)
     assert entry.value is None
     assert entry.error_class == "EmitRefused"
 
@@ -167,7 +174,7 @@ async def test_an_api_max_size_record_failing_up_to_max_attempts_is_always_repro
     # ~870 bytes an entry: the history reaches its bound after ~19 failures
     registry = namespaces(ns(max_attempts=60, backoff={"base_ms": 10, "cap_ms": 10, "jitter": 0.0}))
     deliverer = deliverer_for(registry, target, FaustEmitter(FakeFaustApp(producer)), clock)
-    deliverer.pool.threshold = 10_000  # the breaker stays closed: every failure is an attempt
+    pool_of(deliverer).threshold = 10_000  # the breaker stays closed: every failure is an attempt
     env = record()
     overhead = len(encode_envelope(env)) + len(b"k1") - len(orjson.dumps(env.payload))
     env = env._replace(payload="z" * (settings.max_record_bytes - overhead - 2))
@@ -199,7 +206,7 @@ async def test_history_is_bounded_in_bytes_at_max_attempts_1000():
     emitter = RecordingEmitter()
     registry = namespaces(ns(max_attempts=1000, backoff={"base_ms": 1, "cap_ms": 1, "jitter": 0.0}))
     deliverer = deliverer_for(registry, target, emitter, clock)
-    deliverer.pool.threshold = 10_000
+    pool_of(deliverer).threshold = 10_000
     env = record()
     sizes = []
     for _ in range(1000):
@@ -360,7 +367,7 @@ async def test_a_stale_copy_of_a_redriven_record_is_still_skipped():
 
 def open_breaker(deliverer: Deliverer, target: MemoryTarget) -> None:
     breaker = deliverer.pool.breaker("ep")
-    for _ in range(deliverer.pool.threshold):
+    for _ in range(pool_of(deliverer).threshold):
         breaker.record_failure(NOW)
     assert not breaker.allow(NOW)
 
@@ -369,7 +376,7 @@ async def test_deferral_dead_letters_a_record_whose_attempts_are_used_up():
     registry = namespaces(ns(max_attempts=3))
     target, emitter = MemoryTarget(), RecordingEmitter()
     deliverer = deliverer_for(registry, target, emitter, FakeClock(NOW))
-    deliverer.pool.threshold = 2
+    pool_of(deliverer).threshold = 2
     open_breaker(deliverer, target)
     outcome = await deliverer.handle(encode_envelope(record(attempt=3)), b"k1", LOG)
     assert outcome is Outcome.DEAD
@@ -382,9 +389,9 @@ async def test_deferral_dead_letters_a_record_whose_budget_the_wait_would_overru
     registry = namespaces(ns(retry_budget_ms=5_000))
     target, emitter, clock = MemoryTarget(), RecordingEmitter(), FakeClock(NOW)
     deliverer = deliverer_for(registry, target, emitter, clock)
-    deliverer.pool.threshold = 2
+    pool_of(deliverer).threshold = 2
     long_open = BreakerPolicy(threshold=2, base_open_ms=60_000, max_open_ms=60_000)
-    deliverer.pool.breakers["ep"] = CircuitBreaker(long_open)
+    pool_of(deliverer).breakers["ep"] = CircuitBreaker(long_open)
     open_breaker(deliverer, target)
     outcome = await deliverer.handle(encode_envelope(record()), b"k1", LOG)
     assert outcome is Outcome.DEAD
@@ -398,9 +405,10 @@ async def test_deferrals_stop_once_the_budget_is_spent():
     registry = namespaces(ns(retry_budget_ms=30_000))
     target, emitter, clock = MemoryTarget(), RecordingEmitter(), FakeClock(NOW)
     deliverer = deliverer_for(registry, target, emitter, clock)
-    deliverer.pool.threshold = 1
+    pool_of(deliverer).threshold = 1
     breaker = deliverer.pool.breaker("ep")
-    raw, outcomes = encode_envelope(record()), []
+    raw: bytes | None = encode_envelope(record())
+    outcomes: list[Outcome] = []
     for _ in range(100):
         if breaker.allow(clock.now_ms()):  # another record's probe fails: open again
             breaker.record_failure(clock.now_ms())
@@ -426,8 +434,8 @@ async def test_the_budget_runs_from_the_first_attempt_after_300_failures():
     target, emitter, clock = MemoryTarget(), RecordingEmitter(), FakeClock(NOW)
     target.always = DOWN
     deliverer = deliverer_for(registry, target, emitter, clock)
-    deliverer.pool.threshold = 10_000
-    raw = encode_envelope(record())
+    pool_of(deliverer).threshold = 10_000
+    raw: bytes | None = encode_envelope(record())
     for _ in range(300):
         outcome = await deliverer.handle(raw, b"k1", LOG)
         if outcome is not Outcome.RETRY:
@@ -446,7 +454,7 @@ async def test_a_redriven_record_gets_a_fresh_budget():
     target, emitter, clock = MemoryTarget(), RecordingEmitter(), FakeClock(NOW)
     deliverer = deliverer_for(registry, target, emitter, clock)
     target.always = DOWN
-    raw = encode_envelope(record())
+    raw: bytes | None = encode_envelope(record())
     while await deliverer.handle(raw, b"k1", LOG) is Outcome.RETRY:
         raw = emitter.emitted[-1].value
         clock.advance(decode_envelope(raw).not_before_ms - clock.now_ms())
@@ -476,6 +484,7 @@ async def test_poison_of_an_unknown_namespace_is_parked_not_dropped():
     [hop] = emitter.emitted
     assert hop.value == b"\xff not json"  # kept as it was
     headers = parse_delay_headers(hop.headers)
+    assert headers is not None
     assert (headers.dest_topic, headers.dest_partition) == ("wal.gone.log", 1)
     assert headers.due_ms > NOW
 

@@ -173,6 +173,7 @@ async def test_held_head_discarded_releases_its_key_through_a_settle_marker(harn
 
     [dead] = harness.emitter.to("wal.held.dlq")
     entry = parse_dlq_record(dead.key, dead.value, dead.headers, partition=PART, offset=0)
+    assert isinstance(entry, DlqEntry)
     producer = MarkerProducer(harness)
     ns = harness.deliverer.registry.get("held")
     assert await discard(producer, ns, [entry]) == 1
@@ -228,6 +229,7 @@ async def test_a_parked_record_gone_from_the_log_is_dead_lettered_and_the_key_go
     assert delivered(target) == ["id-1", "id-3"]
     [gone] = harness.emitter.to("wal.seq.dlq")
     entry = parse_dlq_record(gone.key, gone.value, gone.headers, partition=PART, offset=0)
+    assert isinstance(entry, DlqEntry)
     assert entry.error_class == "RecordGoneError"
     assert "id-2" in entry.reason
 
@@ -352,7 +354,9 @@ async def test_one_park_writes_the_same_bytes_at_10_and_at_10000_parked(registry
         order = KeyOrder(CountingTable())
         harness = build_harness(registry, target, order)
         sizes[count] = await _bytes_of_one_park(harness, order, count)
-        assert order.get("seq", "k1").behind[-1] == "id-1"  # parked, last
+        state = order.get("seq", "k1")
+        assert state is not None
+        assert state.behind[-1] == "id-1"  # parked, last
     # the same, but for the digits of the counters (10 -> 10000: a few bytes)
     assert sizes[10_000] - sizes[10] <= 8, sizes
     assert sizes[10_000] < 400, sizes
@@ -531,6 +535,7 @@ async def _feed_one(harness: DeliveryHarness) -> None:
     if marker_kind(headers) is None:
         due = decode_envelope(sent.value).due_ms
         harness.clock.advance(max(0, due - harness.clock.now_ms()))
+    assert sent.partition is not None
     offset = harness.log.append(topic, sent.partition, sent.key, sent.value)
     outcome = await harness.deliverer.handle(
         sent.value, sent.key, Source(topic, sent.partition, offset), headers
@@ -576,7 +581,7 @@ async def test_a_release_marker_read_again_after_a_crash_resumes_its_drain(regis
             delivered_then_crash.clear()
             raise asyncio.CancelledError  # delivered, then the worker died
 
-    target.deliver = crashing
+    target.deliver = crashing  # type: ignore[method-assign]
     with pytest.raises(asyncio.CancelledError):
         await harness.run_emitted()
     assert delivered(target) == ["id-1", "id-2", "id-3"]
@@ -600,6 +605,7 @@ async def test_past_max_parked_a_record_is_dead_lettered_naming_the_head(registr
     assert await harness.write(rec(4)) is Outcome.DEAD
     [dead] = harness.emitter.to("wal.seq.dlq")
     entry = parse_dlq_record(dead.key, dead.value, dead.headers, partition=PART, offset=0)
+    assert isinstance(entry, DlqEntry)
     assert entry.error_class == "OrderingOverflow"
     assert "id-1" in entry.reason
     assert "2 records" in entry.reason

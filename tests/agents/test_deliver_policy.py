@@ -7,16 +7,15 @@ from __future__ import annotations
 
 import pytest
 
-from walstream.agents.attempts import MemoryAttempts
-from walstream.agents.deliver import Deliverer, Outcome, Source
+from walstream.agents.deliver import Outcome, Source
 from walstream.clock import FakeClock
 from walstream.core.dlq import parse_dlq_record
 from walstream.namespaces.config import parse_namespace
-from walstream.namespaces.registry import NamespaceRegistry, encode_event
+from walstream.namespaces.registry import encode_event
 from walstream.records import Envelope, Lifecycle, encode_envelope
 from walstream.settings import Settings
 from walstream.targets.pool import TargetPool
-from walstream.testing import RecordingEmitter
+from walstream.testing import RecordingEmitter, fake_deliverer, registry_of
 from walstream.topology import default_topics, delay_topic
 
 NOW = 1_800_000_000_000
@@ -35,22 +34,17 @@ class Factory:
 
 @pytest.fixture
 def registry():
-    registry = NamespaceRegistry()
-    for seq, definition in enumerate(
-        [
-            {"name": "attacker", "target": {"type": "kafka", "topic": "attacker-sink"}},
-            {
-                "name": "victim",
-                "target": {
-                    "type": "http",
-                    "url": "http://127.0.0.1:9/hook",
-                    "headers": {"Authorization": "Bearer victim-secret"},
-                },
+    registry = registry_of(
+        {"name": "attacker", "target": {"type": "kafka", "topic": "attacker-sink"}},
+        {
+            "name": "victim",
+            "target": {
+                "type": "http",
+                "url": "http://127.0.0.1:9/hook",
+                "headers": {"Authorization": "Bearer victim-secret"},
             },
-        ],
-        start=1,
-    ):
-        registry.apply(*encode_event(parse_namespace(definition), seq))
+        },
+    )
     return registry
 
 
@@ -68,15 +62,7 @@ async def pool(registry):
 
 @pytest.fixture
 def deliverer(registry, pool, emitter):
-    return Deliverer(
-        registry=registry,
-        pool=pool,
-        attempts=MemoryAttempts(),
-        emitter=emitter,
-        clock=FakeClock(NOW),
-        rand=lambda: 0.5,
-        delay_partitions=4,
-    )
+    return fake_deliverer(registry, None, emitter, FakeClock(NOW), pool=pool)
 
 
 def crafted(target, *, namespace="attacker", owt=NOW):
@@ -179,6 +165,7 @@ async def test_each_attempt_is_checked_against_the_namespaces_current_policy(
     assert outcome is Outcome.RETRY  # allowed: it tried the cluster (the fake one fails)
     assert pool._producer_factory.made == ["home:9092"]
     emitter.emitted.clear()
+    assert wide.target is not None
     narrow = parse_namespace({"name": "attacker", "target": wide.target.wire})
     registry.apply(*encode_event(narrow, 20, 3))
     entry = await dead_letter(deliverer, emitter, env._replace(attempt=1))

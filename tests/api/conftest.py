@@ -5,13 +5,9 @@ from __future__ import annotations
 import pytest
 
 from walstream.api.app import create_api
-from walstream.api.deps import ApiDeps
-from walstream.clock import FakeClock
-from walstream.core.limits import InFlightLimiter
 from walstream.kafka.producer import MemoryLogProducer
-from walstream.namespaces.config import parse_namespace
-from walstream.namespaces.registry import NamespaceRegistry, encode_event
 from walstream.settings import Settings
+from walstream.testing import api_deps, registry_of
 
 
 @pytest.fixture
@@ -21,8 +17,7 @@ def producer():
 
 @pytest.fixture
 def registry():
-    registry = NamespaceRegistry()
-    config = parse_namespace(
+    return registry_of(
         {
             "name": "orders",
             "max_payload_bytes": 1024,
@@ -30,25 +25,17 @@ def registry():
             "target": {"type": "kafka", "topic": "orders.out"},
         }
     )
-    registry.apply(*encode_event(config, 1))
-    return registry
 
 
 @pytest.fixture
 def deps(producer, registry):
-    return ApiDeps(
-        settings=Settings(
-            max_in_flight=4,
-            max_batch_records=5,
-            max_request_bytes=64 * 1024,
-            auth=False,  # auth has its own tests (tests/api/test_auth.py)
-        ),
-        registry=registry,
-        producer=producer,
-        limiter=InFlightLimiter(4),
-        clock=FakeClock(1_800_000_000_000),
-        rand=lambda: 0.5,
+    settings = Settings(
+        max_in_flight=4,
+        max_batch_records=5,
+        max_request_bytes=64 * 1024,
+        auth=False,  # auth has its own tests (tests/api/test_auth.py)
     )
+    return api_deps(settings, registry, producer)
 
 
 @pytest.fixture

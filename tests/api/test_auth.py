@@ -19,14 +19,19 @@ from walstream.api.openapi import openapi_document
 from walstream.clock import FakeClock
 from walstream.core.auth import Access, Role, hash_token, parse_tokens_setting
 from walstream.core.dlq import entry_headers, parse_dlq_record
-from walstream.core.limits import InFlightLimiter
 from walstream.dlq import DlqPage
 from walstream.errors import ServiceUnavailableError
 from walstream.kafka.producer import MemoryLogProducer
-from walstream.namespaces.config import parse_namespace
-from walstream.namespaces.registry import NamespaceRegistry, encode_event
+from walstream.namespaces.registry import NamespaceRegistry
 from walstream.settings import Settings
-from walstream.testing import API_TOKENS, UNKNOWN_TOKEN, api_tokens_setting, bearer
+from walstream.testing import (
+    API_TOKENS,
+    UNKNOWN_TOKEN,
+    api_deps,
+    api_tokens_setting,
+    bearer,
+    registry_of,
+)
 
 TOKENS = API_TOKENS
 SETTING = api_tokens_setting()
@@ -73,34 +78,35 @@ class FakeDlq:
 
 
 def _registry() -> NamespaceRegistry:
-    registry = NamespaceRegistry()
-    for seq, definition in enumerate(
-        [
-            {"name": "a", "target": {"type": "kafka", "topic": "a.out"}},
-            {
-                "name": "b",
-                "target": {
-                    "type": "http",
-                    "url": f"http://svc:{USERINFO_SECRET}@127.0.0.1:9/hook",
-                    "headers": {"Authorization": HEADER_SECRET, "X-Api-Key": "k-123"},
-                },
+    registry = registry_of(
+        {"name": "a", "target": {"type": "kafka", "topic": "a.out"}},
+        {
+            "name": "b",
+            "target": {
+                "type": "http",
+                "url": f"http://svc:{USERINFO_SECRET}@127.0.0.1:9/hook",
+                "headers": {"Authorization": HEADER_SECRET, "X-Api-Key": "k-123"},
             },
-        ],
-        start=1,
-    ):
-        registry.apply(*encode_event(parse_namespace(definition), seq))
+        },
+    )
     return registry
 
 
+def clock_of(deps: ApiDeps) -> FakeClock:
+    assert isinstance(deps.clock, FakeClock)
+    return deps.clock
+
+
+def producer_of(deps: ApiDeps) -> MemoryLogProducer:
+    assert isinstance(deps.producer, MemoryLogProducer)
+    return deps.producer
+
+
 def _deps(**settings) -> ApiDeps:
-    return ApiDeps(
-        settings=Settings(max_in_flight=4, **({"tokens": SETTING} | settings)),
-        registry=_registry(),
-        producer=MemoryLogProducer(),
-        limiter=InFlightLimiter(4),
-        clock=FakeClock(1_800_000_000_000),
-        rand=lambda: 0.5,
-        dlq=FakeDlq(),  # type: ignore[arg-type]
+    return api_deps(
+        Settings(max_in_flight=4, **({"tokens": SETTING} | settings)),
+        _registry(),
+        dlq=FakeDlq(),
     )
 
 
@@ -112,7 +118,7 @@ async def client(api_client):
 WRITE = ("POST", "/v1/namespaces/a/log", {"payload": 1})
 BATCH = ("POST", "/v1/namespaces/a/log:batch", {"records": [{"payload": 1}]})
 DLQ = ("GET", "/v1/namespaces/a/dlq", None)
-REDRIVE = ("POST", "/v1/namespaces/a/dlq:redrive", {})
+REDRIVE: tuple[str, str, dict | None] = ("POST", "/v1/namespaces/a/dlq:redrive", {})
 REDRIVE_STATUS = ("GET", "/v1/namespaces/a/dlq:redrive", None)
 REDRIVE_CANCEL = ("DELETE", "/v1/namespaces/a/dlq:redrive", None)
 SHOW = ("GET", "/v1/namespaces/a", None)
@@ -179,7 +185,7 @@ async def test_a_refused_write_writes_nothing_and_names_the_namespace(api_client
     )
     assert response.status == 403
     assert "'b'" in (await response.json())["message"]
-    assert deps.producer.sent == []
+    assert producer_of(deps).sent == []
 
 
 async def test_every_route_but_health_refuses_without_a_token(api_client):
@@ -274,14 +280,14 @@ async def test_the_secrets_file_is_reloaded_without_a_restart(api_client, tmp_pa
     assert await status(old) == 200
     assert await status(new) == 403
     write(new)
-    deps.clock.advance(1_000)  # within the poll interval: not looked at yet
+    clock_of(deps).advance(1_000)  # within the poll interval: not looked at yet
     assert await status(new) == 403
-    deps.clock.advance(1_000)  # the bound: one poll interval after the change
+    clock_of(deps).advance(1_000)  # the bound: one poll interval after the change
     assert await status(new) == 200
     assert await status(old) == 403  # the removed token stops working
 
     path.write_text("tokens = [ {broken")  # a bad file keeps the last good table
-    deps.clock.advance(2_000)
+    clock_of(deps).advance(2_000)
     with caplog.at_level(logging.ERROR, logger="walstream.api.auth"):
         assert await status(new) == 200
     assert "not reloaded" in caplog.text
@@ -310,7 +316,7 @@ async def test_a_token_never_reaches_the_logs(api_client, tmp_path, caplog):
             await client.request(method, url, json=body, headers=bearer(who))
     await client.get("/v1/namespaces/a/log", headers={"Authorization": "Basic " + UNKNOWN_TOKEN})
     path.write_text("{not json " + TOKENS["b_admin"])  # a broken file quoting a token
-    deps.clock.advance(1_000)
+    clock_of(deps).advance(1_000)
     await client.request(*WRITE[:2], json=WRITE[2], headers=bearer("a_writer"))
     assert caplog.records, "nothing was logged: the test would prove nothing"
     logged = "\n".join(f"{r.getMessage()} {r.exc_text or ''} {r.args!r}" for r in caplog.records)
@@ -344,7 +350,7 @@ async def test_only_verified_tokens_are_cached_and_a_reload_empties_the_cache(ap
     assert (await client.post(WRITE[1], json=WRITE[2], headers=bearer("admin"))).status == 200
     assert api.auth.verified_count() == 1
     path.write_text("tokens = []\n")  # the token is revoked
-    api.deps.clock.advance(1_000)
+    clock_of(api.deps).advance(1_000)
     assert (await client.post(WRITE[1], json=WRITE[2], headers=bearer("admin"))).status == 403
     assert api.auth.verified_count() == 0
 
@@ -370,8 +376,11 @@ async def _cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str,
 async def test_token_new_prints_a_token_and_the_entry_that_admits_it():
     code, out, _ = await _cli("token", "new", "--role", "writer", "--namespace", "a", "--name", "t")
     assert code == 0
-    token = re.search(r"not stored\): (\S+)", out).group(1)
-    entry = re.search(r"WALSTREAM_TOKENS entry: (\S+)", out).group(1)
+    token_line = re.search(r"not stored\): (\S+)", out)
+    entry_line = re.search(r"WALSTREAM_TOKENS entry: (\S+)", out)
+    assert token_line is not None
+    assert entry_line is not None
+    token, entry = token_line.group(1), entry_line.group(1)
     assert token not in entry
     principal = parse_tokens_setting(entry).lookup(token)
     assert principal is not None
@@ -390,7 +399,7 @@ async def test_write_sends_the_token(api_client):
     )
     assert code == 0, out
     assert "durable=TRUE status=200" in out
-    assert len(deps.producer.sent) == 1
+    assert len(producer_of(deps).sent) == 1
     code, out, _ = await _cli("--token", TOKENS["b_writer"], "write", "a", "1", "--api", base)
     assert code == 1
     assert "status=403" in out
@@ -398,4 +407,4 @@ async def test_write_sends_the_token(api_client):
     code, out, _ = await _cli("write", "a", "1", "--api", base, env=env)
     assert code == 1
     assert "status=401" in out
-    assert len(deps.producer.sent) == 1
+    assert len(producer_of(deps).sent) == 1

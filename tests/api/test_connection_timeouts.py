@@ -8,22 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import orjson
 import pytest
 
 from walstream.api.app import create_api
-from walstream.api.deps import ApiDeps
-from walstream.clock import FakeClock
-from walstream.core.limits import InFlightLimiter
 from walstream.settings import Settings
+from walstream.testing import api_deps
 
 URL = "/v1/namespaces/orders/log"
 #: Generous against a loaded machine, and far below aiohttp's default keep-alive (3,630 s).
 WITHIN_S = 15.0
 
 
-def _settings(**timeouts: float) -> Settings:
+def _settings(**timeouts: Any) -> Settings:
     return Settings(max_in_flight=4, max_batch_records=4, auth=False, **timeouts)
 
 
@@ -34,14 +33,7 @@ def timeouts():
 
 @pytest.fixture
 async def api(api_client, producer, registry, timeouts):
-    deps = ApiDeps(
-        settings=_settings(**timeouts),
-        registry=registry,
-        producer=producer,
-        limiter=InFlightLimiter(4),
-        clock=FakeClock(1_800_000_000_000),
-        rand=lambda: 0.5,
-    )
+    deps = api_deps(_settings(**timeouts), registry, producer)
     return await api_client(create_api(deps))
 
 

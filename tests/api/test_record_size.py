@@ -7,14 +7,12 @@ import orjson
 import pytest
 
 from walstream.api.app import create_api
-from walstream.api.deps import ApiDeps
-from walstream.clock import FakeClock
-from walstream.core.limits import InFlightLimiter
 from walstream.errors import ConfigError
 from walstream.kafka.producer import MemoryLogProducer
 from walstream.namespaces.config import parse_namespace
 from walstream.namespaces.registry import NamespaceRegistry, encode_event
 from walstream.settings import Settings
+from walstream.testing import api_deps
 
 SETTINGS = Settings(
     max_in_flight=4, max_batch_records=4, max_request_bytes=4 * 1024 * 1024, auth=False
@@ -32,14 +30,7 @@ async def client(api_client, producer):
     # the namespace allows 1 MiB payloads: more than the worker could write again
     config = parse_namespace({"name": "big", "target": {"type": "kafka", "topic": "out"}})
     registry.apply(*encode_event(config, 1))
-    deps = ApiDeps(
-        settings=SETTINGS,
-        registry=registry,
-        producer=producer,
-        limiter=InFlightLimiter(4),
-        clock=FakeClock(1_800_000_000_000),
-        rand=lambda: 0.5,
-    )
+    deps = api_deps(SETTINGS, registry, producer)
     return await api_client(create_api(deps))
 
 

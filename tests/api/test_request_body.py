@@ -14,12 +14,10 @@ import pytest
 
 from walstream.api.app import create_api
 from walstream.api.body import REQUEST_OVERHEAD_BYTES, SMALL_BODY_BYTES
-from walstream.api.deps import ApiDeps
-from walstream.clock import FakeClock
-from walstream.core.limits import InFlightLimiter
 from walstream.namespaces.config import parse_namespace
 from walstream.namespaces.registry import encode_event
 from walstream.settings import Settings
+from walstream.testing import api_deps
 
 SLOTS = 4
 #: Defaults but the in-flight slots: WALSTREAM_MAX_REQUEST_BYTES is its 16 MiB.
@@ -40,14 +38,7 @@ def settings():
 
 @pytest.fixture
 def body_deps(producer, registry, settings):
-    return ApiDeps(
-        settings=settings,
-        registry=registry,
-        producer=producer,
-        limiter=InFlightLimiter(SLOTS),
-        clock=FakeClock(1_800_000_000_000),
-        rand=lambda: 0.5,
-    )
+    return api_deps(settings, registry, producer, slots=SLOTS)
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import ssl
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -32,7 +33,7 @@ class Recorder:
     """An aiohttp app answering POST /{status}: records what it got, and from which peer."""
 
     def __init__(self) -> None:
-        self.requests: list[tuple[str, dict[str, str], bytes, tuple[str, int]]] = []
+        self.requests: list[tuple[str, dict[str, str], bytes, Any]] = []
         self.active = 0
         self.most_active = 0
 
@@ -334,7 +335,7 @@ async def test_https(certificate: tuple[Path, Path]) -> None:
 # -- the http target over the client -------------------------------------------------------
 
 
-def envelope(target: dict[str, object], token: str = "tok-1") -> Envelope:  # noqa: S107
+def envelope(target: dict[str, Any], token: str = "tok-1") -> Envelope:  # noqa: S107
     return Envelope("r-1", "orders", None, {"n": 1}, "json", target, Lifecycle(5, 7, 0), token, 5)
 
 

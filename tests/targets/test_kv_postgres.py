@@ -191,7 +191,9 @@ async def test_concurrent_first_writes_to_a_new_table_all_succeed(postgres):
             results = await asyncio.gather(*writes, return_exceptions=True)
             assert [r for r in results if r is not None] == []
             for n in (0, 63):
-                assert (await targets[0].read(table, f"k{n}"))[0] == f'"v{n}"'.encode()
+                row = await targets[0].read(table, f"k{n}")
+                assert row is not None
+                assert row[0] == f'"v{n}"'.encode()
     finally:
         for target in targets:
             await target.close()

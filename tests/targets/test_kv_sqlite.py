@@ -58,7 +58,9 @@ async def test_a_locked_database_is_a_retriable_error(tmp_path):
         blocker.execute("ROLLBACK")
         blocker.close()
     await target.deliver(write("w", 2, "t2"))
-    assert target.read("items", "k1")[0] == b'"w"'
+    row = target.read("items", "k1")
+    assert row is not None
+    assert row[0] == b'"w"'
     await target.close()
 
 

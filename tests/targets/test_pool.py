@@ -204,9 +204,9 @@ async def test_a_target_outside_allowed_targets_is_refused_before_any_connection
             await pool.target(spec, ns)
         assert info.value.error_class == "target_not_allowed"
         assert "allowed_targets" in str(info.value)
-    assert pool._producer_factory.made == []  # type: ignore[attr-defined]
+    assert pool._producer_factory.made == []
     assert pool._http is None
     await pool.target({"type": "http", "url": "http://127.0.0.1:8/other"}, ns)
     await pool.target(kafka("ok:1"), ns)
     await pool.target({"type": "kafka", "topic": "t"}, ns)  # the home cluster
-    assert [p.cluster for p in pool._producer_factory.made] == ["ok:1", "home:9092"]  # type: ignore[attr-defined]
+    assert [p.cluster for p in pool._producer_factory.made] == ["ok:1", "home:9092"]

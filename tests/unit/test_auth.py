@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import hmac
+from typing import Any
 
 import pytest
 
-from walstream.core import auth
 from walstream.core.auth import (
     Access,
     Principal,
@@ -87,7 +87,7 @@ def test_lookup_confirms_the_digest_with_hmac_compare_digest(monkeypatch):
         calls.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr(auth.hmac, "compare_digest", spy)
+    monkeypatch.setattr(hmac, "compare_digest", spy)  # the module walstream.core.auth calls
     assert table.lookup(token) is A_WRITER
     digest = bytes.fromhex(hash_token(token))
     assert calls == [(digest, digest)]
@@ -133,7 +133,7 @@ def test_authorize(principal, access, namespace, allowed):
 
 
 def test_redaction_takes_out_header_values_and_url_userinfo_only():
-    config = {
+    config: dict[str, Any] = {
         "name": "b",
         "target": {
             "type": "http",

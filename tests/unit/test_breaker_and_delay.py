@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -98,13 +100,19 @@ def test_a_week_hops_down_the_tiers_and_arrives_on_time():
 
 def test_delay_headers_round_trip_and_reject_garbage():
     parsed = parse_delay_headers(delay_headers(123, "wal.a.retry", 3))
+    assert parsed is not None
     assert (parsed.due_ms, parsed.dest_topic, parsed.dest_partition) == (123, "wal.a.retry", 3)
     assert parse_delay_headers([("wal-due", b"x")]) is None
     assert parse_delay_headers([]) is None
 
 
 def test_a_missing_destination_is_given_up_only_after_the_grace():
-    tried = {"tries": 3, "failing_since_ms": 1_000, "grace_ms": 60_000, "error": "no partition 9"}
+    tried: dict[str, Any] = {
+        "tries": 3,
+        "failing_since_ms": 1_000,
+        "grace_ms": 60_000,
+        "error": "no partition 9",
+    }
     assert after_send_failure(permanent=True, now_ms=60_999, **tried) == Resend(2_000)
     decision = after_send_failure(permanent=True, now_ms=61_000, **tried)
     assert isinstance(decision, GiveUp)

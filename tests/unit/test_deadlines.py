@@ -16,6 +16,7 @@ async def test_overdue_task_is_cancelled_and_claimed():
 
     async def write(within_s, wait_s):
         task = asyncio.current_task()
+        assert task is not None
         sweeper.watch(task, within_s)
         try:
             await asyncio.sleep(wait_s)
@@ -40,6 +41,7 @@ async def test_a_foreign_cancel_is_not_claimed():
 
     async def write():
         task = asyncio.current_task()
+        assert task is not None
         sweeper.watch(task, 10)
         started.set()
         try:

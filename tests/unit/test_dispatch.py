@@ -6,6 +6,8 @@ import asyncio
 import functools
 import random
 import time
+from collections.abc import Hashable
+from typing import cast
 
 import pytest
 
@@ -28,7 +30,7 @@ async def test_each_keys_jobs_run_in_submission_order_while_keys_overlap():
 
     for seq in range(40):
         for key in ("a", "b", "c", "d"):
-            await dispatcher.submit(key, lambda key=key, seq=seq: job(key, seq))
+            await dispatcher.submit(key, functools.partial(job, key, seq))
     await dispatcher.join()
     assert finished == {key: list(range(40)) for key in "abcd"}
     assert peak > 1  # different keys did run at once
@@ -131,7 +133,7 @@ async def test_cancel_stops_jobs_in_flight_and_the_ones_waiting_behind_them():
         done.append(n)
 
     for n in range(3):
-        await dispatcher.submit("k", lambda n=n: job(n))
+        await dispatcher.submit("k", functools.partial(job, n))
     await dispatcher.cancel()
     assert done == []
     assert dispatcher.in_flight == 0
@@ -170,7 +172,7 @@ async def test_a_hot_key_with_a_slow_target_does_not_hold_the_other_keys():
 
 
 async def test_a_key_at_its_cap_pauses_only_its_partition_and_resumes_at_half():
-    events: list[tuple[str, str]] = []
+    events: list[tuple[str, Hashable]] = []
     dispatcher = KeyedDispatcher(
         2,
         max_pending=100,
@@ -191,7 +193,9 @@ async def test_a_key_at_its_cap_pauses_only_its_partition_and_resumes_at_half():
         await asyncio.wait_for(dispatcher.submit("hot", stuck, partition="p0"), 1)
     assert events == [("pause", "p0")]
     for n in range(20):  # another partition's keys flow meanwhile
-        await asyncio.wait_for(dispatcher.submit(f"k{n}", lambda n=n: other(n), partition="p1"), 1)
+        await asyncio.wait_for(
+            dispatcher.submit(f"k{n}", functools.partial(other, n), partition="p1"), 1
+        )
     await asyncio.sleep(0.05)
     assert sorted(other_done) == list(range(20))
     assert dispatcher.paused() == {"p0"}
@@ -232,7 +236,10 @@ async def test_revoke_drops_queued_records_at_once_and_bounds_the_wait_for_runni
     # a hot key of the revoked partition: one running (too slow for the grace), 300 queued
     for n in range(301):
         await dispatcher.submit(
-            "hot", lambda n=n: slow(f"hot{n}", 0.1 if n else 30), partition="p0", tag=f"hot{n}"
+            "hot",
+            functools.partial(slow, f"hot{n}", 0.1 if n else 30),
+            partition="p0",
+            tag=f"hot{n}",
         )
     # a quick one of the same partition, running, finishes within the grace: not given up
     await dispatcher.submit("quick", lambda: slow("quick", 0.05), partition="p0", tag="quick")
@@ -251,7 +258,7 @@ async def test_revoke_drops_queued_records_at_once_and_bounds_the_wait_for_runni
     abandoned = await dispatcher.revoke({"p0"}, grace_s=0.5)
     took = loop.time() - start
     assert took < 1.5, f"revoke took {took:.1f} s"
-    assert sorted(abandoned) == sorted([f"hot{n}" for n in range(301)] + ["held"])
+    assert sorted(cast(list[str], abandoned)) == sorted([f"hot{n}" for n in range(301)] + ["held"])
     assert "quick" in finished
     assert not any(name.startswith("hot") for name in finished)
     await dispatcher.join()
@@ -266,7 +273,7 @@ async def test_revoke_drops_queued_records_at_once_and_bounds_the_wait_for_runni
 
 
 async def test_cancel_resumes_the_partitions_it_paused():
-    events: list[tuple[str, str]] = []
+    events: list[tuple[str, Hashable]] = []
     dispatcher = KeyedDispatcher(
         1,
         max_key_pending=2,
@@ -323,7 +330,7 @@ async def test_a_submit_waiting_for_room_when_its_partition_is_revoked_is_refuse
     await dispatcher.join()
     assert "c started" not in events, events
     assert not overlaps, overlaps
-    assert sorted(abandoned) == ["a", "b"]
+    assert sorted(cast(list[str], abandoned)) == ["a", "b"]
     assert accepted is False  # the caller gives it up (unacked)
     assert dispatcher.in_flight == 0
 
@@ -415,14 +422,14 @@ async def test_a_revoke_right_after_a_submit_leaves_no_dead_queue_and_no_lost_ro
     await dispatcher.submit("k", lambda: job("first"), partition="p", tag="keyed")
     await dispatcher.submit(None, lambda: job("alone"), partition="p", tag="unkeyed")
     abandoned = await dispatcher.revoke({"p"}, grace_s=0.1)
-    assert sorted(abandoned) == ["keyed", "unkeyed"]
+    assert sorted(cast(list[str], abandoned)) == ["keyed", "unkeyed"]
     assert ran == []
     assert dispatcher.in_flight == 0
     dispatcher.assign({"p"})
     # the key's records run again (its queue is not a dead one left from before the revoke)
     for n in range(4):  # and all the room is there (max_pending)
         assert await asyncio.wait_for(
-            dispatcher.submit("k", lambda n=n: job(f"again{n}"), partition="p"), 1
+            dispatcher.submit("k", functools.partial(job, f"again{n}"), partition="p"), 1
         )
     await asyncio.wait_for(dispatcher.join(), 2)
     assert ran == [f"again{n}" for n in range(4)]

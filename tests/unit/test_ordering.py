@@ -53,12 +53,15 @@ def test_a_free_key_goes_and_a_blocked_key_parks_later_records_once():
 
 
 def test_settling_the_head_hands_over_the_next_and_frees_the_key_at_the_end():
-    state = KeyState(head="a", since_ms=10, waiting=(ref("b", 1), ref("c", 2)))
+    state: KeyState | None = KeyState(head="a", since_ms=10, waiting=(ref("b", 1), ref("c", 2)))
+    assert state is not None
     state, nxt = settled(state, "a", now_ms=20)
     assert nxt == ref("b", 1)
     assert state == KeyState(head="b", since_ms=20, waiting=(ref("c", 2),))
+    assert state is not None
     state, nxt = settled(state, "b", now_ms=30)
     assert (state, nxt) == (KeyState(head="c", since_ms=30), ref("c", 2))
+    assert state is not None
     assert settled(state, "c", now_ms=40) == (None, None)
     assert settled(None, "x", now_ms=40) == (None, None)  # a free key: nothing to release
 
@@ -82,6 +85,7 @@ def test_dead_lettering_releases_or_holds_as_configured():
 
     held, nxt = dead_lettered(state, "a", OnDlq.HOLD, now_ms=20)
     assert nxt is None
+    assert held is not None
     assert held.held
     assert held.behind == ("b",)  # the DLQ entry names them
     assert isinstance(arrive(held, ref("c", 2)), Park)  # still blocked
@@ -159,6 +163,7 @@ def test_a_park_numbers_its_entry_and_counts_it_in_the_head():
     assert isinstance(parked, ParkAt)
     assert (parked.seq, parked.head.parked, parked.head.next) == (0, 1, 1)
     again = admit(parked.head, ref("c", 2), max_parked=10)
+    assert isinstance(again, ParkAt)
     assert (again.seq, again.head.parked) == (1, 2)
     # read again after a crash: at or below the last offset parked from its partition
     assert admit(again.head, ref("b", 1), max_parked=10) == AlreadyParked()
@@ -191,10 +196,13 @@ def test_dead_lettering_the_head_releases_or_holds():
     head = KeyHead(head="a", since_ms=10, next=1, via="x", ref=ref("a"))
     assert dead_lettered_head(head, "a", OnDlq.RELEASE, 20) == ReleaseNext(0)
     held = dead_lettered_head(head, "a", OnDlq.HOLD, 20)
+    assert isinstance(held, KeyHead)
     assert held.held
     assert held.via is None  # a marker read again must not resume a held head
     assert dead_lettered_head(None, "z", OnDlq.HOLD, 5) == KeyHead(head="z", since_ms=5, held=True)
-    assert not hold(held, "a", 30).held  # redriven and failing again: an ordinary head
+    again = hold(held, "a", 30)
+    assert again is not None
+    assert not again.held  # redriven and failing again: an ordinary head
     assert hold(held, "b", 30) is held  # another record: the head stays
 
 
@@ -237,6 +245,7 @@ class TableSimulation(Simulation):
             self.heads[key] = None
         elif isinstance(step, ReleaseNext):
             nxt = self.entries.pop((key, step.seq))
+            assert head is not None
             self.heads[key] = hand_to(head, step.seq, nxt, now)
             self.attempt(key, nxt.id, now)
 

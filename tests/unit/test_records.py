@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 import pytest
 from hypothesis import given
@@ -20,7 +22,7 @@ json_values = st.recursive(
 
 
 def envelope(**changes):
-    base = {
+    base: dict[str, Any] = {
         "id": "0190",
         "namespace": "ns",
         "key": "k",
