@@ -73,7 +73,7 @@ async def test_new_topics_are_created_capped_to_the_cluster_with_their_retention
 async def test_an_existing_topic_is_described_and_its_weaker_settings_returned(fake_admin, caplog):
     specs = namespace_topic_specs(parse_namespace({"name": "orders"}), Settings())
     fake_admin.existing = tuple(s.name for s in specs)
-    kafka_default = [
+    kafka_default: list[tuple] = [
         ("cleanup.policy", "delete", False, 5, False, []),
         ("retention.ms", "604800000", False, 5, False, []),
         ("retention.bytes", "-1", False, 5, False, []),

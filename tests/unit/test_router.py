@@ -79,4 +79,4 @@ def test_remembered_matches_stay_right_and_bounded(router):
     with pytest.raises(MethodNotAllowedError):  # a remembered path still checks the method
         router.resolve("DELETE", "/v1/namespaces/ns-1/log")
     with pytest.raises(TypeError):  # params are read-only: one handler cannot spoil the next
-        router.resolve("POST", "/v1/namespaces/ns-1/log")[1]["namespace"] = "other"  # type: ignore[index]
+        router.resolve("POST", "/v1/namespaces/ns-1/log")[1]["namespace"] = "other"

@@ -70,6 +70,7 @@ def test_walstreams_own_topics_are_never_a_target_whatever_the_lists_say(topic):
 
 def test_the_namespaces_own_target_is_refused_too_when_it_names_a_walstream_topic():
     ns = parse_namespace({"name": "a", "target": {"type": "kafka", "topic": CONTROL}})
+    assert ns.target is not None
     assert refused(ns, ns.target.wire).field == "target.topic"
 
 

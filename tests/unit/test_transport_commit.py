@@ -9,7 +9,7 @@ from walstream.kafka.transport import Consumer
 
 
 def _message(tp: TP, offset: int) -> Message:
-    return Message(tp.topic, tp.partition, offset, 0.0, None, None, b"k", b"v", None, tp=tp)
+    return Message(tp.topic, tp.partition, offset, 0.0, None, None, b"k", b"v", None, tp=tp)  # type: ignore[arg-type]
 
 
 def _hand_over_and_ack(consumer: Consumer, tp: TP, offset: int) -> None:
@@ -35,7 +35,7 @@ async def test_a_record_handed_over_again_below_the_commit_does_not_hold_the_com
 
 def _twice_handed_over_record(consumer: Consumer) -> None:
     tp = TP("wal.ns.retry", 0)
-    consumer.app.topics._acking_topics.add(tp.topic)
+    consumer.app.topics._acking_topics.add(tp.topic)  # type: ignore[attr-defined]
     consumer.ledger.assign({tp})
     _hand_over_and_ack(consumer, tp, 428)
     assert consumer._new_offset(tp) == 429
@@ -69,7 +69,7 @@ async def test_resuming_the_flow_keeps_the_records_queued_for_the_agents():
         app.flow_control.resume()
         assert app.flow_control.is_active()
     finally:
-        consumer._thread.thread_loop.close()  # made with the consumer, never started
+        consumer._thread.thread_loop.close()  # type: ignore[attr-defined]  # made, never started
 
 
 async def test_the_seek_at_the_end_of_a_recovery_does_not_move_the_read_offset_back():
@@ -93,4 +93,4 @@ async def test_the_seek_at_the_end_of_a_recovery_does_not_move_the_read_offset_b
         assert consumer._committed_offset[passed_on] == 100
         assert consumer._committed_offset[fresh] == 40
     finally:
-        consumer._thread.thread_loop.close()  # made with the consumer, never started
+        consumer._thread.thread_loop.close()  # type: ignore[attr-defined]  # made, never started
