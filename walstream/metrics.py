@@ -61,7 +61,8 @@ class WalMetrics(NamedTuple):
             ),
             breaker_open=Gauge(
                 f"{prefix}_target_breaker_open",
-                "1 while a target's circuit breaker refuses calls",
+                "Target endpoints of this kind whose circuit breaker refuses calls (open or "
+                "half-open): 1 while the one endpoint of a kind is down",
                 ["target_kind"],
                 registry=registry,
             ),

@@ -72,7 +72,7 @@ class Delivery(mode.Service):
         self.metrics_registry = metrics_registry
         self.metrics = WalMetrics.create(metrics_registry)
         self.clock = SystemClock()
-        self.pool = TargetPool(settings, registry, self.clock)
+        self.pool = TargetPool(settings, registry, self.clock, metrics=self.metrics)
         self.log_topics = DynamicTopic(app, key_serializer="raw", value_serializer="raw")
         self.retry_topics = DynamicTopic(app, key_serializer="raw", value_serializer="raw")
         self.attempts = app.Table("attempts", default=int, partitions=settings.default_partitions)

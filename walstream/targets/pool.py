@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
@@ -30,12 +30,13 @@ from typing import Any, Protocol
 from yarl import URL
 
 from walstream.clock import Clock
-from walstream.core.breaker import BreakerPolicy, CircuitBreaker
+from walstream.core.breaker import BreakerPolicy, CircuitBreaker, OpenBreakers
 from walstream.core.idle_cache import IdleCache
 from walstream.core.ids import new_id
 from walstream.core.target_policy import cluster_id
 from walstream.errors import TargetNotAllowedError, TargetRejectedError, TargetUnavailableError
 from walstream.kafka.clients import stop_consumer, target_producer
+from walstream.metrics import WalMetrics
 from walstream.namespaces.config import NamespaceConfig
 from walstream.namespaces.registry import NamespaceRegistry
 from walstream.settings import Settings
@@ -51,6 +52,14 @@ from walstream.topology import reserved_topics
 __all__ = ["TargetLeasing", "TargetPool", "kv_target"]
 
 logger = logging.getLogger(__name__)
+
+
+def _breaker_gauge(metrics: WalMetrics | None) -> Callable[[str, int], None] | None:
+    """Sets the breaker gauge of a target kind to its count of breakers refusing calls."""
+    if metrics is None:
+        return None
+    gauge = metrics.breaker_open
+    return lambda kind, count: gauge.labels(kind).set(count)
 
 
 def kv_target(settings: Settings, clock: Clock | None = None) -> SqliteKvTarget | PostgresKvTarget:
@@ -111,6 +120,7 @@ class TargetPool:
         clock: Clock,
         *,
         producer_factory: Any = None,
+        metrics: WalMetrics | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
@@ -123,6 +133,8 @@ class TargetPool:
         ttl_ms = max(1, int(settings.target_idle_ttl_s * 1000))
         size = settings.target_max_endpoints
         self._breakers: IdleCache[str, CircuitBreaker] = IdleCache(ttl_ms=ttl_ms, max_size=size)
+        #: The breakers refusing calls per target kind (the walstream_target_breaker_open gauge).
+        self.open_breakers = OpenBreakers(_breaker_gauge(metrics))
         self._clusters: IdleCache[str, _Cluster] = IdleCache(ttl_ms=ttl_ms, max_size=size)
         #: Producers being started, by cluster: every caller for one cluster awaits the same.
         self._starting: dict[str, asyncio.Future[_Cluster]] = {}
@@ -145,9 +157,10 @@ class TargetPool:
         now = self.clock.now_ms()
         breaker = self._breakers.get(endpoint, now)
         if breaker is None:
-            breaker = CircuitBreaker(self._policy)
+            breaker = CircuitBreaker(self._policy, on_change=self.open_breakers.watch(endpoint))
             self._breakers.put(endpoint, breaker, now)
-            self._breakers.evict(now)  # forgotten: a breaker holds nothing to close
+            # forgotten: a breaker holds nothing to close
+            self.open_breakers.forget(self._breakers.evict(now))
         elif now >= self._next_sweep_ms:
             self._evict(now)
         return breaker
@@ -281,7 +294,7 @@ class TargetPool:
 
     def _evict(self, now: int) -> None:
         self._next_sweep_ms = now + 1000
-        self._breakers.evict(now)
+        self.open_breakers.forget(self._breakers.evict(now))
         for cluster, entry in self._clusters.evict(now):
             entry.evicted = True
             if entry.users:  # a delivery is sending through it: closed when the last is done
