@@ -354,9 +354,9 @@ async def _selected(settings: Settings, namespace: str, selection: Any) -> tuple
 
 @contextlib.asynccontextmanager
 async def _producer(settings: Settings) -> AsyncIterator[Any]:
-    from walstream.kafka.clients import cli_producer
+    from walstream.kafka import clients
 
-    producer = cli_producer(settings.bootstrap_list)
+    producer = clients.producer(settings.bootstrap_list, clients.CLI)
     await producer.start()
     try:
         yield producer

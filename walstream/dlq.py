@@ -90,7 +90,7 @@ async def read_dlq(
 ) -> DlqView:
     """Fold a DLQ topic from its beginning to its current end, holding every open entry's
     record: for tests and small DLQs. Listings and redrives use DlqReader (bounded pages)."""
-    consumer = clients.dlq_reader(servers)
+    consumer = clients.reader(servers, clients.DLQ_READER)
     view = DlqView()
     try:
         await start_client(consumer)
@@ -139,7 +139,7 @@ class DlqPage:
 
 
 def _consumer(servers: str | list[str], max_records: int) -> AIOKafkaConsumer:
-    return clients.dlq_reader(servers, max_records=max_records)
+    return clients.reader(servers, clients.DLQ_READER, max_poll_records=max_records)
 
 
 class DlqReader:
@@ -638,7 +638,7 @@ class Redrives:
 
     async def producer(self) -> AIOKafkaProducer:
         if self._producer is None:
-            self._producer = clients.redrive_producer(self.servers)
+            self._producer = clients.producer(self.servers, clients.REDRIVE)
             await start_client(self._producer)
         return self._producer
 

@@ -138,7 +138,7 @@ async def replay(
         skip_ids=skip_ids,
         key_ordered=ns.key_ordered,
     )
-    consumer = clients.replay_reader(servers)
+    consumer = clients.reader(servers, clients.REPLAY)
     await consumer.start()
     result = ReplayResult()
     spans: dict[TopicPartition, tuple[int, int]] = {}

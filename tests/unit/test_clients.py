@@ -61,23 +61,29 @@ def producer(client_id: str | None, **more: Any) -> dict[str, Any]:
 PRODUCTS = {
     # namespaces/broadcast.py NamespaceFeed.start
     "namespace_feed": (
-        lambda: clients.namespace_feed(S),
+        lambda: clients.reader(S, clients.NAMESPACE_FEED),
         reader("walstream-namespaces", "earliest", 200),
     ),
     # agents/dlq_monitor.py DlqMonitor._fold
     "dlq_monitor": (
-        lambda: clients.dlq_monitor(S),
+        lambda: clients.reader(S, clients.DLQ_MONITOR),
         reader("walstream-dlq-monitor", "earliest", 500),
     ),
     # dlq.py read_dlq
-    "dlq_reader": (lambda: clients.dlq_reader(S), reader("walstream-dlq-reader", "earliest", 50)),
+    "dlq_reader": (
+        lambda: clients.reader(S, clients.DLQ_READER),
+        reader("walstream-dlq-reader", "earliest", 50),
+    ),
     # dlq.py _consumer (DlqReader)
     "dlq_reader_paged": (
-        lambda: clients.dlq_reader(S, max_records=100),
+        lambda: clients.reader(S, clients.DLQ_READER, max_poll_records=100),
         reader("walstream-dlq-reader", "earliest", 50, max_poll_records=100),
     ),
     # replay.py replay (auto_offset_reset was aiokafka's default, "latest")
-    "replay_reader": (lambda: clients.replay_reader(S), reader("walstream-replay", "latest", 50)),
+    "replay_reader": (
+        lambda: clients.reader(S, clients.REPLAY),
+        reader("walstream-replay", "latest", 50),
+    ),
     # kafka/log_reader.py LogReader.read
     "log_reader": (
         lambda: clients.log_reader(S, client_id="walstream-log-reader", window_bytes=65536),
@@ -91,7 +97,7 @@ PRODUCTS = {
     ),
     # kafka/offsets.py probe_end_offsets
     "end_offsets_probe": (
-        lambda: clients.end_offsets_probe(S),
+        lambda: clients.reader(S, clients.END_OFFSETS),
         reader("walstream-end-offsets", "latest", 20, max_partition_fetch_bytes=65536),
     ),
     # agents/delay.py DelayStage.on_start
@@ -123,26 +129,26 @@ PRODUCTS = {
         ),
     ),
     # cli.py _producer (no client id: aiokafka's own)
-    "cli_producer": (lambda: clients.cli_producer(S), producer(None)),
+    "cli_producer": (lambda: clients.producer(S, clients.CLI), producer(None)),
     # namespaces/broadcast.py NamespacePublisher.start
     "namespace_publisher": (
-        lambda: clients.namespace_publisher(S),
+        lambda: clients.producer(S, clients.NAMESPACE_PUBLISHER),
         producer("walstream-namespace-publisher"),
     ),
     # dlq.py DlqAccess.producer
-    "redrive_producer": (lambda: clients.redrive_producer(S), producer("walstream-dlq")),
+    "redrive_producer": (lambda: clients.producer(S, clients.REDRIVE), producer("walstream-dlq")),
     # targets/pool.py _producer
     "target_producer": (
-        lambda: clients.target_producer(S),
+        lambda: clients.producer(S, clients.TARGETS),
         producer("walstream-targets", linger_ms=1),
     ),
     # agents/delay.py DelayStage.on_start: hops, and records due now
     "delay_hops_producer": (
-        lambda: clients.delay_hops_producer(S, group_id="wal-delay"),
+        lambda: clients.delay_producer(S, group_id="wal-delay", due=False),
         producer("wal-delay-hops", linger_ms=2),
     ),
     "delay_due_producer": (
-        lambda: clients.delay_due_producer(S, group_id="wal-delay"),
+        lambda: clients.delay_producer(S, group_id="wal-delay", due=True),
         producer("wal-delay-due", linger_ms=0),
     ),
     # kafka/admin.py ensure_topics, cluster_durability
@@ -173,8 +179,6 @@ def test_readers_never_auto_commit_and_producers_wait_for_all_replicas() -> None
 def test_ids_and_groups_are_made_here() -> None:
     assert ClientIds.delay_group("wal") == "wal-delay"
     assert ClientIds.parked_reader("wal") == "wal-parked"
-    assert ClientIds.delay_hops("wal-delay") == "wal-delay-hops"
-    assert ClientIds.delay_due("wal-delay") == "wal-delay-due"
 
 
 async def test_the_real_clients_take_these_settings() -> None:

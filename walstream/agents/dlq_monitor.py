@@ -91,7 +91,7 @@ class DlqMonitor(mode.Service):
         if not wanted:
             return
         namespace_of = {topic: ns for ns, topic in wanted.items()}
-        consumer = clients.dlq_monitor(self.settings.bootstrap_list)
+        consumer = clients.reader(self.settings.bootstrap_list, clients.DLQ_MONITOR)
         await consumer.start()
         try:
             assigned = await assign_from_start(consumer, sorted(namespace_of), within_s=5.0)

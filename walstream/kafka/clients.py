@@ -3,16 +3,18 @@
 One place builds the clients, as ``walstream.topology`` names the topics: a reader (a consumer
 that commits nothing: groupless, assigning its own partitions, or in a consumer group that
 commits by hand), a producer that waits for acks from every in-sync replica, an admin client.
-Each client of the code base is one function here with its settings (``namespace_feed``,
-``dlq_monitor``, ...), and its client id and consumer group come from ``ClientIds`` below: the
-broker's logs, quotas and ACLs know walstream's clients by them.
+Each client of the code base is described here with its settings (``NAMESPACE_FEED``,
+``DLQ_MONITOR``, ...; ``log_reader``, ``api_producer``, ...), and its client id and consumer
+group come from ``ClientIds`` below: the broker's logs, quotas and ACLs know walstream's
+clients by them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -20,27 +22,30 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 __all__ = [
+    "CLI",
+    "DLQ_MONITOR",
+    "DLQ_READER",
+    "END_OFFSETS",
+    "NAMESPACE_FEED",
+    "NAMESPACE_PUBLISHER",
+    "REDRIVE",
+    "REPLAY",
+    "TARGETS",
     "ClientIds",
+    "Producer",
+    "Reader",
     "acked_producer",
     "admin_client",
     "api_producer",
     "assign_from_start",
-    "cli_producer",
     "delay_consumer",
-    "delay_due_producer",
-    "delay_hops_producer",
-    "dlq_monitor",
-    "dlq_reader",
-    "end_offsets_probe",
+    "delay_producer",
     "log_reader",
-    "namespace_feed",
-    "namespace_publisher",
+    "producer",
+    "reader",
     "reader_consumer",
-    "redrive_producer",
-    "replay_reader",
     "start_client",
     "stop_consumer",
-    "target_producer",
 ]
 
 Servers = str | list[str]
@@ -67,7 +72,8 @@ class ClientIds:
 
     @staticmethod
     def delay_group(app_id: str) -> str:
-        """The delay stage's consumer group (also its consumer's client id)."""
+        """The delay stage's consumer group (also its consumer's client id); its producers are
+        ``<group>-hops`` and ``<group>-due`` (``delay_producer``)."""
         return f"{app_id}-delay"
 
     @staticmethod
@@ -75,16 +81,47 @@ class ClientIds:
         """The worker's reader of parked records at their source."""
         return f"{app_id}-parked"
 
-    @staticmethod
-    def delay_hops(group_id: str) -> str:
-        return f"{group_id}-hops"
 
-    @staticmethod
-    def delay_due(group_id: str) -> str:
-        return f"{group_id}-due"
+# -- every client walstream makes, with its settings --------------------------------------------
 
 
-# -- the three kinds -----------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Reader:
+    """A groupless consumer's settings (``reader`` makes it)."""
+
+    client_id: str
+    auto_offset_reset: Reset
+    fetch_max_wait_ms: int
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Producer:
+    """An acks=all producer's settings (``producer`` makes it); ``client_id`` None: aiokafka's."""
+
+    client_id: str | None
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+#: reads the whole control topic from its beginning (walstream.namespaces.broadcast)
+NAMESPACE_FEED = Reader(ClientIds.NAMESPACE_FEED, "earliest", 200)
+#: tails every DLQ topic from its beginning (walstream.agents.dlq_monitor)
+DLQ_MONITOR = Reader(ClientIds.DLQ_MONITOR, "earliest", 500)
+#: reads a DLQ topic from its beginning (walstream.dlq)
+DLQ_READER = Reader(ClientIds.DLQ_READER, "earliest", 50)
+#: reads a log's partitions from the offsets it seeks (walstream.replay)
+REPLAY = Reader(ClientIds.REPLAY, "latest", 50)
+#: fetches at reported end offsets to read high watermarks (walstream.kafka.offsets)
+END_OFFSETS = Reader(ClientIds.END_OFFSETS, "latest", 20, {"max_partition_fetch_bytes": 65536})
+
+#: writes namespace events to the control topic (walstream.namespaces.broadcast)
+NAMESPACE_PUBLISHER = Producer(ClientIds.NAMESPACE_PUBLISHER)
+#: a DLQ redrive's claims, markers and re-sent records (walstream.dlq)
+REDRIVE = Producer(ClientIds.REDRIVE)
+#: the operator commands' writes (walstream.cli)
+CLI = Producer(ClientIds.CLI)
+#: a Kafka target's writes, to the target's own cluster (walstream.targets.pool)
+TARGETS = Producer(ClientIds.TARGETS, {"linger_ms": 1})
 
 
 def reader_consumer(
@@ -111,6 +148,18 @@ def reader_consumer(
     )
 
 
+def reader(servers: Servers, spec: Reader, **options: Any) -> AIOKafkaConsumer:
+    """The groupless consumer ``spec`` describes; ``options`` add to its settings."""
+    return reader_consumer(
+        servers,
+        client_id=spec.client_id,
+        auto_offset_reset=spec.auto_offset_reset,
+        fetch_max_wait_ms=spec.fetch_max_wait_ms,
+        **spec.options,
+        **options,
+    )
+
+
 def acked_producer(servers: Servers, *, client_id: str | None, **options: Any) -> AIOKafkaProducer:
     """A producer whose sends are acknowledged by every in-sync replica (acks=all).
 
@@ -119,51 +168,14 @@ def acked_producer(servers: Servers, *, client_id: str | None, **options: Any) -
     return AIOKafkaProducer(bootstrap_servers=servers, acks="all", client_id=client_id, **options)
 
 
+def producer(servers: Servers, spec: Producer) -> AIOKafkaProducer:
+    """The acks=all producer ``spec`` describes."""
+    return acked_producer(servers, client_id=spec.client_id, **spec.options)
+
+
 def admin_client(servers: Servers) -> AIOKafkaAdminClient:
     """walstream's admin client (topic creation and checks)."""
     return AIOKafkaAdminClient(bootstrap_servers=servers, client_id=ClientIds.ADMIN)
-
-
-# -- readers -------------------------------------------------------------------------------------
-
-
-def namespace_feed(servers: Servers) -> AIOKafkaConsumer:
-    """Reads the whole control topic, from its beginning (walstream.namespaces.broadcast)."""
-    return reader_consumer(
-        servers,
-        client_id=ClientIds.NAMESPACE_FEED,
-        auto_offset_reset="earliest",
-        fetch_max_wait_ms=200,
-    )
-
-
-def dlq_monitor(servers: Servers) -> AIOKafkaConsumer:
-    """Tails every DLQ topic from its beginning (walstream.agents.dlq_monitor)."""
-    return reader_consumer(
-        servers,
-        client_id=ClientIds.DLQ_MONITOR,
-        auto_offset_reset="earliest",
-        fetch_max_wait_ms=500,
-    )
-
-
-def dlq_reader(servers: Servers, *, max_records: int | None = None) -> AIOKafkaConsumer:
-    """Reads a DLQ topic from its beginning (walstream.dlq); ``max_records``: per getmany."""
-    options: dict[str, Any] = {} if max_records is None else {"max_poll_records": max_records}
-    return reader_consumer(
-        servers,
-        client_id=ClientIds.DLQ_READER,
-        auto_offset_reset="earliest",
-        fetch_max_wait_ms=50,
-        **options,
-    )
-
-
-def replay_reader(servers: Servers) -> AIOKafkaConsumer:
-    """Reads a log's partitions from offsets it seeks (walstream.replay)."""
-    return reader_consumer(
-        servers, client_id=ClientIds.REPLAY, auto_offset_reset="latest", fetch_max_wait_ms=50
-    )
 
 
 def log_reader(servers: Servers, *, client_id: str, window_bytes: int) -> AIOKafkaConsumer:
@@ -180,14 +192,19 @@ def log_reader(servers: Servers, *, client_id: str, window_bytes: int) -> AIOKaf
     )
 
 
-def end_offsets_probe(servers: Servers) -> AIOKafkaConsumer:
-    """Fetches at reported end offsets to read high watermarks (walstream.kafka.offsets)."""
-    return reader_consumer(
+def api_producer(
+    servers: Servers, *, timeout_s: float, client_id: str = ClientIds.API
+) -> AIOKafkaProducer:
+    """The API's producer of new writes (walstream.kafka.producer): linger 0, as a
+    request/reply producer waits for each ack (aiokafka still batches whatever is queued while a
+    request is in flight; see ../shared/BROKER.md figures)."""
+    return acked_producer(
         servers,
-        client_id=ClientIds.END_OFFSETS,
-        auto_offset_reset="latest",
-        fetch_max_wait_ms=20,
-        max_partition_fetch_bytes=64 * 1024,
+        client_id=client_id,
+        linger_ms=0,
+        max_batch_size=256 * 1024,
+        request_timeout_ms=max(1000, int(timeout_s * 1000)),
+        retry_backoff_ms=100,
     )
 
 
@@ -214,53 +231,12 @@ def delay_consumer(
     )
 
 
-# -- producers -----------------------------------------------------------------------------------
-
-
-def api_producer(
-    servers: Servers, *, timeout_s: float, client_id: str = ClientIds.API
-) -> AIOKafkaProducer:
-    """The API's producer of new writes (walstream.kafka.producer): linger 0, as a
-    request/reply producer waits for each ack (aiokafka still batches whatever is queued while a
-    request is in flight; see ../shared/BROKER.md figures)."""
-    return acked_producer(
-        servers,
-        client_id=client_id,
-        linger_ms=0,
-        max_batch_size=256 * 1024,
-        request_timeout_ms=max(1000, int(timeout_s * 1000)),
-        retry_backoff_ms=100,
-    )
-
-
-def cli_producer(servers: Servers) -> AIOKafkaProducer:
-    """The operator commands' producer (walstream.cli)."""
-    return acked_producer(servers, client_id=ClientIds.CLI)
-
-
-def namespace_publisher(servers: Servers) -> AIOKafkaProducer:
-    """Writes namespace events to the control topic (walstream.namespaces.broadcast)."""
-    return acked_producer(servers, client_id=ClientIds.NAMESPACE_PUBLISHER)
-
-
-def redrive_producer(servers: Servers) -> AIOKafkaProducer:
-    """A DLQ redrive's producer of claims, markers and re-sent records (walstream.dlq)."""
-    return acked_producer(servers, client_id=ClientIds.REDRIVE)
-
-
-def target_producer(cluster: Servers) -> AIOKafkaProducer:
-    """A Kafka target's producer, to the target's own cluster (walstream.targets.pool)."""
-    return acked_producer(cluster, client_id=ClientIds.TARGETS, linger_ms=1)
-
-
-def delay_hops_producer(servers: Servers, *, group_id: str) -> AIOKafkaProducer:
-    """The delay stage's producer of hops between tiers (batched a little)."""
-    return acked_producer(servers, client_id=ClientIds.delay_hops(group_id), linger_ms=2)
-
-
-def delay_due_producer(servers: Servers, *, group_id: str) -> AIOKafkaProducer:
-    """The delay stage's producer of records due now: they never queue behind a crowd of hops."""
-    return acked_producer(servers, client_id=ClientIds.delay_due(group_id), linger_ms=0)
+def delay_producer(servers: Servers, *, group_id: str, due: bool) -> AIOKafkaProducer:
+    """One of the delay stage's two producers: of hops between tiers (batched a little), or of
+    records due now (linger 0: they never queue behind a crowd of hops)."""
+    if due:
+        return acked_producer(servers, client_id=f"{group_id}-due", linger_ms=0)
+    return acked_producer(servers, client_id=f"{group_id}-hops", linger_ms=2)
 
 
 # -- lifecycles ----------------------------------------------------------------------------------

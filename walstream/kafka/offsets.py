@@ -19,7 +19,8 @@ from collections.abc import Mapping
 
 from aiokafka import TopicPartition
 
-from walstream.kafka.clients import end_offsets_probe, stop_consumer
+from walstream.kafka import clients
+from walstream.kafka.clients import stop_consumer
 
 __all__ = ["probe_end_offsets"]
 
@@ -38,7 +39,7 @@ async def probe_end_offsets(
     """
     if not reported:
         return {}
-    probe = end_offsets_probe(bootstrap_servers)
+    probe = clients.reader(bootstrap_servers, clients.END_OFFSETS)
     corrected = dict(reported)
     await probe.start()
     try:

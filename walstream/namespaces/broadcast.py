@@ -82,7 +82,7 @@ class NamespaceFeed:
     async def start(self) -> None:
         servers = self.settings.bootstrap_list
         await ensure_topics(servers, [_control_spec(self.settings)])
-        self._consumer = clients.namespace_feed(servers)
+        self._consumer = clients.reader(servers, clients.NAMESPACE_FEED)
         await self._consumer.start()
         self._tps = []
         self._task = asyncio.create_task(self._run(), name="namespace-feed")
@@ -181,7 +181,7 @@ class NamespacePublisher:
         await ensure_topics(servers, [_control_spec(self.settings)])
         self._feed = NamespaceFeed(self.settings)
         await self._feed.start()
-        self._producer = clients.namespace_publisher(servers)
+        self._producer = clients.producer(servers, clients.NAMESPACE_PUBLISHER)
         await self._producer.start()
 
     async def stop(self) -> None:

@@ -35,7 +35,7 @@ from walstream.core.idle_cache import IdleCache
 from walstream.core.ids import new_id
 from walstream.core.target_policy import cluster_id
 from walstream.errors import TargetNotAllowedError, TargetRejectedError, TargetUnavailableError
-from walstream.kafka.clients import stop_consumer, target_producer
+from walstream.kafka.clients import TARGETS, producer, stop_consumer
 from walstream.metrics import WalMetrics
 from walstream.namespaces.config import NamespaceConfig
 from walstream.namespaces.registry import NamespaceRegistry
@@ -346,4 +346,4 @@ def classify_transient(where: str, exc: Exception) -> TargetUnavailableError:
 
 
 def _producer(cluster: str) -> Any:
-    return target_producer(cluster)
+    return producer(cluster, TARGETS)
