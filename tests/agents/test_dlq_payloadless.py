@@ -6,6 +6,10 @@ key's later records waited forever."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
+
 from walstream.agents.deliver import Outcome
 from walstream.agents.ordering import KeyOrder, MarkerKind
 from walstream.clock import FakeClock
@@ -106,12 +110,20 @@ def closing_markers(producer: OperatorProducer) -> list[Marker]:
     return out
 
 
-async def test_discard_of_a_payloadless_entry_settles_the_key_it_held():
+@pytest.fixture
+async def held() -> tuple[ScriptedTarget, DeliveryHarness, DlqEntry, OperatorProducer, Any]:
+    """A key held behind a payloadless DLQ entry: the target, the harness, the entry, the
+    operator's producer and the namespace."""
     target = ScriptedTarget()
     harness = make_harness(target)
     entry = await held_behind_a_payloadless_entry(harness, target)
     producer = OperatorProducer(harness)
     ns = harness.deliverer.registry.get("held")
+    return target, harness, entry, producer, ns
+
+
+async def test_discard_of_a_payloadless_entry_settles_the_key_it_held(held):
+    target, harness, entry, producer, ns = held
 
     assert await discard(producer, ns, [entry]) == 1
     settle = producer.to("wal.held.retry")
@@ -124,12 +136,8 @@ async def test_discard_of_a_payloadless_entry_settles_the_key_it_held():
     assert [m.closes for m in closing_markers(producer)] == [(PART, 0)]
 
 
-async def test_redrive_of_a_payloadless_entry_redrives_the_record_read_from_its_source():
-    target = ScriptedTarget()
-    harness = make_harness(target)
-    entry = await held_behind_a_payloadless_entry(harness, target)
-    producer = OperatorProducer(harness)
-    ns = harness.deliverer.registry.get("held")
+async def test_redrive_of_a_payloadless_entry_redrives_the_record_read_from_its_source(held):
+    target, harness, entry, producer, ns = held
 
     async def read_source(topic: str, partition: int, offset: int) -> bytes | None:
         return (await harness.log.read(topic, partition, offset)).value
@@ -149,12 +157,8 @@ async def test_redrive_of_a_payloadless_entry_redrives_the_record_read_from_its_
     assert harness.deliverer.order.get("held", "k1") is None
 
 
-async def test_redrive_of_a_payloadless_entry_whose_record_is_gone_settles_the_key():
-    target = ScriptedTarget()
-    harness = make_harness(target)
-    entry = await held_behind_a_payloadless_entry(harness, target)
-    producer = OperatorProducer(harness)
-    ns = harness.deliverer.registry.get("held")
+async def test_redrive_of_a_payloadless_entry_whose_record_is_gone_settles_the_key(held):
+    target, harness, entry, producer, ns = held
 
     async def read_source(topic: str, partition: int, offset: int) -> bytes | None:
         raise RecordGoneError(f"{topic}[{partition}]@{offset}: below the log start")

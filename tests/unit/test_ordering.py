@@ -4,6 +4,7 @@ other keys never wait, dead-lettering releases or holds the key as configured.""
 from __future__ import annotations
 
 from collections import deque
+from random import Random
 
 import orjson
 import pytest
@@ -130,6 +131,20 @@ class Simulation:
             self.attempt(key, record_id, now)
 
 
+def run_interleaved(sim: Simulation, ids: list[tuple[str, str, int]], rng: Random) -> None:
+    """Arrivals (in order) and retries (in the order they were asked for) interleaved at
+    random, each a millisecond after the last, until nothing is left."""
+    now = 0
+    pending = deque(ids)
+    while pending or sim.retry:
+        now += 1
+        if pending and (not sim.retry or rng.random() < 0.5):
+            key, record_id, _ = pending.popleft()
+        else:
+            key, record_id = sim.retry.popleft()
+        sim.arrive(key, record_id, now)
+
+
 @given(
     st.lists(st.tuples(st.sampled_from("abcd"), st.integers(0, 3)), min_size=1, max_size=60),
     st.randoms(use_true_random=False),
@@ -137,16 +152,7 @@ class Simulation:
 def test_any_failure_pattern_keeps_every_keys_arrival_order(records, rng):
     ids = [(key, f"{key}{n}", fails) for n, (key, fails) in enumerate(records)]
     sim = Simulation({record_id: fails for _, record_id, fails in ids})
-    now = 0
-    pending = deque(ids)
-    while pending or sim.retry:  # arrivals and retries interleave at random
-        now += 1
-        if pending and (not sim.retry or rng.random() < 0.5):
-            key, record_id, _ = pending.popleft()
-            sim.arrive(key, record_id, now)
-        else:
-            key, record_id = sim.retry.popleft()
-            sim.arrive(key, record_id, now)
+    run_interleaved(sim, ids, rng)
     for key in "abcd":
         expected = [record_id for k, record_id, _ in ids if k == key]
         assert [d for d in sim.delivered if d.startswith(key)] == expected
@@ -267,15 +273,7 @@ class TableSimulation(Simulation):
 def test_the_table_form_keeps_every_keys_arrival_order_too(records, rng):
     ids = [(key, f"{key}{n}", fails) for n, (key, fails) in enumerate(records)]
     sim = TableSimulation({record_id: fails for _, record_id, fails in ids})
-    now = 0
-    pending = deque(ids)
-    while pending or sim.retry:
-        now += 1
-        if pending and (not sim.retry or rng.random() < 0.5):
-            key, record_id, _ = pending.popleft()
-        else:
-            key, record_id = sim.retry.popleft()
-        sim.arrive(key, record_id, now)
+    run_interleaved(sim, ids, rng)
     for key in "abcd":
         expected = [record_id for k, record_id, _ in ids if k == key]
         assert [d for d in sim.delivered if d.startswith(key)] == expected
