@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from walstream.aio import Backoff
 from walstream.clock import Clock, SystemClock
 from walstream.core.replay import ReplayPlan, Verdict, format_cursor
 from walstream.errors import PoisonRecordError, TargetError
@@ -49,7 +50,9 @@ __all__ = ["ReplayResult", "replay"]
 
 logger = logging.getLogger(__name__)
 
+#: A replayed delivery is tried this many times (a retriable target error), waiting 0.5 s, 1 s
 _TRIES = 3
+_RETRY_BACKOFF = Backoff(first_s=0.5, cap_s=0.5 * 2**_TRIES)
 #: Reading starts this long before the window: a record's log timestamp comes from the clock of
 #: the process that produced it, its write time from the API's.
 _CLOCK_SLACK_MS = 60_000
@@ -79,7 +82,7 @@ class ReplayResult:
 
 
 async def _deliver(pool: TargetPool, env: Envelope, ns: NamespaceConfig) -> str | None:
-    delay = 0.5
+    delays = _RETRY_BACKOFF.delays()
     for attempt in range(_TRIES):
         try:
             # allowed_targets hold here too; the lease keeps an evicted cluster's producer open
@@ -89,8 +92,7 @@ async def _deliver(pool: TargetPool, env: Envelope, ns: NamespaceConfig) -> str 
         except TargetError as exc:
             if not exc.retriable or attempt == _TRIES - 1:
                 return f"{env.id}: {exc}"
-        await asyncio.sleep(delay)
-        delay *= 2
+        await asyncio.sleep(next(delays))
     return f"{env.id}: gave up"  # pragma: no cover - the loop returns on its last try
 
 
