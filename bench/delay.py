@@ -40,8 +40,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from walstream.broker import EmbeddedBroker, free_port
+from walstream.core.outbox import route_write
 from walstream.kafka.admin import ensure_topics
-from walstream.kafka.producer import KafkaLogProducer, route_write
+from walstream.kafka.producer import KafkaLogProducer
 from walstream.namespaces.broadcast import NamespacePublisher
 from walstream.namespaces.config import parse_namespace
 from walstream.records import Envelope, Lifecycle, decode_envelope, encode_envelope

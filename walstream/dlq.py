@@ -34,14 +34,10 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from walstream.agents.ordering import MarkerKind as OrderMarker
-from walstream.agents.ordering import marker_headers as order_marker_headers
-from walstream.agents.ordering import marker_value
 from walstream.aio import cancel_and_wait
 from walstream.clock import Clock, SystemClock
+from walstream.core import outbox
 from walstream.core.dlq import (
-    CLAIM_KEY,
-    CLAIM_PARTITION,
     DlqCursor,
     DlqEntry,
     DlqIndex,
@@ -49,8 +45,6 @@ from walstream.core.dlq import (
     DlqView,
     MarkerKind,
     Selection,
-    claim_headers,
-    marker_headers,
     parse_dlq_record,
 )
 from walstream.errors import PoisonRecordError, RedriveConflictError, WalError
@@ -502,12 +496,9 @@ async def _settle_key(producer: Any, ns: NamespaceConfig, entry: DlqEntry) -> st
             return None  # not a record, and no key named: it never headed a key
     if key is None:
         return None
-    await producer.send_and_wait(
-        ns.topics.retry,
-        marker_value(ns.name, entry.id),
-        key=key.encode(),
-        partition=entry.partition if entry.partition >= 0 else None,
-        headers=order_marker_headers(OrderMarker.SETTLE),
+    partition = entry.partition if entry.partition >= 0 else None
+    await _send(
+        producer, outbox.settle_marker(ns.topics.retry, ns.name, entry.id, key.encode(), partition)
     )
     return key
 
@@ -517,13 +508,21 @@ async def _close(
 ) -> None:
     """Append the marker that closes ``entry``, naming it by its coordinates (on its
     partition, so it follows the entry)."""
-    known = entry.partition >= 0 and entry.offset >= 0
-    await producer.send_and_wait(
-        ns.topics.dlq,
-        b"",
-        key=entry.id.encode(),
-        partition=entry.partition if entry.partition >= 0 else None,
-        headers=marker_headers(kind, now_ms, (entry.partition, entry.offset) if known else None),
+    marker = outbox.dlq_close_marker(
+        ns.topics.dlq, entry.id, entry.partition, entry.offset, kind, now_ms
+    )
+    await _send(producer, marker)
+
+
+async def _send(producer: Any, record: outbox.OutRecord) -> Any:
+    """Send what the outbox built (no timestamp: the DLQ tools' records have none); return the
+    broker's record metadata once acknowledged."""
+    return await producer.send_and_wait(
+        record.topic,
+        record.value,
+        key=record.key,
+        partition=record.partition,
+        headers=record.headers,
     )
 
 
@@ -656,13 +655,10 @@ class Redrives:
 
     async def _claim_record(self, ns: NamespaceConfig, claim: str, *, released: bool) -> int:
         producer = await self.producer()
-        sent = await producer.send_and_wait(
-            ns.topics.dlq,
-            b"",
-            key=CLAIM_KEY,
-            partition=CLAIM_PARTITION,
-            headers=claim_headers(claim, self.clock.now_ms(), CLAIM_LEASE_MS, released=released),
+        record = outbox.redrive_claim(
+            ns.topics.dlq, claim, self.clock.now_ms(), CLAIM_LEASE_MS, released=released
         )
+        sent = await _send(producer, record)
         return int(sent.offset)
 
     async def claim(self, ns: NamespaceConfig) -> str:

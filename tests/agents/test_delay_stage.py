@@ -14,7 +14,8 @@ import pytest
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaConnectionError, UnknownTopicOrPartitionError
 
-from walstream.agents.delay import DelayStage, _Out, _Partition
+from walstream.agents.delay import DelayStage, _Partition
+from walstream.agents.hops import Out
 from walstream.clock import FakeClock
 from walstream.core.delay import delay_headers
 from walstream.core.dlq import DlqEntry, parse_dlq_record
@@ -109,11 +110,13 @@ def part(stage):
 
 async def test_a_refused_hop_batch_is_sent_again_and_holds_its_offset_until_then(stage, part):
     tp, partition = part
-    stage._producer = stage._due_producer = producer = FlakyProducer(failures=1)
+    stage.sender.producer = stage.sender.due_producer = producer = FlakyProducer(failures=1)
     for offset in (5, 6, 7):
-        await stage._add_hop(tp, partition, Record(offset), "t.delay.10s", 0, 1_000)
+        await stage.sender.add_hop(
+            partition, Out(tp, Record(offset), "t.delay.10s", 0, None, 1_000)
+        )
     with pytest.raises(KafkaConnectionError):
-        await stage._flush_hops()
+        await stage.sender.flush()
     assert partition.safe_offset() == 5  # nothing committed past the refused hops
     await asyncio.sleep(0.7)  # resent after 0.5 s, one by one
     assert sorted(producer.sent) == [("t.delay.10s", 0, 1)] * 3
@@ -124,9 +127,9 @@ async def test_a_refused_hop_batch_is_sent_again_and_holds_its_offset_until_then
 
 async def test_a_refused_forward_is_sent_again(stage, part):
     tp, partition = part
-    stage._producer = stage._due_producer = producer = FlakyProducer(failures=1)
+    stage.sender.producer = stage.sender.due_producer = producer = FlakyProducer(failures=1)
     with pytest.raises(KafkaConnectionError):
-        await stage._send(partition, _Out(tp, Record(5), "wal.ns.log", 0, None))
+        await stage.sender.send(partition, Out(tp, Record(5), "wal.ns.log", 0, None))
     assert partition.safe_offset() == 5
     await asyncio.sleep(0.7)
     assert producer.sent == [("wal.ns.log", 0, 1)]
@@ -244,7 +247,7 @@ async def test_a_record_without_delay_headers_goes_to_its_namespaces_dlq_committ
     dead_stage,
 ):
     producer = Producer({"t.poison": 4, "wal.orders.dlq": 4, "wal.orders.log": 4})
-    dead_stage._producer = dead_stage._due_producer = producer
+    dead_stage.sender.producer = dead_stage.sender.due_producer = producer
     part = await take(dead_stage, Record(5, value=envelope(), headers=[]))
     [sent] = producer.sent
     assert sent.topic == "wal.orders.dlq"
@@ -264,7 +267,7 @@ async def test_a_record_without_delay_headers_goes_to_its_namespaces_dlq_committ
 
 async def test_garbled_headers_and_value_go_to_the_poison_topic(dead_stage):
     producer = Producer({"t.poison": 4, "wal.orders.log": 4})
-    dead_stage._producer = dead_stage._due_producer = producer
+    dead_stage.sender.producer = dead_stage.sender.due_producer = producer
     garbled = [("wal-due", b"soon"), ("wal-dest", b"wal.orders.log")]
     part = await take(dead_stage, Record(5, value=b"\xff not json", headers=garbled))
     [sent] = producer.sent
@@ -288,7 +291,7 @@ async def wait_for(predicate, what: str, within_s: float = 5.0):
 
 async def test_a_forward_to_a_missing_partition_is_dead_lettered_after_the_grace(dead_stage, clock):
     producer = Producer({"t.poison": 4, "wal.orders.dlq": 4, "wal.orders.log": 4})
-    dead_stage._producer = dead_stage._due_producer = producer
+    dead_stage.sender.producer = dead_stage.sender.due_producer = producer
     missing = delay_headers(NOW, "wal.orders.log", 9)  # the log has 4 partitions
     part = await take(dead_stage, Record(5, value=envelope(), headers=missing))
     await asyncio.sleep(0.6)  # tried again after 0.5 s: still within the grace
@@ -315,7 +318,7 @@ async def test_a_forward_to_a_missing_partition_is_dead_lettered_after_the_grace
 
 async def test_a_deleted_namespace_is_dead_lettered_to_the_poison_topic(dead_stage, clock):
     producer = Producer({"t.poison": 4})  # wal.gone.log no longer exists
-    dead_stage._producer = dead_stage._due_producer = producer
+    dead_stage.sender.producer = dead_stage.sender.due_producer = producer
     part = await take(
         dead_stage,
         Record(5, value=envelope("gone"), headers=delay_headers(NOW, "wal.gone.log", 2)),
@@ -333,7 +336,7 @@ async def test_a_deleted_namespace_is_dead_lettered_to_the_poison_topic(dead_sta
 
 async def test_a_dead_letter_its_dlq_refuses_as_missing_goes_to_the_poison_topic(dead_stage):
     producer = Producer({"t.poison": 4, "wal.orders.log": 4})  # wal.orders.dlq is missing
-    dead_stage._producer = dead_stage._due_producer = producer
+    dead_stage.sender.producer = dead_stage.sender.due_producer = producer
     part = await take(dead_stage, Record(5, value=envelope(), headers=[]))
     await wait_for(lambda: producer.to("t.poison"), "the poison entry")
     producer.ack_all()
@@ -346,7 +349,7 @@ async def test_transient_forward_failures_are_retried_without_giving_up(dead_sta
         {"t.poison": 4, "wal.orders.dlq": 4, "wal.orders.log": 4},
         refuse={"wal.orders.log": KafkaConnectionError("broker gone")},
     )
-    dead_stage._producer = dead_stage._due_producer = producer
+    dead_stage.sender.producer = dead_stage.sender.due_producer = producer
     with pytest.raises(KafkaConnectionError):  # the loop backs off
         await take(
             dead_stage, Record(5, value=envelope(), headers=delay_headers(NOW, "wal.orders.log", 1))

@@ -18,6 +18,7 @@ from walstream.api.responses import error_body, json_response, status_for
 from walstream.api.router import Router
 from walstream.core.auth import principals_namespaces, redact_target, visible_reason
 from walstream.core.dlq import DlqCursor, parse_selection
+from walstream.core.outbox import Outgoing, route_write
 from walstream.core.replay_request import parse_replay_request
 from walstream.core.target_policy import ReservedTopics
 from walstream.core.targets import parse_target
@@ -31,7 +32,6 @@ from walstream.errors import (
     ServiceUnavailableError,
     WalError,
 )
-from walstream.kafka.producer import Outgoing, route_write
 from walstream.namespaces.config import NamespaceConfig
 from walstream.namespaces.registry import NamespaceRegistry
 from walstream.topology import reserved_topics

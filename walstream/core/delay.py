@@ -19,8 +19,10 @@ made due records late; the heap holding 13 s instead costs a few MB.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import heapq
+from collections.abc import Collection, Hashable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 __all__ = [
     "DEST_GONE_ERROR",
@@ -35,6 +37,7 @@ __all__ = [
     "Resend",
     "Tier",
     "Timer",
+    "TimerHeap",
     "after_send_failure",
     "delay_headers",
     "due_header",
@@ -221,3 +224,39 @@ def after_send_failure(
             f"destination refused the record for {failing_ms} ms ({tries} tries here): {error}"
         )
     return Resend(resend_delay_ms(tries))
+
+
+T = TypeVar("T")
+
+
+class TimerHeap(Generic[T]):
+    """Records in their last stretch, held in memory until due: earliest due first, in arrival
+    order among equal due times. Each belongs to an ``owner`` (the partition it was read from),
+    so a revoked partition's records leave together. The caller bounds its size (``len``)."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[int, int, Hashable, T]] = []
+        self._seq = 0
+
+    def push(self, due_ms: int, owner: Hashable, item: T) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (due_ms, self._seq, owner, item))
+
+    def next_due_ms(self) -> int | None:
+        """The earliest due time held (None: empty)."""
+        return self._heap[0][0] if self._heap else None
+
+    def pop_due(self, until_ms: int) -> tuple[Hashable, T] | None:
+        """The earliest item due at or before ``until_ms``, and its owner; None: none is."""
+        if not self._heap or self._heap[0][0] > until_ms:
+            return None
+        _, _, owner, item = heapq.heappop(self._heap)
+        return owner, item
+
+    def drop(self, owners: Collection[Hashable]) -> None:
+        """Forget the items of ``owners`` (revoked: their new owner reads them again)."""
+        self._heap = [entry for entry in self._heap if entry[2] not in owners]
+        heapq.heapify(self._heap)
+
+    def __len__(self) -> int:
+        return len(self._heap)

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Hashable, Iterable
-from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-__all__ = ["OffsetLedger"]
+__all__ = ["OffsetLedger", "PartitionLedger"]
 
 P = TypeVar("P", bound=Hashable)
 
@@ -22,13 +21,51 @@ P = TypeVar("P", bound=Hashable)
 _SLACK = 64
 
 
-@dataclass(slots=True)
-class _Partition:
-    outstanding: set[int] = field(default_factory=set)
-    #: ``outstanding`` as a min-heap; acked offsets leave it lazily, when they reach the top
-    heap: list[int] = field(default_factory=list)
-    #: the highest offset handed over, None before the first
-    high: int | None = None
+class PartitionLedger:
+    """One partition's outstanding offsets, and the offset it may commit: never past one of them.
+
+    ``next_offset``: where reading starts (the commit before anything is handed over).
+    """
+
+    __slots__ = ("heap", "high", "outstanding")
+
+    def __init__(self, next_offset: int | None = None) -> None:
+        self.outstanding: set[int] = set()
+        #: ``outstanding`` as a min-heap; acked offsets leave it lazily, when they reach the top
+        self.heap: list[int] = []
+        #: the highest offset handed over, None before the first
+        self.high: int | None = None if next_offset is None else next_offset - 1
+
+    def track(self, offset: int) -> None:
+        """Note that the record at ``offset`` was handed over (outstanding until acked; tracking
+        it again while it is changes nothing)."""
+        if offset not in self.outstanding:
+            self.outstanding.add(offset)
+            heapq.heappush(self.heap, offset)
+        if self.high is None or offset > self.high:
+            self.high = offset
+
+    def ack(self, offset: int) -> bool:
+        """Note that the record at ``offset`` has a durable outcome; False if it was not
+        outstanding (never handed over, or acked already)."""
+        if offset not in self.outstanding:
+            return False
+        self.outstanding.discard(offset)
+        heap = self.heap
+        while heap and heap[0] not in self.outstanding:
+            heapq.heappop(heap)
+        if len(heap) > 2 * len(self.outstanding) + _SLACK:
+            # a record never acked keeps the acked ones above it in the heap: rebuild it, so
+            # the ledger's memory follows the records outstanding, not all those seen since
+            self.heap = sorted(self.outstanding)
+        return True
+
+    def committable(self) -> int | None:
+        """The offset to commit (the next record to read after a restart): the lowest outstanding
+        one, else one past the highest handed over; None when nothing was."""
+        if self.heap:
+            return self.heap[0]
+        return None if self.high is None else self.high + 1
 
 
 class OffsetLedger(Generic[P]):
@@ -39,12 +76,12 @@ class OffsetLedger(Generic[P]):
     """
 
     def __init__(self) -> None:
-        self._partitions: dict[P, _Partition] = {}
+        self._partitions: dict[P, PartitionLedger] = {}
 
     def assign(self, partitions: Iterable[P]) -> None:
         """Start tracking ``partitions`` afresh (whatever was known of them is forgotten)."""
         for partition in partitions:
-            self._partitions[partition] = _Partition()
+            self._partitions[partition] = PartitionLedger()
 
     def revoke(self, partitions: Iterable[P]) -> None:
         """Stop tracking ``partitions``."""
@@ -64,38 +101,20 @@ class OffsetLedger(Generic[P]):
         state = self._partitions.get(partition)
         if state is None:
             return False
-        if offset not in state.outstanding:
-            state.outstanding.add(offset)
-            heapq.heappush(state.heap, offset)
-        if state.high is None or offset > state.high:
-            state.high = offset
+        state.track(offset)
         return True
 
     def ack(self, partition: P, offset: int) -> bool:
         """Note that the record at ``offset`` has a durable outcome; False if it was not
         outstanding (unknown partition, never handed over, or acked already)."""
         state = self._partitions.get(partition)
-        if state is None or offset not in state.outstanding:
-            return False
-        state.outstanding.discard(offset)
-        heap = state.heap
-        while heap and heap[0] not in state.outstanding:
-            heapq.heappop(heap)
-        if len(heap) > 2 * len(state.outstanding) + _SLACK:
-            # a record never acked keeps the acked ones above it in the heap: rebuild it, so
-            # the ledger's memory follows the records outstanding, not all those seen since
-            state.heap = sorted(state.outstanding)
-        return True
+        return state is not None and state.ack(offset)
 
     def committable(self, partition: P) -> int | None:
         """The offset ``partition`` may commit (the next record to read after a restart), or
         None when nothing was handed over since it was assigned."""
         state = self._partitions.get(partition)
-        if state is None or state.high is None:
-            return None
-        if state.heap:
-            return state.heap[0]
-        return state.high + 1
+        return None if state is None else state.committable()
 
     def outstanding(self, partition: P) -> int:
         """How many records of ``partition`` were handed over and not acked."""

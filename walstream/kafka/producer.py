@@ -12,7 +12,7 @@ import logging
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
 from aiokafka.errors import (
     InvalidTopicError,
@@ -24,7 +24,7 @@ from aiokafka.errors import (
 )
 from aiokafka.partitioner import DefaultPartitioner
 
-from walstream.core.delay import Deliver, delay_headers, next_stop, tier_of
+from walstream.core.outbox import Outgoing
 from walstream.errors import (
     BrokerUnavailableError,
     WalError,
@@ -33,10 +33,8 @@ from walstream.errors import (
 )
 from walstream.kafka.clients import ClientIds, api_producer
 from walstream.kafka.deadlines import DeadlineSweeper
-from walstream.records import Envelope, encode_envelope
-from walstream.topology import delay_topic
 
-__all__ = ["KafkaLogProducer", "LogProducer", "MemoryLogProducer", "Outgoing", "route_write"]
+__all__ = ["KafkaLogProducer", "LogProducer", "MemoryLogProducer", "Outgoing"]
 
 _partitioner = DefaultPartitioner()
 
@@ -49,41 +47,6 @@ _DEFINITE_REFUSALS: tuple[type[KafkaError], ...] = (
     InvalidTopicError,
     TopicAuthorizationFailedError,
 )
-
-
-class Outgoing(NamedTuple):
-    """One record to write."""
-
-    topic: str
-    key: bytes | None
-    value: bytes
-    #: A delayed record: (due time, the log topic it is due on). ``topic`` is then a delay tier;
-    #: the record goes on the partition number its key takes in that log topic, which its delay
-    #: headers name, so it comes back where an undelayed write of the same key would have gone.
-    due: tuple[int, str] | None = None
-
-
-def route_write(
-    env: Envelope, log_topic: str, now_ms: int, app_id: str, *, key_ordered: bool = False
-) -> Outgoing:
-    """Where a WriteToLog record is written: a due record to the log; a delayed one straight to
-    the delay tiers (not through the deliver agent), addressed to come back to the log, on its
-    key's partition, when due.
-
-    ``key_ordered`` (a namespace with ``ordering = "key"``): a delayed record with a key goes
-    to the log too, so the deliver agent sees it in write order and holds the key's later
-    records behind it while it waits in the tiers."""
-    key = env.key.encode() if env.key is not None else None
-    value = encode_envelope(env)
-    due_ms = env.lifecycle.deliver_at_ms  # a new write has no retry backoff
-    if due_ms <= now_ms or (key_ordered and key is not None):  # the common case, first
-        return Outgoing(log_topic, key, value)
-    stop = next_stop(due_ms, now_ms)
-    if isinstance(stop, Deliver):
-        return Outgoing(log_topic, key, value)
-    return Outgoing(
-        topic=delay_topic(app_id, tier_of(stop)), key=key, value=value, due=(due_ms, log_topic)
-    )
 
 
 def _pick(key: bytes | None, parts: list[int]) -> int:
@@ -107,10 +70,8 @@ async def _route(
     own = await parts_of(record.topic)
     if record.due is None:
         return _pick(record.key, own), None
-    due_ms, dest = record.due
-    dest_parts = await parts_of(dest)
-    dest_partition = _pick(record.key, dest_parts)
-    return own[dest_partition % len(own)], delay_headers(due_ms, dest, dest_partition)
+    # Where the key would go in its log topic (Kafka's partitioner); the outbox places it.
+    return record.placed(_pick(record.key, await parts_of(record.due[1])), len(own))
 
 
 class LogProducer(Protocol):

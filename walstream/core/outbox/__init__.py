@@ -1,0 +1,97 @@
+"""The outbox: every record walstream writes besides a new write, and the wire protocol's reference.
+
+Stages decide, the outbox builds, the caller only sends: the API, the deliverer, the delay stage
+and the DLQ tools send the ``OutRecord`` (topic, partition, key, value, headers, timestamp) a
+builder of ``walstream.core.outbox.records`` returns, and make no addressing decision of their
+own. Delay-tier addressing is one rule (``tier_topic``, ``tier_partition``, ``wait_headers``):
+a record bound for partition P of its destination waits on partition ``P % tier partitions``
+of the tier ``next_stop`` names, with ``wal-due``/``wal-dest``/``wal-dest-partition``.
+
+Records (README "Wire format" is the user-facing version of this list):
+
+=================== ============================ ================================================
+record              built by                     sent by
+=================== ============================ ================================================
+tier wait           ``wait`` / ``route_write``   deliverer (retry, delay, breaker deferral, a
+                    (+ ``Outgoing.placed``)      record of an unknown namespace), API (a delayed
+                                                 write)
+tier hop            ``hop``                      delay stage (the same wait, one tier down)
+hand-over           ``forward``                  delay stage (to the destination, due soon)
+retry copy          ``retry_copy``               deliverer (a retry due within the hand-over lead)
+DLQ entry           ``dlq_entry``                deliverer, delay stage (``poison_id``: bytes
+                                                 that are not a record)
+release marker      ``release_marker``           deliverer (a key's turn passes)
+settle marker       ``settle_marker``            ``walstream dlq discard`` (CLI and API)
+DLQ close marker    ``dlq_close_marker``         ``walstream dlq redrive/discard`` (CLI and API)
+redrive claim       ``redrive_claim``            ``walstream dlq redrive`` (CLI and API)
+=================== ============================ ================================================
+
+Headers (``wal-*``; values UTF-8 text, numbers decimal, times ms since the epoch):
+
+* ``wal-due``: when the record is due. Written on a tier record (API, deliverer), on a hand-over
+  (delay stage), on a retry copy due within the lead (deliverer) and on a release marker backing
+  off (deliverer). Read by the delay stage (tier records) and by the worker's dispatcher, which
+  holds a log or retry record until then (``walstream.core.delay.parse_due_header``).
+* ``wal-dest``, ``wal-dest-partition``: where a tier record goes when due. Written with
+  ``wal-due`` on every tier record (API, deliverer); read by the delay stage
+  (``parse_delay_headers``). A tier record without valid ones is a ``DelayHeadersError`` entry.
+* ``wal-origin``: ``topic[partition]@offset`` where the worker first read the record. Written on
+  every copy the worker makes (deliverer: waits, retry copies, DLQ entries; delay stage: carried
+  on a hand-over and onto its DLQ entries). Read by the deliverer (a copy's first position) and
+  the DLQ readers (``origin``) (``walstream.core.origin``).
+* ``wal-order``: ``release`` or ``settle``, an ordering marker on a retry topic. Written by the
+  deliverer (release) and ``dlq discard`` (settle); read by the deliverer
+  (``walstream.core.outbox.markers``).
+* ``wal-dlq``: the kind of a DLQ record: ``entry`` (deliverer, delay stage), ``redriven`` or
+  ``discarded`` (DLQ tools' close markers), ``claim`` or ``release`` (redrive claims). Read by
+  every DLQ reader (``walstream.core.dlq.parse_dlq_record``: listings, redrive, the DLQ monitor).
+* On an entry: ``wal-namespace``, ``wal-error`` (up to 4 KiB), ``wal-error-class``,
+  ``wal-source`` (where its last copy was read), ``wal-attempt``, ``wal-dead-at``, ``wal-key``
+  (the record's key; ``dlq discard`` settles it, also for an entry without a value),
+  ``wal-behind`` (ids parked behind it). Written by the deliverer and the delay stage; read by
+  the DLQ readers (``wal-dead-at``, ``wal-error-class``, ``wal-namespace`` also by the metrics).
+* On a close marker: ``wal-dead-at`` (when) and ``wal-closes`` (``partition@offset`` of the
+  entry it closes). Written by the DLQ tools; read by every DLQ fold (``OpenEntries``).
+* On a claim: ``wal-claim`` (the redrive's id), ``wal-dead-at`` (when), ``wal-lease-ms``. Written
+  and read by redrive (``ClaimFold``); other readers skip them.
+"""
+
+from __future__ import annotations
+
+from walstream.core.outbox.records import (
+    Outgoing,
+    OutRecord,
+    dlq_close_marker,
+    dlq_entry,
+    forward,
+    hop,
+    poison_id,
+    redrive_claim,
+    release_marker,
+    retry_copy,
+    route_write,
+    settle_marker,
+    tier_partition,
+    tier_topic,
+    wait,
+    wait_headers,
+)
+
+__all__ = [
+    "OutRecord",
+    "Outgoing",
+    "dlq_close_marker",
+    "dlq_entry",
+    "forward",
+    "hop",
+    "poison_id",
+    "redrive_claim",
+    "release_marker",
+    "retry_copy",
+    "route_write",
+    "settle_marker",
+    "tier_partition",
+    "tier_topic",
+    "wait",
+    "wait_headers",
+]

@@ -1,0 +1,92 @@
+"""Ordering markers: the records that pass a key's turn on a namespace's retry topic (pure).
+
+A **release marker** hands a key to its next parked record (``ref``: where that record is on the
+log); a **settle marker** ends a head held in the DLQ (its entry was discarded). Both are keyed
+by the record key, on the key's partition of the retry topic, with a ``wal-order`` header naming
+the kind and a small JSON value. Written by the deliverer (release) and by ``walstream dlq
+discard`` (settle); read by the deliverer. The builders are in ``walstream.core.outbox.records``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, NamedTuple
+
+import orjson
+
+from walstream.core.ordering import RecordRef
+from walstream.errors import PoisonRecordError
+
+__all__ = [
+    "H_ORDER",
+    "Marker",
+    "MarkerKind",
+    "decode_marker",
+    "marker_headers",
+    "marker_kind",
+    "marker_value",
+]
+
+#: Header naming an ordering marker on a retry topic (its value: the marker's kind).
+H_ORDER = "wal-order"
+
+
+class MarkerKind:
+    RELEASE = b"release"
+    SETTLE = b"settle"
+
+
+class Marker(NamedTuple):
+    """A key's turn passes: ``release`` hands ``ref`` (now the head) to delivery; ``settle``
+    ends the head ``record_id`` (its held DLQ entry was discarded). ``tries``: times the
+    released record could not be read from the log yet (the marker backs off)."""
+
+    kind: bytes
+    namespace: str
+    record_id: str
+    ref: RecordRef | None
+    tries: int = 0
+
+
+def marker_value(
+    namespace: str, record_id: str, ref: RecordRef | None = None, *, tries: int = 0
+) -> bytes:
+    """The JSON value of a marker: ``{"ns", "id", "ref": [topic, partition, offset] | null}``
+    (``tries`` when the released record could not be read back yet)."""
+    where = [ref.topic, ref.partition, ref.offset] if ref is not None else None
+    obj: dict[str, object] = {"ns": namespace, "id": record_id, "ref": where}
+    if tries:
+        obj["tries"] = tries
+    return orjson.dumps(obj)
+
+
+def marker_headers(kind: bytes) -> list[tuple[str, bytes]]:
+    """The header naming a marker of ``kind`` (``MarkerKind.RELEASE`` or ``SETTLE``)."""
+    return [(H_ORDER, kind)]
+
+
+def marker_kind(headers: Iterable[tuple[str, bytes]] | None) -> bytes | None:
+    """The marker kind when these are a marker's headers, else None (a record)."""
+    for name, value in headers or ():
+        if name == H_ORDER:
+            return value
+    return None
+
+
+def decode_marker(kind: bytes, value: bytes | None) -> Marker:
+    """Raises PoisonRecordError for a marker that cannot be read."""
+    if kind not in (MarkerKind.RELEASE, MarkerKind.SETTLE):
+        raise PoisonRecordError(f"unknown ordering marker {kind!r}")
+    try:
+        obj: Any = orjson.loads(value or b"")
+        where = obj["ref"]
+        ref = None
+        if where is not None:
+            topic, partition, offset = where
+            ref = RecordRef(str(obj["id"]), str(topic), int(partition), int(offset))
+        marker = Marker(kind, str(obj["ns"]), str(obj["id"]), ref, int(obj.get("tries", 0)))
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise PoisonRecordError(f"undecodable ordering marker: {exc}") from exc
+    if kind == MarkerKind.RELEASE and marker.ref is None:
+        raise PoisonRecordError("release marker without a record reference")
+    return marker
