@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 
 import pytest
 
@@ -129,59 +128,35 @@ async def test_not_running_runs_no_step() -> None:
     assert script.calls == 0
 
 
-async def _cancel_while(
-    step: Callable[[], object], sleep: Callable[[float], object], reached: asyncio.Event
-) -> asyncio.Task[None]:
-    task = asyncio.create_task(
-        supervised(
-            "svc",
-            step,  # type: ignore[arg-type]  # an async callable
-            backoff=Backoff(first_s=0.1, cap_s=1.0),
-            log=LOG,
-            sleep=sleep,  # type: ignore[arg-type]  # an async callable
-        )
-    )
-    await asyncio.wait_for(reached.wait(), 5)
-    task.cancel()
-    return task
-
-
-async def test_a_cancel_during_a_step_ends_the_loop() -> None:
-    inside = asyncio.Event()
+@pytest.mark.parametrize("where", ["step", "wait"])
+async def test_a_cancel_during_a_step_or_a_wait_ends_the_loop(where: str) -> None:
+    """The step hangs (no failure, no wait), or it fails and the wait hangs: a cancel ends it."""
+    reached = asyncio.Event()
     steps = 0
 
-    async def step() -> None:
-        nonlocal steps
-        steps += 1
-        inside.set()
+    async def hang() -> None:
+        reached.set()
         await asyncio.Event().wait()  # forever
 
-    async def sleep(delay: float) -> None:  # pragma: no cover - never reached
-        raise AssertionError("no failure, no wait")
-
-    task = await _cancel_while(step, sleep, inside)
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    assert task.cancelled()
-    assert steps == 1
-
-
-async def test_a_cancel_during_the_wait_ends_the_loop() -> None:
-    waiting = asyncio.Event()
-    steps = 0
-
     async def step() -> None:
         nonlocal steps
         steps += 1
+        if where == "step":
+            await hang()
         raise RuntimeError("fails")
 
     async def sleep(delay: float) -> None:
-        waiting.set()
-        await asyncio.Event().wait()  # forever
+        assert where == "wait", "no failure, no wait"
+        await hang()
 
-    task = await _cancel_while(step, sleep, waiting)
+    task = asyncio.create_task(
+        supervised("svc", step, backoff=Backoff(first_s=0.1, cap_s=1.0), log=LOG, sleep=sleep)
+    )
+    await asyncio.wait_for(reached.wait(), 5)
+    task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+    assert task.cancelled()
     assert steps == 1
 
 
