@@ -40,6 +40,14 @@ def broker() -> Iterator[str]:
 
 
 @pytest.fixture
+def own_broker() -> Iterator[EmbeddedBroker]:
+    """An embedded broker of the test's own, which the test may stop, restart or kill."""
+    broker = EmbeddedBroker().start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture
 def unique() -> str:
     """A short unique suffix for topics, groups and app ids."""
     return uuid.uuid4().hex[:10]

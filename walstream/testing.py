@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -74,6 +75,7 @@ __all__ = [
     "bearer",
     "envelope",
     "fake_deliverer",
+    "http_record",
     "kv_envelope",
     "namespace_definition",
     "registry_of",
@@ -135,6 +137,24 @@ def kv_envelope(value: Any, owt: int, token: str, *, key: str = "k1", op: str = 
         idempotency_token=token,
         created_at_ms=owt,
     )
+
+
+def http_record(ns: str, url: str, created_at_ms: int) -> tuple[str, bytes]:
+    """A keyless record of ``ns`` to the http target ``url``, written and due at
+    ``created_at_ms``, its id (a new UUID, the idempotency token too) and its bytes."""
+    record_id = str(uuid.uuid4())
+    env = Envelope(
+        id=record_id,
+        namespace=ns,
+        key=None,
+        payload={"id": record_id},
+        payload_encoding="json",
+        target={"type": "http", "url": url},
+        lifecycle=Lifecycle(created_at_ms, created_at_ms),
+        idempotency_token=record_id,
+        created_at_ms=created_at_ms,
+    )
+    return record_id, encode_envelope(env)
 
 
 def registry_of(*definitions: Mapping[str, Any], first_version: int = 1) -> NamespaceRegistry:

@@ -7,20 +7,11 @@ import asyncio
 import pytest
 
 from walstream.api.app import build_api
-from walstream.broker import EmbeddedBroker
 from walstream.namespaces.broadcast import NamespacePublisher
 from walstream.namespaces.config import parse_namespace
 from walstream.settings import Settings
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def own_broker():
-    """A broker of this test's own: it is stopped and restarted."""
-    broker = EmbeddedBroker().start()
-    yield broker
-    broker.stop()
 
 
 @pytest.mark.timeout(120)

@@ -11,20 +11,11 @@ import signal
 import pytest
 
 from walstream.api.app import build_api
-from walstream.broker import EmbeddedBroker
 from walstream.namespaces.broadcast import NamespacePublisher
 from walstream.namespaces.config import parse_namespace
 from walstream.settings import Settings
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def own_broker():
-    """A broker of this test's own, killed by its PID in the test."""
-    broker = EmbeddedBroker().start()
-    yield broker
-    broker.stop()
 
 
 def _unavailable(answer: dict, status: int, retry_after: str | None) -> None:

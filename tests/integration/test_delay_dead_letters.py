@@ -7,7 +7,6 @@ nothing that was already forwarded."""
 from __future__ import annotations
 
 import time
-import uuid
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -15,7 +14,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from walstream.core.delay import delay_headers
 from walstream.core.dlq import DlqEntry, parse_dlq_record
 from walstream.dlq import read_dlq
-from walstream.records import Envelope, Lifecycle, encode_envelope
+from walstream.testing import http_record
 from walstream.topology import delay_topic, poison_topic
 
 from .conftest import apply_namespace, eventually, wait_serving
@@ -31,20 +30,7 @@ def now_ms() -> int:
 
 
 def envelope(ns: str, url: str) -> tuple[str, bytes]:
-    record_id = str(uuid.uuid4())
-    now = now_ms()
-    env = Envelope(
-        id=record_id,
-        namespace=ns,
-        key=None,
-        payload={"id": record_id},
-        payload_encoding="json",
-        target={"type": "http", "url": url},
-        lifecycle=Lifecycle(now, now),
-        idempotency_token=record_id,
-        created_at_ms=now,
-    )
-    return record_id, encode_envelope(env)
+    return http_record(ns, url, now_ms())
 
 
 async def produce(servers: str, topic: str, records: list[tuple[bytes, list]]) -> list[int]:

@@ -9,12 +9,11 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-import uuid
 
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from walstream.records import Envelope, Lifecycle, encode_envelope
+from walstream.testing import http_record
 
 from .conftest import apply_namespace, eventually, run_cli, wait_serving
 
@@ -106,20 +105,7 @@ async def test_a_delayed_write_due_after_the_window_is_replayed_and_one_not_yet_
     assert sorted(ids(recorder.all()[seen:])) == sorted([direct.id, late.id])
 
 
-def envelope(ns: str, url: str, created_at_ms: int) -> tuple[str, bytes]:
-    record_id = str(uuid.uuid4())
-    env = Envelope(
-        id=record_id,
-        namespace=ns,
-        key=None,
-        payload={"id": record_id},
-        payload_encoding="json",
-        target={"type": "http", "url": url},
-        lifecycle=Lifecycle(created_at_ms, created_at_ms),
-        idempotency_token=record_id,
-        created_at_ms=created_at_ms,
-    )
-    return record_id, encode_envelope(env)
+envelope = http_record
 
 
 async def test_a_partition_with_out_of_order_timestamps_is_replayed_to_its_end(
