@@ -4,6 +4,7 @@ wait in the delay tiers, whoever sends it (the API, the deliverer, the delay sta
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -226,3 +227,12 @@ def test_kafka_makes_no_routing_decision_and_the_dlq_tools_import_no_worker_stag
         imported = _imports(path)
         assert "walstream.core.delay" not in imported, f"{path.name} decides where a record waits"
     assert not any(name.startswith("walstream.agents") for name in _imports(PACKAGE / "dlq.py"))
+
+
+def test_the_outbox_docstring_and_the_readme_name_the_same_headers():
+    readme = (PACKAGE.parent / "README.md").read_text()
+    section = readme.split("\n## Wire format\n", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"`(wal-[a-z-]+)`", section))
+    referenced = set(re.findall(r"``(wal-[a-z-]+)``", outbox.__doc__ or ""))
+    assert documented == referenced
+    assert {"wal-due", "wal-origin", "wal-order", "wal-dlq", "wal-closes"} <= referenced
