@@ -52,8 +52,9 @@ Headers (``wal-*``; values UTF-8 text, numbers decimal, times ms since the epoch
   the DLQ readers (``wal-dead-at``, ``wal-error-class``, ``wal-namespace`` also by the metrics).
 * On a close marker: ``wal-dead-at`` (when) and ``wal-closes`` (``partition@offset`` of the
   entry it closes). Written by the DLQ tools; read by every DLQ fold (``OpenEntries``).
-* On a claim: ``wal-claim`` (the redrive's id), ``wal-dead-at`` (when), ``wal-lease-ms``. Written
-  and read by redrive (``ClaimFold``); other readers skip them.
+* On a claim (key ``wal-redrive-claim``, partition 0): ``wal-claim`` (the redrive's id),
+  ``wal-dead-at`` (when), ``wal-lease-ms``. Written and read by redrive (``ClaimFold``); other
+  readers skip them.
 """
 
 from __future__ import annotations
