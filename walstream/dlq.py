@@ -52,7 +52,7 @@ from walstream.kafka import clients
 from walstream.kafka.clients import assign_from_start, start_client, stop_consumer
 from walstream.kafka.log_reader import LogReader, RecordGoneError
 from walstream.namespaces.config import NamespaceConfig
-from walstream.records import decode_envelope, encode_envelope
+from walstream.records import decode_envelope
 
 __all__ = [
     "CLAIM_LEASE_MS",
@@ -374,17 +374,7 @@ async def redrive(
                     f"{entry.id}: its source {entry.source} holds another record ({env.id})"
                 )
                 continue
-            # A fresh start: attempts from 0 under a count of its own (``redrive``: a copy the
-            # worker may still count attempts of is not taken for a stale one), a fresh budget.
-            again = env._replace(
-                attempt=0,
-                not_before_ms=0,
-                first_attempt_ms=0,
-                redrive=env.redrive + 1,
-                target=dict(target) if target else env.target,
-            )
-            key = env.key.encode() if env.key is not None else None
-            await producer.send_and_wait(ns.topics.log, encode_envelope(again), key=key)
+            await _send(producer, outbox.redriven(env, ns.topics.log, target))  # a fresh start
             await _close(producer, ns, entry, MarkerKind.REDRIVEN, clock.now_ms())
             progress.redriven += 1
             if on_step is not None:

@@ -22,7 +22,7 @@ from walstream.core.dlq import (
 from walstream.core.ordering import RecordRef
 from walstream.core.origin import origin_of
 from walstream.core.outbox import markers
-from walstream.records import Envelope, Lifecycle
+from walstream.records import Envelope, Lifecycle, decode_envelope
 
 NOW = 1_700_000_000_000
 PACKAGE = Path(__file__).resolve().parents[2] / "walstream"
@@ -236,3 +236,18 @@ def test_the_outbox_docstring_and_the_readme_name_the_same_headers():
     referenced = set(re.findall(r"``(wal-[a-z-]+)``", outbox.__doc__ or ""))
     assert documented == referenced
     assert {"wal-due", "wal-origin", "wal-order", "wal-dlq", "wal-closes"} <= referenced
+
+
+def test_a_redriven_copy_starts_afresh_on_its_log():
+    dead = envelope(NOW)._replace(attempt=5, not_before_ms=NOW + 1, first_attempt_ms=NOW - 1)
+    out = outbox.redriven(dead, "wal.a.log", {"type": "kafka", "topic": "other"})
+    assert (out.topic, out.partition, out.key, out.headers) == ("wal.a.log", None, b"k", None)
+    again = decode_envelope(out.value or b"")
+    assert (again.attempt, again.not_before_ms, again.first_attempt_ms, again.redrive) == (
+        0,
+        0,
+        0,
+        1,
+    )
+    assert again.target == {"type": "kafka", "topic": "other"}
+    assert decode_envelope(outbox.redriven(again, "wal.a.log").value or b"").redrive == 2

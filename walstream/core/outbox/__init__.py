@@ -23,6 +23,7 @@ DLQ entry           ``dlq_entry``                deliverer, delay stage (``poiso
 release marker      ``release_marker``           deliverer (a key's turn passes)
 settle marker       ``settle_marker``            ``walstream dlq discard`` (CLI and API)
 DLQ close marker    ``dlq_close_marker``         ``walstream dlq redrive/discard`` (CLI and API)
+redriven copy       ``redriven``                 ``walstream dlq redrive`` (CLI and API)
 redrive claim       ``redrive_claim``            ``walstream dlq redrive`` (CLI and API)
 =================== ============================ ================================================
 
@@ -68,6 +69,7 @@ from walstream.core.outbox.records import (
     hop,
     poison_id,
     redrive_claim,
+    redriven,
     release_marker,
     retry_copy,
     route_write,
@@ -87,6 +89,7 @@ __all__ = [
     "hop",
     "poison_id",
     "redrive_claim",
+    "redriven",
     "release_marker",
     "retry_copy",
     "route_write",

@@ -7,9 +7,9 @@ caller only sends. The wire protocol these records follow is described in the pa
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from walstream.core.delay import (
     TIERS_MS,
@@ -44,6 +44,7 @@ __all__ = [
     "hop",
     "poison_id",
     "redrive_claim",
+    "redriven",
     "release_marker",
     "retry_copy",
     "route_write",
@@ -246,6 +247,21 @@ def redrive_claim(
         b"",
         claim_headers(claim, at_ms, lease_ms, released=released),
     )
+
+
+def redriven(env: Envelope, log_topic: str, target: Mapping[str, Any] | None = None) -> OutRecord:
+    """A dead record appended to its log again, for a fresh start: attempts from 0 under a count
+    of its own (``redrive`` + 1: a copy the worker may still count attempts of is not taken for
+    a stale one), a fresh budget; ``target`` replaces its target when given."""
+    again = env._replace(
+        attempt=0,
+        not_before_ms=0,
+        first_attempt_ms=0,
+        redrive=env.redrive + 1,
+        target=dict(target) if target else env.target,
+    )
+    key = env.key.encode() if env.key is not None else None
+    return OutRecord(log_topic, None, key, encode_envelope(again))
 
 
 # -- ordering markers ---------------------------------------------------------------------------
