@@ -32,7 +32,8 @@ def _close_consumer_loops():
 
 def consumer_for(scheme: str):
     app = faust.App(f"ledger-{scheme}", broker=f"{scheme}://127.0.0.1:1", autodiscover=False)
-    app.topics._acking_topics.add(TOPIC)  # what subscribing an acking agent to TOPIC does
+    # what subscribing an acking agent to TOPIC does
+    app.topics._acking_topics.add(TOPIC)  # type: ignore[attr-defined]
     consumer = app.consumer
     _made.append(consumer)
     return consumer

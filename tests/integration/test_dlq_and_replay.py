@@ -4,6 +4,7 @@ re-delivers a window except the skipped record; the HTTP endpoints do the same a
 from __future__ import annotations
 
 import time
+from typing import cast
 
 import orjson
 import pytest
@@ -50,7 +51,9 @@ async def test_redrive_after_fixing_the_target_delivers_and_closes_the_entry(
     kept = await wal_client.write(ns, {"order": 2}, key="k2")
     await eventually(lambda: len_open(wal_settings, ns, 2), 30, "two DLQ entries", every=0.5)
     await eventually(lambda: dlq_gauges(worker, ns)[0] == 2, 15, "DLQ size metric at 2")
-    await eventually(lambda: dlq_gauges(worker, ns)[1] >= 1.5, 15, "the oldest entry to age")
+    await eventually(
+        lambda: cast(float, dlq_gauges(worker, ns)[1]) >= 1.5, 15, "the oldest entry to age"
+    )
     listed = run_cli(wal_env, "dlq", "list", ns)
     assert listed.returncode == 0, listed.stderr
     assert dead.id in listed.stdout

@@ -5,6 +5,8 @@ entry was skipped ("empty value") and stayed open for good."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from aiokafka import AIOKafkaProducer
 
@@ -76,7 +78,7 @@ async def test_a_payloadless_entry_is_redriven_from_its_source_offset(broker, un
         ]
         assert {r.key for r in log} == {b"k1"}
         dlq = await read_topic(broker, ns.topics.dlq, expect=2)
-        markers = [
+        markers: list[Any] = [
             parse_dlq_record(r.key, r.value, r.headers, partition=r.partition, offset=r.offset)
             for r in dlq
         ]

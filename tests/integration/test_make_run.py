@@ -156,7 +156,9 @@ class Launcher:
         return [int(p) for p in re.findall(r"api started, pid (\d+)", self.text)]
 
     def broker_pid(self) -> int:
-        return int(re.search(r"embedded broker \(Tansu\) at \S+, pid (\d+)", self.text).group(1))
+        found = re.search(r"embedded broker \(Tansu\) at \S+, pid (\d+)", self.text)
+        assert found is not None
+        return int(found.group(1))
 
     def interrupt(self, timeout: float = 90.0) -> int:
         os.killpg(self.proc.pid, signal.SIGINT)
@@ -212,6 +214,7 @@ def _write(env: dict[str, str], payload: dict, namespace: str = "hooks") -> str:
         async with WalClient(f"http://127.0.0.1:{env['WALSTREAM_API_PORT']}") as wal:
             result = await wal.write(namespace, payload)
         assert result.durable == "TRUE", result
+        assert result.id is not None
         return result.id
 
     return asyncio.run(write())
@@ -331,11 +334,15 @@ def test_run_serves_a_write_readable_from_the_log_and_stops_cleanly(tmp_path, la
     launcher = launchers(Launcher([sys.executable, "-m", "walstream", "run"], env))
     launcher.wait_for("Ctrl-C stops everything")
     text = launcher.text
-    servers = re.search(r"Kafka: (\S+)", text).group(1)
+    found = re.search(r"Kafka: (\S+)", text)
+    assert found is not None
+    servers = found.group(1)
     broker_pid = launcher.broker_pid()
     assert f"http://127.0.0.1:{api_port}" in text
     assert "curl" in text
-    token = re.search(r"Dev token \(admin, this run only\): (\S+)", text).group(1)
+    found = re.search(r"Dev token \(admin, this run only\): (\S+)", text)
+    assert found is not None
+    token = found.group(1)
     assert f"Bearer {token}" in text  # the demo command uses it
 
     async def write_and_read():

@@ -122,7 +122,10 @@ async def test_an_apply_that_lost_to_a_newer_version_leaves_the_newer_one_last(
     await feed.start()
     try:
         assert await feed.wait_ready(30)
-        assert feed.registry.get(name).target.wire["topic"] == "newer"
+        newer = feed.registry.get(name)
+        assert newer is not None
+        assert newer.target is not None
+        assert newer.target.wire["topic"] == "newer"
         assert feed.registry.version(name) == 7
     finally:
         await feed.stop()

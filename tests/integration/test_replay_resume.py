@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
@@ -94,7 +95,7 @@ async def test_a_non_target_error_stops_the_replay_with_a_cursor_it_resumes_from
     ns = parse_namespace(definition)
     start = int(time.time() * 1000)
     written = await fill_log(wal_settings, ns_name, sink, start)
-    window = {"from_ms": start - 1_000, "to_ms": start + 60_000}
+    window: dict[str, Any] = {"from_ms": start - 1_000, "to_ms": start + 60_000}
 
     pool = FlakyPool(fail_at="r021")  # partition 1, offset 5
     first = await replay(wal_settings.bootstrap_list, ns, pool, **window)  # type: ignore[arg-type]
