@@ -25,6 +25,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
@@ -60,6 +61,7 @@ __all__ = [
     "ChangelogProducer",
     "DeliveryHarness",
     "Emitted",
+    "FakeAdmin",
     "FakeClock",
     "FakeFaustApp",
     "FakeFaustProducer",
@@ -444,6 +446,45 @@ class DeliveryHarness:
             )
             self.outcomes.append(outcome)
         raise AssertionError("emitted records did not settle")
+
+
+# -- Kafka's admin client ----------------------------------------------------------------------
+
+
+class FakeAdmin:
+    """aiokafka's admin client as ``walstream.kafka.admin`` uses it, over class attributes a
+    test sets (subclass it per test): a cluster of ``brokers`` brokers holding the topics
+    ``existing``, describing each one's configs as ``described`` (or raising it, an exception);
+    ``created`` holds the last topics asked for."""
+
+    brokers = 1
+    existing: tuple[str, ...] = ()
+    described: Any = ()
+    created: list[Any] = []  # noqa: RUF012 - replaced, never mutated
+
+    def __init__(self, **kwargs: Any) -> None:
+        pass
+
+    async def start(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    async def list_topics(self) -> list[str]:
+        return list(self.existing)
+
+    async def describe_cluster(self) -> dict[str, Any]:
+        return {"brokers": [{"node_id": n} for n in range(self.brokers)]}
+
+    async def create_topics(self, new_topics: list[Any]) -> Any:
+        type(self).created = list(new_topics)
+        return SimpleNamespace(topic_errors=[(t.name, 0, None) for t in new_topics])
+
+    async def describe_configs(self, resources: Any) -> Any:
+        if isinstance(self.described, Exception):
+            raise self.described
+        return [SimpleNamespace(resources=self.described)]
 
 
 # -- the DLQ on a broker ---------------------------------------------------------------------

@@ -5,7 +5,6 @@ only visible here)."""
 from __future__ import annotations
 
 import logging
-from types import SimpleNamespace
 
 import pytest
 from aiokafka.errors import KafkaConnectionError
@@ -15,45 +14,17 @@ from walstream.kafka.admin import ensure_topics
 from walstream.namespaces.broadcast import namespace_topic_specs
 from walstream.namespaces.config import parse_namespace
 from walstream.settings import Settings
-
-
-class _Admin:
-    brokers = 2
-    existing: tuple[str, ...] = ()
-    described: list = []  # noqa: RUF012 - set per test
-    created: list = []  # noqa: RUF012 - set per test
-
-    def __init__(self, **kwargs):
-        pass
-
-    async def start(self):
-        pass
-
-    async def close(self):
-        pass
-
-    async def list_topics(self):
-        return list(self.existing)
-
-    async def describe_cluster(self):
-        return {"brokers": [{"node_id": n} for n in range(self.brokers)]}
-
-    async def create_topics(self, new_topics):
-        type(self).created = list(new_topics)
-        return SimpleNamespace(topic_errors=[(t.name, 0, None) for t in new_topics])
-
-    async def describe_configs(self, resources):
-        if isinstance(self.described, Exception):
-            raise self.described
-        return [SimpleNamespace(resources=self.described)]
+from walstream.testing import FakeAdmin
 
 
 @pytest.fixture
 def fake_admin(monkeypatch):
-    _Admin.brokers, _Admin.existing, _Admin.described, _Admin.created = 2, (), [], []
+    admin = type(
+        "Admin", (FakeAdmin,), {"brokers": 2, "existing": (), "described": [], "created": []}
+    )
     # walstream.kafka.clients makes every admin client
-    monkeypatch.setattr(clients_module, "AIOKafkaAdminClient", _Admin)
-    return _Admin
+    monkeypatch.setattr(clients_module, "AIOKafkaAdminClient", admin)
+    return admin
 
 
 async def test_new_topics_are_created_capped_to_the_cluster_with_their_retention(fake_admin):

@@ -12,6 +12,7 @@ from walstream.errors import TopicError
 from walstream.kafka import clients as clients_module
 from walstream.kafka.admin import deployment_topic, ensure_topics
 from walstream.settings import Settings
+from walstream.testing import FakeAdmin
 from walstream.topology import TopicSpec, delay_topic, poison_topic
 
 ROLES = {"log": "wal.a.log", "retry": "wal.a.retry", "dlq": "wal.a.dlq"}
@@ -59,22 +60,7 @@ def test_the_deployments_own_topics():
         assert deployment_topic(free, settings) is None, free
 
 
-class _RefusingAdmin:
-    def __init__(self, **kwargs):
-        pass
-
-    async def start(self):
-        pass
-
-    async def close(self):
-        pass
-
-    async def list_topics(self):
-        return []
-
-    async def describe_cluster(self):
-        return {"brokers": [{"node_id": 1}]}
-
+class _RefusingAdmin(FakeAdmin):
     async def create_topics(self, new_topics):
         return SimpleNamespace(
             topic_errors=[(t.name, 44, "Topic creation policy violated") for t in new_topics]
