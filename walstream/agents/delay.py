@@ -33,7 +33,7 @@ from collections import deque
 from typing import Any
 
 import mode
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
 from walstream.agents.hops import HopSender, Out
@@ -49,6 +49,7 @@ from walstream.core.delay import (
     parse_delay_headers,
 )
 from walstream.core.offsets import PartitionLedger
+from walstream.kafka import clients
 from walstream.kafka.admin import ensure_topics
 from walstream.kafka.clients import stop_consumer
 from walstream.metrics import WalMetrics
@@ -173,26 +174,16 @@ class DelayStage(mode.Service):
         )
         # Two producers: records due now must never queue behind a crowd of hops (a burst written
         # together leaves a tier together, thousands of records at once).
-        self.sender.producer = AIOKafkaProducer(
-            bootstrap_servers=servers, acks="all", linger_ms=2, client_id=f"{self.group_id}-hops"
-        )
+        self.sender.producer = clients.delay_producer(servers, group_id=self.group_id, due=False)
         await self.sender.producer.start()
-        self.sender.due_producer = AIOKafkaProducer(
-            bootstrap_servers=servers, acks="all", linger_ms=0, client_id=f"{self.group_id}-due"
-        )
+        self.sender.due_producer = clients.delay_producer(servers, group_id=self.group_id, due=True)
         await self.sender.due_producer.start()
-        session_ms = int(self.settings.broker_session_timeout_s * 1000)
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=servers,
+        self._consumer = clients.delay_consumer(
+            servers,
             group_id=self.group_id,
-            client_id=self.group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_partition_fetch_bytes=256 * 1024,
             fetch_max_wait_ms=self.settings.consumer_fetch_max_wait_ms,
-            session_timeout_ms=session_ms,
-            heartbeat_interval_ms=int(self.settings.broker_heartbeat_interval_s * 1000),
-            rebalance_timeout_ms=max(session_ms, 10_000),
+            session_timeout_s=self.settings.broker_session_timeout_s,
+            heartbeat_interval_s=self.settings.broker_heartbeat_interval_s,
         )
         await self._consumer.start()
         self._consumer.subscribe(sorted(self._tier_of_topic), listener=_Listener(self))
