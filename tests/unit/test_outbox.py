@@ -124,7 +124,7 @@ def test_a_dlq_entry_reads_back_as_written():
         source="wal.a.retry[1]@4",
         attempts=3,
         dead_at_ms=NOW,
-        origin=[("wal-origin", b"wal.a.log[1]@2")],
+        origin="wal.a.log[1]@2",
         behind=("r2", "r3"),
         key="k",
     )

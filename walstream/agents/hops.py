@@ -42,7 +42,7 @@ from walstream.core.delay import (
     resend_delay_ms,
 )
 from walstream.core.offsets import PartitionLedger
-from walstream.core.origin import carried_origin
+from walstream.core.origin import origin_of
 from walstream.errors import NamespaceNotFoundError, PoisonRecordError
 from walstream.metrics import WalMetrics
 from walstream.namespaces.registry import NamespaceRegistry
@@ -400,7 +400,7 @@ class HopSender:
             source=f"{tp.topic}[{tp.partition}]@{record.offset}",
             attempts=attempts,
             dead_at_ms=self.clock.now_ms(),
-            origin=carried_origin(record.headers),
+            origin=origin_of(record.headers),
         )
         return Out.of(tp, record, entry, dead=True)
 

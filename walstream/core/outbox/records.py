@@ -201,13 +201,13 @@ def dlq_entry(
     source: str,
     attempts: int,
     dead_at_ms: int,
-    origin: Headers,
+    origin: str | None,
     behind: Sequence[str] = (),
     key: str | None = None,
 ) -> OutRecord:
     """A DLQ entry of a record (or of bytes: a poison entry), keyed by its id, on ``partition``
-    (that of its source; None: any). ``origin``: its ``wal-origin`` header (none for a record
-    never read by the worker); ``key``: the record's key (``wal-key``)."""
+    (that of its source; None: any). ``origin``: where the worker first read it (``wal-origin``;
+    None: never read by the worker); ``key``: the record's key (``wal-key``)."""
     headers = entry_headers(
         namespace=namespace,
         reason=reason,
@@ -218,7 +218,9 @@ def dlq_entry(
         behind=behind,
         key=key,
     )
-    return OutRecord(dlq_topic, partition, record_id.encode(), value, headers + origin)
+    return OutRecord(
+        dlq_topic, partition, record_id.encode(), value, headers + origin_headers(origin)
+    )
 
 
 def dlq_close_marker(
