@@ -1,0 +1,86 @@
+"""Kafka for tests: a stand-in admin client, and the DLQ entry the worker writes."""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+from typing import Any
+
+from walstream.core.dlq import entry_headers
+from walstream.records import Envelope, Lifecycle, encode_envelope
+
+# -- Kafka's admin client ----------------------------------------------------------------------
+
+
+class FakeAdmin:
+    """aiokafka's admin client as ``walstream.kafka.admin`` uses it, over class attributes a
+    test sets (subclass it per test): a cluster of ``brokers`` brokers holding the topics
+    ``existing``, describing each one's configs as ``described`` (or raising it, an exception);
+    ``created`` holds the last topics asked for."""
+
+    brokers = 1
+    existing: tuple[str, ...] = ()
+    described: Any = ()
+    created: list[Any] = []  # noqa: RUF012 - replaced, never mutated
+
+    def __init__(self, **kwargs: Any) -> None:
+        pass
+
+    async def start(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    async def list_topics(self) -> list[str]:
+        return list(self.existing)
+
+    async def describe_cluster(self) -> dict[str, Any]:
+        return {"brokers": [{"node_id": n} for n in range(self.brokers)]}
+
+    async def create_topics(self, new_topics: list[Any]) -> Any:
+        type(self).created = list(new_topics)
+        return SimpleNamespace(topic_errors=[(t.name, 0, None) for t in new_topics])
+
+    async def describe_configs(self, resources: Any) -> Any:
+        if isinstance(self.described, Exception):
+            raise self.described
+        return [SimpleNamespace(resources=self.described)]
+
+
+# -- the DLQ on a broker ---------------------------------------------------------------------
+
+
+async def send_dead_letter(
+    producer: Any, ns: str, record_id: str, partition: int, dead_at_ms: int
+) -> None:
+    """Writes with ``producer`` (an aiokafka producer) the DLQ entry the worker writes when
+    keyless record ``record_id`` of ``ns`` dies on ``partition`` (after 3 attempts, HTTP 503)."""
+    now = int(time.time() * 1000)
+    value = encode_envelope(
+        Envelope(
+            id=record_id,
+            namespace=ns,
+            key=None,
+            payload={"id": record_id},
+            payload_encoding="json",
+            target={"type": "kafka", "topic": "o"},
+            lifecycle=Lifecycle(deliver_at_ms=now, original_write_time_ms=now),
+            idempotency_token=f"tok-{record_id}",
+            created_at_ms=now,
+        )
+    )
+    await producer.send_and_wait(
+        f"wal.{ns}.dlq",
+        value,
+        key=record_id.encode(),
+        partition=partition,
+        headers=entry_headers(
+            namespace=ns,
+            reason="HTTP 503",
+            error_class="http_503",
+            source=f"wal.{ns}.log[{partition}]@0",
+            attempts=3,
+            dead_at_ms=dead_at_ms,
+        ),
+    )
