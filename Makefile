@@ -52,9 +52,10 @@ fmt: $(STAMP) ## Rewrite: ruff format + ruff check --fix
 	$(BIN)/ruff format walstream tests bench
 	$(BIN)/ruff check --fix walstream tests bench
 
-test: $(STAMP) system-deps ## Everything CI runs: lint, then unit, API and real-server tests
+test: $(STAMP) system-deps ## Everything CI runs: lint, then unit, API and real-server tests, coverage floors
 	$(MAKE) lint
-	$(BIN)/pytest
+	$(BIN)/pytest --cov --cov-report=term
+	$(BIN)/coverage report --include='walstream/core/*' --fail-under=100 --show-missing
 
 test-fast: $(STAMP) ## Unit and API tests only (no servers)
 	$(BIN)/pytest -m 'not integration'
@@ -69,4 +70,4 @@ bench-ir: $(STAMP) ## Ingest cost in instructions per write under callgrind (rep
 	$(BIN)/python bench/ingest_ir.py
 
 clean: ## Remove the venv and local data
-	rm -rf $(VENV) .walstream-data .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .walstream-data .pytest_cache .mypy_cache .ruff_cache .coverage

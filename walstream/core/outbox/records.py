@@ -338,6 +338,6 @@ def route_write(
     if due_ms <= now_ms or (key_ordered and key is not None):  # the common case, first
         return Outgoing(log_topic, key, value)
     topic = tier_topic(due_ms, now_ms, app_id)
-    if topic is None:
+    if topic is None:  # pragma: no cover - due_ms > now_ms here: a tier or the timer tier
         return Outgoing(log_topic, key, value)
     return Outgoing(topic=topic, key=key, value=value, due=(due_ms, log_topic))
