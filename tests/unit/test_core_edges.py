@@ -19,7 +19,7 @@ from walstream.core.retention import config_drift, retry_horizon_ms
 from walstream.core.retry import bound_history, history_bytes
 from walstream.core.target_policy import ReservedTopics, TargetPolicy, origin_of
 from walstream.core.targets import parse_target
-from walstream.core.validate import _path_field, exact_body
+from walstream.core.validate import exact_body, invalid_json
 from walstream.errors import BadRequestError, ConfigError, TargetNotAllowedError
 from walstream.records import AttemptError
 
@@ -236,9 +236,9 @@ def test_an_http_timeout_and_a_kv_op_are_kept():
 # -- validation ------------------------------------------------------------------------------
 
 
-def test_a_path_without_a_payload_names_its_whole_field():
-    assert _path_field(("records", 2)) == "records[2]"
-    assert _path_field(()) == "body"
+def test_a_number_orjson_refuses_outside_a_payload_names_its_whole_field():
+    assert invalid_json(b'{"records": [1, 1e400]}', "number").field == "records[1]"
+    assert invalid_json(b"1e400", "number").field == "body"
 
 
 def test_a_body_nested_deeper_than_the_exact_decoder_goes_is_a_400():
