@@ -31,7 +31,8 @@ async def test_no_true_while_the_broker_is_down_and_recovery_without_restart(
     url = "/v1/namespaces/outage/log"
     assert (await client.post(url, json={"payload": "before"})).status == 200
 
-    await asyncio.to_thread(own_broker.stop)
+    # the outage: killed after 1 s (Tansu waits 5 s on SIGTERM while the API is connected)
+    await asyncio.to_thread(own_broker.stop, 1.0)
     answers = []
     for i in range(5):
         response = await client.post(url, json={"payload": f"during-{i}"})
