@@ -20,7 +20,16 @@ from walstream.records import Envelope, Lifecycle, decode_envelope, encode_envel
 BIG = 123456789012345678901234567890
 
 
-@pytest.mark.parametrize("payload", [str(BIG), '{"a": [1e400]}', "1.0000000000000000001"])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        str(BIG),
+        '{"a": [1e400]}',
+        "1.0000000000000000001",
+        "1e-99999999999999999999999",  # a traceback before (decimal's InvalidOperation)
+        '{"a": [-1E+99999999999999999999]}',
+    ],
+)
 def test_walstream_write_refuses_a_number_the_log_would_change(payload):
     result = CliRunner().invoke(cli, ["write", "orders", payload, "--api", "http://127.0.0.1:9"])
     assert result.exit_code == 2, result.output  # refused before anything is sent

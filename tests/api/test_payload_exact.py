@@ -28,6 +28,11 @@ def _raw(payload_text: str, **fields: str) -> bytes:
         ("1e-400", "1e-400"),
         ("1e400", "1e400"),  # orjson refuses the body: still named payload
         ("-1E+999", "-1E+999"),
+        # exponents beyond what decimal holds (a 500 before: InvalidOperation)
+        ("1e-99999999999999999999999", "1e-99999999999999999999999"),
+        ("-1E-999999999999999999999", "-1E-999999999999999999999"),
+        ("[1E+99999999999999999999]", "1E+99999999999999999999"),  # orjson refuses it
+        ("1" * 400 + "e-99999999999999999999999", "1" * 61 + "..."),  # shown cut
         (f'{{"a":[1,{{"b":{BIG}}}]}}', BIG),  # nested
         ("[" * 150 + BIG + "]" * 150, BIG),  # nested deep
         ('{"a":NaN}', "NaN"),
@@ -58,6 +63,8 @@ async def test_a_number_the_log_would_change_is_refused_naming_payload(
         "1.7976931348623157e308",
         "5e-324",
         "1.5e300",
+        "0e-99999999999999999999999",  # zero: kept, though decimal cannot hold its exponent
+        "-0.0E+99999999999999999999",
         '"123456789012345678901234567890"',  # a string: kept as it is
         '{"n":1.25,"big":"1e400","id":"123e4567-e89b-12d3-a456-426614174000"}',
     ],
@@ -94,6 +101,17 @@ async def test_each_batch_record_gets_its_own_400(client, producer):
     assert [r["status"] for r in results] == [200, 400, 200, 400]
     assert results[1]["field"] == results[3]["field"] == "payload"
     assert BIG in results[1]["reason"]
+    assert [decode_envelope(r.value).payload for r in producer.sent] == [1, 2]
+
+
+async def test_a_huge_exponent_in_a_batch_is_its_records_400(client, producer):
+    body = b'{"records":[{"payload":1},{"payload":[1e-99999999999999999999999]},{"payload":2}]}'
+    response = await client.post(URL + ":batch", data=body)
+    assert response.status == 200, await response.text()
+    results = (await response.json())["results"]
+    assert [r["status"] for r in results] == [200, 400, 200]
+    assert results[1]["field"] == "payload"
+    assert "1e-99999999999999999999999" in results[1]["reason"]
     assert [decode_envelope(r.value).payload for r in producer.sent] == [1, 2]
 
 

@@ -80,6 +80,12 @@ def test_what_orjson_writes_it_keeps(value):
         (b"1.0000000000000000001", "1.0000000000000000001"),
         (b"1e-400", "1e-400"),
         (b"1e400", "1e400"),
+        # exponents beyond what decimal holds (a 500 before: InvalidOperation)
+        (b"1e-99999999999999999999999", "1e-99999999999999999999999"),
+        (b"-1E-999999999999999999999", "-1E-999999999999999999999"),
+        (b"1.5e-999999999999999999", "1.5e-999999999999999999"),
+        (b"1E+99999999999999999999", "1E+99999999999999999999"),
+        (b"1" * 5000 + b"e-99999999999999999999999", "1" * 5000 + "e-99999999999999999999999"),
         (b"NaN", "NaN"),
         (b"-Infinity", "-Infinity"),
     ],
@@ -115,7 +121,13 @@ def test_python_values_the_encoder_would_change(value, text):
 
 def test_the_cli_payload_text_follows_the_api_rules():
     assert parse_payload_text(b'{"n": 18446744073709551615}') == {"n": 2**64 - 1}
-    for text in (b"123456789012345678901234567890", b"[1e400]", b'{"a": NaN}'):
+    for text in (
+        b"123456789012345678901234567890",
+        b"[1e400]",
+        b'{"a": NaN}',
+        b"1e-99999999999999999999999",
+        b"[-1E+99999999999999999999]",
+    ):
         with pytest.raises(BadRequestError) as refused:
             parse_payload_text(text)
         assert refused.value.field == "payload"
@@ -131,6 +143,8 @@ def test_the_cli_payload_text_follows_the_api_rules():
         b'{"v": "x 12345678901234567890123"}',
         b'{"v": "x 1..2e400"}',
         b'{"v": [0.30000000000000004, 123456789.12345679, 1.7976931348623157e308]}',
+        # zero with an exponent beyond what decimal holds: zero all the same
+        b'{"v": [0e-99999999999999999999999, -0.000E+99999999999999999999]}',
     ],
 )
 def test_long_digits_that_the_codec_keeps_or_that_are_in_strings(raw):

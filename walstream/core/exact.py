@@ -72,9 +72,20 @@ def _float(text: str) -> float | Unkept:
     if math.isinf(value):
         return Unkept(text, "a number beyond the range of a 64-bit float")
     shortest = repr(value)
-    if shortest != text and Decimal(shortest) != Decimal(text):
+    if shortest != text and not _same_number(shortest, text):
         return Unkept(text, f"more precise than a 64-bit float (the log would keep {value!r})")
     return value
+
+
+def _same_number(shortest: str, text: str) -> bool:
+    """Whether the finite float written ``shortest`` is the number ``text`` exactly."""
+    try:
+        return Decimal(shortest) == Decimal(text)
+    except ArithmeticError:
+        # an exponent beyond what decimal holds (over ~18 digits: ``1e-99999999999999999999``):
+        # the number is 0, or too small for any float (the float read is 0.0), or too large
+        # for one (its float is infinite: refused before); so it is kept only when it is 0
+        return not text.partition("e")[0].partition("E")[0].strip("-+.0")
 
 
 def _constant(text: str) -> Unkept:
