@@ -13,14 +13,20 @@ import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from walstream.agents.attempts import MemoryAttempts
-from walstream.agents.deliver import Deliverer, Outcome, Source
+from walstream.agents.deliver import Outcome, Source
 from walstream.clock import FakeClock
 from walstream.metrics import WalMetrics
 from walstream.records import encode_envelope
 from walstream.settings import Settings
 from walstream.targets.pool import TargetPool
-from walstream.testing import NOW_MS, RecordingEmitter, envelope, namespace_definition, registry_of
+from walstream.testing import (
+    NOW_MS,
+    RecordingEmitter,
+    envelope,
+    fake_deliverer,
+    namespace_definition,
+    registry_of,
+)
 from walstream.topology import default_topics
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,15 +60,8 @@ async def test_the_gauge_follows_the_breaker_of_a_target_the_deliverer_calls(tar
     target = {"type": "http", "url": url}
     registry = registry_of(namespace_definition(target=target, max_attempts=10))
     pool = TargetPool(settings, registry, clock, metrics=metrics)
-    deliverer = Deliverer(
-        registry=registry,
-        pool=pool,
-        attempts=MemoryAttempts(),
-        emitter=RecordingEmitter(),
-        clock=clock,
-        rand=lambda: 0.0,
-        delay_partitions=4,
-        metrics=metrics,
+    deliverer = fake_deliverer(
+        registry, None, RecordingEmitter(), clock, pool=pool, metrics=metrics
     )
 
     def gauge(kind: str = "http") -> float | None:
