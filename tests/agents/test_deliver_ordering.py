@@ -10,17 +10,17 @@ import orjson
 import pytest
 
 from walstream.agents.deliver import Outcome, Source
-from walstream.agents.ordering import (
-    KeyOrder,
+from walstream.agents.ordering import KeyOrder
+from walstream.core.delay import parse_delay_headers, parse_due_header
+from walstream.core.dlq import DlqEntry, parse_dlq_record
+from walstream.core.ordering import KeyState, RecordRef
+from walstream.core.outbox.markers import (
     MarkerKind,
     decode_marker,
     marker_headers,
     marker_kind,
     marker_value,
 )
-from walstream.core.delay import parse_delay_headers, parse_due_header
-from walstream.core.dlq import DlqEntry, parse_dlq_record
-from walstream.core.ordering import KeyState, RecordRef
 from walstream.dlq import discard
 from walstream.errors import TargetRejectedError, TargetUnavailableError
 from walstream.namespaces.config import parse_namespace

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from walstream.agents.deliver import Outcome
-from walstream.agents.ordering import KeyOrder, MarkerKind
+from walstream.agents.ordering import KeyOrder
 from walstream.clock import FakeClock
 from walstream.core.dlq import (
     DlqEntry,
@@ -20,6 +20,7 @@ from walstream.core.dlq import (
     parse_dlq_record,
     parse_source,
 )
+from walstream.core.outbox.markers import MarkerKind
 from walstream.dlq import RedriveProgress, discard, redrive
 from walstream.errors import EmitRefusedError, TargetRejectedError
 from walstream.kafka.log_reader import RecordGoneError

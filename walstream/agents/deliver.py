@@ -36,7 +36,7 @@ from aiokafka.errors import KafkaError
 
 from walstream.agents.attempts import Attempts
 from walstream.agents.failures import FailureRouter, retry_policy
-from walstream.agents.ordering import KeyOrder, marker_kind
+from walstream.agents.ordering import KeyOrder
 from walstream.agents.ordering_gate import (
     DRAIN_MAX,
     Drain,
@@ -60,6 +60,7 @@ from walstream.clock import Clock
 from walstream.core.delay import HANDOFF_LEAD_MS, TIERS_MS
 from walstream.core.ordering import Overflow, RecordRef
 from walstream.core.origin import origin_of
+from walstream.core.outbox.markers import marker_kind
 from walstream.core.retry import HISTORY_MAX_BYTES, Failure
 from walstream.core.validate import original_write_time_problem
 from walstream.errors import (

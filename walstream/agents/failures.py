@@ -22,19 +22,10 @@ from collections.abc import Callable
 
 from walstream.agents.attempts import Attempts
 from walstream.agents.ordering_gate import OrderingGate, Turn
-from walstream.agents.outcomes import Emitter, Outcome, Source, count_key
+from walstream.agents.outcomes import Emitter, Outcome, Source, count_key, send
 from walstream.clock import Clock
-from walstream.core.delay import (
-    HANDOFF_LEAD_MS,
-    TIERS_MS,
-    Deliver,
-    delay_headers,
-    due_header,
-    next_stop,
-    tier_of,
-)
-from walstream.core.dlq import entry_headers
-from walstream.core.origin import origin_headers
+from walstream.core import outbox
+from walstream.core.delay import HANDOFF_LEAD_MS, TIERS_MS
 from walstream.core.retry import (
     HISTORY_MAX_BYTES,
     DeadLetter,
@@ -50,7 +41,6 @@ from walstream.metrics import WalMetrics
 from walstream.namespaces.config import NamespaceConfig
 from walstream.namespaces.registry import NamespaceRegistry
 from walstream.records import Envelope, encode_envelope
-from walstream.topology import delay_topic
 
 __all__ = ["UNKNOWN_NAMESPACE_RECHECK_MS", "FailureRouter", "retry_policy"]
 
@@ -178,13 +168,15 @@ class FailureRouter:
                 await self.wait(raw, key, retry.due_ms, ns.topics.retry, source, now)
             else:
                 # Due within the hand-over lead: straight to the retry topic, held until due.
-                await self.emitter.emit(
-                    ns.topics.retry,
+                copy = outbox.retry_copy(
                     raw,
-                    key=key,
+                    key,
+                    retry_topic=ns.topics.retry,
                     partition=source.partition,
-                    headers=[*due_header(retry.due_ms), *origin_headers(source.first_read())],
+                    due_ms=retry.due_ms,
+                    origin=source.first_read(),
                 )
+                await send(self.emitter, copy)
         except EmitRefusedError as exc:
             reason = f"retry refused by the broker ({exc}) after {failure.error_class}"
             return await self.dead(turn, failed, source, reason=reason, error_class="EmitRefused")
@@ -206,23 +198,22 @@ class FailureRouter:
         value: bytes | None = encode_envelope(env)
         for last_resort in (False, True):
             try:
-                await self.emitter.emit(
-                    ns.topics.dlq,
+                entry = outbox.dlq_entry(
                     value,
-                    key=env.id.encode(),
+                    dlq_topic=ns.topics.dlq,
                     partition=source.partition,
-                    headers=entry_headers(
-                        namespace=ns.name,
-                        reason=reason,
-                        error_class=error_class,
-                        source=source.coordinates(),
-                        attempts=env.attempt,
-                        dead_at_ms=now,
-                        behind=behind,
-                        key=env.key,  # without the record, it still names the key it holds
-                    )
-                    + origin_headers(source.first_read()),
+                    record_id=env.id,
+                    namespace=ns.name,
+                    reason=reason,
+                    error_class=error_class,
+                    source=source.coordinates(),
+                    attempts=env.attempt,
+                    dead_at_ms=now,
+                    origin=source.first_read(),
+                    behind=behind,
+                    key=env.key,  # without the record, it still names the key it holds
                 )
+                await send(self.emitter, entry)
                 break
             except EmitRefusedError as exc:
                 if last_resort:
@@ -256,26 +247,19 @@ class FailureRouter:
     ) -> None:
         """Hand a record to the delay tiers, addressed to come back to ``dest_topic`` (same
         partition as ``source``), with ``wal-origin`` (where it was first read)."""
-        origin = source.first_read()
-        dest_partition = source.partition
-        stop = next_stop(due_ms, now, self.tiers)
-        if isinstance(stop, Deliver):  # due after all: straight to its destination
-            await self.emitter.emit(
-                dest_topic,
-                value,
-                key=key,
-                partition=dest_partition,
-                headers=origin_headers(origin) or None,
-            )
-            return
-        await self.emitter.emit(
-            delay_topic(self.app_id, tier_of(stop)),
+        waiting = outbox.wait(
             value,
-            key=key,
-            partition=dest_partition % self.delay_partitions,
-            headers=[*delay_headers(due_ms, dest_topic, dest_partition), *origin_headers(origin)],
-            timestamp_ms=now,
+            key,
+            due_ms=due_ms,
+            now_ms=now,
+            dest_topic=dest_topic,
+            dest_partition=source.partition,
+            app_id=self.app_id,
+            tier_partitions=self.delay_partitions,
+            origin=source.first_read(),
+            tiers=self.tiers,
         )
+        await send(self.emitter, waiting)
 
     async def park(
         self, env: Envelope, value: bytes | None, key: bytes | None, source: Source
@@ -321,24 +305,23 @@ class FailureRouter:
                     "%s not parked (%s): it stays at its source", source.coordinates(), exc
                 )
             return Outcome.PARKED
-        record_id = f"poison-{source.topic}-{source.partition}-{source.offset}"
+        record_id = outbox.poison_id(source.topic, source.partition, source.offset)
         for last_resort in (False, True):
             try:
-                await self.emitter.emit(
-                    ns.topics.dlq,
+                entry = outbox.dlq_entry(
                     value,
-                    key=record_id.encode(),
+                    dlq_topic=ns.topics.dlq,
                     partition=source.partition,
-                    headers=entry_headers(
-                        namespace=ns.name,
-                        reason=reason,
-                        error_class=error_class,
-                        source=source.coordinates(),
-                        attempts=0,
-                        dead_at_ms=now,
-                    )
-                    + origin_headers(source.first_read()),
+                    record_id=record_id,
+                    namespace=ns.name,
+                    reason=reason,
+                    error_class=error_class,
+                    source=source.coordinates(),
+                    attempts=0,
+                    dead_at_ms=now,
+                    origin=source.first_read(),
                 )
+                await send(self.emitter, entry)
                 break
             except EmitRefusedError as exc:
                 if last_resort:

@@ -1,4 +1,4 @@
-"""Per-key ordering in the worker: the ``ordering`` table and the markers that hand a key on.
+"""Per-key ordering in the worker: the ``ordering`` table (head records and parked entries).
 
 The table holds, per blocked (namespace, ordering key), a small **head record** (its head record
 id, since when, held or not, and counters ``first``/``next`` over what is parked: JSON, ~150
@@ -18,22 +18,24 @@ retry or delay) is acknowledged before the record's copy is sent (``durable=True
 
 At most ``max_parked`` records wait behind one key (WALSTREAM_ORDERING_MAX_PARKED_PER_KEY); a
 record past it is dead-lettered with error class ``OrderingOverflow``, its reason naming the head
-it would wait on, and can be redriven once the key moves (see ``walstream.agents.deliver``).
+it would wait on, and can be redriven once the key moves (see ``walstream.agents.ordering_gate``).
 
 When a head is settled, the next parked record is handed on by a **release marker** on the
 namespace's retry topic (same key, same partition): the retry agent reads the record back from
 the log and delivers it. The marker is written (acknowledged) before the table says the next
 record heads the key, so a crash never leaves a head that nobody will deliver: either the marker
 exists, or the state still names the old head, whose source record is read again. A **settle
-marker** (written when a held DLQ entry is discarded) settles a head held in the DLQ.
+marker** (written when a held DLQ entry is discarded) settles a head held in the DLQ. The
+markers' format is ``walstream.core.outbox.markers``; the gate that writes and reads them,
+``walstream.agents.ordering_gate``.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, MutableMapping
+from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
 import orjson
 
@@ -46,22 +48,14 @@ from walstream.core.ordering import (
     head_to_json,
     state_from_json,
 )
-from walstream.errors import PoisonRecordError
 
 __all__ = [
     "DEFAULT_MAX_PARKED",
-    "H_ORDER",
     "BlockedStats",
     "Changelog",
     "KeyOrder",
-    "Marker",
-    "MarkerKind",
     "TableChangelog",
     "TableStore",
-    "decode_marker",
-    "marker_headers",
-    "marker_kind",
-    "marker_value",
 ]
 
 logger = logging.getLogger(__name__)
@@ -70,67 +64,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_MAX_PARKED = 100_000
 #: Prefix of a parked entry's table key (a namespace name never starts with it).
 _ENTRY = b"\x01"
-
-#: Header naming an ordering marker on a retry topic (its value: the marker's kind).
-H_ORDER = "wal-order"
-
-
-class MarkerKind:
-    RELEASE = b"release"
-    SETTLE = b"settle"
-
-
-class Marker(NamedTuple):
-    """A key's turn passes: ``release`` hands ``ref`` (now the head) to delivery; ``settle``
-    ends the head ``record_id`` (its held DLQ entry was discarded). ``tries``: times the
-    released record could not be read from the log yet (the marker backs off)."""
-
-    kind: bytes
-    namespace: str
-    record_id: str
-    ref: RecordRef | None
-    tries: int = 0
-
-
-def marker_value(
-    namespace: str, record_id: str, ref: RecordRef | None = None, *, tries: int = 0
-) -> bytes:
-    where = [ref.topic, ref.partition, ref.offset] if ref is not None else None
-    obj: dict[str, object] = {"ns": namespace, "id": record_id, "ref": where}
-    if tries:
-        obj["tries"] = tries
-    return orjson.dumps(obj)
-
-
-def marker_headers(kind: bytes) -> list[tuple[str, bytes]]:
-    return [(H_ORDER, kind)]
-
-
-def marker_kind(headers: Iterable[tuple[str, bytes]] | None) -> bytes | None:
-    """The marker kind when these are a marker's headers, else None (a record)."""
-    for name, value in headers or ():
-        if name == H_ORDER:
-            return value
-    return None
-
-
-def decode_marker(kind: bytes, value: bytes | None) -> Marker:
-    """Raises PoisonRecordError for a marker that cannot be read."""
-    if kind not in (MarkerKind.RELEASE, MarkerKind.SETTLE):
-        raise PoisonRecordError(f"unknown ordering marker {kind!r}")
-    try:
-        obj: Any = orjson.loads(value or b"")
-        where = obj["ref"]
-        ref = None
-        if where is not None:
-            topic, partition, offset = where
-            ref = RecordRef(str(obj["id"]), str(topic), int(partition), int(offset))
-        marker = Marker(kind, str(obj["ns"]), str(obj["id"]), ref, int(obj.get("tries", 0)))
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise PoisonRecordError(f"undecodable ordering marker: {exc}") from exc
-    if kind == MarkerKind.RELEASE and marker.ref is None:
-        raise PoisonRecordError("release marker without a record reference")
-    return marker
 
 
 class Changelog(Protocol):

@@ -29,16 +29,10 @@ import logging
 from collections.abc import AsyncIterator, Hashable
 from dataclasses import dataclass
 
-from walstream.agents.ordering import (
-    KeyOrder,
-    MarkerKind,
-    decode_marker,
-    marker_headers,
-    marker_value,
-)
-from walstream.agents.outcomes import Emitter, LogReading, Outcome, Source
+from walstream.agents.ordering import KeyOrder
+from walstream.agents.outcomes import Emitter, LogReading, Outcome, Source, send
 from walstream.clock import Clock
-from walstream.core.delay import due_header
+from walstream.core import outbox
 from walstream.core.ordering import (
     AlreadyParked,
     Free,
@@ -55,6 +49,7 @@ from walstream.core.ordering import (
     settled_head,
     skip_first,
 )
+from walstream.core.outbox.markers import MarkerKind, decode_marker
 from walstream.errors import NamespaceNotFoundError, PoisonRecordError
 from walstream.kafka.log_reader import LoggedRecord
 from walstream.namespaces.config import NamespaceConfig, Ordering
@@ -370,12 +365,8 @@ class OrderingGate:
             await self.order.drop(ns.name, order_key, step.seq)
             drain.next = ref
             return
-        await self.emitter.emit(
-            ns.topics.retry,
-            marker_value(ns.name, ref.id, ref),
-            key=key,
-            partition=partition,
-            headers=marker_headers(MarkerKind.RELEASE),
+        await send(
+            self.emitter, outbox.release_marker(ns.topics.retry, ns.name, ref, key, partition)
         )
         # Checked again once the marker is out: another copy of the head may have been settled
         # meanwhile (one whose record key, and so its lock, differs from this one's).
@@ -445,16 +436,16 @@ class OrderingGate:
                 tries,
                 delay,
             )
-        await self.emitter.emit(
+        marker = outbox.release_marker(
             source.topic,
-            marker_value(release.ns.name, ref.id, ref, tries=tries),
-            key=release.key,
-            partition=source.partition,
-            headers=[
-                *marker_headers(MarkerKind.RELEASE),
-                *due_header(self.clock.now_ms() + delay),
-            ],
+            release.ns.name,
+            ref,
+            release.key,
+            source.partition,
+            tries=tries,
+            due_ms=self.clock.now_ms() + delay,
         )
+        await send(self.emitter, marker)
 
     def _namespace(self, name: str) -> NamespaceConfig | None:
         try:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
 
+from walstream.core.outbox import OutRecord
 from walstream.kafka.log_reader import LoggedRecord
 from walstream.namespaces.config import NamespaceConfig
 from walstream.records import Envelope
@@ -24,6 +25,7 @@ __all__ = [
     "Source",
     "Stage",
     "count_key",
+    "send",
 ]
 
 
@@ -119,3 +121,15 @@ class PostDelivery(Protocol):
 def count_key(env: Envelope) -> str:
     """The attempts table's key for ``env``: one count per redrive of a record."""
     return env.id if not env.redrive else f"{env.id}~r{env.redrive}"
+
+
+async def send(emitter: Emitter, record: OutRecord) -> None:
+    """Send a record the outbox built, exactly as built (returns once the broker acknowledged)."""
+    await emitter.emit(
+        record.topic,
+        record.value,
+        key=record.key,
+        partition=record.partition,
+        headers=record.headers,
+        timestamp_ms=record.timestamp_ms,
+    )

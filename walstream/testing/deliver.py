@@ -10,10 +10,11 @@ from typing import Any
 
 from walstream.agents.attempts import Attempts, MemoryAttempts
 from walstream.agents.deliver import Deliverer, Emitter, LogReading, Outcome, Source
-from walstream.agents.ordering import KeyOrder, marker_kind
+from walstream.agents.ordering import KeyOrder
 from walstream.clock import FakeClock
 from walstream.core.breaker import BreakerPolicy, CircuitBreaker
 from walstream.core.delay import parse_delay_headers
+from walstream.core.outbox.markers import marker_kind
 from walstream.errors import TargetRejectedError
 from walstream.kafka.log_reader import LoggedRecord, RecordGoneError
 from walstream.namespaces.config import NamespaceConfig
