@@ -238,7 +238,19 @@ def bearer_token(header: str | None) -> str:
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         raise UnauthorizedError("the Authorization header must be 'Bearer <token>'")
+    if not token.isascii() and not _is_utf8(token):
+        # bytes that are not UTF-8 (the server hands them over as lone surrogates): no token
+        # of any table, and no digest can be taken of them
+        raise UnauthorizedError("the bearer token must be UTF-8 text")
     return token
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def authorize(principal: Principal, access: Access, namespace: str | None) -> None:
