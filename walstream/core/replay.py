@@ -67,16 +67,21 @@ def format_cursor(next_offsets: Mapping[int, int]) -> str:
     return ",".join(f"{p}:{o}" for p, o in sorted(next_offsets.items()))
 
 
+def _digits(text: str) -> bool:
+    return text.isascii() and text.isdigit()
+
+
 def parse_cursor(raw: str) -> dict[int, int]:
     """The ``--resume-from`` a stopped replay printed. A partition not named is finished.
 
     Raises:
-        ValueError: not ``partition:offset[,partition:offset...]`` of non-negative integers.
+        ValueError: not ``partition:offset[,partition:offset...]`` of non-negative integers
+            in ASCII digits (``str.isdigit`` takes any Unicode digit, which ``int()`` reads).
     """
     cursor: dict[int, int] = {}
     for part in raw.split(","):
         partition, sep, offset = part.strip().partition(":")
-        if not sep or not partition.isdigit() or not offset.isdigit():
+        if not sep or not _digits(partition) or not _digits(offset):
             raise ValueError(f"{part!r} is not partition:offset")
         cursor[int(partition)] = int(offset)
     return cursor
