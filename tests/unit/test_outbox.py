@@ -251,3 +251,29 @@ def test_a_redriven_copy_starts_afresh_on_its_log():
     )
     assert again.target == {"type": "kafka", "topic": "other"}
     assert decode_envelope(outbox.redriven(again, "wal.a.log").value or b"").redrive == 2
+
+
+#: Header builders: only the outbox calls them (their modules read the headers back).
+BUILDERS = {
+    "delay_headers",
+    "due_header",
+    "entry_headers",
+    "claim_headers",
+    "marker_headers",
+    "origin_headers",
+    "carried_origin",
+    "marker_value",
+}
+#: Where the builders and their readers live, and the test fakes that fabricate records.
+BUILDER_HOMES = {"core/outbox", "core/dlq.py", "core/delay.py", "core/origin.py", "testing"}
+
+
+def test_only_the_outbox_builds_the_records_walstream_writes():
+    for path in sorted(PACKAGE.rglob("*.py")):
+        where = path.relative_to(PACKAGE).as_posix()
+        if any(where == home or where.startswith(f"{home}/") for home in BUILDER_HOMES):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call):
+                name = getattr(node.func, "id", getattr(node.func, "attr", None))
+                assert name not in BUILDERS, f"{where}:{node.lineno} builds a record's {name}"
