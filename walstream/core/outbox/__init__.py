@@ -60,42 +60,5 @@ Headers (``wal-*``; values UTF-8 text, numbers decimal, times ms since the epoch
 
 from __future__ import annotations
 
-from walstream.core.outbox.records import (
-    Outgoing,
-    OutRecord,
-    dlq_close_marker,
-    dlq_entry,
-    forward,
-    hop,
-    poison_id,
-    redrive_claim,
-    redriven,
-    release_marker,
-    retry_copy,
-    route_write,
-    settle_marker,
-    tier_partition,
-    tier_topic,
-    wait,
-    wait_headers,
-)
-
-__all__ = [
-    "OutRecord",
-    "Outgoing",
-    "dlq_close_marker",
-    "dlq_entry",
-    "forward",
-    "hop",
-    "poison_id",
-    "redrive_claim",
-    "redriven",
-    "release_marker",
-    "retry_copy",
-    "route_write",
-    "settle_marker",
-    "tier_partition",
-    "tier_topic",
-    "wait",
-    "wait_headers",
-]
+from walstream.core.outbox.records import *  # noqa: F403 - the package is its records' builders
+from walstream.core.outbox.records import __all__ as __all__
