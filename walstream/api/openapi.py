@@ -7,7 +7,7 @@ from typing import Any
 from walstream import __version__
 from walstream.core import targets as _targets
 from walstream.core.replay_request import MAX_TIME_MS
-from walstream.core.targets import NAMESPACE_NAME, UNSENDABLE_HEADERS
+from walstream.core.targets import NAMESPACE_NAME, RESERVED_HEADERS, UNSENDABLE_HEADERS
 from walstream.core.validate import MAX_PAYLOAD_DEPTH
 
 __all__ = ["SCHEMAS", "TARGET_SCHEMAS", "openapi_document"]
@@ -46,7 +46,10 @@ def _any_case(name: str) -> str:
     return "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in name)
 
 
-_UNSENDABLE_NAME = "^(?:" + "|".join(_any_case(n) for n in sorted(UNSENDABLE_HEADERS)) + ")$"
+#: Framing and hop-by-hop headers (the client's own) and walstream's delivery headers.
+_UNSENDABLE_NAME = (
+    "^(?:" + "|".join(_any_case(n) for n in sorted(UNSENDABLE_HEADERS | RESERVED_HEADERS)) + ")$"
+)
 
 
 def _text(max_length: int, pattern: str | None = None) -> dict[str, Any]:
@@ -80,7 +83,10 @@ TARGET_SCHEMAS: dict[str, tuple[list[str], dict[str, Any]]] = {
                 "description": (
                     "sent with every delivery; not a framing or hop-by-hop header (Content-Length, "
                     "Transfer-Encoding, Host, Connection, Keep-Alive, Proxy-Connection, "
-                    "Proxy-Authenticate, Proxy-Authorization, TE, Trailer, Upgrade, Expect): 400"
+                    "Proxy-Authenticate, Proxy-Authorization, TE, Trailer, Upgrade, Expect), nor "
+                    "one walstream sets on every delivery (Idempotency-Key, X-Wal-Id, "
+                    "X-Wal-Namespace, X-Wal-Original-Write-Time, X-Wal-Attempt, "
+                    "X-Wal-Deliver-At), whatever its case: 400"
                 ),
                 "propertyNames": {"pattern": _HEADER_NAME, "not": {"pattern": _UNSENDABLE_NAME}},
                 "additionalProperties": {"type": "string", "pattern": _NO_CR_LF_NUL},

@@ -13,7 +13,14 @@ from typing import Any
 
 from walstream.errors import BadRequestError
 
-__all__ = ["NAMESPACE_NAME", "TARGET_TYPES", "UNSENDABLE_HEADERS", "TargetSpec", "parse_target"]
+__all__ = [
+    "NAMESPACE_NAME",
+    "RESERVED_HEADERS",
+    "TARGET_TYPES",
+    "UNSENDABLE_HEADERS",
+    "TargetSpec",
+    "parse_target",
+]
 
 NAMESPACE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
@@ -45,6 +52,20 @@ UNSENDABLE_HEADERS = frozenset(
         "trailer",
         "upgrade",
         "expect",
+    }
+)
+#: Header names walstream sets on every http delivery (walstream.targets.base.delivery_headers;
+#: lower case, compared whatever their case). A target header of one of these names would replace
+#: walstream's own: Idempotency-Key is how a target deduplicates retries, so it is refused at the
+#: edge, and the http target puts walstream's value last anyway (records already in the log).
+RESERVED_HEADERS = frozenset(
+    {
+        "idempotency-key",
+        "x-wal-id",
+        "x-wal-namespace",
+        "x-wal-original-write-time",
+        "x-wal-attempt",
+        "x-wal-deliver-at",
     }
 )
 
@@ -113,6 +134,11 @@ def _headers(field: str) -> Callable[[Any], dict[str, str]]:
                 raise BadRequestError(
                     f"{field}.{name}",
                     "is a framing or hop-by-hop header the http client sets itself",
+                )
+            if name.lower() in RESERVED_HEADERS:
+                raise BadRequestError(
+                    f"{field}.{name}",
+                    "is a header walstream sets on every delivery",
                 )
             if _UNSAFE_VALUE.search(header) is not None:
                 raise BadRequestError(f"{field}.{name}", "must not contain CR, LF or NUL")

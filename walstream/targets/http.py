@@ -34,20 +34,25 @@ class HttpTarget:
     async def deliver(self, envelope: Envelope) -> None:
         target = envelope.target
         url = target["url"]
+        ours = delivery_headers(envelope)
         headers = [
             (
                 "Content-Type",
                 "application/json"
                 if envelope.payload_encoding == "json"
                 else "application/octet-stream",
-            ),
-            *delivery_headers(envelope).items(),
+            )
         ]
         extra = target.get("headers")
-        if extra:  # the target's own headers win over ours, whatever their case
+        if extra:  # the target's own headers win over Content-Type, whatever their case ...
             names = {name.lower() for name in extra}
             headers = [h for h in headers if h[0].lower() not in names]
-            headers += extra.items()
+            # ... but never over the delivery headers (Idempotency-Key is how a target
+            # deduplicates): the API refuses those names, and a record logged before it did
+            # still goes out with walstream's values.
+            mine = {name.lower() for name in ours}
+            headers += [(k, v) for k, v in extra.items() if k.lower() not in mine]
+        headers += ours.items()
         timeout_s = target.get("timeout_ms", DEFAULT_TIMEOUT_MS) / 1000
         try:
             response = await self._client.post(
