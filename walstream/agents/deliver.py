@@ -10,8 +10,9 @@ outcome itself. The deliverer orchestrates; each concern is a module of its own:
 * what is not delivered now goes where it waits or ends (``walstream.agents.failures``): not
   due yet -> the delay tiers; a transient failure -> retried with attempt + 1; the breaker open
   -> deferred (no attempt spent); permanent, exhausted, undecodable or a bug -> the DLQ;
-* the target is called under a lease of its pool (an evicted cluster's producer is not closed
-  under the send), its breaker told the result;
+* one attempt at the target (``walstream.agents.target_call``): its endpoint, its breaker, the
+  call under a lease of its pool; it says what happened (delivered, failed, breaker open) and
+  the deliverer routes on that;
 * post-delivery stages registered with ``register`` see every outcome (``PostDelivery``): a new
   stage is an addition, not an edit of this module.
 
@@ -27,7 +28,6 @@ heads it).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import replace
@@ -35,12 +35,11 @@ from dataclasses import replace
 from aiokafka.errors import KafkaError
 
 from walstream.agents.attempts import Attempts
-from walstream.agents.failures import FailureRouter, retry_policy
-from walstream.agents.ordering import KeyOrder
+from walstream.agents.failures import FailureRouter, namespace_for, retry_policy
+from walstream.agents.ordering import KeyOrder, KeyTurns
 from walstream.agents.ordering_gate import (
     DRAIN_MAX,
     Drain,
-    KeyTurns,
     MarkerDone,
     OrderingGate,
     Release,
@@ -56,23 +55,19 @@ from walstream.agents.outcomes import (
     Stage,
     count_key,
 )
+from walstream.agents.target_call import BreakerOpen, Delivered, TargetCall
 from walstream.clock import Clock
 from walstream.core.delay import HANDOFF_LEAD_MS, TIERS_MS
 from walstream.core.ordering import Overflow, RecordRef
 from walstream.core.origin import origin_of
 from walstream.core.outbox.markers import marker_kind
-from walstream.core.retry import HISTORY_MAX_BYTES, Failure
-from walstream.core.validate import original_write_time_problem
+from walstream.core.retry import HISTORY_MAX_BYTES
 from walstream.errors import (
     EmitRefusedError,
-    NamespaceNotFoundError,
     PoisonRecordError,
-    TargetError,
-    TargetRejectedError,
 )
 from walstream.kafka.log_reader import RecordGoneError
 from walstream.metrics import WalMetrics
-from walstream.namespaces.config import NamespaceConfig
 from walstream.namespaces.registry import NamespaceRegistry
 from walstream.records import Envelope, decode_envelope
 from walstream.targets.pool import TargetPool
@@ -145,6 +140,8 @@ class Deliverer:
             handoff_lead_ms=handoff_lead_ms,
             history_max_bytes=history_max_bytes,
         )
+        #: one attempt at a record's target (endpoint, breaker, leased call)
+        self.target = TargetCall(pool, clock, rand)
         self._stages: list[PostDelivery] = []
 
     def register(self, stage: PostDelivery) -> None:
@@ -191,7 +188,7 @@ class Deliverer:
                     outcome, ns_name, stage = await self._handle(value, key, source)
         except Exception as exc:  # a bug: the record must still land somewhere it can be found
             logger.exception("deliver %s: unexpected error", source.coordinates())
-            outcome, ns_name, stage = await self._internal_error(
+            outcome, ns_name, stage = await self.failures.internal_error(
                 exc, value, key, source, marker=kind is not None
             )
         self._count(ns_name, stage, outcome)
@@ -220,7 +217,7 @@ class Deliverer:
             return outcome, topic_ns or "-", Stage.POISON
         # The namespace whose topic it was read from decides (its policy, its retry and DLQ
         # topics): a record naming another namespace may not borrow that one's target.
-        ns = self._namespace(topic_ns, env.namespace)
+        ns = namespace_for(self.registry, topic_ns, env.namespace)
         if ns is None:
             return await self.failures.park(env, value, key, source), env.namespace, Stage.PARKED
         stage = Stage.LOG if source.topic == ns.topics.log else Stage.RETRY
@@ -302,60 +299,18 @@ class Deliverer:
     async def _attempt(
         self, turn: Turn, env: Envelope, key: bytes | None, source: Source, now: int
     ) -> Outcome:
-        """One attempt at the target (unless its breaker is open: deferred)."""
-        endpoint = await self._endpoint(env, turn.ns, now)
-        if isinstance(endpoint, Failure):
-            return await self.failures.failed(turn, env, key, source, now, endpoint)
-        breaker = self.pool.breaker(endpoint)
-        if not breaker.allow(now):
-            # The target is down: wait for the breaker's next probe.
-            spread = int(self.rand() * self.pool.settings.breaker_base_open_ms)
-            until = breaker.retry_at_ms(now) + spread
-            return await self.failures.defer(turn, env, key, source, now, until)
-        failure = await self._call(env, turn.ns, endpoint)
-        if failure is None:
-            breaker.record_success()
+        """One attempt at the target, and where its result leads."""
+        result = await self.target.attempt(env, turn.ns, now)
+        if isinstance(result, Delivered):
             # after the target's acknowledgement, never before: lost in a crash, the record is
             # delivered again (a duplicate), never skipped
             await self.attempts.delivered(count_key(env), self.clock.now_ms())
             return Outcome.DELIVERED
-        if failure.retriable:
-            breaker.record_failure(self.clock.now_ms())
-        else:
-            breaker.record_success()  # the target answered: it is up
-        now_after = self.clock.now_ms()
-        return await self.failures.failed(turn, env, key, source, now_after, failure, started=now)
-
-    async def _endpoint(self, env: Envelope, ns: NamespaceConfig, now: int) -> str | Failure:
-        """The record's target endpoint (checked, started: its breaker), or why not."""
-        problem = original_write_time_problem(env.lifecycle.original_write_time_ms, now)
-        if problem is not None:  # not from the API (produced into a log): its bounds hold
-            error = TargetRejectedError(
-                f"original_write_time {problem}", error_class="bad_write_time"
-            )
-            return _failure_of(error)
-        try:
-            _, endpoint = await self.pool.target(env.target, ns)
-        except TargetError as exc:  # refused (unknown type, not allowed) or unreachable cluster
-            return _failure_of(exc)
-        except Exception as exc:  # noqa: BLE001 - e.g. a cluster unreachable: its producer can't start
-            # Not the record's fault: retried like a connection error at delivery (the README).
-            logger.warning("target %s for %s not made: %r", env.target.get("type"), env.id, exc)
-            return Failure(error_class="connection", message=repr(exc), retriable=True)
-        return endpoint
-
-    async def _call(self, env: Envelope, ns: NamespaceConfig, endpoint: str) -> Failure | None:
-        """Deliver ``env`` to its target: None once it acknowledged, else the failure."""
-        try:
-            # leased: an evicted cluster's producer is not closed under the send
-            async with self.pool.lease(env.target, ns) as (target, _):
-                await target.deliver(env)
-        except TargetError as exc:
-            return _failure_of(exc)
-        except Exception as exc:  # noqa: BLE001 - unclassified by the target: assume it may pass
-            logger.warning("target %s raised %r unclassified", endpoint, exc)
-            return Failure(error_class=type(exc).__name__, message=str(exc), retriable=True)
-        return None
+        if isinstance(result, BreakerOpen):
+            return await self.failures.defer(turn, env, key, source, now, result.until_ms)
+        return await self.failures.failed(
+            turn, env, key, source, result.at_ms, result.failure, started=now
+        )
 
     async def _after(self, handled: Handled) -> None:
         """The registered post-delivery stages, in turn; one failing changes nothing else."""
@@ -415,66 +370,8 @@ class Deliverer:
             )
         return outcome, ns_name
 
-    # -- the catch-all ----------------------------------------------------------------------
-
-    async def _internal_error(
-        self,
-        exc: Exception,
-        value: bytes | None,
-        key: bytes | None,
-        source: Source,
-        *,
-        marker: bool,
-    ) -> tuple[Outcome, str, Stage]:
-        """A bug while handling: dead-letter the record as it was (and settle it as every way to
-        the DLQ does); failing that too, say where it is, loudly."""
-        reason = f"internal error: {type(exc).__name__}: {exc}"
-        ns_name = self.registry.namespace_of(source.topic) or "-"
-        try:
-            outcome = await self.failures.dead_raw(value, key, source, reason, "InternalError")
-            if outcome is Outcome.DEAD and not marker:
-                await self._settle_dead(value, key, source)
-        except Exception:  # nothing left to try
-            logger.exception("deliver %s: not dead-lettered either", source.coordinates())
-            outcome = Outcome.PARKED
-        return outcome, ns_name, Stage.ERROR
-
-    async def _settle_dead(self, value: bytes | None, key: bytes | None, source: Source) -> None:
-        """After the catch-all dead-lettered a record as it was: forget its count and pass its
-        key's turn, as every way to the DLQ does (else a redrive is a "duplicate" and the key
-        waits forever)."""
-        try:
-            env = decode_envelope(value)
-        except PoisonRecordError:
-            return
-        ns = self._namespace(self.registry.namespace_of(source.topic), env.namespace)
-        if ns is None:
-            return
-        try:
-            await self.attempts.forget(count_key(env))
-            turn = await self.gate.open(ns, env)
-            await self.gate.after(turn, env.id, Outcome.DEAD, key, source.partition)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            logger.exception("dead record %s at %s not settled", env.id, source.coordinates())
-
     # -- helpers ----------------------------------------------------------------------------
-
-    def _namespace(self, topic_ns: str | None, name: str | None) -> NamespaceConfig | None:
-        """The namespace owning the topic, else (a topic no namespace has now) the record's."""
-        for candidate in (topic_ns, name):
-            if candidate is not None:
-                try:
-                    return self.registry.get(candidate)
-                except NamespaceNotFoundError:
-                    continue
-        return None
 
     def _count(self, ns_name: str, stage: Stage, outcome: Outcome) -> None:
         if self.metrics is not None:
             self.metrics.deliveries.labels(ns_name, stage.value, outcome.value).inc()
-
-
-def _failure_of(exc: TargetError) -> Failure:
-    return Failure(error_class=exc.error_class, message=str(exc), retriable=exc.retriable)

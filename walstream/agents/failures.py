@@ -9,7 +9,9 @@
   (``defer``);
 * a permanent failure, attempts or time budget exhausted, a copy the broker refuses, or bytes
   that are not a record -> the namespace's DLQ, with its whole history (``dead``, ``dead_raw``);
-* a namespace this worker does not know -> kept, looked at again later (``park``).
+* a namespace this worker does not know -> kept, looked at again later (``park``);
+* a bug in the deliverer -> the record as it was to the DLQ, its count forgotten and its key's
+  turn passed (``internal_error``).
 
 Before a copy of a record is sent to wait, its key's turn is held (``OrderingGate.hold``): the
 caller's ``Turn`` is passed in, the gate does the rest.
@@ -17,12 +19,13 @@ caller's ``Turn`` is passed in, the gate does the rest.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 
 from walstream.agents.attempts import Attempts
 from walstream.agents.ordering_gate import OrderingGate, Turn
-from walstream.agents.outcomes import Emitter, Outcome, Source, count_key, send
+from walstream.agents.outcomes import Emitter, Outcome, Source, Stage, count_key, send
 from walstream.clock import Clock
 from walstream.core import outbox
 from walstream.core.delay import HANDOFF_LEAD_MS, TIERS_MS
@@ -36,13 +39,13 @@ from walstream.core.retry import (
     history_entry,
     may_defer,
 )
-from walstream.errors import EmitRefusedError, NamespaceNotFoundError
+from walstream.errors import EmitRefusedError, NamespaceNotFoundError, PoisonRecordError
 from walstream.metrics import WalMetrics
 from walstream.namespaces.config import NamespaceConfig
 from walstream.namespaces.registry import NamespaceRegistry
-from walstream.records import Envelope, encode_envelope
+from walstream.records import Envelope, decode_envelope, encode_envelope
 
-__all__ = ["UNKNOWN_NAMESPACE_RECHECK_MS", "FailureRouter", "retry_policy"]
+__all__ = ["UNKNOWN_NAMESPACE_RECHECK_MS", "FailureRouter", "namespace_for", "retry_policy"]
 
 logger = logging.getLogger(__name__)
 
@@ -332,3 +335,58 @@ class FailureRouter:
         if self.metrics is not None:
             self.metrics.dlq_records_written.labels(ns.name, error_class).inc()
         return Outcome.DEAD
+
+    async def internal_error(
+        self,
+        exc: Exception,
+        value: bytes | None,
+        key: bytes | None,
+        source: Source,
+        *,
+        marker: bool,
+    ) -> tuple[Outcome, str, Stage]:
+        """The deliverer's catch-all (a bug while handling): dead-letter the record as it was
+        (and settle it as every way to the DLQ does); failing that too, say where it is, loudly."""
+        reason = f"internal error: {type(exc).__name__}: {exc}"
+        ns_name = self.registry.namespace_of(source.topic) or "-"
+        try:
+            outcome = await self.dead_raw(value, key, source, reason, "InternalError")
+            if outcome is Outcome.DEAD and not marker:
+                await self._settle_dead(value, key, source)
+        except Exception:  # nothing left to try
+            logger.exception("deliver %s: not dead-lettered either", source.coordinates())
+            outcome = Outcome.PARKED
+        return outcome, ns_name, Stage.ERROR
+
+    async def _settle_dead(self, value: bytes | None, key: bytes | None, source: Source) -> None:
+        """After the catch-all dead-lettered a record as it was: forget its count and pass its
+        key's turn, as every way to the DLQ does (else a redrive is a "duplicate" and the key
+        waits forever)."""
+        try:
+            env = decode_envelope(value)
+        except PoisonRecordError:
+            return
+        ns = namespace_for(self.registry, self.registry.namespace_of(source.topic), env.namespace)
+        if ns is None:
+            return
+        try:
+            await self.attempts.forget(count_key(env))
+            turn = await self.gate.open(ns, env)
+            await self.gate.after(turn, env.id, Outcome.DEAD, key, source.partition)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("dead record %s at %s not settled", env.id, source.coordinates())
+
+
+def namespace_for(
+    registry: NamespaceRegistry, topic_ns: str | None, name: str | None
+) -> NamespaceConfig | None:
+    """The namespace owning the topic, else (a topic no namespace has now) the record's."""
+    for candidate in (topic_ns, name):
+        if candidate is not None:
+            try:
+                return registry.get(candidate)
+            except NamespaceNotFoundError:
+                continue
+    return None

@@ -17,19 +17,18 @@ deliverer opens a record's ``Turn`` (the key's state, read once for the whole re
 Release and settle markers are read back here (``on_marker``): a stale one is dropped, a settle
 ends a head held in the DLQ, a release names the record to deliver next. The deliver and retry
 agents run side by side, so a key's records take a lock per (namespace, key) while handled
-(``KeyTurns``, ``locked``): the transitions above are never interleaved. The decisions are
-``walstream.core.ordering``'s; the table is ``walstream.agents.ordering.KeyOrder``.
+(``locked``): the transitions above are never interleaved. The decisions are
+``walstream.core.ordering``'s; the table and the locks are ``walstream.agents.ordering``'s
+(``KeyOrder``, ``KeyTurns``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Hashable
 from dataclasses import dataclass
 
-from walstream.agents.ordering import KeyOrder
+from walstream.agents.ordering import KeyOrder, KeyTurns
 from walstream.agents.outcomes import Emitter, LogReading, Outcome, Source, send
 from walstream.clock import Clock
 from walstream.core import outbox
@@ -60,7 +59,6 @@ __all__ = [
     "BEHIND_MAX",
     "DRAIN_MAX",
     "Drain",
-    "KeyTurns",
     "MarkerDone",
     "OrderingGate",
     "Release",
@@ -81,43 +79,6 @@ DRAIN_MAX = 200
 UNREADABLE_BACKOFF_MS = (50, 1_000)
 #: What an outcome does to its key's turn: passed on (dead-lettered: True), or nothing (absent).
 _PASSES = {Outcome.DELIVERED: False, Outcome.DEAD: True}
-
-
-class KeyTurns:
-    """One handler at a time per ordering key, across the deliver and retry agents.
-
-    Each agent's dispatcher runs a key's records one at a time, but the two agents run side by
-    side: a key's log record and a copy on its retry topic (a retry, a release marker, a stale
-    copy a crash sent again) could interleave at every await. The ordering decisions assume a
-    key's transitions do not: a record admitted with its key free, failing while a stale copy
-    of an earlier record had meanwhile failed and become the head, was not made the head
-    itself, and the key's next records went ahead of its retry (chaos test, seed 13013). A lock
-    per key, held while one of its records is handled; the entry goes once nobody holds or
-    waits for it."""
-
-    def __init__(self) -> None:
-        self._locks: dict[Hashable, tuple[asyncio.Lock, list[int]]] = {}
-
-    @contextlib.asynccontextmanager
-    async def hold(self, key: Hashable | None) -> AsyncIterator[None]:
-        if key is None:
-            yield
-            return
-        entry = self._locks.get(key)
-        if entry is None:
-            entry = self._locks[key] = (asyncio.Lock(), [0])
-        lock, users = entry
-        users[0] += 1
-        try:
-            async with lock:
-                yield
-        finally:
-            users[0] -= 1
-            if users[0] == 0:
-                del self._locks[key]
-
-    def __len__(self) -> int:
-        return len(self._locks)
 
 
 @dataclass(slots=True)
