@@ -40,8 +40,10 @@ system-deps: ## Install the servers and tools the tests use (PostgreSQL, openssl
 # The namespaces `make run` applies at start (a folder of TOML definitions).
 NAMESPACES ?= topology/namespaces
 
+# `python -m` from here: this checkout's code, even when the venv's `walstream` script was
+# installed (editable) from another checkout (a clean clone run with a shared VENV=...).
 run: $(STAMP) ## Embedded broker + worker + API + demo namespaces, supervised (Ctrl-C stops all)
-	$(BIN)/walstream run --namespaces $(NAMESPACES)
+	$(BIN)/python -m walstream run --namespaces $(NAMESPACES)
 
 lint: $(STAMP) ## ruff format --check, ruff check, mypy
 	$(BIN)/ruff format --check walstream tests bench

@@ -7,13 +7,17 @@ topics): choose once, rename only with a migration.
 from __future__ import annotations
 
 import logging
+import os
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import faust
 import mode
 from faust.types import AppT
+
+if TYPE_CHECKING:
+    from walstream.agents.delay import DelayStage
 
 from walstream.kafka.admin import check_durability, ensure_topics
 from walstream.namespaces.broadcast import NamespaceFeed
@@ -141,7 +145,9 @@ class NamespaceService(mode.Service):
         await self.feed.stop()
 
 
-def _install_pages(app: faust.App, namespaces: NamespaceService) -> None:
+def _install_pages(
+    app: faust.App, namespaces: NamespaceService, delay: DelayStage | None = None
+) -> None:
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
         return web.json({"status": "ok"})
@@ -154,7 +160,14 @@ def _install_pages(app: faust.App, namespaces: NamespaceService) -> None:
         tables: Any = app.tables  # faust's TableManager; its type (TableManagerT) omits it
         joined = tables.recovery.completed.is_set()
         ready = loaded and joined and not app.rebalancing and not app.in_recovery
-        body = {"status": "ready" if ready else "not ready", "registry_loaded": loaded}
+        body: dict[str, Any] = {"registry_loaded": loaded, "pid": os.getpid()}
+        if delay is not None:
+            # The delay stage is a consumer group of its own, joined a few seconds after the
+            # agents': until it reads the tiers, a delayed write made now is late by that.
+            tiers = len(delay.assignment)
+            ready = ready and tiers > 0 and not delay.should_stop
+            body["delay_partitions"] = tiers
+        body["status"] = "ready" if ready else "not ready"
         return web.json(body, status=200 if ready else 503)
 
     @app.page("/walstream/assignment")
@@ -185,12 +198,14 @@ def create_app(
     # Faust starts an instance as readily as a class (App._prepare_subservice); typed for classes.
     new_app.service(namespaces)  # type: ignore[arg-type]
     _NAMESPACES[new_app] = namespaces
-    _install_pages(new_app, namespaces)
+    delay = None
     if deliver:
         from walstream.worker import install_delivery
 
         delivery = install_delivery(new_app, settings, namespaces.feed.registry)
         namespaces.listeners.append(delivery.on_namespaces)
+        delay = delivery.delay
+    _install_pages(new_app, namespaces, delay)
     return new_app
 
 

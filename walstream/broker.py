@@ -7,6 +7,7 @@ points ``WALSTREAM_BOOTSTRAP_SERVERS`` at a real Kafka cluster instead.
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib.resources
 import logging
 import os
@@ -22,7 +23,14 @@ from typing import IO
 
 from walstream.errors import BrokerError
 
-__all__ = ["EmbeddedBroker", "die_with_parent", "free_port", "tansu_binary", "wait_for_kafka"]
+__all__ = [
+    "EmbeddedBroker",
+    "die_with_parent",
+    "free_port",
+    "port_taken",
+    "tansu_binary",
+    "wait_for_kafka",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +53,20 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def port_taken(host: str, port: int) -> bool:
+    """Someone listens on ``host:port`` already: a server would fail to bind it ("address
+    already in use"). Bound as asyncio's servers bind (SO_REUSEADDR, so a port whose old
+    connections linger in TIME_WAIT is free), then released at once."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            return exc.errno == errno.EADDRINUSE
+    return False
 
 
 def _metadata_request(correlation_id: int) -> bytes:

@@ -17,6 +17,7 @@ WALSTREAM_BOOTSTRAP_SERVERS set (a real cluster) nothing is moved or removed.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -27,7 +28,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from walstream.broker import EmbeddedBroker, die_with_parent, free_port
+from walstream.broker import EmbeddedBroker, die_with_parent, free_port, port_taken
 from walstream.core.auth import hash_token, new_token
 from walstream.core.supervise import RestartPolicy
 from walstream.settings import Settings
@@ -91,6 +92,10 @@ class _Child:
             self.start(env)
             self.restarted = True
 
+    def ready(self) -> bool:
+        """Running, and its own /readyz says ready."""
+        return self.proc is not None and _ready(self.ready_url, self.proc.pid)
+
     def stop(self, timeout: float = 15.0) -> None:
         proc, self.proc = self.proc, None
         if proc is not None and proc.poll() is None:
@@ -102,12 +107,17 @@ class _Child:
                 proc.wait()
 
 
-def _ready(url: str) -> bool:
+def _ready(url: str, pid: int) -> bool:
+    """``url`` answers ready, and the process answering is ``pid`` (its /readyz names its pid):
+    another process on the port (another run's API) is not this run's child."""
     try:
         with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 - loopback URL
-            return bool(response.status == 200)
-    except OSError:
+            if response.status != 200:
+                return False
+            body = json.loads(response.read())
+    except (OSError, ValueError):
         return False
+    return isinstance(body, dict) and body.get("pid") == pid
 
 
 def _pid_alive(pid: int) -> bool:
@@ -135,6 +145,22 @@ def embedded_run_dir(data_dir: Path, launcher_pid: int) -> Path:
     shutil.rmtree(run_dir, ignore_errors=True)  # a reused pid's leftovers
     run_dir.mkdir(parents=True)
     return run_dir
+
+
+def taken_ports(settings: Settings, env: dict[str, str]) -> list[str]:
+    """What the run would listen on and someone listens on already (a second `make run`, a run
+    left over), as messages naming the port and the setting that moves it."""
+    wanted = [("the API", "WALSTREAM_API_PORT", settings.api_host, settings.api_port)]
+    if "WALSTREAM_WORKER_WEB_PORT" in env:  # else the launcher picks a free one
+        port = int(env["WALSTREAM_WORKER_WEB_PORT"])
+        host = settings.worker_web_host
+        wanted.append(("the worker's web server", "WALSTREAM_WORKER_WEB_PORT", host, port))
+    return [
+        f"port {port} on {host or '*'} ({what}, {setting}) is taken: address already in use "
+        f"(another `make run`?); stop it or set {setting} to a free port"
+        for what, setting, host, port in wanted
+        if port_taken(host, port)
+    ]
 
 
 def dev_token(settings: Settings, env: dict[str, str]) -> str | None:
@@ -166,8 +192,10 @@ def run_stack(
 ) -> int:
     """Run everything until Ctrl-C (0) or the broker's exit (1); return the exit code.
 
-    "walstream is up" is printed once the API is ready and the worker has joined its group
-    and recovered its tables (its /readyz), i.e. owns its partitions."""
+    "walstream is up" is printed once this run's API is ready and its worker has joined its
+    group, recovered its tables and its delay stage owns the tier partitions (its /readyz),
+    i.e. owns its partitions; each /readyz must name the child's pid (not another process on
+    the port). A port the run needs that is taken already ends the run at once (1)."""
     policy = policy or RestartPolicy()
     broker: EmbeddedBroker | None = None
     children: list[_Child] = []
@@ -183,6 +211,12 @@ def run_stack(
     signal.signal(signal.SIGTERM, request_stop)
     try:
         env = dict(os.environ)
+        # Before anything starts: an API that cannot bind exits and is restarted for ever.
+        taken = taken_ports(settings, env)
+        for message in taken:
+            _say(message, error=True)
+        if taken:
+            return 1
         if not settings.bootstrap_servers:
             data_dir = Path(settings.data_dir)
             run_dir = embedded_run_dir(data_dir, os.getpid())
@@ -227,7 +261,7 @@ def run_stack(
             for child in children:
                 child.supervise(env, policy)
             if not up:
-                waiting = [c.name for c in children if c.proc is None or not _ready(c.ready_url)]
+                waiting = [c.name for c in children if not c.ready()]
                 if not waiting:
                     up = True
                     for child in children:
@@ -238,7 +272,7 @@ def run_stack(
                     _say(f"still waiting for: {', '.join(waiting)} ({note_at - started:.0f} s)")
             else:
                 for child in children:
-                    if child.restarted and child.proc is not None and _ready(child.ready_url):
+                    if child.restarted and child.proc is not None and child.ready():
                         child.restarted = False
                         _say(f"{child.name} (pid {child.proc.pid}) is ready again")
             time.sleep(_TICK_S)

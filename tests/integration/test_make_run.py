@@ -6,14 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import logging
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +26,8 @@ import pytest
 
 from walstream.broker import free_port
 from walstream.client import WalClient
-from walstream.dev import EMBEDDED_DATA_SUBDIR
+from walstream.core.delay import TIERS_MS
+from walstream.dev import EMBEDDED_DATA_SUBDIR, _ready
 from walstream.records import decode_envelope
 
 from .helpers import ROOT, get_json, read_topic, wait_until
@@ -209,10 +215,10 @@ def http_namespace(tmp_path):
     recorder.stop()
 
 
-def _write(env: dict[str, str], payload: dict, namespace: str = "hooks") -> str:
+def _write(env: dict[str, str], payload: dict, namespace: str = "hooks", **options: Any) -> str:
     async def write() -> str:
         async with WalClient(f"http://127.0.0.1:{env['WALSTREAM_API_PORT']}") as wal:
-            result = await wal.write(namespace, payload)
+            result = await wal.write(namespace, payload, **options)
         assert result.durable == "TRUE", result
         assert result.id is not None
         return result.id
@@ -398,3 +404,156 @@ def test_make_run_on_a_configured_cluster_leaves_the_data_dir_as_it_is(
     assert "stopped" in launcher.text
     assert all(path.read_text() == "mine" for path in kept)
     assert any((data_dir / "v1" / "tables").glob("attempts-*"))  # the worker's, in place
+
+
+class _ReadyElsewhere(BaseHTTPRequestHandler):
+    """What holds a port: another process (another run's API), ready, naming its own pid."""
+
+    pid = 1
+
+    def do_GET(self) -> None:
+        body = json.dumps({"status": "ready", "pid": self.pid}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def ready_elsewhere():
+    """A ready /readyz on a port of its own, answered by a process that is not the run's."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _ReadyElsewhere)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_readiness_is_credited_only_to_the_process_named(ready_elsewhere):
+    """The launcher asks a child's /readyz and credits it only when the answer names the
+    child's pid: whatever else answers on the port (another run's API) is not the child."""
+    url = f"http://127.0.0.1:{ready_elsewhere.server_address[1]}/readyz"
+    assert _ready(url, _ReadyElsewhere.pid)
+    assert not _ready(url, os.getpid())  # ready, but not the process asked about
+    assert not _ready(f"http://127.0.0.1:{free_port()}/readyz", os.getpid())  # nobody there
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    ("setting", "what"),
+    [("WALSTREAM_API_PORT", "the API"), ("WALSTREAM_WORKER_WEB_PORT", "the worker's web server")],
+)
+def test_a_run_whose_port_is_taken_stops_at_once_naming_it(tmp_path, launchers, setting, what):
+    """A second `make run` (or one left over) holds the ports: the run says which port is
+    taken and exits 1 before it starts anything (its API would exit "address already in use"
+    and be restarted for ever, its worker likewise)."""
+    env = _run_env(tmp_path / "data")
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", int(env[setting])))
+        holder.listen()
+        launcher = launchers(Launcher([sys.executable, "-m", "walstream", "run"], env))
+        launcher.wait_until(lambda: launcher.proc.poll() is not None, 90, "the launcher's exit")
+    launcher._reader.join(10)
+    text = launcher.text
+    assert launcher.proc.returncode == 1, text
+    port = env[setting]
+    assert f"port {port} on 127.0.0.1 ({what}, {setting}) is taken: address already in use" in text
+    # nothing was started (no broker, worker or API to stop), and it never said "up"
+    assert launcher.pids() == set(), text
+    assert UP not in text
+
+
+@pytest.mark.timeout(400)
+def test_a_run_is_not_up_while_another_process_serves_its_api_port(
+    tmp_path, launchers, ready_elsewhere
+):
+    """The port taken after the launcher looked (the start check skipped here): its API exits
+    ("address already in use") and is restarted, its worker gets ready, and what answers on the
+    API port is ready too, but is not the run's API: the launcher keeps waiting for the API
+    (its note names only the API, so the worker was judged ready meanwhile) and never says up."""
+    env = _run_env(tmp_path / "data")
+    env["WALSTREAM_API_PORT"] = str(ready_elsewhere.server_address[1])
+    script = (
+        "import walstream.dev as dev\n"
+        "dev.taken_ports = lambda settings, env: []\n"
+        "from walstream.cli import cli\n"
+        "cli(['run'])\n"
+    )
+    launcher = launchers(Launcher([sys.executable, "-c", script], env))
+    launcher.wait_for(r"still waiting for: api \(")  # the worker counted ready, the API not
+    text = launcher.text
+    assert "address already in use" in text
+    assert re.search(r"api \(pid \d+\) exited with code", text), text[-4000:]
+    assert UP not in text
+    assert "is ready again" not in text
+    assert launcher.interrupt() == 0
+    assert "stopped" in launcher.text
+
+
+@pytest.mark.timeout(400)
+def test_up_means_the_delay_stage_reads_its_tiers(tmp_path, http_namespace, launchers):
+    """The worker's /readyz (and so "walstream is up") waits for the delay stage, a consumer
+    group of its own that joined seconds after the agents': a delayed write made at "up" waited
+    for that join (1.5 s delay: ~1.4 s late). Deterministic part: the first ready answer of the
+    worker's /readyz already has the stage owning every tier partition (one worker: all of
+    them). Then a write with a 1.5 s delay made right at "up" arrives at most 1 s late: the
+    stage reads the tiers already, so what is left is a read, a hand-over and a delivery (the
+    README's p99 lateness is 50 ms unloaded; 1 s leaves room for a loaded machine and is below
+    the join wait this removes)."""
+    namespaces, recorder = http_namespace
+    env = _run_env(tmp_path / "data")
+    readyz = f"http://127.0.0.1:{env['WALSTREAM_WORKER_WEB_PORT']}/readyz"
+    launcher = launchers(Launcher.make_run(env, namespaces))
+
+    def first_ready() -> dict[str, Any] | None:
+        try:
+            with urllib.request.urlopen(readyz, timeout=2) as response:
+                body: dict[str, Any] = json.loads(response.read())
+                return body
+        except OSError:  # not serving yet, or 503 (not ready)
+            return None
+
+    ready = launcher.wait_until(first_ready, START_S, "the worker's first ready /readyz")
+    tier_topics = 1 + len(TIERS_MS)  # the timer tier and the delay tiers
+    assert ready["delay_partitions"] == tier_topics * 4, ready  # 4: the default partitions
+    (worker_pid,) = launcher.worker_pids()
+    assert ready["pid"] == worker_pid
+
+    launcher.wait_for(UP)
+    written_at = time.time()
+    record_id = _write(env, {"delayed": True}, delay_ms=1500)
+    (delivered, *_) = launcher.wait_until(
+        lambda: _deliveries(recorder, record_id, ok=True), 60, "the delayed write delivered"
+    )
+    late_s = delivered.at - (written_at + 1.5)  # due no earlier than written_at + 1.5 s
+    logging.getLogger(__name__).info("delayed write made at up: %.0f ms late", late_s * 1000)
+    assert -0.1 <= late_s <= 1.0, late_s  # not early (the API's clock: written after written_at)
+    launcher.interrupt()
+
+
+def test_make_run_with_an_installed_venv_only_runs_this_checkouts_code(tmp_path):
+    """`make run` in a clean clone (CI, or a second checkout sharing a venv): with the venv's
+    stamp newer than pyproject.toml, make does nothing but the run, and runs it as
+    ``python -m walstream`` from the checkout, so the code run is the checkout's even when the
+    venv's ``walstream`` script was installed (editable) from elsewhere."""
+    venv = tmp_path / "venv"
+    venv.mkdir()
+    stamp = venv / ".installed"
+    stamp.touch()
+    later = (ROOT / "pyproject.toml").stat().st_mtime + 3600  # installed after the last edit
+    os.utime(stamp, (later, later))
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    planned = subprocess.run(
+        ["make", "-n", "run", f"VENV={venv}"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    commands = planned.stdout.splitlines()
+    assert commands == [f"{venv}/bin/python -m walstream run --namespaces topology/namespaces"]

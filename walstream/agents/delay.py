@@ -147,6 +147,11 @@ class DelayStage(mode.Service):
         )
 
     @property
+    def assignment(self) -> frozenset[TopicPartition]:
+        """The tier partitions this stage reads now (none before it has joined its group)."""
+        return frozenset(self._parts)
+
+    @property
     def _in_flight(self) -> int:
         """Records handed to the producers and not yet acknowledged."""
         return self.sender.in_flight

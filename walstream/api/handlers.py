@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
@@ -186,6 +187,7 @@ async def readyz(request: web.BaseRequest, deps: ApiDeps, params: Params) -> web
         "broker": broker,
         "registry_loaded": registry,
         "namespaces": len(deps.registry),
+        "pid": os.getpid(),  # which process answers (`make run` checks it is its own API)
     }
     return json_response(body, status=200 if ready else 503)
 

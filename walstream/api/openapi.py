@@ -298,6 +298,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "broker": {"type": "boolean"},
             "registry_loaded": {"type": "boolean"},
             "namespaces": {"type": "integer"},
+            "pid": {"type": "integer", "description": "the process answering"},
         },
     },
     "DlqEntry": {
