@@ -105,7 +105,35 @@ def invalid_json(raw: bytes, detail: str) -> BadRequestError:
     if found is None:
         return BadRequestError("body", f"invalid JSON: {detail}")
     path, number = found
+    if "payload" not in path[:3]:  # not in a payload (top level, or records[i]): a request field
+        return _unkept_field_error(_path_field(path), path, number)
     return _unkept_error(_path_field(path), path, number)
+
+
+#: What a request's number fields take, by name (a number the JSON decoder refuses, 1e400, is
+#: none of them: the payload's advice, a string or base64, would be wrong for them).
+_NUMBER_FIELDS = {
+    "delay_ms": "an integer of ms >= 0",
+    "jitter_ms": "an integer of ms >= 0",
+    "deliver_at": "an integer of ms since the epoch",
+    "original_write_time": "a positive integer of ms since the epoch",
+    "timeout_ms": "an integer of ms in 1..300000",
+    "rate": "a number of records per second > 0",
+    "since": "ms since the epoch (an integer) or a time string",
+    "until": "ms since the epoch (an integer) or a time string",
+    "from": "ms since the epoch (an integer) or a time string",
+    "to": "ms since the epoch (an integer) or a time string",
+}
+
+
+def _unkept_field_error(field: str, path: tuple[str | int, ...], number: Unkept) -> BadRequestError:
+    shown = number.text if len(number.text) <= 64 else number.text[:61] + "..."
+    name = path[-1] if path else ""
+    takes = _NUMBER_FIELDS.get(name, "") if isinstance(name, str) else ""
+    return BadRequestError(
+        field,
+        f"is {shown}, {number.reason}: {field} takes {takes or 'a number within a 64-bit float'}",
+    )
 
 
 def original_write_time_problem(owt: Any, now_ms: int) -> str | None:
