@@ -13,6 +13,8 @@ from walstream.core import targets, validate
 from walstream.core.replay_request import MAX_TIME_MS
 from walstream.core.targets import TARGET_TYPES, parse_target
 from walstream.errors import BadRequestError
+from walstream.namespaces.config import parse_namespace
+from walstream.topology import reserved_topics
 
 
 def _routes(api):
@@ -174,6 +176,11 @@ def test_a_target_is_valid_for_the_document_exactly_when_the_server_takes_it(kin
         ({"Bad Name": "v"}, False),  # not an HTTP token
         ({"X-A": "a\r\nInjected: 1"}, False),
         ({"X-A": "nul\u0000"}, False),
+        ({"X-A": "v\x01w"}, False),  # any control character but tab: an upstream's 400
+        ({"X-A": "v\x0bw"}, False),
+        ({"X-A": "del\x7f"}, False),
+        ({"X-A": "a\tb c"}, True),
+        ({"X-A": "caf\u00e9"}, True),
     ],
 )
 def test_http_target_headers_as_documented_and_checked(headers, taken):
@@ -199,10 +206,43 @@ def test_http_target_headers_as_documented_and_checked(headers, taken):
         ({"payload": 1, "target": None, "lifecycle": None, "key": None}, True),  # null: absent
         ({"payload": 1, "lifecycle": {"delay_ms": 1, "deliver_at": 2}}, False),
         ({"payload": 1, "idempotency_token": "a\nb"}, False),
+        ({"payload": 1, "idempotency_token": "a\x01b"}, False),
+        ({"payload": 1, "idempotency_token": "a\tb"}, True),
     ],
 )
 def test_the_payload_is_typed_by_its_encoding(body, valid):
     assert _valid("WriteToLogRequest", body) is valid
+
+
+_HEADER_NS = parse_namespace({"name": "n", "target": {"type": "kafka", "topic": "t"}})
+
+
+def _taken(parse) -> bool:
+    try:
+        parse()
+    except BadRequestError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("char", [chr(c) for c in range(0x80)] + ["\u00e9", "\u2028", "\U0001f600"])
+def test_header_values_are_documented_as_checked(char):
+    """A token and an http target's header value, for each ASCII character (and a few beyond):
+    the document takes one exactly when the server does, and that is when no header value
+    would refuse it."""
+    value = f"a{char}b"
+    sendable = not targets.has_unsendable_chars(value)
+    assert sendable is (char == "\t" or " " <= char != "\x7f")
+    body = {"payload": 1, "idempotency_token": value}
+    assert _valid("WriteToLogRequest", body) is sendable
+    parse = validate.parse_write_request
+    reserved = reserved_topics("walstream", "walstream.namespaces")
+    assert (
+        _taken(lambda: parse(body, _HEADER_NS, now_ms=1, rand=0.0, reserved=reserved)) is sendable
+    )
+    target = {"type": "http", "url": "http://127.0.0.1:9/", "headers": {"X-A": value}}
+    assert _valid("Target", target) is sendable
+    assert _taken(lambda: parse_target(target)) is sendable
 
 
 def test_the_dlq_query_parameters_have_formats():

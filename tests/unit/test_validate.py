@@ -136,6 +136,17 @@ def test_framing_and_hop_by_hop_headers_are_refused_whatever_their_case(name):
         ({"payload": 1, "target": {"type": "wal", "namespace": "Bad Name"}}, "target.namespace"),
         ({"payload": 1, "idempotency_token": ""}, "idempotency_token"),
         ({"payload": 1, "idempotency_token": "x" * 257}, "idempotency_token"),
+        # control characters an upstream refuses in a header value (sent as Idempotency-Key)
+        ({"payload": 1, "idempotency_token": "a\x01b"}, "idempotency_token"),
+        ({"payload": 1, "idempotency_token": "a\x0bb"}, "idempotency_token"),
+        ({"payload": 1, "idempotency_token": "a\x7f"}, "idempotency_token"),
+        (
+            {
+                "payload": 1,
+                "target": {"type": "http", "url": "http://127.0.0.1:9", "headers": {"X-T": "\x1f"}},
+            },
+            "target.headers.X-T",
+        ),
         ({"payload": 1, "key": 7}, "key"),
     ],
 )

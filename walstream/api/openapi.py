@@ -13,9 +13,9 @@ from walstream.core.validate import MAX_PAYLOAD_DEPTH
 __all__ = ["SCHEMAS", "TARGET_SCHEMAS", "openapi_document"]
 
 _DURABLE = {"type": "string", "enum": ["TRUE", "FALSE", "UNKNOWN"]}
-#: What walstream.core.validate and walstream.core.targets refuse in a string sent on as an
-#: HTTP header value (a token becomes the Idempotency-Key header; an http target's headers).
-_NO_CR_LF_NUL = "^[^\\r\\n\\u0000]*$"
+#: What walstream.core.targets refuses in a string sent on as an HTTP header value (a token
+#: becomes the Idempotency-Key header; an http target's headers): a control character but tab.
+_HEADER_VALUE = f"^[^{_targets.UNSENDABLE_VALUE_CHARS}]*$"
 #: Standard base64 (RFC 4648 4, padded), what ``base64.b64decode(validate=True)`` accepts.
 _BASE64 = "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
 #: Times operators type (walstream.core.times): ms since the epoch, ISO 8601, or before now.
@@ -89,7 +89,7 @@ TARGET_SCHEMAS: dict[str, tuple[list[str], dict[str, Any]]] = {
                     "X-Wal-Deliver-At), whatever its case: 400"
                 ),
                 "propertyNames": {"pattern": _HEADER_NAME, "not": {"pattern": _UNSENDABLE_NAME}},
-                "additionalProperties": {"type": "string", "pattern": _NO_CR_LF_NUL},
+                "additionalProperties": {"type": "string", "pattern": _HEADER_VALUE},
             },
         },
     ),
@@ -195,7 +195,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             },
             "target": _NULLABLE_TARGET,
             "idempotency_token": {
-                **_text(256, _NO_CR_LF_NUL),
+                **_text(256, _HEADER_VALUE),
                 "type": ["string", "null"],
                 "description": "sent to http targets as Idempotency-Key (default: the id)",
             },

@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from walstream.core.numbers import as_integer
 from walstream.errors import BadRequestError
 
 __all__ = [
@@ -18,7 +19,10 @@ __all__ = [
     "RESERVED_HEADERS",
     "TARGET_TYPES",
     "UNSENDABLE_HEADERS",
+    "UNSENDABLE_VALUE_CHARS",
+    "UNSENDABLE_VALUE_PROBLEM",
     "TargetSpec",
+    "has_unsendable_chars",
     "parse_target",
 ]
 
@@ -27,9 +31,31 @@ _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _MAX_KEY_CHARS = 1024
 #: What an http target's client sends (walstream.targets.http_client checks again when it does):
-#: header names are HTTP tokens, and no value holds CR, LF or NUL (they would end the header).
+#: header names are HTTP tokens, and no value holds a character of UNSENDABLE_VALUE_CHARS.
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_UNSAFE_VALUE = re.compile(r"[\r\n\x00]")
+#: The characters no HTTP header value may hold (a regex class body, read alike by Python's re
+#: and the OpenAPI document's ECMA-262 patterns): the control characters but HTAB, and DEL.
+#: RFC 9110 5.5 makes a field value of visible characters, SP, HTAB and obs-text; CR, LF and NUL
+#: would end the header (or smuggle another), and upstream servers refuse a value with any other
+#: of them with a 400 (aiohttp "Invalid header value char", nginx, Node), which a delivery can
+#: only dead-letter. So the API refuses them at the edge (an idempotency_token, which http
+#: targets receive as Idempotency-Key; an http target's headers), and the http target's client
+#: before sending (a record logged before the API did). Characters beyond ASCII go out as
+#: UTF-8 (obs-text), as before.
+UNSENDABLE_VALUE_CHARS = "\\x00-\\x08\\x0a-\\x1f\\x7f"
+_UNSENDABLE_VALUE = re.compile(f"[{UNSENDABLE_VALUE_CHARS}]")
+#: The reason given for such a value.
+UNSENDABLE_VALUE_PROBLEM = (
+    "must not contain CR, LF or NUL, nor any other control character but tab (U+0001-U+001F, "
+    "U+007F): an HTTP header value cannot hold one"
+)
+
+
+def has_unsendable_chars(value: str) -> bool:
+    """Whether ``value`` holds a character no HTTP header value may (UNSENDABLE_VALUE_CHARS)."""
+    return _UNSENDABLE_VALUE.search(value) is not None
+
+
 #: Header names an http target may not set (lower case; compared whatever their case). The
 #: framing headers (Content-Length, Transfer-Encoding, Host) are the client's own: a second one
 #: beside them lets a payload pass as the next request on a pooled connection (RFC 7230 3.3.3,
@@ -114,9 +140,10 @@ def _url(field: str) -> Callable[[Any], str]:
 
 def _positive_int(field: str, maximum: int) -> Callable[[Any], int]:
     def check(value: Any) -> int:
-        if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= maximum:
+        number = as_integer(value)  # 5.0 is the integer 5 (JSON Schema's integer)
+        if number is None or not 0 < number <= maximum:
             raise BadRequestError(field, f"must be an integer in 1..{maximum}")
-        return value
+        return number
 
     return check
 
@@ -140,8 +167,8 @@ def _headers(field: str) -> Callable[[Any], dict[str, str]]:
                     f"{field}.{name}",
                     "is a header walstream sets on every delivery",
                 )
-            if _UNSAFE_VALUE.search(header) is not None:
-                raise BadRequestError(f"{field}.{name}", "must not contain CR, LF or NUL")
+            if has_unsendable_chars(header):
+                raise BadRequestError(f"{field}.{name}", UNSENDABLE_VALUE_PROBLEM)
         return value
 
     return check

@@ -6,7 +6,6 @@ Every refusal is a BadRequestError naming the field, raised before anything is w
 from __future__ import annotations
 
 import base64
-import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -14,8 +13,9 @@ import orjson
 
 from walstream.core.exact import Unkept, decode_exact, first_unkept, may_hold_unkept
 from walstream.core.ids import new_id
+from walstream.core.numbers import as_integer
 from walstream.core.target_policy import ReservedTopics
-from walstream.core.targets import parse_target
+from walstream.core.targets import UNSENDABLE_VALUE_PROBLEM, has_unsendable_chars, parse_target
 from walstream.errors import BadRequestError, PayloadTooLargeError
 from walstream.namespaces.config import NamespaceConfig
 from walstream.records import PAYLOAD_ENCODINGS, Envelope, Lifecycle
@@ -24,7 +24,6 @@ __all__ = [
     "MAX_FUTURE_SKEW_MS",
     "MAX_PAYLOAD_DEPTH",
     "exact_body",
-    "has_unsendable_chars",
     "invalid_json",
     "original_write_time_problem",
     "parse_batch",
@@ -44,13 +43,6 @@ MAX_FUTURE_SKEW_MS = 3_600_000
 #: levels, and the record puts the payload one level down (``walstream dlq show``, which puts it
 #: two down, prints a deeper one compact).
 MAX_PAYLOAD_DEPTH = 253
-#: Characters an HTTP header value may not hold (a target receives the token as Idempotency-Key).
-_UNSENDABLE = re.compile(r"[\r\n\x00]")
-
-
-def has_unsendable_chars(value: str) -> bool:
-    """Whether ``value`` holds CR, LF or NUL, which no HTTP header value may."""
-    return _UNSENDABLE.search(value) is not None
 
 
 def _path_field(path: tuple[str | int, ...]) -> str:
@@ -148,8 +140,8 @@ def original_write_time_problem(owt: Any, now_ms: int) -> str | None:
 
 
 def _non_negative_int(obj: dict[str, Any], name: str, field: str) -> int:
-    value = obj.get(name, 0)
-    if not isinstance(value, int) or isinstance(value, bool):
+    value = as_integer(obj.get(name, 0))  # 5.0 is the integer 5 (JSON Schema's integer)
+    if value is None:
         raise BadRequestError(field, "must be an integer")
     if value < 0:
         raise BadRequestError(field, "must be >= 0")
@@ -234,6 +226,7 @@ def _lifecycle(obj: Any, ns: NamespaceConfig, now_ms: int, rand: float) -> Lifec
             f"the delay plus jitter_ms must be <= {ns.max_delay_ms} ms (the namespace's max delay)",
         )
     owt = obj.get("original_write_time", now_ms)
+    owt = as_integer(owt) if isinstance(owt, float) else owt  # 5.0 is the integer 5
     problem = original_write_time_problem(owt, now_ms)
     if problem is not None:
         raise BadRequestError("lifecycle.original_write_time", problem)
@@ -297,7 +290,7 @@ def parse_write_request(
     # A write without a token is its own logical write: its unique id serves as the token.
     token = _optional_str(obj, "idempotency_token", _MAX_TOKEN_CHARS) or record_id
     if has_unsendable_chars(token):  # targets send it as the Idempotency-Key header
-        raise BadRequestError("idempotency_token", "must not contain CR, LF or NUL")
+        raise BadRequestError("idempotency_token", UNSENDABLE_VALUE_PROBLEM)
     # Positional on purpose: keyword construction of an 11-field NamedTuple costs ~3x more, and
     # this runs once per WriteToLog. The order is Envelope's field order.
     return Envelope(

@@ -2,7 +2,7 @@
 
 2xx is success. 408, 425, 429, 5xx, timeouts and connection errors are transient (retry); any
 other status is the upstream refusing this record (dead-letter), and so is a header that cannot
-be sent (CR or LF in a value). Redirects are not followed: a target URL that moved is a
+be sent (a control character in a value). Redirects are not followed: a target URL that moved is a
 configuration error, not something to chase with people's writes.
 """
 

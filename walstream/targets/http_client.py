@@ -28,7 +28,7 @@ from typing import NamedTuple
 import httptools
 from yarl import URL
 
-from walstream.core.targets import UNSENDABLE_HEADERS
+from walstream.core.targets import UNSENDABLE_HEADERS, has_unsendable_chars
 
 __all__ = [
     "HttpClient",
@@ -47,13 +47,13 @@ DEFAULT_LIMIT_PER_ORIGIN = 100
 DEFAULT_IDLE_TIMEOUT_S = 30.0
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_UNSAFE_VALUE = re.compile(r"[\r\n\x00]")
 _USER_AGENT = b"walstream"
 
 
 class InvalidHeaderError(ValueError):
     """A header name that is not an HTTP token or is one the client sets itself (framing,
-    hop-by-hop: ``UNSENDABLE_HEADERS``), or a value with CR, LF or NUL in it."""
+    hop-by-hop: ``UNSENDABLE_HEADERS``), or a value with a control character in it (CR, LF,
+    NUL or another no header value may hold: ``walstream.core.targets.has_unsendable_chars``)."""
 
 
 class InvalidUrlError(ValueError):
@@ -120,8 +120,8 @@ def encode_request(endpoint: _Endpoint, body: bytes, headers: list[tuple[str, st
             raise InvalidHeaderError(
                 f"header {name} is set by the client only (framing/hop-by-hop)"
             )
-        if _UNSAFE_VALUE.search(value) is not None:
-            raise InvalidHeaderError(f"header {name} has a CR, LF or NUL in its value")
+        if has_unsendable_chars(value):
+            raise InvalidHeaderError(f"header {name} has a control character in its value")
         parts += (name.encode("ascii"), b": ", value.encode("utf-8"), b"\r\n")
     parts += (b"\r\n", body)
     return b"".join(parts)
