@@ -11,7 +11,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from walstream.core.numbers import as_integer
 from walstream.errors import BadRequestError
 
 __all__ = [
@@ -140,10 +139,9 @@ def _url(field: str) -> Callable[[Any], str]:
 
 def _positive_int(field: str, maximum: int) -> Callable[[Any], int]:
     def check(value: Any) -> int:
-        number = as_integer(value)  # 5.0 is the integer 5 (JSON Schema's integer)
-        if number is None or not 0 < number <= maximum:
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= maximum:
             raise BadRequestError(field, f"must be an integer in 1..{maximum}")
-        return number
+        return value
 
     return check
 
