@@ -25,6 +25,7 @@ from collections.abc import (
     AsyncIterator,
     Awaitable,
     Callable,
+    Iterator,
     Mapping,
     Sequence,
 )
@@ -33,6 +34,16 @@ from enum import Enum
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import (
+    KafkaConnectionError,
+    KafkaTimeoutError,
+    LeaderNotAvailableError,
+    NoBrokersAvailable,
+    NodeNotReadyError,
+    NotLeaderForPartitionError,
+    RequestTimedOutError,
+    UnknownTopicOrPartitionError,
+)
 
 from walstream.aio import cancel_and_wait
 from walstream.clock import Clock, SystemClock
@@ -47,7 +58,12 @@ from walstream.core.dlq import (
     Selection,
     parse_dlq_record,
 )
-from walstream.errors import PoisonRecordError, RedriveConflictError, WalError
+from walstream.errors import (
+    BrokerUnavailableError,
+    PoisonRecordError,
+    RedriveConflictError,
+    WalError,
+)
 from walstream.kafka import clients
 from walstream.kafka.clients import assign_from_start, start_client, stop_consumer
 from walstream.kafka.log_reader import LogReader, RecordGoneError
@@ -70,6 +86,7 @@ __all__ = [
     "read_dlq",
     "redrive",
     "source_reader",
+    "unavailable_broker",
 ]
 
 logger = logging.getLogger(__name__)
@@ -77,6 +94,33 @@ logger = logging.getLogger(__name__)
 
 #: How long a redrive's claim holds its namespace's DLQ without a renewal.
 CLAIM_LEASE_MS = 30_000
+
+#: What aiokafka raises when the broker does not answer: down (connection refused), hung (a
+#: request timed out), or no metadata in time (``UnknownTopicOrPartitionError``, aiokafka's
+#: word for it, which a stopped broker causes as well as a missing topic); ``TimeoutError``:
+#: a reader's bound on a broker that gives nothing (``DlqReader.stall_s``).
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    KafkaConnectionError,
+    KafkaTimeoutError,
+    RequestTimedOutError,
+    NodeNotReadyError,
+    NoBrokersAvailable,
+    LeaderNotAvailableError,
+    NotLeaderForPartitionError,
+    UnknownTopicOrPartitionError,
+    TimeoutError,
+)
+
+
+@contextlib.contextmanager
+def unavailable_broker(retry_after_s: float) -> Iterator[None]:
+    """Turn a broker that does not answer into ``BrokerUnavailableError`` (HTTP 503 with
+    Retry-After: ``retry_after_s``): the one place the DLQ's API paths map aiokafka's
+    connection and timeout errors."""
+    try:
+        yield
+    except _UNAVAILABLE as exc:
+        raise BrokerUnavailableError(f"{type(exc).__name__}: {exc}", retry_after_s) from exc
 
 
 async def read_dlq(
@@ -132,8 +176,20 @@ class DlqPage:
     next: DlqCursor | None
 
 
-def _consumer(servers: str | list[str], max_records: int) -> AIOKafkaConsumer:
-    return clients.reader(servers, clients.DLQ_READER, max_poll_records=max_records)
+def _timeouts(request_timeout_s: float | None) -> dict[str, Any]:
+    """A client's request timeout (None: aiokafka's 40 s), which also bounds its start and its
+    waits for metadata."""
+    if request_timeout_s is None:
+        return {}
+    return {"request_timeout_ms": max(1000, int(request_timeout_s * 1000))}
+
+
+def _consumer(
+    servers: str | list[str], max_records: int, request_timeout_s: float | None = None
+) -> AIOKafkaConsumer:
+    return clients.reader(
+        servers, clients.DLQ_READER, max_poll_records=max_records, **_timeouts(request_timeout_s)
+    )
 
 
 class DlqReader:
@@ -141,6 +197,9 @@ class DlqReader:
     the records of one page at a time, read back by offset.
 
     ``largest_batch`` is the most records it has held at once (at most ``batch_records``).
+    A broker that gives nothing for ``stall_s`` (down or hung after the reader started) is a
+    ``BrokerUnavailableError`` (Retry-After: ``retry_after_s``); ``request_timeout_s`` bounds
+    each request to the broker, its start included (None: aiokafka's 40 s).
     """
 
     def __init__(
@@ -149,11 +208,23 @@ class DlqReader:
         *,
         batch_records: int = DEFAULT_PAGE,
         stall_s: float = 30.0,
+        request_timeout_s: float | None = None,
+        retry_after_s: float = 1.0,
     ) -> None:
         self.servers = servers
         self.batch_records = batch_records
         self.stall_s = stall_s
+        self.request_timeout_s = request_timeout_s
+        self.retry_after_s = retry_after_s
         self.largest_batch = 0
+
+    def _consumer(self) -> AIOKafkaConsumer:
+        return _consumer(self.servers, self.batch_records, self.request_timeout_s)
+
+    def _stalled(self, what: str) -> BrokerUnavailableError:
+        return BrokerUnavailableError(
+            f"{what} (nothing for {self.stall_s:g} s)", self.retry_after_s
+        )
 
     def _held(self, count: int) -> None:
         self.largest_batch = max(self.largest_batch, count)
@@ -162,9 +233,9 @@ class DlqReader:
         """Fold ``topic`` to its current end keeping coordinates only.
 
         Raises:
-            WalError: no progress for ``stall_s`` before the end.
+            BrokerUnavailableError: no progress for ``stall_s`` before the end.
         """
-        consumer = _consumer(self.servers, self.batch_records)
+        consumer = self._consumer()
         index = DlqIndex()
         try:
             await start_client(consumer)  # inside: a cancel while starting still stops it
@@ -172,31 +243,37 @@ class DlqReader:
             tps = await assign_from_start(consumer, [topic], within_s=self.stall_s)
             pending = set(tps)
             deadline = loop.time() + self.stall_s
-            while pending and loop.time() < deadline:
-                batches = await consumer.getmany(
-                    *pending, timeout_ms=200, max_records=self.batch_records
-                )
-                self._held(sum(len(records) for records in batches.values()))
-                for tp, records in batches.items():
-                    for record in records:
-                        index.apply(
-                            parse_dlq_record(
-                                record.key,
-                                None,
-                                record.headers or (),
-                                partition=tp.partition,
-                                offset=record.offset,
+            # the loop checks the deadline between batches; the guard holds it inside one too
+            # (``position`` waits for as long as the broker does not answer)
+            async with asyncio.timeout_at(deadline) as guard:
+                while pending and loop.time() < deadline:
+                    batches = await consumer.getmany(
+                        *pending, timeout_ms=200, max_records=self.batch_records
+                    )
+                    self._held(sum(len(records) for records in batches.values()))
+                    for tp, records in batches.items():
+                        for record in records:
+                            index.apply(
+                                parse_dlq_record(
+                                    record.key,
+                                    None,
+                                    record.headers or (),
+                                    partition=tp.partition,
+                                    offset=record.offset,
+                                )
                             )
-                        )
-                if batches:
-                    deadline = loop.time() + self.stall_s
-                del batches  # hold one batch at a time
-                for tp in list(pending):
-                    highwater = consumer.highwater(tp)
-                    if highwater is not None and await consumer.position(tp) >= highwater:
-                        pending.discard(tp)
+                    if batches:
+                        deadline = loop.time() + self.stall_s
+                        guard.reschedule(deadline)
+                    del batches  # hold one batch at a time
+                    for tp in list(pending):
+                        highwater = consumer.highwater(tp)
+                        if highwater is not None and await consumer.position(tp) >= highwater:
+                            pending.discard(tp)
             if pending:
-                raise WalError(f"DLQ {topic} could not be read to its end (stalled)")
+                raise TimeoutError
+        except TimeoutError:
+            raise self._stalled(f"DLQ {topic} could not be read to its end") from None
         finally:
             await stop_consumer(consumer)
         return index
@@ -208,12 +285,12 @@ class DlqReader:
         order of ``refs``.
 
         Raises:
-            WalError: a record could not be read back within ``stall_s``.
+            BrokerUnavailableError: a record could not be read back within ``stall_s``.
         """
         if not refs:
             return []
         self._held(len(refs))
-        consumer = _consumer(self.servers, self.batch_records)
+        consumer = self._consumer()
         found: dict[tuple[int, int], DlqEntry] = {}
         try:
             await start_client(consumer)
@@ -231,7 +308,7 @@ class DlqReader:
                 offsets.sort()
                 await self._read_back(consumer, tp, offsets, found, keep_values)
         except TimeoutError:
-            raise WalError(f"DLQ {topic}: entries could not be read back in time") from None
+            raise self._stalled(f"DLQ {topic}: entries could not be read back in time") from None
         finally:
             await stop_consumer(consumer)
         return [e for r in refs if (e := found.get((r.partition, r.offset))) is not None]
@@ -250,10 +327,10 @@ class DlqReader:
         at = 0
         while at < len(offsets):
             target = offsets[at]
-            position = await consumer.position(tp)
-            if position > target or target - position > self.batch_records:
-                consumer.seek(tp, target)
-            async with asyncio.timeout(self.stall_s):
+            async with asyncio.timeout(self.stall_s):  # position too: it waits for the broker
+                position = await consumer.position(tp)
+                if position > target or target - position > self.batch_records:
+                    consumer.seek(tp, target)
                 records: list[Any] = []
                 while not records:
                     batch = await consumer.getmany(
@@ -551,22 +628,55 @@ def entry_json(entry: DlqEntry, *, with_record: bool = False) -> dict[str, Any]:
 
 
 class DlqAccess:
-    """What the API needs for DLQ endpoints: paged reads, and this process's redrives."""
+    """What the API needs for DLQ endpoints: paged reads, and this process's redrives.
 
-    def __init__(self, servers: str | list[str], *, batch_records: int = DEFAULT_PAGE) -> None:
+    A broker that does not answer is a ``BrokerUnavailableError`` (503, Retry-After:
+    ``retry_after_s``), never a wait beyond ``request_timeout_s`` per request to the broker
+    (its clients' start and metadata waits included; None: aiokafka's 40 s) or a read that
+    gives nothing for ``stall_s``.
+    """
+
+    def __init__(
+        self,
+        servers: str | list[str],
+        *,
+        batch_records: int = DEFAULT_PAGE,
+        request_timeout_s: float | None = None,
+        retry_after_s: float = 1.0,
+        stall_s: float = 30.0,
+    ) -> None:
         self.servers = servers
-        self.reader = DlqReader(servers, batch_records=batch_records)
-        self.redrives = Redrives(servers)
+        self.retry_after_s = retry_after_s
+        self.reader = DlqReader(
+            servers,
+            batch_records=batch_records,
+            stall_s=stall_s,
+            request_timeout_s=request_timeout_s,
+            retry_after_s=retry_after_s,
+        )
+        self.redrives = Redrives(servers, request_timeout_s=request_timeout_s)
 
     async def page(
         self, topic: str, selection: Selection, *, limit: int, after: DlqCursor | None
     ) -> DlqPage:
-        """A listing page (entries without their records: a listing shows no payloads)."""
-        return await self.reader.page(topic, selection, limit=limit, after=after, keep_values=False)
+        """A listing page (entries without their records: a listing shows no payloads).
+
+        Raises:
+            BrokerUnavailableError: the broker did not answer.
+        """
+        with unavailable_broker(self.retry_after_s):
+            return await self.reader.page(
+                topic, selection, limit=limit, after=after, keep_values=False
+            )
 
     async def selected(self, topic: str, selection: Selection) -> list[DlqRef]:
-        """Coordinates of the open entries ``selection`` takes, oldest first (no records)."""
-        return (await self.reader.index(topic)).select(selection)
+        """Coordinates of the open entries ``selection`` takes, oldest first (no records).
+
+        Raises:
+            BrokerUnavailableError: the broker did not answer.
+        """
+        with unavailable_broker(self.retry_after_s):
+            return (await self.reader.index(topic)).select(selection)
 
     async def start_redrive(
         self,
@@ -580,7 +690,19 @@ class DlqAccess:
 
         Raises:
             RedriveConflictError: a redrive of the namespace runs here or in another process.
+            BrokerUnavailableError: the broker did not answer.
         """
+        with unavailable_broker(self.retry_after_s):
+            return await self._start_redrive(ns, selection, rate=rate, target=target)
+
+    async def _start_redrive(
+        self,
+        ns: NamespaceConfig,
+        selection: Selection,
+        *,
+        rate: float | None,
+        target: Mapping[str, Any] | None,
+    ) -> RedriveProgress:
         redrives = self.redrives
         redrives.check_local(ns.name)
         claim = await redrives.claim(ns)
@@ -607,12 +729,21 @@ class DlqAccess:
 class Redrives:
     """The redrives this process runs: one per namespace at a time, cancellable."""
 
-    def __init__(self, servers: str | list[str], clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        servers: str | list[str],
+        clock: Clock | None = None,
+        *,
+        request_timeout_s: float | None = None,
+    ) -> None:
         self.servers = servers
         self.clock = clock or SystemClock()
+        #: bounds the producer's start, its metadata waits and acks (None: aiokafka's 40 s)
+        self.request_timeout_s = request_timeout_s
         self._tasks: dict[str, asyncio.Task[RedriveProgress]] = {}
         self._progress: dict[str, RedriveProgress] = {}
         self._producer: AIOKafkaProducer | None = None
+        self._starting = asyncio.Lock()
         self._reader: LogReader | None = None
 
     async def read_source(self, topic: str, partition: int, offset: int) -> bytes | None:
@@ -626,10 +757,29 @@ class Redrives:
         return (await self._reader.read(topic, partition, offset)).value
 
     async def producer(self) -> AIOKafkaProducer:
-        if self._producer is None:
-            self._producer = clients.producer(self.servers, clients.REDRIVE)
-            await start_client(self._producer)
-        return self._producer
+        """The redrive producer, started on first use.
+
+        Only a started producer is kept: one whose start failed (the broker down) is closed,
+        and the next call starts a new one. An unstarted aiokafka producer waits for metadata
+        forever (no background sync runs), even once the broker is back.
+        """
+        async with self._starting:  # one start at a time: no second producer left unclosed
+            if self._producer is None:
+                spec = clients.REDRIVE
+                producer = clients.acked_producer(
+                    self.servers,
+                    client_id=spec.client_id,
+                    **spec.options,
+                    **_timeouts(self.request_timeout_s),
+                )
+                try:
+                    await start_client(producer)
+                except BaseException:
+                    with contextlib.suppress(Exception):
+                        await producer.stop()  # what the failed start opened
+                    raise
+                self._producer = producer
+            return self._producer
 
     def status(self, namespace: str) -> RedriveProgress | None:
         return self._progress.get(namespace)

@@ -140,7 +140,12 @@ def build_api(settings: Settings) -> Api:
         retry_after_s=settings.shed_retry_after_s,
     )
     feed = NamespaceFeed(settings)
-    dlq = DlqAccess(settings.bootstrap_list)
+    # the DLQ routes wait for the broker as a write does: an outage is a 503, not a long hang
+    dlq = DlqAccess(
+        settings.bootstrap_list,
+        request_timeout_s=settings.write_timeout_s,
+        retry_after_s=settings.shed_retry_after_s,
+    )
     replays = Replays(settings, feed.registry)
 
     async def kafka_clients() -> AsyncIterator[None]:
