@@ -15,6 +15,7 @@ import aiohttp
 import orjson
 
 from walstream.core.exact import unkept_in_value
+from walstream.core.validate import MAX_PAYLOAD_DEPTH
 
 __all__ = ["WalClient", "WriteResult"]
 
@@ -59,6 +60,31 @@ def _unsendable(record: dict[str, Any]) -> WriteResult | None:
         "as a string, or the payload with payload_encoding=base64",
         field="payload",
     )
+
+
+def _encoded(record: dict[str, Any]) -> bytes | WriteResult:
+    """A record's JSON, or the FALSE answer to a record that cannot be sent as it is: one the
+    log would not keep (``_unsendable``), or one the encoder cannot write (a string that is
+    not valid Unicode, a lone surrogate; nesting past what a log record holds; a value of no
+    JSON type), answered without sending it (naming ``payload`` when the payload is why)."""
+    refused = _unsendable(record)
+    if refused is not None:
+        return refused
+    try:
+        return orjson.dumps(record)
+    except orjson.JSONEncodeError as exc:
+        try:  # one level down, as in the log record (the API's rule)
+            orjson.dumps([record.get("payload")])
+        except orjson.JSONEncodeError:
+            field: str | None = "payload"
+        else:
+            field = None  # another field (a token, a key ...)
+        return WriteResult(
+            durable="FALSE",
+            message=f"{field or 'body'}: cannot be encoded as JSON ({exc}): not sent; a payload "
+            f"nests at most {MAX_PAYLOAD_DEPTH} levels and its strings are valid Unicode",
+            field=field,
+        )
 
 
 def write_request(
@@ -131,24 +157,23 @@ class WalClient:
             await self._session.close()
             self._session = None
 
-    async def _post(self, path: str, body: dict[str, Any]) -> tuple[int, Any]:
+    async def _post(self, path: str, data: bytes) -> tuple[int, Any]:
         if self._session is None:
             raise RuntimeError("use 'async with WalClient(...)'")
         async with self._session.post(
             self.base_url + path,
-            data=orjson.dumps(body),
+            data=data,
             headers=self._headers,
         ) as response:
             return response.status, orjson.loads(await response.read())
 
     async def write(self, namespace: str, payload: Any, **options: Any) -> WriteResult:
         """WriteToLog one record; see :func:`write_request` for the options."""
-        body = write_request(payload, **options)
-        refused = _unsendable(body)
-        if refused is not None:
-            return refused
+        data = _encoded(write_request(payload, **options))
+        if isinstance(data, WriteResult):
+            return data
         try:
-            status, obj = await self._post(f"/v1/namespaces/{namespace}/log", body)
+            status, obj = await self._post(f"/v1/namespaces/{namespace}/log", data)
         except aiohttp.ClientConnectorError as exc:
             return WriteResult(durable="FALSE", message=f"not sent: {exc}")
         except (TimeoutError, aiohttp.ClientError, orjson.JSONDecodeError) as exc:
@@ -158,16 +183,21 @@ class WalClient:
     async def write_batch(self, namespace: str, records: list[dict[str, Any]]) -> list[WriteResult]:
         """WriteToLog many records (bodies from :func:`write_request`); a result per record.
 
-        A record the log would not keep as given is answered FALSE without being sent; the
-        others are sent."""
-        refused = [_unsendable(record) for record in records]
-        if any(refused):
-            sendable = [r for r, no in zip(records, refused, strict=True) if no is None]
-            sent = iter(await self.write_batch(namespace, sendable) if sendable else [])
-            return [no if no is not None else next(sent) for no in refused]
+        A record the log would not keep as given, or that cannot be encoded, is answered FALSE
+        without being sent; the others are sent. Each record is encoded on its own, so one may
+        nest as deep as in a single write (the API takes that in a batch)."""
+        encoded = [_encoded(record) for record in records]
+        parts = [e for e in encoded if isinstance(e, bytes)]
+        if len(parts) < len(encoded):
+            sent = iter(await self._send_batch(namespace, parts) if parts else [])
+            return [e if isinstance(e, WriteResult) else next(sent) for e in encoded]
+        return await self._send_batch(namespace, parts)
+
+    async def _send_batch(self, namespace: str, records: list[bytes]) -> list[WriteResult]:
         try:
             status, obj = await self._post(
-                f"/v1/namespaces/{namespace}/log:batch", {"records": records}
+                f"/v1/namespaces/{namespace}/log:batch",
+                b'{"records":[' + b",".join(records) + b"]}",
             )
         except aiohttp.ClientConnectorError as exc:
             return [WriteResult(durable="FALSE", message=f"not sent: {exc}")] * len(records)

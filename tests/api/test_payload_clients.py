@@ -14,7 +14,9 @@ from click.testing import CliRunner
 from walstream.cli import cli
 from walstream.client import WalClient, write_request
 from walstream.core.dlq import DlqEntry
+from walstream.core.validate import parse_payload_text
 from walstream.dlq import DlqPage, DlqReader
+from walstream.errors import BadRequestError
 from walstream.records import Envelope, Lifecycle, decode_envelope, encode_envelope
 
 BIG = 123456789012345678901234567890
@@ -52,6 +54,33 @@ async def test_the_client_refuses_such_a_number_and_sends_the_rest(client, produ
     assert results[1].field == "payload"
     assert str(BIG) in results[1].message
     assert [decode_envelope(r.value).payload for r in producer.sent] == [1, 2**64 - 1]
+
+
+async def test_the_client_answers_what_it_cannot_encode_and_sends_the_rest(client, producer):
+    """Never a TypeError from the encoder: FALSE, naming the payload when it is why."""
+    base = f"http://{client.host}:{client.port}"
+    async with WalClient(base) as wal:
+        for payload in ({1, 2}, object(), ["\udc80"]):  # no JSON type; a lone surrogate
+            result = await wal.write("orders", payload)
+            assert (result.durable, result.field, result.status) == ("FALSE", "payload", None)
+        # another field that cannot be encoded: FALSE, naming no payload
+        result = await wal.write("orders", 1, idempotency_token="t\ud800")
+        assert (result.durable, result.field) == ("FALSE", None)
+        assert result.message.startswith("body: cannot be encoded")
+        # a batch of records none of which can be sent sends nothing
+        results = await wal.write_batch("orders", [write_request({1}), write_request(BIG)])
+        assert [r.field for r in results] == ["payload", "payload"]
+        # the deepest payload the log holds, in a batch beside a good record
+        results = await wal.write_batch("orders", [write_request(_deep(253)), write_request(2)])
+        assert [r.durable for r in results] == ["TRUE", "TRUE"], results
+    assert [decode_envelope(r.value).payload for r in producer.sent] == [_deep(253), 2]
+
+
+def test_walstream_write_takes_a_payload_as_deep_as_the_log_holds():
+    assert parse_payload_text(b"[" * 253 + b"1" + b"]" * 253) is not None
+    with pytest.raises(BadRequestError) as refused:
+        parse_payload_text(b"[" * 254 + b"1" + b"]" * 254)
+    assert refused.value.field == "payload"
 
 
 def _deep(depth: int) -> object:

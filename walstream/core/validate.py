@@ -187,7 +187,8 @@ def parse_payload_text(text: bytes) -> Any:
     """A payload given as JSON text (``walstream write``), decoded under the API's rules.
 
     Raises:
-        BadRequestError: not JSON, or ``payload`` holds a number the log would change.
+        BadRequestError: not JSON, or ``payload`` holds a number the log would change, or
+            nests deeper than a log record holds.
     """
     wrapped = b'{"payload":' + text + b"}"
     try:
@@ -197,6 +198,7 @@ def parse_payload_text(text: bytes) -> Any:
     exact = exact_body(wrapped)
     if exact is not None:
         _check_exact(exact)
+    _payload_size({"payload": value}, "json")  # as deep as a log record holds, or refused
     return value
 
 
