@@ -163,9 +163,10 @@ def _install_pages(
         body: dict[str, Any] = {"registry_loaded": loaded, "pid": os.getpid()}
         if delay is not None:
             # The delay stage is a consumer group of its own, joined a few seconds after the
-            # agents': until it reads the tiers, a delayed write made now is late by that.
+            # agents': until it reads the tiers, a delayed write made now is late by that. Joined
+            # is enough: with more workers than tier partitions, some own none and are ready.
             tiers = len(delay.assignment)
-            ready = ready and tiers > 0 and not delay.should_stop
+            ready = ready and delay.joined and not delay.should_stop
             body["delay_partitions"] = tiers
         body["status"] = "ready" if ready else "not ready"
         return web.json(body, status=200 if ready else 503)

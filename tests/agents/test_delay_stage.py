@@ -364,3 +364,12 @@ async def test_transient_forward_failures_are_retried_without_giving_up(dead_sta
     producer.ack_all()
     await asyncio.sleep(0)
     assert part.safe_offset() == 6
+
+
+async def test_an_empty_assignment_still_counts_as_joined(stage):
+    """More workers than tier partitions: a worker whose delay stage owns none is still ready
+    (the worker's /readyz waits for ``joined``, not for tiers of its own)."""
+    assert not stage.joined
+    stage._on_assigned(set())
+    assert stage.joined
+    assert stage.assignment == frozenset()

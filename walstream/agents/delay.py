@@ -127,6 +127,8 @@ class DelayStage(mode.Service):
         self.tiers = tiers
         self._tier_of_topic = {delay_topic(settings.app_id, t): t for t in (0, *tiers)}
         self._parts: dict[TopicPartition, _Partition] = {}
+        #: Its group gave it an assignment once (possibly empty: more workers than tier partitions).
+        self.joined = False
         self._paused: set[TopicPartition] = set()
         #: Records in their last stretch (the timer tier's, and those leaving the last tier).
         self._timers: TimerHeap[tuple[Any, DelayHeaders]] = TimerHeap()
@@ -350,6 +352,7 @@ class DelayStage(mode.Service):
         self._last_commit_ms = self.clock.now_ms()
 
     def _on_assigned(self, assigned: set[TopicPartition]) -> None:
+        self.joined = True
         for tp in assigned:
             if tp not in self._parts:
                 self._parts[tp] = _Partition(tier_ms=self._tier_of_topic.get(tp.topic, 0))
