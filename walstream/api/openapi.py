@@ -28,15 +28,45 @@ _TIME_TEXT = {
     ],
     "description": (
         "ms since the epoch (1700000000000), ISO 8601 (2026-11-23T10:00:00Z; without an "
-        "offset: UTC), or relative to now (-90m, -2h, -1d; units ms, s, m, h, d)"
+        "offset: UTC; a leap second, :60, is read as :59), or relative to now (-90m, -2h, -1d; "
+        "units ms, s, m, h, d)"
     ),
 }
 #: A redrive's since/until (null: not given).
 _SELECTION_TIME = {"oneOf": [{"type": "integer", "minimum": 0}, _TIME_TEXT, {"type": "null"}]}
-#: A replay window's from/to.
+
+
+def _digits_at_most(limit: int) -> str:
+    """A regex matching the decimal digit strings (leading zeros too) worth at most ``limit``."""
+    text = str(limit)
+    options = [f"[0-9]{{1,{len(text) - 1}}}"] if len(text) > 1 else []
+    for i, digit in enumerate(text):  # the same length: equal up to i, then a smaller digit
+        if digit != "0":
+            options.append(f"{text[:i]}[0-{int(digit) - 1}][0-9]{{{len(text) - i - 1}}}")
+    options.append(text)
+    return "^0*(?:" + "|".join(options) + ")$"
+
+
+#: A replay window's from/to: what walstream.core.replay_request takes, between the epoch and
+#: the end of year 9999 (MAX_TIME_MS). A relative time is bounded to about 11 to 31 years back
+#: (by digits per unit), so that it is after the epoch whenever the server reads it.
 _WINDOW_TIME = {
-    "oneOf": [{"type": "integer", "minimum": 0, "maximum": MAX_TIME_MS}, _TIME_TEXT],
-    "description": "from the epoch to 9999-12-31T23:59:59.999Z",
+    "oneOf": [
+        {"type": "integer", "minimum": 0, "maximum": MAX_TIME_MS},
+        {
+            "type": "string",
+            "anyOf": [
+                {"pattern": _digits_at_most(MAX_TIME_MS)},
+                {"pattern": "^-(?:[0-9]{1,12}ms|[0-9]{1,9}s|[0-9]{1,7}m|[0-9]{1,5}h|[0-9]{1,4}d)$"},
+                # RFC 3339 of years 1970..9999 (an offset may not take it past either end)
+                {"format": "date-time", "pattern": "^(?:19[7-9][0-9]|[2-9][0-9]{3})-"},
+            ],
+        },
+    ],
+    "description": (
+        f"{_TIME_TEXT['description']}; between the epoch and 9999-12-31T23:59:59.999Z (ms "
+        f"0..{MAX_TIME_MS}); a leap second (:60) is read as :59"
+    ),
 }
 _HEADER_NAME = "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
 
@@ -344,7 +374,14 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                 ],
                 "description": "only these record ids",
             },
-            "id": {"deprecated": True, "description": "the same as ids (ids wins)"},
+            "id": {
+                "oneOf": [
+                    {"type": "array", "items": {"type": "string", "minLength": 1}},
+                    {"type": "string", "description": "comma-separated"},
+                ],
+                "deprecated": True,
+                "description": "the same as ids (ids wins)",
+            },
             "since": {**_SELECTION_TIME, "description": "entries dead at or after this"},
             "until": {**_SELECTION_TIME, "description": "entries dead before this"},
             "error_class": {"type": ["string", "null"], "minLength": 1},
@@ -374,8 +411,14 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "additionalProperties": False,
         "required": ["from", "to"],
         "properties": {
-            "from": {**_WINDOW_TIME, "description": "window start"},
-            "to": {**_WINDOW_TIME, "description": "window end (exclusive), after from"},
+            "from": {**_WINDOW_TIME, "description": f"window start: {_WINDOW_TIME['description']}"},
+            "to": {
+                **_WINDOW_TIME,
+                "description": (
+                    "window end (exclusive), after from (else a 400 naming to): "
+                    f"{_WINDOW_TIME['description']}"
+                ),
+            },
             "skip_ids": {"type": "array", "maxItems": 10_000, "items": {"type": "string"}},
             "resume_from": {
                 "type": ["string", "null"],

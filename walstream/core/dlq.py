@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Generic, NamedTuple, TypeVar
 
+from walstream.core.numbers import as_integer
 from walstream.core.origin import origin_of
 from walstream.core.times import parse_time_ms
 from walstream.errors import BadRequestError
@@ -553,6 +554,14 @@ class DlqTally:
         return heap[0][0] if heap else None
 
 
+def _record_ids(value: Any, field: str) -> list[str]:
+    """A selection's record ids: a list of them, or one string of them comma-separated."""
+    ids = [i for i in value.split(",") if i] if isinstance(value, str) else value
+    if not isinstance(ids, list) or not all(isinstance(i, str) and i for i in ids):
+        raise BadRequestError(field, "must be a list of record ids")
+    return ids
+
+
 def parse_selection(obj: Mapping[str, Any], now_ms: int) -> Selection:
     """A Selection from a request (query string or JSON body).
 
@@ -562,17 +571,17 @@ def parse_selection(obj: Mapping[str, Any], now_ms: int) -> Selection:
     unknown = sorted(set(obj) - {"ids", "id", "since", "until", "error_class"})
     if unknown:
         raise BadRequestError(unknown[0], "is not a selection field")
-    ids = obj.get("ids", obj.get("id", []))
-    if isinstance(ids, str):
-        ids = [i for i in ids.split(",") if i]
-    if not isinstance(ids, list) or not all(isinstance(i, str) and i for i in ids):
-        raise BadRequestError("ids", "must be a list of record ids")
+    # ``id`` (deprecated) is checked as ``ids`` is, whether or not ids is there (and wins)
+    legacy = _record_ids(obj["id"], "id") if "id" in obj else []
+    ids = _record_ids(obj["ids"], "ids") if "ids" in obj else legacy
     times: dict[str, int | None] = {}
     for name in ("since", "until"):
         raw = obj.get(name)
         if raw is None:
             times[name] = None
             continue
+        if isinstance(raw, float) and (integral := as_integer(raw)) is not None:
+            raw = integral  # 5.0 is the integer 5 (JSON Schema's integer), not "5.0"
         try:
             times[name] = parse_time_ms(str(raw), now_ms)
         except ValueError as exc:

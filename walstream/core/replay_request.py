@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from walstream.core.numbers import as_integer
 from walstream.core.replay import parse_cursor
 from walstream.core.times import parse_time_ms
 from walstream.errors import BadRequestError
@@ -33,6 +34,8 @@ def _time(body: Mapping[str, Any], name: str, now_ms: int) -> int:
     value = body.get(name)
     if value is None:
         raise BadRequestError(name, "is required (ms since the epoch, ISO 8601, or -<n>h)")
+    if isinstance(value, float):  # 5.0 is the integer 5 (JSON Schema's integer)
+        value = as_integer(value)
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise BadRequestError(name, "must be ms since the epoch or a string time")
     if isinstance(value, int):

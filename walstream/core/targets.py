@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from walstream.core.numbers import as_integer
 from walstream.errors import BadRequestError
 
 __all__ = [
@@ -139,9 +140,10 @@ def _url(field: str) -> Callable[[Any], str]:
 
 def _positive_int(field: str, maximum: int) -> Callable[[Any], int]:
     def check(value: Any) -> int:
-        if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= maximum:
+        number = as_integer(value)  # 5.0 is the integer 5 (JSON Schema's integer)
+        if number is None or not 0 < number <= maximum:
             raise BadRequestError(field, f"must be an integer in 1..{maximum}")
-        return value
+        return number
 
     return check
 

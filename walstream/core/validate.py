@@ -13,6 +13,7 @@ import orjson
 
 from walstream.core.exact import Unkept, decode_exact, first_unkept, may_hold_unkept
 from walstream.core.ids import new_id
+from walstream.core.numbers import as_integer
 from walstream.core.target_policy import ReservedTopics
 from walstream.core.targets import UNSENDABLE_VALUE_PROBLEM, has_unsendable_chars, parse_target
 from walstream.errors import BadRequestError, PayloadTooLargeError
@@ -139,8 +140,8 @@ def original_write_time_problem(owt: Any, now_ms: int) -> str | None:
 
 
 def _non_negative_int(obj: dict[str, Any], name: str, field: str) -> int:
-    value = obj.get(name, 0)
-    if not isinstance(value, int) or isinstance(value, bool):
+    value = as_integer(obj.get(name, 0))  # 5.0 is the integer 5 (JSON Schema's integer)
+    if value is None:
         raise BadRequestError(field, "must be an integer")
     if value < 0:
         raise BadRequestError(field, "must be >= 0")
@@ -227,6 +228,8 @@ def _lifecycle(obj: Any, ns: NamespaceConfig, now_ms: int, rand: float) -> Lifec
             f"the delay plus jitter_ms must be <= {ns.max_delay_ms} ms (the namespace's max delay)",
         )
     owt = obj.get("original_write_time", now_ms)
+    if isinstance(owt, float):  # 5.0 is the integer 5 (JSON Schema's integer)
+        owt = as_integer(owt)
     problem = original_write_time_problem(owt, now_ms)
     if problem is not None:
         raise BadRequestError("lifecycle.original_write_time", problem)
