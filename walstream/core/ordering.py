@@ -16,8 +16,9 @@ Transitions, each a pure function of the key's state (``None``: the key is not b
 * the head is dead-lettered with ``on_dlq = "hold"``: the key stays blocked until its DLQ entry is
   redriven (the head comes back) or discarded (settled then).
 
-The worker (``walstream.agents.ordering``) applies these to its table and hands a released
-record over with a marker on the retry topic; this module decides, and does no I/O.
+The worker's ordering gate (``walstream.agents.ordering_gate``) applies these to its table
+(``walstream.agents.ordering``) and hands a released record over with a marker on the retry topic
+(its format: ``walstream.core.outbox.markers``); this module decides, and does no I/O.
 
 ``KeyState`` is the whole of a key's state at once: what these transitions are specified on, and
 the table form of earlier releases (one value per key, holding every parked reference, rewritten
