@@ -37,10 +37,10 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from walstream.aio import Backoff
 from walstream.clock import Clock, SystemClock
-from walstream.core.replay import ReplayPlan, Verdict, format_cursor
+from walstream.core.replay import ReplayPlan, Verdict, cursor_refusal, format_cursor
 from walstream.errors import PoisonRecordError, TargetError
 from walstream.kafka import clients
-from walstream.kafka.clients import stop_consumer
+from walstream.kafka.clients import start_client, stop_consumer
 from walstream.kafka.offsets import probe_end_offsets
 from walstream.namespaces.config import NamespaceConfig
 from walstream.records import Envelope, decode_envelope
@@ -98,12 +98,13 @@ async def _deliver(pool: TargetPool, env: Envelope, ns: NamespaceConfig) -> str 
 
 async def _spans(
     consumer: AIOKafkaConsumer, servers: str | list[str], topic: str, from_ms: int
-) -> dict[TopicPartition, tuple[int, int]]:
-    """Per partition of ``topic``: [the first offset at or after ``from_ms``, the end now)."""
+) -> tuple[dict[TopicPartition, tuple[int, int]], dict[int, int]]:
+    """Per partition of ``topic``: [the first offset at or after ``from_ms``, the end now), for
+    the partitions with records there; and every partition's end now."""
     await consumer.topics()
     tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
     if not tps:
-        return {}
+        return {}, {}
     starts = await consumer.offsets_for_times({tp: max(0, from_ms) for tp in tps})
     # The true ends: the embedded broker under-reports ListOffsets (walstream.kafka.offsets).
     ends = await probe_end_offsets(servers, await consumer.end_offsets(tps))
@@ -112,7 +113,7 @@ async def _spans(
         start = starts.get(tp)
         if start is not None and start.offset < ends[tp]:
             spans[tp] = (start.offset, ends[tp])
-    return spans
+    return spans, {tp.partition: end for tp, end in ends.items()}
 
 
 async def replay(
@@ -141,13 +142,18 @@ async def replay(
         key_ordered=ns.key_ordered,
     )
     consumer = clients.reader(servers, clients.REPLAY)
-    await consumer.start()
     result = ReplayResult()
     spans: dict[TopicPartition, tuple[int, int]] = {}
     next_at: dict[TopicPartition, int] = {}  # the first offset not replayed yet
     try:
-        spans = await _spans(consumer, servers, ns.topics.log, from_ms - _CLOCK_SLACK_MS)
+        await start_client(consumer)  # a broker down: reported as any other stop, not raised
+        spans, ends = await _spans(consumer, servers, ns.topics.log, from_ms - _CLOCK_SLACK_MS)
         if resume_from is not None:
+            refused = cursor_refusal(resume_from, ends)
+            if refused is not None:  # not a cursor of this log: nothing to resume from
+                result.error = f"resume_from: {refused}"
+                logger.error("replay of %s refused: %s", ns.name, result.error)
+                return result
             spans = {
                 tp: (max(start, resume_from[tp.partition]), end)
                 for tp, (start, end) in spans.items()

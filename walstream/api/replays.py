@@ -16,8 +16,9 @@ from enum import Enum
 from typing import Any
 
 from walstream.clock import Clock, SystemClock
+from walstream.core.replay import partition_refusal
 from walstream.core.replay_request import ReplayRequest
-from walstream.errors import ReplayConflictError
+from walstream.errors import BadRequestError, ReplayConflictError
 from walstream.namespaces.config import NamespaceConfig
 from walstream.namespaces.registry import NamespaceRegistry
 from walstream.replay import ReplayResult, replay
@@ -104,8 +105,16 @@ class Replays:
         """Start replaying ``request``'s window of ``ns`` in the background.
 
         Raises:
+            BadRequestError: ``resume_from`` names a partition the log does not have (every
+                namespace's topics have WALSTREAM_DEFAULT_PARTITIONS; an offset past a
+                partition's end stops the replay once it has read the ends).
             ReplayConflictError: one is already running for this namespace in this process.
         """
+        if request.resume_from is not None:
+            partitions = range(self.settings.default_partitions)
+            refused = partition_refusal(request.resume_from, partitions)
+            if refused is not None:
+                raise BadRequestError("resume_from", refused)
         running = self._tasks.get(ns.name)
         if running is not None and not running.done():
             raise ReplayConflictError(f"a replay of {ns.name} is already running")

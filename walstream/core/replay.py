@@ -14,7 +14,14 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 
-__all__ = ["ReplayPlan", "Verdict", "format_cursor", "parse_cursor"]
+__all__ = [
+    "ReplayPlan",
+    "Verdict",
+    "cursor_refusal",
+    "format_cursor",
+    "parse_cursor",
+    "partition_refusal",
+]
 
 
 class Verdict(Enum):
@@ -85,3 +92,27 @@ def parse_cursor(raw: str) -> dict[int, int]:
             raise ValueError(f"{part!r} is not partition:offset")
         cursor[int(partition)] = int(offset)
     return cursor
+
+
+def partition_refusal(cursor: Mapping[int, int], partitions: Collection[int]) -> str | None:
+    """Why ``cursor`` names a partition the log does not have (its ``partitions``), or None."""
+    missing = sorted(set(cursor) - set(partitions))
+    if not missing:
+        return None
+    named = ", ".join(str(p) for p in missing)
+    has = f"partitions 0-{max(partitions)}" if partitions else "no partitions"
+    return f"names partition {named}, which the log does not have (it has {has})"
+
+
+def cursor_refusal(cursor: Mapping[int, int], ends: Mapping[int, int]) -> str | None:
+    """Why ``cursor`` names no place of a log whose partitions end at ``ends`` (partition ->
+    the offset after its last record), or None when it does. A cursor a replay printed names
+    partitions of its log at offsets up to their ends (an offset at the end: nothing left)."""
+    refused = partition_refusal(cursor, ends.keys())
+    if refused is not None:
+        return refused
+    past = [p for p, o in sorted(cursor.items()) if o > ends[p]]
+    if past:
+        beyond = ", ".join(f"{p}:{cursor[p]} (it ends at {ends[p]})" for p in past)
+        return f"names an offset past its partition's end: {beyond}"
+    return None
