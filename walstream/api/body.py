@@ -122,8 +122,12 @@ async def read_body(request: web.BaseRequest, timeout_s: float) -> bytes:
         PayloadTooLargeError: (413) the body is over the limit.
         RequestTimeoutError: (408) the body did not arrive within ``timeout_s``.
         BadRequestError: (400) ``body`` is not what its Content-Encoding or framing says
-            (not gzip, bad chunks), or the client closed the connection before its end.
+            (not gzip, bad chunks), is sent with stacked codings (``gzip, gzip``), or the client
+            closed the connection before its end.
     """
+    encoding = request.headers.get("Content-Encoding")
+    if encoding is not None and "," in encoding:
+        _check_codings(encoding)
     try:
         return await _read_body(request, timeout_s)
     except web.RequestPayloadError as exc:
@@ -140,6 +144,17 @@ async def read_body(request: web.BaseRequest, timeout_s: float) -> bytes:
             request.remote,
         )
         raise BadRequestError("body", "the connection closed before the body ended") from None
+
+
+def _check_codings(encoding: str) -> None:
+    """Refuse a list of content codings (RFC 9110 8.4: applied in order): aiohttp decodes one
+    coding alone, and would hand over the body of ``gzip, gzip`` still encoded."""
+    if any(c.strip().lower() not in ("", "identity") for c in encoding.split(",")):
+        raise BadRequestError(
+            "body",
+            f"is sent with Content-Encoding {encoding!r}: the API decodes one coding (gzip or "
+            "deflate), not a list; send the body as it is, or with one coding",
+        )
 
 
 def _framing_error(request: web.BaseRequest, cause: BaseException | None) -> BadRequestError:

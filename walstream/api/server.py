@@ -12,19 +12,25 @@
   connection is then closed at once (``close_after_answer``), not after aiohttp's lingering.
 
 Bad requests are the client's doing, so they are logged in one line at INFO: aiohttp logs a
-malformed request at ERROR with a traceback (``RequestHandler.handle_error``).
+malformed request at ERROR with a traceback (``RequestHandler.handle_error``). A request its
+parser refuses (a bad request line or header, bad chunks, a Content-Encoding it cannot decode:
+br, zstd) is answered with the documented Error JSON (durable FALSE), not aiohttp's text/plain.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import ContentEncodingError
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
+
+from walstream.api.responses import json_response
 
 __all__ = ["ApiConnection", "ApiServer"]
 
@@ -94,7 +100,7 @@ class ApiConnection(RequestHandler):
         message: str | None = None,
     ) -> StreamResponse:
         """aiohttp's answer to a request it could not parse; logged in one line when it is the
-        client's fault (4xx), with aiohttp's traceback otherwise."""
+        client's fault (4xx), with aiohttp's traceback otherwise. A 4xx is the Error JSON."""
         if status >= 500:
             return super().handle_error(request, status, exc, message)
         logger.info(
@@ -102,13 +108,38 @@ class ApiConnection(RequestHandler):
         )
         self._quiet = True
         try:  # without exc: aiohttp logs it with a traceback (at DEBUG for a bad method)
-            return super().handle_error(request, status, None, message)
+            super().handle_error(request, status, None, message)  # raises if answered already
         finally:
             self._quiet = False
+        response = json_response(_parser_error(request, exc, message), status)
+        response.force_close()  # the connection's bytes cannot be trusted past the refusal
+        return response
 
     def log_exception(self, *args: Any, **kw: Any) -> None:
         if not self._quiet:
             super().log_exception(*args, **kw)
+
+
+def _parser_error(
+    request: BaseRequest, exc: BaseException | None, message: str | None
+) -> dict[str, str]:
+    """The Error body of a request aiohttp's parser refused (nothing was written)."""
+    if isinstance(exc, ContentEncodingError):  # aiohttp's words: "Please install `Brotli`"
+        # the request holds no headers here: the coding is in aiohttp's message, "... (br) ..."
+        named = re.search(r"\((\w+)\)", str(exc))
+        encoding = named[1] if named else request.headers.get("Content-Encoding", "")
+        reason = f"Content-Encoding {encoding!r} is not supported: send the body as it is, or gzip"
+        reason += " or deflate it"
+    else:
+        reason = (message or str(exc or "") or "malformed").splitlines()[0]
+        reason = f"is not a request the server can read: {reason}"
+    return {
+        "durable": "FALSE",
+        "message": f"request: {reason}",
+        "error": "BadRequestError",
+        "field": "request",
+        "reason": reason,
+    }
 
 
 class ApiServer(web.Server):
