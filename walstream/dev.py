@@ -33,7 +33,7 @@ from walstream.core.auth import hash_token, new_token
 from walstream.core.supervise import RestartPolicy
 from walstream.settings import Settings
 
-__all__ = ["EMBEDDED_DATA_SUBDIR", "dev_token", "embedded_run_dir", "run_stack"]
+__all__ = ["EMBEDDED_DATA_SUBDIR", "dev_token", "embedded_run_dir", "ready_as", "run_stack"]
 
 #: The data dir's folder for table state of embedded-broker runs (one folder per run).
 EMBEDDED_DATA_SUBDIR = "embedded-broker"
@@ -94,7 +94,7 @@ class _Child:
 
     def ready(self) -> bool:
         """Running, and its own /readyz says ready."""
-        return self.proc is not None and _ready(self.ready_url, self.proc.pid)
+        return self.proc is not None and ready_as(self.ready_url, self.proc.pid)
 
     def stop(self, timeout: float = 15.0) -> None:
         proc, self.proc = self.proc, None
@@ -107,7 +107,7 @@ class _Child:
                 proc.wait()
 
 
-def _ready(url: str, pid: int) -> bool:
+def ready_as(url: str, pid: int) -> bool:
     """``url`` answers ready, and the process answering is ``pid`` (its /readyz names its pid):
     another process on the port (another run's API) is not this run's child."""
     try:

@@ -27,7 +27,7 @@ import pytest
 from walstream.broker import free_port
 from walstream.client import WalClient
 from walstream.core.delay import TIERS_MS
-from walstream.dev import EMBEDDED_DATA_SUBDIR, _ready
+from walstream.dev import EMBEDDED_DATA_SUBDIR, ready_as
 from walstream.records import decode_envelope
 
 from .helpers import ROOT, get_json, read_topic, wait_until
@@ -437,9 +437,9 @@ def test_readiness_is_credited_only_to_the_process_named(ready_elsewhere):
     """The launcher asks a child's /readyz and credits it only when the answer names the
     child's pid: whatever else answers on the port (another run's API) is not the child."""
     url = f"http://127.0.0.1:{ready_elsewhere.server_address[1]}/readyz"
-    assert _ready(url, _ReadyElsewhere.pid)
-    assert not _ready(url, os.getpid())  # ready, but not the process asked about
-    assert not _ready(f"http://127.0.0.1:{free_port()}/readyz", os.getpid())  # nobody there
+    assert ready_as(url, _ReadyElsewhere.pid)
+    assert not ready_as(url, os.getpid())  # ready, but not the process asked about
+    assert not ready_as(f"http://127.0.0.1:{free_port()}/readyz", os.getpid())  # nobody there
 
 
 @pytest.mark.timeout(120)
