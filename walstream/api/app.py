@@ -199,7 +199,9 @@ async def serve_api(settings: Settings) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     async with build_api(settings) as api:
-        runner = web.ServerRunner(api.server())
+        # SIGTERM: requests in flight get the time a write may take to be answered, then are
+        # cancelled (aiohttp's default: 60 s for each connection's handler)
+        runner = web.ServerRunner(api.server(), shutdown_timeout=settings.write_timeout_s + 1.0)
         await runner.setup()
         try:
             await web.TCPSite(runner, settings.api_host, settings.api_port).start()
