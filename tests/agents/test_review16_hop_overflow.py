@@ -21,7 +21,7 @@ import pytest
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaConnectionError
 
-from walstream.agents.delay import DelayStage, _Partition
+from walstream.agents.delay import DelayStage
 from walstream.agents.hops import Out
 from walstream.core.delay import delay_headers
 from walstream.settings import Settings
@@ -93,7 +93,8 @@ class _Producer:
 async def test_a_hop_that_did_not_fit_a_refused_batch_is_sent_too():
     stage = DelayStage(Settings(app_id="t"), group_id="t-delay")  # not started: fake clients
     tp = TopicPartition("t.delay.10s", 0)
-    part = stage._parts[tp] = _Partition(tier_ms=10_000, next_offset=5)
+    stage._on_assigned({tp})  # the stage reads the tier partition
+    part = stage._parts[tp]
     stage.sender.producer = stage.sender.due_producer = producer = _Producer(failures=1)
     for offset in (5, 6):
         out = Out(tp, _Record(offset), "t.delay.1m", 0, None, 1_000)
