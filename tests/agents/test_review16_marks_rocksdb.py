@@ -71,7 +71,7 @@ class _On:
         self.event = _Event(partition)
 
     def __enter__(self) -> None:
-        self.token = _current_event.set(weakref.ref(self.event))
+        self.token = _current_event.set(weakref.ref(self.event))  # type: ignore[arg-type]
 
     def __exit__(self, *exc: object) -> None:
         _current_event.reset(self.token)
@@ -79,10 +79,10 @@ class _On:
 
 def _attempts(tmp_path: Any, producer: _Producer, index: MarkIndex) -> TableAttempts:
     app = faust.App("review16", store="rocksdb://", datadir=str(tmp_path))
-    app._producer = producer  # the changelog writes are recorded, not sent
+    app._producer = producer  # type: ignore[assignment]  # recorded, not sent
     table = app.Table("attempts", default=int, partitions=4)
     # a Faust table without a partitioner: the current event's partition
-    table.partition_for_key = lambda key: current_event().message.partition  # type: ignore[method-assign]
+    table.partition_for_key = lambda key: current_event().message.partition  # type: ignore[method-assign,union-attr]
     return TableAttempts(table, index=index)
 
 
