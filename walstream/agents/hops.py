@@ -111,17 +111,18 @@ class _Hops:
     """A record batch of hops into one tier partition, and what it holds."""
 
     batch: Any
-    members: list[Out] = field(default_factory=list)
+    #: each hop with the ledger its offset is pending in
+    members: list[tuple[PartitionLedger, Out]] = field(default_factory=list)
 
-    def add(self, out: Out) -> bool:
-        """Append ``out``; False when the batch is full."""
+    def add(self, part: PartitionLedger, out: Out) -> bool:
+        """Append ``out`` (pending in ``part``); False when the batch is full."""
         record = out.record
         appended = self.batch.append(
             key=record.key, value=record.value, timestamp=out.timestamp_ms, headers=out.headers
         )
         if appended is None:
             return False
-        self.members.append(out)
+        self.members.append((part, out))
         return True
 
 
@@ -136,7 +137,15 @@ def _why(done: asyncio.Future[Any]) -> object:
 class HopSender:
     """Sends the delay stage's records and routes every failed send (never raises from a
     callback; ``send`` and ``flush`` raise a transient refusal for the caller's loop to back
-    off, the record being sent again meanwhile)."""
+    off, the record being sent again meanwhile).
+
+    Every send keeps the ledger its offset was tracked in, through its resends: it acks only
+    that ledger, and only while it is still its partition's (a partition revoked and assigned
+    again gets a fresh ledger, which starts from the offset committed at the revoke; a send of
+    the old one, and its resends, never touch it: the stage reads those records again). A
+    resend never tracks its offset again: it is pending already, and tracking it would raise
+    the ledger's highest offset handed over.
+    """
 
     def __init__(
         self,
@@ -180,6 +189,10 @@ class HopSender:
             shortly; the caller's loop backs off meanwhile).
         """
         part.track(out.record.offset)
+        await self._send(part, out)
+
+    async def _send(self, part: PartitionLedger, out: Out) -> None:
+        """``send`` of a record already pending in ``part`` (a resend: never tracked again)."""
         self.in_flight += 1
         producer = self.producer if out.hop else self.due_producer
         if not out.hop:
@@ -187,25 +200,25 @@ class HopSender:
             if parts is None:
                 # aiokafka waits up to request_timeout_ms for an unknown topic's metadata: not
                 # here, where every record coming due would wait behind it.
-                self.spawn(self._send_unknown(producer, out))
+                self.spawn(self._send_unknown(producer, part, out))
                 return
             if out.dead_key is not None and out.partition not in parts:
                 out = out._replace(partition=None)  # a DLQ with fewer partitions: any one
             elif out.partition is not None and out.partition not in parts:
                 self.in_flight -= 1
                 missing = f"{out.topic} has no partition {out.partition} ({len(parts)} partitions)"
-                self._failed(out, UnknownTopicOrPartitionError(missing))
+                self._failed(part, out, UnknownTopicOrPartitionError(missing))
                 return
         try:
             future = await self._enqueue(producer, out)
         except Exception as exc:
             self.in_flight -= 1
             # Pending, so never committed past; sent again shortly, while the loop backs off.
-            self._failed(out, exc)
+            self._failed(part, out, exc)
             if isinstance(exc, PERMANENT):
                 return
             raise
-        future.add_done_callback(lambda done: self._sent(done, out))
+        future.add_done_callback(lambda done: self._sent(done, part, out))
 
     async def _enqueue(self, producer: Any, out: Out) -> asyncio.Future[Any]:
         future: asyncio.Future[Any] = await producer.send(
@@ -218,14 +231,14 @@ class HopSender:
         )
         return future
 
-    async def _send_unknown(self, producer: Any, out: Out) -> None:
+    async def _send_unknown(self, producer: Any, part: PartitionLedger, out: Out) -> None:
         try:
             future = await self._enqueue(producer, out)
         except Exception as exc:  # noqa: BLE001 - every failure is routed by _failed
             self.in_flight -= 1
-            self._failed(out, exc)
+            self._failed(part, out, exc)
             return
-        future.add_done_callback(lambda done: self._sent(done, out))
+        future.add_done_callback(lambda done: self._sent(done, part, out))
 
     def gone_for_good(self, out: Out) -> GiveUp | None:
         """A forward to a destination already known to be missing past the grace: give up at
@@ -254,12 +267,19 @@ class HopSender:
         hops = self._hops.get(key)
         if hops is None:
             hops = self._hops[key] = _Hops(self.producer.create_batch())
-        if not hops.add(out):
-            await self.flush(key)
+        if not hops.add(part, out):
+            try:
+                await self.flush(key)
+            except Exception as exc:
+                # The full batch was refused: this hop, in no batch yet, is sent again with
+                # its members (pending meanwhile, so never committed past).
+                self.in_flight -= 1
+                self._failed(part, out, exc)
+                raise
             hops = self._hops[key] = _Hops(self.producer.create_batch())
-            if not hops.add(out):  # larger than a batch: on its own
-                self.in_flight -= 1  # counted again by send
-                await self.send(part, out)
+            if not hops.add(part, out):  # larger than a batch: on its own
+                self.in_flight -= 1  # counted again by _send
+                await self._send(part, out)
 
     async def flush(self, only: tuple[str, int] | None = None) -> None:
         """Hand the queued hop batches (or the one of ``only``) to the producer."""
@@ -274,8 +294,8 @@ class HopSender:
             except Exception as exc:
                 self.in_flight -= len(hops.members)
                 # Pending, so never committed past; sent again shortly, while the loop backs off.
-                for out in hops.members:
-                    self._failed(out, exc)
+                for part, out in hops.members:
+                    self._failed(part, out, exc)
                 raise
             future.add_done_callback(lambda done, hops=hops: self._hops_sent(done, hops))
 
@@ -285,36 +305,39 @@ class HopSender:
         self.in_flight -= len(hops.members)
         if _failed(done):
             if not self.stopping():
-                first = hops.members[0]
+                _, first = hops.members[0]
                 logger.warning("delay hops to %s[%d] failed (%s); resending",
                                first.topic, first.partition, _why(done))  # fmt: skip
-                for out in hops.members:
-                    self._failed(out, _why(done))
+                for part, out in hops.members:
+                    self._failed(part, out, _why(done))
             return
-        for out in hops.members:
-            part = self.parts.get(out.tp)
-            if part is not None:  # else revoked: the new owner re-reads it
-                part.ack(out.record.offset)
+        for part, out in hops.members:
+            self._ack(part, out)
 
-    def _sent(self, done: asyncio.Future[Any], out: Out) -> None:
+    def _sent(self, done: asyncio.Future[Any], part: PartitionLedger, out: Out) -> None:
         self.in_flight -= 1
-        part = self.parts.get(out.tp)
         if _failed(done):
-            if part is not None and not self.stopping():
+            if out.tp in self.parts and not self.stopping():
                 logger.warning("delay send to %s failed (%s); resending", out.topic, _why(done))
-                self._failed(out, _why(done))
+                self._failed(part, out, _why(done))
             return  # revoked or stopping: the offset was not committed past; re-read later
         if not out.hop:
             self._gone.pop((out.topic, out.partition), None)
-        if part is not None:
+        self._ack(part, out)
+
+    def _ack(self, part: PartitionLedger, out: Out) -> None:
+        """``out`` is safely on: its offset leaves ``part``, if that is still its partition's
+        ledger (else revoked since: whoever reads the partition now re-reads it)."""
+        if self.parts.get(out.tp) is part:
             part.ack(out.record.offset)
 
-    def _failed(self, out: Out, error: object) -> None:
+    def _failed(self, part: PartitionLedger, out: Out, error: object) -> None:
         """Route a send that failed: again after a backoff, or (a forward its destination has
         refused as nonexistent for the grace period) a dead letter; a dead letter its DLQ
-        refuses so goes to the poison topic. Its offset stays pending meanwhile."""
-        part = self.parts.get(out.tp)
-        if part is None or self.stopping():
+        refuses so goes to the poison topic. Its offset stays pending meanwhile in ``part``, the
+        ledger it was tracked in (a stale one if its partition was revoked and assigned again
+        since: the resend is then a duplicate, and no ledger of the new assignment moves)."""
+        if out.tp not in self.parts or self.stopping():
             return  # revoked or stopping: not committed past; re-read later
         now = self.clock.now_ms()
         permanent = isinstance(error, PERMANENT)
@@ -354,14 +377,14 @@ class HopSender:
 
     async def _resend(self, part: PartitionLedger, out: Out, after_ms: int) -> None:
         await asyncio.sleep(after_ms / 1000)
-        if self.parts.get(out.tp) is not part or self.stopping():
+        if out.tp not in self.parts or self.stopping():
             return  # revoked meanwhile (the new owner re-reads it), or stopping
         if out.failing_since_ms is not None and (out.topic, out.partition) in self._gone:
             # The destination was missing: let the metadata catch up before the next try.
             with contextlib.suppress(KafkaError):
                 await self.due_producer.client.force_metadata_update()
-        with contextlib.suppress(Exception):  # a failure is routed again by send
-            await self.send(part, out)
+        with contextlib.suppress(Exception):  # a failure is routed again by _send
+            await self._send(part, out)  # pending in part already: not tracked again
 
     # -- dead letters -----------------------------------------------------------------------------
 
