@@ -21,7 +21,7 @@ STILL_PRIVATE = {
     ("tests/agents/test_delay_stage.py", "walstream.agents.delay", "_Partition"),
     ("tests/targets/test_pool_eviction.py", "walstream.targets.pool", "_producer"),
     ("tests/targets/test_replay_policy.py", "walstream.replay", "_deliver"),
-    ("tests/unit/test_core_edges.py", "walstream.core.validate", "_path_field"),
+    ("tests/unit/core/test_edges.py", "walstream.core.validate", "_path_field"),
 }
 
 

@@ -25,7 +25,7 @@ from walstream.core.outbox import markers
 from walstream.records import Envelope, Lifecycle, decode_envelope
 
 NOW = 1_700_000_000_000
-PACKAGE = Path(__file__).resolve().parents[2] / "walstream"
+PACKAGE = Path(__file__).resolve().parents[3] / "walstream"
 
 
 def test_a_wait_goes_to_its_tier_on_the_destination_partition_wrapped():

@@ -12,7 +12,7 @@ from walstream.core.limits import InFlightLimiter
 from walstream.errors import ConfigError
 from walstream.settings import Settings
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_settings_from_env_parses_types():

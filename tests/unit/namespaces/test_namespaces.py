@@ -12,7 +12,7 @@ from walstream.namespaces.config import Ordering, parse_namespace
 from walstream.namespaces.files import load_namespace_files
 from walstream.namespaces.registry import Change, NamespaceRegistry, encode_event
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_defaults_and_derived_topics():
@@ -130,7 +130,7 @@ def test_registry_fold_last_value_wins_and_tombstone_deletes():
 
 def test_registry_makes_a_namespace_with_a_bad_last_event_unavailable():
     """As a process started after compaction (which sees only the bad event) would: issue 14
-    item 10, tests/unit/test_registry_fold.py."""
+    item 10, tests/unit/namespaces/test_registry.py."""
     key, good = encode_event(parse_namespace({"name": "a"}), 1)
     _, other = encode_event(parse_namespace({"name": "b"}), 1)
     for bad in [
