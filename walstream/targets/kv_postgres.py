@@ -90,7 +90,9 @@ class PostgresKvTarget:
                     await conn.execute(upsert, *params)
         except TimeoutError as exc:
             raise TargetUnavailableError(f"kv {table}: timed out", error_class="timeout") from exc
-        except (OSError, asyncpg.InterfaceError) as exc:
+        except (OSError, asyncpg.InterfaceError, asyncpg.InternalClientError) as exc:
+            # InternalClientError ("cannot switch to state …"): asyncpg met a connection the
+            # server had just closed mid-protocol; a fresh connection on the retry is the cure
             raise TargetUnavailableError(f"kv {table}: {exc}", error_class="connection") from exc
         except asyncpg.PostgresError as exc:
             state = getattr(exc, "sqlstate", "") or ""
