@@ -19,7 +19,8 @@ written again by the handler itself, not found at Faust's next flush with the re
 (a crash re-reads what was not committed, the delay stage sends again what it had not committed,
 a stale retry copy) finds it and is not delivered again. The mark is written after the target's
 acknowledgement and not awaited (Faust flushes the producer before it commits a source offset):
-a crash between the two loses the mark, and the record is delivered once more, never lost.
+a crash between the two loses the mark, and the record is delivered once more, never lost; so
+does a mark the producer refuses to queue (the deliverer logs it, the record stays delivered).
 Marks are kept ``MARK_TTL_S`` (10 min) and at most ``MARKS_MAX`` (200,000) per worker, the
 oldest dropped first (a tombstone on their changelog partition, which the mark's value names);
 an index of them, rebuilt from the table after its recovery (``reindex``), drives that.
@@ -29,7 +30,10 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any, Protocol
+
+import faust.streams
 
 from walstream.agents.emit import send_acked
 
@@ -55,6 +59,17 @@ def mark_of(value: Any) -> tuple[int, int] | None:
         return None
     at_s, partition = divmod(-number, _PARTITIONS)
     return at_s, partition
+
+
+def _off_event(call: Callable[[str], Any], key: str) -> Any:
+    """``call(key)`` on a table's store as outside any event: a RocksDB store then looks the key
+    up in every partition database it holds (under an event, only in the event's), a memory
+    store is one mapping either way."""
+    token = faust.streams._current_event.set(None)
+    try:
+        return call(key)
+    finally:
+        faust.streams._current_event.reset(token)
 
 
 class Attempts(Protocol):
@@ -156,12 +171,18 @@ class TableAttempts:
         at_s = now_ms // 1000
         value = mark_value(at_s, partition)
         table.data[record_id] = value
+        self.index.add(record_id, at_s, partition)  # indexed first: dropped even if unsent
         await self._send(record_id, value, partition)
-        self.index.add(record_id, at_s, partition)
+        # Kept on its own partition, maybe not the current event's: read and deleted there (a
+        # RocksDB store answers a get under an event from that event's partition only). All
+        # deleted before any tombstone is sent: one refused leaves none of them in the table.
+        gone = []
         for old, old_partition in self.index.expired(at_s):
-            if mark_of(table.data.get(old)) is not None:
-                del table.data[old]
-                await self._send(old, None, old_partition)
+            if mark_of(_off_event(table.data.get, old)) is not None:
+                _off_event(table.data.__delitem__, old)
+                gone.append((old, old_partition))
+        for old, old_partition in gone:
+            await self._send(old, None, old_partition)
 
     def reindex(self) -> None:
         """Rebuild the marks' index from the table (after its recovery)."""

@@ -304,13 +304,30 @@ class Deliverer:
         if isinstance(result, Delivered):
             # after the target's acknowledgement, never before: lost in a crash, the record is
             # delivered again (a duplicate), never skipped
-            await self.attempts.delivered(count_key(env), self.clock.now_ms())
+            await self._mark_delivered(env, source)
             return Outcome.DELIVERED
         if isinstance(result, BreakerOpen):
             return await self.failures.defer(turn, env, key, source, now, result.until_ms)
         return await self.failures.failed(
             turn, env, key, source, result.at_ms, result.failure, started=now
         )
+
+    async def _mark_delivered(self, env: Envelope, source: Source) -> None:
+        """The delivered mark of a record the target acknowledged. A mark that cannot be
+        written (the producer refused to queue it: buffer full, no metadata) costs at most a
+        duplicate later, as a mark lost in a crash does: the record stays delivered, never
+        dead-lettered, and its key goes on."""
+        try:
+            await self.attempts.delivered(count_key(env), self.clock.now_ms())
+        except Exception as exc:  # noqa: BLE001 - the record stays delivered
+            logger.warning(
+                "deliver %s: %s delivered, its mark not written (%s: %s): a copy read again "
+                "would be delivered again",
+                source.coordinates(),
+                env.id,
+                type(exc).__name__,
+                exc,
+            )
 
     async def _after(self, handled: Handled) -> None:
         """The registered post-delivery stages, in turn; one failing changes nothing else."""
