@@ -370,9 +370,11 @@ class FailureRouter:
         if ns is None:
             return
         try:
-            await self.attempts.forget(count_key(env))
-            turn = await self.gate.open(ns, env)
-            await self.gate.after(turn, env.id, Outcome.DEAD, key, source.partition)
+            # under the key's lock, as the record was handled (released when it raised)
+            async with self.gate.locked(key, source):
+                await self.attempts.forget(count_key(env))
+                turn = await self.gate.open(ns, env)
+                await self.gate.after(turn, env.id, Outcome.DEAD, key, source.partition)
         except asyncio.CancelledError:
             raise
         except Exception:

@@ -155,7 +155,9 @@ class OrderingGate:
         when it is not ordered. Decided without decoding the record."""
         return self.turns.hold(self._lock_key(key, source))
 
-    def _lock_key(self, key: bytes | None, source: Source) -> tuple[str, bytes] | None:
+    def _lock_key(self, key: bytes | None, source: Source) -> tuple[str, str] | None:
+        """(namespace, ordering key) as the table keys the head: the same lock for record keys
+        whose bytes differ but name the same ordering key."""
         if key is None:
             return None
         name = self.registry.namespace_of(source.topic)
@@ -165,8 +167,9 @@ class OrderingGate:
             ns = self.registry.get(name)
         except NamespaceNotFoundError:
             return None
-        if ns.ordering is Ordering.KEY or self.order.blocked(ns.name, key.decode(errors="replace")):
-            return (ns.name, key)
+        order_key = key.decode(errors="replace")
+        if ns.ordering is Ordering.KEY or self.order.blocked(ns.name, order_key):
+            return (ns.name, order_key)
         return None
 
     # -- one record: open, admit, hold, after ----------------------------------------------
@@ -298,6 +301,10 @@ class OrderingGate:
         marker read again after a crash resumes there."""
         ns, order_key, head = turn.ns, turn.order_key, turn.head
         assert order_key is not None  # noqa: S101 - only an ordered record hands on
+        if key is None or key.decode(errors="replace") != order_key:
+            # Not handled under its ordering key's lock (its record key differs from its
+            # envelope's): the head its turn opened with may have moved since. Read it again.
+            head = turn.head = await self.order.load(ns.name, order_key)
         now = self.clock.now_ms()
         step = (
             dead_lettered_head(head, record_id, ns.on_dlq, now)
