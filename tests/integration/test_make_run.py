@@ -480,6 +480,7 @@ def test_a_run_is_not_up_while_another_process_serves_its_api_port(
     script = (
         "import walstream.dev as dev\n"
         "dev.taken_ports = lambda settings, env: []\n"
+        "dev._WAITING_NOTE_S = 3.0\n"  # its note every 3 s, not 30 (the test waits for one)
         "from walstream.cli import cli\n"
         "cli(['run'])\n"
     )

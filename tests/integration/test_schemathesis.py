@@ -41,7 +41,7 @@ pytestmark = [
 #: Examples per operation in the fuzzing phase (the coverage phase's cases are its own).
 MAX_EXAMPLES = 5
 #: The engine's time budget (s): phases not reached by then are reported, not run.
-MAX_TIME_S = 45
+MAX_TIME_S = 30
 SEED = 20261206
 #: The checks (schemathesis' names); each failure is a finding.
 CHECKS = (
