@@ -16,21 +16,12 @@ from aiokafka.errors import KafkaConnectionError
 
 from walstream.agents.delay import DelayStage
 from walstream.agents.hops import Out
-from walstream.core.delay import delay_headers
 from walstream.settings import Settings
+from walstream.testing import CommitRecorder, TierRecord
 
 pytestmark = pytest.mark.asyncio
 
 TP = TopicPartition("t.delay.0", 0)
-
-
-class _Record:
-    def __init__(self, offset: int) -> None:
-        self.offset = offset
-        self.key = b"k"
-        self.value = b"v"
-        self.timestamp = 0
-        self.headers = delay_headers(60_000, "wal.ns.log", 0)
 
 
 class _Cluster:
@@ -60,22 +51,14 @@ class _Producer:
         return future
 
 
-class _Consumer:
-    def __init__(self) -> None:
-        self.commits: list[dict[TopicPartition, int]] = []
-
-    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
-        self.commits.append(dict(offsets))
-
-
 async def test_a_forward_resent_after_the_partition_came_back_leaves_the_fresh_ledger_alone():
     stage = DelayStage(Settings(app_id="t"), group_id="t-delay")  # not started: fake clients
-    stage._consumer = consumer = _Consumer()
+    stage._consumer = consumer = CommitRecorder()
     stage.sender.producer = stage.sender.due_producer = producer = _Producer()
     stage._on_assigned({TP})
     old = stage._parts[TP]
     old.track(4)
-    await stage.sender.send(old, Out(TP, _Record(4), "wal.ns.log", 0, None))
+    await stage.sender.send(old, Out(TP, TierRecord(4), "wal.ns.log", 0, None))
     await stage._on_revoked({TP})
     assert consumer.commits == [{TP: 4}]  # read again from 4 by whoever reads it next
     stage._on_assigned({TP})

@@ -23,19 +23,10 @@ from aiokafka.errors import KafkaConnectionError
 
 from walstream.agents.delay import DelayStage
 from walstream.agents.hops import Out
-from walstream.core.delay import delay_headers
 from walstream.settings import Settings
+from walstream.testing import TierRecord
 
 pytestmark = pytest.mark.asyncio
-
-
-class _Record:
-    def __init__(self, offset: int) -> None:
-        self.offset = offset
-        self.key = b"k"
-        self.value = b"v"
-        self.timestamp = 0
-        self.headers = delay_headers(60_000, "wal.ns.log", 0)
 
 
 class _SmallBatch:
@@ -97,9 +88,9 @@ async def test_a_hop_that_did_not_fit_a_refused_batch_is_sent_too():
     part = stage._parts[tp]
     stage.sender.producer = stage.sender.due_producer = producer = _Producer(failures=1)
     for offset in (5, 6):
-        out = Out(tp, _Record(offset), "t.delay.1m", 0, None, 1_000)
+        out = Out(tp, TierRecord(offset), "t.delay.1m", 0, None, 1_000)
         await stage.sender.add_hop(part, out._replace(record=_with_value(out.record, offset)))
-    seven = Out(tp, _with_value(_Record(7), 7), "t.delay.1m", 0, None, 1_000)
+    seven = Out(tp, _with_value(TierRecord(7), 7), "t.delay.1m", 0, None, 1_000)
     with pytest.raises(KafkaConnectionError):  # the full batch's flush is refused
         await stage.sender.add_hop(part, seven)
     await asyncio.sleep(0.8)  # the refused batch's members are sent again after 0.5 s
@@ -110,6 +101,6 @@ async def test_a_hop_that_did_not_fit_a_refused_batch_is_sent_too():
     assert stage._in_flight == 0
 
 
-def _with_value(record: _Record, offset: int) -> _Record:
+def _with_value(record: TierRecord, offset: int) -> TierRecord:
     record.value = offset  # type: ignore[assignment]  # what the fake producer notes
     return record

@@ -25,21 +25,13 @@ from aiokafka.errors import KafkaConnectionError
 
 from walstream.agents.delay import DelayStage
 from walstream.agents.hops import Out
-from walstream.core.delay import delay_headers, parse_delay_headers
+from walstream.core.delay import parse_delay_headers
 from walstream.settings import Settings
+from walstream.testing import CommitRecorder, TierRecord
 
 pytestmark = pytest.mark.asyncio
 
 TP = TopicPartition("t.delay.10s", 0)
-
-
-class _Record:
-    def __init__(self, offset: int, due_ms: int = 60_000) -> None:
-        self.offset = offset
-        self.key = b"k"
-        self.value = b"v"
-        self.timestamp = 0
-        self.headers = delay_headers(due_ms, "wal.ns.log", 0)
 
 
 class _Batch:
@@ -86,28 +78,20 @@ class _Producer:
         return future
 
 
-class _Consumer:
-    def __init__(self) -> None:
-        self.commits: list[dict[TopicPartition, int]] = []
-
-    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
-        self.commits.append(dict(offsets))
-
-
 async def test_a_resend_after_the_partition_came_back_does_not_commit_past_records_not_reread():
     stage = DelayStage(Settings(app_id="t"), group_id="t-delay")  # not started: fake clients
-    stage._consumer = consumer = _Consumer()
+    stage._consumer = consumer = CommitRecorder()
     stage.sender.producer = stage.sender.due_producer = producer = _Producer()
     stage._on_assigned({TP})
     part = stage._parts[TP]
     # offset 9: in its last stretch, in the timer heap (pending until forwarded)
-    nine = _Record(9)
+    nine = TierRecord(9)
     part.track(9)
     headers = parse_delay_headers(nine.headers)
     assert headers is not None
     stage._timers.push(headers.due_ms, TP, (nine, headers))
     # offset 10: a hop to a smaller tier, sent, its ack not back yet
-    await stage.sender.add_hop(part, Out(TP, _Record(10), "t.delay.1m", 0, None, 1_000))
+    await stage.sender.add_hop(part, Out(TP, TierRecord(10), "t.delay.1m", 0, None, 1_000))
     await stage.sender.flush()
     # a rebalance takes the partition away and gives it back
     await stage._on_revoked({TP})

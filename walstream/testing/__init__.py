@@ -44,7 +44,7 @@ from walstream.testing.deliver import (
     fake_deliverer,
 )
 from walstream.testing.faust import ChangelogProducer, FakeFaustApp, FakeFaustProducer, FakeTable
-from walstream.testing.kafka import FakeAdmin, send_dead_letter
+from walstream.testing.kafka import CommitRecorder, FakeAdmin, TierRecord, send_dead_letter
 from walstream.testing.records import (
     NOW_MS,
     envelope,
@@ -61,6 +61,7 @@ __all__ = [
     "NOW_MS",
     "UNKNOWN_TOKEN",
     "ChangelogProducer",
+    "CommitRecorder",
     "DeliveryHarness",
     "Emitted",
     "FakeAdmin",
@@ -74,6 +75,7 @@ __all__ = [
     "RecordingEmitter",
     "Rfc7230Upstream",
     "ScriptedTarget",
+    "TierRecord",
     "api_deps",
     "api_tokens_setting",
     "bearer",

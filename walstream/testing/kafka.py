@@ -1,4 +1,5 @@
-"""Kafka for tests: a stand-in admin client, and the DLQ entry the worker writes."""
+"""Kafka for tests: a stand-in admin client, the DLQ entry the worker writes, a delay-tier
+record and a consumer that records its commits (the delay stage's tests)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import time
 from types import SimpleNamespace
 from typing import Any
 
+from walstream.core.delay import delay_headers
 from walstream.core.dlq import entry_headers
 from walstream.records import Envelope, Lifecycle, encode_envelope
 
@@ -84,3 +86,28 @@ async def send_dead_letter(
             dead_at_ms=dead_at_ms,
         ),
     )
+
+
+# -- The delay stage's records and commits -----------------------------------------------------
+
+
+class TierRecord:
+    """A record read from a delay tier: due at ``due_ms``, bound for partition 0 of
+    ``wal.ns.log``."""
+
+    def __init__(self, offset: int, due_ms: int = 60_000) -> None:
+        self.offset = offset
+        self.key = b"k"
+        self.value = b"v"
+        self.timestamp = 0
+        self.headers = delay_headers(due_ms, "wal.ns.log", 0)
+
+
+class CommitRecorder:
+    """A consumer whose commits are recorded, in order."""
+
+    def __init__(self) -> None:
+        self.commits: list[dict[Any, int]] = []
+
+    async def commit(self, offsets: dict[Any, int]) -> None:
+        self.commits.append(dict(offsets))
