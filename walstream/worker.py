@@ -26,11 +26,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from walstream.agents.attempts import TableAttempts
 from walstream.agents.delay import DelayStage
-from walstream.agents.deliver import DRAIN_MAX, Deliverer, Source
+from walstream.agents.deliver import Deliverer
 from walstream.agents.dispatch import KeyedDispatcher
 from walstream.agents.dlq_monitor import DlqMonitor
 from walstream.agents.emit import AiokafkaProbe, EmitGuard, FaustEmitter
 from walstream.agents.ordering import KeyOrder, TableChangelog, TableStore
+from walstream.agents.ordering_gate import DRAIN_MAX
+from walstream.agents.outcomes import Source
 from walstream.clock import SystemClock
 from walstream.core.delay import parse_due_header
 from walstream.errors import WalError

@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from walstream.agents.deliver import Outcome, Source
+from walstream.agents.outcomes import Outcome, Source
 from walstream.clock import FakeClock
 from walstream.metrics import WalMetrics
 from walstream.records import encode_envelope

@@ -6,7 +6,7 @@ import orjson
 import pytest
 
 from walstream.agents.attempts import MemoryAttempts
-from walstream.agents.deliver import Outcome, Source
+from walstream.agents.outcomes import Outcome, Source
 from walstream.clock import FakeClock
 from walstream.core.delay import parse_delay_headers
 from walstream.core.dlq import DlqEntry, parse_dlq_record

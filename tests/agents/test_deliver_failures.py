@@ -11,9 +11,10 @@ from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
 from faust.exceptions import ProducerSendError
 
 from walstream.agents.attempts import MemoryAttempts, TableAttempts
-from walstream.agents.deliver import Deliverer, Outcome, Source
+from walstream.agents.deliver import Deliverer
 from walstream.agents.emit import FaustEmitter
 from walstream.agents.ordering import KeyOrder
+from walstream.agents.outcomes import Outcome, Source
 from walstream.clock import FakeClock
 from walstream.core.breaker import BreakerPolicy, CircuitBreaker
 from walstream.core.delay import parse_delay_headers

@@ -18,8 +18,9 @@ from walstream.agents.attempts import (
     mark_of,
     mark_value,
 )
-from walstream.agents.deliver import Deliverer, Outcome, Source
+from walstream.agents.deliver import Deliverer
 from walstream.agents.ordering import KeyOrder
+from walstream.agents.outcomes import Outcome, Source
 from walstream.clock import FakeClock
 from walstream.errors import TargetUnavailableError
 from walstream.namespaces.config import parse_namespace

@@ -9,8 +9,8 @@ import asyncio
 import orjson
 import pytest
 
-from walstream.agents.deliver import Outcome, Source
 from walstream.agents.ordering import KeyOrder
+from walstream.agents.outcomes import Outcome, Source
 from walstream.core.delay import parse_delay_headers, parse_due_header
 from walstream.core.dlq import DlqEntry, parse_dlq_record
 from walstream.core.ordering import KeyState, RecordRef

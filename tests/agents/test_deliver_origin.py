@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from walstream.agents.deliver import Deliverer, Outcome, Source
+from walstream.agents.deliver import Deliverer
+from walstream.agents.outcomes import Outcome, Source
 from walstream.clock import FakeClock
 from walstream.core.delay import H_DEST, H_DUE
 from walstream.core.dlq import DlqEntry, parse_dlq_record

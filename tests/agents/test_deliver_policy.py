@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from walstream.agents.deliver import Outcome, Source
+from walstream.agents.outcomes import Outcome, Source
 from walstream.clock import FakeClock
 from walstream.core.dlq import parse_dlq_record
 from walstream.namespaces.config import parse_namespace

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from walstream.agents.deliver import Outcome, Source, Stage
 from walstream.agents.ordering import KeyOrder
-from walstream.agents.outcomes import Handled
+from walstream.agents.outcomes import Handled, Outcome, Source, Stage
 from walstream.errors import TargetUnavailableError
 from walstream.namespaces.config import parse_namespace
 from walstream.namespaces.registry import NamespaceRegistry, encode_event

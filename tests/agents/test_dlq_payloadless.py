@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from walstream.agents.deliver import Outcome
 from walstream.agents.ordering import KeyOrder
+from walstream.agents.outcomes import Outcome
 from walstream.clock import FakeClock
 from walstream.core.dlq import (
     DlqEntry,

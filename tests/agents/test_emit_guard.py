@@ -24,8 +24,8 @@ from aiokafka.errors import (
 from faust.exceptions import ProducerSendError
 from prometheus_client import CollectorRegistry
 
-from walstream.agents.deliver import Outcome, Source
 from walstream.agents.emit import EmitGuard, FaustEmitter
+from walstream.agents.outcomes import Outcome, Source
 from walstream.clock import FakeClock
 from walstream.core.dlq import DlqEntry, parse_dlq_record
 from walstream.errors import TargetRejectedError, TargetUnavailableError

@@ -4,8 +4,8 @@ release marker reads it again once, after the marker is out). Order and outcomes
 
 from __future__ import annotations
 
-from walstream.agents.deliver import Outcome
 from walstream.agents.ordering import KeyOrder
+from walstream.agents.outcomes import Outcome
 from walstream.core.ordering import KeyHead
 from walstream.errors import TargetUnavailableError
 from walstream.namespaces.config import parse_namespace

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 
 from walstream.agents.attempts import MemoryAttempts
-from walstream.agents.deliver import Outcome, Source
 from walstream.agents.ordering import KeyOrder
 from walstream.agents.ordering_gate import Turn
+from walstream.agents.outcomes import Outcome, Source
 from walstream.clock import FakeClock
 from walstream.errors import TargetUnavailableError
 from walstream.namespaces.config import parse_namespace

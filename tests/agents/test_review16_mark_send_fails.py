@@ -22,8 +22,8 @@ import pytest
 from aiokafka.errors import KafkaTimeoutError
 
 from walstream.agents.attempts import TableAttempts
-from walstream.agents.deliver import Outcome, Source
 from walstream.agents.ordering import KeyOrder
+from walstream.agents.outcomes import Outcome, Source
 from walstream.clock import FakeClock
 from walstream.namespaces.config import parse_namespace
 from walstream.namespaces.registry import NamespaceRegistry, encode_event

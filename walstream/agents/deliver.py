@@ -35,10 +35,9 @@ from dataclasses import replace
 from aiokafka.errors import KafkaError
 
 from walstream.agents.attempts import Attempts
-from walstream.agents.failures import FailureRouter, namespace_for, retry_policy
+from walstream.agents.failures import FailureRouter, namespace_for
 from walstream.agents.ordering import KeyOrder, KeyTurns
 from walstream.agents.ordering_gate import (
-    DRAIN_MAX,
     Drain,
     MarkerDone,
     OrderingGate,
@@ -72,17 +71,7 @@ from walstream.namespaces.registry import NamespaceRegistry
 from walstream.records import Envelope, decode_envelope
 from walstream.targets.pool import TargetPool
 
-__all__ = [
-    "DRAIN_MAX",
-    "Deliverer",
-    "Emitter",
-    "LogReading",
-    "Outcome",
-    "PostDelivery",
-    "Source",
-    "Stage",
-    "retry_policy",
-]
+__all__ = ["Deliverer"]
 
 logger = logging.getLogger(__name__)
 

@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from walstream.agents.attempts import Attempts, MemoryAttempts
-from walstream.agents.deliver import Deliverer, Emitter, LogReading, Outcome, Source
+from walstream.agents.deliver import Deliverer
 from walstream.agents.ordering import KeyOrder
+from walstream.agents.outcomes import Emitter, LogReading, Outcome, Source
 from walstream.clock import FakeClock
 from walstream.core.breaker import BreakerPolicy, CircuitBreaker
 from walstream.core.delay import parse_delay_headers
