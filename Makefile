@@ -19,9 +19,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## Create .venv and install walstream with dev tools
 
-# Debian packages the tests run for real: PostgreSQL (kv target), and the openssl CLI (a test
-# certificate for the http target's TLS). Installed when missing, as root.
-system-deps: ## Install the servers and tools the tests use (PostgreSQL, openssl) when missing (needs root)
+# Debian packages the tests run for real: PostgreSQL (kv target), memcached (cross-region
+# replication, issue 17), and the openssl CLI (a test certificate for the http target's TLS).
+# Installed when missing, as root.
+system-deps: ## Install the servers and tools the tests use (PostgreSQL, memcached, openssl) when missing (needs root)
 	@if ! command -v openssl >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null; \
@@ -34,6 +35,13 @@ system-deps: ## Install the servers and tools the tests use (PostgreSQL, openssl
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
 	  else \
 	    echo "PostgreSQL server binaries are missing: sudo apt-get install postgresql" >&2; exit 1; \
+	  fi; \
+	fi
+	@if ! command -v memcached >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq memcached >/dev/null; \
+	  else \
+	    echo "memcached is missing: sudo apt-get install memcached" >&2; exit 1; \
 	  fi; \
 	fi
 
