@@ -8,11 +8,15 @@ import gzip
 import orjson
 import pytest
 
+from walstream.api.app import create_api
 from walstream.core.targets import parse_target
 from walstream.core.validate import MAX_PAYLOAD_DEPTH
 from walstream.errors import ConfigError
+from walstream.kafka.producer import MemoryLogProducer
 from walstream.namespaces.config import parse_namespace
 from walstream.records import decode_envelope
+from walstream.settings import Settings
+from walstream.testing import api_deps, registry_of
 
 URL = "/v1/namespaces/orders/log"
 
@@ -126,6 +130,30 @@ async def test_a_target_header_with_cr_lf_or_nul_is_a_400(client, producer, head
     assert [r["status"] for r in results] == [400, 200]
     assert results[0]["field"] == field
     assert len(producer.sent) == 1
+
+
+@pytest.mark.parametrize("bad", ["tok\x01x", "tok\x0bx", "tok\x1fx", "tok\x7fx"])
+async def test_a_token_with_a_control_character_is_a_400(client, producer, bad):
+    """An http target (aiohttp, nginx, Node) refuses such a header value with a 400: the write
+    must not be answered TRUE and then dead-lettered."""
+    response = await client.post(URL, json={"payload": 1, "idempotency_token": bad})
+    assert response.status == 400, await response.text()
+    assert (await response.json())["field"] == "idempotency_token"
+    assert producer.sent == []
+
+
+@pytest.mark.parametrize("bad", ["v\x01w", "v\x0bw", "v\x7fw"])
+async def test_a_target_header_with_a_control_character_is_a_400(api_client, bad):
+    hook = "http://127.0.0.1:9/hook"
+    registry = registry_of({"name": "hooks", "target": {"type": "http", "url": hook}})
+    producer = MemoryLogProducer()
+    deps = api_deps(Settings(auth=False, max_in_flight=4), registry, producer)
+    client = await api_client(create_api(deps))
+    target = {"type": "http", "url": hook, "headers": {"X-Tenant": bad}}
+    response = await client.post("/v1/namespaces/hooks/log", json={"payload": 1, "target": target})
+    assert response.status == 400, await response.text()
+    assert (await response.json())["field"] == "target.headers.X-Tenant"
+    assert producer.sent == []
 
 
 def test_sendable_headers_are_accepted():

@@ -9,8 +9,6 @@ or not (X-*) change nothing about the answer's form.
 
 from __future__ import annotations
 
-import asyncio
-
 import orjson
 import pytest
 
@@ -19,31 +17,22 @@ from walstream.api.auth import ROUTE_ACCESS
 from walstream.core.auth import Access, bearer_token
 from walstream.errors import UnauthorizedError
 from walstream.settings import Settings
-from walstream.testing import API_TOKENS, api_deps, api_tokens_setting, registry_of
+from walstream.testing import (
+    API_TOKENS,
+    RawAnswer,
+    api_deps,
+    api_tokens_setting,
+    raw_exchange,
+    registry_of,
+)
 
 BODY = b'{"payload":1}'
 
 
 async def _raw(client, request: bytes) -> tuple[int, dict[bytes, bytes], bytes]:
     """Send ``request`` as is; the answer's status, headers (lower-case names) and body."""
-    reader, writer = await asyncio.open_connection(client.host, client.port)
-    try:
-        writer.write(request)
-        await writer.drain()
-        received = b""
-        async with asyncio.timeout(10):
-            while chunk := await reader.read(65536):
-                received += chunk
-    finally:
-        writer.close()
-        await writer.wait_closed()
-    head, _, body = received.partition(b"\r\n\r\n")
-    status_line, *lines = head.split(b"\r\n")
-    headers = {}
-    for line in lines:
-        name, _, value = line.partition(b":")
-        headers[name.strip().lower()] = value.strip()
-    return int(status_line.split(b" ", 2)[1]), headers, body
+    answer = RawAnswer.parse(await raw_exchange(client.host, client.port, request))
+    return answer.status, answer.headers, answer.body
 
 
 def _request(method: str, path: str, *headers: bytes) -> bytes:
@@ -109,3 +98,25 @@ async def test_other_headers_that_are_not_utf8_never_make_a_500(api_client, head
         status, headers, body = await _raw(client, _request(method, path, header + b": " + value))
         assert 200 <= status < 500, (method, path, body)
         assert headers[b"content-type"].startswith(b"application/json"), body
+
+
+@pytest.mark.parametrize(
+    "request_line", [b"POST /v1/namespaces/a/log", b"GET /v1/namespaces", b"GET /v1/openapi.json"]
+)
+async def test_an_authorization_header_that_is_not_utf8_is_a_4xx(api_client, request_line):
+    settings = Settings(auth=True, tokens=api_tokens_setting(), max_in_flight=4)
+    client = await api_client(create_api(api_deps(settings, registry_of({"name": "a"}))))
+    answer = await raw_exchange(
+        client.host,
+        client.port,
+        request_line + b" HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+        b"Authorization: Bearer \xff\xfe\r\nContent-Length: 13\r\n\r\n"
+        b'{"payload":1}',
+    )
+    status = int(answer.split(b" ", 2)[1])
+    assert status in (401, 403), answer[:300]
+    # and a valid token still works on the same server
+    ok = await client.get(
+        "/v1/namespaces", headers={"Authorization": f"Bearer {API_TOKENS['admin']}"}
+    )
+    assert ok.status == 200

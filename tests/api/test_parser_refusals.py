@@ -7,38 +7,35 @@ Before: aiohttp answered in text/plain ("Please install `Brotli`" for ``br``), a
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 
 import orjson
 import pytest
 
 from walstream.records import decode_envelope
+from walstream.testing import RawAnswer, raw_exchange
 
 URL = b"/v1/namespaces/orders/log"
 BODY = b'{"payload":{"a":1}}'
 
 
 async def _raw(client, request: bytes) -> tuple[int, bytes, bytes]:
-    reader, writer = await asyncio.open_connection(client.host, client.port)
-    try:
-        writer.write(request)
-        await writer.drain()
-        received = b""
-        async with asyncio.timeout(10):
-            while chunk := await reader.read(65536):  # the server closes the connection
-                received += chunk
-    finally:
-        writer.close()
-        await writer.wait_closed()
-    head, _, body = received.partition(b"\r\n\r\n")
-    return int(head.split(b" ", 2)[1]), head.lower(), body
+    answer = RawAnswer.parse(await raw_exchange(client.host, client.port, request))
+    return answer.status, answer.head.lower(), answer.body
 
 
 def _post(extra: bytes, body: bytes = BODY, target: bytes = URL) -> bytes:
     return (
         b"POST " + target + b" HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
         b"Content-Length: %d\r\n" % len(body) + extra + b"\r\n" + body
+    )
+
+
+def _post_json(extra: bytes, body: bytes) -> bytes:
+    """A JSON write whose framing (Content-Length, Transfer-Encoding) ``extra`` gives."""
+    return (
+        b"POST " + URL + b" HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+        b"Content-Type: application/json\r\n" + extra + b"\r\n" + body
     )
 
 
@@ -96,3 +93,32 @@ async def test_codings_the_api_reads_as_before(client, producer, codings, body):
     )
     assert status == 200, answer
     assert decode_envelope(producer.sent[0].value).payload == {"a": 1}
+
+
+@pytest.mark.parametrize(
+    ("extra", "body"),
+    [
+        (b"Content-Encoding: br\r\nContent-Length: %d\r\n" % len(BODY), BODY),
+        (b"Content-Encoding: zstd\r\nContent-Length: %d\r\n" % len(BODY), BODY),
+        (b"Transfer-Encoding: chunked\r\n", b"zz\r\n{}\r\n0\r\n\r\n"),
+    ],
+    ids=["br", "zstd", "bad-chunk"],
+)
+async def test_a_request_the_parser_refuses_gets_a_json_error(client, producer, extra, body):
+    status, head, answer = await _raw(client, _post_json(extra, body))
+    assert 400 <= status < 500, head
+    assert b"application/json" in head.lower(), head + b"\r\n\r\n" + answer
+    assert orjson.loads(answer)["durable"] == "FALSE"
+    assert producer.sent == []
+
+
+async def test_a_stacked_content_encoding_is_decoded_or_refused_naming_it(client, producer):
+    twice = gzip.compress(gzip.compress(BODY))
+    status, head, answer = await _raw(
+        client,
+        _post_json(b"Content-Encoding: gzip, gzip\r\nContent-Length: %d\r\n" % len(twice), twice),
+    )
+    if status == 200:  # decoded as RFC 9110 says: both codings, in order
+        return
+    assert status in (400, 415), head
+    assert "Content-Encoding" in orjson.loads(answer)["message"], answer

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from types import SimpleNamespace
 
@@ -20,6 +21,8 @@ from walstream.errors import BadRequestError
 from walstream.records import Envelope, Lifecycle, decode_envelope, encode_envelope
 
 BIG = 123456789012345678901234567890
+#: Valid JSON (orjson reads it as 0.0) with an exponent beyond what ``decimal`` holds.
+TINY = "1e-99999999999999999999999"
 
 
 @pytest.mark.parametrize(
@@ -130,3 +133,46 @@ def test_dlq_show_prints_a_deep_payload(monkeypatch, depth):
     shown = orjson.loads(result.output)
     assert shown["id"] == "rid"
     assert shown["record"]["payload"] == _deep(depth)
+
+
+def test_walstream_write_payload_check_does_not_crash_on_a_huge_exponent():
+    """``walstream write demo 1e-99999999999999999999999`` goes through parse_payload_text."""
+    with contextlib.suppress(BadRequestError):  # refused naming the payload: fine (exit 2)
+        parse_payload_text(TINY.encode())
+
+
+@pytest.mark.parametrize(
+    "payload",
+    ["\ud800", {"s": "a\udfffb"}, _deep(254)],
+    ids=["lone-surrogate", "surrogate-in-object", "nested-254"],
+)
+async def test_the_client_answers_a_payload_it_cannot_encode_without_raising(
+    client, producer, payload
+):
+    base = f"http://{client.host}:{client.port}"
+    async with WalClient(base) as wal:
+        result = await wal.write("orders", payload)
+        assert result.durable == "FALSE", result
+        results = await wal.write_batch("orders", [write_request(payload), write_request(1)])
+    assert [r.durable for r in results] == ["FALSE", "TRUE"], results
+    assert [decode_envelope(r.value).payload for r in producer.sent] == [1]
+
+
+@pytest.mark.parametrize("depth", [252, 253])
+async def test_write_batch_sends_a_record_nested_as_deep_as_the_api_takes(client, producer, depth):
+    base = f"http://{client.host}:{client.port}"
+    async with WalClient(base) as wal:
+        single = await wal.write("orders", _deep(depth))
+        assert single.durable == "TRUE", single  # the API takes it alone
+        results = await wal.write_batch("orders", [write_request(_deep(depth))])
+    assert [r.durable for r in results] == ["TRUE"], results
+
+
+def test_walstream_write_refuses_a_payload_nested_too_deep():
+    payload = "[" * 254 + "1" + "]" * 254
+    result = CliRunner().invoke(cli, ["write", "orders", payload, "--api", "http://127.0.0.1:9"])
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(
+        result.exception
+    )
+    assert result.exit_code == 2, result.output
+    assert "PAYLOAD" in result.output or "payload" in result.output

@@ -10,6 +10,8 @@ from walstream.records import decode_envelope
 
 URL = "/v1/namespaces/orders/log"
 BIG = "123456789012345678901234567890"
+#: Valid JSON (orjson reads it as 0.0) with an exponent beyond what ``decimal`` holds.
+TINY = "1e-99999999999999999999999"
 
 
 def _raw(payload_text: str, **fields: str) -> bytes:
@@ -130,3 +132,14 @@ async def test_invalid_json_still_names_the_body(client):
     assert response.status == 400
     assert answer["field"] == "body"
     assert answer["reason"].startswith("invalid JSON")
+
+
+@pytest.mark.parametrize(
+    "number", [TINY, "0e-99999999999999999999999", "-1E-999999999999999999999"]
+)
+async def test_a_number_with_a_huge_negative_exponent_is_not_a_500(client, producer, number):
+    response = await client.post(URL, data=f'{{"payload":{number}}}')
+    assert response.status != 500, await response.text()
+    assert response.status in (200, 400), await response.text()
+    response = await client.post(URL + ":batch", data=f'{{"records":[{{"payload":{number}}}]}}')
+    assert response.status != 500, await response.text()

@@ -20,7 +20,8 @@ walstream imports this package.
 By module: ``records`` (envelopes, namespace definitions, registries), ``deliver`` (the
 deliverer's collaborators and ``DeliveryHarness``), ``faust`` (Faust's producer and tables),
 ``api`` (``api_deps`` and the API tests' tokens), ``kafka`` (``FakeAdmin``, the DLQ entry the
-worker writes), ``servers`` (raw HTTP servers on loopback).
+worker writes), ``servers`` (HTTP on loopback: an aiohttp app served for a block, raw
+servers, raw exchanges).
 """
 
 from __future__ import annotations
@@ -53,7 +54,14 @@ from walstream.testing.records import (
     namespace_definition,
     registry_of,
 )
-from walstream.testing.servers import RawServer, Rfc7230Upstream
+from walstream.testing.servers import (
+    RawAnswer,
+    RawServer,
+    Rfc7230Upstream,
+    parse_head,
+    raw_exchange,
+    serve_app,
+)
 
 __all__ = [
     "API_ROLES",
@@ -71,6 +79,7 @@ __all__ = [
     "FakePool",
     "FakeTable",
     "MemoryLog",
+    "RawAnswer",
     "RawServer",
     "RecordingEmitter",
     "Rfc7230Upstream",
@@ -84,6 +93,9 @@ __all__ = [
     "http_record",
     "kv_envelope",
     "namespace_definition",
+    "parse_head",
+    "raw_exchange",
     "registry_of",
     "send_dead_letter",
+    "serve_app",
 ]

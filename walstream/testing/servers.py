@@ -1,12 +1,31 @@
-"""Raw HTTP servers on loopback: the answers a well-behaved app does not give."""
+"""HTTP on loopback for tests: an aiohttp app served for a block, raw servers giving the answers
+a well-behaved app does not give, and a raw exchange sending what a well-behaved client does not.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
+from aiohttp import web
+
 # -- HTTP servers ----------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def serve_app(app: web.Application) -> AsyncIterator[int]:
+    """Serve ``app`` on a free loopback port for the block: that port."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        yield runner.addresses[0][1]
+    finally:
+        await runner.cleanup()
+
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -62,11 +81,7 @@ class Rfc7230Upstream:
                 head = await reader.readuntil(b"\r\n\r\n")
             except asyncio.IncompleteReadError:
                 return
-            line, *fields = head[:-4].split(b"\r\n")
-            headers: dict[bytes, bytes] = {}
-            for line_field in fields:
-                name, _, value = line_field.partition(b":")
-                headers[name.strip().lower()] = value.strip()
+            line, headers = parse_head(head[:-4])
             if headers.get(b"transfer-encoding", b"").lower() == b"chunked":
                 body = b""
                 while True:
@@ -79,3 +94,52 @@ class Rfc7230Upstream:
             self.requests.append((line, body))
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
             await writer.drain()
+
+
+# -- raw HTTP exchanges ----------------------------------------------------------------------
+
+
+def parse_head(head: bytes) -> tuple[bytes, dict[bytes, bytes]]:
+    """A message head (without its blank line): its start line, and its fields by lower-case
+    name (the last of a repeated one)."""
+    start, *lines = head.split(b"\r\n")
+    fields: dict[bytes, bytes] = {}
+    for line in lines:
+        name, _, value = line.partition(b":")
+        fields[name.strip().lower()] = value.strip()
+    return start, fields
+
+
+async def raw_exchange(host: str, port: int, request: bytes, *, within: float = 10.0) -> bytes:
+    """Send ``request`` as it is on a connection of its own: all the server sends until it
+    closes the connection (within ``within`` seconds)."""
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        received = b""
+        async with asyncio.timeout(within):
+            while chunk := await reader.read(65536):
+                received += chunk
+        return received
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+@dataclass(frozen=True)
+class RawAnswer:
+    """An answer ``raw_exchange`` received, in its parts."""
+
+    status: int
+    #: The status line and the header lines, as received.
+    head: bytes
+    #: The header fields by lower-case name.
+    headers: dict[bytes, bytes]
+    body: bytes
+
+    @classmethod
+    def parse(cls, received: bytes) -> RawAnswer:
+        head, _, body = received.partition(b"\r\n\r\n")
+        status_line, headers = parse_head(head)
+        return cls(int(status_line.split(b" ", 2)[1]), head, headers, body)
