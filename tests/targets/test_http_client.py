@@ -24,7 +24,7 @@ from walstream.targets.http_client import (
     HttpProtocolError,
     InvalidHeaderError,
 )
-from walstream.testing import RawServer, Rfc7230Upstream
+from walstream.testing import RawServer, Rfc7230Upstream, serve_app
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -65,15 +65,8 @@ async def app_server() -> AsyncIterator[tuple[str, Recorder]]:
     recorder = Recorder()
     app = web.Application()
     app.router.add_post("/{status}", recorder.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
+    async with serve_app(app) as port:
         yield f"http://127.0.0.1:{port}", recorder
-    finally:
-        await runner.cleanup()
 
 
 async def idle(reader: asyncio.StreamReader) -> None:

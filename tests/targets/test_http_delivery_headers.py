@@ -17,6 +17,7 @@ from walstream.records import Envelope, Lifecycle
 from walstream.targets.base import delivery_headers
 from walstream.targets.http import HttpTarget
 from walstream.targets.http_client import HttpClient
+from walstream.testing import serve_app
 
 
 def _envelope(target: dict[str, object]) -> Envelope:
@@ -36,15 +37,8 @@ async def upstream() -> AsyncIterator[tuple[str, list[list[tuple[str, str]]]]]:
 
     app = web.Application()
     app.router.add_post("/in", handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
+    async with serve_app(app) as port:
         yield f"http://127.0.0.1:{port}/in", seen
-    finally:
-        await runner.cleanup()
 
 
 def test_every_delivery_header_is_reserved() -> None:

@@ -20,6 +20,7 @@ from walstream.errors import TargetRejectedError
 from walstream.records import Envelope, Lifecycle
 from walstream.targets.http import HttpTarget
 from walstream.targets.http_client import HttpClient
+from walstream.testing import serve_app
 
 #: Every ASCII character, and a few beyond (sent as UTF-8: obs-text, which RFC 9110 admits).
 CHARS = [chr(c) for c in range(0x80)] + ["\u00e9", "\u0085", "\u2028", "\U0001f600"]
@@ -35,15 +36,8 @@ async def upstream() -> AsyncIterator[tuple[str, list[dict[str, str]]]]:
 
     app = web.Application()
     app.router.add_post("/hook", handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
+    async with serve_app(app) as port:
         yield f"http://127.0.0.1:{port}/hook", received
-    finally:
-        await runner.cleanup()
 
 
 def _record(url: str, *, token: str, header: str) -> Envelope:
