@@ -140,3 +140,42 @@ def postgres():
             capture_output=True,
         )
         shutil.rmtree(data.parent, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def memcached_servers():
+    """Three real memcached servers (Debian's, one per region of issue 17's tests) on loopback.
+
+    Never skipped: `make test` installs memcached when it is missing. Shared by the session:
+    tests use keys of their own (``unique``); a test that stops a server uses ``own_memcached``.
+    """
+    from walstream.testing.memcached import MemcachedProcess
+
+    servers = [MemcachedProcess() for _ in range(3)]
+    try:
+        try:
+            for server in servers:
+                server.start()
+        except RuntimeError as exc:
+            pytest.fail(str(exc))
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()
+
+
+@pytest.fixture
+def own_memcached():
+    """``start(**options)``: a memcached of the test's own, which it may stop and start again."""
+    from walstream.testing.memcached import MemcachedProcess
+
+    started: list[MemcachedProcess] = []
+
+    def start(**options) -> MemcachedProcess:
+        server = MemcachedProcess(**options)
+        started.append(server)
+        return server.start()
+
+    yield start
+    for server in started:
+        server.stop()

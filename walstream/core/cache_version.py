@@ -53,6 +53,7 @@ __all__ = [
     "PoisonReason",
     "Stored",
     "StoredItem",
+    "check_key",
     "check_op",
     "decode",
     "encode",
@@ -187,20 +188,31 @@ class PoisonReason(Enum):
     VALUE_ON_NON_SET = "value_on_non_set"
 
 
-def check_op(op: CacheOp, *, item_size_max: int) -> PoisonReason | None:
-    """Why ``op`` can never be stored on a server with this ``item_size_max``, or None.
+def check_key(key: bytes) -> PoisonReason | None:
+    """Why memcached would refuse ``key`` (sent as it is, no base64), or None.
 
-    Keys are sent as they are (no base64): 1 to 250 bytes, none of them a space or a control
-    character (bytes <= 0x20 and 0x7F): memcached would answer CLIENT_ERROR and, for a set,
-    read the value as a command. The encoded item must fit the server's item size.
+    1 to 250 bytes, none of them a space or a control character (bytes <= 0x20 and 0x7F):
+    memcached answers CLIENT_ERROR to such a key and, for a set, reads the value as a command.
     """
-    key = op.key
     if not key:
         return PoisonReason.KEY_EMPTY
     if len(key) > KEY_MAX_BYTES:
         return PoisonReason.KEY_TOO_LONG
     if any(b <= 0x20 or b == 0x7F for b in key):
         return PoisonReason.KEY_BAD_CHAR
+    return None
+
+
+def check_op(op: CacheOp, *, item_size_max: int) -> PoisonReason | None:
+    """Why ``op`` can never be stored on a server with this ``item_size_max``, or None.
+
+    Its key must pass :func:`check_key`, its TTL memcached's range, and its encoded item the
+    server's item size.
+    """
+    key = op.key
+    key_problem = check_key(key)
+    if key_problem is not None:
+        return key_problem
     if not 0 <= op.ttl_s <= TTL_MAX_S:
         return PoisonReason.TTL_OUT_OF_RANGE
     if op.kind is not OpKind.SET and op.value:

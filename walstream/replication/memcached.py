@@ -1,0 +1,168 @@
+"""memcached's meta protocol on one kept-alive, pipelined asyncio connection per server.
+
+Why our own: LWW needs ``mg … c`` (read with the CAS) and ``ms … C<cas>`` (compare-and-set)
+in batches. aiomcache and emcache speak the classic text protocol one command per round trip
+(emcache batches only gets); meta-memcache speaks meta commands, but on blocking sockets.
+
+A batch is written at once and its replies read in order, then a ``mn`` (meta no-op) whose
+``MN`` must come right after the last reply: a count that does not match (a server that read
+part of a value as a command) closes the connection instead of pairing replies with the wrong
+requests. Every batch has a deadline; a timeout, a reset or a refused connect raises
+:class:`~walstream.errors.TargetUnavailableError` (retriable) and drops the connection, and
+the next batch connects again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from walstream.errors import TargetUnavailableError
+
+__all__ = ["MetaConnection", "MetaReply"]
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True)
+class MetaReply:
+    """One reply: its status (``VA``, ``HD``, ``EN``, ``NS``, ``EX``, ``NF``, or an error line's
+    first word: ``CLIENT_ERROR``, ``SERVER_ERROR``, ``ERROR``), its flags, its value (VA only).
+    For an error line, ``flags`` holds the message's words."""
+
+    status: bytes
+    flags: tuple[bytes, ...] = ()
+    value: bytes | None = None
+
+    def flag(self, name: bytes) -> bytes | None:
+        """The token of a returned flag (``c`` → the CAS), or None when absent."""
+        for flag in self.flags:
+            if flag[:1] == name:
+                return flag[1:]
+        return None
+
+
+_NOOP = b"mn\r\n"
+_ERRORS = (b"CLIENT_ERROR", b"SERVER_ERROR", b"ERROR")
+
+
+class MetaConnection:
+    """A pipelined connection to one memcached server (``host:port``), reconnected on demand.
+
+    Batches on one connection take turns (a lock); a batch is any number of meta commands.
+    """
+
+    def __init__(self, address: str, *, timeout_s: float = 2.0) -> None:
+        host, _, port = address.rpartition(":")
+        self.address = address
+        self._host = host
+        self._port = int(port)
+        self.timeout_s = timeout_s
+        self._lock = asyncio.Lock()
+        self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        self._item_size_max: int | None = None
+
+    async def execute(self, commands: list[bytes]) -> list[MetaReply]:
+        """Send ``commands`` (each a full meta command with its CRLF and data block) in one
+        write; return their replies in order.
+
+        Raises:
+            TargetUnavailableError: no connection, a timeout, a reset, or out-of-step replies.
+        """
+        if not commands:
+            return []
+        async with self._lock:
+            return await self._guarded(lambda r, w: self._exchange(r, w, commands))
+
+    async def item_size_max(self) -> int:
+        """The server's ``item_size_max`` (``stats settings``), read once per connection.
+
+        Raises:
+            TargetUnavailableError: as :meth:`execute`.
+        """
+        async with self._lock:
+            if self._item_size_max is None:
+                self._item_size_max = await self._guarded(self._read_item_size_max)
+            return self._item_size_max
+
+    async def close(self) -> None:
+        """Close the connection (the next batch opens another)."""
+        async with self._lock:
+            await self._drop()
+
+    async def _guarded(
+        self, exchange: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[_T]]
+    ) -> _T:
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                streams = self._streams or await self._connect()
+                return await exchange(*streams)
+        except TimeoutError:
+            await self._drop()
+            raise TargetUnavailableError(
+                f"memcached {self.address}: no answer in {self.timeout_s}s"
+            ) from None
+        except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+            await self._drop()
+            raise TargetUnavailableError(f"memcached {self.address}: {exc!r}") from exc
+
+    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        self._streams = await asyncio.open_connection(self._host, self._port)
+        self._item_size_max = None
+        return self._streams
+
+    async def _drop(self) -> None:
+        streams, self._streams = self._streams, None
+        if streams is not None:
+            writer = streams[1]
+            writer.close()
+            # the peer may be gone already: closing is all that is left to do
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+    async def _exchange(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, commands: list[bytes]
+    ) -> list[MetaReply]:
+        # write everything before reading: draining first could wait on a server blocked on
+        # replies nobody reads yet; the transport sends the rest while the replies come in
+        writer.write(b"".join((*commands, _NOOP)))
+        replies = []
+        while True:
+            reply = await _read_reply(reader)
+            if reply.status == b"MN":
+                break
+            replies.append(reply)
+        if len(replies) != len(commands):
+            raise ValueError(f"{len(replies)} replies to {len(commands)} commands")
+        await writer.drain()
+        return replies
+
+    async def _read_item_size_max(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> int:
+        writer.write(b"stats settings\r\n")
+        size = None
+        while (line := await reader.readuntil(b"\r\n")) != b"END\r\n":
+            words = line.split()
+            if words[:2] == [b"STAT", b"item_size_max"]:
+                size = int(words[2])
+        if size is None:
+            raise ValueError("stats settings without item_size_max")
+        return size
+
+
+async def _read_reply(reader: asyncio.StreamReader) -> MetaReply:
+    words = (await reader.readuntil(b"\r\n")).split()
+    if not words:
+        raise ValueError("empty reply line")
+    status = words[0]
+    if status == b"VA":
+        size = int(words[1])
+        data = await reader.readexactly(size + 2)
+        if data[-2:] != b"\r\n":
+            raise ValueError("value block without its CRLF")
+        return MetaReply(status, tuple(words[2:]), data[:-2])
+    return MetaReply(status, tuple(words[1:]))
