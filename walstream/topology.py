@@ -30,6 +30,7 @@ __all__ = [
     "namespace_topic_specs",
     "poison_topic",
     "poison_topic_spec",
+    "region_topic",
     "reserved_topics",
 ]
 
@@ -92,6 +93,14 @@ def default_topics(namespace: str) -> NamespaceTopics:
         retry=f"{_PREFIX}.{namespace}.retry",
         dlq=f"{_PREFIX}.{namespace}.dlq",
     )
+
+
+def region_topic(namespace: str, region: str) -> str:
+    """The topic of a replicated namespace's operations bound for ``region`` (issue 17:
+    ``wal.<ns>.region.<r>``, on that region's cluster when it names one). Neither name holds a
+    dot (core.targets.NAMESPACE_NAME, REGION_NAME), so no two pairs share a topic, and none is
+    a namespace's default log, retry or DLQ topic."""
+    return f"{_PREFIX}.{namespace}.region.{region}"
 
 
 def _deleting(retention_ms: int) -> dict[str, str]:

@@ -15,6 +15,8 @@ from walstream.topology import (
     control_topic_spec,
     default_topics,
     delay_topic_specs,
+    region_topic,
+    reserved_topics,
 )
 
 DAY = 86_400_000
@@ -102,3 +104,10 @@ def test_settings_default_to_three_copies_two_in_sync_and_refuse_more_in_sync_th
         Settings.from_env(env)
     with pytest.raises(ConfigError, match="WALSTREAM_MIN_INSYNC_REPLICAS"):
         Settings.from_env({"WALSTREAM_MIN_INSYNC_REPLICAS": "0"})
+
+
+def test_a_region_topic_is_named_from_its_namespace_and_region():
+    assert region_topic("evc", "us-east") == "wal.evc.region.us-east"
+    assert region_topic("evc", "log") not in default_topics("evc").all()
+    # walstream's own: no record's target may name one
+    assert reserved_topics("walstream", "walstream.namespaces").covers(region_topic("a", "b"))
