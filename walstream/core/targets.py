@@ -15,7 +15,11 @@ from walstream.core.numbers import as_integer
 from walstream.errors import BadRequestError
 
 __all__ = [
+    "MEMCACHED_MAX_KEY_BYTES",
+    "MEMCACHED_MAX_TTL_S",
+    "MEMCACHED_OPS",
     "NAMESPACE_NAME",
+    "REGION_NAME",
     "RESERVED_HEADERS",
     "TARGET_TYPES",
     "UNSENDABLE_HEADERS",
@@ -23,10 +27,25 @@ __all__ = [
     "UNSENDABLE_VALUE_PROBLEM",
     "TargetSpec",
     "has_unsendable_chars",
+    "parse_bootstrap_servers",
+    "parse_memcached_target",
     "parse_target",
 ]
 
 NAMESPACE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+#: A replication region's name (a namespace's ``replication.regions``, a memcached target's
+#: ``origin_region``): it names the region's topic ``wal.<ns>.region.<r>`` (walstream.topology),
+#: so no dot, and at most 63 characters like a namespace's.
+REGION_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+#: What a memcached target does to its key (issue 17): set the record's payload as the value,
+#: delete the key, or touch it (a new ttl).
+MEMCACHED_OPS = ("set", "delete", "touch")
+#: memcached's key limit (its text and meta protocols): 250 bytes, no space or control character.
+MEMCACHED_MAX_KEY_BYTES = 250
+_MEMCACHED_KEY_REFUSED = re.compile(r"[\x00-\x20\x7f]")
+#: memcached reads an expiration time over 30 days as a Unix time, not a number of seconds.
+MEMCACHED_MAX_TTL_S = 30 * 86_400
+_MAX_BOOTSTRAP_CHARS = 1024
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _MAX_KEY_CHARS = 1024
@@ -148,6 +167,42 @@ def _positive_int(field: str, maximum: int) -> Callable[[Any], int]:
     return check
 
 
+def _seconds(field: str, maximum: int) -> Callable[[Any], int]:
+    def check(value: Any) -> int:
+        number = as_integer(value)  # 5.0 is the integer 5 (JSON Schema's integer)
+        if number is None or not 0 <= number <= maximum:
+            raise BadRequestError(field, f"must be an integer of seconds in 0..{maximum}")
+        return number
+
+    return check
+
+
+def _memcached_key(field: str) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        if not isinstance(value, str) or not value:
+            raise BadRequestError(field, "must be a non-empty string")
+        if len(value.encode()) > MEMCACHED_MAX_KEY_BYTES:
+            raise BadRequestError(
+                field, f"must be at most {MEMCACHED_MAX_KEY_BYTES} bytes (memcached's key limit)"
+            )
+        if _MEMCACHED_KEY_REFUSED.search(value):
+            raise BadRequestError(
+                field, "must not contain a space or a control character (memcached keys)"
+            )
+        return value
+
+    return check
+
+
+def _region(field: str) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        if not isinstance(value, str) or not REGION_NAME.fullmatch(value):  # "a\n" too
+            raise BadRequestError(field, f"must be a region name ({REGION_NAME.pattern})")
+        return value
+
+    return check
+
+
 def _headers(field: str) -> Callable[[Any], dict[str, str]]:
     def check(value: Any) -> dict[str, str]:
         if not isinstance(value, dict) or not all(
@@ -179,7 +234,7 @@ _SCHEMAS: dict[str, dict[str, tuple[bool, Callable[[str], Callable[[Any], Any]]]
     "kafka": {
         "topic": (True, lambda f: _str(f, _TOPIC_NAME)),
         "key": (False, lambda f: _str(f, max_len=_MAX_KEY_CHARS)),
-        "bootstrap_servers": (False, lambda f: _str(f, max_len=1024)),
+        "bootstrap_servers": (False, lambda f: _str(f, max_len=_MAX_BOOTSTRAP_CHARS)),
     },
     "http": {
         "url": (True, _url),
@@ -193,7 +248,7 @@ _SCHEMAS: dict[str, dict[str, tuple[bool, Callable[[str], Callable[[Any], Any]]]
     },
     "wal": {
         "namespace": (True, lambda f: _str(f, NAMESPACE_NAME)),
-        "bootstrap_servers": (False, lambda f: _str(f, max_len=1024)),
+        "bootstrap_servers": (False, lambda f: _str(f, max_len=_MAX_BOOTSTRAP_CHARS)),
     },
 }
 
@@ -209,6 +264,53 @@ def _one_of(field: str, choices: tuple[str, ...]) -> Callable[[Any], str]:
     return check
 
 
+#: The memcached target's options (issue 17 item 2): not yet one of _SCHEMAS, so WriteToLog
+#: still refuses the type until its delivery and its OpenAPI schema land; ``ttl`` is memcached's
+#: expiration in seconds (0: none), for set and touch.
+_MEMCACHED_OPTIONS: dict[str, tuple[bool, Callable[[str], Callable[[Any], Any]]]] = {
+    "op": (True, lambda f: _one_of(f, MEMCACHED_OPS)),
+    "key": (True, _memcached_key),
+    "ttl": (False, lambda f: _seconds(f, MEMCACHED_MAX_TTL_S)),
+    "origin_region": (True, lambda f: _region(f)),
+}
+
+
+def parse_bootstrap_servers(value: Any, field: str) -> str:
+    """A Kafka bootstrap list (``host:port,...``) as a kafka or wal target's
+    ``bootstrap_servers`` takes it (a namespace region's cluster too).
+
+    Raises:
+        BadRequestError: naming ``field``.
+    """
+    servers: str = _str(field, max_len=_MAX_BOOTSTRAP_CHARS)(value)
+    return servers
+
+
+def parse_memcached_target(obj: Any, field: str = "target") -> TargetSpec:
+    """Validate a memcached target: ``{"type": "memcached", "op": "set" | "delete" | "touch",
+    "key", "ttl"?, "origin_region"}`` (the namespace's part: walstream.core.validate
+    .check_memcached_target). A touch needs its ttl; a delete takes none.
+
+    Raises:
+        BadRequestError: naming the offending field (``target.key``, ``target.ttl`` ...).
+    """
+    if not isinstance(obj, dict):
+        raise BadRequestError(field, "must be an object with a 'type'")
+    if obj.get("type") != "memcached":
+        raise BadRequestError(f"{field}.type", "must be memcached")
+    spec = _parse_options("memcached", _MEMCACHED_OPTIONS, obj, field)
+    op = spec.options["op"]
+    if op == "touch" and "ttl" not in spec.options:
+        raise BadRequestError(f"{field}.ttl", "is required for a touch (its new expiration)")
+    if op == "delete" and "ttl" in spec.options:
+        raise BadRequestError(
+            f"{field}.ttl",
+            "is not an option of a delete (its tombstone lives the namespace's "
+            "replication.tombstone_ttl_s)",
+        )
+    return spec
+
+
 def parse_target(obj: Any, field: str = "target") -> TargetSpec:
     """Validate a target object such as ``{"type": "http", "url": "http://…"}``.
 
@@ -220,7 +322,15 @@ def parse_target(obj: Any, field: str = "target") -> TargetSpec:
     kind = obj.get("type")
     if not isinstance(kind, str) or kind not in _SCHEMAS:
         raise BadRequestError(f"{field}.type", f"must be one of {', '.join(sorted(_SCHEMAS))}")
-    schema = _SCHEMAS[kind]
+    return _parse_options(kind, _SCHEMAS[kind], obj, field)
+
+
+def _parse_options(
+    kind: str,
+    schema: Mapping[str, tuple[bool, Callable[[str], Callable[[Any], Any]]]],
+    obj: Mapping[str, Any],
+    field: str,
+) -> TargetSpec:
     unknown = sorted(set(obj) - set(schema) - {"type"})
     if unknown:
         raise BadRequestError(f"{field}.{unknown[0]}", f"is not an option of a {kind} target")

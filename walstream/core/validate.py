@@ -23,6 +23,7 @@ from walstream.records import PAYLOAD_ENCODINGS, Envelope, Lifecycle
 __all__ = [
     "MAX_FUTURE_SKEW_MS",
     "MAX_PAYLOAD_DEPTH",
+    "check_memcached_target",
     "exact_body",
     "invalid_json",
     "original_write_time_problem",
@@ -307,6 +308,35 @@ def parse_write_request(
         token,  # idempotency_token
         now_ms,  # created_at_ms
     )
+
+
+def check_memcached_target(
+    target: Mapping[str, Any], payload: Any, ns: NamespaceConfig, field: str = "target"
+) -> None:
+    """A memcached target (walstream.core.targets.parse_memcached_target) against the namespace
+    it is written to: the namespace replicates (``replication``), the operation's origin is one
+    of its regions, and only a set carries a value (``payload`` null for a delete or touch).
+
+    Raises:
+        BadRequestError: naming ``target.type``, ``target.origin_region`` or ``payload``.
+    """
+    replication = ns.replication
+    if replication is None:
+        raise BadRequestError(
+            f"{field}.type",
+            f"memcached needs a namespace with replication regions; {ns.name} has none",
+        )
+    origin = target.get("origin_region")
+    if replication.region(str(origin)) is None:
+        names = ", ".join(replication.region_names)
+        raise BadRequestError(
+            f"{field}.origin_region", f"{origin!r} is not a region of {ns.name} ({names})"
+        )
+    op = target.get("op")
+    if op != "set" and payload is not None:
+        raise BadRequestError(
+            "payload", f"must be null for a memcached {op}: only a set has a value"
+        )
 
 
 def parse_batch(obj: Any, max_records: int) -> list[Any]:

@@ -18,6 +18,7 @@ from walstream.core.retention import (
 from walstream.core.target_policy import TargetPolicy, parse_allowed_targets
 from walstream.core.targets import NAMESPACE_NAME, TargetSpec, parse_target
 from walstream.errors import BadRequestError, ConfigError
+from walstream.namespaces.replication import Replication, parse_replication
 from walstream.topology import NamespaceTopics, default_topics
 
 __all__ = ["BackoffPolicy", "NamespaceConfig", "Ordering", "parse_namespace"]
@@ -77,6 +78,9 @@ class NamespaceConfig:
     #: http origins, Kafka clusters and topics, kv tables, wal namespaces (None: nothing else;
     #: record-level targets are off).
     allowed_targets: TargetPolicy | None = None
+    #: Cross-region replication of a memcached cache (walstream.namespaces.replication; None:
+    #: the namespace replicates nothing).
+    replication: Replication | None = None
     #: What is checked (walstream.core.target_policy): ``allowed_targets`` plus the namespace's
     #: own target, built once per config version (it keeps its verdicts).
     target_policy: TargetPolicy = field(init=False, repr=False, compare=False)
@@ -137,6 +141,8 @@ class NamespaceConfig:
             "ordering": self.ordering.value,
             "on_dlq": self.on_dlq.value,
             **self._retention_json(),
+            # only when set, as allowed_targets below
+            **({"replication": self.replication.to_json()} if self.replication else {}),
         } | (  # only when set: a process that predates the field still reads the event
             {"allowed_targets": self.allowed_targets.to_json()} if self.allowed_targets else {}
         )
@@ -159,6 +165,7 @@ _TOP_LEVEL = {
     "log_retention_ms",
     "dlq_retention_ms",
     "allowed_targets",
+    "replication",
 }
 
 
@@ -287,6 +294,7 @@ def parse_namespace(obj: Any) -> NamespaceConfig:
         log_retention_ms=_retention(obj, "log_retention_ms"),
         dlq_retention_ms=_retention(obj, "dlq_retention_ms"),
         allowed_targets=allowed,
+        replication=parse_replication(obj.get("replication")),
     )
     _check_retention(config)
     return config

@@ -8,7 +8,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from walstream.core.validate import MAX_FUTURE_SKEW_MS, parse_batch, parse_write_request
+from walstream.core.targets import parse_memcached_target
+from walstream.core.validate import (
+    MAX_FUTURE_SKEW_MS,
+    check_memcached_target,
+    parse_batch,
+    parse_write_request,
+)
 from walstream.errors import BadRequestError, PayloadTooLargeError, TargetNotAllowedError
 from walstream.namespaces.config import parse_namespace
 from walstream.topology import reserved_topics
@@ -256,3 +262,96 @@ def test_by_default_only_the_namespaces_own_origin_is_allowed():
             rand=0.0,
             reserved=RESERVED,
         )
+
+
+# -- the memcached target (issue 17 item 2): validated, not yet a type WriteToLog takes --
+
+REPLICATED = parse_namespace(
+    {
+        "name": "evc",
+        "replication": {
+            "regions": {"us-east": {"memcached": ["h1:11211"]}, "eu": {"memcached": ["h2:1"]}}
+        },
+    }
+)
+
+
+def test_a_memcached_target_is_validated():
+    spec = parse_memcached_target(
+        {"type": "memcached", "op": "set", "key": "user:1", "ttl": 60.0, "origin_region": "eu"}
+    )
+    assert spec.wire == {
+        "type": "memcached",
+        "op": "set",
+        "key": "user:1",
+        "ttl": 60,
+        "origin_region": "eu",
+    }
+    touch = {"type": "memcached", "op": "touch", "key": "k", "ttl": 0, "origin_region": "eu"}
+    assert parse_memcached_target(touch).options["ttl"] == 0
+    delete = {"type": "memcached", "op": "delete", "key": "k" * 250, "origin_region": "us-east"}
+    assert "ttl" not in parse_memcached_target(delete).options
+    check_memcached_target(spec.wire, "v", REPLICATED)
+    check_memcached_target(delete, None, REPLICATED)
+
+
+def test_writetolog_does_not_take_a_memcached_target_before_its_delivery_exists():
+    target = {"type": "memcached", "op": "delete", "key": "k", "origin_region": "eu"}
+    with pytest.raises(BadRequestError) as info:
+        parse({"payload": None, "target": target})
+    assert info.value.field == "target.type"
+
+
+_MC = {"type": "memcached", "op": "set", "key": "k", "origin_region": "eu"}
+
+
+@pytest.mark.parametrize(
+    ("target", "field"),
+    [
+        ("memcached", "target"),
+        ({**_MC, "type": "kv"}, "target.type"),
+        ({**_MC, "value": "v"}, "target.value"),
+        ({**_MC, "op": "add"}, "target.op"),
+        ({k: v for k, v in _MC.items() if k != "op"}, "target.op"),
+        ({k: v for k, v in _MC.items() if k != "key"}, "target.key"),
+        ({**_MC, "key": ""}, "target.key"),
+        ({**_MC, "key": 7}, "target.key"),
+        ({**_MC, "key": "k" * 251}, "target.key"),
+        ({**_MC, "key": "é" * 126}, "target.key"),  # 252 bytes
+        ({**_MC, "key": "a b"}, "target.key"),
+        ({**_MC, "key": "a\nb"}, "target.key"),
+        ({**_MC, "key": "a\x7f"}, "target.key"),
+        ({**_MC, "ttl": -1}, "target.ttl"),
+        ({**_MC, "ttl": 30 * 86_400 + 1}, "target.ttl"),
+        ({**_MC, "ttl": "60"}, "target.ttl"),
+        ({**_MC, "ttl": True}, "target.ttl"),
+        ({**_MC, "op": "touch"}, "target.ttl"),
+        ({**_MC, "op": "delete", "ttl": 5}, "target.ttl"),
+        ({k: v for k, v in _MC.items() if k != "origin_region"}, "target.origin_region"),
+        ({**_MC, "origin_region": "EU"}, "target.origin_region"),
+        ({**_MC, "origin_region": "eu\n"}, "target.origin_region"),
+        ({**_MC, "origin_region": "a.b"}, "target.origin_region"),
+        ({**_MC, "origin_region": 1}, "target.origin_region"),
+    ],
+)
+def test_a_bad_memcached_target_names_the_field(target, field):
+    with pytest.raises(BadRequestError) as info:
+        parse_memcached_target(target)
+    assert info.value.field == field
+    assert info.value.status == 400
+
+
+@pytest.mark.parametrize(
+    ("ns", "target", "payload", "field"),
+    [
+        (NS, _MC, "v", "target.type"),  # the namespace replicates nothing
+        (REPLICATED, {**_MC, "origin_region": "ap"}, "v", "target.origin_region"),
+        (REPLICATED, {**_MC, "op": "delete"}, "v", "payload"),
+        (REPLICATED, {**_MC, "op": "touch", "ttl": 5}, {}, "payload"),
+    ],
+)
+def test_a_memcached_target_the_namespace_cannot_take_names_the_field(ns, target, payload, field):
+    with pytest.raises(BadRequestError) as info:
+        check_memcached_target(target, payload, ns)
+    assert info.value.field == field
+    assert info.value.status == 400

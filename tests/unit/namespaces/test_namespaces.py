@@ -11,6 +11,7 @@ from walstream.errors import ConfigError, NamespaceNotFoundError
 from walstream.namespaces.config import Ordering, parse_namespace
 from walstream.namespaces.files import load_namespace_files
 from walstream.namespaces.registry import Change, NamespaceRegistry, encode_event
+from walstream.namespaces.replication import MemcachedServer, Replicate, Replication
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -148,3 +149,183 @@ def test_registry_makes_a_namespace_with_a_bad_last_event_unavailable():
     registry.apply(key, good)
     assert registry.apply(None, good) is Change.IGNORED
     assert registry.names() == ["a"]
+
+
+# -- replication regions (issue 17 item 1) --
+
+REGIONS = {
+    "us-east": {"memcached": ["127.0.0.1:11211", "Cache-1.Example:11212"]},
+    "eu_west": {"memcached": ["[::1]:11211"], "bootstrap_servers": "k1:9092,k2:9092"},
+}
+
+
+def _replicated(**replication):
+    return {"name": "evc", "replication": {"regions": REGIONS, **replication}}
+
+
+def _replication(obj) -> Replication:
+    replication = parse_namespace(obj).replication
+    assert replication is not None
+    return replication
+
+
+def test_a_namespace_names_its_regions_and_round_trips():
+    ns = parse_namespace(_replicated(replicate="invalidate", max_lag_s=60, tombstone_ttl_s=600))
+    replication = ns.replication
+    assert replication is not None
+    assert replication.replicate is Replicate.INVALIDATE
+    assert replication.region_names == ("eu_west", "us-east")
+    east = replication.region("us-east")
+    assert east is not None
+    assert east.bootstrap_servers is None
+    assert east.memcached == (
+        MemcachedServer("127.0.0.1", 11211),
+        MemcachedServer("cache-1.example", 11212),
+    )
+    assert replication.region("nowhere") is None
+    assert ns.to_json()["replication"] == {
+        "replicate": "invalidate",
+        "regions": {
+            "eu_west": {"memcached": ["[::1]:11211"], "bootstrap_servers": "k1:9092,k2:9092"},
+            "us-east": {"memcached": ["127.0.0.1:11211", "cache-1.example:11212"]},
+        },
+        "max_lag_s": 60,
+        "tombstone_ttl_s": 600,
+    }
+    assert parse_namespace(ns.to_json()) == ns
+
+
+def test_replication_defaults_to_values_and_a_tombstone_outliving_the_lag():
+    replication = _replication(_replicated())
+    assert replication.replicate is Replicate.VALUE
+    assert (replication.max_lag_s, replication.tombstone_ttl_s) == (86_400, 172_800)
+    # The default tombstone is twice the lag allowed, within memcached's 30 days of seconds.
+    assert _replication(_replicated(max_lag_s=100)).tombstone_ttl_s == 200
+    assert _replication(_replicated(max_lag_s=20 * 86_400)).tombstone_ttl_s == 30 * 86_400
+
+
+def test_a_namespace_without_replication_publishes_no_such_key():
+    ns = parse_namespace({"name": "plain"})
+    assert ns.replication is None
+    assert "replication" not in ns.to_json()
+
+
+def test_regions_load_from_a_topology_file(tmp_path):
+    (tmp_path / "evc.toml").write_text(
+        'name = "evc"\n'
+        "[replication]\n"
+        'replicate = "invalidate"\n'
+        "[replication.regions.us-east]\n"
+        'memcached = ["10.0.0.1:11211", "10.0.0.2:11211"]\n'
+        "[replication.regions.eu-west]\n"
+        'memcached = ["10.1.0.1:11211"]\n'
+        'bootstrap_servers = "kafka.eu:9092"\n'
+    )
+    (ns,) = load_namespace_files([tmp_path])
+    assert ns.replication is not None
+    assert ns.replication.region_names == ("eu-west", "us-east")
+    (tmp_path / "evc.toml").write_text(
+        'name = "evc"\n[replication.regions.us-east]\nmemcached = ["10.0.0.1:0"]\n'
+        '[replication.regions.eu-west]\nmemcached = ["10.1.0.1:11211"]\n'
+    )
+    with pytest.raises(ConfigError) as info:
+        load_namespace_files([tmp_path])
+    assert "replication.regions.us-east.memcached[0]" in info.value.key
+    assert "evc.toml" in info.value.key
+
+
+def _with_region(name, region):
+    return {"name": "evc", "replication": {"regions": {**REGIONS, name: region}}}
+
+
+def _with_server(server):
+    return _with_region("ap", {"memcached": ["127.0.0.2:11211", server]})
+
+
+@pytest.mark.parametrize(
+    ("obj", "key"),
+    [
+        ({"name": "evc", "replication": ["us-east"]}, "replication"),
+        (_replicated(bogus=1), "replication.bogus"),
+        (_replicated(replicate="copy"), "replication.replicate"),
+        (_replicated(replicate=["value"]), "replication.replicate"),
+        (_replicated(max_lag_s=0), "replication.max_lag_s"),
+        (_replicated(max_lag_s="60"), "replication.max_lag_s"),
+        (_replicated(max_lag_s=True), "replication.max_lag_s"),
+        (_replicated(max_lag_s=30 * 86_400), "replication.max_lag_s"),
+        (_replicated(tombstone_ttl_s=30 * 86_400 + 1), "replication.tombstone_ttl_s"),
+        (_replicated(max_lag_s=600, tombstone_ttl_s=600), "replication.tombstone_ttl_s"),
+        ({"name": "evc", "replication": {}}, "replication.regions"),
+        ({"name": "evc", "replication": {"regions": []}}, "replication.regions"),
+        (
+            {"name": "evc", "replication": {"regions": {"us-east": REGIONS["us-east"]}}},
+            "replication.regions",
+        ),
+        (_with_region("US-EAST", {"memcached": ["h:1"]}), "replication.regions.US-EAST"),
+        (_with_region("a.b", {"memcached": ["h:1"]}), "replication.regions.a.b"),
+        (_with_region("ap\n", {"memcached": ["h:1"]}), "replication.regions.ap\n"),
+        (_with_region("a" * 64, {"memcached": ["h:1"]}), f"replication.regions.{'a' * 64}"),
+        (_with_region("ap", ["h:1"]), "replication.regions.ap"),
+        (
+            _with_region("ap", {"memcached": ["h:1"], "kafka": "k:1"}),
+            "replication.regions.ap.kafka",
+        ),
+        (_with_region("ap", {}), "replication.regions.ap.memcached"),
+        (_with_region("ap", {"memcached": []}), "replication.regions.ap.memcached"),
+        (_with_region("ap", {"memcached": "h:1"}), "replication.regions.ap.memcached"),
+        (
+            _with_region("ap", {"memcached": ["h:1"], "bootstrap_servers": ""}),
+            "replication.regions.ap.bootstrap_servers",
+        ),
+        (
+            _with_region("ap", {"memcached": ["h:1"], "bootstrap_servers": " , "}),
+            "replication.regions.ap.bootstrap_servers",
+        ),
+        (
+            _with_region("ap", {"memcached": ["h:1"], "bootstrap_servers": "k" * 1025}),
+            "replication.regions.ap.bootstrap_servers",
+        ),
+        (
+            _with_region("ap", {"memcached": ["h:1"], "bootstrap_servers": ["k:1"]}),
+            "replication.regions.ap.bootstrap_servers",
+        ),
+        (_with_server(11211), "replication.regions.ap.memcached[1]"),
+        (_with_server("cache"), "replication.regions.ap.memcached[1]"),
+        (_with_server("cache:"), "replication.regions.ap.memcached[1]"),
+        (_with_server("cache:0"), "replication.regions.ap.memcached[1]"),
+        (_with_server("cache:65536"), "replication.regions.ap.memcached[1]"),
+        (_with_server("cache:+80"), "replication.regions.ap.memcached[1]"),
+        (_with_server("cache:11211\n"), "replication.regions.ap.memcached[1]"),
+        (_with_server(":11211"), "replication.regions.ap.memcached[1]"),
+        (_with_server("ca che:11211"), "replication.regions.ap.memcached[1]"),
+        (_with_server("cache.:11211"), "replication.regions.ap.memcached[1]"),
+        (_with_server("-cache:11211"), "replication.regions.ap.memcached[1]"),
+        (_with_server("caché:11211"), "replication.regions.ap.memcached[1]"),
+        (_with_server(f"{'a' * 64}:11211"), "replication.regions.ap.memcached[1]"),
+        (_with_server(f"{'a.' * 127}a:11211"), "replication.regions.ap.memcached[1]"),
+        (_with_server("256.0.0.1:11211"), "replication.regions.ap.memcached[1]"),
+        (_with_server("10.1:11211"), "replication.regions.ap.memcached[1]"),
+        (_with_server("::1:11211"), "replication.regions.ap.memcached[1]"),
+        (_with_server("[cache]:11211"), "replication.regions.ap.memcached[1]"),
+        (_with_server("127.0.0.2:11211"), "replication.regions.ap.memcached[1]"),
+        (_with_server("[::1]:11211"), "replication.regions.eu_west.memcached[0]"),
+        (_with_server("CACHE-1.example:11212"), "replication.regions.us-east.memcached[1]"),
+    ],
+)
+def test_invalid_replication_names_the_field(obj, key):
+    with pytest.raises(ConfigError) as info:
+        parse_namespace(obj)
+    assert info.value.key == key
+    assert key in str(info.value)
+
+
+def test_servers_are_told_apart_as_addresses_not_spellings():
+    ap = _replication(_with_region("ap", {"memcached": ["[0:0::2]:11211", "[::3]:11211"]})).region(
+        "ap"
+    )
+    assert ap is not None
+    assert [str(server) for server in ap.memcached] == ["[::2]:11211", "[::3]:11211"]
+    with pytest.raises(ConfigError, match="listed twice"):
+        parse_namespace(_with_region("ap", {"memcached": ["[::2]:11211", "[0::2]:11211"]}))
+    with pytest.raises(ConfigError, match="already a memcached server of region ap"):
+        parse_namespace(_with_region("ap", {"memcached": ["[0:0::1]:11211"]}))
