@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from walstream.cli import cli
 from walstream.core.ordering import OnDlq
 from walstream.errors import ConfigError, NamespaceNotFoundError
 from walstream.namespaces.config import Ordering, parse_namespace
@@ -329,3 +331,17 @@ def test_servers_are_told_apart_as_addresses_not_spellings():
         parse_namespace(_with_region("ap", {"memcached": ["[::2]:11211", "[0::2]:11211"]}))
     with pytest.raises(ConfigError, match="already a memcached server of region ap"):
         parse_namespace(_with_region("ap", {"memcached": ["[0:0::1]:11211"]}))
+
+
+def test_ns_apply_refuses_bad_regions_naming_the_field_before_any_broker(tmp_path):
+    (tmp_path / "evc.toml").write_text(
+        'name = "evc"\n[replication]\nreplicate = "copy"\n'
+        '[replication.regions.a]\nmemcached = ["10.0.0.1:11211"]\n'
+        '[replication.regions.b]\nmemcached = ["10.0.0.2:11211"]\n'
+    )
+    # No broker listens on port 9: the file is refused before anything is published.
+    result = CliRunner().invoke(
+        cli, ["ns", "apply", str(tmp_path)], env={"WALSTREAM_BOOTSTRAP_SERVERS": "127.0.0.1:9"}
+    )
+    assert result.exit_code == 2
+    assert "replication.replicate='copy': must be value | invalidate" in result.output
