@@ -5,13 +5,17 @@ naming the field."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import jsonschema
 import orjson
 import pytest
 
+from walstream.api.openapi import SCHEMAS
 from walstream.namespaces.config import parse_namespace
 from walstream.namespaces.registry import NamespaceRegistry, encode_event
 
-EVC = {
+EVC: dict[str, Any] = {
     "name": "evc",
     "replication": {
         "replicate": "invalidate",
@@ -44,6 +48,7 @@ async def test_a_namespace_with_regions_is_read_back(client):
         "max_lag_s": 300,
         "tombstone_ttl_s": 600,
     }
+    jsonschema.validate(body, SCHEMAS["Namespace"], cls=jsonschema.Draft202012Validator)
     listed = await (await client.get("/v1/namespaces")).json()
     assert [ns.get("replication") for ns in listed["namespaces"]] == [body["replication"]]
 
@@ -73,3 +78,19 @@ async def test_an_event_with_bad_regions_makes_the_namespace_unavailable_naming_
     body = await response.json()
     assert body["error"] == "NamespaceUnavailableError"
     assert f"({field}=" in body["message"]
+
+
+@pytest.mark.parametrize(
+    "replication",
+    [
+        {**EVC["replication"], "regions": {"us-east": {"memcached": ["h:1"]}}},
+        {**EVC["replication"], "regions": {"a.b": {"memcached": ["h:1"]}, "c": {"memcached": []}}},
+        {**EVC["replication"], "replicate": "copy"},
+        {**EVC["replication"], "lag": 1},
+    ],
+)
+def test_the_documented_schema_of_regions_refuses_what_the_parser_refuses(replication):
+    schema = SCHEMAS["Namespace"]["properties"]["replication"]
+    full = {**replication, "max_lag_s": 300, "tombstone_ttl_s": 600}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(full, schema, cls=jsonschema.Draft202012Validator)

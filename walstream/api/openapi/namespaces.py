@@ -9,8 +9,41 @@ from __future__ import annotations
 from typing import Any
 
 from walstream.api.openapi.responses import NOT_FOUND, NS_PARAM, UNAVAILABLE, json_content
+from walstream.core.targets import MEMCACHED_MAX_TTL_S, REGION_NAME
 
 __all__ = ["NAMESPACE", "NAMESPACE_LIST", "paths"]
+
+#: A namespace's replication regions (walstream.namespaces.replication.Replication.to_json).
+REPLICATION = {
+    "type": "object",
+    "required": ["replicate", "regions", "max_lag_s", "tombstone_ttl_s"],
+    "additionalProperties": False,
+    "properties": {
+        "replicate": {"type": "string", "enum": ["value", "invalidate"]},
+        "regions": {
+            "type": "object",
+            "minProperties": 2,
+            "propertyNames": {"pattern": REGION_NAME.pattern},
+            "additionalProperties": {
+                "type": "object",
+                "required": ["memcached"],
+                "additionalProperties": False,
+                "properties": {
+                    "memcached": {
+                        "type": "array",
+                        "minItems": 1,
+                        "uniqueItems": True,
+                        "items": {"type": "string", "description": "host:port, [IPv6]:port"},
+                    },
+                    # absent: the deployment's own cluster
+                    "bootstrap_servers": {"type": "string"},
+                },
+            },
+        },
+        "max_lag_s": {"type": "integer", "minimum": 1, "maximum": MEMCACHED_MAX_TTL_S - 1},
+        "tombstone_ttl_s": {"type": "integer", "minimum": 2, "maximum": MEMCACHED_MAX_TTL_S},
+    },
+}
 
 NAMESPACE = {
     "type": "object",
@@ -44,6 +77,8 @@ NAMESPACE = {
         # present only when finite (absent: -1, kept forever)
         "log_retention_ms": {"type": "integer"},
         "dlq_retention_ms": {"type": "integer"},
+        # present only when the namespace replicates a memcached cache across regions
+        "replication": REPLICATION,
     },
 }
 
