@@ -1,5 +1,6 @@
 """Edges of the DLQ fold (walstream.core.dlq) the other tests do not reach: malformed headers
-read as defaults, a claim fold past its bound, entries read twice, filters by time."""
+read as defaults, a claim fold past its bound, entries read twice, filters by time, sources that
+are not ``topic[partition]@offset``, times given as JSON numbers."""
 
 from __future__ import annotations
 
@@ -12,7 +13,10 @@ from walstream.core.dlq import (
     Marker,
     OpenEntries,
     Selection,
+    entry_headers,
     parse_dlq_record,
+    parse_selection,
+    parse_source,
 )
 
 
@@ -92,3 +96,30 @@ def test_an_index_selects_by_death_time_and_ignores_what_is_no_dlq_record():
         index.apply(entry)
     chosen = index.select(Selection(since_ms=200, until_ms=300))
     assert chosen == [DlqRef(200, 0, 1, "id-1", "")]
+
+
+def test_a_source_reads_as_its_coordinates_only_in_the_topic_partition_offset_form():
+    assert parse_source("wal.ns.log[3]@42") == ("wal.ns.log", 3, 42)
+    for malformed in ("wal.ns.log@42", "[3]@42", "wal.ns.log[x]@42", "wal.ns.log[3]@y", ""):
+        assert parse_source(malformed) is None, malformed
+
+
+def test_an_entry_knows_its_source_and_whether_it_was_no_record():
+    headers = entry_headers(
+        namespace="ns",
+        reason="not JSON",
+        error_class="PoisonRecordError",
+        source="wal.ns.log[1]@9",
+        attempts=0,
+        dead_at_ms=5,
+    )
+    assert [name for name, _ in headers if name in ("wal-behind", "wal-key")] == []
+    entry = parse_dlq_record(b"id-1", b"\xff", headers, partition=0, offset=1)
+    assert isinstance(entry, DlqEntry)
+    assert (entry.poison, entry.behind, entry.key) == (True, (), None)
+    assert entry.source_coordinates() == ("wal.ns.log", 1, 9)
+
+
+def test_a_selection_time_given_as_a_whole_json_number_is_that_integer():
+    chosen = parse_selection({"since": 5.0, "until": 7}, 1_000)
+    assert (chosen.since_ms, chosen.until_ms) == (5, 7)
