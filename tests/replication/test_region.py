@@ -166,3 +166,17 @@ async def test_a_server_that_never_answers_times_out():
                 await connection.execute([b"mn\r\n"])
         finally:
             await connection.close()
+
+
+async def test_bytes_after_the_closing_mn_drop_the_connection():
+    async def early(reader, writer):
+        await reader.readuntil(b"mn\r\n")
+        writer.write(b"EN\r\nMN\r\nEN\r\n")  # one write: a reply nobody asked for after MN
+
+    async with RawServer(early) as port:
+        connection = MetaConnection(f"127.0.0.1:{port}", timeout_s=5)
+        try:
+            with pytest.raises(TargetUnavailableError, match="after the batch"):
+                await connection.execute([b"mg a v\r\n"])
+        finally:
+            await connection.close()

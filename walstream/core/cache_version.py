@@ -30,6 +30,7 @@ outcome of each operation.
 
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass
 from enum import Enum
@@ -76,6 +77,9 @@ ITEM_OVERHEAD_BYTES = 59
 #: memcached reads a TTL as a signed 32-bit number (over 30 days: an absolute Unix time).
 TTL_MAX_S = 2**31 - 1
 _TOKEN_MAX_BYTES = 2**16 - 1
+_WRITE_TIME_MAX_MS = 2**64 - 1
+#: What a key sent as it is may not hold: spaces and control characters.
+_BAD_KEY_BYTE = re.compile(rb"[\x00-\x20\x7f]")
 
 
 class Kind(Enum):
@@ -198,7 +202,7 @@ def check_key(key: bytes) -> PoisonReason | None:
         return PoisonReason.KEY_EMPTY
     if len(key) > KEY_MAX_BYTES:
         return PoisonReason.KEY_TOO_LONG
-    if any(b <= 0x20 or b == 0x7F for b in key):
+    if _BAD_KEY_BYTE.search(key):
         return PoisonReason.KEY_BAD_CHAR
     return None
 
@@ -217,10 +221,12 @@ def check_op(op: CacheOp, *, item_size_max: int) -> PoisonReason | None:
         return PoisonReason.TTL_OUT_OF_RANGE
     if op.kind is not OpKind.SET and op.value:
         return PoisonReason.VALUE_ON_NON_SET
-    try:
-        size = len(encode(StoredItem(version=op.version, kind=Kind.VALUE, value=op.value)))
-    except ValueError:
+    token_bytes = len(op.version.idempotency_token.encode())
+    if not 0 <= op.version.original_write_time_ms <= _WRITE_TIME_MAX_MS:
         return PoisonReason.VERSION_OUT_OF_RANGE
+    if token_bytes > _TOKEN_MAX_BYTES:
+        return PoisonReason.VERSION_OUT_OF_RANGE
+    size = HEADER_BYTES + token_bytes + len(op.value)  # what encode() makes of it
     if size + len(key) + ITEM_OVERHEAD_BYTES > item_size_max:
         return PoisonReason.VALUE_TOO_LARGE
     return None

@@ -46,7 +46,7 @@ class MetaReply:
 
 
 _NOOP = b"mn\r\n"
-_ERRORS = (b"CLIENT_ERROR", b"SERVER_ERROR", b"ERROR")
+_READ_BYTES = 256 * 1024
 
 
 class MetaConnection:
@@ -129,12 +129,7 @@ class MetaConnection:
         # write everything before reading: draining first could wait on a server blocked on
         # replies nobody reads yet; the transport sends the rest while the replies come in
         writer.write(b"".join((*commands, _NOOP)))
-        replies = []
-        while True:
-            reply = await _read_reply(reader)
-            if reply.status == b"MN":
-                break
-            replies.append(reply)
+        replies = await _read_replies(reader)
         if len(replies) != len(commands):
             raise ValueError(f"{len(replies)} replies to {len(commands)} commands")
         await writer.drain()
@@ -154,15 +149,35 @@ class MetaConnection:
         return size
 
 
-async def _read_reply(reader: asyncio.StreamReader) -> MetaReply:
-    words = (await reader.readuntil(b"\r\n")).split()
-    if not words:
-        raise ValueError("empty reply line")
-    status = words[0]
-    if status == b"VA":
-        size = int(words[1])
-        data = await reader.readexactly(size + 2)
-        if data[-2:] != b"\r\n":
-            raise ValueError("value block without its CRLF")
-        return MetaReply(status, tuple(words[2:]), data[:-2])
-    return MetaReply(status, tuple(words[1:]))
+async def _read_replies(reader: asyncio.StreamReader) -> list[MetaReply]:
+    """Replies up to the batch's closing ``MN``: parsed from large reads, not line by line."""
+    buffer = bytearray()
+    pos = 0
+    replies: list[MetaReply] = []
+    while True:
+        end = buffer.find(b"\r\n", pos)
+        reply = None
+        if end >= 0:
+            words = bytes(buffer[pos:end]).split()
+            if not words:
+                raise ValueError("empty reply line")
+            if words[0] != b"VA":
+                reply, pos = MetaReply(words[0], tuple(words[1:])), end + 2
+            elif len(buffer) >= (stop := end + 2 + int(words[1])) + 2:
+                if buffer[stop : stop + 2] != b"\r\n":
+                    raise ValueError("value block without its CRLF")
+                reply = MetaReply(words[0], tuple(words[2:]), bytes(buffer[end + 2 : stop]))
+                pos = stop + 2
+        if reply is None:  # incomplete: read more
+            del buffer[:pos]
+            pos = 0
+            data = await reader.read(_READ_BYTES)
+            if not data:
+                raise asyncio.IncompleteReadError(bytes(buffer), None)
+            buffer += data
+        elif reply.status == b"MN":
+            if pos != len(buffer):
+                raise ValueError("bytes after the batch's MN")
+            return replies
+        else:
+            replies.append(reply)

@@ -264,6 +264,8 @@ def test_a_well_formed_op_is_not_poison():
         (op_set(V1, ttl=-1), PoisonReason.TTL_OUT_OF_RANGE),
         (op_touch(V1, ttl=TTL_MAX_S + 1), PoisonReason.TTL_OUT_OF_RANGE),
         (op_set(Version(-5, "t")), PoisonReason.VERSION_OUT_OF_RANGE),
+        (op_set(Version(2**64, "t")), PoisonReason.VERSION_OUT_OF_RANGE),
+        (op_set(Version(1, "t" * 65_536)), PoisonReason.VERSION_OUT_OF_RANGE),
         (
             CacheOp(kind=OpKind.DELETE, key=b"k", version=V1, value=b"x"),
             PoisonReason.VALUE_ON_NON_SET,
@@ -282,3 +284,11 @@ def test_the_value_size_limit_is_the_server_item_size_less_header_key_and_overhe
     over = op_set(Version(1, token), b"x" * (largest + 1), key=key)
     assert check_op(fits, item_size_max=ONE_MIB) is None
     assert check_op(over, item_size_max=ONE_MIB) is PoisonReason.VALUE_TOO_LARGE
+
+
+@given(token=st.text(max_size=40), value=st.binary(max_size=200))
+def test_the_size_check_counts_exactly_the_encoded_item(token, value):
+    op = op_set(Version(7, token), value, key=b"key")
+    exact = len(encode(item(op.version, value))) + len(b"key") + ITEM_OVERHEAD_BYTES
+    assert check_op(op, item_size_max=exact) is None
+    assert check_op(op, item_size_max=exact - 1) is PoisonReason.VALUE_TOO_LARGE
