@@ -23,6 +23,7 @@ from walstream.namespaces.config import parse_namespace
 from walstream.namespaces.registry import NamespaceRegistry, encode_event
 from walstream.records import Envelope, Lifecycle, encode_envelope
 from walstream.settings import Settings
+from walstream.testing import TierBatch, TierClient, TierRecord
 
 
 @dataclass
@@ -36,48 +37,16 @@ class Record:
     )
 
 
-class Batch:
-    def __init__(self) -> None:
-        self.records: list[Any] = []
-
-    def append(self, **record: Any) -> object:
-        self.records.append(record)
-        return object()
-
-
-class Cluster:
-    """The producer metadata the stage consults: every topic has 4 partitions unless told."""
-
-    def __init__(self, topics: dict[str, int] | None = None) -> None:
-        self.topics = topics
-
-    def partitions_for_topic(self, topic: str) -> set[int] | None:
-        if self.topics is None:
-            return {0, 1, 2, 3}
-        count = self.topics.get(topic)
-        return None if count is None else set(range(count))
-
-
-class Client:
-    def __init__(self, topics: dict[str, int] | None = None) -> None:
-        self.cluster = Cluster(topics)
-        self.metadata_updates = 0
-
-    async def force_metadata_update(self) -> bool:
-        self.metadata_updates += 1
-        return True
-
-
 class FlakyProducer:
     """Refuses the first ``failures`` sends (of either kind) outright, then takes everything."""
 
     def __init__(self, failures: int) -> None:
         self.failures = failures
         self.sent: list[tuple[str, int, int]] = []  # (topic, partition, records)
-        self.client = Client()
+        self.client = TierClient()
 
-    def create_batch(self) -> Batch:
-        return Batch()
+    def create_batch(self) -> TierBatch:
+        return TierBatch()
 
     def _take(self, topic: str, partition: int, count: int) -> asyncio.Future[None]:
         if self.failures > 0:
@@ -88,17 +57,11 @@ class FlakyProducer:
         done.set_result(None)
         return done
 
-    async def send_batch(self, batch: Batch, topic: str, *, partition: int) -> Any:
+    async def send_batch(self, batch: TierBatch, topic: str, *, partition: int) -> Any:
         return self._take(topic, partition, len(batch.records))
 
     async def send(self, topic: str, value: Any, **kw: Any) -> Any:
         return self._take(topic, kw["partition"], 1)
-
-
-@pytest.fixture
-async def stage():
-    # Not started (no Kafka here): the clients are the fakes each test sets.
-    return DelayStage(Settings(app_id="t"), group_id="t-delay")
 
 
 @pytest.fixture
@@ -160,7 +123,7 @@ class Producer:
     def __init__(self, topics: dict[str, int], refuse: dict[str, Exception] | None = None):
         self.topics = topics
         self.refuse = refuse or {}
-        self.client = Client(topics)
+        self.client = TierClient(topics)
         self.sent: list[Sent] = []
         self.tries: list[str] = []
 
@@ -373,3 +336,64 @@ async def test_an_empty_assignment_still_counts_as_joined(stage):
     stage._on_assigned(set())
     assert stage.joined
     assert stage.assignment == frozenset()
+
+
+# -- a hop that did not fit its batch ------------------------------------------------------------
+# (review of issue 16, R2: when the flush of the full batch it did not fit was refused, it was in
+# no batch and never routed: neither sent again nor dropped from the ledger, its tier
+# partition's commit held at it until a restart, and in_flight never came down)
+
+
+class SmallBatchProducer:
+    """Batches of two records; refuses the first ``failures`` sends outright, then takes
+    everything (``sent``: the values taken, here the records' offsets)."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.sent: list[int] = []
+        self.client = TierClient()
+
+    def create_batch(self) -> TierBatch:
+        return TierBatch(limit=2)
+
+    def _take(self, count: int) -> asyncio.Future[None]:
+        if self.failures > 0:
+            self.failures -= 1
+            raise KafkaConnectionError("broker gone")
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+    async def send_batch(self, batch: TierBatch, topic: str, *, partition: int) -> Any:
+        future = self._take(len(batch.records))
+        self.sent.extend(r["value"] for r in batch.records)
+        return future
+
+    async def send(self, topic: str, value: Any, **kw: Any) -> Any:
+        future = self._take(1)
+        self.sent.append(value)
+        return future
+
+
+async def test_a_hop_that_did_not_fit_a_refused_batch_is_sent_too(stage):
+    tp = TopicPartition("t.delay.10s", 0)
+    stage._on_assigned({tp})  # the stage reads the tier partition
+    part = stage._parts[tp]
+    stage.sender.producer = stage.sender.due_producer = producer = SmallBatchProducer(failures=1)
+    for offset in (5, 6):
+        out = Out(tp, TierRecord(offset), "t.delay.1m", 0, None, 1_000)
+        await stage.sender.add_hop(part, out._replace(record=_with_value(out.record, offset)))
+    seven = Out(tp, _with_value(TierRecord(7), 7), "t.delay.1m", 0, None, 1_000)
+    with pytest.raises(KafkaConnectionError):  # the full batch's flush is refused
+        await stage.sender.add_hop(part, seven)
+    await asyncio.sleep(0.8)  # the refused batch's members are sent again after 0.5 s
+    await stage.sender.flush()
+    assert sorted(producer.sent) == [5, 6, 7], "the hop that did not fit was never sent"
+    assert part.pending == set()
+    assert part.safe_offset() == 8
+    assert stage._in_flight == 0
+
+
+def _with_value(record: TierRecord, offset: int) -> TierRecord:
+    record.value = offset  # type: ignore[assignment]  # what the fake producer notes
+    return record

@@ -2,14 +2,21 @@
 when a copy of it is read again (a crash re-reads what was not committed, the delay stage sends
 a retry copy again, a stale retry), and attempt numbers are not restarted; a mark is written
 only after the target's acknowledgement, so a crash before it gives a duplicate, never a loss;
-marks are bounded (time and count) and their index survives a recovery."""
+marks are bounded (time and count) and their index survives a recovery; a mark the producer
+refuses to queue leaves the record delivered; on the worker's default RocksDB store an expired
+mark is dropped from its own partition."""
 
 from __future__ import annotations
 
 import asyncio
+import weakref
 from typing import Any
 
+import faust
 import pytest
+from aiokafka.errors import KafkaTimeoutError
+from faust.streams import _current_event, current_event
+from faust.types import TP
 
 from walstream.agents.attempts import (
     MarkIndex,
@@ -228,3 +235,151 @@ async def test_table_marks_replace_the_count_and_old_ones_are_tombstoned_on_thei
     assert len(again.index) == 2
     await again.delivered("id-4", NOW + 3_000)
     assert [attempts.was_delivered(i) for i in ("id-2", "id-3", "id-4")] == [False, False, True]
+
+
+# -- a mark the producer refuses to queue ------------------------------------------------------
+# (review of issue 16, R2: aiokafka's send raises when it cannot queue a record, e.g. its buffer
+# full for request_timeout_ms; the mark's send raising inside the deliverer's catch-all
+# dead-lettered the record the target had just applied and, with on_dlq = "hold", held its key
+# behind a delivered record. A mark that cannot be written costs at most a duplicate later.)
+
+
+class _FullProducer(ChangelogProducer):
+    """Faust's producer with aiokafka's buffer full once: the first ``send`` cannot queue its
+    record (the delivered mark's); later sends are taken."""
+
+    full = True
+
+    async def send(self, topic: str, key: bytes, value: bytes | None, partition: int,
+                   timestamp: Any, headers: Any) -> Any:  # fmt: skip
+        if self.full:
+            self.full = False
+            raise KafkaTimeoutError("buffer full: batch not queued within request_timeout_ms")
+        return await super().send(topic, key, value, partition, timestamp, headers)
+
+
+@pytest.fixture
+def held_registry():
+    """``seq`` ordered by key, its DLQ entries holding their key (``on_dlq = "hold"``)."""
+    registry = NamespaceRegistry()
+    ns = {
+        "name": "seq",
+        "ordering": "key",
+        "on_dlq": "hold",
+        "max_attempts": 5,
+        "target": {"type": "kafka", "topic": "out"},
+    }
+    registry.apply(*encode_event(parse_namespace(ns), 1))
+    return registry
+
+
+async def test_a_record_the_target_applied_is_delivered_even_if_its_mark_cannot_be_queued(
+    held_registry,
+):
+    registry = held_registry
+    target = MemoryTarget()
+    emitter, clock = RecordingEmitter(), FakeClock(NOW)
+    attempts = TableAttempts(FakeTable(_FullProducer(failures=0)))
+    order = KeyOrder({})
+    deliverer = fake_deliverer(registry, target, emitter, clock, attempts, order=order)
+    first = envelope(1, ns="seq", now_ms=NOW)
+    outcome = await deliverer.handle(encode_envelope(first), b"k1", Source("wal.seq.log", 2, 0))
+    assert [e.id for e in target.delivered] == ["id-1"]  # the target applied it
+    dead = [e for e in emitter.emitted if e.topic == "wal.seq.dlq"]
+    assert outcome is Outcome.DELIVERED, (outcome, [dict(e.headers or ()) for e in dead])
+    assert dead == []
+    assert order.get("seq", "k1") is None  # its key is free, not held behind it
+
+
+# -- marks on the worker's default table store (rocksdb://) ------------------------------------
+# (review of issue 16, R2: Faust's RocksDB store answers a get under an event from that event's
+# partition database only (faust.stores.rocksdb.Store._get), so a mark kept on another partition
+# read back under the current event was None: popped from the index, never deleted nor
+# tombstoned, and a copy read after MARK_TTL_S was skipped instead of delivered again.)
+
+
+class _Metadata:
+    def __init__(self, topic: str, partition: int, offset: int) -> None:
+        self.topic_partition = TP(topic, partition)
+        self.offset = offset
+
+
+class _Producer:
+    """Faust's producer as TableAttempts uses it; ``sent`` holds (key, value, partition)."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, bytes | None, int]] = []
+
+    async def send(self, topic: str, key: bytes, value: bytes | None, partition: int,
+                   timestamp: Any, headers: Any) -> asyncio.Future[Any]:  # fmt: skip
+        self.sent.append((key, value, partition))
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        fut.set_result(_Metadata(topic, partition, len(self.sent)))
+        return fut
+
+    async def send_and_wait(self, *args: Any) -> Any:
+        return await (await self.send(*args))
+
+
+class _Message:
+    def __init__(self, partition: int) -> None:
+        self.partition = partition
+        self.topic = "wal.demo.log"
+
+
+class _Event:
+    """The source event a worker's handler is bound to (walstream.worker.bind_event)."""
+
+    def __init__(self, partition: int) -> None:
+        self.message = _Message(partition)
+
+
+class _On:
+    """Run as the handler of a record of ``partition`` (Faust's current event)."""
+
+    def __init__(self, partition: int) -> None:
+        self.event = _Event(partition)
+
+    def __enter__(self) -> None:
+        self.token = _current_event.set(weakref.ref(self.event))  # type: ignore[arg-type]
+
+    def __exit__(self, *exc: object) -> None:
+        _current_event.reset(self.token)
+
+
+def _attempts(tmp_path: Any, producer: _Producer, index: MarkIndex) -> TableAttempts:
+    app = faust.App("review16", store="rocksdb://", datadir=str(tmp_path))
+    app._producer = producer  # type: ignore[assignment]  # recorded, not sent
+    table = app.Table("attempts", default=int, partitions=4)
+    # a Faust table without a partitioner: the current event's partition
+    table.partition_for_key = lambda key: current_event().message.partition  # type: ignore[method-assign,union-attr]
+    return TableAttempts(table, index=index)
+
+
+async def test_a_mark_past_the_bound_is_dropped_from_its_own_partition_on_rocksdb(tmp_path):
+    producer = _Producer()
+    attempts = _attempts(tmp_path, producer, MarkIndex(max_marks=1, ttl_s=600))
+    with _On(0):
+        await attempts.delivered("id-a", NOW)
+    with _On(1):  # the next delivery is of a record of another partition: over the bound of 1
+        await attempts.delivered("id-b", NOW + 1_000)
+    await asyncio.sleep(0)
+    assert len(attempts.index) == 1  # the index let id-a's mark go ...
+    # ... so its mark must be gone from the table and tombstoned on its changelog partition
+    assert (b'"id-a"', None, 0) in producer.sent, producer.sent
+    with _On(0):
+        assert not attempts.was_delivered("id-a")
+
+
+async def test_a_mark_past_its_time_is_dropped_from_its_own_partition_on_rocksdb(tmp_path):
+    producer = _Producer()
+    attempts = _attempts(tmp_path, producer, MarkIndex(max_marks=200_000, ttl_s=600))
+    with _On(2):
+        await attempts.delivered("id-a", NOW)
+    with _On(3):  # 11 minutes later, a record of another partition is delivered
+        await attempts.delivered("id-b", NOW + 660_000)
+    await asyncio.sleep(0)
+    assert len(attempts.index) == 1
+    assert (b'"id-a"', None, 2) in producer.sent, producer.sent
+    with _On(2):  # a copy of id-a read now (a group rewound by hand) must be delivered again
+        assert not attempts.was_delivered("id-a")

@@ -1,19 +1,43 @@
 """The ordering gate reads a key's state once per record: admitted, held before its retry copy
 goes, and handed on after delivery, a record costs one read of its key's head (the handler of a
-release marker reads it again once, after the marker is out). Order and outcomes as before."""
+release marker reads it again once, after the marker is out). Order and outcomes as before.
+
+Reusing the head read when a record's turn opened is safe only while the key's lock covers every
+change to that head (review of issue 16, R2): the lock is keyed as the table keys the head
+((namespace, ordering key as text)), so record key bytes naming the same ordering key share one
+lock; the catch-all settles a dead-lettered record under its key's lock, taken again (the
+handler's was released when it raised); a record not handled under its ordering key's lock (its
+record key differs from its envelope's) reads the head again before handing the key on."""
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
+import pytest
+
+from walstream.agents.attempts import MemoryAttempts
 from walstream.agents.ordering import KeyOrder
-from walstream.agents.outcomes import Outcome
+from walstream.agents.ordering_gate import Turn
+from walstream.agents.outcomes import Outcome, Source
+from walstream.clock import FakeClock
 from walstream.core.ordering import KeyHead
 from walstream.errors import TargetUnavailableError
 from walstream.namespaces.config import parse_namespace
 from walstream.namespaces.registry import NamespaceRegistry, encode_event
-from walstream.testing import DeliveryHarness, ScriptedTarget, envelope, namespace_definition
+from walstream.records import encode_envelope
+from walstream.testing import (
+    DeliveryHarness,
+    RecordingEmitter,
+    ScriptedTarget,
+    envelope,
+    fake_deliverer,
+    namespace_definition,
+)
 
 NOW = 1_800_000_000_000
 DOWN = TargetUnavailableError("down", error_class="http_503")
+LOG = "wal.seq.log"
 
 
 class CountingOrder(KeyOrder):
@@ -74,3 +98,119 @@ async def test_a_parked_record_released_inline_reads_its_keys_head_once():
     # the marker (1), and 2, 3, 4 handed on inline by its handler (1 each)
     assert order.reads() == 2 + 1 + 3
     assert order.get("seq", "k1") is None
+
+
+# -- the key's lock ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def registry() -> NamespaceRegistry:
+    registry = NamespaceRegistry()
+    definition = namespace_definition("seq", base_ms=1_000, ordering="key", on_dlq="hold")
+    registry.apply(*encode_event(parse_namespace(definition), 1))
+    return registry
+
+
+async def _acquired(lock_task: asyncio.Task[Any], rounds: int = 20) -> bool:
+    for _ in range(rounds):  # everything here is in memory: a free lock is taken at once
+        await asyncio.sleep(0)
+    return lock_task.done()
+
+
+async def test_record_keys_naming_the_same_ordering_key_share_its_lock(registry):
+    deliverer = fake_deliverer(
+        registry, None, RecordingEmitter(), FakeClock(NOW), order=KeyOrder({})
+    )
+    gate = deliverer.gate
+    source = Source(LOG, 0, 0)
+    # not UTF-8, and the UTF-8 of U+FFFD: both name the ordering key "k\ufffd" in the table
+    async with gate.locked(b"k\xff", source):
+
+        async def other() -> None:
+            async with gate.locked("k\ufffd".encode(), source):
+                pass
+
+        task = asyncio.create_task(other())
+        assert not await _acquired(task)  # waits for the key's lock
+    assert await _acquired(task)
+
+
+class _BuggyAttempts(MemoryAttempts):
+    """Attempt counts whose first ``was_delivered`` raises (a bug: the deliverer's catch-all)."""
+
+    bug = True
+
+    def was_delivered(self, record_id: str) -> bool:
+        if self.bug:
+            self.bug = False
+            raise RuntimeError("a bug")
+        return super().was_delivered(record_id)
+
+
+class _DlqHolder(RecordingEmitter):
+    """On the DLQ entry's write, another handler takes the key's lock and holds it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held = asyncio.Event()
+        self.release = asyncio.Event()
+        self.locked: object = None
+
+    async def emit(self, topic: str, value: bytes | None, **kw: Any) -> None:
+        await super().emit(topic, value, **kw)
+        if topic == "wal.seq.dlq" and not self.held.is_set():
+
+            async def hold() -> None:
+                async with self.locked(b"k1", Source(LOG, 0, 0)):  # type: ignore[operator]
+                    self.held.set()
+                    await self.release.wait()
+
+            self.holder = asyncio.create_task(hold())
+            await self.held.wait()
+
+
+async def test_the_catch_all_settles_a_dead_record_under_its_keys_lock(registry):
+    emitter = _DlqHolder()
+    order = KeyOrder({})
+    deliverer = fake_deliverer(
+        registry, None, emitter, FakeClock(NOW), _BuggyAttempts(), order=order
+    )
+    emitter.locked = deliverer.gate.locked
+    value = encode_envelope(envelope(1, ns="seq", now_ms=NOW))
+    handled = asyncio.create_task(deliverer.handle(value, b"k1", Source(LOG, 0, 0)))
+    await emitter.held.wait()  # dead-lettered; another handler of k1 holds its lock now
+    assert not await _acquired(handled)  # the settling waits for it ...
+    assert order.get("seq", "k1") is None  # ... and has not touched the key
+    emitter.release.set()
+    assert await handled is Outcome.DEAD
+    await emitter.holder
+    head = await order.load("seq", "k1")
+    assert head is not None
+    assert head.head == "id-1"
+    assert head.held  # on_dlq = hold
+
+
+async def test_a_record_whose_key_bytes_differ_reads_its_keys_head_again_to_hand_on(registry):
+    target = ScriptedTarget()
+    order = KeyOrder({})
+    h = DeliveryHarness.build(registry, target, order, now_ms=NOW)
+    ns = registry.get("seq")
+    target.fail("id-1", DOWN)
+    first = envelope(1, key="k1", ns="seq", now_ms=NOW)
+    assert await h.write(first) is Outcome.RETRY  # id-1 heads k1
+    assert await h.write(envelope(2, key="k1", ns="seq", now_ms=NOW)) is Outcome.WAITING
+    # a copy of id-1 written under other record key bytes opens its turn (other lock) ...
+    stale = Turn(ns, "k1", await order.load("seq", "k1"))
+    # ... while id-1's own copy is delivered and hands k1 on to id-2
+    fresh = Turn(ns, "k1", await order.load("seq", "k1"))
+    await h.deliverer.gate.after(fresh, "id-1", Outcome.DELIVERED, b"k1", h.partition)
+    markers = len(h.emitter.emitted)
+    head = await order.load("seq", "k1")
+    assert head is not None
+    assert head.head == "id-2"
+    # the copy is delivered too: handing on from the head it read would free k1 behind id-2
+    await h.deliverer.gate.after(stale, "id-1", Outcome.DELIVERED, b"other", h.partition)
+    head = await order.load("seq", "k1")
+    assert head is not None
+    assert head.head == "id-2"  # id-2 still heads k1
+    assert len(h.emitter.emitted) == markers  # and no second release

@@ -45,7 +45,16 @@ from walstream.testing.deliver import (
     fake_deliverer,
 )
 from walstream.testing.faust import ChangelogProducer, FakeFaustApp, FakeFaustProducer, FakeTable
-from walstream.testing.kafka import CommitRecorder, FakeAdmin, TierRecord, send_dead_letter
+from walstream.testing.kafka import (
+    CommitRecorder,
+    FakeAdmin,
+    HeldFirstProducer,
+    TierBatch,
+    TierClient,
+    TierCluster,
+    TierRecord,
+    send_dead_letter,
+)
 from walstream.testing.records import (
     NOW_MS,
     envelope,
@@ -78,12 +87,16 @@ __all__ = [
     "FakeFaustProducer",
     "FakePool",
     "FakeTable",
+    "HeldFirstProducer",
     "MemoryLog",
     "RawAnswer",
     "RawServer",
     "RecordingEmitter",
     "Rfc7230Upstream",
     "ScriptedTarget",
+    "TierBatch",
+    "TierClient",
+    "TierCluster",
     "TierRecord",
     "api_deps",
     "api_tokens_setting",

@@ -1,8 +1,10 @@
-"""Kafka for tests: a stand-in admin client, the DLQ entry the worker writes, a delay-tier
-record and a consumer that records its commits (the delay stage's tests)."""
+"""Kafka for tests: a stand-in admin client, the DLQ entry the worker writes, and for the delay
+stage's tests a tier record, a consumer that records its commits, and its producer's parts
+(metadata, client, record batch, a producer holding its first acknowledgement)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from types import SimpleNamespace
 from typing import Any
@@ -111,3 +113,75 @@ class CommitRecorder:
 
     async def commit(self, offsets: dict[Any, int]) -> None:
         self.commits.append(dict(offsets))
+
+
+class TierCluster:
+    """The producer metadata the delay stage consults: every topic has 4 partitions unless
+    ``topics`` (topic -> partition count) is given; a topic it does not name is unknown."""
+
+    def __init__(self, topics: dict[str, int] | None = None) -> None:
+        self.topics = topics
+
+    def partitions_for_topic(self, topic: str) -> set[int] | None:
+        if self.topics is None:
+            return {0, 1, 2, 3}
+        count = self.topics.get(topic)
+        return None if count is None else set(range(count))
+
+
+class TierClient:
+    """A producer's client: its metadata, and how often it was asked to refresh it."""
+
+    def __init__(self, topics: dict[str, int] | None = None) -> None:
+        self.cluster = TierCluster(topics)
+        self.metadata_updates = 0
+
+    async def force_metadata_update(self) -> bool:
+        self.metadata_updates += 1
+        return True
+
+
+class TierBatch:
+    """A record batch of hops; full at ``limit`` records (aiokafka's ``append`` then answers
+    None), never when ``limit`` is None."""
+
+    def __init__(self, limit: int | None = None) -> None:
+        self.limit = limit
+        self.records: list[Any] = []
+
+    def append(self, **record: Any) -> object | None:
+        if self.limit is not None and len(self.records) == self.limit:
+            return None
+        self.records.append(record)
+        return object()
+
+
+class HeldFirstProducer:
+    """The delay stage's producer whose first send's (or batch's) acknowledgement is held:
+    ``first``, for the test to settle; every later send is acknowledged at once. ``sends``
+    counts the single sends, ``sent`` holds their ``timestamp_ms`` (0: none)."""
+
+    def __init__(self) -> None:
+        self.client = TierClient()
+        self.first: asyncio.Future[Any] | None = None
+        self.sends = 0
+        self.sent: list[int] = []
+
+    def create_batch(self) -> TierBatch:
+        return TierBatch()
+
+    def _future(self) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if self.first is None:
+            self.first = future
+        else:
+            future.set_result(None)
+        return future
+
+    async def send_batch(self, batch: TierBatch, topic: str, *, partition: int) -> Any:
+        return self._future()
+
+    async def send(self, topic: str, value: Any, **kw: Any) -> Any:
+        self.sends += 1
+        self.sent.append(kw.get("timestamp_ms") or 0)
+        return self._future()
