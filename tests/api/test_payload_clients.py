@@ -125,7 +125,7 @@ def test_dlq_show_prints_a_deep_payload(monkeypatch, depth):
     async def page(self, topic, selection, limit=100, after=None):
         return DlqPage(entries=[entry], open=1, matching=1, next=None)
 
-    monkeypatch.setattr("walstream.cli._namespace_config", namespace_config)
+    monkeypatch.setattr("walstream.cli.dlq.namespace_config", namespace_config)
     monkeypatch.setattr(DlqReader, "page", page)
     monkeypatch.setenv("WALSTREAM_BOOTSTRAP_SERVERS", "127.0.0.1:9")
     result = CliRunner().invoke(cli, ["dlq", "show", "orders", "rid"])

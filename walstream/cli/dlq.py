@@ -1,0 +1,272 @@
+"""``walstream dlq ...``: list, show, redrive and discard a namespace's open DLQ entries, selected
+by the same filters (a Kafka client: the cluster's ACLs decide what it may do).
+
+The entries are read a page at a time (walstream.dlq), so a large DLQ is never held whole.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import sys
+from collections.abc import AsyncIterator
+from typing import Any
+
+import click
+import orjson
+
+from walstream.cli.common import cluster_settings, namespace_config, run_async, time_option
+from walstream.errors import BadRequestError
+from walstream.settings import Settings
+
+__all__ = ["dlq"]
+
+
+def _target_option(raw: str | None) -> dict[str, Any] | None:
+    from walstream.core.targets import parse_target
+
+    if raw is None:
+        return None
+    try:
+        return dict(parse_target(orjson.loads(raw)).wire)
+    except orjson.JSONDecodeError as exc:
+        raise click.BadParameter(f"not JSON: {exc}", param_hint="--target") from exc
+    except BadRequestError as exc:
+        raise click.BadParameter(str(exc), param_hint="--target") from exc
+
+
+def _selection(
+    ids: tuple[str, ...], since: str | None, until: str | None, error_class: str | None
+) -> Any:
+    from walstream.core.dlq import Selection
+
+    return Selection(
+        ids=frozenset(ids),
+        since_ms=time_option(since, "--since"),
+        until_ms=time_option(until, "--until"),
+        error_class=error_class,
+    )
+
+
+_dlq_filters = [
+    click.option("--id", "ids", multiple=True, help="only these record ids (repeatable)"),
+    click.option("--since", help="dead-lettered at or after (ISO 8601, ms, or -2h)"),
+    click.option("--until", help="dead-lettered before"),
+    click.option("--error-class", help="only this error class (e.g. http_503)"),
+]
+
+
+def _with_filters(func: Any) -> Any:
+    """Add the selection options; the command gets them as one ``selection``."""
+
+    @functools.wraps(func)
+    def command(
+        *args: Any,
+        ids: tuple[str, ...],
+        since: str | None,
+        until: str | None,
+        error_class: str | None,
+        **kwargs: Any,
+    ) -> Any:
+        return func(*args, selection=_selection(ids, since, until, error_class), **kwargs)
+
+    for option in reversed(_dlq_filters):
+        command = option(command)
+    return command
+
+
+async def _selected(settings: Settings, namespace: str, selection: Any) -> tuple[Any, list[Any]]:
+    """The namespace's config and the coordinates (DlqRef, no records) of its open DLQ entries
+    that ``selection`` takes, oldest first; read the records with ``DlqReader.pages``."""
+    from walstream.dlq import DlqReader
+
+    ns = await namespace_config(settings, namespace)
+    index = await DlqReader(settings.bootstrap_list).index(ns.topics.dlq)
+    return ns, index.select(selection)
+
+
+@contextlib.asynccontextmanager
+async def _producer(settings: Settings) -> AsyncIterator[Any]:
+    from walstream.kafka import clients
+
+    producer = clients.producer(settings.bootstrap_list, clients.CLI)
+    await producer.start()
+    try:
+        yield producer
+    finally:
+        await producer.stop()
+
+
+@click.group()
+def dlq() -> None:
+    """Inspect and redrive a namespace's dead-letter queue."""
+
+
+@dlq.command("list")
+@click.argument("namespace")
+@_with_filters
+@click.option("--limit", type=click.IntRange(min=1), help="at most this many (then a cursor)")
+@click.option("--after", help="resume after this cursor (printed when --limit cut the list)")
+def dlq_list(namespace: str, selection: Any, limit: int | None, after: str | None) -> None:
+    """List open DLQ entries (oldest first), read a page at a time."""
+    from walstream.core.dlq import DlqCursor
+    from walstream.dlq import DlqReader
+
+    settings = cluster_settings()
+    try:
+        cursor = DlqCursor.parse(after, "--after") if after else None
+    except BadRequestError as exc:
+        raise click.BadParameter(exc.reason, param_hint="--after") from exc
+
+    async def run() -> tuple[int, str | None]:
+        ns = await namespace_config(settings, namespace)
+        reader = DlqReader(settings.bootstrap_list)
+        index = await reader.index(ns.topics.dlq)
+        refs, _, following = index.page(selection, limit or max(1, len(index)), cursor)
+        shown = 0
+        # a batch of entries at a time; only the coordinates of the rest are held
+        async for batch in reader.pages(ns.topics.dlq, refs, keep_values=False):
+            for e in batch:
+                click.echo(
+                    f"{e.id}\t{e.dead_at_ms}\t{e.error_class}\tattempts={e.attempts}\t"
+                    f"{e.source}\t{e.reason[:120]}"
+                )
+            shown += len(batch)
+        return shown, str(following) if following else None
+
+    shown, following = run_async(run)
+    click.echo(f"{shown} open entries", err=True)
+    if following:
+        click.echo(f"more: --after {following}", err=True)
+
+
+@dlq.command("show")
+@click.argument("namespace")
+@click.argument("record_id")
+def dlq_show(namespace: str, record_id: str) -> None:
+    """Print one open DLQ entry with its record and attempt history, as JSON."""
+    from walstream.core.dlq import Selection
+    from walstream.dlq import DlqReader, entry_json
+
+    settings = cluster_settings()
+
+    async def run() -> Any:
+        ns = await namespace_config(settings, namespace)
+        page = await DlqReader(settings.bootstrap_list).page(
+            ns.topics.dlq, Selection(ids=frozenset({record_id})), limit=1
+        )
+        return page.entries[0] if page.entries else None
+
+    entry = run_async(run)
+    if entry is None:
+        raise click.ClickException(f"no open DLQ entry {record_id} in {namespace}")
+    click.echo(_indented(entry_json(entry, with_record=True)))
+
+
+def _indented(shown: dict[str, Any]) -> bytes:
+    """A DLQ entry as indented JSON. orjson writes 254 levels at most, and the record's payload
+    sits two levels down: a payload nested deeper than that goes in compact."""
+    try:
+        return orjson.dumps(shown, option=orjson.OPT_INDENT_2)
+    except orjson.JSONEncodeError:
+        record = shown["record"]
+        record["payload"] = orjson.Fragment(_compact(record["payload"]))
+        return orjson.dumps(shown, option=orjson.OPT_INDENT_2)
+
+
+def _compact(value: Any) -> bytes:
+    """``value`` as compact JSON, however deep (orjson decodes 1,024 levels, writes 254)."""
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        import json
+
+        limit = sys.getrecursionlimit()
+        sys.setrecursionlimit(max(limit, 10_000))  # this process only prints and exits
+        try:
+            return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+        finally:
+            sys.setrecursionlimit(limit)
+
+
+@dlq.command("redrive")
+@click.argument("namespace")
+@_with_filters
+@click.option("--rate", type=click.FloatRange(min=0.001), help="records per second at most")
+@click.option("--target", "target_json", help="deliver to this target instead (JSON)")
+def dlq_redrive(
+    namespace: str, selection: Any, rate: float | None, target_json: str | None
+) -> None:
+    """Republish open DLQ entries to the log with attempts reset (history kept)."""
+    from walstream.dlq import (
+        DlqReader,
+        RedriveProgress,
+        claimed_dlq,
+        flatten,
+        redrive,
+        source_reader,
+    )
+
+    settings = cluster_settings()
+    target = _target_option(target_json)
+
+    async def run() -> RedriveProgress:
+        ns = await namespace_config(settings, namespace)
+        async with claimed_dlq(settings.bootstrap_list, ns) as index:  # 1 per namespace
+            return await redrive_selected(ns, index.select(selection))
+
+    async def redrive_selected(ns: Any, refs: list[Any]) -> RedriveProgress:
+        if target is not None:
+            try:
+                from walstream.topology import reserved_topics
+
+                reserved = reserved_topics(settings.app_id, settings.control_topic)
+                ns.target_policy.check(target, reserved=reserved)
+            except BadRequestError as exc:
+                raise click.BadParameter(str(exc), param_hint="--target") from exc
+        progress = RedriveProgress(namespace=namespace, total=len(refs))
+        entries = flatten(DlqReader(settings.bootstrap_list).pages(ns.topics.dlq, refs))
+        async with (
+            _producer(settings) as producer,
+            source_reader(settings.bootstrap_list) as read_source,  # entries without a record
+        ):
+            with click.progressbar(length=len(refs), label=f"redrive {namespace}") as bar:
+                await redrive(
+                    producer,
+                    ns,
+                    entries,
+                    progress,
+                    rate=rate,
+                    target=target,
+                    on_step=lambda _: bar.update(1),
+                    read_source=read_source,
+                )
+        return progress
+
+    progress = run_async(run)
+    for skipped in progress.skipped:
+        click.echo(f"skipped {skipped}", err=True)
+    click.echo(f"redrove {progress.redriven} of {progress.total}")
+
+
+@dlq.command("discard")
+@click.argument("namespace")
+@_with_filters
+def dlq_discard(namespace: str, selection: Any) -> None:
+    """Close open DLQ entries without redriving them."""
+    from walstream.core.dlq import Selection
+    from walstream.dlq import DlqReader, discard
+
+    settings = cluster_settings()
+    if selection == Selection():
+        raise click.UsageError("name what to discard: --id, --since, --until or --error-class")
+
+    async def run() -> int:
+        ns, refs = await _selected(settings, namespace, selection)
+        done = 0
+        async with _producer(settings) as producer:
+            async for page in DlqReader(settings.bootstrap_list).pages(ns.topics.dlq, refs):
+                done += await discard(producer, ns, page)
+        return done
+
+    click.echo(f"discarded {run_async(run)}")
