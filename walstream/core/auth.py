@@ -160,7 +160,7 @@ class TokenTable:
 def _principal(
     digest: Any, role: Any, namespaces: Any, name: Any, where: str
 ) -> tuple[str, Principal]:
-    if not isinstance(digest, str) or not _HEX64.match(digest.lower()):
+    if not isinstance(digest, str) or not _HEX64.fullmatch(digest.lower()):
         raise ConfigError(where, "<sha256>", "sha256 must be 64 hex digits (walstream token hash)")
     try:
         parsed_role = Role(role)
@@ -172,7 +172,7 @@ def _principal(
         raise ConfigError(where, namespaces, "namespaces must be a list of names")
     if parsed_role is not Role.ADMIN and not namespaces:
         raise ConfigError(where, role, "a writer or namespace-admin token must name namespaces")
-    if name is not None and (not isinstance(name, str) or not _NAME.match(name)):
+    if name is not None and (not isinstance(name, str) or not _NAME.fullmatch(name)):
         raise ConfigError(where, name, "name must be 1-64 of A-Z a-z 0-9 _ . @ -")
     label = name if name is not None else f"{parsed_role}-{digest[:8]}"
     return digest.lower(), Principal(label, parsed_role, frozenset(namespaces))

@@ -174,7 +174,7 @@ class TargetPolicy:
                     f"{topic!r} is one of walstream's own topics: no target may name it, "
                     "whatever the namespace's allowed_targets say",
                 )
-        elif kind == "kv" and not IDENTIFIER.match(str(spec.get("table", ""))):
+        elif kind == "kv" and not IDENTIFIER.fullmatch(str(spec.get("table", ""))):
             raise TargetNotAllowedError(
                 f"{field}.table",
                 f"must match {IDENTIFIER.pattern} (the namespace's allowed_targets.kv_tables "
@@ -280,7 +280,7 @@ def _names(
     prefixes: set[str] = set()
     for entry in _strings(field, value):
         stem = entry.removesuffix("*")
-        if not pattern.match(stem):
+        if not pattern.fullmatch(stem):
             raise BadRequestError(
                 field, f"{entry!r} is not a name or a prefix* ({pattern.pattern})"
             )
@@ -320,7 +320,7 @@ def parse_allowed_targets(obj: Any, field: str = "allowed_targets") -> TargetPol
     tables, table_prefixes = _names(f"{field}.kv_tables", obj.get("kv_tables", []), IDENTIFIER)
     namespaces = set()
     for entry in _strings(f"{field}.wal", obj.get("wal", [])):
-        if not NAMESPACE_NAME.match(entry):
+        if not NAMESPACE_NAME.fullmatch(entry):
             raise BadRequestError(f"{field}.wal", f"{entry!r} is not a namespace name")
         namespaces.add(entry)
     return TargetPolicy(

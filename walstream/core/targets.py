@@ -138,7 +138,7 @@ def _str(field: str, pattern: re.Pattern[str] | None = None, max_len: int = 4096
             raise BadRequestError(field, "must be a non-empty string")
         if len(value) > max_len:
             raise BadRequestError(field, f"must be at most {max_len} characters")
-        if pattern is not None and not pattern.match(value):
+        if pattern is not None and not pattern.fullmatch(value):
             raise BadRequestError(field, f"must match {pattern.pattern}")
         return value
 

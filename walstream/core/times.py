@@ -27,7 +27,7 @@ def parse_time_ms(text: str, now_ms: int) -> int:
     value = text.strip()
     if value.isascii() and value.isdigit():  # not "²": str.isdigit takes it, int() not
         return int(value)
-    relative = _RELATIVE.match(value)
+    relative = _RELATIVE.fullmatch(value)
     if relative:
         return now_ms - int(relative.group(1)) * _UNIT_MS[relative.group(2)]
     # RFC 3339 (5.6) takes "t" and "z" in lower case; datetime.fromisoformat not "z"

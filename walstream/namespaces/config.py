@@ -249,7 +249,7 @@ def parse_namespace(obj: Any) -> NamespaceConfig:
     if unknown:
         raise ConfigError(sorted(unknown)[0], obj[sorted(unknown)[0]], "unknown namespace option")
     name = obj.get("name")
-    if not isinstance(name, str) or not NAMESPACE_NAME.match(name):
+    if not isinstance(name, str) or not NAMESPACE_NAME.fullmatch(name):
         raise ConfigError("name", name, f"must match {NAMESPACE_NAME.pattern}")
     partitions = obj.get("partitions")
     if partitions is not None:

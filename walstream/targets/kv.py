@@ -42,7 +42,7 @@ def plain_table(table: Any) -> str:
     Raises:
         TargetRejectedError: ``bad_table``, for anything else (nothing ran).
     """
-    if not isinstance(table, str) or not IDENTIFIER.match(table):
+    if not isinstance(table, str) or not IDENTIFIER.fullmatch(table):
         raise TargetRejectedError(
             f"kv table {table!r} is not a plain identifier ({IDENTIFIER.pattern}): nothing ran",
             error_class="bad_table",
