@@ -180,3 +180,37 @@ async def test_bytes_after_the_closing_mn_drop_the_connection():
                 await connection.execute([b"mg a v\r\n"])
         finally:
             await connection.close()
+
+
+async def test_a_batch_cancelled_while_awaiting_its_replies_never_hands_them_to_the_next():
+    """The cancelled batch's replies arrive later on its connection: the next batch, with as
+    many commands, must not read them as its own (it gets a fresh connection)."""
+    release = asyncio.Event()
+    received = asyncio.Event()
+
+    async def held(reader, writer):
+        while line := await reader.readline():
+            if line.startswith(b"mg "):
+                key = line.split()[1]
+                if key == b"first":
+                    received.set()
+                    await release.wait()
+                reply = b"VA %d\r\n%s\r\n" % (len(key), key)
+            else:
+                reply = b"MN\r\n"
+            writer.write(reply)
+            await writer.drain()
+
+    async with RawServer(held) as port:
+        connection = MetaConnection(f"127.0.0.1:{port}", timeout_s=5)
+        try:
+            first = asyncio.ensure_future(connection.execute([b"mg first v\r\n"]))
+            await received.wait()  # the batch is written and waits for its replies
+            first.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await first
+            release.set()
+            [reply] = await connection.execute([b"mg second v\r\n"])
+            assert reply.value == b"second"
+        finally:
+            await connection.close()

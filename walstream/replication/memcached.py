@@ -9,7 +9,8 @@ A batch is written at once and its replies read in order, then a ``mn`` (meta no
 part of a value as a command) closes the connection instead of pairing replies with the wrong
 requests. Every batch has a deadline; a timeout, a reset or a refused connect raises
 :class:`~walstream.errors.TargetUnavailableError` (retriable) and drops the connection, and
-the next batch connects again.
+the next batch connects again. A batch cancelled while it waits for its replies drops the
+connection too, so its replies can never be read as the next batch's.
 """
 
 from __future__ import annotations
@@ -108,17 +109,27 @@ class MetaConnection:
         except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
             await self._drop()
             raise TargetUnavailableError(f"memcached {self.address}: {exc!r}") from exc
+        except asyncio.CancelledError:
+            # the batch's replies may still come: they must not be read as the next batch's
+            self._abort()
+            raise
 
     async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         self._streams = await asyncio.open_connection(self._host, self._port)
         self._item_size_max = None
         return self._streams
 
-    async def _drop(self) -> None:
+    def _abort(self) -> asyncio.StreamWriter | None:
+        """Forget the connection and close it; the writer, to wait for, or None."""
         streams, self._streams = self._streams, None
-        if streams is not None:
-            writer = streams[1]
-            writer.close()
+        if streams is None:
+            return None
+        streams[1].close()
+        return streams[1]
+
+    async def _drop(self) -> None:
+        writer = self._abort()
+        if writer is not None:
             # the peer may be gone already: closing is all that is left to do
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
