@@ -26,13 +26,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from walstream.agents.attempts import TableAttempts
 from walstream.agents.delay import DelayStage
-from walstream.agents.deliver import Deliverer
+from walstream.agents.deliver import build_deliverer
 from walstream.agents.dispatch import KeyedDispatcher
 from walstream.agents.dlq_monitor import DlqMonitor
 from walstream.agents.emit import AiokafkaProbe, EmitGuard, FaustEmitter
-from walstream.agents.ordering import KeyOrder, TableChangelog, TableStore
+from walstream.agents.ordering import KeyOrder
 from walstream.agents.ordering_gate import DRAIN_MAX
-from walstream.agents.outcomes import Source
+from walstream.agents.outcomes import DeliverySettings, Source
+from walstream.agents.tables import TableChangelog, TableStore
 from walstream.clock import SystemClock
 from walstream.core.delay import parse_due_header
 from walstream.errors import WalError
@@ -100,21 +101,23 @@ class Delivery(mode.Service):
         )
         self._blocked_labels: set[str] = set()
         self._unreadable_labels: set[str] = set()
-        self.deliverer = Deliverer(
+        self.deliverer = build_deliverer(
             registry=registry,
             pool=self.pool,
             attempts=self.table_attempts,
             emitter=FaustEmitter(app, guard=self._emit_guard(app)),
             clock=self.clock,
             rand=random.random,
-            delay_partitions=settings.default_partitions,
-            app_id=app.conf.id,
-            metrics=self.metrics,
-            handoff_lead_ms=settings.delay_handoff_lead_ms,
+            settings=DeliverySettings(
+                delay_partitions=settings.default_partitions,
+                app_id=app.conf.id,
+                handoff_lead_ms=settings.delay_handoff_lead_ms,
+                drain_max=DRAIN_MAX,
+                history_max_bytes=settings.history_max_bytes,
+            ),
             order=self.key_order,
             reader=self.log_reader,
-            drain_max=DRAIN_MAX,
-            history_max_bytes=settings.history_max_bytes,
+            metrics=self.metrics,
         )
         self.delay = DelayStage(
             settings.replace(app_id=app.conf.id),

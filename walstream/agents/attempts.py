@@ -28,7 +28,6 @@ an index of them, rebuilt from the table after its recovery (``reindex``), drive
 
 from __future__ import annotations
 
-import asyncio
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -36,6 +35,7 @@ from typing import Any, Protocol
 import faust.streams
 
 from walstream.agents.emit import send_acked
+from walstream.agents.tables import changelog_record, note_persisted, send_unacked
 
 __all__ = ["MARKS_MAX", "MARK_TTL_S", "Attempts", "MarkIndex", "MemoryAttempts", "TableAttempts"]
 
@@ -195,24 +195,7 @@ class TableAttempts:
 
     async def _send(self, record_id: str, value: int | None, partition: int) -> None:
         """Write to the changelog without waiting for the broker's ack."""
-        table = self.table
-        app = table.app
-        key = app.serializers.dumps_key(table.key_type, record_id, serializer=table.key_serializer)
-        raw = (
-            None
-            if value is None
-            else app.serializers.dumps_value(
-                table.value_type, value, serializer=table.value_serializer
-            )
-        )
-        sent = await app.producer.send(table.changelog_topic_name, key, raw, partition, None, None)
-        sent.add_done_callback(self._persisted)
-
-    def _persisted(self, sent: asyncio.Future[Any]) -> None:
-        if sent.cancelled() or sent.exception() is not None:
-            return  # Faust's flush before commit raises it
-        metadata = sent.result()
-        self.table.data.set_persisted_offset(metadata.topic_partition, metadata.offset)
+        await send_unacked(self.table, record_id, value, partition)
 
     async def record(self, record_id: str, attempt: int) -> None:
         self.table.data[record_id] = attempt
@@ -227,19 +210,9 @@ class TableAttempts:
 
     async def _changelog(self, record_id: str, attempt: int | None) -> None:
         table = self.table
-        app = table.app
-        key = app.serializers.dumps_key(table.key_type, record_id, serializer=table.key_serializer)
-        value = (
-            None
-            if attempt is None
-            else app.serializers.dumps_value(
-                table.value_type, attempt, serializer=table.value_serializer
-            )
-        )
+        key, value = changelog_record(table, record_id, attempt)
         partition = table.partition_for_key(record_id)  # the current event's
         metadata = await send_acked(
-            app.producer, table.changelog_topic_name, key, value, partition, None, None
+            table.app.producer, table.changelog_topic_name, key, value, partition, None, None
         )
-        # What Faust's own changelog callback does: a RocksDB store notes the offset it holds
-        # (recovery resumes from there).
-        table.data.set_persisted_offset(metadata.topic_partition, metadata.offset)
+        note_persisted(table, metadata)

@@ -45,6 +45,7 @@ from walstream.agents.ordering_gate import (
     Turn,
 )
 from walstream.agents.outcomes import (
+    DeliverySettings,
     Emitter,
     Handled,
     LogReading,
@@ -56,11 +57,9 @@ from walstream.agents.outcomes import (
 )
 from walstream.agents.target_call import BreakerOpen, Delivered, TargetCall
 from walstream.clock import Clock
-from walstream.core.delay import HANDOFF_LEAD_MS, TIERS_MS
 from walstream.core.ordering import Overflow, RecordRef
 from walstream.core.origin import origin_of
 from walstream.core.outbox.markers import marker_kind
-from walstream.core.retry import HISTORY_MAX_BYTES
 from walstream.errors import (
     EmitRefusedError,
     PoisonRecordError,
@@ -71,66 +70,35 @@ from walstream.namespaces.registry import NamespaceRegistry
 from walstream.records import Envelope, decode_envelope
 from walstream.targets.pool import TargetPool
 
-__all__ = ["Deliverer"]
+__all__ = ["Deliverer", "build_deliverer"]
 
 logger = logging.getLogger(__name__)
 
 
 class Deliverer:
-    """The deliver/retry handler, over injected collaborators (tests pass fakes)."""
+    """The deliver/retry handler: orchestrates its parts (``build_deliverer`` makes them)."""
 
     def __init__(
         self,
         *,
         registry: NamespaceRegistry,
-        pool: TargetPool,
         attempts: Attempts,
-        emitter: Emitter,
         clock: Clock,
-        rand: Callable[[], float],
-        delay_partitions: int,
-        app_id: str = "walstream",
+        gate: OrderingGate,
+        failures: FailureRouter,
+        target: TargetCall,
         metrics: WalMetrics | None = None,
-        tiers: tuple[int, ...] = TIERS_MS,
-        handoff_lead_ms: int = HANDOFF_LEAD_MS,
-        order: KeyOrder | None = None,
-        reader: LogReading | None = None,
-        drain_max: int = 0,
-        history_max_bytes: int = HISTORY_MAX_BYTES,
     ) -> None:
         self.registry = registry
-        self.pool = pool
         self.attempts = attempts
-        self.emitter = emitter
         self.clock = clock
-        self.rand = rand
-        self.metrics = metrics
         #: per-key ordering: the table (``order``), the key locks, the markers
-        self.gate = OrderingGate(
-            registry=registry,
-            order=order if order is not None else KeyOrder({}),
-            emitter=emitter,
-            clock=clock,
-            reader=reader,
-            drain_max=drain_max,
-        )
+        self.gate = gate
         #: where a record not delivered now goes: the delay tiers, the retry topic, the DLQ
-        self.failures = FailureRouter(
-            registry=registry,
-            attempts=attempts,
-            emitter=emitter,
-            clock=clock,
-            rand=rand,
-            gate=self.gate,
-            delay_partitions=delay_partitions,
-            app_id=app_id,
-            metrics=metrics,
-            tiers=tiers,
-            handoff_lead_ms=handoff_lead_ms,
-            history_max_bytes=history_max_bytes,
-        )
+        self.failures = failures
         #: one attempt at a record's target (endpoint, breaker, leased call)
-        self.target = TargetCall(pool, clock, rand)
+        self.target = target
+        self.metrics = metrics
         self._stages: list[PostDelivery] = []
 
     def register(self, stage: PostDelivery) -> None:
@@ -149,13 +117,23 @@ class Deliverer:
         return self.gate.turns
 
     @property
+    def pool(self) -> TargetPool:
+        """The target pool the attempts lease from."""
+        return self.target.pool
+
+    @property
+    def emitter(self) -> Emitter:
+        """Where the records the deliverer writes go."""
+        return self.failures.emitter
+
+    @property
     def handoff_lead_ms(self) -> int:
         """A retry due within this goes straight to the retry topic (held there until due)."""
-        return self.failures.handoff_lead_ms
+        return self.failures.settings.handoff_lead_ms
 
     @handoff_lead_ms.setter
     def handoff_lead_ms(self, value: int) -> None:
-        self.failures.handoff_lead_ms = value
+        self.failures.settings = replace(self.failures.settings, handoff_lead_ms=value)
 
     async def handle(
         self,
@@ -381,3 +359,48 @@ class Deliverer:
     def _count(self, ns_name: str, stage: Stage, outcome: Outcome) -> None:
         if self.metrics is not None:
             self.metrics.deliveries.labels(ns_name, stage.value, outcome.value).inc()
+
+
+def build_deliverer(
+    *,
+    registry: NamespaceRegistry,
+    pool: TargetPool,
+    attempts: Attempts,
+    emitter: Emitter,
+    clock: Clock,
+    rand: Callable[[], float],
+    settings: DeliverySettings,
+    order: KeyOrder | None = None,
+    reader: LogReading | None = None,
+    metrics: WalMetrics | None = None,
+) -> Deliverer:
+    """A ``Deliverer`` and its parts: the ordering gate over ``order`` (an empty in-memory table
+    if None) reading parked records with ``reader``, the failure routing, the target call."""
+    gate = OrderingGate(
+        registry=registry,
+        order=order if order is not None else KeyOrder({}),
+        emitter=emitter,
+        clock=clock,
+        reader=reader,
+        drain_max=settings.drain_max,
+    )
+    failures = FailureRouter(
+        registry=registry,
+        attempts=attempts,
+        emitter=emitter,
+        clock=clock,
+        rand=rand,
+        gate=gate,
+        settings=settings,
+        metrics=metrics,
+    )
+    target = TargetCall(pool, clock, rand)
+    return Deliverer(
+        registry=registry,
+        attempts=attempts,
+        clock=clock,
+        gate=gate,
+        failures=failures,
+        target=target,
+        metrics=metrics,
+    )

@@ -25,12 +25,18 @@ from collections.abc import Callable
 
 from walstream.agents.attempts import Attempts
 from walstream.agents.ordering_gate import OrderingGate, Turn
-from walstream.agents.outcomes import Emitter, Outcome, Source, Stage, count_key, send
+from walstream.agents.outcomes import (
+    DeliverySettings,
+    Emitter,
+    Outcome,
+    Source,
+    Stage,
+    count_key,
+    send,
+)
 from walstream.clock import Clock
 from walstream.core import outbox
-from walstream.core.delay import HANDOFF_LEAD_MS, TIERS_MS
 from walstream.core.retry import (
-    HISTORY_MAX_BYTES,
     DeadLetter,
     Failure,
     RetryPolicy,
@@ -75,12 +81,8 @@ class FailureRouter:
         clock: Clock,
         rand: Callable[[], float],
         gate: OrderingGate,
-        delay_partitions: int,
-        app_id: str = "walstream",
+        settings: DeliverySettings,
         metrics: WalMetrics | None = None,
-        tiers: tuple[int, ...] = TIERS_MS,
-        handoff_lead_ms: int = HANDOFF_LEAD_MS,
-        history_max_bytes: int = HISTORY_MAX_BYTES,
     ) -> None:
         self.registry = registry
         self.attempts = attempts
@@ -88,15 +90,9 @@ class FailureRouter:
         self.clock = clock
         self.rand = rand
         self.gate = gate
-        self.delay_partitions = delay_partitions
-        self.app_id = app_id
+        #: the delay tiers' addressing, the hand-over lead, the history bound
+        self.settings = settings
         self.metrics = metrics
-        self.tiers = tiers
-        #: A retry due within this goes straight to the retry topic (its due time in a header:
-        #: the retry agent holds it until then) instead of through the delay stage.
-        self.handoff_lead_ms = handoff_lead_ms
-        #: a record's history is kept within this many encoded bytes (WALSTREAM_HISTORY_MAX_BYTES)
-        self.history_max_bytes = history_max_bytes
 
     async def delay(
         self,
@@ -156,7 +152,8 @@ class FailureRouter:
             rand=self.rand(),
         )
         history = bound_history(
-            (*env.history, history_entry(now, env.attempt, failure)), self.history_max_bytes
+            (*env.history, history_entry(now, env.attempt, failure)),
+            self.settings.history_max_bytes,
         )
         failed = env._replace(attempt=env.attempt + 1, history=history, first_attempt_ms=first)
         if isinstance(decision, DeadLetter):
@@ -167,7 +164,7 @@ class FailureRouter:
         raw = encode_envelope(retry)
         await self.gate.hold(turn, env.id)  # ordering: the key waits on it, first
         try:
-            if retry.due_ms - now > self.handoff_lead_ms:
+            if retry.due_ms - now > self.settings.handoff_lead_ms:
                 await self.wait(raw, key, retry.due_ms, ns.topics.retry, source, now)
             else:
                 # Due within the hand-over lead: straight to the retry topic, held until due.
@@ -257,10 +254,10 @@ class FailureRouter:
             now_ms=now,
             dest_topic=dest_topic,
             dest_partition=source.partition,
-            app_id=self.app_id,
-            tier_partitions=self.delay_partitions,
+            app_id=self.settings.app_id,
+            tier_partitions=self.settings.delay_partitions,
             origin=source.first_read(),
-            tiers=self.tiers,
+            tiers=self.settings.tiers,
         )
         await send(self.emitter, waiting)
 

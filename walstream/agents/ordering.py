@@ -11,7 +11,7 @@ old form are still read, and rewritten in the new form the first time a handler 
 
 The table is co-partitioned with the namespace topics: a key's log, retry and marker records
 share a partition number, and every write happens while handling one of them. In the worker the
-changelog is written straight to the producer (``TableChangelog``, as the attempts table does):
+changelog is written straight to the producer (``walstream.agents.tables.TableChangelog``):
 head and entries of a key go to one changelog partition, in write order, so a head record that
 survived a crash never counts an entry that did not. A block (a key now waiting on a record in
 retry or delay) is acknowledged before the record's copy is sent (``durable=True``).
@@ -35,9 +35,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Hashable, Iterator, MutableMapping
+from collections.abc import AsyncIterator, Hashable, MutableMapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import orjson
 
@@ -57,8 +57,6 @@ __all__ = [
     "Changelog",
     "KeyOrder",
     "KeyTurns",
-    "TableChangelog",
-    "TableStore",
 ]
 
 logger = logging.getLogger(__name__)
@@ -73,76 +71,6 @@ class Changelog(Protocol):
     """Writes a table change to the changelog (the mapping already holds it)."""
 
     async def send(self, key: bytes, value: bytes | None, *, durable: bool) -> None: ...
-
-
-class TableChangelog:
-    """The changelog of a Faust table written straight to the producer (as
-    ``walstream.agents.attempts.TableAttempts`` does): same records, same partition (the current
-    event's, so call it from a handler bound to its event). ``durable``: wait for the broker's
-    acknowledgement; otherwise the write is on the producer's accumulator, which Faust flushes
-    before it commits the source offset."""
-
-    def __init__(self, table: Any) -> None:
-        self.table = table
-
-    async def send(self, key: bytes, value: bytes | None, *, durable: bool) -> None:
-        table = self.table
-        app = table.app
-        raw_key = app.serializers.dumps_key(table.key_type, key, serializer=table.key_serializer)
-        raw_value = (
-            None
-            if value is None
-            else app.serializers.dumps_value(
-                table.value_type, value, serializer=table.value_serializer
-            )
-        )
-        partition = table.partition_for_key(key)  # the current event's
-        sent = await app.producer.send(
-            table.changelog_topic_name, raw_key, raw_value, partition, None, None
-        )
-        sent.add_done_callback(self._persisted)
-        if durable:
-            await sent
-
-    def _persisted(self, sent: Any) -> None:
-        """A RocksDB store notes the offset it holds (recovery resumes from there)."""
-        if sent.cancelled() or sent.exception() is not None:
-            return  # Faust's flush before commit raises it
-        metadata = sent.result()
-        self.table.data.set_persisted_offset(metadata.topic_partition, metadata.offset)
-
-
-class TableStore(MutableMapping[bytes, bytes]):
-    """A Faust table's store as a mapping, looked up at each use (the store exists once the
-    table started): reads and writes go to it without Faust's buffered changelog."""
-
-    def __init__(self, table: Any) -> None:
-        self._table = table
-
-    def __getitem__(self, key: bytes) -> bytes:
-        value: bytes = self._table.data[key]
-        return value
-
-    def get(self, key: bytes, default: Any = None) -> Any:
-        return self._table.data.get(key, default)
-
-    def __setitem__(self, key: bytes, value: bytes) -> None:
-        self._table.data[key] = value
-
-    def __delitem__(self, key: bytes) -> None:
-        del self._table.data[key]
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._table.data
-
-    def __iter__(self) -> Iterator[bytes]:
-        return iter(self._table.data)
-
-    def __len__(self) -> int:
-        return len(self._table.data)
-
-    def items(self) -> Any:
-        return self._table.data.items()
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,12 +11,15 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
 
+from walstream.core.delay import HANDOFF_LEAD_MS, TIERS_MS
 from walstream.core.outbox import OutRecord
+from walstream.core.retry import HISTORY_MAX_BYTES
 from walstream.kafka.log_reader import LoggedRecord
 from walstream.namespaces.config import NamespaceConfig
 from walstream.records import Envelope
 
 __all__ = [
+    "DeliverySettings",
     "Emitter",
     "Handled",
     "LogReading",
@@ -116,6 +119,25 @@ class PostDelivery(Protocol):
     exception it raises is logged and changes nothing for the record."""
 
     async def after(self, handled: Handled) -> None: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeliverySettings:
+    """The deliverer's tunables (the worker takes them from its ``Settings``)."""
+
+    #: partitions of each delay tier (every tier is made with the deployment's default)
+    delay_partitions: int
+    #: the deployment's app id: it names the delay tier topics
+    app_id: str = "walstream"
+    #: the delay tiers, smallest first
+    tiers: tuple[int, ...] = TIERS_MS
+    #: A retry due within this goes straight to the retry topic (its due time in a header: the
+    #: retry agent holds it until then) instead of through the delay stage.
+    handoff_lead_ms: int = HANDOFF_LEAD_MS
+    #: records a release marker's handler delivers inline (0: one marker per record)
+    drain_max: int = 0
+    #: a record's history is kept within this many encoded bytes (WALSTREAM_HISTORY_MAX_BYTES)
+    history_max_bytes: int = HISTORY_MAX_BYTES
 
 
 def count_key(env: Envelope) -> str:

@@ -9,15 +9,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from walstream.agents.attempts import Attempts, MemoryAttempts
-from walstream.agents.deliver import Deliverer
+from walstream.agents.deliver import Deliverer, build_deliverer
 from walstream.agents.ordering import KeyOrder
-from walstream.agents.outcomes import Emitter, LogReading, Outcome, Source
+from walstream.agents.outcomes import DeliverySettings, Emitter, LogReading, Outcome, Source
 from walstream.clock import FakeClock
 from walstream.core.breaker import BreakerPolicy, CircuitBreaker
 from walstream.core.delay import parse_delay_headers
 from walstream.core.outbox.markers import marker_kind
 from walstream.errors import TargetRejectedError
 from walstream.kafka.log_reader import LoggedRecord, RecordGoneError
+from walstream.metrics import WalMetrics
 from walstream.namespaces.config import NamespaceConfig
 from walstream.namespaces.registry import NamespaceRegistry
 from walstream.records import Envelope, decode_envelope, encode_envelope
@@ -145,13 +146,18 @@ def fake_deliverer(
     clock: FakeClock,
     attempts: Attempts | MemoryAttempts | None = None,
     pool: TargetLeasing | None = None,
-    **kw: Any,
+    *,
+    order: KeyOrder | None = None,
+    reader: LogReading | None = None,
+    metrics: WalMetrics | None = None,
+    **settings: Any,
 ) -> Deliverer:
     """A ``Deliverer`` over fakes: ``FakePool(target)`` unless ``pool``, ``MemoryAttempts``
-    unless ``attempts``, no jitter (``rand`` 0.5), 4 delay partitions."""
+    unless ``attempts``, no jitter (``rand`` 0.5), 4 delay partitions; ``settings`` are the
+    ``DeliverySettings`` to change (``drain_max=10``)."""
     if pool is None:
         pool = FakePool(target if target is not None else MemoryTarget())
-    return Deliverer(
+    return build_deliverer(
         registry=registry,
         pool=pool,  # type: ignore[arg-type]  # Deliverer names TargetPool, not TargetLeasing
         # MemoryAttempts is a dict: its get() is typed Optional (walstream.agents.attempts)
@@ -159,8 +165,10 @@ def fake_deliverer(
         emitter=emitter,
         clock=clock,
         rand=lambda: 0.5,
-        delay_partitions=4,
-        **kw,
+        settings=DeliverySettings(**{"delay_partitions": 4, **settings}),
+        order=order,
+        reader=reader,
+        metrics=metrics,
     )
 
 
