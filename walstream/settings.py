@@ -11,7 +11,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from walstream.core.cache_version import RELATIVE_TTL_MAX_S
 from walstream.core.limits import WORKER_ALLOWANCE_BYTES, max_record_bytes
 from walstream.errors import ConfigError
 
@@ -171,12 +170,6 @@ class Settings:
     #: reference counting, so those collections find next to nothing (walstream.runtime).
     gc_gen0_threshold: int = 10_000
 
-    #: How long a delete's tombstone stays in a region's memcached (issue 17): longer than the
-    #: longest replication lag allowed, or a set older than the delete that arrives later than
-    #: that brings the value back (walstream.core.cache_version). At most 30 days: memcached
-    #: reads a longer TTL as a Unix time.
-    replication_tombstone_ttl_s: int = 86_400
-
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Build settings from ``WALSTREAM_*`` variables, then ``overrides``.
@@ -227,7 +220,6 @@ class Settings:
             "deliver_max_key_pending": self.deliver_max_key_pending,
             "deliver_revoke_wait_s": self.deliver_revoke_wait_s,
             "gc_gen0_threshold": self.gc_gen0_threshold,
-            "replication_tombstone_ttl_s": self.replication_tombstone_ttl_s,
             "target_idle_ttl_s": self.target_idle_ttl_s,
             "target_max_endpoints": self.target_max_endpoints,
             "http_idle_timeout_s": self.http_idle_timeout_s,
@@ -237,12 +229,6 @@ class Settings:
         for name, value in positive.items():
             if value <= 0:
                 raise ConfigError(_PREFIX + name.upper(), value, "must be > 0")
-        if self.replication_tombstone_ttl_s > RELATIVE_TTL_MAX_S:
-            raise ConfigError(
-                _PREFIX + "REPLICATION_TOMBSTONE_TTL_S",
-                self.replication_tombstone_ttl_s,
-                f"must be <= {RELATIVE_TTL_MAX_S} (30 days)",
-            )
         if self.min_insync_replicas > self.replication_factor:
             raise ConfigError(
                 _PREFIX + "MIN_INSYNC_REPLICAS",

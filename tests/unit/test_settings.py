@@ -39,12 +39,3 @@ def test_the_commit_interval_reaches_faust():
 def test_the_commit_interval_must_be_positive():
     with pytest.raises(ConfigError, match="WALSTREAM_COMMIT_INTERVAL_S"):
         Settings.from_env({"WALSTREAM_COMMIT_INTERVAL_S": "0"})
-
-
-def test_the_tombstone_ttl_of_replicated_deletes_is_a_setting_of_at_most_30_days():
-    assert Settings().replication_tombstone_ttl_s == 86_400
-    env = {"WALSTREAM_REPLICATION_TOMBSTONE_TTL_S": "600"}
-    assert Settings.from_env(env).replication_tombstone_ttl_s == 600
-    for bad in ("0", "2592001"):
-        with pytest.raises(ConfigError, match="WALSTREAM_REPLICATION_TOMBSTONE_TTL_S"):
-            Settings.from_env({"WALSTREAM_REPLICATION_TOMBSTONE_TTL_S": bad})

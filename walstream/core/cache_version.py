@@ -44,7 +44,6 @@ __all__ = [
     "ITEM_OVERHEAD_BYTES",
     "KEY_MAX_BYTES",
     "MAGIC",
-    "RELATIVE_TTL_MAX_S",
     "TTL_MAX_S",
     "CacheOp",
     "Fold",
@@ -77,8 +76,6 @@ KEY_MAX_BYTES = 250
 ITEM_OVERHEAD_BYTES = 59
 #: memcached reads a TTL as a signed 32-bit number (over 30 days: an absolute Unix time).
 TTL_MAX_S = 2**31 - 1
-#: The longest TTL memcached reads as relative to now.
-RELATIVE_TTL_MAX_S = 30 * 86_400
 _TOKEN_MAX_BYTES = 2**16 - 1
 _WRITE_TIME_MAX_MS = 2**64 - 1
 #: What a key sent as it is may not hold: spaces and control characters.
