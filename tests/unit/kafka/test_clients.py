@@ -69,12 +69,12 @@ PRODUCTS = {
         lambda: clients.reader(S, clients.DLQ_MONITOR),
         reader("walstream-dlq-monitor", "earliest", 500),
     ),
-    # dlq.py read_dlq
+    # dlq/reading.py read_dlq
     "dlq_reader": (
         lambda: clients.reader(S, clients.DLQ_READER),
         reader("walstream-dlq-reader", "earliest", 50),
     ),
-    # dlq.py _consumer (DlqReader)
+    # dlq/reading.py _consumer (DlqReader)
     "dlq_reader_paged": (
         lambda: clients.reader(S, clients.DLQ_READER, max_poll_records=100),
         reader("walstream-dlq-reader", "earliest", 50, max_poll_records=100),
@@ -135,7 +135,7 @@ PRODUCTS = {
         lambda: clients.producer(S, clients.NAMESPACE_PUBLISHER),
         producer("walstream-namespace-publisher"),
     ),
-    # dlq.py DlqAccess.producer
+    # dlq/redrives.py Redrives.producer
     "redrive_producer": (lambda: clients.producer(S, clients.REDRIVE), producer("walstream-dlq")),
     # targets/pool.py _producer
     "target_producer": (

@@ -1,0 +1,62 @@
+"""Closing DLQ entries: the marker that closes an entry (redriven or discarded), the settle
+marker that lets a key held behind it go on, and ``discard``, which writes both."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from walstream.clock import Clock, SystemClock
+from walstream.core import outbox
+from walstream.core.dlq import DlqEntry, MarkerKind
+from walstream.dlq.kafka_io import send
+from walstream.errors import PoisonRecordError
+from walstream.namespaces.config import NamespaceConfig
+from walstream.records import decode_envelope
+
+__all__ = ["close_entry", "discard", "settle_key"]
+
+
+async def discard(
+    producer: Any, ns: NamespaceConfig, entries: Sequence[DlqEntry], clock: Clock | None = None
+) -> int:
+    """Close entries without redriving them; return how many.
+
+    Each discarded record with a key gets a settle marker too: a key held behind it (per-key
+    ordering, ``on_dlq = "hold"``) goes on with its next record. The worker ignores the marker
+    when the key is not held by that record (or the namespace is not ordered)."""
+    clock = clock or SystemClock()
+    for entry in entries:
+        await settle_key(producer, ns, entry)
+        await close_entry(producer, ns, entry, MarkerKind.DISCARDED, clock.now_ms())
+    return len(entries)
+
+
+async def settle_key(producer: Any, ns: NamespaceConfig, entry: DlqEntry) -> str | None:
+    """Send the settle marker of the key ``entry``'s record may hold; return the key (None:
+    keyless, or not a record). The key is the entry's ``wal-key`` header (an entry written
+    without its record has only that), else the record's."""
+    key = entry.key
+    if key is None:
+        try:
+            key = decode_envelope(entry.value).key
+        except PoisonRecordError:
+            return None  # not a record, and no key named: it never headed a key
+    if key is None:
+        return None
+    partition = entry.partition if entry.partition >= 0 else None
+    await send(
+        producer, outbox.settle_marker(ns.topics.retry, ns.name, entry.id, key.encode(), partition)
+    )
+    return key
+
+
+async def close_entry(
+    producer: Any, ns: NamespaceConfig, entry: DlqEntry, kind: MarkerKind, now_ms: int
+) -> None:
+    """Append the marker that closes ``entry``, naming it by its coordinates (on its
+    partition, so it follows the entry)."""
+    marker = outbox.dlq_close_marker(
+        ns.topics.dlq, entry.id, entry.partition, entry.offset, kind, now_ms
+    )
+    await send(producer, marker)
