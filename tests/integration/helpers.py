@@ -57,6 +57,17 @@ def worker_metric(worker: WorkerProcess, name: str, **labels: str) -> float | No
     return None
 
 
+def worker_assignment(worker: WorkerProcess) -> Any:
+    """The worker's assignment page (``assignment``, ``rebalancing``), None while it does not
+    answer; fails once the worker has died."""
+    if not worker.alive():
+        raise AssertionError(f"worker died:\n{worker.log_tail()}")
+    try:
+        return get_json(f"http://127.0.0.1:{worker.web_port}/walstream/assignment")
+    except OSError:
+        return None
+
+
 class WorkerProcess:
     """A Faust worker in a subprocess, stopped by PID."""
 
@@ -133,8 +144,11 @@ async def read_topic(servers: str, topic: str, *, expect: int, within_s: float =
     return records
 
 
-async def topic_end_offsets(servers: str, topic: str) -> dict[int, int]:
-    """True end offsets of a topic (corrected for the embedded broker's ListOffsets bug)."""
+async def reported_and_true_ends(
+    servers: str | list[str], topic: str
+) -> dict[int, tuple[int, int]]:
+    """Each partition of ``topic``: the end the broker reports (ListOffsets) and the true end
+    (corrected for the embedded broker's ListOffsets bug)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=servers, group_id=None)
     await consumer.start()
     try:
@@ -143,5 +157,24 @@ async def topic_end_offsets(servers: str, topic: str) -> dict[int, int]:
         reported = await consumer.end_offsets(tps)
     finally:
         await consumer.stop()
-    corrected = await probe_end_offsets(servers, reported)
-    return {tp.partition: offset for tp, offset in corrected.items()}
+    true = await probe_end_offsets(servers, reported)
+    return {tp.partition: (end, true[tp]) for tp, end in reported.items()}
+
+
+async def topic_end_offsets(servers: str | list[str], topic: str) -> dict[int, int]:
+    """True end offsets of a topic (corrected for the embedded broker's ListOffsets bug)."""
+    ends = await reported_and_true_ends(servers, topic)
+    return {partition: true for partition, (_, true) in ends.items()}
+
+
+async def committed_offset(
+    servers: str | list[str], group: str, topic: str, partition: int = 0
+) -> int | None:
+    """The offset ``group`` committed on a partition of ``topic`` (None: nothing committed)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=servers, group_id=group)
+    await consumer.start()
+    try:
+        committed: int | None = await consumer.committed(TopicPartition(topic, partition))
+        return committed
+    finally:
+        await consumer.stop()

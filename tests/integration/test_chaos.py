@@ -460,11 +460,11 @@ async def test_chaos_every_record_answered_true_is_delivered_or_dead_lettered(
             dlq = {}
             for ns in (ordered, loose):
                 dlq.update(await dlq_ids(wal_settings.bootstrap_list, f"wal.{ns}.dlq"))
-        missing = ids - delivered - set(dlq)
-        if not missing:
+        unaccounted = ids - delivered - set(dlq)
+        if not unaccounted:
             break
-        if len(ids) - len(missing) > accounted:
-            accounted, last_progress = len(ids) - len(missing), time.monotonic()
+        if len(ids) - len(unaccounted) > accounted:
+            accounted, last_progress = len(ids) - len(unaccounted), time.monotonic()
         if time.monotonic() - last_progress > DRAIN_STALL_S or time.time() - healed > DRAIN_LIMIT_S:
             break
         await asyncio.sleep(2.0)
@@ -575,9 +575,9 @@ async def test_chaos_every_record_answered_true_is_delivered_or_dead_lettered(
         )
 
     # the summary: duplicates per kill interval (2xx beyond a record's first, by when it came)
-    per_interval = Counter()
-    copies = Counter()
-    kinds = Counter()  # what a duplicate was: the same attempt again, or another one
+    per_interval: Counter[int] = Counter()
+    copies: Counter[int] = Counter()
+    kinds: Counter[str] = Counter()  # what a duplicate was: the same attempt again, or another one
     for seen in deliveries.values():
         copies[len(seen)] += 1
         first_attempt = int(seen[0].headers.get("X-Wal-Attempt", 0))

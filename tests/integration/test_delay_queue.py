@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 import time
 from collections import defaultdict
+from typing import Any
 
 import orjson
 import pytest
@@ -19,6 +20,7 @@ from walstream.client import write_request
 
 from .conftest import apply_namespace, eventually, wait_serving
 from .helpers import worker_metric
+from .http_recorder import HttpRecorder, Received
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -36,9 +38,9 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def first_deliveries(recorder):
+def first_deliveries(recorder: HttpRecorder) -> dict[str, Received]:
     """id -> the first successful delivery of that record (at least once: later ones are dups)."""
-    first = {}
+    first: dict[str, Received] = {}
     for received in recorder.successes():
         first.setdefault(received.headers["X-Wal-Id"], received)
     return first
@@ -46,7 +48,7 @@ def first_deliveries(recorder):
 
 async def write_all(wal_client, ns, bodies, chunk=500):
     """Write ``bodies`` in batches; return (id, body, the client's time before the write)."""
-    written = []
+    written: list[tuple[str | None, dict[str, Any], int]] = []
     for start in range(0, len(bodies), chunk):
         part = bodies[start : start + chunk]
         sent_at = now_ms()

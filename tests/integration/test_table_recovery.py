@@ -10,16 +10,16 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from walstream.broker import free_port
 from walstream.kafka.admin import ensure_topics
-from walstream.kafka.offsets import probe_end_offsets
 from walstream.topology import TopicSpec
 
-from .helpers import WorkerProcess, get_json, wait_until
+from .helpers import WorkerProcess, get_json, reported_and_true_ends, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -57,16 +57,8 @@ async def committed_total(servers: str, group: str, topic: str) -> int:
 
 async def under_reported(servers: str, topic: str) -> dict[int, tuple[int, int]]:
     """Partitions of ``topic`` whose ListOffsets end is below the true end: (reported, true)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=servers, group_id=None)
-    await consumer.start()
-    try:
-        await consumer.topics()
-        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        reported = await consumer.end_offsets(tps)
-    finally:
-        await consumer.stop()
-    true = await probe_end_offsets(servers, reported)
-    return {tp.partition: (reported[tp], true[tp]) for tp in tps if true[tp] > reported[tp]}
+    ends = await reported_and_true_ends(servers, topic)
+    return {p: (reported, true) for p, (reported, true) in ends.items() if true > reported}
 
 
 def assert_under_reported(broker: str, changelog: str) -> None:
@@ -118,10 +110,12 @@ def test_table_total_is_exact_after_repeated_sigkill(
     worker = WorkerProcess("tests.integration.apps.counter", env, tmp_path / "worker.log").start()
     try:
         for restart in range(RESTARTS + 1):
+
+            def counted(produced: int = produced) -> Any:
+                return (body := get_json(url))["ready"] and body["total"] >= produced and body
+
             total = wait_until(
-                lambda produced=produced: (
-                    (body := get_json(url))["ready"] and body["total"] >= produced and body
-                ),
+                counted,
                 timeout=90,
                 what=f"the worker to count {produced} (round {restart})\n{worker.log_tail()}",
             )["total"]
@@ -131,8 +125,12 @@ def test_table_total_is_exact_after_repeated_sigkill(
             wait_committed(broker, app_id, topic, produced)
             asyncio.run(produce_batched(broker, topic, EVENTS_PER_ROUND, produced))
             produced += EVENTS_PER_ROUND
+
+            def counted_new(produced: int = produced) -> bool:
+                return get_json(url)["total"] >= produced
+
             wait_until(
-                lambda produced=produced: get_json(url)["total"] >= produced,
+                counted_new,
                 timeout=60,
                 what="new events counted",
             )

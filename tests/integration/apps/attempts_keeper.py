@@ -6,7 +6,9 @@ id. Configured by environment: WALSTREAM_* plus KEEPER_APP_ID and KEEPER_TOPIC."
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, cast
+
+from faust.tables.manager import TableManager
 
 from walstream.agents.attempts import TableAttempts
 from walstream.app import create_app
@@ -34,5 +36,6 @@ async def keep(stream: Any) -> None:
 
 @app.page("/state")
 async def state(web: Any, request: Any) -> Any:
-    ready = app.tables.recovery.completed.is_set() and not app.rebalancing
+    tables = cast(TableManager, app.tables)  # its type (TableManagerT) omits ``recovery``
+    ready = tables.recovery.completed.is_set() and not app.rebalancing
     return web.json({"ready": ready, "state": {k: attempts.get(k) for k in list(table.keys())}})

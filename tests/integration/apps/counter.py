@@ -7,7 +7,9 @@ COUNTER_TOPIC.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, cast
+
+from faust.tables.manager import TableManager
 
 from walstream.app import create_app
 from walstream.settings import Settings
@@ -34,5 +36,6 @@ async def count_events(stream: Any) -> None:
 
 @app.page("/total")
 async def total(web: Any, request: Any) -> Any:
-    ready = app.tables.recovery.completed.is_set() and not app.rebalancing
+    tables = cast(TableManager, app.tables)  # its type (TableManagerT) omits ``recovery``
+    ready = tables.recovery.completed.is_set() and not app.rebalancing
     return web.json({"total": sum(counts.values()), "ready": ready})
