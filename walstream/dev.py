@@ -39,8 +39,6 @@ __all__ = ["EMBEDDED_DATA_SUBDIR", "dev_token", "embedded_run_dir", "ready_as", 
 EMBEDDED_DATA_SUBDIR = "embedded-broker"
 #: How often the launcher looks at its children and readiness.
 _TICK_S = 0.2
-#: How often a start that is taking long says what it still waits for.
-_WAITING_NOTE_S = 30.0
 
 
 def _say(message: str, *, error: bool = False) -> None:
@@ -267,7 +265,7 @@ def run_stack(
                     for child in children:
                         child.restarted = False
                     print(_banner(servers, base, token), flush=True)
-                elif time.monotonic() - note_at >= _WAITING_NOTE_S:
+                elif time.monotonic() - note_at >= settings.run_waiting_note_s:
                     note_at = time.monotonic()
                     _say(f"still waiting for: {', '.join(waiting)} ({note_at - started:.0f} s)")
             else:

@@ -169,6 +169,8 @@ class Settings:
     #: Python's 700 collects every few requests; their objects are short-lived and freed by
     #: reference counting, so those collections find next to nothing (walstream.runtime).
     gc_gen0_threshold: int = 10_000
+    #: Seconds between `make run`'s notes of what a start that is taking long still waits for.
+    run_waiting_note_s: float = 30.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -220,6 +222,7 @@ class Settings:
             "deliver_max_key_pending": self.deliver_max_key_pending,
             "deliver_revoke_wait_s": self.deliver_revoke_wait_s,
             "gc_gen0_threshold": self.gc_gen0_threshold,
+            "run_waiting_note_s": self.run_waiting_note_s,
             "target_idle_ttl_s": self.target_idle_ttl_s,
             "target_max_endpoints": self.target_max_endpoints,
             "http_idle_timeout_s": self.http_idle_timeout_s,

@@ -477,10 +477,10 @@ def test_a_run_is_not_up_while_another_process_serves_its_api_port(
     (its note names only the API, so the worker was judged ready meanwhile) and never says up."""
     env = _run_env(tmp_path / "data")
     env["WALSTREAM_API_PORT"] = str(ready_elsewhere.server_address[1])
+    env["WALSTREAM_RUN_WAITING_NOTE_S"] = "3"  # its note every 3 s, not 30 (the test waits for one)
     script = (
         "import walstream.dev as dev\n"
         "dev.taken_ports = lambda settings, env: []\n"
-        "dev._WAITING_NOTE_S = 3.0\n"  # its note every 3 s, not 30 (the test waits for one)
         "from walstream.cli import cli\n"
         "cli(['run'])\n"
     )
@@ -493,6 +493,58 @@ def test_a_run_is_not_up_while_another_process_serves_its_api_port(
     assert "is ready again" not in text
     assert launcher.interrupt() == 0
     assert "stopped" in launcher.text
+
+
+def _answers_ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 - loopback
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+@pytest.mark.timeout(240)
+def test_a_run_whose_api_port_is_taken_does_not_say_it_is_up(tmp_path, ready_elsewhere):
+    """Issue 15 item 3 ("up" only when a write is deliverable): a second `make run` (another
+    terminal, a run left over) finds its API port served by another run's API, ready. Its API
+    cannot bind ("address already in use"), and the launcher must not say "walstream is up" with
+    a dev token the API on that port refuses, as it did when it asked whatever answered there."""
+    env = _run_env(tmp_path / "data")
+    env.pop("WALSTREAM_AUTH")  # auth on, with the dev token the launcher prints
+    env["WALSTREAM_API_PORT"] = str(ready_elsewhere.server_address[1])
+    worker_port = env["WALSTREAM_WORKER_WEB_PORT"]
+    log = tmp_path / "run.log"
+    with log.open("w") as out:
+        launcher = subprocess.Popen(
+            [sys.executable, "-m", "walstream", "run", "--namespaces", "topology/namespaces"],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        # until the run's worker is ready (then the old rule says "up" within a tick) or the
+        # launcher gave up (exited)
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and launcher.poll() is None:
+            if _answers_ready(f"http://127.0.0.1:{worker_port}/readyz"):
+                time.sleep(5)
+                break
+            time.sleep(0.5)
+        text = log.read_text()
+        assert "address already in use" in text, text[-4000:]  # its API could not bind
+        assert UP not in text, (
+            "the launcher said it is up although its API never served the port:\n" + text[-4000:]
+        )
+    finally:
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGINT)
+            try:
+                launcher.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(launcher.pid, signal.SIGKILL)
+                launcher.wait()
 
 
 @pytest.mark.timeout(400)

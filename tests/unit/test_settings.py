@@ -39,3 +39,10 @@ def test_the_commit_interval_reaches_faust():
 def test_the_commit_interval_must_be_positive():
     with pytest.raises(ConfigError, match="WALSTREAM_COMMIT_INTERVAL_S"):
         Settings.from_env({"WALSTREAM_COMMIT_INTERVAL_S": "0"})
+
+
+def test_make_runs_waiting_note_interval_is_a_setting():
+    assert Settings().run_waiting_note_s == 30.0
+    assert Settings.from_env({"WALSTREAM_RUN_WAITING_NOTE_S": "3"}).run_waiting_note_s == 3.0
+    with pytest.raises(ConfigError, match="WALSTREAM_RUN_WAITING_NOTE_S"):
+        Settings.from_env({"WALSTREAM_RUN_WAITING_NOTE_S": "0"})
