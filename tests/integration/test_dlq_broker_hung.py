@@ -15,9 +15,9 @@ import time
 import pytest
 
 from walstream.api.app import build_api
-from walstream.namespaces.broadcast import NamespacePublisher
-from walstream.namespaces.config import parse_namespace
 from walstream.settings import Settings
+
+from .conftest import apply_namespace
 
 pytestmark = pytest.mark.integration
 
@@ -28,15 +28,6 @@ NS = {"name": "hung", "target": {"type": "kafka", "topic": "o"}}
 ANSWER_WITHIN_S = 30
 
 
-async def _apply(settings: Settings) -> None:
-    publisher = NamespacePublisher(settings)
-    await publisher.start()
-    try:
-        await publisher.apply(parse_namespace(NS))
-    finally:
-        await publisher.stop()
-
-
 @pytest.mark.timeout(240)
 async def test_dlq_routes_answer_503_while_the_broker_hangs_then_serve_again(
     api_client, own_broker
@@ -44,7 +35,7 @@ async def test_dlq_routes_answer_503_while_the_broker_hangs_then_serve_again(
     settings = Settings(
         bootstrap_servers=own_broker.bootstrap_servers, auth=False, write_timeout_s=2.0
     )
-    await _apply(settings)
+    await apply_namespace(settings, NS)
     client = await api_client(build_api(settings))
     assert (await client.get("/v1/namespaces/hung/dlq")).status == 200
     pid = own_broker.pid
