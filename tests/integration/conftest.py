@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+from typing import Any
 
 import pytest
 
@@ -18,7 +19,7 @@ from walstream.namespaces.broadcast import NamespacePublisher
 from walstream.namespaces.config import parse_namespace
 from walstream.settings import Settings
 
-from .helpers import ROOT, WorkerProcess, get_json
+from .helpers import ROOT, WorkerProcess, worker_assignment
 from .http_recorder import HttpRecorder
 
 
@@ -99,15 +100,30 @@ async def wait_serving(worker: WorkerProcess, topic: str, within_s: float = 30.0
     """Until the worker owns partitions of ``topic`` (subscribed, rebalanced, recovered)."""
 
     def owns() -> bool:
-        if not worker.alive():
-            raise AssertionError(f"worker died:\n{worker.log_tail()}")
-        try:
-            body = get_json(f"http://127.0.0.1:{worker.web_port}/walstream/assignment")
-        except OSError:
+        body = worker_assignment(worker)
+        if body is None:
             return False
         return any(t == topic for t, _ in body["assignment"]) and not body["rebalancing"]
 
     await eventually(owns, within_s, f"worker to serve {topic}\n{worker.log_tail()}")
+
+
+async def write_in_order(
+    wal_client: WalClient, ns: str, key: str, payloads: list[Any]
+) -> list[str]:
+    """Write ``payloads`` under ``key``, one at a time, in order (the first until the API knows
+    ``ns``); their ids."""
+
+    async def first_write_ok():
+        result = await wal_client.write(ns, payloads[0], key=key)
+        return result if result.ok else None
+
+    ids = [(await eventually(first_write_ok, 30, "the API to know the namespace", every=0.5)).id]
+    for payload in payloads[1:]:
+        result = await wal_client.write(ns, payload, key=key)
+        assert result.ok, result
+        ids.append(result.id)
+    return ids
 
 
 @pytest.fixture

@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from .conftest import apply_namespace, eventually, wait_serving
+from .helpers import committed_offset
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -35,15 +35,6 @@ def wal_env(wal_env):
         # a graceful stop waits this long for C (answered after 120 s), then gives it up
         "WALSTREAM_DELIVER_REVOKE_WAIT_S": "1",
     }
-
-
-async def committed_offset(servers: list[str], group: str, topic: str) -> int | None:
-    consumer = AIOKafkaConsumer(bootstrap_servers=servers, group_id=group)
-    await consumer.start()
-    try:
-        return await consumer.committed(TopicPartition(topic, 0))
-    finally:
-        await consumer.stop()
 
 
 def requests_for(recorder, record_id: str) -> list:

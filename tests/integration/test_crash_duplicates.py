@@ -12,6 +12,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from walstream.client import write_request
+from walstream.testing import namespace_definition
 
 from .conftest import apply_namespace, eventually, wait_serving
 from .helpers import topic_end_offsets
@@ -66,15 +67,9 @@ async def test_records_delivered_before_a_sigkill_are_not_delivered_again_after_
     wal_settings, workers, recorder, wal_client, unique
 ):
     ns = f"marks-{unique}"
-    await apply_namespace(
-        wal_settings,
-        {
-            "name": ns,
-            "max_attempts": 10,
-            "backoff": {"base_ms": 200, "multiplier": 2.0, "cap_ms": 1_000, "jitter": 0.0},
-            "target": {"type": "http", "url": recorder.url},
-        },
-    )
+    target = {"type": "http", "url": recorder.url}
+    definition = namespace_definition(ns, base_ms=200, cap_ms=1_000, max_attempts=10, target=target)
+    await apply_namespace(wal_settings, definition)
     topics = [f"wal.{ns}.log", f"wal.{ns}.retry"]
     servers, group = wal_settings.bootstrap_list, wal_settings.app_id
     # no periodic commit in this worker's life: a kill makes its successor read everything

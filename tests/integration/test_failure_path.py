@@ -11,6 +11,7 @@ from aiokafka import AIOKafkaProducer
 from walstream.api.app import build_api
 from walstream.dlq import read_dlq
 from walstream.records import Envelope, Lifecycle, decode_envelope, encode_envelope
+from walstream.testing import namespace_definition
 
 from .conftest import apply_namespace, eventually, wait_serving
 from .helpers import read_topic
@@ -22,15 +23,9 @@ async def test_large_records_fail_retry_and_dead_letter_without_raising(
     api_client, wal_settings, workers, recorder, unique
 ):
     ns = f"big-{unique}"
-    await apply_namespace(
-        wal_settings,
-        {
-            "name": ns,
-            "max_attempts": 4,
-            "backoff": {"base_ms": 100, "multiplier": 2.0, "cap_ms": 400, "jitter": 0.0},
-            "target": {"type": "http", "url": recorder.url},
-        },
-    )
+    target = {"type": "http", "url": recorder.url}
+    definition = namespace_definition(ns, base_ms=100, cap_ms=400, max_attempts=4, target=target)
+    await apply_namespace(wal_settings, definition)
     worker = workers()
     await wait_serving(worker, f"wal.{ns}.log")
     client = await api_client(build_api(wal_settings))

@@ -13,9 +13,9 @@ the key's records are 8x its cap, so the first fetch holds far more of them than
 from __future__ import annotations
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from .conftest import apply_namespace, eventually, wait_serving
+from .conftest import apply_namespace, eventually, wait_serving, write_in_order
+from .helpers import committed_offset
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -28,15 +28,6 @@ def wal_env(wal_env):
     return {**wal_env, "WALSTREAM_DEFAULT_PARTITIONS": "1"}
 
 
-async def committed_offset(servers: str, group: str, topic: str) -> int | None:
-    consumer = AIOKafkaConsumer(bootstrap_servers=servers, group_id=group)
-    await consumer.start()
-    try:
-        return await consumer.committed(TopicPartition(topic, 0))
-    finally:
-        await consumer.stop()
-
-
 async def test_a_partition_paused_mid_batch_delivers_the_rest_of_the_batch(
     wal_settings, workers, recorder, wal_client, unique
 ):
@@ -45,17 +36,9 @@ async def test_a_partition_paused_mid_batch_delivers_the_rest_of_the_batch(
     target = {"type": "http", "url": recorder.url}
     await apply_namespace(wal_settings, {"name": ns, "max_attempts": 10, "target": target})
 
-    async def first_write_ok():
-        result = await wal_client.write(ns, {"m": "hot", "n": 0}, key="hot-key")
-        return result if result.ok else None
-
     # Every record of the key is in the log before the worker starts: its first fetch holds
     # them all, and the key reaches its cap (CAP) early in that batch.
-    ids = [(await eventually(first_write_ok, 30, "the API to know the namespace", every=0.5)).id]
-    for n in range(1, N):
-        result = await wal_client.write(ns, {"m": "hot", "n": n}, key="hot-key")
-        assert result.ok, result
-        ids.append(result.id)
+    ids = await write_in_order(wal_client, ns, "hot-key", [{"m": "hot", "n": n} for n in range(N)])
     recorder.delay_matching(b"hot", 0.05)
     worker = workers(WALSTREAM_DELIVER_MAX_KEY_PENDING=str(CAP))
     await wait_serving(worker, log, within_s=60)

@@ -15,7 +15,7 @@ import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
 from .conftest import apply_namespace, eventually, wait_serving
-from .helpers import get_json
+from .helpers import worker_assignment
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -31,11 +31,8 @@ def wal_env(wal_env):
 def settled(*workers) -> bool:
     """Every worker owns something and none is rebalancing."""
     for worker in workers:
-        if not worker.alive():
-            raise AssertionError(f"worker died:\n{worker.log_tail()}")
-        try:
-            body = get_json(f"http://127.0.0.1:{worker.web_port}/walstream/assignment")
-        except OSError:
+        body = worker_assignment(worker)
+        if body is None:
             return False
         if body["rebalancing"] or not body["assignment"]:
             return False

@@ -16,7 +16,7 @@ import json
 
 import pytest
 
-from .conftest import apply_namespace, eventually, wait_serving
+from .conftest import apply_namespace, eventually, wait_serving, write_in_order
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -44,14 +44,7 @@ async def test_a_rebalance_keeps_a_keys_first_deliveries_in_order(
     target = {"type": "http", "url": recorder.url}
     await apply_namespace(wal_settings, {"name": ns, "max_attempts": 10, "target": target})
 
-    async def first_write_ok():
-        result = await wal_client.write(ns, {"m": "k", "n": 0}, key="k")
-        return result if result.ok else None
-
-    await eventually(first_write_ok, 30, "the API to know the namespace", every=0.5)
-    for n in range(1, N):
-        result = await wal_client.write(ns, {"m": "k", "n": n}, key="k")
-        assert result.ok, result
+    await write_in_order(wal_client, ns, "k", [{"m": "k", "n": n} for n in range(N)])
     recorder.delay_matching(b'"m":"k"', 3.0)
     first = workers(WALSTREAM_DELIVER_MAX_PENDING="3")
     await wait_serving(first, log, within_s=60)

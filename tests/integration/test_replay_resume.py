@@ -16,8 +16,9 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from walstream.namespaces.config import parse_namespace
-from walstream.records import Envelope, Lifecycle, encode_envelope
+from walstream.records import encode_envelope
 from walstream.replay import replay
+from walstream.testing import keyless_envelope
 
 from .conftest import apply_namespace, run_cli
 from .helpers import read_topic
@@ -36,17 +37,8 @@ async def fill_log(settings, ns: str, sink: str, created_at_ms: int) -> list[str
     try:
         for n in range(PARTITIONS * PER_PARTITION):
             record_id = f"r{n:03d}"
-            env = Envelope(
-                id=record_id,
-                namespace=ns,
-                key=None,
-                payload={"n": n},
-                payload_encoding="json",
-                target={"type": "kafka", "topic": sink},
-                lifecycle=Lifecycle(created_at_ms, created_at_ms),
-                idempotency_token=f"t{n}",
-                created_at_ms=created_at_ms,
-            )
+            target = {"type": "kafka", "topic": sink}
+            env = keyless_envelope(record_id, ns, {"n": n}, target, created_at_ms, f"t{n}")
             await producer.send_and_wait(
                 f"wal.{ns}.log", encode_envelope(env), partition=n % PARTITIONS
             )

@@ -68,21 +68,30 @@ def kv_envelope(value: Any, owt: int, token: str, *, key: str = "k1", op: str = 
     )
 
 
+def keyless_envelope(
+    record_id: str, ns: str, payload: Any, target: dict[str, Any], created_at_ms: int, token: str
+) -> Envelope:
+    """Record ``record_id`` of ``ns``, keyless, with a JSON ``payload`` for ``target``, written
+    and due at ``created_at_ms`` with idempotency token ``token``."""
+    return Envelope(
+        id=record_id,
+        namespace=ns,
+        key=None,
+        payload=payload,
+        payload_encoding="json",
+        target=target,
+        lifecycle=Lifecycle(created_at_ms, created_at_ms),
+        idempotency_token=token,
+        created_at_ms=created_at_ms,
+    )
+
+
 def http_record(ns: str, url: str, created_at_ms: int) -> tuple[str, bytes]:
     """A keyless record of ``ns`` to the http target ``url``, written and due at
     ``created_at_ms``, its id (a new UUID, the idempotency token too) and its bytes."""
     record_id = str(uuid.uuid4())
-    env = Envelope(
-        id=record_id,
-        namespace=ns,
-        key=None,
-        payload={"id": record_id},
-        payload_encoding="json",
-        target={"type": "http", "url": url},
-        lifecycle=Lifecycle(created_at_ms, created_at_ms),
-        idempotency_token=record_id,
-        created_at_ms=created_at_ms,
-    )
+    target = {"type": "http", "url": url}
+    env = keyless_envelope(record_id, ns, {"id": record_id}, target, created_at_ms, record_id)
     return record_id, encode_envelope(env)
 
 
