@@ -30,7 +30,9 @@ __all__ = [
     "namespace_topic_specs",
     "poison_topic",
     "poison_topic_spec",
+    "region_dlq_topic",
     "region_topic",
+    "region_topic_specs",
     "reserved_topics",
 ]
 
@@ -101,6 +103,33 @@ def region_topic(namespace: str, region: str) -> str:
     dot (core.targets.NAMESPACE_NAME, REGION_NAME), so no two pairs share a topic, and none is
     a namespace's default log, retry or DLQ topic."""
     return f"{_PREFIX}.{namespace}.region.{region}"
+
+
+def region_dlq_topic(namespace: str, region: str) -> str:
+    """The DLQ of a replicated namespace's operations that ``region`` can never apply (issue 17:
+    ``wal.<ns>.region.<r>.dlq``, beside ``region_topic`` on the region's cluster)."""
+    return f"{region_topic(namespace, region)}.dlq"
+
+
+def region_topic_specs(
+    namespace: str,
+    region: str,
+    partitions: int,
+    *,
+    replication_factor: int = DEFAULT_REPLICATION_FACTOR,
+    min_insync_replicas: int = DEFAULT_MIN_INSYNC_REPLICAS,
+) -> list[TopicSpec]:
+    """A region's topic and its DLQ (kept forever, as a namespace's log and DLQ)."""
+    return [
+        TopicSpec(
+            name=name,
+            partitions=partitions,
+            replication_factor=replication_factor,
+            min_insync_replicas=min_insync_replicas,
+            config=_deleting(UNLIMITED),
+        )
+        for name in (region_topic(namespace, region), region_dlq_topic(namespace, region))
+    ]
 
 
 def _deleting(retention_ms: int) -> dict[str, str]:

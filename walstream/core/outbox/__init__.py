@@ -25,6 +25,9 @@ settle marker       ``settle_marker``            ``walstream dlq discard`` (CLI 
 DLQ close marker    ``dlq_close_marker``         ``walstream dlq redrive/discard`` (CLI and API)
 redriven copy       ``redriven``                 ``walstream dlq redrive`` (CLI and API)
 redrive claim       ``redrive_claim``            ``walstream dlq redrive`` (CLI and API)
+region copy         ``region_copy``              replication fan-out (a replicated namespace's
+                                                 log to each other region's topic)
+region DLQ entry    ``region_dlq_entry``         region writer (an operation it can never apply)
 =================== ============================ ================================================
 
 Headers (``wal-*``; values UTF-8 text, numbers decimal, times ms since the epoch):
@@ -60,5 +63,8 @@ Headers (``wal-*``; values UTF-8 text, numbers decimal, times ms since the epoch
 
 from __future__ import annotations
 
+from walstream.core.outbox import records, replication
 from walstream.core.outbox.records import *  # noqa: F403 - the package is its records' builders
-from walstream.core.outbox.records import __all__ as __all__
+from walstream.core.outbox.replication import *  # noqa: F403
+
+__all__ = [*records.__all__, *replication.__all__]

@@ -1,0 +1,76 @@
+"""core.outbox's replication records: the fan-out's region copies and the region DLQ entries."""
+
+from __future__ import annotations
+
+from walstream.core.dlq import DlqEntry, parse_dlq_record
+from walstream.core.outbox import fanout_regions, region_copy, region_dlq_entry
+from walstream.records import decode_envelope, encode_envelope
+from walstream.testing.replication import cache_envelope
+from walstream.topology import region_dlq_topic, region_topic, region_topic_specs
+
+
+def test_every_region_but_the_origin_gets_a_copy():
+    env = cache_envelope("set", "k", b"v", origin="b")
+    assert fanout_regions(env, ["a", "b", "c"]) == ["a", "c"]
+    assert fanout_regions(None, ["a", "b", "c"]) == ["a", "b", "c"]
+
+
+def test_a_copy_keeps_key_and_bytes_in_value_mode():
+    env = cache_envelope("set", "k", b"v", ttl=9)
+    value = encode_envelope(env)
+    copy = region_copy(value, b"k", env, topic=region_topic("cache", "b"))
+    assert (copy.topic, copy.partition, copy.key, copy.value) == (
+        "wal.cache.region.b",
+        None,
+        b"k",
+        value,
+    )
+
+
+def test_invalidate_mode_sends_a_set_as_a_delete_of_the_same_key_and_version():
+    env = cache_envelope("set", "k", b"v", ttl=9, owt_ms=77, token="t9")
+    copy = region_copy(encode_envelope(env), b"k", env, topic="t", invalidate=True)
+    sent = decode_envelope(copy.value)
+    assert sent.target == {"type": "memcached", "op": "delete", "key": "k", "origin_region": "a"}
+    assert sent.payload is None
+    assert (sent.id, sent.idempotency_token, sent.lifecycle) == (env.id, "t9", env.lifecycle)
+    assert copy.key == b"k"
+
+
+def test_invalidate_mode_sends_deletes_and_touches_as_they_are():
+    for env in (cache_envelope("delete", "k"), cache_envelope("touch", "k", ttl=3)):
+        value = encode_envelope(env)
+        assert region_copy(value, b"k", env, topic="t", invalidate=True).value == value
+
+
+def test_a_region_dlq_entry_reads_back_with_its_reason():
+    out = region_dlq_entry(
+        b"raw",
+        dlq_topic=region_dlq_topic("cache", "b"),
+        partition=2,
+        record_id="id-1",
+        namespace="cache",
+        reason="key_bad_char",
+        source="wal.cache.region.b[2]@7",
+        dead_at_ms=5,
+        key="a b",
+    )
+    assert (out.topic, out.partition, out.key) == ("wal.cache.region.b.dlq", 2, b"id-1")
+    headers = dict(out.headers or [])
+    assert headers["wal-error"] == b"key_bad_char"
+    assert headers["wal-error-class"] == b"PoisonOperation"
+    assert headers["wal-source"] == b"wal.cache.region.b[2]@7"
+    entry = parse_dlq_record(out.key, out.value, out.headers or [], partition=2, offset=0)
+    assert isinstance(entry, DlqEntry)
+    assert (entry.id, entry.reason, entry.key, entry.value) == (
+        "id-1",
+        "key_bad_char",
+        "a b",
+        b"raw",
+    )
+
+
+def test_a_region_has_a_topic_and_a_dlq_kept_forever():
+    specs = region_topic_specs("cache", "b", 3, replication_factor=1, min_insync_replicas=1)
+    assert [s.name for s in specs] == ["wal.cache.region.b", "wal.cache.region.b.dlq"]
+    assert all(s.partitions == 3 and s.config["retention.ms"] == "-1" for s in specs)

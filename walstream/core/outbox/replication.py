@@ -1,0 +1,88 @@
+"""The records of a replicated namespace's per-region stages (issue 17), built in one place.
+
+* a region copy (``region_copy``): the fan-out's copy of a log record for a region's topic, its
+  Kafka key kept (a key's operations stay in order within the region's topic). In
+  ``invalidate`` mode a set travels as a delete of the same key at the same version (same id,
+  idempotency token and original write time), so the region's LWW decides it as the set.
+* a region DLQ entry (``region_dlq_entry``): an operation a region's writer can never apply (a
+  key memcached refuses, a value over the item size, a record that is no cache operation),
+  with the reason in ``wal-error`` like every DLQ entry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from walstream.core.outbox.records import OutRecord, dlq_entry
+from walstream.records import Envelope, encode_envelope
+
+__all__ = ["POISON_OPERATION", "fanout_regions", "invalidation", "region_copy", "region_dlq_entry"]
+
+#: ``wal-error-class`` of a region DLQ entry.
+POISON_OPERATION = "PoisonOperation"
+
+
+def fanout_regions(env: Envelope | None, regions: Sequence[str]) -> list[str]:
+    """The regions an operation is copied to: every one but its origin region (a record that
+    is not readable goes to every region, whose writer dead-letters it with its reason)."""
+    origin = env.target.get("origin_region") if env is not None else None
+    return [region for region in regions if region != origin]
+
+
+def invalidation(env: Envelope) -> Envelope | None:
+    """A set as the delete ``invalidate`` mode applies elsewhere: same key, id, version; no
+    value, no TTL. None when ``env`` is not a set (it travels as it is)."""
+    target = env.target
+    if target.get("op") != "set":
+        return None
+    delete = {name: value for name, value in target.items() if name != "ttl"}
+    delete["op"] = "delete"
+    return env._replace(target=delete, payload=None, payload_encoding="json")
+
+
+def region_copy(
+    value: bytes | None,
+    key: bytes | None,
+    env: Envelope | None,
+    *,
+    topic: str,
+    invalidate: bool = False,
+) -> OutRecord:
+    """A log record's copy for a region's ``topic`` (the producer picks the partition by key).
+    ``value`` travels byte for byte unless ``invalidate`` turns a set into a delete."""
+    if invalidate and env is not None:
+        delete = invalidation(env)
+        if delete is not None:
+            value = encode_envelope(delete)
+    return OutRecord(topic, None, key, value)
+
+
+def region_dlq_entry(
+    value: bytes | None,
+    *,
+    dlq_topic: str,
+    partition: int,
+    record_id: str,
+    namespace: str,
+    reason: str,
+    source: str,
+    dead_at_ms: int,
+    key: str | None,
+) -> OutRecord:
+    """A region DLQ entry of the record read at ``source`` (``topic[partition]@offset``), on
+    the partition it was read from, with ``reason`` (a PoisonReason's value, or why the record
+    is no cache operation)."""
+    return dlq_entry(
+        value,
+        dlq_topic=dlq_topic,
+        partition=partition,
+        record_id=record_id,
+        namespace=namespace,
+        reason=reason,
+        error_class=POISON_OPERATION,
+        source=source,
+        attempts=1,
+        dead_at_ms=dead_at_ms,
+        origin=None,
+        key=key,
+    )
