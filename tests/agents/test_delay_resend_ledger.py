@@ -14,7 +14,7 @@ from aiokafka import TopicPartition
 from aiokafka.errors import KafkaConnectionError
 
 from walstream.agents.delay import DelayStage
-from walstream.agents.hops import Out
+from walstream.agents.outgoing import Out
 from walstream.core.delay import parse_delay_headers
 from walstream.core.offsets import PartitionLedger
 from walstream.testing import CommitRecorder, HeldFirstProducer, TierRecord

@@ -14,11 +14,12 @@ import pytest
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaConnectionError, UnknownTopicOrPartitionError
 
-from walstream.agents.delay import DelayStage, _Partition
-from walstream.agents.hops import Out
+from walstream.agents.delay import DelayStage
+from walstream.agents.outgoing import Out
 from walstream.clock import FakeClock
 from walstream.core.delay import delay_headers
 from walstream.core.dlq import DlqEntry, parse_dlq_record
+from walstream.core.tier_partition import TierPartition
 from walstream.namespaces.config import parse_namespace
 from walstream.namespaces.registry import NamespaceRegistry, encode_event
 from walstream.records import Envelope, Lifecycle, encode_envelope
@@ -67,7 +68,7 @@ class FlakyProducer:
 @pytest.fixture
 def part(stage):
     tp = TopicPartition("t.delay.10s", 0)
-    part = stage._parts[tp] = _Partition(tier_ms=10_000, next_offset=8)
+    part = stage._parts[tp] = TierPartition(tier_ms=10_000, next_offset=8)
     return tp, part
 
 
@@ -193,11 +194,11 @@ def dead_stage(clock):
         clock=clock,
         registry=orders_registry("orders"),
     )
-    stage._parts[TIMER] = _Partition(tier_ms=0, next_offset=5)
+    stage._parts[TIMER] = TierPartition(tier_ms=0, next_offset=5)
     return stage
 
 
-async def take(stage: DelayStage, *records: Record) -> _Partition:
+async def take(stage: DelayStage, *records: Record) -> TierPartition:
     """Read ``records`` from the timer tier and fire what is due, as the stage's loop does."""
     part = stage._parts[TIMER]
     part.buffer.extend(records)

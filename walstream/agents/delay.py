@@ -2,9 +2,9 @@
 
 See walstream.core.delay for the tier design. This service is the tiers' reader: a consumer group
 over every tier topic (``<app-id>-delay``), keeping only the loop. Its parts: the timer heap
-(``core.delay.TimerHeap``), each partition's offset ledger (``core.offsets.PartitionLedger``),
-the records it writes (``core.outbox``: hop, hand-over, DLQ entry) and their sender
-(``agents.hops.HopSender``: hop batches, resends, dead letters).
+(``core.delay.TimerHeap``), each partition's fetched records and offset ledger
+(``core.tier_partition.TierPartition``), the records it writes (``core.outbox``: hop, hand-over,
+DLQ entry) and their sender (``agents.hops.HopSender``: hop batches, resends, dead letters).
 
 * A tier partition's head leaves the tier at its write time + the tier's delay. Until then the
   partition is paused and its fetched records wait in a small buffer (one fetch at most), so
@@ -29,14 +29,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from typing import Any
 
 import mode
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
-from walstream.agents.hops import HopSender, Out
+from walstream.agents.hops import HopSender
+from walstream.agents.outgoing import Out
 from walstream.aio import Backoff, supervised
 from walstream.clock import Clock, SystemClock
 from walstream.core import outbox
@@ -48,7 +48,7 @@ from walstream.core.delay import (
     TimerHeap,
     parse_delay_headers,
 )
-from walstream.core.offsets import PartitionLedger
+from walstream.core.tier_partition import TierPartition, commit_offsets, oldest_due_ms, sleep_ms
 from walstream.kafka import clients
 from walstream.kafka.admin import ensure_topics
 from walstream.kafka.clients import stop_consumer
@@ -67,27 +67,6 @@ _MAX_SLEEP_MS = 100
 _MAX_IN_FLIGHT = 20_000
 #: Records routed between two looks at the timers (and two chances for other tasks to run).
 _YIELD_EVERY = 100
-
-
-class _Partition(PartitionLedger):
-    """A tier partition read by the stage: its fetched records not yet routed, and (the ledger)
-    the offsets taken and not yet safely sent on, which its commit never passes."""
-
-    def __init__(self, *, tier_ms: int, next_offset: int | None = None) -> None:
-        super().__init__(next_offset)
-        self.tier_ms = tier_ms
-        self.buffer: deque[Any] = deque()
-        #: when the head of ``buffer`` leaves the tier (None: nothing waits)
-        self.wake_ms: int | None = None
-        self.committed: int | None = None
-
-    @property
-    def pending(self) -> set[int]:
-        """Offsets taken but not yet safely forwarded (producing, or in the timer heap)."""
-        return self.outstanding
-
-    def safe_offset(self) -> int | None:
-        return self.committable()
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
@@ -126,7 +105,7 @@ class DelayStage(mode.Service):
         self.metrics = metrics
         self.tiers = tiers
         self._tier_of_topic = {delay_topic(settings.app_id, t): t for t in (0, *tiers)}
-        self._parts: dict[TopicPartition, _Partition] = {}
+        self._parts: dict[TopicPartition, TierPartition] = {}
         #: Its group gave it an assignment once (possibly empty: more workers than tier partitions).
         self.joined = False
         self._paused: set[TopicPartition] = set()
@@ -244,13 +223,13 @@ class DelayStage(mode.Service):
             self._report()
 
     def _sleep_ms(self) -> int:
-        now = self.clock.now_ms()
-        wakes = [p.wake_ms for p in self._parts.values() if p.wake_ms is not None]
-        if (next_due := self._timers.next_due_ms()) is not None:
-            wakes.append(next_due - self.handoff_lead_ms)
-        if not wakes:
-            return _MAX_SLEEP_MS
-        return max(0, min(_MAX_SLEEP_MS, min(wakes) - now))
+        return sleep_ms(
+            self.clock.now_ms(),
+            self._parts.values(),
+            self._timers.next_due_ms(),
+            lead_ms=self.handoff_lead_ms,
+            max_ms=_MAX_SLEEP_MS,
+        )
 
     def _flow(self, consumer: Any) -> None:
         """Fetch only for partitions with nothing buffered, and nothing at all when full."""
@@ -263,7 +242,7 @@ class DelayStage(mode.Service):
             consumer.resume(*to_resume)
         self._paused = want_paused
 
-    async def _drain(self, tp: TopicPartition, part: _Partition, now: int) -> None:
+    async def _drain(self, tp: TopicPartition, part: TierPartition, now: int) -> None:
         part.wake_ms = None
         routed = 0
         while part.buffer:
@@ -286,7 +265,7 @@ class DelayStage(mode.Service):
             part.track(record.offset)  # pending until it is safely sent on
             await self._route(tp, part, record, now)
 
-    async def _route(self, tp: TopicPartition, part: _Partition, record: Any, now: int) -> None:
+    async def _route(self, tp: TopicPartition, part: TierPartition, record: Any, now: int) -> None:
         headers = parse_delay_headers(record.headers or ())
         if headers is None:
             reason = "no valid delay headers (wal-due, wal-dest, wal-dest-partition)"
@@ -324,7 +303,7 @@ class DelayStage(mode.Service):
             await self._forward(tp, part, record, headers)
 
     async def _forward(
-        self, tp: TopicPartition, part: _Partition, record: Any, headers: DelayHeaders
+        self, tp: TopicPartition, part: TierPartition, record: Any, headers: DelayHeaders
     ) -> None:
         # Handed over up to handoff_lead_ms early, due time attached: the agent holds it till then.
         # A retry copy keeps its wal-origin (where the record was first read).
@@ -340,11 +319,7 @@ class DelayStage(mode.Service):
     # -- offsets and rebalances ---------------------------------------------------------------
 
     async def _commit(self, consumer: Any, *, force: bool = False) -> None:
-        offsets = {}
-        for tp, part in self._parts.items():
-            safe = part.safe_offset()
-            if safe is not None and (force or safe != part.committed):
-                offsets[tp] = safe
+        offsets = commit_offsets(self._parts, force=force)
         if offsets:
             await consumer.commit(offsets)
             for tp, offset in offsets.items():
@@ -355,16 +330,13 @@ class DelayStage(mode.Service):
         self.joined = True
         for tp in assigned:
             if tp not in self._parts:
-                self._parts[tp] = _Partition(tier_ms=self._tier_of_topic.get(tp.topic, 0))
+                self._parts[tp] = TierPartition(tier_ms=self._tier_of_topic.get(tp.topic, 0))
 
     async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
         consumer = self._consumer
         if consumer is not None:
-            offsets = {}
-            for tp in revoked:
-                part = self._parts.get(tp)
-                if part is not None and (safe := part.safe_offset()) is not None:
-                    offsets[tp] = safe
+            leaving = {tp: self._parts[tp] for tp in revoked if tp in self._parts}
+            offsets = commit_offsets(leaving, force=True)
             if offsets:
                 try:
                     await consumer.commit(offsets)
@@ -403,14 +375,7 @@ class DelayStage(mode.Service):
 
     def oldest_due_ms(self) -> int | None:
         """The earliest due time among the records held (the heap and each tier's head)."""
-        next_due = self._timers.next_due_ms()
-        dues = [next_due] if next_due is not None else []
-        for part in self._parts.values():
-            if part.buffer:
-                head = parse_delay_headers(part.buffer[0].headers or ())
-                if head is not None:
-                    dues.append(head.due_ms)
-        return min(dues, default=None)
+        return oldest_due_ms(self._timers.next_due_ms(), self._parts.values())
 
     def _report(self) -> None:
         if self.metrics is None:

@@ -36,7 +36,8 @@ from aiokafka.errors import KafkaError
 
 from walstream.agents.attempts import Attempts
 from walstream.agents.failures import FailureRouter, namespace_for
-from walstream.agents.ordering import KeyOrder, KeyTurns
+from walstream.agents.key_locks import KeyTurns
+from walstream.agents.ordering import KeyOrder
 from walstream.agents.ordering_gate import (
     Drain,
     MarkerDone,
@@ -114,7 +115,7 @@ class Deliverer:
     @property
     def turns(self) -> KeyTurns:
         """The ordering keys being handled now (one record at a time each)."""
-        return self.gate.turns
+        return self.gate.locks.turns
 
     @property
     def pool(self) -> TargetPool:

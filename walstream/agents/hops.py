@@ -9,7 +9,8 @@ until its send is acknowledged, so the stage never commits past a record not yet
   failure is transient. A hand-over its destination refuses as nonexistent for
   ``delay_dest_grace_ms`` (a deleted namespace) is dead-lettered instead; a dead letter its DLQ
   refuses as nonexistent goes to the deployment's poison topic.
-* What the records are (topic, partition, headers) the outbox says (``walstream.core.outbox``).
+* What the records are (topic, partition, headers) the outbox says (``walstream.core.outbox``);
+  ``walstream.agents.outgoing`` holds them as sent (``Out``) and batched (``HopBatch``).
 """
 
 from __future__ import annotations
@@ -18,19 +19,12 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 from aiokafka import TopicPartition
-from aiokafka.errors import (
-    InvalidTopicError,
-    KafkaError,
-    MessageSizeTooLargeError,
-    RecordListTooLargeError,
-    TopicAuthorizationFailedError,
-    UnknownTopicOrPartitionError,
-)
+from aiokafka.errors import KafkaError, UnknownTopicOrPartitionError
 
+from walstream.agents.outgoing import PERMANENT, HopBatch, Out
 from walstream.clock import Clock
 from walstream.core import outbox
 from walstream.core.delay import (
@@ -48,82 +42,9 @@ from walstream.metrics import WalMetrics
 from walstream.namespaces.registry import NamespaceRegistry
 from walstream.records import decode_envelope
 
-__all__ = ["PERMANENT", "HopSender", "Out"]
+__all__ = ["HopSender"]
 
 logger = logging.getLogger(__name__)
-
-#: The cluster says the destination does not exist or will never take the record. (aiokafka
-#: asserts a partition it does not know: ``assert partition in ... "Unrecognized partition"``.)
-PERMANENT = (
-    UnknownTopicOrPartitionError,
-    InvalidTopicError,
-    TopicAuthorizationFailedError,
-    MessageSizeTooLargeError,
-    RecordListTooLargeError,
-    AssertionError,
-)
-
-
-class Out(NamedTuple):
-    """One record the stage produces: a hop into a tier, a forward to its destination, or a
-    dead letter (a DLQ entry of the record as it was read)."""
-
-    tp: TopicPartition  #: where it was read (its offset stays pending until this is acked)
-    record: Any
-    topic: str
-    partition: int | None  #: None: the producer picks by key (a dead letter only)
-    headers: list[tuple[str, bytes]] | None
-    #: a hop's write time into the tier; None for a forward or a dead letter
-    timestamp_ms: int | None = None
-    #: a dead letter's key (the record's id); None for a hop or a forward
-    dead_key: bytes | None = None
-    #: sends of it that failed so far, and since when its destination fails permanently
-    tries: int = 0
-    failing_since_ms: int | None = None
-
-    @classmethod
-    def of(
-        cls, tp: TopicPartition, record: Any, out: outbox.OutRecord, *, dead: bool = False
-    ) -> Out:
-        """What the outbox built for ``record`` (read at ``tp``), to send; its value is the
-        record's as read."""
-        return cls(
-            tp,
-            record,
-            out.topic,
-            out.partition,
-            out.headers,
-            out.timestamp_ms,
-            dead_key=out.key if dead else None,
-        )
-
-    @property
-    def key(self) -> bytes | None:
-        return self.dead_key if self.dead_key is not None else self.record.key
-
-    @property
-    def hop(self) -> bool:
-        return self.timestamp_ms is not None
-
-
-@dataclass
-class _Hops:
-    """A record batch of hops into one tier partition, and what it holds."""
-
-    batch: Any
-    #: each hop with the ledger its offset is pending in
-    members: list[tuple[PartitionLedger, Out]] = field(default_factory=list)
-
-    def add(self, part: PartitionLedger, out: Out) -> bool:
-        """Append ``out`` (pending in ``part``); False when the batch is full."""
-        record = out.record
-        appended = self.batch.append(
-            key=record.key, value=record.value, timestamp=out.timestamp_ms, headers=out.headers
-        )
-        if appended is None:
-            return False
-        self.members.append((part, out))
-        return True
 
 
 def _failed(done: asyncio.Future[Any]) -> bool:
@@ -173,7 +94,7 @@ class HopSender:
         self.producer: Any = None
         self.due_producer: Any = None
         self.in_flight = 0
-        self._hops: dict[tuple[str, int], _Hops] = {}
+        self._hops: dict[tuple[str, int], HopBatch] = {}
         #: (topic, partition) -> when a forward there first failed permanently; cleared when
         #: one there succeeds.
         self._gone: dict[tuple[str, int | None], int] = {}
@@ -266,7 +187,7 @@ class HopSender:
         key = (out.topic, out.partition or 0)
         hops = self._hops.get(key)
         if hops is None:
-            hops = self._hops[key] = _Hops(self.producer.create_batch())
+            hops = self._hops[key] = HopBatch(self.producer.create_batch())
         if not hops.add(part, out):
             try:
                 await self.flush(key)
@@ -276,7 +197,7 @@ class HopSender:
                 self.in_flight -= 1
                 self._failed(part, out, exc)
                 raise
-            hops = self._hops[key] = _Hops(self.producer.create_batch())
+            hops = self._hops[key] = HopBatch(self.producer.create_batch())
             if not hops.add(part, out):  # larger than a batch: on its own
                 self.in_flight -= 1  # counted again by _send
                 await self._send(part, out)
@@ -301,7 +222,7 @@ class HopSender:
 
     # -- acknowledgements and failures ----------------------------------------------------------
 
-    def _hops_sent(self, done: asyncio.Future[Any], hops: _Hops) -> None:
+    def _hops_sent(self, done: asyncio.Future[Any], hops: HopBatch) -> None:
         self.in_flight -= len(hops.members)
         if _failed(done):
             if not self.stopping():

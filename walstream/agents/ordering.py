@@ -32,10 +32,8 @@ markers' format is ``walstream.core.outbox.markers``; the gate that writes and r
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Hashable, MutableMapping
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -56,7 +54,6 @@ __all__ = [
     "BlockedStats",
     "Changelog",
     "KeyOrder",
-    "KeyTurns",
 ]
 
 logger = logging.getLogger(__name__)
@@ -301,43 +298,6 @@ class KeyOrder:
                 oldest_since_ms=since_ms if oldest is None else min(oldest, since_ms),
             )
         return out
-
-
-class KeyTurns:
-    """One handler at a time per ordering key, across the deliver and retry agents.
-
-    Each agent's dispatcher runs a key's records one at a time, but the two agents run side by
-    side: a key's log record and a copy on its retry topic (a retry, a release marker, a stale
-    copy a crash sent again) could interleave at every await. The ordering decisions assume a
-    key's transitions do not: a record admitted with its key free, failing while a stale copy
-    of an earlier record had meanwhile failed and become the head, was not made the head
-    itself, and the key's next records went ahead of its retry (chaos test, seed 13013). A lock
-    per key, held while one of its records is handled; the entry goes once nobody holds or
-    waits for it."""
-
-    def __init__(self) -> None:
-        self._locks: dict[Hashable, tuple[asyncio.Lock, list[int]]] = {}
-
-    @contextlib.asynccontextmanager
-    async def hold(self, key: Hashable | None) -> AsyncIterator[None]:
-        if key is None:
-            yield
-            return
-        entry = self._locks.get(key)
-        if entry is None:
-            entry = self._locks[key] = (asyncio.Lock(), [0])
-        lock, users = entry
-        users[0] += 1
-        try:
-            async with lock:
-                yield
-        finally:
-            users[0] -= 1
-            if users[0] == 0:
-                del self._locks[key]
-
-    def __len__(self) -> int:
-        return len(self._locks)
 
 
 def _entry_value(ref: RecordRef) -> bytes:

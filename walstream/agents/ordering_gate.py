@@ -18,8 +18,9 @@ Release and settle markers are read back here (``on_marker``): a stale one is dr
 ends a head held in the DLQ, a release names the record to deliver next. The deliver and retry
 agents run side by side, so a key's records take a lock per (namespace, key) while handled
 (``locked``): the transitions above are never interleaved. The decisions are
-``walstream.core.ordering``'s; the table and the locks are ``walstream.agents.ordering``'s
-(``KeyOrder``, ``KeyTurns``).
+``walstream.core.ordering``'s (and ``core.outbox.markers.marker_step`` for a marker read back);
+the table is ``walstream.agents.ordering``'s (``KeyOrder``), the locks
+``walstream.agents.key_locks``'s.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ import contextlib
 import logging
 from dataclasses import dataclass
 
-from walstream.agents.ordering import KeyOrder, KeyTurns
+from walstream.agents.key_locks import KeyLocks
+from walstream.agents.ordering import KeyOrder
 from walstream.agents.outcomes import Emitter, LogReading, Outcome, Source, send
 from walstream.clock import Clock
 from walstream.core import outbox
@@ -48,7 +50,7 @@ from walstream.core.ordering import (
     settled_head,
     skip_first,
 )
-from walstream.core.outbox.markers import MarkerKind, decode_marker
+from walstream.core.outbox.markers import Settle, decode_marker, marker_step
 from walstream.errors import NamespaceNotFoundError, PoisonRecordError
 from walstream.kafka.log_reader import LoggedRecord
 from walstream.namespaces.config import NamespaceConfig, Ordering
@@ -143,34 +145,13 @@ class OrderingGate:
         #: records a release marker's handler delivers inline (0: one marker per record)
         self.drain_max = drain_max
         #: ordering keys being handled (one record at a time each, across both agents)
-        self.turns = KeyTurns()
-
-    # -- the lock ---------------------------------------------------------------------------
+        self.locks = KeyLocks(registry, order)
 
     def locked(
         self, key: bytes | None, source: Source
     ) -> contextlib.AbstractAsyncContextManager[None]:
-        """The lock a record of ``source`` takes while handled: its namespace and record key (a
-        key-ordered namespace's ordering key, on its log and retry topics and in markers), none
-        when it is not ordered. Decided without decoding the record."""
-        return self.turns.hold(self._lock_key(key, source))
-
-    def _lock_key(self, key: bytes | None, source: Source) -> tuple[str, str] | None:
-        """(namespace, ordering key) as the table keys the head: the same lock for record keys
-        whose bytes differ but name the same ordering key."""
-        if key is None:
-            return None
-        name = self.registry.namespace_of(source.topic)
-        if name is None:
-            return None
-        try:
-            ns = self.registry.get(name)
-        except NamespaceNotFoundError:
-            return None
-        order_key = key.decode(errors="replace")
-        if ns.ordering is Ordering.KEY or self.order.blocked(ns.name, order_key):
-            return (ns.name, order_key)
-        return None
+        """The lock a record of ``source`` takes while handled (``KeyLocks.locked``)."""
+        return self.locks.locked(key, source)
 
     # -- one record: open, admit, hold, after ----------------------------------------------
 
@@ -366,22 +347,17 @@ class OrderingGate:
         if ns is None or key is None:
             return MarkerDone(Outcome.STALE, marker.namespace)
         turn = await self._open(ns, key.decode())
-        head = turn.head
-        if kind == MarkerKind.SETTLE:
-            if head is None or head.head != marker.record_id or not head.held:
-                return MarkerDone(Outcome.STALE, ns.name)  # handled already, or redriven (live)
+        step = marker_step(marker, turn.head)
+        if isinstance(step, Settle):
             await self._hand_on(turn, key, source.partition, marker.record_id, dead=False)
             return MarkerDone(Outcome.DELIVERED, ns.name)
-        ref = marker.ref
-        if head is not None and head.head != marker.record_id and head.via == marker.record_id:
-            ref = head.ref  # this marker's handler was handing the key on when it stopped
-        elif head is None or head.head != marker.record_id:
-            return MarkerDone(Outcome.STALE, ns.name)  # handled already (a marker read again)
+        if step is None:  # handled already (a marker read again), or redriven (live)
+            return MarkerDone(Outcome.STALE, ns.name)
+        ref, tries = step.ref, step.tries
         if ref is None or self.reader is None:
             logger.error("release marker at %s cannot be followed", source.coordinates())
             return MarkerDone(Outcome.STALE, ns.name)
         drain = Drain(via=marker.record_id, budget=self.drain_max)
-        tries = marker.tries if ref.id == marker.record_id else 0
         return Release(ns, key.decode(), key, ref, drain, tries)
 
     async def read(self, ref: RecordRef) -> LoggedRecord:

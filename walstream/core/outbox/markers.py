@@ -10,20 +10,24 @@ discard`` (settle); read by the deliverer. The builders are in ``walstream.core.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import orjson
 
-from walstream.core.ordering import RecordRef
+from walstream.core.ordering import KeyHead, RecordRef
 from walstream.errors import PoisonRecordError
 
 __all__ = [
     "H_ORDER",
+    "Follow",
     "Marker",
     "MarkerKind",
+    "Settle",
     "decode_marker",
     "marker_headers",
     "marker_kind",
+    "marker_step",
     "marker_value",
 ]
 
@@ -90,3 +94,40 @@ def decode_marker(kind: bytes, value: bytes | None) -> Marker:
     if kind == MarkerKind.RELEASE and marker.ref is None:
         raise PoisonRecordError("release marker without a record reference")
     return marker
+
+
+@dataclass(frozen=True, slots=True)
+class Settle:
+    """A settle marker for the head held in the DLQ: the head ends."""
+
+
+@dataclass(frozen=True, slots=True)
+class Follow:
+    """A release marker to follow: deliver the record at ``ref`` (None: it names none, the
+    marker cannot be followed). ``tries``: times it could not be read back yet."""
+
+    ref: RecordRef | None
+    tries: int
+
+
+def marker_step(marker: Marker, head: KeyHead | None) -> Settle | Follow | None:
+    """What a marker read back means for its key's ``head``; None: it is stale (handled
+    already, or its record redriven).
+
+    A release marker is followed while its record heads the key, or (``head.via``) while its
+    handler was handing the key on when it stopped: it resumes with the head it had handed the
+    key to, read back from ``head.ref``.
+    """
+    record_id = marker.record_id
+    if marker.kind == MarkerKind.SETTLE:
+        held = head is not None and head.head == record_id and head.held
+        return Settle() if held else None
+    if head is None:
+        return None
+    ref = marker.ref
+    if head.head != record_id:
+        if head.via != record_id:
+            return None
+        ref = head.ref
+    tries = marker.tries if ref is not None and ref.id == record_id else 0
+    return Follow(ref, tries)
