@@ -140,6 +140,15 @@ _RULES_IN_WORDS = (
     ("payload", "the log keeps payloads exactly"),  # a number beyond 64 bits or a double
     ("payload", "nests too deep"),
     ("body", "nests too deep"),
+    # a cache operation (issue 17) to a namespace with or without replication regions
+    ("target.type", "needs a namespace with replication regions"),
+    ("target.type", "carries cache operations only"),
+    ("target.origin_region", "is not a region of"),
+    ("target.key", "memcached's key limit"),  # 250 bytes, not characters
+    ("payload", "only a set has a value"),
+    ("payload", "is required for a memcached set"),
+    ("key", "must be the memcached target's key"),
+    ("lifecycle", "a memcached operation is not delayed"),
 )
 
 

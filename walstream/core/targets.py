@@ -18,6 +18,7 @@ __all__ = [
     "MEMCACHED_MAX_KEY_BYTES",
     "MEMCACHED_MAX_TTL_S",
     "MEMCACHED_OPS",
+    "MEMCACHED_OPTIONS",
     "NAMESPACE_NAME",
     "REGION_NAME",
     "RESERVED_HEADERS",
@@ -264,10 +265,11 @@ def _one_of(field: str, choices: tuple[str, ...]) -> Callable[[Any], str]:
     return check
 
 
-#: The memcached target's options (issue 17 item 2): not yet one of _SCHEMAS, so WriteToLog
-#: still refuses the type until its delivery and its OpenAPI schema land; ``ttl`` is memcached's
-#: expiration in seconds (0: none), for set and touch.
-_MEMCACHED_OPTIONS: dict[str, tuple[bool, Callable[[str], Callable[[Any], Any]]]] = {
+#: The memcached target's options (issue 17 item 2): a replicated namespace's cache operation,
+#: which only WriteToLog takes (walstream.core.validate.parse_write_request), so not one of
+#: _SCHEMAS (a namespace's own target, a redrive's, are delivered targets); ``ttl`` is
+#: memcached's expiration in seconds (0: none), for set and touch.
+MEMCACHED_OPTIONS: dict[str, tuple[bool, Callable[[str], Callable[[Any], Any]]]] = {
     "op": (True, lambda f: _one_of(f, MEMCACHED_OPS)),
     "key": (True, _memcached_key),
     "ttl": (False, lambda f: _seconds(f, MEMCACHED_MAX_TTL_S)),
@@ -298,7 +300,7 @@ def parse_memcached_target(obj: Any, field: str = "target") -> TargetSpec:
         raise BadRequestError(field, "must be an object with a 'type'")
     if obj.get("type") != "memcached":
         raise BadRequestError(f"{field}.type", "must be memcached")
-    spec = _parse_options("memcached", _MEMCACHED_OPTIONS, obj, field)
+    spec = _parse_options("memcached", MEMCACHED_OPTIONS, obj, field)
     op = spec.options["op"]
     if op == "touch" and "ttl" not in spec.options:
         raise BadRequestError(f"{field}.ttl", "is required for a touch (its new expiration)")

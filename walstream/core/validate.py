@@ -15,7 +15,12 @@ from walstream.core.exact import Unkept, decode_exact, first_unkept, may_hold_un
 from walstream.core.ids import new_id
 from walstream.core.numbers import as_integer
 from walstream.core.target_policy import ReservedTopics
-from walstream.core.targets import UNSENDABLE_VALUE_PROBLEM, has_unsendable_chars, parse_target
+from walstream.core.targets import (
+    UNSENDABLE_VALUE_PROBLEM,
+    has_unsendable_chars,
+    parse_memcached_target,
+    parse_target,
+)
 from walstream.errors import BadRequestError, PayloadTooLargeError
 from walstream.namespaces.config import NamespaceConfig
 from walstream.records import PAYLOAD_ENCODINGS, Envelope, Lifecycle
@@ -282,9 +287,16 @@ def parse_write_request(
             "payload", f"is {size} bytes, over the namespace limit of {ns.max_payload_bytes}"
         )
     target: Mapping[str, Any]
-    if obj.get("target") is not None:
-        target = parse_target(obj["target"]).wire
+    raw_target = obj.get("target")
+    if raw_target is not None:
+        if isinstance(raw_target, dict) and raw_target.get("type") == "memcached":
+            target = parse_memcached_target(raw_target).wire  # a cache operation (issue 17)
+        else:
+            target = parse_target(raw_target).wire
+        _check_cache_op(target, ns)
         ns.target_policy.check(target, reserved=reserved)  # 403 naming the field
+    elif ns.replication is not None:
+        raise BadRequestError("target", "is required: a memcached operation (op, key, ...)")
     elif ns.target is not None:
         target = ns.target.wire
     else:
@@ -295,12 +307,16 @@ def parse_write_request(
     token = _optional_str(obj, "idempotency_token", _MAX_TOKEN_CHARS) or record_id
     if has_unsendable_chars(token):  # targets send it as the Idempotency-Key header
         raise BadRequestError("idempotency_token", UNSENDABLE_VALUE_PROBLEM)
+    key = _optional_str(obj, "key", _MAX_KEY_CHARS)
+    if target["type"] == "memcached":
+        check_memcached_target(target, obj["payload"], ns)
+        key = _cache_op_key(obj, target, key, lifecycle)
     # Positional on purpose: keyword construction of an 11-field NamedTuple costs ~3x more, and
     # this runs once per WriteToLog. The order is Envelope's field order.
     return Envelope(
         record_id,  # id
         ns.name,  # namespace
-        _optional_str(obj, "key", _MAX_KEY_CHARS),  # key
+        key,  # key
         obj["payload"],  # payload
         encoding,  # payload_encoding
         target,  # target
@@ -308,6 +324,35 @@ def parse_write_request(
         token,  # idempotency_token
         now_ms,  # created_at_ms
     )
+
+
+def _check_cache_op(target: Mapping[str, Any], ns: NamespaceConfig) -> None:
+    """A replicated namespace carries cache operations only (its log feeds the region
+    writers, not the deliver agents)."""
+    if ns.replication is not None and target["type"] != "memcached":
+        raise BadRequestError(
+            "target.type",
+            f"must be memcached: {ns.name} replicates a memcached cache across regions, its "
+            f"log carries cache operations only (not {target['type']})",
+        )
+
+
+def _cache_op_key(
+    obj: dict[str, Any], target: Mapping[str, Any], key: str | None, lifecycle: Lifecycle
+) -> str:
+    """A cache operation's record key: its memcached key (one key's operations on one
+    partition, in order). It is not delayed (the region writers apply it when it arrives),
+    and a set has a value."""
+    if key is not None and key != target["key"]:
+        raise BadRequestError("key", "must be the memcached target's key (or left out)")
+    life = obj.get("lifecycle") or {}
+    if lifecycle.delay_ms or life.get("jitter_ms"):  # a jitter too, whatever its draw
+        raise BadRequestError(
+            "lifecycle", "a memcached operation is not delayed: give only original_write_time"
+        )
+    if target["op"] == "set" and obj["payload"] is None:
+        raise BadRequestError("payload", "is required for a memcached set: its value")
+    return str(target["key"])
 
 
 def check_memcached_target(

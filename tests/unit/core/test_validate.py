@@ -264,7 +264,7 @@ def test_by_default_only_the_namespaces_own_origin_is_allowed():
         )
 
 
-# -- the memcached target (issue 17 item 2): validated, not yet a type WriteToLog takes --
+# -- the memcached target (issue 17 item 2): a replicated namespace's cache operations --
 
 REPLICATED = parse_namespace(
     {
@@ -295,11 +295,69 @@ def test_a_memcached_target_is_validated():
     check_memcached_target(delete, None, REPLICATED)
 
 
-def test_writetolog_does_not_take_a_memcached_target_before_its_delivery_exists():
+def test_writetolog_takes_a_memcached_target_only_to_a_replicated_namespace():
     target = {"type": "memcached", "op": "delete", "key": "k", "origin_region": "eu"}
     with pytest.raises(BadRequestError) as info:
         parse({"payload": None, "target": target})
     assert info.value.field == "target.type"
+    assert "replication regions" in info.value.reason
+
+
+def parse_replicated(body):
+    return parse_write_request(
+        body, REPLICATED, now_ms=NOW, rand=0.5, reserved=RESERVED, make_id=lambda ms: f"id-{ms}"
+    )
+
+
+def test_a_cache_operation_is_logged_under_its_memcached_key():
+    target = {"type": "memcached", "op": "set", "key": "user:1", "ttl": 60, "origin_region": "eu"}
+    env = parse_replicated(
+        {
+            "payload": "dmFs",
+            "payload_encoding": "base64",
+            "target": target,
+            "idempotency_token": "t1",
+            "lifecycle": {"original_write_time": NOW - 7, "deliver_at": NOW - 100},
+        }
+    )
+    assert env.key == "user:1"  # the Kafka record key (walstream.core.outbox.route_write)
+    assert dict(env.target) == target
+    assert (env.payload_bytes(), env.idempotency_token) == (b"val", "t1")
+    assert env.lifecycle == (NOW, NOW - 7, 0)
+    delete = {"type": "memcached", "op": "delete", "key": "k", "origin_region": "us-east"}
+    env = parse_replicated({"payload": None, "target": delete, "key": "k"})
+    assert (env.key, env.payload, env.target["op"]) == ("k", None, "delete")
+
+
+_DELETE = {"type": "memcached", "op": "delete", "key": "k", "origin_region": "eu"}
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "reason"),
+    [
+        ({"payload": 1, "target": {"type": "kafka", "topic": "t"}}, "target.type", "not kafka"),
+        ({"payload": 1, "target": {"type": "http", "url": "http://a"}}, "target.type", "http"),
+        ({"payload": None}, "target", "memcached operation"),
+        ({"payload": None, "target": {**_DELETE, "op": "touch"}}, "target.ttl", "touch"),
+        ({"payload": None, "target": _DELETE, "key": "other"}, "key", "target's key"),
+        ({"payload": None, "target": _DELETE, "lifecycle": {"delay_ms": 5}}, "lifecycle", ""),
+        ({"payload": None, "target": _DELETE, "lifecycle": {"jitter_ms": 9}}, "lifecycle", ""),
+        ({"payload": None, "target": {**_DELETE, "op": "set"}}, "payload", "its value"),
+        ({"payload": 1, "target": _DELETE}, "payload", "must be null"),
+        (
+            {"payload": None, "target": {**_DELETE, "origin_region": "x"}},
+            "target.origin_region",
+            "",
+        ),
+    ],
+)
+def test_a_replicated_namespace_takes_cache_operations_only(body, field, reason):
+    with pytest.raises(BadRequestError) as info:
+        parse_write_request(
+            body, REPLICATED, now_ms=NOW, rand=0.0, reserved=RESERVED, make_id=lambda ms: "i"
+        )
+    assert (info.value.field, info.value.status) == (field, 400)
+    assert reason in info.value.reason
 
 
 _MC = {"type": "memcached", "op": "set", "key": "k", "origin_region": "eu"}

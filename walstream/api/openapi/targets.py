@@ -19,7 +19,13 @@ from walstream.api.openapi.fields import (
 from walstream.core import targets as _targets
 from walstream.core.targets import NAMESPACE_NAME
 
-__all__ = ["NULLABLE_TARGET", "TARGET_SCHEMAS", "target_schemas"]
+__all__ = [
+    "MEMCACHED_TARGET",
+    "NULLABLE_TARGET",
+    "TARGET_SCHEMAS",
+    "WRITE_TARGET",
+    "target_schemas",
+]
 
 #: type -> (required options, {option: schema}): what walstream.core.targets.parse_target checks
 #: (a test holds the two to each other).
@@ -66,15 +72,62 @@ TARGET_SCHEMAS: dict[str, tuple[list[str], dict[str, Any]]] = {
     ),
 }
 
+#: A cache operation's target (issue 17): what walstream.core.targets.parse_memcached_target
+#: checks. Not one of TARGET_SCHEMAS: only WriteToLog takes it (WRITE_TARGET), not a namespace's
+#: own target nor a redrive's.
+MEMCACHED_TARGET: tuple[list[str], dict[str, Any]] = (
+    ["op", "key", "origin_region"],
+    {
+        "op": {"type": "string", "enum": list(_targets.MEMCACHED_OPS)},
+        "key": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": _targets.MEMCACHED_MAX_KEY_BYTES,
+            "pattern": "^[^\\x00-\\x20\\x7f]+$",
+            "description": "the memcached key: at most 250 bytes (UTF-8), no space or control "
+            "character; the record's key too (one key's operations stay in order)",
+        },
+        "ttl": {
+            "type": "integer",
+            "minimum": 0,
+            "maximum": _targets.MEMCACHED_MAX_TTL_S,
+            "description": "seconds, 0: none; required by touch, refused for delete",
+        },
+        "origin_region": {
+            **text(63, _targets.REGION_NAME.pattern),
+            "description": "the region the operation was made in: one of the namespace's "
+            "replication regions (the others get it)",
+        },
+    },
+)
 
-def _target_schema(kind: str) -> dict[str, Any]:
-    required, options = TARGET_SCHEMAS[kind]
+
+def _object_schema(kind: str, required: list[str], options: dict[str, Any]) -> dict[str, Any]:
     return {
         "type": "object",
         "additionalProperties": False,
         "required": ["type", *required],
         "properties": {"type": {"type": "string", "const": kind}, **options},
     }
+
+
+def _target_schema(kind: str) -> dict[str, Any]:
+    return _object_schema(kind, *TARGET_SCHEMAS[kind])
+
+
+def _memcached_schema() -> dict[str, Any]:
+    schema = _object_schema("memcached", *MEMCACHED_TARGET)
+    schema["allOf"] = [
+        {
+            "if": {"properties": {"op": {"const": "touch"}}},
+            "then": {"required": ["ttl"]},
+        },
+        {
+            "if": {"properties": {"op": {"const": "delete"}}},
+            "then": {"not": {"required": ["ttl"]}},
+        },
+    ]
+    return schema
 
 
 def _target_name(kind: str) -> str:
@@ -99,10 +152,26 @@ def target_schemas() -> dict[str, dict[str, Any]]:
                 "changelogs, delay tiers, wal.*): 403."
             ),
         },
+        "MemcachedTarget": _memcached_schema(),
     }
 
 
 NULLABLE_TARGET = {
     "oneOf": [{"$ref": "#/components/schemas/Target"}, {"type": "null"}],
     "description": "absent or null: the namespace's own target",
+}
+
+WRITE_TARGET = {
+    "oneOf": [
+        {"$ref": "#/components/schemas/Target"},
+        {"$ref": "#/components/schemas/MemcachedTarget"},
+        {"type": "null"},
+    ],
+    "description": (
+        "absent or null: the namespace's own target. A memcached target is a cache operation "
+        "(issue 17), taken only by a namespace with replication regions, which takes no other "
+        "target (400 naming target.type either way): origin_region one of its regions, the "
+        "payload a set's value (base64 for bytes) and null for delete and touch, no delay, "
+        "the key absent or the target's key (400 naming the field)."
+    ),
 }

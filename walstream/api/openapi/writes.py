@@ -11,7 +11,7 @@ from typing import Any
 
 from walstream.api.openapi.fields import BASE64, DURABLE, HEADER_VALUE, KEY, text
 from walstream.api.openapi.responses import NS_PARAM, WRITE_ERRORS, body, json_content
-from walstream.api.openapi.targets import NULLABLE_TARGET
+from walstream.api.openapi.targets import WRITE_TARGET
 from walstream.core.validate import MAX_PAYLOAD_DEPTH
 
 __all__ = [
@@ -72,7 +72,7 @@ WRITE_REQUEST = {
             "oneOf": [{"$ref": "#/components/schemas/Lifecycle"}, {"type": "null"}],
             "description": "absent or null: deliver now",
         },
-        "target": NULLABLE_TARGET,
+        "target": WRITE_TARGET,
         "idempotency_token": {
             **text(256, HEADER_VALUE),
             "type": ["string", "null"],

@@ -1,0 +1,63 @@
+"""A cache operation as a WriteToLog request (issue 17): the way back from
+walstream.core.cache_ops.cache_op.
+
+The replicating client (walstream.replication.client) publishes each operation as the record
+WriteToLog would write for it: it builds the request body here and runs it through the API's
+own validation (walstream.core.validate.parse_write_request), so both paths write
+byte-compatible records. A cache operation's record (the contract of issue 17)::
+
+    target   {"type": "memcached", "op": "set" | "delete" | "touch", "key": <str>,
+              "ttl": <int s, set/touch; absent for delete>, "origin_region": <region>}
+    payload  the value (payload_encoding "base64") for a set; null for delete and touch
+    key      the memcached key (the Kafka record key: one key's operations on one partition)
+    version  lifecycle.original_write_time_ms, idempotency_token
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from typing import Any
+
+from walstream.core.cache_version import CacheOp, OpKind
+
+__all__ = ["MEMCACHED", "memcached_target", "record_key", "write_request"]
+
+#: The target type of a cache operation.
+MEMCACHED = "memcached"
+
+
+def record_key(target: Mapping[str, Any]) -> bytes:
+    """The Kafka record key of a cache operation: its memcached key's UTF-8 bytes."""
+    return str(target["key"]).encode()
+
+
+def memcached_target(
+    kind: OpKind, key: str, *, origin_region: str, ttl_s: int = 0
+) -> dict[str, Any]:
+    """The memcached target of an operation (``ttl`` for set and touch, none for delete)."""
+    target: dict[str, Any] = {"type": MEMCACHED, "op": kind.value, "key": key}
+    if kind is not OpKind.DELETE:
+        target["ttl"] = ttl_s
+    target["origin_region"] = origin_region
+    return target
+
+
+def write_request(op: CacheOp, *, origin_region: str) -> dict[str, Any]:
+    """The WriteToLog request body of ``op``, whose record cache_ops.cache_op reads back as
+    ``op``: envelope key = the memcached key, the version as ``original_write_time`` and
+    ``idempotency_token``, a set's value base64.
+
+    Raises:
+        UnicodeDecodeError: ``op.key`` is not UTF-8 (a log record's key is text).
+    """
+    key = op.key.decode()
+    is_set = op.kind is OpKind.SET
+    return {
+        "payload": base64.b64encode(op.value).decode() if is_set else None,
+        "payload_encoding": "base64" if is_set else "json",
+        "target": memcached_target(op.kind, key, origin_region=origin_region, ttl_s=op.ttl_s),
+        "idempotency_token": op.version.idempotency_token,
+        "key": key,
+        "lifecycle": {"original_write_time": op.version.original_write_time_ms},
+    }
