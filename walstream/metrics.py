@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 __all__ = ["WalMetrics"]
 
+_LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 5.0, 30.0, 120.0)
 _LATENESS_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0)
 
 
@@ -31,6 +32,9 @@ class WalMetrics(NamedTuple):
     namespace_unreadable: Gauge
     dlq_write_failing: Gauge
     emit_refused: Counter
+    replication_lag: Histogram
+    replication_ops: Counter
+    replication_retries: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry, prefix: str = "walstream") -> WalMetrics:
@@ -125,6 +129,27 @@ class WalMetrics(NamedTuple):
                 "Worker writes (retry, delay, DLQ) given up, by error class: the record goes "
                 "to the DLQ instead (a DLQ entry: without its record, else left at its source)",
                 ["error_class"],
+                registry=registry,
+            ),
+            replication_lag=Histogram(
+                f"{prefix}_replication_lag_seconds",
+                "Replication lag of a cache operation applied in a region: apply time minus "
+                "its original write time",
+                ["namespace", "region"],
+                buckets=_LAG_BUCKETS,
+                registry=registry,
+            ),
+            replication_ops=Counter(
+                f"{prefix}_replication_operations",
+                "Cache operations a region's writer settled, by outcome (applied, stale, "
+                "duplicate, absent, dlq)",
+                ["namespace", "region", "outcome"],
+                registry=registry,
+            ),
+            replication_retries=Counter(
+                f"{prefix}_replication_retries",
+                "Cache operations a region's writer tried again (its memcached unavailable)",
+                ["namespace", "region"],
                 registry=registry,
             ),
         )

@@ -44,6 +44,8 @@ __all__ = [
     "producer",
     "reader",
     "reader_consumer",
+    "stage_consumer",
+    "stage_producer",
     "start_client",
     "stop_consumer",
 ]
@@ -75,6 +77,16 @@ class ClientIds:
         """The delay stage's consumer group (also its consumer's client id); its producers are
         ``<group>-hops`` and ``<group>-due`` (``delay_producer``)."""
         return f"{app_id}-delay"
+
+    @staticmethod
+    def fanout_group(namespace: str) -> str:
+        """A replicated namespace's fan-out stage's consumer group (of its log; issue 17)."""
+        return f"walstream.{namespace}.fanout"
+
+    @staticmethod
+    def region_group(namespace: str, region: str) -> str:
+        """A replicated namespace's region writer's consumer group (of the region's topic)."""
+        return f"walstream.{namespace}.region.{region}"
 
     @staticmethod
     def parked_reader(app_id: str) -> str:
@@ -229,6 +241,30 @@ def delay_consumer(
         heartbeat_interval_ms=int(heartbeat_interval_s * 1000),
         rebalance_timeout_ms=max(session_ms, 10_000),
     )
+
+
+def stage_consumer(
+    servers: Servers, *, group_id: str, session_timeout_s: float, heartbeat_interval_s: float
+) -> AIOKafkaConsumer:
+    """A replication stage's consumer (fan-out, region writer) in its own consumer group, from
+    the earliest record when the group has no commit; it commits by hand after each batch."""
+    session_ms = int(session_timeout_s * 1000)
+    return reader_consumer(
+        servers,
+        group_id=group_id,
+        client_id=group_id,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=50,
+        max_partition_fetch_bytes=1024 * 1024,
+        session_timeout_ms=session_ms,
+        heartbeat_interval_ms=int(heartbeat_interval_s * 1000),
+        rebalance_timeout_ms=max(session_ms, 10_000),
+    )
+
+
+def stage_producer(servers: Servers, *, group_id: str) -> AIOKafkaProducer:
+    """A replication stage's producer (region copies, region DLQ entries): batches a little."""
+    return acked_producer(servers, client_id=f"{group_id}-out", linger_ms=2)
 
 
 def delay_producer(servers: Servers, *, group_id: str, due: bool) -> AIOKafkaProducer:

@@ -1,0 +1,240 @@
+"""A region's writer (issue 17): a replicated namespace's region topic, applied to the region's
+memcached with last-write-wins.
+
+It reads ``wal.<ns>.region.<r>`` in its own consumer group (``walstream.<ns>.region.<r>``), so
+a slow or dead region never delays another. Per batch: decode each record into a cache
+operation (core.cache_ops), apply them all at once (RegionCache.apply_many: pipelined, keys in
+flight together, each key's operations in order), then:
+
+* a poison operation (a key memcached refuses, a value over the item size, a record that is no
+  cache operation) goes to the region's DLQ (``wal.<ns>.region.<r>.dlq``) with its reason;
+* transient results (the region's memcached down or hung) are tried again in place after a
+  backoff; after repeated failures the region's breaker opens, the writer pauses its
+  partitions (the backlog waits in Kafka, never in the DLQ) and probes with the batch when the
+  breaker lets it, then resumes;
+* the batch is committed only then. A crash re-applies some operations, which LWW reads as
+  duplicates or stale ones.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from walstream.aio import Backoff
+from walstream.clock import Clock, SystemClock
+from walstream.core.breaker import BreakerPolicy, CircuitBreaker
+from walstream.core.cache_ops import cache_op_or_poison
+from walstream.core.cache_version import CacheOp
+from walstream.core.outbox import poison_id, region_dlq_entry
+from walstream.errors import PoisonRecordError
+from walstream.kafka import clients
+from walstream.kafka.admin import ensure_topics
+from walstream.kafka.clients import ClientIds, start_client
+from walstream.metrics import WalMetrics
+from walstream.namespaces.replication import Region, Replication
+from walstream.records import Envelope, decode_envelope
+from walstream.replication.fanout import region_servers
+from walstream.replication.region import ApplyOutcome, RegionCache
+from walstream.replication.stage import Batch, BatchStage, acked
+from walstream.settings import Settings
+from walstream.topology import region_dlq_topic, region_topic, region_topic_specs
+
+__all__ = ["RegionWriter"]
+
+
+@dataclass(slots=True)
+class _Item:
+    tp: Any
+    record: Any
+    env: Envelope | None
+    op: CacheOp | None
+    reason: str = ""
+
+
+class RegionWriter(BatchStage):
+    """Applies a replicated namespace's operations bound for ``region`` to its memcached."""
+
+    label = "region writer"
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        namespace: str,
+        region: Region,
+        replication: Replication,
+        partitions: int | None = None,
+        metrics: WalMetrics | None = None,
+        clock: Clock | None = None,
+        backoff: Backoff | None = None,
+        breaker: BreakerPolicy | None = None,
+        cache_timeout_s: float = 1.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            settings,
+            topic=region_topic(namespace, region.name),
+            group_id=ClientIds.region_group(namespace, region.name),
+            servers=region_servers(settings, region.bootstrap_servers),
+            **kwargs,
+        )
+        self.namespace = namespace
+        self.region = region
+        self.replication = replication
+        self.partitions = partitions or settings.default_partitions
+        self.dlq_topic = region_dlq_topic(namespace, region.name)
+        self.clock = clock or SystemClock()
+        self.backoff = backoff or Backoff(first_s=0.05, cap_s=2.0)
+        self.breaker = CircuitBreaker(breaker or BreakerPolicy(threshold=3, max_open_ms=5_000))
+        self.cache_timeout_s = cache_timeout_s
+        self.cache: RegionCache | None = None
+        self.producer: Any = None
+        #: settled operations by outcome (applied, stale, duplicate, absent, dlq), and retries
+        self.outcomes: Counter[str] = Counter()
+        self.retries = 0
+        self._lag: Any = None
+        self._ops: Any = None
+        self._retried: Any = None
+        if metrics is not None:
+            labels = (namespace, region.name)
+            self._lag = metrics.replication_lag.labels(*labels)
+            self._ops = {
+                outcome: metrics.replication_ops.labels(*labels, outcome)
+                for outcome in ("applied", "stale", "duplicate", "absent", "dlq")
+            }
+            self._retried = metrics.replication_retries.labels(*labels)
+
+    async def start_clients(self) -> None:
+        settings = self.settings
+        await ensure_topics(
+            self.servers,
+            region_topic_specs(
+                self.namespace,
+                self.region.name,
+                self.partitions,
+                replication_factor=settings.replication_factor,
+                min_insync_replicas=settings.min_insync_replicas,
+            ),
+        )
+        self.cache = RegionCache(
+            [str(server) for server in self.region.memcached],
+            tombstone_ttl_s=self.replication.tombstone_ttl_s,
+            timeout_s=self.cache_timeout_s,
+        )
+        self.producer = clients.stage_producer(self.servers, group_id=self.group_id)
+        await start_client(self.producer)
+
+    async def stop_clients(self) -> None:
+        producer, self.producer = self.producer, None
+        if producer is not None:
+            await producer.stop()
+        cache, self.cache = self.cache, None
+        if cache is not None:
+            await cache.close()
+
+    async def handle(self, batch: Batch) -> None:
+        items = [_read(tp, record) for tp, records in batch.items() for record in records]
+        pending = [item for item in items if item.op is not None]
+        delays = self.backoff.delays()
+        paused = False
+        try:
+            while pending:
+                if not self.breaker.allow(self.clock.now_ms()):
+                    paused = paused or self._pause()
+                    await self._idle(self.breaker.retry_at_ms(self.clock.now_ms()))
+                    continue
+                pending = await self._apply(pending)
+                if pending:
+                    self.breaker.record_failure(self.clock.now_ms())
+                    self.retries += len(pending)
+                    if self._retried is not None:
+                        self._retried.inc(len(pending))
+                    paused = paused or self._pause()
+                    await self._idle(self.clock.now_ms() + int(next(delays) * 1000))
+                else:
+                    self.breaker.record_success()
+        finally:
+            if paused and self.consumer is not None:
+                self.consumer.resume(*self.consumer.assignment())
+        await self._dead_letter([item for item in items if item.reason])
+
+    async def _apply(self, pending: list[_Item]) -> list[_Item]:
+        """Apply ``pending``; return those to try again."""
+        assert self.cache is not None  # noqa: S101 - started
+        results = await self.cache.apply_many([item.op for item in pending])  # type: ignore[misc]
+        now_ms = self.clock.now_ms()
+        again: list[_Item] = []
+        for item, result in zip(pending, results, strict=True):
+            outcome = result.outcome
+            if outcome is ApplyOutcome.TRANSIENT:
+                again.append(item)
+            elif outcome is ApplyOutcome.POISON:
+                item.reason = result.reason
+            else:
+                self._count(outcome.value)
+                if outcome is ApplyOutcome.APPLIED and self._lag is not None:
+                    owt = item.op.version.original_write_time_ms  # type: ignore[union-attr]
+                    self._lag.observe(max(0, now_ms - owt) / 1000)
+        return again
+
+    def _count(self, outcome: str, n: int = 1) -> None:
+        self.outcomes[outcome] += n
+        if self._ops is not None:
+            self._ops[outcome].inc(n)
+
+    def _pause(self) -> bool:
+        """Stop fetching while the batch in hand waits (the backlog stays in Kafka)."""
+        if self.consumer is not None:
+            self.consumer.pause(*self.consumer.assignment())
+        return True
+
+    async def _idle(self, until_ms: int) -> None:
+        """Wait until ``until_ms`` polling the paused consumer (so its group keeps it); records
+        of partitions assigned meanwhile (not paused) are put back to be read later."""
+        wait_ms = max(1, until_ms - self.clock.now_ms())
+        got = await self.consumer.getmany(timeout_ms=wait_ms, max_records=1)
+        for tp, records in got.items():
+            if records:
+                self.consumer.seek(tp, records[0].offset)
+        self._pause()
+
+    async def _dead_letter(self, dead: list[_Item]) -> None:
+        if not dead:
+            return
+        now_ms = self.clock.now_ms()
+        sends = []
+        for item in dead:
+            record = item.record
+            out = region_dlq_entry(
+                record.value,
+                dlq_topic=self.dlq_topic,
+                partition=record.partition,
+                record_id=item.env.id
+                if item.env is not None
+                else poison_id(record.topic, record.partition, record.offset),
+                namespace=self.namespace,
+                reason=item.reason,
+                source=f"{record.topic}[{record.partition}]@{record.offset}",
+                dead_at_ms=now_ms,
+                key=record.key.decode("utf-8", "replace") if record.key is not None else None,
+            )
+            sends.append(
+                await self.producer.send(
+                    out.topic, out.value, key=out.key, partition=out.partition, headers=out.headers
+                )
+            )
+        await acked(sends)
+        self._count("dlq", len(dead))
+
+
+def _read(tp: Any, record: Any) -> _Item:
+    try:
+        env = decode_envelope(record.value)
+    except PoisonRecordError as exc:
+        return _Item(tp, record, None, None, str(exc))
+    got = cache_op_or_poison(env)
+    if isinstance(got, CacheOp):
+        return _Item(tp, record, env, got)
+    return _Item(tp, record, env, None, got.reason)
