@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 
 from walstream.core.delay import delay_headers
 from walstream.core.dlq import DlqEntry, parse_dlq_record
@@ -18,7 +18,7 @@ from walstream.testing import http_record
 from walstream.topology import delay_topic, poison_topic
 
 from .conftest import apply_namespace, eventually, wait_serving
-from .helpers import read_topic
+from .helpers import committed_offset, read_topic
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -48,12 +48,7 @@ async def produce(servers: str, topic: str, records: list[tuple[bytes, list]]) -
 
 
 async def committed(servers: str, group: str, tp: TopicPartition) -> int:
-    consumer = AIOKafkaConsumer(bootstrap_servers=servers, group_id=group)
-    await consumer.start()
-    try:
-        return await consumer.committed(tp) or -1
-    finally:
-        await consumer.stop()
+    return await committed_offset(servers, group, tp.topic, tp.partition) or -1
 
 
 def delivered(recorder, record_id: str) -> int:
