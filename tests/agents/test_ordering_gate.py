@@ -214,3 +214,20 @@ async def test_a_record_whose_key_bytes_differ_reads_its_keys_head_again_to_hand
     assert head is not None
     assert head.head == "id-2"  # id-2 still heads k1
     assert len(h.emitter.emitted) == markers  # and no second release
+
+
+@pytest.mark.parametrize("record_key", [b"other", None], ids=["other-key-bytes", "no-key"])
+async def test_a_record_whose_record_key_differs_from_its_envelopes_takes_its_envelope_keys_lock(
+    registry, record_key
+):
+    """A record produced to a log directly (not through the API) whose Kafka record key differs
+    from its envelope's ordering key is handled under its envelope key's lock, as the gate
+    orders it: it waits while another record of that key is handled."""
+    deliverer = fake_deliverer(
+        registry, None, RecordingEmitter(), FakeClock(NOW), order=KeyOrder({})
+    )
+    value = encode_envelope(envelope(1, key="k1", ns="seq", now_ms=NOW))
+    async with deliverer.gate.locked(b"k1", Source(LOG, 0, 0)):  # a record of k1 is handled
+        handled = asyncio.create_task(deliverer.handle(value, record_key, Source(LOG, 0, 1)))
+        assert not await _acquired(handled)  # it waits for k1's lock
+    assert await handled is Outcome.DELIVERED

@@ -28,6 +28,7 @@ an index of them, rebuilt from the table after its recovery (``reindex``), drive
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -35,9 +36,21 @@ from typing import Any, Protocol
 import faust.streams
 
 from walstream.agents.emit import send_acked
+from walstream.agents.outcomes import Source, count_key
 from walstream.agents.tables import changelog_record, note_persisted, send_unacked
+from walstream.records import Envelope
 
-__all__ = ["MARKS_MAX", "MARK_TTL_S", "Attempts", "MarkIndex", "MemoryAttempts", "TableAttempts"]
+__all__ = [
+    "MARKS_MAX",
+    "MARK_TTL_S",
+    "Attempts",
+    "MarkIndex",
+    "MemoryAttempts",
+    "TableAttempts",
+    "mark_delivered",
+]
+
+logger = logging.getLogger(__name__)
 
 #: How long a delivered mark is kept, and how many a worker keeps at most (the oldest go first).
 MARK_TTL_S = 600
@@ -86,6 +99,24 @@ class Attempts(Protocol):
 
     async def delivered(self, record_id: str, now_ms: int) -> None:
         """The target acknowledged the record: its count becomes a delivered mark."""
+
+
+async def mark_delivered(attempts: Attempts, env: Envelope, now_ms: int, source: Source) -> None:
+    """The delivered mark of ``env``, which the target acknowledged (read at ``source``). A
+    mark that cannot be written (the producer refused to queue it: buffer full, no metadata)
+    costs at most a duplicate later, as a mark lost in a crash does: the record stays
+    delivered, never dead-lettered, and its key goes on."""
+    try:
+        await attempts.delivered(count_key(env), now_ms)
+    except Exception as exc:  # noqa: BLE001 - the record stays delivered
+        logger.warning(
+            "deliver %s: %s delivered, its mark not written (%s: %s): a copy read again "
+            "would be delivered again",
+            source.coordinates(),
+            env.id,
+            type(exc).__name__,
+            exc,
+        )
 
 
 class MarkIndex:

@@ -34,7 +34,7 @@ from dataclasses import replace
 
 from aiokafka.errors import KafkaError
 
-from walstream.agents.attempts import Attempts
+from walstream.agents.attempts import Attempts, mark_delivered
 from walstream.agents.failures import FailureRouter, namespace_for
 from walstream.agents.key_locks import KeyTurns
 from walstream.agents.ordering import KeyOrder
@@ -149,11 +149,14 @@ class Deliverer:
             source = replace(source, origin=origin)
         kind = marker_kind(headers)
         try:
-            async with self.gate.locked(key, source):
-                if kind is not None:
+            if kind is not None:
+                async with self.gate.locked(key, source):
                     outcome, ns_name, stage = await self._marker(kind, value, key, source)
-                else:
-                    outcome, ns_name, stage = await self._handle(value, key, source)
+            else:
+                record = _decoded(value)  # locked by its envelope's ordering key, if it is one
+                env = record if isinstance(record, Envelope) else None
+                async with self.gate.locked(key, source, env):
+                    outcome, ns_name, stage = await self._handle(record, value, key, source)
         except Exception as exc:  # a bug: the record must still land somewhere it can be found
             logger.exception("deliver %s: unexpected error", source.coordinates())
             outcome, ns_name, stage = await self.failures.internal_error(
@@ -166,6 +169,7 @@ class Deliverer:
 
     async def _handle(
         self,
+        record: Envelope | PoisonRecordError,
         value: bytes | None,
         key: bytes | None,
         source: Source,
@@ -173,16 +177,15 @@ class Deliverer:
         released: bool = False,
         drain: Drain | None = None,
     ) -> tuple[Outcome, str, Stage]:
-        """One record: ``released`` when it heads its key already (handed on by a marker, whose
-        handler is ``drain``)."""
+        """One record (``value`` decoded, or why not): ``released`` when it heads its key
+        already (handed on by a marker, whose handler is ``drain``)."""
         topic_ns = self.registry.namespace_of(source.topic)
-        try:
-            env = decode_envelope(value)
-        except PoisonRecordError as exc:
+        if isinstance(record, PoisonRecordError):
             outcome = await self.failures.dead_raw(
-                value, key, source, exc.reason, "PoisonRecordError"
+                value, key, source, record.reason, "PoisonRecordError"
             )
             return outcome, topic_ns or "-", Stage.POISON
+        env = record
         # The namespace whose topic it was read from decides (its policy, its retry and DLQ
         # topics): a record naming another namespace may not borrow that one's target.
         ns = namespace_for(self.registry, topic_ns, env.namespace)
@@ -272,30 +275,13 @@ class Deliverer:
         if isinstance(result, Delivered):
             # after the target's acknowledgement, never before: lost in a crash, the record is
             # delivered again (a duplicate), never skipped
-            await self._mark_delivered(env, source)
+            await mark_delivered(self.attempts, env, self.clock.now_ms(), source)
             return Outcome.DELIVERED
         if isinstance(result, BreakerOpen):
             return await self.failures.defer(turn, env, key, source, now, result.until_ms)
         return await self.failures.failed(
             turn, env, key, source, result.at_ms, result.failure, started=now
         )
-
-    async def _mark_delivered(self, env: Envelope, source: Source) -> None:
-        """The delivered mark of a record the target acknowledged. A mark that cannot be
-        written (the producer refused to queue it: buffer full, no metadata) costs at most a
-        duplicate later, as a mark lost in a crash does: the record stays delivered, never
-        dead-lettered, and its key goes on."""
-        try:
-            await self.attempts.delivered(count_key(env), self.clock.now_ms())
-        except Exception as exc:  # noqa: BLE001 - the record stays delivered
-            logger.warning(
-                "deliver %s: %s delivered, its mark not written (%s: %s): a copy read again "
-                "would be delivered again",
-                source.coordinates(),
-                env.id,
-                type(exc).__name__,
-                exc,
-            )
 
     async def _after(self, handled: Handled) -> None:
         """The registered post-delivery stages, in turn; one failing changes nothing else."""
@@ -347,7 +333,7 @@ class Deliverer:
             return None
         at = Source(ref.topic, ref.partition, ref.offset)
         outcome, ns_name, stage = await self._handle(
-            record.value, record.key, at, released=True, drain=drain
+            _decoded(record.value), record.value, record.key, at, released=True, drain=drain
         )
         if stage is Stage.POISON:  # dead-lettered as it was, without its key's turn
             await self.gate.settle(
@@ -405,3 +391,11 @@ def build_deliverer(
         target=target,
         metrics=metrics,
     )
+
+
+def _decoded(value: bytes | None) -> Envelope | PoisonRecordError:
+    """The record ``value`` holds, or why it holds none."""
+    try:
+        return decode_envelope(value)
+    except PoisonRecordError as exc:
+        return exc

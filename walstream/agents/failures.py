@@ -368,7 +368,7 @@ class FailureRouter:
             return
         try:
             # under the key's lock, as the record was handled (released when it raised)
-            async with self.gate.locked(key, source):
+            async with self.gate.locked(key, source, env):
                 await self.attempts.forget(count_key(env))
                 turn = await self.gate.open(ns, env)
                 await self.gate.after(turn, env.id, Outcome.DEAD, key, source.partition)

@@ -17,6 +17,7 @@ from walstream.agents.outcomes import Source
 from walstream.errors import NamespaceNotFoundError
 from walstream.namespaces.config import Ordering
 from walstream.namespaces.registry import NamespaceRegistry
+from walstream.records import Envelope
 
 __all__ = ["KeyLocks", "KeyTurns"]
 
@@ -30,17 +31,25 @@ class KeyLocks:
         self.turns = KeyTurns()
 
     def locked(
-        self, key: bytes | None, source: Source
+        self, key: bytes | None, source: Source, env: Envelope | None = None
     ) -> contextlib.AbstractAsyncContextManager[None]:
-        """The lock a record of ``source`` takes while handled: its namespace and record key (a
-        key-ordered namespace's ordering key, on its log and retry topics and in markers), none
-        when it is not ordered. Decided without decoding the record."""
-        return self.turns.hold(self._lock_key(key, source))
+        """The lock a record of ``source`` takes while handled: its namespace and ordering key
+        (a key-ordered namespace's, on its log and retry topics and in markers), none when it is
+        not ordered. The ordering key is its envelope's (``env``: the gate orders by it, whatever
+        record key a record produced to the log directly carries), else its record key (a
+        marker, bytes that are not a record, an envelope without a key)."""
+        return self.turns.hold(self._lock_key(key, source, env))
 
-    def _lock_key(self, key: bytes | None, source: Source) -> tuple[str, str] | None:
+    def _lock_key(
+        self, key: bytes | None, source: Source, env: Envelope | None
+    ) -> tuple[str, str] | None:
         """(namespace, ordering key) as the table keys the head: the same lock for record keys
         whose bytes differ but name the same ordering key."""
-        if key is None:
+        if env is not None and env.key is not None:
+            order_key = env.key
+        elif key is not None:
+            order_key = key.decode(errors="replace")
+        else:
             return None
         name = self.registry.namespace_of(source.topic)
         if name is None:
@@ -49,7 +58,6 @@ class KeyLocks:
             ns = self.registry.get(name)
         except NamespaceNotFoundError:
             return None
-        order_key = key.decode(errors="replace")
         if ns.ordering is Ordering.KEY or self.order.blocked(ns.name, order_key):
             return (ns.name, order_key)
         return None

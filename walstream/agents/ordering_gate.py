@@ -148,10 +148,11 @@ class OrderingGate:
         self.locks = KeyLocks(registry, order)
 
     def locked(
-        self, key: bytes | None, source: Source
+        self, key: bytes | None, source: Source, env: Envelope | None = None
     ) -> contextlib.AbstractAsyncContextManager[None]:
-        """The lock a record of ``source`` takes while handled (``KeyLocks.locked``)."""
-        return self.locks.locked(key, source)
+        """The lock a record of ``source`` (``env``, if it is one) takes while handled
+        (``KeyLocks.locked``: by its envelope's ordering key, else its record key)."""
+        return self.locks.locked(key, source, env)
 
     # -- one record: open, admit, hold, after ----------------------------------------------
 
@@ -283,8 +284,8 @@ class OrderingGate:
         ns, order_key, head = turn.ns, turn.order_key, turn.head
         assert order_key is not None  # noqa: S101 - only an ordered record hands on
         if key is None or key.decode(errors="replace") != order_key:
-            # Not handled under its ordering key's lock (its record key differs from its
-            # envelope's): the head its turn opened with may have moved since. Read it again.
+            # Its record key differs from its envelope's: the deliverer locks it by the latter,
+            # but a caller that did not may hand on from a moved head. Read it again.
             head = turn.head = await self.order.load(ns.name, order_key)
         now = self.clock.now_ms()
         step = (
