@@ -4,7 +4,9 @@ walstream.core.cache_ops.cache_op.
 The replicating client (walstream.replication.client) publishes each operation as the record
 WriteToLog would write for it: it builds the request body here and runs it through the API's
 own validation (walstream.core.validate.parse_write_request), so both paths write
-byte-compatible records. A cache operation's record (the contract of issue 17)::
+byte-compatible records; that validation takes its namespace rules from here
+(:func:`only_cache_ops`, :func:`cache_op_key`). A cache operation's record (the contract of
+issue 17)::
 
     target   {"type": "memcached", "op": "set" | "delete" | "touch", "key": <str>,
               "ttl": <int s, set/touch; absent for delete>, "origin_region": <region>}
@@ -20,8 +22,18 @@ from collections.abc import Mapping
 from typing import Any
 
 from walstream.core.cache_version import CacheOp, OpKind
+from walstream.errors import BadRequestError
+from walstream.namespaces.config import NamespaceConfig
+from walstream.records import Lifecycle
 
-__all__ = ["MEMCACHED", "memcached_target", "record_key", "write_request"]
+__all__ = [
+    "MEMCACHED",
+    "cache_op_key",
+    "memcached_target",
+    "only_cache_ops",
+    "record_key",
+    "write_request",
+]
 
 #: The target type of a cache operation.
 MEMCACHED = "memcached"
@@ -61,3 +73,32 @@ def write_request(op: CacheOp, *, origin_region: str) -> dict[str, Any]:
         "key": key,
         "lifecycle": {"original_write_time": op.version.original_write_time_ms},
     }
+
+
+def only_cache_ops(target: Mapping[str, Any], ns: NamespaceConfig) -> None:
+    """A replicated namespace carries cache operations only (its log feeds the region
+    writers, not the deliver agents)."""
+    if ns.replication is not None and target["type"] != "memcached":
+        raise BadRequestError(
+            "target.type",
+            f"must be memcached: {ns.name} replicates a memcached cache across regions, its "
+            f"log carries cache operations only (not {target['type']})",
+        )
+
+
+def cache_op_key(
+    obj: dict[str, Any], target: Mapping[str, Any], key: str | None, lifecycle: Lifecycle
+) -> str:
+    """A cache operation's record key: its memcached key (one key's operations on one
+    partition, in order). It is not delayed (the region writers apply it when it arrives),
+    and a set has a value."""
+    if key is not None and key != target["key"]:
+        raise BadRequestError("key", "must be the memcached target's key (or left out)")
+    life = obj.get("lifecycle") or {}
+    if lifecycle.delay_ms or life.get("jitter_ms"):  # a jitter too, whatever its draw
+        raise BadRequestError(
+            "lifecycle", "a memcached operation is not delayed: give only original_write_time"
+        )
+    if target["op"] == "set" and obj["payload"] is None:
+        raise BadRequestError("payload", "is required for a memcached set: its value")
+    return str(target["key"])

@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 
+from walstream.core.cache_request import cache_op_key, only_cache_ops
 from walstream.core.exact import Unkept, decode_exact, first_unkept, may_hold_unkept
 from walstream.core.ids import new_id
 from walstream.core.numbers import as_integer
@@ -293,7 +294,7 @@ def parse_write_request(
             target = parse_memcached_target(raw_target).wire  # a cache operation (issue 17)
         else:
             target = parse_target(raw_target).wire
-        _check_cache_op(target, ns)
+        only_cache_ops(target, ns)
         ns.target_policy.check(target, reserved=reserved)  # 403 naming the field
     elif ns.replication is not None:
         raise BadRequestError("target", "is required: a memcached operation (op, key, ...)")
@@ -310,7 +311,7 @@ def parse_write_request(
     key = _optional_str(obj, "key", _MAX_KEY_CHARS)
     if target["type"] == "memcached":
         check_memcached_target(target, obj["payload"], ns)
-        key = _cache_op_key(obj, target, key, lifecycle)
+        key = cache_op_key(obj, target, key, lifecycle)
     # Positional on purpose: keyword construction of an 11-field NamedTuple costs ~3x more, and
     # this runs once per WriteToLog. The order is Envelope's field order.
     return Envelope(
@@ -324,35 +325,6 @@ def parse_write_request(
         token,  # idempotency_token
         now_ms,  # created_at_ms
     )
-
-
-def _check_cache_op(target: Mapping[str, Any], ns: NamespaceConfig) -> None:
-    """A replicated namespace carries cache operations only (its log feeds the region
-    writers, not the deliver agents)."""
-    if ns.replication is not None and target["type"] != "memcached":
-        raise BadRequestError(
-            "target.type",
-            f"must be memcached: {ns.name} replicates a memcached cache across regions, its "
-            f"log carries cache operations only (not {target['type']})",
-        )
-
-
-def _cache_op_key(
-    obj: dict[str, Any], target: Mapping[str, Any], key: str | None, lifecycle: Lifecycle
-) -> str:
-    """A cache operation's record key: its memcached key (one key's operations on one
-    partition, in order). It is not delayed (the region writers apply it when it arrives),
-    and a set has a value."""
-    if key is not None and key != target["key"]:
-        raise BadRequestError("key", "must be the memcached target's key (or left out)")
-    life = obj.get("lifecycle") or {}
-    if lifecycle.delay_ms or life.get("jitter_ms"):  # a jitter too, whatever its draw
-        raise BadRequestError(
-            "lifecycle", "a memcached operation is not delayed: give only original_write_time"
-        )
-    if target["op"] == "set" and obj["payload"] is None:
-        raise BadRequestError("payload", "is required for a memcached set: its value")
-    return str(target["key"])
 
 
 def check_memcached_target(

@@ -1,0 +1,234 @@
+"""The replicating cache client (issue 17 item 2): what a service uses in place of a plain
+memcached client, in its own region.
+
+Each ``set``, ``delete`` and ``touch`` is published to the namespace's log straight from the
+client (an acks=all producer, no HTTP hop) as the record WriteToLog would write for it, and
+applied to the local region's memcached with the same item format and version as every
+region's writer applies it (walstream.core.cache_ops.cache_op), so all regions hold
+byte-identical items. ``get`` reads the local region: the exact bytes set, a tombstone a miss.
+
+Order: the log first. The log is the source of truth and the fan-out sends an operation to
+every region but its origin, so an operation is applied locally only once the log holds it
+(its publish answered TRUE): the local cache never runs ahead of the log, and a FALSE or
+UNKNOWN publish changes nothing here. A caller that gets UNKNOWN retries the call with the
+result's version (``original_write_time_ms`` and ``idempotency_token``): a copy already on the
+log is then a duplicate everywhere (LWW skips an equal version). When the local apply fails
+after a TRUE publish (the local memcached down, a lost CAS race every round), the operation
+still reaches the other regions; the call answers TRUE with the local failure in ``local``
+(TRANSIENT or POISON and its reason), and the local item stays as it was until the next
+operation on the key.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from walstream.core.cache_ops import cache_op
+from walstream.core.cache_request import write_request
+from walstream.core.cache_version import CacheOp, OpKind
+from walstream.core.ids import new_id
+from walstream.core.lww import Version
+from walstream.core.outbox import route_write
+from walstream.core.target_policy import ReservedTopics
+from walstream.core.validate import parse_write_request
+from walstream.errors import Durable, WalError
+from walstream.kafka.producer import KafkaLogProducer, LogProducer
+from walstream.namespaces.config import NamespaceConfig
+from walstream.replication.region import ApplyOutcome, ApplyResult, RegionCache
+
+__all__ = ["CLIENT_ID", "CacheResult", "ReplicatingCache"]
+
+#: The client id of the client's producer (the broker's logs, quotas and ACLs know it by it).
+CLIENT_ID = "walstream-cache-client"
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class CacheResult:
+    """What a ``set``, ``delete`` or ``touch`` came to.
+
+    ``durable`` is the publish's answer, as WriteToLog's: TRUE the log holds the operation (it
+    reaches every region), FALSE it certainly does not, UNKNOWN it may (retry with
+    ``version``). ``error`` says why for FALSE and UNKNOWN. ``local`` is the local apply's
+    result (None when the publish was not TRUE: nothing was applied).
+    """
+
+    durable: Durable
+    version: Version
+    record_id: str = ""
+    error: WalError | None = None
+    local: ApplyResult | None = None
+
+
+class ReplicatingCache:
+    """A replicated namespace's cache, in ``region``.
+
+    Args:
+        ns: the namespace (with ``replication``; ``region`` one of its regions).
+        region: the region this client runs in (its memcached servers are the local cache).
+        bootstrap_servers: the Kafka cluster of the namespace's log.
+        publish_timeout_s: a publish's deadline (then UNKNOWN, as WriteToLog's).
+        memcached_timeout_s: deadline of one exchange with a local memcached server.
+        producer: the log producer (default: a KafkaLogProducer of ours, acks=all).
+        region_cache: the local cache (default: a RegionCache of the region's servers).
+        clock: now, in ms since the epoch (an operation's version when none is given).
+
+    Raises:
+        ValueError: the namespace does not replicate, or has no such region.
+    """
+
+    def __init__(
+        self,
+        ns: NamespaceConfig,
+        region: str,
+        *,
+        bootstrap_servers: str | list[str] = "",
+        publish_timeout_s: float = 5.0,
+        memcached_timeout_s: float = 2.0,
+        producer: LogProducer | None = None,
+        region_cache: RegionCache | None = None,
+        clock: Callable[[], int] = _now_ms,
+    ) -> None:
+        replication = ns.replication
+        if replication is None:
+            raise ValueError(f"namespace {ns.name} has no replication regions")
+        local = replication.region(region)
+        if local is None:
+            names = ", ".join(replication.region_names)
+            raise ValueError(f"{region!r} is not a region of {ns.name} ({names})")
+        if producer is None and not bootstrap_servers:
+            raise ValueError("bootstrap_servers (the log's cluster) or a producer is required")
+        self.ns = ns
+        self.region = region
+        self._clock = clock
+        self._kafka: KafkaLogProducer | None = None
+        if producer is None:
+            producer = self._kafka = KafkaLogProducer(
+                bootstrap_servers, timeout_s=publish_timeout_s, client_id=CLIENT_ID
+            )
+        self._producer: LogProducer = producer
+        self._cache = region_cache or RegionCache(
+            [str(server) for server in local.memcached],
+            tombstone_ttl_s=replication.tombstone_ttl_s,
+            timeout_s=memcached_timeout_s,
+        )
+        # walstream's own topics are no memcached target's destination: the policy never
+        # looks them up (walstream.core.target_policy.destination)
+        self._reserved = ReservedTopics()
+
+    async def start(self) -> None:
+        """Start the producer (when it is ours)."""
+        if self._kafka is not None:
+            await self._kafka.start()
+
+    async def close(self) -> None:
+        """Stop the producer (when it is ours) and close the memcached connections."""
+        try:
+            if self._kafka is not None:
+                await self._kafka.stop()
+        finally:
+            await self._cache.close()
+
+    async def __aenter__(self) -> ReplicatingCache:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def get(self, key: str) -> bytes | None:
+        """The exact bytes last set on ``key`` in the local region; None for a miss or a delete.
+
+        Raises:
+            ValueError: a key memcached would refuse.
+            TargetUnavailableError: the key's server did not answer.
+        """
+        return await self._cache.get(key.encode())
+
+    async def set(
+        self,
+        key: str,
+        value: bytes,
+        ttl: int = 0,
+        *,
+        original_write_time_ms: int | None = None,
+        idempotency_token: str | None = None,
+    ) -> CacheResult:
+        """Set ``key`` to ``value`` for ``ttl`` seconds (0: no expiry) in every region.
+
+        Raises:
+            BadRequestError: what WriteToLog refuses (a bad key or ttl, a value over the
+                namespace's max_payload_bytes ...): nothing was written.
+        """
+        return await self._run(
+            OpKind.SET, key, value, ttl, original_write_time_ms, idempotency_token
+        )
+
+    async def delete(
+        self,
+        key: str,
+        *,
+        original_write_time_ms: int | None = None,
+        idempotency_token: str | None = None,
+    ) -> CacheResult:
+        """Delete ``key`` in every region (a versioned tombstone: an older set cannot bring it
+        back). Raises as :meth:`set`."""
+        return await self._run(
+            OpKind.DELETE, key, b"", 0, original_write_time_ms, idempotency_token
+        )
+
+    async def touch(
+        self,
+        key: str,
+        ttl: int,
+        *,
+        original_write_time_ms: int | None = None,
+        idempotency_token: str | None = None,
+    ) -> CacheResult:
+        """Give ``key`` a new ``ttl`` (seconds, 0: none) in every region. Raises as :meth:`set`."""
+        return await self._run(
+            OpKind.TOUCH, key, b"", ttl, original_write_time_ms, idempotency_token
+        )
+
+    async def _run(
+        self,
+        kind: OpKind,
+        key: str,
+        value: bytes,
+        ttl: int,
+        original_write_time_ms: int | None,
+        idempotency_token: str | None,
+    ) -> CacheResult:
+        now_ms = self._clock()
+        # no token given: the record's fresh id is its token, as WriteToLog makes it
+        record_id = new_id(now_ms)
+        version = Version(
+            now_ms if original_write_time_ms is None else original_write_time_ms,
+            idempotency_token or record_id,
+        )
+        op = CacheOp(kind=kind, key=key.encode(), version=version, value=value, ttl_s=ttl)
+        # the record WriteToLog writes for the same request: the API's validation and routing
+        body = write_request(op, origin_region=self.region)
+        env = parse_write_request(
+            body,
+            self.ns,
+            now_ms=now_ms,
+            rand=0.0,
+            reserved=self._reserved,
+            make_id=lambda _: record_id,
+        )
+        record = route_write(env, self.ns.topics.log, now_ms, "")  # never delayed: the log
+        try:
+            await self._producer.send(record)
+        except WalError as exc:
+            return CacheResult(exc.durable, version, env.id, error=exc)
+        try:
+            local = await self._cache.apply(cache_op(env))
+        except (WalError, OSError, ValueError) as exc:  # reported, not raised: the log holds it
+            local = ApplyResult(ApplyOutcome.TRANSIENT, f"{type(exc).__name__}: {exc}")
+        return CacheResult("TRUE", version, env.id, local=local)
