@@ -64,7 +64,7 @@ async def test_large_records_fail_retry_and_dead_letter_without_raising(
         view = await read_dlq(wal_settings.bootstrap_list, f"wal.{ns}.dlq")
         return view.open if {probe_id, largest_id, "huge-1"} <= set(view.open) else None
 
-    found = await eventually(entries, 120, "three DLQ entries", every=1.0)
+    found = await eventually(entries, 200, "three DLQ entries", every=1.0)  # 14 s idle
     big = found[largest_id]
     dead = decode_envelope(big.value)
     assert dead.payload == payload  # the whole record, with its history
