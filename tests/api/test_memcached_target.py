@@ -128,3 +128,21 @@ def test_a_memcached_target_is_valid_for_the_document_exactly_when_the_server_ta
     else:
         with pytest.raises(BadRequestError):
             parse_memcached_target(target)
+
+
+async def test_a_batch_of_cache_operations_is_logged_each_under_its_key(client, producer):
+    delete = {"type": "memcached", "op": "delete", "key": "user:2", "origin_region": "eu"}
+    records = [
+        {"payload": "djE=", "payload_encoding": "base64", "target": SET},
+        {"payload": None, "target": delete},
+        {"payload": 1, "target": {"type": "kafka", "topic": "t"}},
+    ]
+    response = await client.post("/v1/namespaces/evc/log:batch", json={"records": records})
+    assert response.status == 200, await response.text()
+    results = (await response.json())["results"]
+    assert [r["durable"] for r in results] == ["TRUE", "TRUE", "FALSE"]
+    assert [(s.topic, s.key) for s in producer.sent] == [
+        ("wal.evc.log", b"user:1"),
+        ("wal.evc.log", b"user:2"),
+    ]
+    assert cache_op(decode_envelope(producer.sent[1].value)).kind is OpKind.DELETE
