@@ -42,6 +42,7 @@ from walstream.kafka.dynamic_topic import DynamicTopic
 from walstream.kafka.log_reader import LogReader
 from walstream.metrics import WalMetrics
 from walstream.namespaces.registry import NamespaceRegistry
+from walstream.replication.stages import ReplicationStages
 from walstream.runtime import tune_gc
 from walstream.settings import Settings
 from walstream.targets.pool import TargetPool
@@ -128,6 +129,8 @@ class Delivery(mode.Service):
             registry=registry,
         )
         self.dlq_monitor = DlqMonitor(settings, self.metrics, clock=self.clock)
+        # a replicated namespace's fan-out and region writers (issue 17), not the agents
+        self.replication = ReplicationStages(settings, metrics=self.metrics)
 
     def _emit_guard(self, app: faust.App) -> EmitGuard:
         """A write whose destination is missing past WALSTREAM_EMIT_DEST_GRACE_MS is given up
@@ -195,6 +198,8 @@ class Delivery(mode.Service):
         self._unreadable_labels = set(registry.unreadable)
         wanted = []
         for ns in registry:
+            if ns.replication is not None:
+                continue  # its log is read by its replication stages
             if ns.partitions not in (None, self.settings.default_partitions):
                 logger.error(
                     "namespace %s has %d partitions; this deployment serves %d: not subscribed",
@@ -210,6 +215,7 @@ class Delivery(mode.Service):
             self.retry_topics.resubscribe(self.app)
         self.dlq_monitor.watch((ns.name, ns.topics.dlq) for ns in wanted)
         logger.info("delivering namespaces: %s", [ns.name for ns in wanted])
+        self.replication.on_namespaces(registry)
 
 
 def bind_event(event: Any) -> None:
@@ -309,6 +315,7 @@ def install_delivery(app: faust.App, settings: Settings, registry: NamespaceRegi
     app.service(delivery)  # type: ignore[arg-type]
     app.service(delivery.delay)  # type: ignore[arg-type]
     app.service(delivery.dlq_monitor)  # type: ignore[arg-type]
+    app.service(delivery.replication)  # type: ignore[arg-type]
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:

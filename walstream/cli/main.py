@@ -45,12 +45,34 @@ def cli(ctx: click.Context, loglevel: str, token: str | None) -> None:
 )
 @click.pass_context
 def worker(ctx: click.Context) -> None:
-    """Run a Faust worker (all `faust worker` options apply)."""
-    cluster_settings()
+    """Run a Faust worker (all `faust worker` options apply).
+
+    `--region R`: run only region R's replication writers (that region's deployment), no
+    delivery agents.
+    """
+    settings = cluster_settings()
+    region = _region_option(ctx.args)
+    if region is not None:
+        from walstream.replication.stages import run_region
+
+        run_async(lambda: run_region(settings, region))
+        return
     from walstream.app import app
 
     sys.argv = ["walstream", "worker", *ctx.args]
     app.main()
+
+
+def _region_option(args: list[str]) -> str | None:
+    """The value of ``--region R`` (or ``--region=R``) among a worker's arguments, or None."""
+    for n, arg in enumerate(args):
+        if arg.startswith("--region="):
+            return arg.partition("=")[2]
+        if arg == "--region":
+            if n + 1 == len(args):
+                raise click.UsageError("--region needs a region name")
+            return args[n + 1]
+    return None
 
 
 @cli.command()

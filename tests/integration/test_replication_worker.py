@@ -1,0 +1,190 @@
+"""The replication stages in walstream's processes (issue 17): a worker runs a replicated
+namespace's fan-out and region writers (not the Faust delivery agents), and
+``walstream worker --region r`` runs region r's writers alone, continuing from the committed
+offsets after a SIGKILL."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from walstream.core.cache_ops import cache_op
+from walstream.kafka.clients import ClientIds
+from walstream.records import Envelope, encode_envelope
+from walstream.replication import RegionCache
+from walstream.replication.fanout import FanOut
+from walstream.testing.records import namespace_definition
+from walstream.testing.replication import cache_envelope
+from walstream.topology import region_topic
+
+from .conftest import apply_namespace, eventually
+from .helpers import ROOT, committed_offset, worker_assignment
+
+pytestmark = pytest.mark.integration
+
+TOMB_TTL = 3_600
+
+
+def definition(ns: str, servers: dict[str, str]) -> dict[str, Any]:
+    return namespace_definition(
+        ns,
+        replication={
+            "regions": {r: {"memcached": [s]} for r, s in servers.items()},
+            "max_lag_s": 600,
+            "tombstone_ttl_s": TOMB_TTL,
+        },
+    )
+
+
+def ops(ns: str, prefix: str, n: int, keys: int) -> list[Envelope]:
+    base = int(time.time() * 1000)
+    out = []
+    for i in range(n):
+        key = f"{prefix}:{i % keys}"
+        if i % 7 == 3:
+            out.append(cache_envelope("delete", key, ns=ns, owt_ms=base + i, token=f"{prefix}-{i}"))
+        else:
+            value = b"%d-" % i + os.urandom(i % 50)
+            out.append(
+                cache_envelope(
+                    "set", key, value, ns=ns, ttl=0, owt_ms=base + i, token=f"{prefix}-{i}"
+                )
+            )
+    return out
+
+
+async def publish(broker: str, log: str, envs: list[Envelope], cache_a: RegionCache) -> None:
+    """As the replicating client: apply in region a, then publish to the log."""
+    await cache_a.apply_many([cache_op(env) for env in envs])
+    producer = AIOKafkaProducer(bootstrap_servers=broker, acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        sends = [
+            await producer.send(log, encode_envelope(e), key=str(e.target["key"]).encode())
+            for e in envs
+        ]
+        await asyncio.gather(*sends)
+    finally:
+        await producer.stop()
+
+
+async def same(caches: dict[str, RegionCache], region: str, keys: list[bytes]) -> bool:
+    try:
+        for key in keys:
+            if await caches[region].get(key) != await caches["a"].get(key):
+                return False
+    except Exception:  # noqa: BLE001 - a region's server may be away
+        return False
+    return True
+
+
+@pytest.fixture
+async def caches(memcached_servers):
+    made = {
+        r: RegionCache([s.address], tombstone_ttl_s=TOMB_TTL)
+        for r, s in zip("abc", memcached_servers, strict=True)
+    }
+    yield made
+    for cache in made.values():
+        await cache.close()
+
+
+async def test_a_worker_runs_the_fanout_and_writers_not_the_delivery_agents(
+    workers, wal_settings, broker, memcached_servers, caches, unique
+) -> None:
+    ns = f"w{unique}"
+    await apply_namespace(
+        wal_settings,
+        definition(ns, {r: s.address for r, s in zip("abc", memcached_servers, strict=True)}),
+    )
+    worker = workers()
+    envs = ops(ns, unique, 600, 100)
+    await publish(broker, f"wal.{ns}.log", envs, caches["a"])
+    keys = sorted({str(e.target["key"]).encode() for e in envs})
+    for region in ("b", "c"):
+        await eventually(
+            lambda r=region: same(caches, r, keys), 90, f"{region} to match a\n{worker.log_tail()}"
+        )
+    body = worker_assignment(worker)
+    assert body is not None
+    assert not [t for t, _ in body["assignment"] if t in (f"wal.{ns}.log", f"wal.{ns}.retry")]
+
+
+class RegionProcess:
+    """``walstream worker --region <r>`` in a subprocess, stopped by PID."""
+
+    def __init__(self, env: dict[str, str], region: str, log_path: Path) -> None:
+        log = log_path.open("ab")
+        self.log_path = log_path
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "walstream", "worker", "--region", region],
+            cwd=ROOT,
+            env={**os.environ, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def log_tail(self) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-30:])
+
+
+async def test_a_region_writer_killed_mid_stream_is_continued_by_a_new_one(
+    wal_env, wal_settings, broker, memcached_servers, caches, unique, tmp_path
+) -> None:
+    ns = f"k{unique}"
+    definition_ = definition(
+        ns, {r: s.address for r, s in zip("abc", memcached_servers, strict=True)}
+    )
+    await apply_namespace(wal_settings, definition_)
+    from walstream.namespaces.config import parse_namespace
+
+    config = parse_namespace(definition_)
+    assert config.replication is not None
+    fanout = FanOut(
+        wal_settings, namespace=ns, log_topic=config.topics.log, replication=config.replication
+    )
+    first = RegionProcess(wal_env, "c", tmp_path / "region-c-1.log")
+    second: RegionProcess | None = None
+    await fanout.start()
+    try:
+        envs = ops(ns, unique, 4_000, 500)
+        await publish(broker, config.topics.log, envs[:2_000], caches["a"])
+        group = ClientIds.region_group(ns, "c")
+        topic = region_topic(ns, "c")
+
+        async def some_committed() -> bool:
+            for partition in range(wal_settings.default_partitions):
+                if ((await committed_offset(broker, group, topic, partition)) or 0) > 0:
+                    return True
+            return False
+
+        await eventually(some_committed, 60, f"region c to commit\n{first.log_tail()}")
+        publishing = asyncio.ensure_future(
+            publish(broker, config.topics.log, envs[2_000:], caches["a"])
+        )
+        first.kill()  # mid-stream: no final commit
+        await publishing
+        second = RegionProcess(wal_env, "c", tmp_path / "region-c-2.log")
+        keys = sorted({str(e.target["key"]).encode() for e in envs})
+        await eventually(lambda: same(caches, "c", keys), 120, f"c to match a\n{second.log_tail()}")
+    finally:
+        first.kill()
+        if second is not None:
+            second.kill()
+        await fanout.stop()

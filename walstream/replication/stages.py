@@ -1,0 +1,143 @@
+"""The replication stages a worker runs (issue 17): for every replicated namespace, its fan-out
+and one writer per region; with ``region`` set (``walstream worker --region r``), only region
+r's writers (that region's deployment).
+
+The set of stages follows the namespace registry: ``on_namespaces`` (a listener of the
+namespace feed) says what is wanted, and the service starts the stages that are missing and
+stops those no longer wanted (a namespace removed, or its replication changed), each a child
+service with its own consumer group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from typing import Any
+
+import mode
+
+from walstream.aio import cancel_and_wait
+from walstream.metrics import WalMetrics
+from walstream.namespaces.broadcast import NamespaceFeed
+from walstream.namespaces.registry import NamespaceRegistry
+from walstream.namespaces.replication import Replication
+from walstream.replication.fanout import FanOut
+from walstream.replication.writer import RegionWriter
+from walstream.settings import Settings
+
+__all__ = ["ReplicationStages", "run_region"]
+
+logger = logging.getLogger(__name__)
+
+#: A stage: (namespace, region or None for the fan-out), with the config it was made from.
+StageKey = tuple[str, str | None]
+
+
+class ReplicationStages(mode.Service):
+    """Starts and stops the replication stages the namespace registry asks for."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        metrics: WalMetrics | None = None,
+        region: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.settings = settings
+        self.metrics = metrics
+        self.region = region
+        self.running: dict[StageKey, tuple[Replication, mode.Service]] = {}
+        self._wanted: dict[StageKey, tuple[str, Replication]] = {}
+        self._changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def on_namespaces(self, registry: NamespaceRegistry) -> None:
+        """What to run for ``registry``'s replicated namespaces (a namespace feed listener)."""
+        wanted: dict[StageKey, tuple[str, Replication]] = {}
+        for ns in registry:
+            replication = ns.replication
+            if replication is None:
+                continue
+            if self.region is None:
+                wanted[(ns.name, None)] = (ns.topics.log, replication)
+            for name in replication.region_names:
+                if self.region in (None, name):
+                    wanted[(ns.name, name)] = (ns.topics.log, replication)
+        self._wanted = wanted
+        self._changed.set()
+
+    async def on_started(self) -> None:
+        self._task = asyncio.ensure_future(self._follow())
+
+    async def on_stop(self) -> None:
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
+        running, self.running = self.running, {}
+        for _, stage in running.values():
+            await stage.stop()
+
+    async def _follow(self) -> None:
+        while True:
+            await self._changed.wait()
+            self._changed.clear()
+            try:
+                await self.reconcile()
+            except Exception:  # the stages must outlive any surprise: try again shortly
+                logger.exception("replication stages: reconcile failed; again in 1s")
+                await asyncio.sleep(1.0)
+                self._changed.set()
+
+    async def reconcile(self) -> None:
+        """Stop the stages no longer wanted (or made from another config), start the missing."""
+        wanted = self._wanted
+        for key, (config, stage) in list(self.running.items()):
+            if key not in wanted or wanted[key][1] != config:
+                del self.running[key]
+                await stage.stop()
+                logger.info("replication stage stopped: %s", key)
+        for key, (log_topic, replication) in wanted.items():
+            if key in self.running:
+                continue
+            stage = self._make(key, log_topic, replication)
+            await stage.start()
+            self.running[key] = (replication, stage)
+            logger.info("replication stage started: %s", key)
+
+    def _make(self, key: StageKey, log_topic: str, replication: Replication) -> mode.Service:
+        namespace, region = key
+        if region is None:
+            return FanOut(
+                self.settings, namespace=namespace, log_topic=log_topic, replication=replication
+            )
+        config = replication.region(region)
+        assert config is not None  # noqa: S101 - named by replication.region_names
+        return RegionWriter(
+            self.settings,
+            namespace=namespace,
+            region=config,
+            replication=replication,
+            metrics=self.metrics,
+        )
+
+
+async def run_region(settings: Settings, region: str) -> None:
+    """``walstream worker --region r``: region r's writers of every replicated namespace that
+    names it, following the namespace registry, until SIGINT or SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    stages = ReplicationStages(settings, region=region)
+    feed = NamespaceFeed(settings, on_change=stages.on_namespaces)
+    await stages.start()
+    try:
+        await feed.start()
+        try:
+            await stop.wait()
+        finally:
+            await feed.stop()
+    finally:
+        await stages.stop()
