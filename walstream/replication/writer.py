@@ -24,7 +24,7 @@ from typing import Any
 
 from walstream.aio import Backoff
 from walstream.clock import Clock, SystemClock
-from walstream.core.breaker import BreakerPolicy, CircuitBreaker
+from walstream.core.breaker import BreakerPolicy, BreakerState, CircuitBreaker
 from walstream.core.cache_ops import cache_op_or_poison
 from walstream.core.cache_version import CacheOp
 from walstream.core.outbox import poison_id, region_dlq_entry
@@ -152,7 +152,8 @@ class RegionWriter(BatchStage):
                     if self._retried is not None:
                         self._retried.inc(len(pending))
                     paused = paused or self._pause()
-                    await self._idle(self.clock.now_ms() + int(next(delays) * 1000))
+                    if self.breaker.state is BreakerState.CLOSED:  # open: its wait, above
+                        await self._idle(self.clock.now_ms() + int(next(delays) * 1000))
                 else:
                     self.breaker.record_success()
         finally:

@@ -1,0 +1,69 @@
+"""Which replication stages a worker runs (walstream.replication.stages), and the worker
+command's --region option."""
+
+from __future__ import annotations
+
+import click
+import pytest
+
+from walstream.cli.main import _region_option
+from walstream.replication.fanout import FanOut
+from walstream.replication.stages import ReplicationStages
+from walstream.replication.writer import RegionWriter
+from walstream.settings import Settings
+from walstream.testing.records import namespace_definition, registry_of
+
+REGIONS = {
+    "a": {"memcached": ["127.0.0.1:1"]},
+    "b": {"memcached": ["127.0.0.1:2"]},
+    "c": {"memcached": ["127.0.0.1:3"]},
+}
+SETTINGS = Settings(bootstrap_servers="127.0.0.1:9", auth=False)
+
+
+def registry():
+    return registry_of(
+        namespace_definition("plain"),
+        namespace_definition("cache", replication={"regions": REGIONS}),
+    )
+
+
+def test_a_worker_runs_a_fanout_and_a_writer_per_region_of_each_replicated_namespace():
+    stages = ReplicationStages(SETTINGS)
+    stages.on_namespaces(registry())
+    assert sorted(stages._wanted, key=str) == [
+        ("cache", "a"),
+        ("cache", "b"),
+        ("cache", "c"),
+        ("cache", None),
+    ]
+    log, replication = stages._wanted[("cache", None)]
+    assert log == "wal.cache.log"
+    assert isinstance(stages._make(("cache", None), log, replication), FanOut)
+    writer = stages._make(("cache", "b"), log, replication)
+    assert isinstance(writer, RegionWriter)
+    assert (writer.topic, writer.group_id) == ("wal.cache.region.b", "walstream.cache.region.b")
+
+
+def test_a_region_deployment_runs_only_its_regions_writers():
+    stages = ReplicationStages(SETTINGS, region="b")
+    stages.on_namespaces(registry())
+    assert list(stages._wanted) == [("cache", "b")]
+
+
+@pytest.mark.parametrize(
+    ("args", "region"),
+    [
+        ([], None),
+        (["-l", "info"], None),
+        (["--region", "b"], "b"),
+        (["--region=c", "-l", "x"], "c"),
+    ],
+)
+def test_the_worker_command_reads_its_region(args, region):
+    assert _region_option(args) == region
+
+
+def test_a_region_option_needs_a_name():
+    with pytest.raises(click.UsageError):
+        _region_option(["--region"])

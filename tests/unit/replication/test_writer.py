@@ -1,0 +1,146 @@
+"""RegionWriter's batch handling against a fake consumer and cache (no broker, no server): a
+region whose memcached is away keeps its batch in hand, pauses its partitions while its breaker
+is open, probes, resumes, and dead-letters nothing but poison."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+from aiokafka import TopicPartition
+
+from walstream.aio import Backoff
+from walstream.clock import FakeClock
+from walstream.core.breaker import BreakerPolicy, BreakerState
+from walstream.namespaces.replication import parse_replication
+from walstream.records import encode_envelope
+from walstream.replication.region import ApplyOutcome, ApplyResult
+from walstream.replication.writer import RegionWriter
+from walstream.settings import Settings
+from walstream.testing.replication import cache_envelope
+
+TP = TopicPartition("wal.cache.region.b", 0)
+
+
+class Consumer:
+    """What the writer asks of its consumer while a batch waits: pause, poll, resume."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.paused: set[Any] = set()
+        self.log: list[str] = []
+
+    def assignment(self) -> set[Any]:
+        return {TP}
+
+    def pause(self, *tps: Any) -> None:
+        self.paused |= set(tps)
+
+    def resume(self, *tps: Any) -> None:
+        self.paused -= set(tps)
+        self.log.append("resume")
+
+    async def getmany(self, timeout_ms: int, max_records: int) -> dict[Any, list[Any]]:
+        assert self.paused == {TP}, "polled while waiting without pausing its partitions"
+        self.log.append(f"idle {timeout_ms}")
+        self.clock.advance(timeout_ms)
+        return {}
+
+
+class Cache:
+    """Unavailable for ``down`` calls, then applies; records what it was asked."""
+
+    def __init__(self, down: int) -> None:
+        self.down = down
+        self.calls: list[int] = []
+
+    async def apply_many(self, ops: list[Any]) -> list[ApplyResult]:
+        self.calls.append(len(ops))
+        if len(self.calls) <= self.down:
+            return [ApplyResult(ApplyOutcome.TRANSIENT, "connection refused")] * len(ops)
+        return [
+            ApplyResult(ApplyOutcome.POISON, "key_bad_char")
+            if b" " in op.key
+            else ApplyResult(ApplyOutcome.APPLIED)
+            for op in ops
+        ]
+
+
+class Producer:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes | None, dict[str, bytes]]] = []
+
+    async def send(self, topic: str, value: bytes | None, **kw: Any) -> Any:
+        self.sent.append((topic, value, dict(kw["headers"])))
+        fut: Any = __import__("asyncio").get_running_loop().create_future()
+        fut.set_result(None)
+        return fut
+
+
+def writer(down: int) -> tuple[RegionWriter, Consumer, Cache, Producer, FakeClock]:
+    replication = parse_replication(
+        {"regions": {"a": {"memcached": ["127.0.0.1:1"]}, "b": {"memcached": ["127.0.0.1:2"]}}}
+    )
+    assert replication is not None
+    region = replication.region("b")
+    assert region is not None
+    clock = FakeClock()
+    stage = RegionWriter(
+        Settings(bootstrap_servers="127.0.0.1:9", auth=False),
+        namespace="cache",
+        region=region,
+        replication=replication,
+        clock=clock,
+        backoff=Backoff(first_s=0.1, cap_s=0.4),
+        breaker=BreakerPolicy(threshold=3, base_open_ms=2_000, max_open_ms=2_000),
+    )
+    consumer, cache, producer = Consumer(clock), Cache(down), Producer()
+    stage.consumer, stage.cache, stage.producer = consumer, cache, producer  # type: ignore[assignment]
+    return stage, consumer, cache, producer, clock
+
+
+def records(*envs: Any) -> list[Any]:
+    return [
+        SimpleNamespace(
+            topic=TP.topic,
+            partition=0,
+            offset=n,
+            key=(env.key or "").encode(),
+            value=encode_envelope(env),
+        )
+        for n, env in enumerate(envs)
+    ]
+
+
+async def test_a_region_away_keeps_its_batch_pauses_while_the_breaker_is_open_and_resumes():
+    stage, consumer, cache, producer, _ = writer(down=5)
+    states: list[BreakerState] = []
+    stage.breaker.on_change = states.append
+    batch = records(*(cache_envelope("set", f"k{n}", b"v", token=f"t{n}") for n in range(3)))
+    await stage.handle({TP: batch})
+    # every call got the whole batch; none of it went to the DLQ
+    assert cache.calls == [3] * 6
+    assert producer.sent == []
+    assert stage.outcomes["applied"] == 3
+    assert stage.retries == 15
+    # backoff waits, then the breaker opened (its 2 s waits), probed, and closed again
+    assert BreakerState.OPEN in states
+    assert states[-1] is BreakerState.CLOSED
+    assert consumer.log == ["idle 100", "idle 200", *["idle 2000"] * 3, "resume"]
+    assert consumer.log[-1] == "resume"
+    assert consumer.paused == set()
+
+
+async def test_poison_goes_to_the_region_dlq_and_the_rest_is_applied():
+    stage, _, cache, producer, _ = writer(down=0)
+    bad = cache_envelope("set", "a b", b"v", token="bad")
+    not_an_op = cache_envelope("set", "k", b"v", token="odd")._replace(target={"type": "http"})
+    batch = records(bad, cache_envelope("set", "ok", b"v", token="ok"), not_an_op)
+    await stage.handle({TP: batch})
+    assert cache.calls == [2]  # the record that is no cache operation never reaches the cache
+    assert [(topic, headers["wal-error"]) for topic, _, headers in producer.sent] == [
+        ("wal.cache.region.b.dlq", b"key_bad_char"),
+        ("wal.cache.region.b.dlq", b"target.type is 'http', not memcached"),
+    ]
+    assert producer.sent[0][1] == batch[0].value
+    assert stage.outcomes == {"applied": 1, "dlq": 2}
