@@ -111,3 +111,23 @@ def test_a_region_topic_is_named_from_its_namespace_and_region():
     assert region_topic("evc", "log") not in default_topics("evc").all()
     # walstream's own: no record's target may name one
     assert reserved_topics("walstream", "walstream.namespaces").covers(region_topic("a", "b"))
+
+
+def test_a_replicated_namespace_has_each_regions_topic_and_dlq_on_the_regions_cluster():
+    from walstream.namespaces.broadcast import region_topic_specs
+
+    config = parse_namespace(
+        {
+            "name": "cache",
+            "replication": {
+                "regions": {
+                    "a": {"memcached": ["127.0.0.1:1"]},
+                    "b": {"memcached": ["127.0.0.1:2"], "bootstrap_servers": "kafka-b:9092"},
+                }
+            },
+        }
+    )
+    names = sorted(_by_name(namespace_topic_specs(config, Settings())))
+    assert names == sorted([*config.topics.all(), "wal.cache.region.a", "wal.cache.region.a.dlq"])
+    remote = region_topic_specs(config, Settings())["kafka-b:9092"]
+    assert [spec.name for spec in remote] == ["wal.cache.region.b", "wal.cache.region.b.dlq"]

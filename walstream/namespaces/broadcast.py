@@ -31,7 +31,7 @@ from walstream.namespaces.registry import (
 from walstream.settings import Settings
 from walstream.topology import TopicSpec, control_topic_spec
 
-__all__ = ["NamespaceFeed", "NamespacePublisher", "namespace_topic_specs"]
+__all__ = ["NamespaceFeed", "NamespacePublisher", "namespace_topic_specs", "region_topic_specs"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,15 +40,38 @@ _FEED_BACKOFF = Backoff(first_s=0.1, cap_s=5.0)
 
 
 def namespace_topic_specs(config: NamespaceConfig, settings: Settings) -> list[TopicSpec]:
-    """The topics a namespace needs on the cluster (walstream.topology.namespace_topic_specs)."""
-    return topology.namespace_topic_specs(
-        config.topics,
-        config.partitions or settings.default_partitions,
-        log_retention_ms=config.log_retention_ms,
-        dlq_retention_ms=config.dlq_retention_ms,
-        replication_factor=settings.replication_factor,
-        min_insync_replicas=settings.min_insync_replicas,
-    )
+    """The topics a namespace needs on the cluster (walstream.topology.namespace_topic_specs),
+    with the topic and DLQ of each replication region on this cluster."""
+    return [
+        *topology.namespace_topic_specs(
+            config.topics,
+            config.partitions or settings.default_partitions,
+            log_retention_ms=config.log_retention_ms,
+            dlq_retention_ms=config.dlq_retention_ms,
+            replication_factor=settings.replication_factor,
+            min_insync_replicas=settings.min_insync_replicas,
+        ),
+        *region_topic_specs(config, settings).get(None, []),
+    ]
+
+
+def region_topic_specs(
+    config: NamespaceConfig, settings: Settings
+) -> dict[str | None, list[TopicSpec]]:
+    """A replicated namespace's region topics and DLQs (issue 17) by the Kafka cluster of their
+    region (None: this deployment's)."""
+    by_cluster: dict[str | None, list[TopicSpec]] = {}
+    for region in config.replication.regions if config.replication is not None else ():
+        by_cluster.setdefault(region.bootstrap_servers, []).extend(
+            topology.region_topic_specs(
+                config.name,
+                region.name,
+                config.partitions or settings.default_partitions,
+                replication_factor=settings.replication_factor,
+                min_insync_replicas=settings.min_insync_replicas,
+            )
+        )
+    return by_cluster
 
 
 def _control_spec(settings: Settings) -> TopicSpec:
@@ -235,6 +258,9 @@ class NamespacePublisher:
         await ensure_namespace_topics(
             self.settings, config, namespace_topic_specs(config, self.settings), registry
         )
+        for cluster, specs in region_topic_specs(config, self.settings).items():
+            if cluster is not None:  # a region on its own cluster: its topics there
+                await ensure_topics(cluster, specs)
         key, value = encode_event(config, updated_at_ms, version)
         sent = await self._producer.send_and_wait(self.settings.control_topic, value, key=key)
         registry.apply(key, value)  # the next apply() of this run checks against it at once
