@@ -81,7 +81,9 @@ class ReplayResult:
         return format_cursor(self.resume_from) if self.resume_from is not None else None
 
 
-async def _deliver(pool: TargetPool, env: Envelope, ns: NamespaceConfig) -> str | None:
+async def deliver_once(pool: TargetPool, env: Envelope, ns: NamespaceConfig) -> str | None:
+    """Deliver one replayed record, retrying a transient failure a few times; the failure's
+    text when it did not go (None: delivered)."""
     delays = _RETRY_BACKOFF.delays()
     for attempt in range(_TRIES):
         try:
@@ -226,7 +228,7 @@ async def _one(
     elif verdict is Verdict.SKIP:
         result.skipped += 1
     else:
-        failure = await _deliver(pool, env, ns)
+        failure = await deliver_once(pool, env, ns)
         if failure is None:
             result.delivered += 1
         else:

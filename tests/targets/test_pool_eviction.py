@@ -20,7 +20,7 @@ from walstream.namespaces.registry import NamespaceRegistry
 from walstream.records import Envelope, Lifecycle
 from walstream.settings import Settings
 from walstream.targets.kafka import classify_kafka_error
-from walstream.targets.pool import TargetPool, _producer
+from walstream.targets.pool import TargetPool, target_producer
 
 
 class InstantProducer:
@@ -32,7 +32,7 @@ class InstantProducer:
 
 
 def _factory(cluster: str):
-    return InstantProducer() if cluster.startswith("instant") else _producer(cluster)
+    return InstantProducer() if cluster.startswith("instant") else target_producer(cluster)
 
 
 def _env(rid: str, spec: dict) -> Envelope:

@@ -7,7 +7,7 @@ from walstream.clock import FakeClock
 from walstream.namespaces.config import parse_namespace
 from walstream.namespaces.registry import NamespaceRegistry
 from walstream.records import Envelope, Lifecycle
-from walstream.replay import _deliver
+from walstream.replay import deliver_once
 from walstream.settings import Settings
 from walstream.targets.pool import TargetPool
 
@@ -35,7 +35,7 @@ async def test_replay_refuses_a_target_outside_allowed_targets_without_connectin
     spec = {"type": "kafka", "topic": "t", "bootstrap_servers": "evil:1"}
     env = Envelope("r-1", "hooks", None, {"n": 1}, "json", spec, Lifecycle(1, 1, 0), "t", 1)
     try:
-        failure = await _deliver(pool, env, ns)
+        failure = await deliver_once(pool, env, ns)
     finally:
         await pool.close()
     assert failure is not None

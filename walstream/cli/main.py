@@ -51,7 +51,7 @@ def worker(ctx: click.Context) -> None:
     delivery agents.
     """
     settings = cluster_settings()
-    region = _region_option(ctx.args)
+    region = region_option(ctx.args)
     if region is not None:
         from walstream.replication.stages import run_region
 
@@ -63,7 +63,7 @@ def worker(ctx: click.Context) -> None:
     app.main()
 
 
-def _region_option(args: list[str]) -> str | None:
+def region_option(args: list[str]) -> str | None:
     """The value of ``--region R`` (or ``--region=R``) among a worker's arguments, or None."""
     for n, arg in enumerate(args):
         if arg.startswith("--region="):

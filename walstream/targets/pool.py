@@ -142,7 +142,7 @@ class TargetPool:
         #: Evicted clusters still leased by a delivery: closed when the last one is done.
         self._draining: set[_Cluster] = set()
         self._next_sweep_ms = 0
-        self._producer_factory = producer_factory or _producer
+        self._producer_factory = producer_factory or target_producer
         self._http: HttpClient | None = None
         self._http_target: HttpTarget | None = None
         self._kv: SqliteKvTarget | PostgresKvTarget | None = None
@@ -345,5 +345,6 @@ def classify_transient(where: str, exc: Exception) -> TargetUnavailableError:
     return TargetUnavailableError(f"{where}: {name}: {exc}", error_class=f"kafka_{name}")
 
 
-def _producer(cluster: str) -> Any:
+def target_producer(cluster: str) -> Any:
+    """The acks=all producer a kafka target of ``cluster`` sends with (the pool's default)."""
     return producer(cluster, TARGETS)

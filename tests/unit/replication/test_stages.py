@@ -6,7 +6,7 @@ from __future__ import annotations
 import click
 import pytest
 
-from walstream.cli.main import _region_option
+from walstream.cli.main import region_option
 from walstream.replication.fanout import FanOut
 from walstream.replication.stages import ReplicationStages
 from walstream.replication.writer import RegionWriter
@@ -61,9 +61,9 @@ def test_a_region_deployment_runs_only_its_regions_writers():
     ],
 )
 def test_the_worker_command_reads_its_region(args, region):
-    assert _region_option(args) == region
+    assert region_option(args) == region
 
 
-def test_a_region_option_needs_a_name():
+def test_aregion_option_needs_a_name():
     with pytest.raises(click.UsageError):
-        _region_option(["--region"])
+        region_option(["--region"])
