@@ -26,7 +26,7 @@ from walstream.testing.records import namespace_definition
 from walstream.testing.replication import cache_envelope
 from walstream.topology import region_topic
 
-from .conftest import apply_namespace, eventually
+from .conftest import apply_namespace, eventually, wait_serving
 from .helpers import ROOT, committed_offset, worker_assignment
 
 pytestmark = pytest.mark.integration
@@ -106,6 +106,8 @@ async def test_a_worker_runs_the_fanout_and_writers_not_the_delivery_agents(
         wal_settings,
         definition(ns, {r: s.address for r, s in zip("abc", memcached_servers, strict=True)}),
     )
+    plain = f"p{unique}"
+    await apply_namespace(wal_settings, namespace_definition(plain))
     worker = workers()
     envs = ops(ns, unique, 600, 100)
     await publish(broker, f"wal.{ns}.log", envs, caches["a"])
@@ -114,6 +116,8 @@ async def test_a_worker_runs_the_fanout_and_writers_not_the_delivery_agents(
         await eventually(
             lambda r=region: same(caches, r, keys), 90, f"{region} to match a\n{worker.log_tail()}"
         )
+    # the agents serve the plain namespace's log, never the replicated one's
+    await wait_serving(worker, f"wal.{plain}.log", within_s=90)
     body = worker_assignment(worker)
     assert body is not None
     assert not [t for t, _ in body["assignment"] if t in (f"wal.{ns}.log", f"wal.{ns}.retry")]
