@@ -46,7 +46,9 @@ async def until(predicate: Callable[[], Any], within_s: float, what: str) -> Non
 class Rig:
     """A replicated namespace of three regions a, b, c, its log, fan-out and writers."""
 
-    def __init__(self, broker: str, ns: str, servers: dict[str, str]) -> None:
+    def __init__(
+        self, broker: str, ns: str, servers: dict[str, str], replicate: str = "value"
+    ) -> None:
         self.ns = ns
         self.broker = broker
         self.log = default_topics(ns).log
@@ -62,6 +64,7 @@ class Rig:
                 "regions": {r: {"memcached": [s]} for r, s in servers.items()},
                 "max_lag_s": 600,
                 "tombstone_ttl_s": TOMB_TTL,
+                "replicate": replicate,
             }
         )
         assert self.replication is not None
@@ -278,3 +281,27 @@ async def test_a_poison_operation_goes_to_the_region_dlq_and_the_stream_continue
     )
     assert entry.value == encode_envelope(bad)
     assert rig.writers["b"].outcomes["dlq"] == 1
+
+
+async def test_invalidate_mode_deletes_in_the_other_regions_what_a_set_in_the_origin(
+    broker, memcached_servers, unique
+) -> None:
+    servers = {r: s.address for r, s in zip("abc", memcached_servers, strict=True)}
+    rig = Rig(broker, f"i{unique}", servers, replicate="invalidate")
+    try:
+        key = f"{unique}:inv"
+        now = int(time.time() * 1000)
+        old = cache_envelope("set", key, b"old", ns=rig.ns, ttl=0, owt_ms=now, token="old")
+        await rig.caches["b"].apply(cache_op(old))  # b caches an older value
+        await rig.start(("b",))
+        new = cache_envelope("set", key, b"new", ns=rig.ns, ttl=0, owt_ms=now + 1, token="new")
+        await rig.write([new])
+        assert await rig.caches["a"].get(key.encode()) == b"new"
+
+        async def gone() -> bool:
+            return await rig.caches["b"].get(key.encode()) is None
+
+        await until(gone, 60, "b to drop its older value")
+        assert rig.writers["b"].outcomes["applied"] == 1
+    finally:
+        await rig.stop()

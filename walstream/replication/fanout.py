@@ -13,13 +13,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from walstream.core.outbox import fanout_regions, region_copy
+from walstream.core.outbox import fanout_regions, origin_region, region_copy
 from walstream.errors import PoisonRecordError
 from walstream.kafka import clients
 from walstream.kafka.admin import ensure_topics
 from walstream.kafka.clients import ClientIds, start_client
 from walstream.namespaces.replication import Replicate, Replication
-from walstream.records import decode_envelope
+from walstream.records import Envelope, decode_envelope
 from walstream.replication.stage import Batch, BatchStage, acked
 from walstream.settings import Settings
 from walstream.topology import region_topic, region_topic_specs
@@ -96,11 +96,9 @@ class FanOut(BatchStage):
         acks = []
         for records in batch.values():
             for record in records:
-                try:
-                    env = decode_envelope(record.value)
-                except PoisonRecordError:
-                    env = None  # every region's writer dead-letters it, with the reason
-                for region in fanout_regions(env, self.regions):
+                # in value mode the bytes travel as they are: only the origin is read
+                env = _envelope(record.value) if self.invalidate else None
+                for region in fanout_regions(origin_region(record.value), self.regions):
                     out = region_copy(
                         record.value,
                         record.key,
@@ -115,3 +113,12 @@ class FanOut(BatchStage):
                     )
         await acked(acks)
         self.copies += len(acks)
+
+
+def _envelope(value: bytes | None) -> Envelope | None:
+    """The envelope, or None for bytes that are none (every region's writer dead-letters them,
+    with the reason)."""
+    try:
+        return decode_envelope(value)
+    except PoisonRecordError:
+        return None

@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import pytest
+
 from walstream.core.dlq import DlqEntry, parse_dlq_record
-from walstream.core.outbox import fanout_regions, region_copy, region_dlq_entry
+from walstream.core.outbox import fanout_regions, origin_region, region_copy, region_dlq_entry
 from walstream.records import decode_envelope, encode_envelope
 from walstream.testing.replication import cache_envelope
 from walstream.topology import region_dlq_topic, region_topic, region_topic_specs
 
 
 def test_every_region_but_the_origin_gets_a_copy():
-    env = cache_envelope("set", "k", b"v", origin="b")
-    assert fanout_regions(env, ["a", "b", "c"]) == ["a", "c"]
+    origin = origin_region(encode_envelope(cache_envelope("set", "k", b"v", origin="b")))
+    assert origin == "b"
+    assert fanout_regions(origin, ["a", "b", "c"]) == ["a", "c"]
     assert fanout_regions(None, ["a", "b", "c"]) == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize(
+    "value", [None, b"", b"not json", b"[1]", b'{"target": 3}', b'{"target": {"origin_region": 1}}']
+)
+def test_a_record_without_an_origin_goes_to_every_region(value):
+    assert origin_region(value) is None
 
 
 def test_a_copy_keeps_key_and_bytes_in_value_mode():

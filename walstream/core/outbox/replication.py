@@ -13,20 +13,41 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import orjson
+
 from walstream.core.outbox.records import OutRecord, dlq_entry
 from walstream.records import Envelope, encode_envelope
 
-__all__ = ["POISON_OPERATION", "fanout_regions", "invalidation", "region_copy", "region_dlq_entry"]
+__all__ = [
+    "POISON_OPERATION",
+    "fanout_regions",
+    "invalidation",
+    "origin_region",
+    "region_copy",
+    "region_dlq_entry",
+]
 
 #: ``wal-error-class`` of a region DLQ entry.
 POISON_OPERATION = "PoisonOperation"
 
 
-def fanout_regions(env: Envelope | None, regions: Sequence[str]) -> list[str]:
-    """The regions an operation is copied to: every one but its origin region (a record that
-    is not readable goes to every region, whose writer dead-letters it with its reason)."""
-    origin = env.target.get("origin_region") if env is not None else None
+def fanout_regions(origin: str | None, regions: Sequence[str]) -> list[str]:
+    """The regions an operation made in region ``origin`` is copied to: every one but its
+    origin (None, a record that is not readable: every region, whose writer dead-letters it with
+    its reason)."""
     return [region for region in regions if region != origin]
+
+
+def origin_region(value: bytes | None) -> str | None:
+    """The ``origin_region`` of a logged cache operation's target, read without decoding the
+    whole envelope (the fan-out's path for every record in ``value`` mode); None when
+    ``value`` holds none (not a cache operation: its regions' writers say why)."""
+    try:
+        target = orjson.loads(value or b"").get("target")
+        origin = target.get("origin_region")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    return origin if isinstance(origin, str) else None
 
 
 def invalidation(env: Envelope) -> Envelope | None:
