@@ -35,6 +35,7 @@ class WalMetrics(NamedTuple):
     replication_lag: Histogram
     replication_ops: Counter
     replication_retries: Counter
+    replication_backlog: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry, prefix: str = "walstream") -> WalMetrics:
@@ -149,6 +150,13 @@ class WalMetrics(NamedTuple):
             replication_retries=Counter(
                 f"{prefix}_replication_retries",
                 "Cache operations a region's writer tried again (its memcached unavailable)",
+                ["namespace", "region"],
+                registry=registry,
+            ),
+            replication_backlog=Gauge(
+                f"{prefix}_replication_backlog_records",
+                "Operations in a region's topic its writer (this process's partitions) has not "
+                "read yet: the consumer lag",
                 ["namespace", "region"],
                 registry=registry,
             ),

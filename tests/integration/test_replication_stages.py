@@ -230,10 +230,18 @@ async def test_a_region_whose_memcached_stops_catches_up_and_the_other_keeps_flo
         # region b flows while c is down
         await until(lambda: _holds(rig, "b", keys, want), 60, "b to apply while c is down")
         await until(lambda: _retried(rig, "c"), 60, "c's writer to retry")
+        c_labels = {"namespace": rig.ns, "region": "c"}
+        backlog = "walstream_replication_backlog_records"
+        assert (rig.registry.get_sample_value(backlog, c_labels) or 0) > 0
         stopped.start()
         await until(lambda: _holds(rig, "c", keys, want), 90, "c to catch up after its restart")
         assert rig.writers["c"].outcomes["dlq"] == 0
         assert rig.writers["c"].retries > 0
+
+        async def drained() -> bool:
+            return rig.registry.get_sample_value(backlog, c_labels) == 0
+
+        await until(drained, 30, "c's backlog to drain")
         retried = rig.registry.get_sample_value(
             "walstream_replication_retries_total", {"namespace": rig.ns, "region": "c"}
         )

@@ -129,6 +129,7 @@ class BatchStage(mode.Service):
         consumer = self.consumer
         batch: Batch = await consumer.getmany(timeout_ms=200, max_records=self.max_records)
         if not batch:
+            self.report()
             return
         for tp, records in batch.items():
             for record in records:
@@ -149,6 +150,24 @@ class BatchStage(mode.Service):
                 offsets[tp] = offset
         if offsets:
             await consumer.commit(offsets)
+        self.report()
+
+    def report(self) -> None:
+        """Update the stage's gauges (after each batch, and when there was none)."""
+
+    def backlog(self) -> int:
+        """Records of the stage's partitions not read yet (from the last fetch's high
+        watermarks; partitions not fetched yet count 0)."""
+        consumer = self.consumer
+        if consumer is None:
+            return 0
+        total = 0
+        for tp in consumer.assignment():
+            high = consumer.highwater(tp)
+            read = self.ledger.committable(tp)
+            if high is not None and read is not None:
+                total += max(0, high - read)
+        return total
 
     def rewind(self, batch: Batch) -> None:
         """Read ``batch``'s records again: each partition seeks back to its first record."""

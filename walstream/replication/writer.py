@@ -97,6 +97,7 @@ class RegionWriter(BatchStage):
         self._lag: Any = None
         self._ops: Any = None
         self._retried: Any = None
+        self._backlog: Any = None
         if metrics is not None:
             labels = (namespace, region.name)
             self._lag = metrics.replication_lag.labels(*labels)
@@ -105,6 +106,11 @@ class RegionWriter(BatchStage):
                 for outcome in ("applied", "stale", "duplicate", "absent", "dlq")
             }
             self._retried = metrics.replication_retries.labels(*labels)
+            self._backlog = metrics.replication_backlog.labels(*labels)
+
+    def report(self) -> None:
+        if self._backlog is not None:
+            self._backlog.set(self.backlog())
 
     async def start_clients(self) -> None:
         settings = self.settings
@@ -194,6 +200,7 @@ class RegionWriter(BatchStage):
     async def _idle(self, until_ms: int) -> None:
         """Wait until ``until_ms`` polling the paused consumer (so its group keeps it); records
         of partitions assigned meanwhile (not paused) are put back to be read later."""
+        self.report()
         wait_ms = max(1, until_ms - self.clock.now_ms())
         got = await self.consumer.getmany(timeout_ms=wait_ms, max_records=1)
         for tp, records in got.items():
