@@ -26,7 +26,7 @@ from walstream.testing.records import namespace_definition
 from walstream.testing.replication import cache_envelope
 from walstream.topology import region_topic
 
-from .conftest import apply_namespace, eventually, wait_serving
+from .conftest import apply_namespace, eventually, run_cli, wait_serving
 from .helpers import ROOT, committed_offset, worker_assignment
 
 pytestmark = pytest.mark.integration
@@ -62,9 +62,10 @@ def ops(ns: str, prefix: str, n: int, keys: int) -> list[Envelope]:
     return out
 
 
-async def publish(broker: str, log: str, envs: list[Envelope], cache_a: RegionCache) -> None:
-    """As the replicating client: apply in region a, then publish to the log."""
-    await cache_a.apply_many([cache_op(env) for env in envs])
+async def publish(broker: str, log: str, envs: list[Envelope], cache_a: RegionCache | None) -> None:
+    """As the replicating client: apply in region a (None: not, a raw write), then publish."""
+    if cache_a is not None:
+        await cache_a.apply_many([cache_op(env) for env in envs])
     producer = AIOKafkaProducer(bootstrap_servers=broker, acks="all", linger_ms=5)
     await producer.start()
     try:
@@ -99,7 +100,7 @@ async def caches(memcached_servers):
 
 
 async def test_a_worker_runs_the_fanout_and_writers_not_the_delivery_agents(
-    workers, wal_settings, broker, memcached_servers, caches, unique
+    workers, wal_env, wal_settings, broker, memcached_servers, caches, unique
 ) -> None:
     ns = f"w{unique}"
     await apply_namespace(
@@ -110,12 +111,23 @@ async def test_a_worker_runs_the_fanout_and_writers_not_the_delivery_agents(
     await apply_namespace(wal_settings, namespace_definition(plain))
     worker = workers()
     envs = ops(ns, unique, 600, 100)
+    poison = cache_envelope("set", f"{unique} space", b"x", ns=ns, token="poison")
     await publish(broker, f"wal.{ns}.log", envs, caches["a"])
+    await publish(broker, f"wal.{ns}.log", [poison], None)
     keys = sorted({str(e.target["key"]).encode() for e in envs})
     for region in ("b", "c"):
         await eventually(
             lambda r=region: same(caches, r, keys), 90, f"{region} to match a\n{worker.log_tail()}"
         )
+
+    def status() -> str | None:
+        done = run_cli(wal_env, "replication", "status", ns)
+        assert done.returncode == 0, done.stderr
+        # region a is the origin of every operation: its topic gets none; b and c one poison
+        lines = {line.split()[0]: line.split()[1:3] for line in done.stdout.splitlines()[1:]}
+        return done.stdout if lines == {"a": ["0", "0"], "b": ["0", "1"], "c": ["0", "1"]} else None
+
+    await eventually(lambda: asyncio.to_thread(status), 60, "replication status to settle")
     # the agents serve the plain namespace's log, never the replicated one's
     await wait_serving(worker, f"wal.{plain}.log", within_s=90)
     body = worker_assignment(worker)

@@ -15,6 +15,7 @@ from walstream.cli.common import cluster_settings, env_settings, run_async
 from walstream.cli.dlq import dlq
 from walstream.cli.namespaces import ns
 from walstream.cli.replay import replay
+from walstream.cli.replication import replication
 from walstream.errors import BadRequestError, ConfigError
 
 __all__ = ["cli"]
@@ -175,3 +176,4 @@ def write(
 cli.add_command(ns)
 cli.add_command(dlq)
 cli.add_command(replay)
+cli.add_command(replication)
