@@ -23,9 +23,6 @@ DOWN = TargetUnavailableError("down", error_class="http_503")
 LOG = "wal.seq.log"
 
 
-@pytest.mark.xfail(
-    strict=True, reason="the release marker is keyed by the record key, not the ordering key"
-)
 @pytest.mark.parametrize("record_key", [b"other", None], ids=["other-key-bytes", "no-key"])
 async def test_a_record_with_another_record_key_hands_its_ordering_key_to_the_next_record(
     record_key: bytes | None,

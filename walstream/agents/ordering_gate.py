@@ -315,9 +315,10 @@ class OrderingGate:
             await self.order.drop(ns.name, order_key, step.seq)
             drain.next = ref
             return
-        await send(
-            self.emitter, outbox.release_marker(ns.topics.retry, ns.name, ref, key, partition)
-        )
+        # Keyed by the ordering key, as a settle marker is (not this record's key, which may
+        # differ or be absent): read back, it opens that key's turn under that key's lock.
+        marker = outbox.release_marker(ns.topics.retry, ns.name, ref, order_key.encode(), partition)
+        await send(self.emitter, marker)
         # Checked again once the marker is out: another copy of the head may have been settled
         # meanwhile (one whose record key, and so its lock, differs from this one's).
         current = turn.head = await self.order.load(ns.name, order_key)
