@@ -43,11 +43,20 @@ async def until(predicate: Callable[[], Any], within_s: float, what: str) -> Non
     raise AssertionError(f"timed out after {within_s}s waiting for {what}")
 
 
+def _cluster(servers: str | None) -> dict[str, str]:
+    return {"bootstrap_servers": servers} if servers is not None else {}
+
+
 class Rig:
     """A replicated namespace of three regions a, b, c, its log, fan-out and writers."""
 
     def __init__(
-        self, broker: str, ns: str, servers: dict[str, str], replicate: str = "value"
+        self,
+        broker: str,
+        ns: str,
+        servers: dict[str, str],
+        replicate: str = "value",
+        clusters: dict[str, str] | None = None,
     ) -> None:
         self.ns = ns
         self.broker = broker
@@ -61,7 +70,10 @@ class Rig:
         )
         self.replication = parse_replication(
             {
-                "regions": {r: {"memcached": [s]} for r, s in servers.items()},
+                "regions": {
+                    r: {"memcached": [s], **_cluster((clusters or {}).get(r))}
+                    for r, s in servers.items()
+                },
                 "max_lag_s": 600,
                 "tombstone_ttl_s": TOMB_TTL,
                 "replicate": replicate,
@@ -311,5 +323,31 @@ async def test_invalidate_mode_deletes_in_the_other_regions_what_a_set_in_the_or
 
         await until(gone, 60, "b to drop its older value")
         assert rig.writers["b"].outcomes["applied"] == 1
+    finally:
+        await rig.stop()
+
+
+async def test_a_region_on_its_own_cluster_gets_its_topic_and_dlq_there(
+    broker, own_broker, memcached_servers, unique
+) -> None:
+    servers = {r: s.address for r, s in zip("abc", memcached_servers, strict=True)}
+    remote = own_broker.bootstrap_servers
+    rig = Rig(broker, f"r{unique}", servers, clusters={"c": remote})
+    try:
+        await rig.start(("c",))
+        key = f"{unique}:remote"
+        now = int(time.time() * 1000)
+        good = cache_envelope("set", key, b"far", ns=rig.ns, ttl=0, owt_ms=now, token="far")
+        bad = cache_envelope("set", f"{unique} x", b"x", ns=rig.ns, token="bad")
+        await rig.write([good])
+        await rig.write([bad], local=False)
+        await until(lambda: _holds(rig, "c", [key.encode()], [b"far"]), 60, "c to apply")
+        copies = await read_topic(remote, f"wal.{rig.ns}.region.c", expect=2)
+        assert sorted(r.key for r in copies) == sorted([key.encode(), f"{unique} x".encode()])
+        dead = await read_topic(remote, region_dlq_topic(rig.ns, "c"), expect=1)
+        assert [r.key for r in dead] == [b"id-bad"]
+        async with AIOKafkaProducer(bootstrap_servers=broker) as local:
+            topics = await local.client.fetch_all_metadata()
+        assert f"wal.{rig.ns}.region.c" not in topics.topics()
     finally:
         await rig.stop()
