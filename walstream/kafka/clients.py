@@ -247,14 +247,18 @@ def stage_consumer(
     servers: Servers, *, group_id: str, session_timeout_s: float, heartbeat_interval_s: float
 ) -> AIOKafkaConsumer:
     """A replication stage's consumer (fan-out, region writer) in its own consumer group, from
-    the earliest record when the group has no commit; it commits by hand after each batch."""
+    the earliest record when the group has no commit; it commits by hand after each batch.
+
+    A fetch waits at most 10 ms for records (the embedded broker answers a fetch only at its
+    max wait when the partition has nothing new: with 50 ms the lag of a replicated operation,
+    two hops, was p50 40 ms / p99 109 ms at 500 ops/s, with 10 ms 27 / 70 ms)."""
     session_ms = int(session_timeout_s * 1000)
     return reader_consumer(
         servers,
         group_id=group_id,
         client_id=group_id,
         auto_offset_reset="earliest",
-        fetch_max_wait_ms=50,
+        fetch_max_wait_ms=10,
         max_partition_fetch_bytes=1024 * 1024,
         session_timeout_ms=session_ms,
         heartbeat_interval_ms=int(heartbeat_interval_s * 1000),
