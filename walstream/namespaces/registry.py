@@ -249,7 +249,8 @@ def next_event(
     Raises:
         VersionConflictError: ``expect_version`` is not the version in force (0: none).
         ConfigError: the namespace is live and ``config`` changes its topics (its retry records
-            and DLQ entries would be stranded on the old ones).
+            and DLQ entries would be stranded on the old ones), or turns its replication on or
+            off (the agents or the replication stages would stop reading what it holds).
     """
     name = config.name
     current = registry.version(name)
@@ -269,5 +270,15 @@ def next_event(
             f"the namespace is live on log={live.log}, retry={live.retry}, dlq={live.dlq}: "
             "changing a live namespace's topics would strand its retry records and DLQ entries "
             "on the old topics; keep them",
+        )
+    replicated = registry.get(name).replication is not None
+    if replicated != (config.replication is not None):
+        raise ConfigError(
+            f"{name}: replication",
+            "on" if config.replication is not None else "off",
+            f"the namespace is live and {'replicates' if replicated else 'does not replicate'}: "
+            "its log and retry topic are read by the replication stages or by the agents, not "
+            "both, so turning replication on or off would strand its records; apply another "
+            "namespace",
         )
     return current + 1, max(now_ms, registry.updated_at_ms(name) + 1)

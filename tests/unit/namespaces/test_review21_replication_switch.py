@@ -23,9 +23,6 @@ PLAIN: dict[str, Any] = {"name": "pay", "target": {"type": "http", "url": "http:
 REPLICATED: dict[str, Any] = {"name": "pay", "replication": {"regions": REGIONS}}
 
 
-@pytest.mark.xfail(
-    strict=True, reason="next_event lets a live namespace turn replication on or off"
-)
 @pytest.mark.parametrize(("live", "applied"), [(PLAIN, REPLICATED), (REPLICATED, PLAIN)])
 def test_a_live_namespace_keeps_whether_it_replicates(
     live: dict[str, Any], applied: dict[str, Any]
