@@ -80,6 +80,9 @@ class BatchStage(mode.Service):
         self._task: asyncio.Task[None] | None = None
         #: records handled (their batch's outcome durable and committed)
         self.handled = 0
+        #: end offsets listed while the partitions are paused (not fetched, so their high
+        #: watermarks stand still): the backlog reads the larger
+        self.listed_ends: dict[TopicPartition, int] = {}
 
     async def start_clients(self) -> None:
         """Open the stage's own clients (producers, caches) and create its topics."""
@@ -157,13 +160,17 @@ class BatchStage(mode.Service):
 
     def backlog(self) -> int:
         """Records of the stage's partitions not read yet (from the last fetch's high
-        watermarks; partitions not fetched yet count 0)."""
+        watermarks, or the end offsets listed while paused if larger; partitions not fetched
+        yet count 0)."""
         consumer = self.consumer
         if consumer is None:
             return 0
         total = 0
         for tp in consumer.assignment():
             high = consumer.highwater(tp)
+            listed = self.listed_ends.get(tp)
+            if listed is not None:
+                high = listed if high is None else max(high, listed)
             read = self.ledger.committable(tp)
             if high is not None and read is not None:
                 total += max(0, high - read)

@@ -19,8 +19,11 @@ flight together, each key's operations in order), then:
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from aiokafka.errors import KafkaError
 
 from walstream.aio import Backoff
 from walstream.clock import Clock, SystemClock
@@ -94,6 +97,12 @@ class RegionWriter(BatchStage):
         #: settled operations by outcome (applied, stale, duplicate, absent, dlq), and retries
         self.outcomes: Counter[str] = Counter()
         self.retries = 0
+        #: applies of a batch that left operations to try again (the region away)
+        self.failed_applies = 0
+        #: called with each operation settled in the region (not poison) and the time it was
+        #: settled (ms): exact lag samples, for tests and benchmarks (the histogram buckets them)
+        self.lag_sink: Callable[[CacheOp, ApplyOutcome, int], None] | None = None
+        self._ends_listed_ms = 0
         self._lag: Any = None
         self._ops: Any = None
         self._retried: Any = None
@@ -153,6 +162,7 @@ class RegionWriter(BatchStage):
                     continue
                 pending = await self._apply(pending)
                 if pending:
+                    self.failed_applies += 1
                     self.breaker.record_failure(self.clock.now_ms())
                     self.retries += len(pending)
                     if self._retried is not None:
@@ -163,6 +173,7 @@ class RegionWriter(BatchStage):
                 else:
                     self.breaker.record_success()
         finally:
+            self.listed_ends = {}
             if paused and self.consumer is not None:
                 self.consumer.resume(*self.consumer.assignment())
         await self._dead_letter([item for item in items if item.reason])
@@ -181,9 +192,13 @@ class RegionWriter(BatchStage):
                 item.reason = result.reason
             else:
                 self._count(outcome.value)
+                op = item.op
+                assert op is not None  # noqa: S101 - only operations are applied
                 if outcome is ApplyOutcome.APPLIED and self._lag is not None:
-                    owt = item.op.version.original_write_time_ms  # type: ignore[union-attr]
+                    owt = op.version.original_write_time_ms
                     self._lag.observe(max(0, now_ms - owt) / 1000)
+                if self.lag_sink is not None:
+                    self.lag_sink(op, outcome, now_ms)
         return again
 
     def _count(self, outcome: str, n: int = 1) -> None:
@@ -200,6 +215,7 @@ class RegionWriter(BatchStage):
     async def _idle(self, until_ms: int) -> None:
         """Wait until ``until_ms`` polling the paused consumer (so its group keeps it); records
         of partitions assigned meanwhile (not paused) are put back to be read later."""
+        await self._list_ends()
         self.report()
         wait_ms = max(1, until_ms - self.clock.now_ms())
         got = await self.consumer.getmany(timeout_ms=wait_ms, max_records=1)
@@ -207,6 +223,20 @@ class RegionWriter(BatchStage):
             if records:
                 self.consumer.seek(tp, records[0].offset)
         self._pause()
+
+    async def _list_ends(self) -> None:
+        """List the partitions' end offsets (at most once a second): paused partitions are not
+        fetched, so their high watermarks stop where the outage began, and the backlog gauge
+        would stay flat while the region's topic grows."""
+        now_ms = self.clock.now_ms()
+        if now_ms - self._ends_listed_ms < 1_000:
+            return
+        self._ends_listed_ms = now_ms
+        try:
+            ends = await self.consumer.end_offsets(list(self.consumer.assignment()))
+        except KafkaError:
+            return  # the gauge keeps its last reading; the batch's wait goes on
+        self.listed_ends = dict(ends)
 
     async def _dead_letter(self, dead: list[_Item]) -> None:
         if not dead:

@@ -29,6 +29,15 @@ class Consumer:
         self.clock = clock
         self.paused: set[Any] = set()
         self.log: list[str] = []
+        #: the partition's end: the last fetch's high watermark, and what ListOffsets answers
+        self.fetched_end = 3
+        self.end = 3
+
+    async def end_offsets(self, tps: list[Any]) -> dict[Any, int]:
+        return {tp: self.end for tp in tps}
+
+    def highwater(self, tp: Any) -> int:
+        return self.fetched_end
 
     def assignment(self) -> set[Any]:
         return {TP}
@@ -44,6 +53,7 @@ class Consumer:
         assert self.paused == {TP}, "polled while waiting without pausing its partitions"
         self.log.append(f"idle {timeout_ms}")
         self.clock.advance(timeout_ms)
+        self.end += 100  # the region's topic grows while its writer waits
         return {}
 
 
@@ -144,3 +154,27 @@ async def test_poison_goes_to_the_region_dlq_and_the_rest_is_applied():
     ]
     assert producer.sent[0][1] == batch[0].value
     assert stage.outcomes == {"applied": 1, "dlq": 2}
+
+
+async def test_the_backlog_grows_while_the_partitions_wait_paused():
+    """A paused partition is not fetched, so its high watermark stands still: the backlog is
+    read from the end offsets listed while the batch waits."""
+    stage, consumer, _, _, _ = writer(down=5)
+    seen: list[int] = []
+    stage.ledger.assign([TP])
+    batch = records(*(cache_envelope("set", f"k{n}", b"v", token=f"t{n}") for n in range(3)))
+    for record in batch:
+        stage.ledger.track(TP, record.offset)
+    original = stage.report
+
+    def report() -> None:
+        original()
+        seen.append(stage.backlog())
+
+    stage.report = report  # type: ignore[method-assign]
+    await stage.handle({TP: batch})
+    # listed at most once a second: the backoffs' waits (100, 200 ms) share the first listing;
+    # then each of the breaker's 2 s waits lists the grown end
+    assert seen == [3, 3, 3, 303, 403]
+    assert stage.listed_ends == {}  # resumed: fetches read the high watermark again
+    assert stage.backlog() == 3
