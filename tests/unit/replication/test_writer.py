@@ -159,7 +159,7 @@ async def test_poison_goes_to_the_region_dlq_and_the_rest_is_applied():
 async def test_the_backlog_grows_while_the_partitions_wait_paused():
     """A paused partition is not fetched, so its high watermark stands still: the backlog is
     read from the end offsets listed while the batch waits."""
-    stage, consumer, _, _, _ = writer(down=5)
+    stage, _, _, _, _ = writer(down=5)
     seen: list[int] = []
     stage.ledger.assign([TP])
     batch = records(*(cache_envelope("set", f"k{n}", b"v", token=f"t{n}") for n in range(3)))
