@@ -1,5 +1,7 @@
 """``walstream dlq ...``: list, show, redrive and discard a namespace's open DLQ entries, selected
-by the same filters (a Kafka client: the cluster's ACLs decide what it may do).
+by the same filters (a Kafka client: the cluster's ACLs decide what it may do). With ``--region
+r``, those of a replicated namespace's region DLQ (``wal.<ns>.region.<r>.dlq``, on the region's
+cluster): a redriven operation goes back to the region's topic, for its writer to apply again.
 
 The entries are read a page at a time (walstream.dlq), so a large DLQ is never held whole.
 """
@@ -75,21 +77,43 @@ def _with_filters(func: Any) -> Any:
     return command
 
 
-async def _selected(settings: Settings, namespace: str, selection: Any) -> tuple[Any, list[Any]]:
-    """The namespace's config and the coordinates (DlqRef, no records) of its open DLQ entries
-    that ``selection`` takes, oldest first; read the records with ``DlqReader.pages``."""
-    from walstream.dlq import DlqReader
+_region_option = click.option(
+    "--region",
+    help="a replicated namespace's region: its region DLQ (wal.<ns>.region.<r>.dlq)",
+)
+
+
+async def _queue(settings: Settings, namespace: str, region: str | None) -> tuple[Any, Any]:
+    """The namespace as the DLQ tools see it, and the servers of its DLQ: the namespace's own
+    DLQ, or with ``region`` that region's DLQ (the namespace's view whose DLQ and log are the
+    region's, on the region's cluster)."""
+    from walstream.dlq import region_dlq
 
     ns = await namespace_config(settings, namespace)
-    index = await DlqReader(settings.bootstrap_list).index(ns.topics.dlq)
-    return ns, index.select(selection)
+    if region is None:
+        return ns, settings.bootstrap_list
+    place = region_dlq(ns, region, settings.bootstrap_list)
+    return place.view, place.servers
+
+
+async def _selected(
+    settings: Settings, namespace: str, region: str | None, selection: Any
+) -> tuple[Any, Any, list[Any]]:
+    """The namespace's config (its region's view), the DLQ's servers and the coordinates
+    (DlqRef, no records) of its open DLQ entries that ``selection`` takes, oldest first; read
+    the records with ``DlqReader.pages``."""
+    from walstream.dlq import DlqReader
+
+    ns, servers = await _queue(settings, namespace, region)
+    index = await DlqReader(servers).index(ns.topics.dlq)
+    return ns, servers, index.select(selection)
 
 
 @contextlib.asynccontextmanager
-async def _producer(settings: Settings) -> AsyncIterator[Any]:
+async def _producer(servers: Any) -> AsyncIterator[Any]:
     from walstream.kafka import clients
 
-    producer = clients.producer(settings.bootstrap_list, clients.CLI)
+    producer = clients.producer(servers, clients.CLI)
     await producer.start()
     try:
         yield producer
@@ -104,10 +128,13 @@ def dlq() -> None:
 
 @dlq.command("list")
 @click.argument("namespace")
+@_region_option
 @_with_filters
 @click.option("--limit", type=click.IntRange(min=1), help="at most this many (then a cursor)")
 @click.option("--after", help="resume after this cursor (printed when --limit cut the list)")
-def dlq_list(namespace: str, selection: Any, limit: int | None, after: str | None) -> None:
+def dlq_list(
+    namespace: str, region: str | None, selection: Any, limit: int | None, after: str | None
+) -> None:
     """List open DLQ entries (oldest first), read a page at a time."""
     from walstream.core.dlq import DlqCursor
     from walstream.dlq import DlqReader
@@ -119,8 +146,8 @@ def dlq_list(namespace: str, selection: Any, limit: int | None, after: str | Non
         raise click.BadParameter(exc.reason, param_hint="--after") from exc
 
     async def run() -> tuple[int, str | None]:
-        ns = await namespace_config(settings, namespace)
-        reader = DlqReader(settings.bootstrap_list)
+        ns, servers = await _queue(settings, namespace, region)
+        reader = DlqReader(servers)
         index = await reader.index(ns.topics.dlq)
         refs, _, following = index.page(selection, limit or max(1, len(index)), cursor)
         shown = 0
@@ -143,7 +170,8 @@ def dlq_list(namespace: str, selection: Any, limit: int | None, after: str | Non
 @dlq.command("show")
 @click.argument("namespace")
 @click.argument("record_id")
-def dlq_show(namespace: str, record_id: str) -> None:
+@_region_option
+def dlq_show(namespace: str, record_id: str, region: str | None) -> None:
     """Print one open DLQ entry with its record and attempt history, as JSON."""
     from walstream.core.dlq import Selection
     from walstream.dlq import DlqReader, entry_json
@@ -151,15 +179,16 @@ def dlq_show(namespace: str, record_id: str) -> None:
     settings = cluster_settings()
 
     async def run() -> Any:
-        ns = await namespace_config(settings, namespace)
-        page = await DlqReader(settings.bootstrap_list).page(
+        ns, servers = await _queue(settings, namespace, region)
+        page = await DlqReader(servers).page(
             ns.topics.dlq, Selection(ids=frozenset({record_id})), limit=1
         )
         return page.entries[0] if page.entries else None
 
     entry = run_async(run)
     if entry is None:
-        raise click.ClickException(f"no open DLQ entry {record_id} in {namespace}")
+        where = f"{namespace}, region {region}" if region else namespace
+        raise click.ClickException(f"no open DLQ entry {record_id} in {where}")
     click.echo(_indented(entry_json(entry, with_record=True)))
 
 
@@ -191,13 +220,19 @@ def _compact(value: Any) -> bytes:
 
 @dlq.command("redrive")
 @click.argument("namespace")
+@_region_option
 @_with_filters
 @click.option("--rate", type=click.FloatRange(min=0.001), help="records per second at most")
 @click.option("--target", "target_json", help="deliver to this target instead (JSON)")
 def dlq_redrive(
-    namespace: str, selection: Any, rate: float | None, target_json: str | None
+    namespace: str,
+    region: str | None,
+    selection: Any,
+    rate: float | None,
+    target_json: str | None,
 ) -> None:
-    """Republish open DLQ entries to the log with attempts reset (history kept)."""
+    """Republish open DLQ entries to the log with attempts reset (history kept); with
+    --region, a region DLQ's operations to the region's topic (its writer applies them)."""
     from walstream.dlq import (
         DlqReader,
         RedriveProgress,
@@ -208,14 +243,16 @@ def dlq_redrive(
     )
 
     settings = cluster_settings()
+    if region is not None and target_json is not None:
+        raise click.UsageError("--target does not apply to a region DLQ (its writer applies)")
     target = _target_option(target_json)
 
     async def run() -> RedriveProgress:
-        ns = await namespace_config(settings, namespace)
-        async with claimed_dlq(settings.bootstrap_list, ns) as index:  # 1 per namespace
-            return await redrive_selected(ns, index.select(selection))
+        ns, servers = await _queue(settings, namespace, region)
+        async with claimed_dlq(servers, ns) as index:  # 1 per DLQ
+            return await redrive_selected(ns, servers, index.select(selection))
 
-    async def redrive_selected(ns: Any, refs: list[Any]) -> RedriveProgress:
+    async def redrive_selected(ns: Any, servers: Any, refs: list[Any]) -> RedriveProgress:
         if target is not None:
             try:
                 from walstream.topology import reserved_topics
@@ -225,10 +262,10 @@ def dlq_redrive(
             except BadRequestError as exc:
                 raise click.BadParameter(str(exc), param_hint="--target") from exc
         progress = RedriveProgress(namespace=namespace, total=len(refs))
-        entries = flatten(DlqReader(settings.bootstrap_list).pages(ns.topics.dlq, refs))
+        entries = flatten(DlqReader(servers).pages(ns.topics.dlq, refs))
         async with (
-            _producer(settings) as producer,
-            source_reader(settings.bootstrap_list) as read_source,  # entries without a record
+            _producer(servers) as producer,
+            source_reader(servers) as read_source,  # entries without a record
         ):
             with click.progressbar(length=len(refs), label=f"redrive {namespace}") as bar:
                 await redrive(
@@ -251,8 +288,9 @@ def dlq_redrive(
 
 @dlq.command("discard")
 @click.argument("namespace")
+@_region_option
 @_with_filters
-def dlq_discard(namespace: str, selection: Any) -> None:
+def dlq_discard(namespace: str, region: str | None, selection: Any) -> None:
     """Close open DLQ entries without redriving them."""
     from walstream.core.dlq import Selection
     from walstream.dlq import DlqReader, discard
@@ -262,11 +300,12 @@ def dlq_discard(namespace: str, selection: Any) -> None:
         raise click.UsageError("name what to discard: --id, --since, --until or --error-class")
 
     async def run() -> int:
-        ns, refs = await _selected(settings, namespace, selection)
+        ns, servers, refs = await _selected(settings, namespace, region, selection)
         done = 0
-        async with _producer(settings) as producer:
-            async for page in DlqReader(settings.bootstrap_list).pages(ns.topics.dlq, refs):
-                done += await discard(producer, ns, page)
+        async with _producer(servers) as producer:
+            async for page in DlqReader(servers).pages(ns.topics.dlq, refs):
+                # nothing holds a key behind a region DLQ entry: no settle marker
+                done += await discard(producer, ns, page, settle=region is None)
         return done
 
     click.echo(f"discarded {run_async(run)}")

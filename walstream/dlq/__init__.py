@@ -15,7 +15,8 @@ a redrive whose process died holds the namespace for one lease at most.
 Modules: ``reading`` (DlqReader, read_dlq), ``redriving`` (redrive), ``closing`` (discard and the
 markers that close an entry or settle its key), ``redrives`` (Redrives and claimed_dlq: claimed
 redrives), ``access`` (DlqAccess for the HTTP API, entry_json), ``kafka_io`` (client timeouts,
-sending, a silent broker as a 503). Import from ``walstream.dlq``.
+sending, a silent broker as a 503), ``regions`` (a replicated namespace's region DLQs). Import
+from ``walstream.dlq``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from walstream.dlq.kafka_io import unavailable_broker
 from walstream.dlq.reading import DEFAULT_PAGE, DlqPage, DlqReader, flatten, read_dlq
 from walstream.dlq.redrives import CLAIM_LEASE_MS, Redrives, claimed_dlq
 from walstream.dlq.redriving import RedriveProgress, RedriveState, redrive, source_reader
+from walstream.dlq.regions import RegionDlq, region_dlq
 
 __all__ = [
     "CLAIM_LEASE_MS",
@@ -36,12 +38,14 @@ __all__ = [
     "RedriveProgress",
     "RedriveState",
     "Redrives",
+    "RegionDlq",
     "claimed_dlq",
     "discard",
     "entry_json",
     "flatten",
     "read_dlq",
     "redrive",
+    "region_dlq",
     "source_reader",
     "unavailable_broker",
 ]

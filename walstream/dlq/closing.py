@@ -18,16 +18,23 @@ __all__ = ["close_entry", "discard", "settle_key"]
 
 
 async def discard(
-    producer: Any, ns: NamespaceConfig, entries: Sequence[DlqEntry], clock: Clock | None = None
+    producer: Any,
+    ns: NamespaceConfig,
+    entries: Sequence[DlqEntry],
+    clock: Clock | None = None,
+    *,
+    settle: bool = True,
 ) -> int:
     """Close entries without redriving them; return how many.
 
     Each discarded record with a key gets a settle marker too: a key held behind it (per-key
     ordering, ``on_dlq = "hold"``) goes on with its next record. The worker ignores the marker
-    when the key is not held by that record (or the namespace is not ordered)."""
+    when the key is not held by that record (or the namespace is not ordered). Without
+    ``settle`` (a region DLQ: nothing holds a key behind its entries), no marker."""
     clock = clock or SystemClock()
     for entry in entries:
-        await settle_key(producer, ns, entry)
+        if settle:
+            await settle_key(producer, ns, entry)
         await close_entry(producer, ns, entry, MarkerKind.DISCARDED, clock.now_ms())
     return len(entries)
 
