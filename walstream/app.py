@@ -18,6 +18,7 @@ from faust.types import AppT
 
 if TYPE_CHECKING:
     from walstream.agents.delay import DelayStage
+    from walstream.replication.stages import ReplicationStages
 
 from walstream.kafka.admin import check_durability, ensure_topics
 from walstream.namespaces.broadcast import NamespaceFeed
@@ -146,7 +147,10 @@ class NamespaceService(mode.Service):
 
 
 def _install_pages(
-    app: faust.App, namespaces: NamespaceService, delay: DelayStage | None = None
+    app: faust.App,
+    namespaces: NamespaceService,
+    delay: DelayStage | None = None,
+    replication: ReplicationStages | None = None,
 ) -> None:
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
@@ -168,6 +172,12 @@ def _install_pages(
             tiers = len(delay.assignment)
             ready = ready and delay.joined and not delay.should_stop
             body["delay_partitions"] = tiers
+        if replication is not None:
+            # The replication stages (issue 17) are consumer groups of their own too: until
+            # each fan-out and region writer the registry asks for has joined, operations wait.
+            waiting = replication.waiting()
+            ready = ready and not waiting and not replication.should_stop
+            body["replication_waiting"] = waiting
         body["status"] = "ready" if ready else "not ready"
         return web.json(body, status=200 if ready else 503)
 
@@ -200,13 +210,15 @@ def create_app(
     new_app.service(namespaces)  # type: ignore[arg-type]
     _NAMESPACES[new_app] = namespaces
     delay = None
+    replication = None
     if deliver:
         from walstream.worker import install_delivery
 
         delivery = install_delivery(new_app, settings, namespaces.feed.registry)
         namespaces.listeners.append(delivery.on_namespaces)
         delay = delivery.delay
-    _install_pages(new_app, namespaces, delay)
+        replication = delivery.replication
+    _install_pages(new_app, namespaces, delay, replication)
     return new_app
 
 

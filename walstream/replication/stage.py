@@ -50,6 +50,7 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         self.stage.ledger.assign(assigned)
+        self.stage.joined = True
 
 
 class BatchStage(mode.Service):
@@ -80,6 +81,9 @@ class BatchStage(mode.Service):
         self._task: asyncio.Task[None] | None = None
         #: records handled (their batch's outcome durable and committed)
         self.handled = 0
+        #: it has joined its consumer group (an assignment came, possibly empty: more stage
+        #: instances than partitions); the worker's /readyz waits for it
+        self.joined = False
         #: end offsets listed while the partitions are paused (not fetched, so their high
         #: watermarks stand still): the backlog reads the larger
         self.listed_ends: dict[TopicPartition, int] = {}

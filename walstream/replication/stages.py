@@ -11,6 +11,7 @@ service with its own consumer group.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from typing import Any
@@ -23,6 +24,7 @@ from walstream.namespaces.broadcast import NamespaceFeed
 from walstream.namespaces.registry import NamespaceRegistry
 from walstream.namespaces.replication import Replication
 from walstream.replication.fanout import FanOut
+from walstream.replication.stage import BatchStage
 from walstream.replication.writer import RegionWriter
 from walstream.settings import Settings
 
@@ -49,10 +51,22 @@ class ReplicationStages(mode.Service):
         self.settings = settings
         self.metrics = metrics
         self.region = region
-        self.running: dict[StageKey, tuple[Replication, mode.Service]] = {}
+        self.running: dict[StageKey, tuple[Replication, BatchStage]] = {}
         self._wanted: dict[StageKey, tuple[str, Replication]] = {}
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+
+    def waiting(self) -> list[str]:
+        """The stages the registry asks for that do not run yet or have not joined their
+        consumer group (``ns/fanout``, ``ns/region``): the worker is not ready until none."""
+        waiting = []
+        for key, (_, replication) in sorted(self._wanted.items(), key=lambda kv: str(kv[0])):
+            running = self.running.get(key)
+            joined = running is not None and running[0] == replication and running[1].joined
+            if not joined:
+                namespace, region = key
+                waiting.append(f"{namespace}/{region or 'fanout'}")
+        return waiting
 
     def on_namespaces(self, registry: NamespaceRegistry) -> None:
         """What to run for ``registry``'s replicated namespaces (a namespace feed listener)."""
@@ -84,29 +98,47 @@ class ReplicationStages(mode.Service):
             await self._changed.wait()
             self._changed.clear()
             try:
-                await self.reconcile()
+                started = await self.reconcile()
             except Exception:  # the stages must outlive any surprise: try again shortly
                 logger.exception("replication stages: reconcile failed; again in 1s")
+                started = False
+            if not started:
                 await asyncio.sleep(1.0)
                 self._changed.set()
 
-    async def reconcile(self) -> None:
-        """Stop the stages no longer wanted (or made from another config), start the missing."""
+    async def reconcile(self) -> bool:
+        """Stop the stages no longer wanted (or made from another config), start the missing,
+        each on its own (one that cannot start, e.g. its region's cluster away, delays no
+        other); return whether all started (if not, the caller tries the rest again)."""
         wanted = self._wanted
         for key, (config, stage) in list(self.running.items()):
             if key not in wanted or wanted[key][1] != config:
                 del self.running[key]
                 await stage.stop()
                 logger.info("replication stage stopped: %s", key)
-        for key, (log_topic, replication) in wanted.items():
-            if key in self.running:
-                continue
-            stage = self._make(key, log_topic, replication)
-            await stage.start()
-            self.running[key] = (replication, stage)
-            logger.info("replication stage started: %s", key)
+        starting = [
+            self._start(key, log_topic, replication)
+            for key, (log_topic, replication) in wanted.items()
+            if key not in self.running
+        ]
+        return all(await asyncio.gather(*starting))
 
-    def _make(self, key: StageKey, log_topic: str, replication: Replication) -> mode.Service:
+    async def _start(self, key: StageKey, log_topic: str, replication: Replication) -> bool:
+        stage = self._make(key, log_topic, replication)
+        try:
+            await stage.start()
+        except BaseException as exc:
+            with contextlib.suppress(Exception):
+                await stage.stop()  # what its start opened
+            if not isinstance(exc, Exception):
+                raise
+            logger.warning("replication stage %s did not start (again in 1s): %r", key, exc)
+            return False
+        self.running[key] = (replication, stage)
+        logger.info("replication stage started: %s", key)
+        return True
+
+    def _make(self, key: StageKey, log_topic: str, replication: Replication) -> BatchStage:
         namespace, region = key
         if region is None:
             return FanOut(

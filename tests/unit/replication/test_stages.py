@@ -67,3 +67,27 @@ def test_the_worker_command_reads_its_region(args, region):
 def test_aregion_option_needs_a_name():
     with pytest.raises(click.UsageError):
         region_option(["--region"])
+
+
+def test_the_worker_is_not_ready_until_every_wanted_stage_has_joined_its_group():
+    stages = ReplicationStages(SETTINGS)
+    stages.on_namespaces(registry())
+    everything = ["cache/a", "cache/b", "cache/c", "cache/fanout"]
+    assert stages.waiting() == everything  # none runs yet
+    for key, (log, replication) in stages._wanted.items():
+        stages.running[key] = (replication, stages._make(key, log, replication))
+    assert stages.waiting() == everything  # running, but no assignment came yet
+    for _, stage in stages.running.values():
+        stage.joined = True
+    stages.running[("cache", "b")][1].joined = False
+    assert stages.waiting() == ["cache/b"]
+    stages.running[("cache", "b")][1].joined = True
+    assert stages.waiting() == []
+    # a stage made from another config (replication changed) is not the one wanted
+    other = registry_of(
+        namespace_definition(
+            "cache", replication={"regions": {**REGIONS, "d": {"memcached": ["127.0.0.1:4"]}}}
+        )
+    )
+    stages.on_namespaces(other)
+    assert stages.waiting() == ["cache/a", "cache/b", "cache/c", "cache/d", "cache/fanout"]
