@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install system-deps run test test-fast lint fmt bench bench-ir clean
+.PHONY: help install system-deps run test test-fast lint fmt bench bench-replication bench-ir clean
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## .*$$' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -75,6 +75,10 @@ bench: $(STAMP) ## Benchmarks (ratios against baselines measured in the same run
 	$(BIN)/python bench/retry.py
 	$(BIN)/python bench/delay.py
 	$(BIN)/python bench/ordering.py
+	$(MAKE) bench-replication
+
+bench-replication: $(STAMP) system-deps ## Replication lag over 3 regions and a region writer's rate (real memcached)
+	$(BIN)/python bench/replication.py
 
 bench-ir: $(STAMP) ## Ingest cost in instructions per write under callgrind (repeatable; needs valgrind)
 	$(BIN)/python bench/ingest_ir.py

@@ -1,0 +1,131 @@
+"""The replication benchmark's worker: a replicated namespace's stages in one process (one core).
+
+The fan-out and a writer for each region named in REPL_WRITERS (comma-separated), or the writers
+alone (REPL_FANOUT=0), the classes the worker runs (walstream.replication), on the namespace
+described by the environment:
+
+* REPL_BOOTSTRAP: the broker; REPL_NS: the namespace; REPL_PARTITIONS: its topics' partitions;
+* REPL_REGIONS: JSON ``{"region": "host:port"}``, one memcached server per region;
+* REPL_OUT: a JSON file, rewritten every 100 ms with the operations each writer applied so far
+  (``{"counts": {"b": n}}``) and, at exit (SIGTERM), with every applied operation's replication
+  lag in ms as the writer measured it for its histogram (``{"lag_ms": {"b": [...]}}``).
+
+The lag samples come from the writers' own ``replication_lag`` observation (apply time minus
+original write time), taken here in full instead of as histogram buckets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from walstream.metrics import WalMetrics
+from walstream.namespaces.replication import parse_replication
+from walstream.replication.fanout import FanOut
+from walstream.replication.writer import RegionWriter
+from walstream.settings import Settings
+from walstream.topology import default_topics
+
+
+class _Lags:
+    """Stands in for the lag histogram: keeps every observation (ms), per region."""
+
+    def __init__(self) -> None:
+        self.by_region: dict[str, list[float]] = {}
+
+    def labels(self, namespace: str, region: str) -> _Observer:
+        return _Observer(self.by_region.setdefault(region, []))
+
+
+class _Observer:
+    def __init__(self, out: list[float]) -> None:
+        self.out = out
+
+    def observe(self, seconds: float) -> None:
+        self.out.append(seconds * 1000)
+
+
+def _write(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data))
+    tmp.replace(path)
+
+
+async def main() -> None:
+    env = os.environ
+    servers = env["REPL_BOOTSTRAP"]
+    ns = env["REPL_NS"]
+    partitions = int(env["REPL_PARTITIONS"])
+    regions = json.loads(env["REPL_REGIONS"])
+    out = Path(env["REPL_OUT"])
+    settings = Settings(
+        bootstrap_servers=servers,
+        auth=False,
+        replication_factor=1,
+        min_insync_replicas=1,
+        default_partitions=partitions,
+        broker_session_timeout_s=6,
+        broker_heartbeat_interval_s=1,
+    )
+    replication = parse_replication(
+        {
+            "regions": {r: {"memcached": [s]} for r, s in regions.items()},
+            "max_lag_s": 600,
+            "tombstone_ttl_s": 3_600,
+        }
+    )
+    assert replication is not None  # noqa: S101 - regions given
+    lags = _Lags()
+    metrics = WalMetrics.create(CollectorRegistry())._replace(replication_lag=lags)
+    stages: list[Any] = []
+    if env.get("REPL_FANOUT", "1") == "1":
+        stages.append(
+            FanOut(
+                settings,
+                namespace=ns,
+                log_topic=default_topics(ns).log,
+                replication=replication,
+                partitions=partitions,
+            )
+        )
+    for name in env["REPL_WRITERS"].split(","):
+        region = replication.region(name)
+        assert region is not None  # noqa: S101 - one of REPL_REGIONS
+        stages.append(
+            RegionWriter(
+                settings,
+                namespace=ns,
+                region=region,
+                replication=replication,
+                partitions=partitions,
+                metrics=metrics,
+            )
+        )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    for stage in stages:
+        await stage.start()
+    try:
+        while not stop.is_set():
+            counts = {r: len(samples) for r, samples in lags.by_region.items()}
+            _write(out, {"counts": counts})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.1)
+    finally:
+        for stage in reversed(stages):
+            await stage.stop()
+        counts = {r: len(samples) for r, samples in lags.by_region.items()}
+        _write(out, {"counts": counts, "lag_ms": lags.by_region})
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
