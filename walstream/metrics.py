@@ -36,6 +36,7 @@ class WalMetrics(NamedTuple):
     replication_ops: Counter
     replication_retries: Counter
     replication_backlog: Gauge
+    replication_dlq: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry, prefix: str = "walstream") -> WalMetrics:
@@ -157,6 +158,13 @@ class WalMetrics(NamedTuple):
                 f"{prefix}_replication_backlog_records",
                 "Operations in a region's topic its writer (this process's partitions) has not "
                 "read yet: the consumer lag",
+                ["namespace", "region"],
+                registry=registry,
+            ),
+            replication_dlq=Gauge(
+                f"{prefix}_replication_dlq_records",
+                "Open entries of a region's DLQ (not redriven or discarded), reported by each "
+                "process running the region's writer: aggregate with max",
                 ["namespace", "region"],
                 registry=registry,
             ),

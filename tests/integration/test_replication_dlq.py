@@ -21,6 +21,7 @@ from walstream.metrics import WalMetrics
 from walstream.namespaces.config import parse_namespace
 from walstream.records import encode_envelope
 from walstream.replication import RegionCache
+from walstream.replication.stages import ReplicationStages
 from walstream.replication.writer import RegionWriter
 from walstream.testing.records import namespace_definition
 from walstream.testing.replication import cache_envelope
@@ -61,21 +62,25 @@ async def region_b(wal_settings, memcached_servers, unique) -> AsyncIterator[dic
     await apply_namespace(wal_settings, definition)
     config = parse_namespace(definition)
     assert config.replication is not None
-    region = config.replication.region("b")
-    assert region is not None
-    writer = RegionWriter(
-        wal_settings,
-        namespace=ns,
-        region=region,
-        replication=config.replication,
-        metrics=WalMetrics.create(CollectorRegistry()),
-    )
+    registry = CollectorRegistry()
+    # the writer as a worker makes it (with its region DLQ's gauge)
+    stages = ReplicationStages(wal_settings, metrics=WalMetrics.create(registry))
+    writer = stages._make((ns, "b"), config.topics.log, config.replication)
+    assert isinstance(writer, RegionWriter)
     cache = RegionCache([servers["b"]], tombstone_ttl_s=TOMB_TTL)
     producer = AIOKafkaProducer(bootstrap_servers=wal_settings.bootstrap_list, acks="all")
     await writer.start()  # creates the region's topic and DLQ
     await producer.start()
     try:
-        yield {"ns": ns, "writer": writer, "cache": cache, "producer": producer}
+        yield {
+            "ns": ns,
+            "writer": writer,
+            "cache": cache,
+            "producer": producer,
+            "dlq_size": lambda: registry.get_sample_value(
+                "walstream_replication_dlq_records", {"namespace": ns, "region": "b"}
+            ),
+        }
     finally:
         await producer.stop()
         await writer.stop()
@@ -86,6 +91,11 @@ async def test_dlq_list_show_redrive_and_discard_a_region_dlq(
     region_b: dict[str, Any], wal_env: dict[str, str], broker: str, unique: str
 ) -> None:
     ns, cache, producer = region_b["ns"], region_b["cache"], region_b["producer"]
+    dlq_size = region_b["dlq_size"]
+
+    def size_is(n: int) -> Any:
+        return lambda: dlq_size() == n
+
     topic, dlq = region_topic(ns, "b"), region_dlq_topic(ns, "b")
     # a poison operation (a key with a space) the writer dead-letters ...
     bad = cache_envelope("set", f"{unique} space", b"x", ns=ns, token="bad", ttl=0)
@@ -112,6 +122,9 @@ async def test_dlq_list_show_redrive_and_discard_a_region_dlq(
     await producer.send_and_wait(
         entry.topic, entry.value, key=entry.key, partition=entry.partition, headers=entry.headers
     )
+
+    # walstream_replication_dlq_records counts the open entries
+    await eventually(size_is(2), 30, f"the region DLQ gauge at 2 (at {dlq_size()})")
 
     listed = await cli(wal_env, "dlq", "list", ns, "--region", "b")
     assert listed.returncode == 0, listed.stderr
@@ -144,6 +157,7 @@ async def test_dlq_list_show_redrive_and_discard_a_region_dlq(
 
     await eventually(applied, 60, "the redriven operation applied in region b")
     assert set(await open_ids(broker, dlq)) == {"id-bad"}
+    await eventually(size_is(1), 30, f"the region DLQ gauge at 1 (at {dlq_size()})")
 
     # a poison operation redriven is dead-lettered again (a new entry)
     again = await cli(wal_env, "dlq", "redrive", ns, "--region", "b", "--id", "id-bad")
@@ -166,3 +180,4 @@ async def test_dlq_list_show_redrive_and_discard_a_region_dlq(
     listed = await cli(wal_env, "dlq", "list", ns, "--region", "b")
     assert listed.returncode == 0, listed.stderr
     assert listed.stdout == ""
+    await eventually(size_is(0), 30, f"the region DLQ gauge at 0 (at {dlq_size()})")

@@ -23,10 +23,12 @@ from walstream.metrics import WalMetrics
 from walstream.namespaces.broadcast import NamespaceFeed
 from walstream.namespaces.registry import NamespaceRegistry
 from walstream.namespaces.replication import Replication
+from walstream.replication.dlq_gauge import RegionDlqGauge
 from walstream.replication.fanout import FanOut
 from walstream.replication.stage import BatchStage
 from walstream.replication.writer import RegionWriter
 from walstream.settings import Settings
+from walstream.topology import region_dlq_topic
 
 __all__ = ["ReplicationStages", "run_region"]
 
@@ -146,13 +148,24 @@ class ReplicationStages(mode.Service):
             )
         config = replication.region(region)
         assert config is not None  # noqa: S101 - named by replication.region_names
-        return RegionWriter(
+        writer = RegionWriter(
             self.settings,
             namespace=namespace,
             region=config,
             replication=replication,
             metrics=self.metrics,
         )
+        if self.metrics is not None:  # the region DLQ's size, started and stopped with it
+            writer.add_dependency(
+                RegionDlqGauge(
+                    self.metrics,
+                    namespace=namespace,
+                    region=region,
+                    topic=region_dlq_topic(namespace, region),
+                    servers=writer.servers,
+                )
+            )
+        return writer
 
 
 async def run_region(settings: Settings, region: str) -> None:
