@@ -181,3 +181,9 @@ async def test_dlq_list_show_redrive_and_discard_a_region_dlq(
     assert listed.returncode == 0, listed.stderr
     assert listed.stdout == ""
     await eventually(size_is(0), 30, f"the region DLQ gauge at 0 (at {dlq_size()})")
+    # replication status counts open entries, not the DLQ topic's records (entries, markers,
+    # redrive claims: more than 5 by now)
+    status = await cli(wal_env, "replication", "status", ns)
+    assert status.returncode == 0, status.stderr
+    rows = {line.split()[0]: line.split()[1:3] for line in status.stdout.splitlines()[1:]}
+    assert rows["b"] == ["0", "0"]

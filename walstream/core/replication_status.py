@@ -1,0 +1,75 @@
+"""What ``walstream replication status`` reads off the workers' metrics (issue 17 item 6): per
+region of a namespace, the operations its writers settled by outcome, their retries and the
+replication lag's quantiles, folded from Prometheus samples of one or more processes (their
+counters and histogram buckets add up: each process counts what its own writers did since it
+started).
+
+Pure: samples come in as (name, labels, value); ``walstream.cli.replication`` scrapes them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+__all__ = ["RegionFigures", "bucket_quantile", "fold_samples"]
+
+_OPS = "walstream_replication_operations_total"
+_RETRIES = "walstream_replication_retries_total"
+_LAG_BUCKET = "walstream_replication_lag_seconds_bucket"
+_DLQ = "walstream_replication_dlq_records"
+
+
+@dataclass
+class RegionFigures:
+    """One region's figures, summed over the processes scraped."""
+
+    outcomes: dict[str, float] = field(default_factory=dict)
+    retries: float = 0.0
+    #: lag histogram: upper bound (s) -> cumulative count
+    lag_buckets: dict[float, float] = field(default_factory=dict)
+    #: open entries of the region's DLQ as the writers' gauge says (max over processes)
+    dlq: float | None = None
+
+    def outcome(self, name: str) -> int:
+        return int(self.outcomes.get(name, 0))
+
+    def lag_quantile(self, q: float) -> float | None:
+        return bucket_quantile(self.lag_buckets, q)
+
+
+def fold_samples(
+    samples: Iterable[tuple[str, Mapping[str, str], float]], namespace: str
+) -> dict[str, RegionFigures]:
+    """The figures of ``namespace``'s regions in ``samples`` (region name -> figures)."""
+    regions: dict[str, RegionFigures] = {}
+    for name, labels, value in samples:
+        if labels.get("namespace") != namespace or "region" not in labels:
+            continue
+        figures = regions.setdefault(labels["region"], RegionFigures())
+        if name == _OPS:
+            outcome = labels.get("outcome", "")
+            figures.outcomes[outcome] = figures.outcomes.get(outcome, 0.0) + value
+        elif name == _RETRIES:
+            figures.retries += value
+        elif name == _LAG_BUCKET:
+            bound = float(labels.get("le", "+Inf"))
+            figures.lag_buckets[bound] = figures.lag_buckets.get(bound, 0.0) + value
+        elif name == _DLQ:
+            figures.dlq = value if figures.dlq is None else max(figures.dlq, value)
+    return regions
+
+
+def bucket_quantile(buckets: Mapping[float, float], q: float) -> float | None:
+    """The upper bound of the histogram bucket holding quantile ``q`` (cumulative counts by
+    upper bound, +Inf the total): the quantile is at most that. None: no observation;
+    ``math.inf``: beyond the last finite bound."""
+    total = buckets.get(math.inf, max(buckets.values(), default=0.0))
+    if total <= 0:
+        return None
+    rank = q * total
+    for bound in sorted(buckets):
+        if buckets[bound] >= rank:
+            return bound
+    return math.inf
