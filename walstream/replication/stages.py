@@ -13,10 +13,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from typing import Any
 
 import mode
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from walstream.aio import cancel_and_wait
 from walstream.metrics import WalMetrics
@@ -170,19 +173,75 @@ class ReplicationStages(mode.Service):
 
 async def run_region(settings: Settings, region: str) -> None:
     """``walstream worker --region r``: region r's writers of every replicated namespace that
-    names it, following the namespace registry, until SIGINT or SIGTERM."""
+    names it, following the namespace registry, until SIGINT or SIGTERM. It serves /metrics,
+    /healthz and /readyz (ready: the registry read and every writer joined) on
+    WALSTREAM_WORKER_WEB_HOST:PORT, as a worker does; a port already taken is logged and the
+    writers run without them."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    stages = ReplicationStages(settings, region=region)
+    registry = CollectorRegistry()
+    stages = ReplicationStages(settings, region=region, metrics=WalMetrics.create(registry))
     feed = NamespaceFeed(settings, on_change=stages.on_namespaces)
-    await stages.start()
+    pages = await _serve_pages(settings, stages, feed, registry)
     try:
-        await feed.start()
+        await stages.start()
         try:
-            await stop.wait()
+            await feed.start()
+            try:
+                await stop.wait()
+            finally:
+                await feed.stop()
         finally:
-            await feed.stop()
+            await stages.stop()
     finally:
-        await stages.stop()
+        if pages is not None:
+            await pages.cleanup()
+
+
+async def _serve_pages(
+    settings: Settings,
+    stages: ReplicationStages,
+    feed: NamespaceFeed,
+    registry: CollectorRegistry,
+) -> web.AppRunner | None:
+    """A region deployment's /metrics, /healthz and /readyz (None: its port is taken)."""
+
+    async def metrics(request: web.Request) -> web.Response:
+        body = generate_latest(registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(request: web.Request) -> web.Response:
+        loaded = feed.ready.is_set()
+        waiting = stages.waiting()
+        ready = loaded and not waiting and not stages.should_stop
+        body = {
+            "status": "ready" if ready else "not ready",
+            "registry_loaded": loaded,
+            "replication_waiting": waiting,
+            "pid": os.getpid(),
+        }
+        return web.json_response(body, status=200 if ready else 503)
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, settings.worker_web_host, settings.worker_web_port).start()
+    except OSError as exc:
+        logger.warning(
+            "region writers: /metrics and /readyz not served on %s:%s (%s)",
+            settings.worker_web_host,
+            settings.worker_web_port,
+            exc,
+        )
+        await runner.cleanup()
+        return None
+    return runner
