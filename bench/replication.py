@@ -21,7 +21,11 @@ runs); the broker, the three memcached servers and this driver share the other c
   and its CPU per op, against the forward agent (bench/apps/forward.py) moving as many records
   of the same size topic to topic. Target ratio >= 5.
 
+With ``--profile`` the stage process times each stage's steps (a fetch returning records, the
+batch's handling, its commit) and the batch sizes, printed per stage after the lag round.
+
 Usage: python bench/replication.py [--rate 1000] [--seconds 30] [--backlog 100000] [--rounds 2]
+       [--profile]
 """
 
 from __future__ import annotations
@@ -81,6 +85,7 @@ class Stages:
         writers: str,
         fanout: bool,
         tmp: Path,
+        profile: bool = False,
     ) -> None:
         self.out = tmp / f"{ns}.json"
         log = tmp / f"{ns}.log"
@@ -94,6 +99,7 @@ class Stages:
             "REPL_WRITERS": writers,
             "REPL_FANOUT": "1" if fanout else "0",
             "REPL_OUT": str(self.out),
+            "REPL_PROFILE": "1" if profile else "0",
         }
         with log.open("ab") as sink:
             self.proc = subprocess.Popen(
@@ -127,9 +133,23 @@ class Stages:
             time.sleep(0.05)
 
     def stop(self) -> dict[str, list[float]]:
+        """Stop the process; each writer's lag samples (ms)."""
         stop(self.proc)
         lags = self.report().get("lag_ms", {})
         return dict(lags) if isinstance(lags, dict) else {}
+
+    def steps(self) -> str:
+        """With ``profile``: per stage, its batches and the time of its steps (after stop)."""
+        steps = self.report().get("steps", {})
+        lines = []
+        for name, timed in steps.items() if isinstance(steps, dict) else ():
+            sizes = timed["batch"]
+            parts = [f"{len(sizes)} batches of {statistics.mean(sizes or [0]):.1f} ops"]
+            for step in ("fetch", "handle", "commit"):
+                ordered = sorted(timed[step])
+                parts.append(f"{step} p50 {pct(ordered, 0.5):.1f} p99 {pct(ordered, 0.99):.1f} ms")
+            lines.append(f"  {name}: " + ", ".join(parts))
+        return "\n".join(lines)
 
 
 def pct(ordered: list[float], q: float) -> float:
@@ -251,7 +271,7 @@ def lag_round(
             ),
         )
     )
-    stages = Stages(servers, ns, memcached, "a,b,c", True, tmp)
+    stages = Stages(servers, ns, memcached, "a,b,c", True, tmp, args.profile)
     try:
         asyncio.run(warm_up(servers, ns, tag))
         stages.wait_counts(WARMUP, 120)
@@ -270,6 +290,7 @@ def lag_round(
     acks.sort()
     out: dict[str, object] = {
         "idle": idle,
+        "steps": stages.steps(),
         "publish": (pct(acks, 0.5), pct(acks, 0.99)),
         "copied": (pct(copies, 0.5), pct(copies, 0.99)),
         "offered": total / offered_s,
@@ -332,6 +353,9 @@ def main() -> None:
     parser.add_argument("--keys", type=int, default=5_000)
     parser.add_argument("--backlog", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--profile", action="store_true", help="time the stages' steps (fetch, handle, commit)"
+    )
     args = parser.parse_args()
     began = time.monotonic()
     pin(os.getpid(), 1)
@@ -369,6 +393,8 @@ def main() -> None:
                     f"{os.getloadavg()[0]:.1f}",
                     flush=True,
                 )
+                if lag["steps"]:
+                    print(f"round {round_no}: the stages' steps:\n{lag['steps']}", flush=True)
                 wal, size = writer_round(servers, memcached, tag, args.backlog, Path(tmp))
                 base = forward_round(servers, tag, args.backlog, size, Path(tmp))
                 ratio = wal.records_per_s / base.records_per_s

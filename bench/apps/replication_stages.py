@@ -8,7 +8,10 @@ described by the environment:
 * REPL_REGIONS: JSON ``{"region": "host:port"}``, one memcached server per region;
 * REPL_OUT: a JSON file, rewritten every 100 ms with the operations each writer applied so far
   (``{"counts": {"b": n}}``) and, at exit (SIGTERM), with every applied operation's replication
-  lag in ms as the writer measured it for its histogram (``{"lag_ms": {"b": [...]}}``).
+  lag in ms as the writer measured it for its histogram (``{"lag_ms": {"b": [...]}}``);
+* REPL_PROFILE=1: it also times each stage's steps (a fetch that returned records, the batch's
+  handling, the commit; ms each, and the batch sizes) and writes them at exit
+  (``{"steps": {"fanout": {"fetch": [...], "handle": [...], "commit": [...], "batch": [...]}}}``).
 
 The lag samples come from the writers' own ``replication_lag`` observation (apply time minus
 original write time), taken here in full instead of as histogram buckets.
@@ -21,6 +24,7 @@ import contextlib
 import json
 import os
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +54,45 @@ class _Observer:
 
     def observe(self, seconds: float) -> None:
         self.out.append(seconds * 1000)
+
+
+class _Steps:
+    """Times a stage's fetches (those returning records), batch handling and commits."""
+
+    def __init__(self) -> None:
+        self.by_stage: dict[str, dict[str, list[float]]] = {}
+
+    def watch(self, name: str, stage: Any) -> None:
+        steps = self.by_stage.setdefault(
+            name, {"fetch": [], "handle": [], "commit": [], "batch": []}
+        )
+        consumer, handle = stage.consumer, stage.handle
+        getmany, commit = consumer.getmany, consumer.commit
+
+        async def timed_getmany(*args: Any, **kwargs: Any) -> Any:
+            began = time.perf_counter()
+            got = await getmany(*args, **kwargs)
+            if got:
+                steps["fetch"].append((time.perf_counter() - began) * 1000)
+            return got
+
+        async def timed_handle(batch: Any) -> None:
+            began = time.perf_counter()
+            try:
+                await handle(batch)
+            finally:
+                steps["handle"].append((time.perf_counter() - began) * 1000)
+                steps["batch"].append(sum(len(records) for records in batch.values()))
+
+        async def timed_commit(*args: Any, **kwargs: Any) -> None:
+            began = time.perf_counter()
+            try:
+                await commit(*args, **kwargs)
+            finally:
+                steps["commit"].append((time.perf_counter() - began) * 1000)
+
+        consumer.getmany, consumer.commit = timed_getmany, timed_commit
+        stage.handle = timed_handle
 
 
 def _write(path: Path, data: dict[str, Any]) -> None:
@@ -112,8 +155,12 @@ async def main() -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    steps = _Steps() if env.get("REPL_PROFILE") == "1" else None
     for stage in stages:
         await stage.start()
+        if steps is not None:
+            name = f"writer-{stage.region.name}" if isinstance(stage, RegionWriter) else "fanout"
+            steps.watch(name, stage)
     try:
         while not stop.is_set():
             counts = {r: len(samples) for r, samples in lags.by_region.items()}
@@ -124,7 +171,10 @@ async def main() -> None:
         for stage in reversed(stages):
             await stage.stop()
         counts = {r: len(samples) for r, samples in lags.by_region.items()}
-        _write(out, {"counts": counts, "lag_ms": lags.by_region})
+        final: dict[str, Any] = {"counts": counts, "lag_ms": lags.by_region}
+        if steps is not None:
+            final["steps"] = steps.by_stage
+        _write(out, final)
 
 
 if __name__ == "__main__":
