@@ -66,7 +66,7 @@ class FakeDlq:
 
     redrives = _Redrives()
 
-    async def page(self, topic, selection, *, limit, after):
+    async def page(self, topic, selection, *, limit, after, servers=None):
         ns = topic.split(".")[1]
         return DlqPage(entries=[_entry(ns)], open=1, matching=1, next=None)
 

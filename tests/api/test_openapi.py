@@ -257,6 +257,7 @@ def test_the_dlq_query_parameters_have_formats():
         "id",
         "limit",
         "after",
+        "region",
     }
     for name in ("since", "until"):
         schema = params[name]["schema"]

@@ -15,6 +15,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from prometheus_client import CollectorRegistry
 
+from walstream.api.app import build_api
 from walstream.core.outbox import region_dlq_entry
 from walstream.dlq import read_dlq
 from walstream.metrics import WalMetrics
@@ -187,3 +188,25 @@ async def test_dlq_list_show_redrive_and_discard_a_region_dlq(
     assert status.returncode == 0, status.stderr
     rows = {line.split()[0]: line.split()[1:3] for line in status.stdout.splitlines()[1:]}
     assert rows["b"] == ["0", "0"]
+
+
+async def test_the_http_dlq_listing_reads_a_region_dlq(
+    region_b: dict[str, Any], api_client: Any, wal_settings: Any, broker: str, unique: str
+) -> None:
+    ns, producer = region_b["ns"], region_b["producer"]
+    topic, dlq = region_topic(ns, "b"), region_dlq_topic(ns, "b")
+    bad = cache_envelope("set", f"{unique} space", b"x", ns=ns, token="bad", ttl=0)
+    await producer.send_and_wait(topic, encode_envelope(bad), key=f"{unique} space".encode())
+    await eventually(lambda: open_ids(broker, dlq), 60, "the poison operation's DLQ entry")
+    client = await api_client(build_api(wal_settings))
+
+    listed = await client.get(f"/v1/namespaces/{ns}/dlq?region=b")
+    assert listed.status == 200, await listed.text()
+    body = await listed.json()
+    assert (body["namespace"], body["region"], body["open"]) == (ns, "b", 1)
+    assert [(e["id"], e["error_class"]) for e in body["entries"]] == [("id-bad", "PoisonOperation")]
+    own = await (await client.get(f"/v1/namespaces/{ns}/dlq")).json()  # the namespace's own
+    assert (own["open"], own["entries"]) == (0, [])
+    nowhere = await client.get(f"/v1/namespaces/{ns}/dlq?region=zz")
+    assert nowhere.status == 404
+    assert "no region 'zz'" in (await nowhere.json())["message"]

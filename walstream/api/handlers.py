@@ -24,7 +24,7 @@ from walstream.core.replay_request import parse_replay_request
 from walstream.core.target_policy import ReservedTopics
 from walstream.core.targets import parse_target
 from walstream.core.validate import exact_body, invalid_json, parse_batch, parse_write_request
-from walstream.dlq import DlqAccess, entry_json
+from walstream.dlq import DlqAccess, entry_json, region_dlq
 from walstream.errors import (
     BadRequestError,
     OverloadedError,
@@ -227,17 +227,30 @@ async def list_dlq(request: web.BaseRequest, deps: ApiDeps, params: Params) -> w
         raise BadRequestError("limit", "must be an integer in 1..10000")
     after_raw = query.pop("after", None)
     after = DlqCursor.parse(after_raw) if after_raw else None
+    region = query.pop("region", None)
+    topic, servers = ns.topics.dlq, None
+    if region is not None:  # a replicated namespace's region DLQ (issue 17)
+        try:
+            place = region_dlq(ns, region, deps.settings.bootstrap_list)
+        except WalError as exc:  # no such region DLQ: nothing is there
+            raise RouteNotFoundError(str(exc)) from exc
+        topic, servers = place.view.topics.dlq, place.servers
     selection = parse_selection(query, deps.clock.now_ms())
-    page = await _dlq(deps).page(ns.topics.dlq, selection, limit=int(limit_raw), after=after)
-    return json_response(
+    page = await _dlq(deps).page(
+        topic, selection, limit=int(limit_raw), after=after, servers=servers
+    )
+    listed: dict[str, Any] = {"namespace": ns.name}
+    if region is not None:
+        listed["region"] = region
+    listed.update(
         {
-            "namespace": ns.name,
             "open": page.open,
             "matching": page.matching,
             "entries": [_entry_for(request, ns.name, entry_json(e)) for e in page.entries],
             "next": str(page.next) if page.next is not None else None,
         }
     )
+    return json_response(listed)
 
 
 def _entry_for(request: web.BaseRequest, namespace: str, entry: dict[str, Any]) -> dict[str, Any]:

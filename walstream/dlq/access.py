@@ -83,17 +83,31 @@ class DlqAccess:
         self.redrives = Redrives(servers, request_timeout_s=request_timeout_s)
 
     async def page(
-        self, topic: str, selection: Selection, *, limit: int, after: DlqCursor | None
+        self,
+        topic: str,
+        selection: Selection,
+        *,
+        limit: int,
+        after: DlqCursor | None,
+        servers: str | list[str] | None = None,
     ) -> DlqPage:
-        """A listing page (entries without their records: a listing shows no payloads).
+        """A listing page (entries without their records: a listing shows no payloads), of a
+        DLQ on ``servers`` (None: this API's cluster; a region DLQ may be on its own).
 
         Raises:
             BrokerUnavailableError: the broker did not answer.
         """
-        with unavailable_broker(self.retry_after_s):
-            return await self.reader.page(
-                topic, selection, limit=limit, after=after, keep_values=False
+        reader = self.reader
+        if servers is not None and servers != self.servers:
+            reader = DlqReader(
+                servers,
+                batch_records=reader.batch_records,
+                stall_s=reader.stall_s,
+                request_timeout_s=reader.request_timeout_s,
+                retry_after_s=reader.retry_after_s,
             )
+        with unavailable_broker(self.retry_after_s):
+            return await reader.page(topic, selection, limit=limit, after=after, keep_values=False)
 
     async def selected(self, topic: str, selection: Selection) -> list[DlqRef]:
         """Coordinates of the open entries ``selection`` takes, oldest first (no records).

@@ -11,7 +11,6 @@ from typing import Any
 
 from walstream.api.openapi.fields import SELECTION_TIME, TIME_TEXT
 from walstream.api.openapi.responses import (
-    NOT_FOUND,
     NS_PARAM,
     UNAVAILABLE,
     body,
@@ -48,6 +47,7 @@ DLQ_LIST = {
     "required": ["namespace", "open", "matching", "entries"],
     "properties": {
         "namespace": {"type": "string"},
+        "region": {"type": "string", "description": "the region whose DLQ this is"},
         "open": {"type": "integer"},
         "matching": {"type": "integer"},
         "entries": {"type": "array", "items": {"$ref": "#/components/schemas/DlqEntry"}},
@@ -136,6 +136,16 @@ _DLQ_QUERY = [
 ]
 
 
+#: A replicated namespace's region: its region DLQ instead of the namespace's.
+_REGION = {
+    "name": "region",
+    "in": "query",
+    "schema": {"type": "string", "minLength": 1},
+    "description": "a replicated namespace's region: list its region DLQ "
+    "(wal.<ns>.region.<r>.dlq, on the region's cluster); redrive those with the CLI",
+}
+
+
 def paths() -> dict[str, Any]:
     """``/dlq`` and ``/dlq:redrive`` (built afresh: walstream.api.openapi.document adds to them)."""
     return {
@@ -143,11 +153,14 @@ def paths() -> dict[str, Any]:
             "get": {
                 "operationId": "listDlq",
                 "summary": "Open DLQ entries, oldest first",
-                "parameters": [NS_PARAM, *_DLQ_QUERY],
+                "parameters": [NS_PARAM, *_DLQ_QUERY, _REGION],
                 "responses": {
                     "200": json_content("DlqList", "matching open entries"),
                     "400": error("bad filter (names it)"),
-                    **NOT_FOUND,
+                    "404": error(
+                        "unknown namespace, or a region (region) the namespace does not "
+                        "replicate to"
+                    ),
                     **UNAVAILABLE,
                 },
             }
