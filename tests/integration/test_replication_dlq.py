@@ -188,6 +188,9 @@ async def test_dlq_list_show_redrive_and_discard_a_region_dlq(
     assert status.returncode == 0, status.stderr
     rows = {line.split()[0]: line.split()[1:3] for line in status.stdout.splitlines()[1:]}
     assert rows["b"] == ["0", "0"]
+    # the gauge goes with its writer (a region removed reports nothing)
+    await region_b["writer"].stop()
+    assert dlq_size() is None
 
 
 async def test_the_http_dlq_listing_reads_a_region_dlq(

@@ -55,7 +55,9 @@ class RegionDlqGauge(mode.Service):
     async def on_start(self) -> None:
         self._gauge().set(0)
 
-    async def on_stop(self) -> None:
+    async def on_shutdown(self) -> None:
+        # after its task has ended (mode stops a service's tasks after on_stop): none sets it
+        # again
         with contextlib.suppress(KeyError):  # the region's writer is gone: so is its gauge
             self.metrics.replication_dlq.remove(self.namespace, self.region)
 
