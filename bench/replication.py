@@ -22,7 +22,8 @@ runs); the broker, the three memcached servers and this driver share the other c
   of the same size topic to topic. Target ratio >= 5.
 
 With ``--profile`` the stage process times each stage's steps (a fetch returning records, the
-batch's handling, its commit) and the batch sizes, printed per stage after the lag round.
+batch's handling, its commit), the batch sizes and the age of each record when a fetch hands it
+over (since it was produced), printed per stage after the lag round.
 
 Usage: python bench/replication.py [--rate 1000] [--seconds 30] [--backlog 100000] [--rounds 2]
        [--profile]
@@ -145,7 +146,7 @@ class Stages:
         for name, timed in steps.items() if isinstance(steps, dict) else ():
             sizes = timed["batch"]
             parts = [f"{len(sizes)} batches of {statistics.mean(sizes or [0]):.1f} ops"]
-            for step in ("fetch", "handle", "commit"):
+            for step in ("age", "fetch", "handle", "commit"):
                 ordered = sorted(timed[step])
                 parts.append(f"{step} p50 {pct(ordered, 0.5):.1f} p99 {pct(ordered, 0.99):.1f} ms")
             lines.append(f"  {name}: " + ", ".join(parts))

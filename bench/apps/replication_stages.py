@@ -10,7 +10,8 @@ described by the environment:
   (``{"counts": {"b": n}}``) and, at exit (SIGTERM), with every applied operation's replication
   lag in ms as the writer measured it for its histogram (``{"lag_ms": {"b": [...]}}``);
 * REPL_PROFILE=1: it also times each stage's steps (a fetch that returned records, the batch's
-  handling, the commit; ms each, and the batch sizes) and writes them at exit
+  handling, the commit; ms each, and the batch sizes), and each record's age when a fetch hands
+  it over (now minus its Kafka timestamp, when it was produced), and writes them at exit
   (``{"steps": {"fanout": {"fetch": [...], "handle": [...], "commit": [...], "batch": [...]}}}``).
 
 The lag samples come from the writers' own ``replication_lag`` observation (apply time minus
@@ -64,7 +65,7 @@ class _Steps:
 
     def watch(self, name: str, stage: Any) -> None:
         steps = self.by_stage.setdefault(
-            name, {"fetch": [], "handle": [], "commit": [], "batch": []}
+            name, {"fetch": [], "handle": [], "commit": [], "batch": [], "age": []}
         )
         consumer, handle = stage.consumer, stage.handle
         getmany, commit = consumer.getmany, consumer.commit
@@ -74,6 +75,8 @@ class _Steps:
             got = await getmany(*args, **kwargs)
             if got:
                 steps["fetch"].append((time.perf_counter() - began) * 1000)
+                now_ms = time.time() * 1000
+                steps["age"].extend(now_ms - r.timestamp for rs in got.values() for r in rs)
             return got
 
         async def timed_handle(batch: Any) -> None:
