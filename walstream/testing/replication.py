@@ -5,12 +5,14 @@ target, as the replicating client and WriteToLog log them (the record contract o
 from __future__ import annotations
 
 import base64
+import socket
+from collections.abc import Sequence
 from typing import Any
 
 from walstream.records import Envelope, Lifecycle, encode_envelope
 from walstream.testing.records import NOW_MS
 
-__all__ = ["cache_envelope", "cache_record"]
+__all__ = ["cache_envelope", "cache_record", "plain_get"]
 
 
 def cache_envelope(
@@ -46,3 +48,50 @@ def cache_envelope(
 def cache_record(env: Envelope) -> tuple[bytes, bytes]:
     """The Kafka key and value of ``env`` in its namespace's log (key: the memcached key)."""
     return str(env.target["key"]).encode(), encode_envelope(env)
+
+
+def plain_get(
+    address: str, keys: Sequence[bytes], *, per_get: int = 50, timeout_s: float = 10.0
+) -> dict[bytes, bytes]:
+    """What a plain memcached client reads (text protocol ``get k1 k2 ...``, pipelined on a
+    socket of its own): the item bytes ``address`` stores for each key it holds (walstream's
+    header and the value, as one blob), keyed by key; a key it does not hold is left out."""
+    host, port = address.rsplit(":", 1)
+    commands = [
+        b"get %s\r\n" % b" ".join(keys[start : start + per_get])
+        for start in range(0, len(keys), per_get)
+    ]
+    found: dict[bytes, bytes] = {}
+    with socket.create_connection((host, int(port)), timeout=timeout_s) as sock:
+        sock.sendall(b"".join(commands))
+        buffer = b""
+        ends = 0
+        while ends < len(commands):
+            line_end = buffer.find(b"\r\n")
+            if line_end < 0:
+                buffer += _received(sock)
+                continue
+            line = buffer[:line_end]
+            if line == b"END":
+                ends += 1
+                buffer = buffer[line_end + 2 :]
+                continue
+            parts = line.split()
+            if len(parts) < 4 or parts[0] != b"VALUE":
+                raise AssertionError(f"memcached answered {line[:200]!r} to get")
+            size = int(parts[3])
+            start = line_end + 2
+            while len(buffer) < start + size + 2:
+                buffer += _received(sock)
+            if buffer[start + size : start + size + 2] != b"\r\n":
+                raise AssertionError(f"item of {parts[1]!r} is not {size} bytes")
+            found[parts[1]] = buffer[start : start + size]
+            buffer = buffer[start + size + 2 :]
+    return found
+
+
+def _received(sock: socket.socket) -> bytes:
+    chunk = sock.recv(1 << 20)
+    if not chunk:
+        raise AssertionError("memcached closed the connection")
+    return chunk
