@@ -266,9 +266,21 @@ def stage_consumer(
     )
 
 
+#: A replication stage's producer refuses no record by its size: a copy of a log record (or a
+#: region DLQ entry of one) is as large as the record, which the log's broker accepted. With
+#: aiokafka's 1 MiB default a larger record wedged its partition (refused, read again, for ever).
+STAGE_MAX_REQUEST_BYTES: Final = 64 * 1024 * 1024
+
+
 def stage_producer(servers: Servers, *, group_id: str) -> AIOKafkaProducer:
-    """A replication stage's producer (region copies, region DLQ entries): batches a little."""
-    return acked_producer(servers, client_id=f"{group_id}-out", linger_ms=2)
+    """A replication stage's producer (region copies, region DLQ entries): batches a little;
+    the broker, not the client, bounds a record's size (:data:`STAGE_MAX_REQUEST_BYTES`)."""
+    return acked_producer(
+        servers,
+        client_id=f"{group_id}-out",
+        linger_ms=2,
+        max_request_size=STAGE_MAX_REQUEST_BYTES,
+    )
 
 
 def delay_producer(servers: Servers, *, group_id: str, due: bool) -> AIOKafkaProducer:
