@@ -41,7 +41,7 @@ from walstream.namespaces.config import NamespaceConfig, parse_namespace
 from walstream.records import Envelope, encode_envelope
 from walstream.replication import ApplyOutcome, RegionCache, ReplicatingCache
 from walstream.testing.records import namespace_definition
-from walstream.testing.replication import cache_envelope, plain_get
+from walstream.testing.replication import cache_envelope, plain_get, plain_ttls
 
 from .conftest import apply_namespace, eventually, run_cli
 from .helpers import worker_metric
@@ -81,6 +81,7 @@ class Op:
     key: str
     version: Version
     value: bytes = b""
+    ttl: int = 0
 
 
 def model(ops: Iterable[Op]) -> dict[bytes, bytes | None]:
@@ -106,6 +107,34 @@ def model(ops: Iterable[Op]) -> dict[bytes, bytes | None]:
             )
         else:
             out[key.encode()] = encode(StoredItem(version=won.version, kind=Kind.TOMBSTONE))
+    return out
+
+
+def ttl_model(ops: list[Op], keys: list[bytes]) -> dict[bytes, str]:
+    """Per key, the kind of expiry its item has after its operations in this order (each
+    key's operations one after the other): none (ttl 0), long (LONG_TTL), tomb (a tombstone's)."""
+    state: dict[str, tuple[Version, OpKind, int]] = {}
+    for op in ops:
+        held = state.get(op.key)
+        if op.kind is OpKind.TOUCH:
+            if held is not None and held[1] is OpKind.SET and op.version > held[0]:
+                state[op.key] = (held[0], held[1], op.ttl)
+        elif held is None or op.version > held[0]:
+            state[op.key] = (op.version, op.kind, op.ttl)
+    out = {}
+    for key in keys:
+        held = state.get(key.decode())
+        if held is not None:
+            out[key] = "tomb" if held[1] is OpKind.DELETE else ("none" if held[2] == 0 else "long")
+    return out
+
+
+def region_ttls(servers: Sequence[str], keys: list[bytes]) -> dict[bytes, str]:
+    """The kind of expiry of every key a region holds (see :func:`ttl_model`)."""
+    out = {}
+    for server in servers:
+        for key, ttl in plain_ttls(server, keys).items():
+            out[key] = "none" if ttl == -1 else ("tomb" if ttl <= TOMB_TTL else "long")
     return out
 
 
@@ -272,7 +301,7 @@ async def test_three_regions_end_byte_identical_after_11000_mixed_operations(
                     result = await cache.touch(
                         key, ttl, original_write_time_ms=owt, idempotency_token=token
                     )
-                done.append(Op(kind_, key, result.version, value_))
+                done.append(Op(kind_, key, result.version, value_, ttl))
                 if kind_ is not OpKind.TOUCH:
                     first.setdefault(key, done[-1])
                 return result
@@ -311,7 +340,7 @@ async def test_three_regions_end_byte_identical_after_11000_mixed_operations(
             local = await region_a.apply(
                 CacheOp(kind=kind, key=key.encode(), version=version, value=value, ttl_s=ttl)
             )
-            done.append(Op(kind, key, version, value))
+            done.append(Op(kind, key, version, value, ttl))
             return answer, local
 
         async def known() -> bool:  # the API learns the namespace from the control topic
@@ -378,6 +407,14 @@ async def test_three_regions_end_byte_identical_after_11000_mixed_operations(
     for region in regions:
         assert await client_reads(ns, broker, region, sorted_keys) == plain
     assert any(v for v in plain.values() if v and b"\r\nEND\r\n" in v)
+    # touches replicate: the keys WriteToLog did not touch (each key's operations one after
+    # the other, in version order but for late retries) hold the TTL of the last set or touch
+    # that applied, in every region
+    alone = sorted({op.key.encode() for op in done} - {k.encode() for k in http_keys})
+    expires = {r: await asyncio.to_thread(region_ttls, s, alone) for r, s in regions.items()}
+    assert expires["a"] == expires["b"] == expires["c"] == ttl_model(done, alone)
+    kinds = {k: list(expires["a"].values()).count(k) for k in ("none", "long", "tomb")}
+    assert min(kinds.values()) > 100, kinds
 
     # the writers of b and c settled all 11,000 operations (region a, their origin, none)
     for region in ("b", "c"):

@@ -12,7 +12,7 @@ from typing import Any
 from walstream.records import Envelope, Lifecycle, encode_envelope
 from walstream.testing.records import NOW_MS
 
-__all__ = ["cache_envelope", "cache_record", "plain_get"]
+__all__ = ["cache_envelope", "cache_record", "plain_get", "plain_ttls"]
 
 
 def cache_envelope(
@@ -95,3 +95,28 @@ def _received(sock: socket.socket) -> bytes:
     if not chunk:
         raise AssertionError("memcached closed the connection")
     return chunk
+
+
+def plain_ttls(address: str, keys: Sequence[bytes], *, timeout_s: float = 10.0) -> dict[bytes, int]:
+    """Each held key's remaining TTL in seconds on ``address`` (meta ``mg <key> k t``, pipelined;
+    -1: no expiry); a key the server does not hold is left out."""
+    host, port = address.rsplit(":", 1)
+    ttls: dict[bytes, int] = {}
+    with socket.create_connection((host, int(port)), timeout=timeout_s) as sock:
+        sock.sendall(b"".join(b"mg %s k t\r\n" % key for key in keys) + b"mn\r\n")
+        buffer = b""
+        while True:
+            line_end = buffer.find(b"\r\n")
+            if line_end < 0:
+                buffer += _received(sock)
+                continue
+            line, buffer = buffer[:line_end], buffer[line_end + 2 :]
+            if line == b"MN":
+                return ttls
+            flags = line.split()
+            if flags[0] == b"EN":  # a miss (1.6.18 echoes the k flag on it)
+                continue
+            if flags[0] != b"HD":
+                raise AssertionError(f"memcached answered {line[:200]!r} to mg")
+            named = {flag[:1]: flag[1:] for flag in flags[1:]}
+            ttls[named[b"k"]] = int(named[b"t"])
