@@ -214,6 +214,7 @@ async def test_region_c_away_for_30s_b_keeps_its_lag_and_c_catches_up_losing_not
     # more partitions, the trend stays well under what an outage's effect would be measured by
     rig.settings = dataclasses.replace(rig.settings, default_partitions=PARTITIONS)
     stream: Stream | None = None
+    watch: LoopWatch | None = None
     try:
         await ensure_topics(
             broker,
@@ -283,7 +284,9 @@ async def test_region_c_away_for_30s_b_keeps_its_lag_and_c_catches_up_losing_not
             f"during c's outage {during[len(during) // 2]}/{p99(during)} ms ({len(during)} ops); "
             f"c: {failed_in_outage} failed applies in {OUTAGE_S:.0f} s, backlog "
             f"{backlog_early:.0f} -> {backlog_late:.0f}, caught up {catch_up_s:.1f} s after its "
-            f"restart"
+            f"restart; cpu of the stages' process "
+            f"{watch.cpu(started_ms + int(WARM_S * 1000), stopped_ms):.2f} -> "
+            f"{watch.cpu(stopped_ms, restarted_ms):.2f} cores"
         )
         await watch.stop()
         timeline = [
@@ -303,6 +306,10 @@ async def test_region_c_away_for_30s_b_keeps_its_lag_and_c_catches_up_losing_not
         assert backlog_late >= backlog_early + RATE * OUTAGE_S / 3, figures
         assert handled_in_outage == 0, figures
         assert 1 <= failed_in_outage <= OUTAGE_S, figures
+        # no busy loop: this process (the stages) works less while c applies nothing
+        cpu_before = watch.cpu(started_ms + int(WARM_S * 1000), stopped_ms)
+        cpu_during = watch.cpu(stopped_ms, restarted_ms)
+        assert cpu_during <= 1.3 * cpu_before, (cpu_before, cpu_during, figures)
 
         # nothing lost, nothing older over newer, nothing dead-lettered
         want = model(envs)
@@ -316,6 +323,8 @@ async def test_region_c_away_for_30s_b_keeps_its_lag_and_c_catches_up_losing_not
         assert c_writer.outcomes["dlq"] == b_writer.outcomes["dlq"] == 0
         assert rig.registry.get_sample_value(gauge, c_labels) == 0 or await _drained(rig)
     finally:
+        if watch is not None:
+            await watch.stop()
         if stream is not None:
             await stream.stop()
         await rig.stop()
