@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ from walstream.settings import Settings
 
 from .helpers import ROOT, WorkerProcess, worker_assignment
 from .http_recorder import HttpRecorder
+from .replication_rig import Rig
 
 
 @pytest.fixture
@@ -144,3 +146,15 @@ def run_cli(env: dict, *args: str, timeout: float = 60.0) -> subprocess.Complete
         timeout=timeout,
         check=False,
     )
+
+
+@pytest.fixture
+async def rig(broker, memcached_servers, unique) -> AsyncIterator[Rig]:
+    """Three regions a, b, c on the session's memcached servers (replication_rig.Rig)."""
+    rig = Rig(
+        broker, f"c{unique}", {r: s.address for r, s in zip("abc", memcached_servers, strict=True)}
+    )
+    try:
+        yield rig
+    finally:
+        await rig.stop()

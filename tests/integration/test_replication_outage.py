@@ -48,7 +48,7 @@ from walstream.topology import (
 
 from .conftest import apply_namespace, eventually
 from .helpers import ROOT, committed_offset, read_topic, topic_end_offsets
-from .test_replication_stages import TOMB_TTL, Rig
+from .replication_rig import TOMB_TTL, Rig
 
 pytestmark = pytest.mark.integration
 

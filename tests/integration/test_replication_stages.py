@@ -4,157 +4,22 @@ applies its topic to its memcached with last-write-wins, in consumer groups of t
 
 from __future__ import annotations
 
-import asyncio
 import random
 import time
-from collections.abc import AsyncIterator, Callable
-from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
-from prometheus_client import CollectorRegistry
 
 from walstream.core.cache_ops import cache_op
 from walstream.core.dlq import DlqEntry, parse_dlq_record
-from walstream.kafka.admin import ensure_topics
-from walstream.metrics import WalMetrics
-from walstream.namespaces.replication import parse_replication
 from walstream.records import Envelope, encode_envelope
-from walstream.replication import RegionCache
-from walstream.replication.fanout import FanOut
-from walstream.replication.writer import RegionWriter
-from walstream.settings import Settings
 from walstream.testing.replication import cache_envelope
-from walstream.topology import default_topics, namespace_topic_specs, region_dlq_topic
+from walstream.topology import region_dlq_topic
 
 from .helpers import read_topic
+from .replication_rig import Rig, until
 
 pytestmark = pytest.mark.integration
-
-TOMB_TTL = 3_600
-
-
-async def until(predicate: Callable[[], Any], within_s: float, what: str) -> None:
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        if await predicate():
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out after {within_s}s waiting for {what}")
-
-
-def _cluster(servers: str | None) -> dict[str, str]:
-    return {"bootstrap_servers": servers} if servers is not None else {}
-
-
-class Rig:
-    """A replicated namespace of three regions a, b, c, its log, fan-out and writers."""
-
-    def __init__(
-        self,
-        broker: str,
-        ns: str,
-        servers: dict[str, str],
-        replicate: str = "value",
-        clusters: dict[str, str] | None = None,
-    ) -> None:
-        self.ns = ns
-        self.broker = broker
-        self.log = default_topics(ns).log
-        self.settings = Settings(
-            bootstrap_servers=broker,
-            auth=False,
-            replication_factor=1,
-            min_insync_replicas=1,
-            default_partitions=2,
-        )
-        self.replication = parse_replication(
-            {
-                "regions": {
-                    r: {"memcached": [s], **_cluster((clusters or {}).get(r))}
-                    for r, s in servers.items()
-                },
-                "max_lag_s": 600,
-                "tombstone_ttl_s": TOMB_TTL,
-                "replicate": replicate,
-            }
-        )
-        assert self.replication is not None
-        self.caches = {r: RegionCache([s], tombstone_ttl_s=TOMB_TTL) for r, s in servers.items()}
-        self.writers: dict[str, RegionWriter] = {}
-        self.registry = CollectorRegistry()
-        self.metrics = WalMetrics.create(self.registry)
-        self.fanout: FanOut | None = None
-        self.producer: AIOKafkaProducer | None = None
-
-    def writer(self, region: str) -> RegionWriter:
-        region_cfg = self.replication.region(region)  # type: ignore[union-attr]
-        assert region_cfg is not None
-        return RegionWriter(
-            self.settings,
-            namespace=self.ns,
-            region=region_cfg,
-            replication=self.replication,  # type: ignore[arg-type]
-            cache_timeout_s=0.5,
-            metrics=self.metrics,
-        )
-
-    async def start(self, regions: tuple[str, ...] = ("b", "c")) -> None:
-        await ensure_topics(
-            self.broker,
-            namespace_topic_specs(
-                default_topics(self.ns), 2, replication_factor=1, min_insync_replicas=1
-            ),
-        )
-        self.producer = AIOKafkaProducer(bootstrap_servers=self.broker, acks="all")
-        await self.producer.start()
-        self.fanout = FanOut(
-            self.settings,
-            namespace=self.ns,
-            log_topic=self.log,
-            replication=self.replication,  # type: ignore[arg-type]
-        )
-        await self.fanout.start()
-        for region in regions:
-            self.writers[region] = self.writer(region)
-            await self.writers[region].start()
-
-    async def stop(self) -> None:
-        for writer in self.writers.values():
-            await writer.stop()
-        if self.fanout is not None:
-            await self.fanout.stop()
-        if self.producer is not None:
-            await self.producer.stop()
-        for cache in self.caches.values():
-            await cache.close()
-
-    async def write(self, envs: list[Envelope], *, local: bool = True) -> None:
-        """As the replicating client does: apply in region a, publish to the log."""
-        if local:
-            await self.caches["a"].apply_many([cache_op(env) for env in envs])
-        assert self.producer is not None
-        sends = [
-            await self.producer.send(
-                self.log, encode_envelope(env), key=str(env.target["key"]).encode()
-            )
-            for env in envs
-        ]
-        await asyncio.gather(*sends)
-
-    async def read(self, region: str, keys: list[bytes]) -> list[bytes | None]:
-        return [await self.caches[region].get(key) for key in keys]
-
-
-@pytest.fixture
-async def rig(broker, memcached_servers, unique) -> AsyncIterator[Rig]:
-    rig = Rig(
-        broker, f"c{unique}", {r: s.address for r, s in zip("abc", memcached_servers, strict=True)}
-    )
-    try:
-        yield rig
-    finally:
-        await rig.stop()
 
 
 def mixed_ops(prefix: str, n: int, keys: int, seed: int = 7) -> list[Envelope]:

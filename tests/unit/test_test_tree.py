@@ -13,7 +13,7 @@ PACKAGE = ROOT / "walstream"
 
 #: Modules of the integration tests other tests may import (the broker helpers, the recorder):
 #: their owner is moving them into conftest files or walstream.testing.
-SHARED = {"conftest", "helpers", "http_recorder"}
+SHARED = {"conftest", "helpers", "http_recorder", "replication_rig"}
 
 #: Private names tests may import: none (a test needing one means the name is public).
 STILL_PRIVATE: set[tuple[str, str, str]] = set()
