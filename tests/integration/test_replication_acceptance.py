@@ -24,6 +24,7 @@ import asyncio
 import base64
 import logging
 import random
+import socket
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ from aiokafka import AIOKafkaProducer
 
 from walstream.api.app import build_api
 from walstream.core.cache_ring import server_for
-from walstream.core.cache_version import CacheOp, Kind, OpKind, StoredItem, encode
+from walstream.core.cache_version import CacheOp, Kind, OpKind, StoredItem, decode, encode
 from walstream.core.lww import Version
 from walstream.namespaces.config import NamespaceConfig, parse_namespace
 from walstream.records import Envelope, encode_envelope
@@ -175,7 +176,34 @@ async def converge(
             held = region_items(servers, keys)
             wrong = [k for k in keys if held.get(k) != goal.get(k)]
             differ.append(f"region {region}: {len(wrong)} keys differ, e.g. {wrong[:3]}")
+            differ += [
+                f"  {k!r}: holds {_item(held.get(k))}, want {_item(goal.get(k))}" for k in wrong[:3]
+            ]
+            differ += [f"  {server} evictions: {evictions(server)}" for server in servers]
         raise AssertionError("\n".join([*differ, log()])) from None
+
+
+def _item(raw: bytes | None) -> str:
+    if raw is None:
+        return "nothing"
+    item = decode(raw)
+    if isinstance(item, StoredItem):
+        return f"{item.kind.name} {item.version} ({len(item.value)} B)"
+    return repr(item)[:100]
+
+
+def evictions(server: str) -> str:
+    """The server's ``evictions`` stat (an evicted key would never converge)."""
+    host, port = server.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(b"stats\r\n")
+        data = b""
+        while not data.endswith(b"END\r\n"):
+            data += sock.recv(65536)
+    for line in data.decode().splitlines():
+        if line.startswith("STAT evictions "):
+            return line.split()[2]
+    return "?"
 
 
 async def client_reads(
@@ -501,7 +529,8 @@ async def test_concurrent_writes_in_two_regions_converge_to_the_highest_version(
                     original_write_time_ms=v.original_write_time_ms,
                     idempotency_token=v.idempotency_token,
                 )
-            results.append(await call)
+            result = await call
+            results.append(result)
         return results
 
     async with (
@@ -515,6 +544,9 @@ async def test_concurrent_writes_in_two_regions_converge_to_the_highest_version(
         results = [r for rs in await in_chunks(calls, 200) for r in rs]
     assert len(results) == 3_000
     assert {r.durable for r in results} == {"TRUE"}
+    # each call applied in its own region (a failed local apply is never replicated there)
+    failed = [r.local for r in results if r.local.outcome is ApplyOutcome.TRANSIENT]
+    assert failed == [], failed[:5]
 
     every = [op for region in plans.values() for ops in region for op in ops]
     want = model(every)
