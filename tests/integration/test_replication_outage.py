@@ -52,14 +52,21 @@ from .replication_rig import TOMB_TTL, Rig
 
 pytestmark = pytest.mark.integration
 
-#: the steady stream: operations per second, over this many keys (every key is set or deleted
-#: in any KEYS consecutive operations' span of 4 rounds, so each is written during the outage)
+#: the steady stream: operations per second over KEYS keys (a key's turn comes every KEYS / RATE
+#: = 2 s, its kind rotating set, set, delete, touch: every key is set and deleted in the outage)
 RATE = 200
 PARTITIONS = 8
 KEYS = 400
 WARM_S = 3.0
 PRE_S = 30.0  # as long as the outage: p99s of windows of one length
 OUTAGE_S = 30.0
+#: b's p99 during the outage is held within 2x its p99 before, a p99 under this counting as
+#: this: on the 2-core machine the suite shares, one second of scheduling delay sets a 30 s
+#: window's p99 (runs without any outage effect read pre/during p99s of 36/107, 128/300 and
+#: 446/434 ms, the process's loop stalled up to 100 ms while its CPU use fell). What the bound is
+#: for still fails it: c's writer retrying in a busy loop read 111/454 ms, a fan-out or loop
+#: blocked on c seconds.
+P99_FLOOR_MS = 150
 AFTER_S = 5.0
 
 
@@ -107,9 +114,6 @@ class Stream:
         self.stopped = True
         if self.task is not None:
             await self.task
-
-    def published_since(self, ms: int) -> int:
-        return sum(1 for env in self.envs if env.lifecycle.original_write_time_ms >= ms)
 
     async def _run(self) -> None:
         producer = self.rig.producer
@@ -299,7 +303,7 @@ async def test_region_c_away_for_30s_b_keeps_its_lag_and_c_catches_up_losing_not
         ]
         print(figures, "; per 5 s (b's p99 ms, worst loop stall ms, cpu):", timeline)  # noqa: T201 - the issue's figures
         assert len(during) == published_during > OUTAGE_S * RATE * 0.8, figures
-        assert p99(during) <= 2 * p99(pre), figures
+        assert p99(during) <= 2 * max(p99(pre), P99_FLOOR_MS), figures
         assert b_writer.failed_applies == 0
 
         # region c waited paused: its backlog grew, it read nothing, and it retried rarely
@@ -321,7 +325,7 @@ async def test_region_c_away_for_30s_b_keeps_its_lag_and_c_catches_up_losing_not
         await eventually(converged, 120, "b and c to hold the stream's final state")
         assert await raw_items(away.address, keys) == await raw_items(servers["b"], keys)
         assert c_writer.outcomes["dlq"] == b_writer.outcomes["dlq"] == 0
-        assert rig.registry.get_sample_value(gauge, c_labels) == 0 or await _drained(rig)
+        await _drained(rig)
     finally:
         if watch is not None:
             await watch.stop()
@@ -330,7 +334,7 @@ async def test_region_c_away_for_30s_b_keeps_its_lag_and_c_catches_up_losing_not
         await rig.stop()
 
 
-async def _drained(rig: Rig) -> bool:
+async def _drained(rig: Rig) -> None:
     gauge = "walstream_replication_backlog_records"
     labels = {"namespace": rig.ns, "region": "c"}
 
@@ -338,7 +342,6 @@ async def _drained(rig: Rig) -> bool:
         return rig.registry.get_sample_value(gauge, labels) == 0
 
     await eventually(zero, 30, "c's backlog gauge to drain")
-    return True
 
 
 # -- a region writer killed mid-batch ---------------------------------------------------------
