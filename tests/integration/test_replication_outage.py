@@ -550,14 +550,3 @@ async def test_a_long_key_and_a_value_over_the_item_size_go_to_the_region_dlq(
     assert values == {"id-long": encode_envelope(bad_key), "id-big": encode_envelope(bad_value)}
     assert rig.writers["b"].outcomes["dlq"] == 2
     assert await rig.caches["b"].get(f"{unique}:big".encode()) is None
-
-
-@pytest.fixture
-async def rig(broker, memcached_servers, unique):
-    rig = Rig(
-        broker, f"p{unique}", {r: s.address for r, s in zip("abc", memcached_servers, strict=True)}
-    )
-    try:
-        yield rig
-    finally:
-        await rig.stop()
