@@ -69,7 +69,5 @@ def bucket_quantile(buckets: Mapping[float, float], q: float) -> float | None:
     if total <= 0:
         return None
     rank = q * total
-    for bound in sorted(buckets):
-        if buckets[bound] >= rank:
-            return bound
-    return math.inf
+    # the bucket holding the total (+Inf, or the largest count) always qualifies
+    return next(bound for bound in sorted(buckets) if buckets[bound] >= rank)

@@ -26,6 +26,8 @@ def test_two_processes_add_up_per_region_and_other_namespaces_are_left_out():
         ("walstream_replication_dlq_records", {"namespace": "cache", "region": "c"}, 1.0),
         ("walstream_replication_dlq_records", {"namespace": "cache", "region": "c"}, 2.0),
         ("walstream_deliveries_total", {"namespace": "cache", "outcome": "delivered"}, 7.0),
+        # a region's figure status does not fold (the backlog comes from the topics)
+        ("walstream_replication_backlog_records", {"namespace": "cache", "region": "b"}, 5.0),
     ]
     regions = fold_samples(samples, "cache")
     assert set(regions) == {"b", "c"}
