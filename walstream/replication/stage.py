@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import mode
@@ -19,6 +20,7 @@ from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
 from walstream.aio import Backoff, cancel_and_wait, supervised
+from walstream.core.fetch_gaps import GapGuard
 from walstream.core.offsets import OffsetLedger
 from walstream.kafka import clients
 from walstream.kafka.clients import start_client, stop_consumer
@@ -47,9 +49,11 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
         self.stage.ledger.revoke(revoked)
+        self.stage.gaps.forget(revoked)
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         self.stage.ledger.assign(assigned)
+        self.stage.gaps.forget(assigned)
         self.stage.joined = True
 
 
@@ -77,6 +81,8 @@ class BatchStage(mode.Service):
         self.servers = servers
         self.max_records = max_records
         self.ledger: OffsetLedger[TopicPartition] = OffsetLedger()
+        #: no record stepped over: a fetch past a hole is read again (core.fetch_gaps)
+        self.gaps: GapGuard[TopicPartition] = GapGuard()
         self.consumer: Any = None
         self._task: asyncio.Task[None] | None = None
         #: records handled (their batch's outcome durable and committed)
@@ -134,9 +140,12 @@ class BatchStage(mode.Service):
 
     async def _step(self) -> None:
         consumer = self.consumer
-        batch: Batch = await consumer.getmany(timeout_ms=200, max_records=self.max_records)
-        if not batch:
+        fetched: Batch = await consumer.getmany(timeout_ms=200, max_records=self.max_records)
+        if not fetched:
             self.report()
+            return
+        batch = await self.contiguous(fetched)
+        if not batch:  # every record fetched lies past a hole: read again from it
             return
         for tp, records in batch.items():
             for record in records:
@@ -149,6 +158,7 @@ class BatchStage(mode.Service):
         for tp, records in batch.items():
             for record in records:
                 self.ledger.ack(tp, record.offset)
+            self.gaps.handled(tp, records[-1].offset)
         self.handled += sum(len(records) for records in batch.values())
         offsets = {}
         for tp in batch:
@@ -158,6 +168,14 @@ class BatchStage(mode.Service):
         if offsets:
             await consumer.commit(offsets)
         self.report()
+
+    async def start_offset(self, tp: TopicPartition) -> int:
+        """Where the stage started reading ``tp``: its group's commit, else the partition's
+        beginning (the consumer resets to the earliest record)."""
+        committed = await self.consumer.committed(tp)
+        if committed is not None:
+            return int(committed)
+        return int((await self.consumer.beginning_offsets([tp]))[tp])
 
     def report(self) -> None:
         """Update the stage's gauges (after each batch, and when there was none)."""
@@ -186,3 +204,25 @@ class BatchStage(mode.Service):
             if records and self.ledger.assigned(tp):
                 self.consumer.seek(tp, records[0].offset)
                 self.ledger.assign([tp])  # what it tracked is read again
+                self.gaps.restart(tp, records[0].offset)
+
+    async def contiguous(self, fetched: Batch) -> Batch:
+        """The records of ``fetched`` that follow on from what was handled, with no hole
+        before them; a partition with a hole is read again from it (core.fetch_gaps: the
+        embedded broker can hand out a batch before an earlier one it acked is stored)."""
+        for tp in fetched:
+            if not self.gaps.follows(tp):  # from where it started reading: its first batch too
+                self.gaps.restart(tp, await self.start_offset(tp))
+        now_ms = int(time.monotonic() * 1000)
+        batch: Batch = {}
+        for tp, records in fetched.items():
+            cut = self.gaps.cut(tp, [record.offset for record in records], now_ms)
+            if cut.seek_to is not None:
+                logger.info(
+                    "%s: %s has no record at %d yet: read again", self.label, tp, cut.seek_to
+                )
+                self.consumer.seek(tp, cut.seek_to)
+            kept = records[cut.skip : cut.skip + cut.keep]
+            if kept:
+                batch[tp] = kept
+        return batch
