@@ -1,0 +1,86 @@
+"""Issue 17 review: ways a replicated operation is lost, regresses or wedges a region, each forced
+against the real broker and real memcached (Debian's 1.6.18)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from walstream.core.cache_version import CacheOp, OpKind
+from walstream.core.lww import Version
+from walstream.replication import ApplyOutcome, RegionCache
+from walstream.testing.servers import RawServer
+
+# ---------------------------------------------------------------------------------------------
+# a region's memcached behind a slow link (another region's servers, across a WAN)
+
+
+class SlowLink:
+    """A TCP proxy to ``upstream`` passing at most ``rate`` bytes/s each way (in small slices,
+    so bytes flow steadily: a slow link, never a silent one)."""
+
+    def __init__(self, upstream: str, *, rate: int, slice_bytes: int = 16 * 1024) -> None:
+        self.host, _, port = upstream.rpartition(":")
+        self.port = int(port)
+        self.rate = rate
+        self.slice_bytes = slice_bytes
+
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(self.slice_bytes):
+                writer.write(data)
+                await writer.drain()
+                await asyncio.sleep(len(data) / self.rate)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(self.host, self.port)
+        try:
+            await asyncio.gather(self._pump(reader, up_writer), self._pump(up_reader, writer))
+        except asyncio.CancelledError:
+            pass  # the proxy closes with the test: its connections end
+        finally:
+            up_writer.close()
+
+
+def _set(key: bytes, time_ms: int, value: bytes) -> CacheOp:
+    return CacheOp(kind=OpKind.SET, key=key, version=Version(time_ms, "t"), value=value)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.xfail(
+    strict=True,
+    reason="a pipelined exchange's deadline covers the whole batch: over a slow link a batch "
+    "whose bytes take longer than timeout_s times out on every try, for ever",
+)
+async def test_a_batch_taking_longer_than_the_deadline_over_a_slow_link_still_applies(
+    own_memcached, unique
+) -> None:
+    server = own_memcached()
+    keys = [f"{unique}:slow{i}".encode() for i in range(32)]
+    value = bytes(range(256)) * 256  # 64 KiB each: 2 MiB a batch
+    # the keys hold older values (a backlog updating existing items): every read carries them
+    async with RegionCache([server.address], tombstone_ttl_s=60) as direct:
+        results = await direct.apply_many([_set(k, 1, b"old" + value) for k in keys])
+        assert {r.outcome for r in results} == {ApplyOutcome.APPLIED}
+    link = SlowLink(server.address, rate=2 * 1024 * 1024)  # 2 MiB/s: ~1 s each way, each try
+    async with (
+        RawServer(link.handle) as port,
+        RegionCache([f"127.0.0.1:{port}"], tombstone_ttl_s=60, timeout_s=0.5) as slow,
+    ):
+        ops = [_set(k, 2, value) for k in keys]
+        outcomes = []
+        for _ in range(3):  # as a region writer tries its batch again
+            started = time.monotonic()
+            results = await slow.apply_many(ops)
+            outcomes.append(({r.outcome for r in results}, round(time.monotonic() - started, 2)))
+            if {r.outcome for r in results} == {ApplyOutcome.APPLIED}:
+                break
+        assert {r.outcome for r in results} == {ApplyOutcome.APPLIED}, outcomes
+    async with RegionCache([server.address], tombstone_ttl_s=60) as direct:
+        assert [await direct.get(k) for k in keys] == [value] * len(keys)
