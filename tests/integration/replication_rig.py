@@ -1,11 +1,21 @@
 """A replicated namespace of three regions on the real broker and real memcached servers, with
-its fan-out and region writers run in the test's process: shared by the replication tests."""
+its fan-out and region writers run in the test's process, and a ``walstream worker --region``
+subprocess, a replicated namespace's definition and a worker's /readyz: shared by the
+replication tests."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -20,7 +30,10 @@ from walstream.replication import RegionCache
 from walstream.replication.fanout import FanOut
 from walstream.replication.writer import RegionWriter
 from walstream.settings import Settings
+from walstream.testing.records import namespace_definition
 from walstream.topology import default_topics, namespace_topic_specs
+
+from .helpers import ROOT
 
 TOMB_TTL = 3_600
 
@@ -36,6 +49,55 @@ async def until(predicate: Callable[[], Any], within_s: float, what: str) -> Non
 
 def _cluster(servers: str | None) -> dict[str, str]:
     return {"bootstrap_servers": servers} if servers is not None else {}
+
+
+def replicated_definition(
+    ns: str, servers: dict[str, str], clusters: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """A namespace replicating to each region of ``servers`` (region: its memcached server),
+    a region of ``clusters`` on the Kafka cluster it names."""
+    regions = {
+        r: {"memcached": [s], **_cluster((clusters or {}).get(r))} for r, s in servers.items()
+    }
+    return namespace_definition(
+        ns, replication={"regions": regions, "max_lag_s": 600, "tombstone_ttl_s": TOMB_TTL}
+    )
+
+
+def readyz(port: int) -> tuple[int, dict[str, Any]] | None:
+    """The worker's /readyz (status, body); None while it does not answer."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+    except OSError:
+        return None
+
+
+class RegionProcess:
+    """``walstream worker --region <r>`` in a subprocess, stopped by PID."""
+
+    def __init__(self, env: dict[str, str], region: str, log_path: Path) -> None:
+        log = log_path.open("ab")
+        self.log_path = log_path
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "walstream", "worker", "--region", region],
+            cwd=ROOT,
+            env={**os.environ, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def log_tail(self) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-30:])
 
 
 class Rig:

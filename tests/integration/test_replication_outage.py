@@ -18,10 +18,7 @@ import contextlib
 import dataclasses
 import os
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -47,8 +44,8 @@ from walstream.topology import (
 )
 
 from .conftest import apply_namespace, eventually
-from .helpers import ROOT, committed_offset, read_topic, topic_end_offsets
-from .replication_rig import TOMB_TTL, Rig
+from .helpers import committed_offset, read_topic, topic_end_offsets
+from .replication_rig import TOMB_TTL, RegionProcess, Rig
 
 pytestmark = pytest.mark.integration
 
@@ -345,31 +342,6 @@ async def _drained(rig: Rig) -> None:
 
 
 # -- a region writer killed mid-batch ---------------------------------------------------------
-
-
-class RegionProcess:
-    """``walstream worker --region <r>`` in a subprocess, stopped by PID."""
-
-    def __init__(self, env: dict[str, str], region: str, log_path: Path) -> None:
-        log = log_path.open("ab")
-        self.log_path = log_path
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "walstream", "worker", "--region", region],
-            cwd=ROOT,
-            env={**os.environ, **env},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-
-    def log_tail(self) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-30:])
 
 
 def mixed(ns: str, prefix: str, start: int, n: int, keys: int) -> list[Envelope]:

@@ -5,9 +5,6 @@ region's cluster away) keeps the worker not ready, and delays no other stage."""
 
 from __future__ import annotations
 
-import json
-import urllib.error
-import urllib.request
 from typing import Any
 
 import pytest
@@ -16,29 +13,9 @@ from walstream.namespaces.broadcast import NamespacePublisher
 from walstream.testing.records import namespace_definition
 
 from .conftest import apply_namespace, eventually, wait_serving
+from .replication_rig import readyz, replicated_definition
 
 pytestmark = pytest.mark.integration
-
-
-def readyz(port: int) -> tuple[int, dict[str, Any]] | None:
-    """The worker's /readyz (status, body); None while it does not answer."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
-    except OSError:
-        return None
-
-
-def replicated(ns: str, servers: dict[str, str], clusters: dict[str, str]) -> dict[str, Any]:
-    regions = {
-        r: {"memcached": [s], **({"bootstrap_servers": clusters[r]} if r in clusters else {})}
-        for r, s in servers.items()
-    }
-    return namespace_definition(
-        ns, replication={"regions": regions, "max_lag_s": 600, "tombstone_ttl_s": 3_600}
-    )
 
 
 async def test_the_worker_is_ready_only_once_its_replication_stages_have_joined(
@@ -47,12 +24,12 @@ async def test_the_worker_is_ready_only_once_its_replication_stages_have_joined(
     servers = {r: s.address for r, s in zip("abc", memcached_servers, strict=True)}
     good, away, plain = f"g{unique}", f"x{unique}", f"p{unique}"
     await apply_namespace(wal_settings, namespace_definition(plain))
-    await apply_namespace(wal_settings, replicated(good, servers, {}))
+    await apply_namespace(wal_settings, replicated_definition(good, servers))
     # region c of ``away`` names a Kafka cluster of its own, stopped once the namespace is
-    # applied (which creates c's topics there): its writer and the namespace's fan-out (which
-    # copies to c) cannot start
+    # applied (which creates c's topics there): its writer and the fan-out to c cannot start
+    # (the fan-outs to a and b, in groups of their own, start and join)
     await apply_namespace(
-        wal_settings, replicated(away, servers, {"c": own_broker.bootstrap_servers})
+        wal_settings, replicated_definition(away, servers, {"c": own_broker.bootstrap_servers})
     )
     own_broker.stop(timeout=1.0)
     worker = workers()
@@ -65,7 +42,7 @@ async def test_the_worker_is_ready_only_once_its_replication_stages_have_joined(
         # ``good``'s fan-out and writers joined: only ``away``'s unstartable stages wait
         return (
             answer
-            if answer[1].get("replication_waiting") == [f"{away}/c", f"{away}/fanout"]
+            if answer[1].get("replication_waiting") == [f"{away}/c", f"{away}/fanout/c"]
             else None
         )
 

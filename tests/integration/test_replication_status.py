@@ -5,14 +5,7 @@ namespace's stages: per region, the backlog and open DLQ entries off the topics,
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import signal
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from typing import Any
 
 import pytest
@@ -20,12 +13,11 @@ from aiokafka import AIOKafkaProducer
 
 from walstream.broker import free_port
 from walstream.records import Envelope, encode_envelope
-from walstream.testing.records import namespace_definition
 from walstream.testing.replication import cache_envelope
 from walstream.topology import region_topic
 
 from .conftest import apply_namespace, eventually, run_cli
-from .helpers import ROOT
+from .replication_rig import RegionProcess, readyz, replicated_definition
 
 pytestmark = pytest.mark.integration
 
@@ -63,17 +55,7 @@ async def test_status_prints_each_regions_backlog_dlq_and_the_workers_figures(
 ) -> None:
     ns = f"s{unique}"
     servers = {r: s.address for r, s in zip("abc", memcached_servers, strict=True)}
-    await apply_namespace(
-        wal_settings,
-        namespace_definition(
-            ns,
-            replication={
-                "regions": {r: {"memcached": [s]} for r, s in servers.items()},
-                "max_lag_s": 600,
-                "tombstone_ttl_s": 3_600,
-            },
-        ),
-    )
+    await apply_namespace(wal_settings, replicated_definition(ns, servers))
     worker = workers()
     base = int(time.time() * 1000)
     envs = [
@@ -120,52 +102,19 @@ async def test_status_prints_each_regions_backlog_dlq_and_the_workers_figures(
     assert "pass --metrics" in bare.stderr
 
 
-def readyz(port: int) -> tuple[int, dict[str, Any]] | None:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
-    except OSError:
-        return None
-
-
-def start_region(region: str, env: dict[str, str], log_path: Any) -> subprocess.Popen[bytes]:
-    """``walstream worker --region <region>`` in a subprocess (the test stops it by PID)."""
-    with log_path.open("ab") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "walstream", "worker", "--region", region],
-            cwd=ROOT,
-            env={**os.environ, **env},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-
 async def test_a_region_deployment_serves_its_readiness_and_metrics(
     wal_env, wal_settings, broker, memcached_servers, unique, tmp_path
 ) -> None:
     ns = f"r{unique}"
     servers = {r: s.address for r, s in zip("abc", memcached_servers, strict=True)}
-    await apply_namespace(
-        wal_settings,
-        namespace_definition(
-            ns,
-            replication={
-                "regions": {r: {"memcached": [s]} for r, s in servers.items()},
-                "max_lag_s": 600,
-                "tombstone_ttl_s": 3_600,
-            },
-        ),
-    )
+    await apply_namespace(wal_settings, replicated_definition(ns, servers))
     port = free_port()
     log_path = tmp_path / "region-b.log"
-    proc = start_region("b", {**wal_env, "WALSTREAM_WORKER_WEB_PORT": str(port)}, log_path)
+    region_b = RegionProcess({**wal_env, "WALSTREAM_WORKER_WEB_PORT": str(port)}, "b", log_path)
     try:
 
         def ready() -> Any:
-            assert proc.poll() is None, log_path.read_text(errors="replace")
+            assert region_b.proc.poll() is None, log_path.read_text(errors="replace")
             answer = readyz(port)
             return answer if answer is not None and answer[0] == 200 else None
 
@@ -191,6 +140,4 @@ async def test_a_region_deployment_serves_its_readiness_and_metrics(
             lambda: asyncio.to_thread(applied), 90, "region b's 5 operations in its figures"
         )
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(10)
+        region_b.kill()

@@ -7,12 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
-from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
@@ -27,22 +22,10 @@ from walstream.testing.replication import cache_envelope
 from walstream.topology import region_topic
 
 from .conftest import apply_namespace, eventually, run_cli, wait_serving
-from .helpers import ROOT, committed_offset, worker_assignment
+from .helpers import committed_offset, worker_assignment
+from .replication_rig import TOMB_TTL, RegionProcess, replicated_definition
 
 pytestmark = pytest.mark.integration
-
-TOMB_TTL = 3_600
-
-
-def definition(ns: str, servers: dict[str, str]) -> dict[str, Any]:
-    return namespace_definition(
-        ns,
-        replication={
-            "regions": {r: {"memcached": [s]} for r, s in servers.items()},
-            "max_lag_s": 600,
-            "tombstone_ttl_s": TOMB_TTL,
-        },
-    )
 
 
 def ops(ns: str, prefix: str, n: int, keys: int) -> list[Envelope]:
@@ -105,7 +88,9 @@ async def test_a_worker_runs_the_fanout_and_writers_not_the_delivery_agents(
     ns = f"w{unique}"
     await apply_namespace(
         wal_settings,
-        definition(ns, {r: s.address for r, s in zip("abc", memcached_servers, strict=True)}),
+        replicated_definition(
+            ns, {r: s.address for r, s in zip("abc", memcached_servers, strict=True)}
+        ),
     )
     plain = f"p{unique}"
     await apply_namespace(wal_settings, namespace_definition(plain))
@@ -135,36 +120,11 @@ async def test_a_worker_runs_the_fanout_and_writers_not_the_delivery_agents(
     assert not [t for t, _ in body["assignment"] if t in (f"wal.{ns}.log", f"wal.{ns}.retry")]
 
 
-class RegionProcess:
-    """``walstream worker --region <r>`` in a subprocess, stopped by PID."""
-
-    def __init__(self, env: dict[str, str], region: str, log_path: Path) -> None:
-        log = log_path.open("ab")
-        self.log_path = log_path
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "walstream", "worker", "--region", region],
-            cwd=ROOT,
-            env={**os.environ, **env},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-
-    def log_tail(self) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-30:])
-
-
 async def test_a_region_writer_killed_mid_stream_is_continued_by_a_new_one(
     wal_env, wal_settings, broker, memcached_servers, caches, unique, tmp_path
 ) -> None:
     ns = f"k{unique}"
-    definition_ = definition(
+    definition_ = replicated_definition(
         ns, {r: s.address for r, s in zip("abc", memcached_servers, strict=True)}
     )
     await apply_namespace(wal_settings, definition_)
