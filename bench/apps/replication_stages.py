@@ -1,7 +1,8 @@
 """The replication benchmark's worker: a replicated namespace's stages in one process (one core).
 
-The fan-out and a writer for each region named in REPL_WRITERS (comma-separated), or the writers
-alone (REPL_FANOUT=0), the classes the worker runs (walstream.replication), on the namespace
+The fan-outs (one per region) and a writer for each region named in REPL_WRITERS
+(comma-separated), or the writers alone (REPL_FANOUT=0), the classes the worker runs
+(walstream.replication), on the namespace
 described by the environment:
 
 * REPL_BOOTSTRAP: the broker; REPL_NS: the namespace; REPL_PARTITIONS: its topics' partitions;
@@ -12,7 +13,7 @@ described by the environment:
 * REPL_PROFILE=1: it also times each stage's steps (a fetch that returned records, the batch's
   handling, the commit; ms each, and the batch sizes), and each record's age when a fetch hands
   it over (now minus its Kafka timestamp, when it was produced), and writes them at exit
-  (``{"steps": {"fanout": {"fetch": [...], "handle": [...], "commit": [...], "batch": [...]}}}``).
+  (``{"steps": {"fanout-b": {"fetch": [...], "handle": [...], "commit": [...], "batch": [...]}}}``).
 
 The lag samples come from the writers' own ``replication_lag`` observation (apply time minus
 original write time), taken here in full instead of as histogram buckets.
@@ -33,7 +34,7 @@ from prometheus_client import CollectorRegistry
 
 from walstream.metrics import WalMetrics
 from walstream.namespaces.replication import parse_replication
-from walstream.replication.fanout import FanOut
+from walstream.replication.fanout import fanouts
 from walstream.replication.writer import RegionWriter
 from walstream.settings import Settings
 from walstream.topology import default_topics
@@ -132,8 +133,8 @@ async def main() -> None:
     metrics = WalMetrics.create(CollectorRegistry())._replace(replication_lag=lags)
     stages: list[Any] = []
     if env.get("REPL_FANOUT", "1") == "1":
-        stages.append(
-            FanOut(
+        stages.extend(  # a fan-out per region, as the worker runs them
+            fanouts(
                 settings,
                 namespace=ns,
                 log_topic=default_topics(ns).log,
@@ -162,7 +163,11 @@ async def main() -> None:
     for stage in stages:
         await stage.start()
         if steps is not None:
-            name = f"writer-{stage.region.name}" if isinstance(stage, RegionWriter) else "fanout"
+            name = (
+                f"writer-{stage.region.name}"
+                if isinstance(stage, RegionWriter)
+                else f"fanout-{stage.region}"
+            )
             steps.watch(name, stage)
     try:
         while not stop.is_set():

@@ -27,7 +27,7 @@ from walstream.metrics import WalMetrics
 from walstream.namespaces.replication import parse_replication
 from walstream.records import Envelope, encode_envelope
 from walstream.replication import RegionCache
-from walstream.replication.fanout import FanOut
+from walstream.replication.fanout import FanOut, fanouts
 from walstream.replication.writer import RegionWriter
 from walstream.settings import Settings
 from walstream.testing.records import namespace_definition
@@ -137,7 +137,8 @@ class Rig:
         self.writers: dict[str, RegionWriter] = {}
         self.registry = CollectorRegistry()
         self.metrics = WalMetrics.create(self.registry)
-        self.fanout: FanOut | None = None
+        #: the fan-out to each region (one consumer group each, as a worker runs them)
+        self.fanouts: dict[str, FanOut] = {}
         self.producer: AIOKafkaProducer | None = None
 
     def writer(self, region: str) -> RegionWriter:
@@ -161,13 +162,14 @@ class Rig:
         )
         self.producer = AIOKafkaProducer(bootstrap_servers=self.broker, acks="all")
         await self.producer.start()
-        self.fanout = FanOut(
+        for fanout in fanouts(
             self.settings,
             namespace=self.ns,
             log_topic=self.log,
             replication=self.replication,  # type: ignore[arg-type]
-        )
-        await self.fanout.start()
+        ):
+            self.fanouts[fanout.region] = fanout
+            await fanout.start()
         for region in regions:
             self.writers[region] = self.writer(region)
             await self.writers[region].start()
@@ -175,8 +177,8 @@ class Rig:
     async def stop(self) -> None:
         for writer in self.writers.values():
             await writer.stop()
-        if self.fanout is not None:
-            await self.fanout.stop()
+        for fanout in self.fanouts.values():
+            await fanout.stop()
         if self.producer is not None:
             await self.producer.stop()
         for cache in self.caches.values():

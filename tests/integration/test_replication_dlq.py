@@ -22,7 +22,7 @@ from walstream.metrics import WalMetrics
 from walstream.namespaces.config import parse_namespace
 from walstream.records import encode_envelope
 from walstream.replication import RegionCache
-from walstream.replication.stages import ReplicationStages
+from walstream.replication.stages import ReplicationStages, StageKey
 from walstream.replication.writer import RegionWriter
 from walstream.testing.records import namespace_definition
 from walstream.testing.replication import cache_envelope
@@ -66,7 +66,7 @@ async def region_b(wal_settings, memcached_servers, unique) -> AsyncIterator[dic
     registry = CollectorRegistry()
     # the writer as a worker makes it (with its region DLQ's gauge)
     stages = ReplicationStages(wal_settings, metrics=WalMetrics.create(registry))
-    writer = stages._make((ns, "b"), config.topics.log, config.replication)
+    writer = stages._make(StageKey(ns, "b", "writer"), config.topics.log, config.replication)
     assert isinstance(writer, RegionWriter)
     cache = RegionCache([servers["b"]], tombstone_ttl_s=TOMB_TTL)
     producer = AIOKafkaProducer(bootstrap_servers=wal_settings.bootstrap_list, acks="all")

@@ -390,8 +390,12 @@ async def test_a_region_writer_killed_mid_batch_is_continued_from_the_committed_
     await apply_namespace(wal_settings, definition)
     config = parse_namespace(definition)
     assert config.replication is not None
-    fanout = FanOut(
-        wal_settings, namespace=ns, log_topic=config.topics.log, replication=config.replication
+    fanout = FanOut(  # the fan-out to c: region c's writer is the one under test
+        wal_settings,
+        namespace=ns,
+        log_topic=config.topics.log,
+        replication=config.replication,
+        region="c",
     )
     region_c = RegionCache([live.address, frozen.address], tombstone_ttl_s=TOMB_TTL)
     on_live = RegionCache([live.address], tombstone_ttl_s=TOMB_TTL)

@@ -132,8 +132,12 @@ async def test_a_region_writer_killed_mid_stream_is_continued_by_a_new_one(
 
     config = parse_namespace(definition_)
     assert config.replication is not None
-    fanout = FanOut(
-        wal_settings, namespace=ns, log_topic=config.topics.log, replication=config.replication
+    fanout = FanOut(  # the fan-out to c: region c's writer is the one under test
+        wal_settings,
+        namespace=ns,
+        log_topic=config.topics.log,
+        replication=config.replication,
+        region="c",
     )
     first = RegionProcess(wal_env, "c", tmp_path / "region-c-1.log")
     second: RegionProcess | None = None

@@ -79,9 +79,12 @@ class ClientIds:
         return f"{app_id}-delay"
 
     @staticmethod
-    def fanout_group(namespace: str) -> str:
-        """A replicated namespace's fan-out stage's consumer group (of its log; issue 17)."""
-        return f"walstream.{namespace}.fanout"
+    def fanout_group(namespace: str, region: str) -> str:
+        """A replicated namespace's fan-out to ``region``: its consumer group (of the namespace's
+        log; issue 17). One group per target region, so a region whose cluster is away holds
+        back only its own copies (until 2026-12-06 one group ``walstream.<ns>.fanout`` copied to
+        every region, and one dead cluster stopped them all)."""
+        return f"walstream.{namespace}.fanout.{region}"
 
     @staticmethod
     def region_group(namespace: str, region: str) -> str:

@@ -1,12 +1,16 @@
-"""The fan-out stage of a replicated namespace (issue 17): its log, copied to each region's topic.
+"""The fan-out stages of a replicated namespace (issue 17): its log, copied to each region's topic.
 
 Every operation in ``wal.<ns>.log`` is copied to ``wal.<ns>.region.<r>`` for every region r
 but the one it was made in (its target's ``origin_region``), on the region's own Kafka cluster
-when it names one. The Kafka key is kept, so one key's operations stay in order within each
-region's topic. In ``invalidate`` mode a set is copied as a delete of the same key and version
+when it names one. Each target region has a fan-out of its own (:class:`FanOut`, consumer
+group ``ClientIds.fanout_group(ns, r)``) reading the whole log and copying to its region only:
+a region whose cluster is away or slow holds back only its own fan-out (its operations wait in
+the log, read again from its group's commit once the cluster is back), never another region's
+copies. The Kafka key is kept, so one key's operations stay in order within each region's
+topic. In ``invalidate`` mode a set is copied as a delete of the same key and version
 (core.outbox.region_copy). A batch's copies are all sent, then their acks awaited, then the
 batch committed (walstream.replication.stage): a crash copies some operations twice, which
-the regions' last-write-wins reads as duplicates.
+the region's last-write-wins reads as duplicates.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from walstream.replication.stage import Batch, BatchStage, acked
 from walstream.settings import Settings
 from walstream.topology import region_topic, region_topic_specs
 
-__all__ = ["FanOut", "region_servers"]
+__all__ = ["FanOut", "fanouts", "region_servers"]
 
 
 def region_servers(settings: Settings, cluster: str | None) -> str | list[str]:
@@ -33,7 +37,8 @@ def region_servers(settings: Settings, cluster: str | None) -> str | list[str]:
 
 
 class FanOut(BatchStage):
-    """Copies a replicated namespace's log to its regions' topics."""
+    """Copies a replicated namespace's log to one region's topic (``region``: its name), in a
+    consumer group of its own; the operations made in that region are read and passed."""
 
     label = "replication fan-out"
 
@@ -44,75 +49,95 @@ class FanOut(BatchStage):
         namespace: str,
         log_topic: str,
         replication: Replication,
+        region: str,
         partitions: int | None = None,
         **kwargs: Any,
     ) -> None:
+        config = replication.region(region)
+        if config is None:
+            raise ValueError(f"namespace {namespace!r} does not replicate to region {region!r}")
         super().__init__(
             settings,
             topic=log_topic,
-            group_id=ClientIds.fanout_group(namespace),
+            group_id=ClientIds.fanout_group(namespace, region),
             servers=settings.bootstrap_list,
             **kwargs,
         )
         self.namespace = namespace
         self.replication = replication
+        #: the region copied to, and its cluster (None: the deployment's own)
+        self.region = region
+        self.cluster = config.bootstrap_servers
         self.partitions = partitions or settings.default_partitions
         self.invalidate = replication.replicate is Replicate.INVALIDATE
-        self.regions = list(replication.region_names)
-        self._topics = {r: region_topic(namespace, r) for r in self.regions}
-        #: one producer per Kafka cluster (None: the deployment's own), and each region's
-        self._producers: dict[str | None, Any] = {}
-        self._producer_of: dict[str, Any] = {}
+        self._targets = [region]
+        self._topic = region_topic(namespace, region)
+        self._producer: Any = None
         #: copies sent and acknowledged
         self.copies = 0
 
     async def start_clients(self) -> None:
         settings = self.settings
-        for region in self.replication.regions:
-            cluster = region.bootstrap_servers
-            servers = region_servers(settings, cluster)
-            await ensure_topics(
-                servers,
-                region_topic_specs(
-                    self.namespace,
-                    region.name,
-                    self.partitions,
-                    replication_factor=settings.replication_factor,
-                    min_insync_replicas=settings.min_insync_replicas,
-                ),
-            )
-            if cluster not in self._producers:
-                producer = clients.stage_producer(servers, group_id=self.group_id)
-                self._producers[cluster] = producer
-                await start_client(producer)
-            self._producer_of[region.name] = self._producers[cluster]
+        servers = region_servers(settings, self.cluster)
+        await ensure_topics(
+            servers,
+            region_topic_specs(
+                self.namespace,
+                self.region,
+                self.partitions,
+                replication_factor=settings.replication_factor,
+                min_insync_replicas=settings.min_insync_replicas,
+            ),
+        )
+        producer = clients.stage_producer(servers, group_id=self.group_id)
+        self._producer = producer
+        await start_client(producer)
 
     async def stop_clients(self) -> None:
-        producers, self._producers = self._producers, {}
-        for producer in producers.values():
+        producer, self._producer = self._producer, None
+        if producer is not None:
             await producer.stop()
 
     async def handle(self, batch: Batch) -> None:
         acks = []
+        producer = self._producer
         for records in batch.values():
             for record in records:
+                if not fanout_regions(origin_region(record.value), self._targets):
+                    continue  # made in this region
                 # in value mode the bytes travel as they are: only the origin is read
                 env = _envelope(record.value) if self.invalidate else None
-                for region in fanout_regions(origin_region(record.value), self.regions):
-                    out = region_copy(
-                        record.value,
-                        record.key,
-                        env,
-                        topic=self._topics[region],
-                        invalidate=self.invalidate,
-                    )
-                    acks.append(
-                        await self._producer_of[region].send(
-                            out.topic, out.value, key=out.key, partition=out.partition
-                        )
-                    )
+                out = region_copy(
+                    record.value, record.key, env, topic=self._topic, invalidate=self.invalidate
+                )
+                acks.append(
+                    await producer.send(out.topic, out.value, key=out.key, partition=out.partition)
+                )
         await acked(acks)
         self.copies += len(acks)
+
+
+def fanouts(
+    settings: Settings,
+    *,
+    namespace: str,
+    log_topic: str,
+    replication: Replication,
+    **kwargs: Any,
+) -> list[FanOut]:
+    """A fan-out per region of ``replication`` (what a worker runs for the namespace; tests and
+    benchmarks running the stages in one process start each)."""
+    return [
+        FanOut(
+            settings,
+            namespace=namespace,
+            log_topic=log_topic,
+            replication=replication,
+            region=region,
+            **kwargs,
+        )
+        for region in replication.region_names
+    ]
 
 
 def _envelope(value: bytes | None) -> Envelope | None:

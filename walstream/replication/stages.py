@@ -1,6 +1,10 @@
-"""The replication stages a worker runs (issue 17): for every replicated namespace, its fan-out
-and one writer per region; with ``region`` set (``walstream worker --region r``), only region
-r's writers (that region's deployment).
+"""The replication stages a worker runs (issue 17): for every replicated namespace, a fan-out
+per region (copying the namespace's log to that region's topic) and a writer per region; with
+``region`` set (``walstream worker --region r``), only region r's writers (that region's
+deployment). The fan-outs run in the main worker, whatever the regions' deployments: they read
+the namespace's log on the deployment's own cluster, and each writes to its region's topic on
+the region's cluster (each in its own consumer group: a region whose cluster is away holds
+back only its own fan-out, and its operations wait in the log).
 
 The set of stages follows the namespace registry: ``on_namespaces`` (a listener of the
 namespace feed) says what is wanted, and the service starts the stages that are missing and
@@ -15,7 +19,7 @@ import contextlib
 import logging
 import os
 import signal
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
 import mode
 from aiohttp import web
@@ -37,8 +41,20 @@ __all__ = ["ReplicationStages", "run_region"]
 
 logger = logging.getLogger(__name__)
 
-#: A stage: (namespace, region or None for the fan-out), with the config it was made from.
-StageKey = tuple[str, str | None]
+
+class StageKey(NamedTuple):
+    """A stage: a namespace's fan-out to ``region``, or its writer of ``region``."""
+
+    namespace: str
+    region: str
+    kind: Literal["fanout", "writer"]
+
+    @property
+    def label(self) -> str:
+        """What /readyz calls it: ``ns/r`` (the writer), ``ns/fanout/r`` (the fan-out)."""
+        if self.kind == "fanout":
+            return f"{self.namespace}/fanout/{self.region}"
+        return f"{self.namespace}/{self.region}"
 
 
 class ReplicationStages(mode.Service):
@@ -63,15 +79,15 @@ class ReplicationStages(mode.Service):
 
     def waiting(self) -> list[str]:
         """The stages the registry asks for that do not run yet or have not joined their
-        consumer group (``ns/fanout``, ``ns/region``): the worker is not ready until none."""
+        consumer group (``ns/region``: a writer, ``ns/fanout/region``: a fan-out), sorted: the
+        worker is not ready until none."""
         waiting = []
-        for key, (_, replication) in sorted(self._wanted.items(), key=lambda kv: str(kv[0])):
+        for key, (_, replication) in self._wanted.items():
             running = self.running.get(key)
             joined = running is not None and running[0] == replication and running[1].joined
             if not joined:
-                namespace, region = key
-                waiting.append(f"{namespace}/{region or 'fanout'}")
-        return waiting
+                waiting.append(key.label)
+        return sorted(waiting)
 
     def on_namespaces(self, registry: NamespaceRegistry) -> None:
         """What to run for ``registry``'s replicated namespaces (a namespace feed listener)."""
@@ -80,11 +96,11 @@ class ReplicationStages(mode.Service):
             replication = ns.replication
             if replication is None:
                 continue
-            if self.region is None:
-                wanted[(ns.name, None)] = (ns.topics.log, replication)
             for name in replication.region_names:
+                if self.region is None:  # the fan-outs run in the main worker
+                    wanted[StageKey(ns.name, name, "fanout")] = (ns.topics.log, replication)
                 if self.region in (None, name):
-                    wanted[(ns.name, name)] = (ns.topics.log, replication)
+                    wanted[StageKey(ns.name, name, "writer")] = (ns.topics.log, replication)
         self._wanted = wanted
         self._changed.set()
 
@@ -120,7 +136,7 @@ class ReplicationStages(mode.Service):
             if key not in wanted or wanted[key][1] != config:
                 del self.running[key]
                 await stage.stop()
-                logger.info("replication stage stopped: %s", key)
+                logger.info("replication stage stopped: %s", key.label)
         starting = [
             self._start(key, log_topic, replication)
             for key, (log_topic, replication) in wanted.items()
@@ -137,17 +153,21 @@ class ReplicationStages(mode.Service):
                 await stage.stop()  # what its start opened
             if not isinstance(exc, Exception):
                 raise
-            logger.warning("replication stage %s did not start (again in 1s): %r", key, exc)
+            logger.warning("replication stage %s did not start (again in 1s): %r", key.label, exc)
             return False
         self.running[key] = (replication, stage)
-        logger.info("replication stage started: %s", key)
+        logger.info("replication stage started: %s", key.label)
         return True
 
     def _make(self, key: StageKey, log_topic: str, replication: Replication) -> BatchStage:
-        namespace, region = key
-        if region is None:
+        namespace, region, kind = key
+        if kind == "fanout":
             return FanOut(
-                self.settings, namespace=namespace, log_topic=log_topic, replication=replication
+                self.settings,
+                namespace=namespace,
+                log_topic=log_topic,
+                replication=replication,
+                region=region,
             )
         config = replication.region(region)
         assert config is not None  # noqa: S101 - named by replication.region_names
@@ -173,8 +193,9 @@ class ReplicationStages(mode.Service):
 
 async def run_region(settings: Settings, region: str) -> None:
     """``walstream worker --region r``: region r's writers of every replicated namespace that
-    names it, following the namespace registry, until SIGINT or SIGTERM. It serves /metrics,
-    /healthz and /readyz (ready: the registry read and every writer joined) on
+    names it, following the namespace registry, until SIGINT or SIGTERM (the fan-outs, which
+    fill region r's topic, run in the main worker: they read the log on its cluster). It
+    serves /metrics, /healthz and /readyz (ready: the registry read and every writer joined) on
     WALSTREAM_WORKER_WEB_HOST:PORT, as a worker does; a port already taken is logged and the
     writers run without them."""
     stop = asyncio.Event()

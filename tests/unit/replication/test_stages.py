@@ -7,8 +7,8 @@ import click
 import pytest
 
 from walstream.cli.main import region_option
-from walstream.replication.fanout import FanOut
-from walstream.replication.stages import ReplicationStages
+from walstream.replication.fanout import FanOut, fanouts
+from walstream.replication.stages import ReplicationStages, StageKey
 from walstream.replication.writer import RegionWriter
 from walstream.settings import Settings
 from walstream.testing.records import namespace_definition, registry_of
@@ -31,24 +31,54 @@ def registry():
 def test_a_worker_runs_a_fanout_and_a_writer_per_region_of_each_replicated_namespace():
     stages = ReplicationStages(SETTINGS)
     stages.on_namespaces(registry())
-    assert sorted(stages._wanted, key=str) == [
-        ("cache", "a"),
-        ("cache", "b"),
-        ("cache", "c"),
-        ("cache", None),
+    assert sorted(stages._wanted) == [
+        ("cache", "a", "fanout"),
+        ("cache", "a", "writer"),
+        ("cache", "b", "fanout"),
+        ("cache", "b", "writer"),
+        ("cache", "c", "fanout"),
+        ("cache", "c", "writer"),
     ]
-    log, replication = stages._wanted[("cache", None)]
+    key = StageKey("cache", "c", "fanout")
+    log, replication = stages._wanted[key]
     assert log == "wal.cache.log"
-    assert isinstance(stages._make(("cache", None), log, replication), FanOut)
-    writer = stages._make(("cache", "b"), log, replication)
+    fanout = stages._make(key, log, replication)
+    # the fan-out to c reads the log in a group of its own and copies to c's topic only
+    assert isinstance(fanout, FanOut)
+    assert (fanout.topic, fanout.group_id, fanout.region) == (
+        "wal.cache.log",
+        "walstream.cache.fanout.c",
+        "c",
+    )
+    writer = stages._make(StageKey("cache", "b", "writer"), log, replication)
     assert isinstance(writer, RegionWriter)
     assert (writer.topic, writer.group_id) == ("wal.cache.region.b", "walstream.cache.region.b")
 
 
+def test_each_region_s_fanout_has_a_group_of_its_own():
+    replication = registry().get("cache").replication
+    assert replication is not None
+    stages = fanouts(
+        SETTINGS, namespace="cache", log_topic="wal.cache.log", replication=replication
+    )
+    assert [(f.region, f.group_id, f._topic) for f in stages] == [
+        (r, f"walstream.cache.fanout.{r}", f"wal.cache.region.{r}") for r in "abc"
+    ]
+    with pytest.raises(ValueError, match="region 'd'"):
+        FanOut(
+            SETTINGS,
+            namespace="cache",
+            log_topic="wal.cache.log",
+            replication=replication,
+            region="d",
+        )
+
+
 def test_a_region_deployment_runs_only_its_regions_writers():
+    # the fan-outs (to b too) run in the main worker: they read the log on its cluster
     stages = ReplicationStages(SETTINGS, region="b")
     stages.on_namespaces(registry())
-    assert list(stages._wanted) == [("cache", "b")]
+    assert list(stages._wanted) == [("cache", "b", "writer")]
 
 
 @pytest.mark.parametrize(
@@ -72,16 +102,25 @@ def test_aregion_option_needs_a_name():
 def test_the_worker_is_not_ready_until_every_wanted_stage_has_joined_its_group():
     stages = ReplicationStages(SETTINGS)
     stages.on_namespaces(registry())
-    everything = ["cache/a", "cache/b", "cache/c", "cache/fanout"]
+    everything = [
+        "cache/a",
+        "cache/b",
+        "cache/c",
+        "cache/fanout/a",
+        "cache/fanout/b",
+        "cache/fanout/c",
+    ]
     assert stages.waiting() == everything  # none runs yet
     for key, (log, replication) in stages._wanted.items():
         stages.running[key] = (replication, stages._make(key, log, replication))
     assert stages.waiting() == everything  # running, but no assignment came yet
     for _, stage in stages.running.values():
         stage.joined = True
-    stages.running[("cache", "b")][1].joined = False
-    assert stages.waiting() == ["cache/b"]
-    stages.running[("cache", "b")][1].joined = True
+    stages.running[StageKey("cache", "b", "writer")][1].joined = False
+    stages.running[StageKey("cache", "c", "fanout")][1].joined = False
+    assert stages.waiting() == ["cache/b", "cache/fanout/c"]
+    stages.running[StageKey("cache", "b", "writer")][1].joined = True
+    stages.running[StageKey("cache", "c", "fanout")][1].joined = True
     assert stages.waiting() == []
     # a stage made from another config (replication changed) is not the one wanted
     other = registry_of(
@@ -90,4 +129,13 @@ def test_the_worker_is_not_ready_until_every_wanted_stage_has_joined_its_group()
         )
     )
     stages.on_namespaces(other)
-    assert stages.waiting() == ["cache/a", "cache/b", "cache/c", "cache/d", "cache/fanout"]
+    assert stages.waiting() == [
+        "cache/a",
+        "cache/b",
+        "cache/c",
+        "cache/d",
+        "cache/fanout/a",
+        "cache/fanout/b",
+        "cache/fanout/c",
+        "cache/fanout/d",
+    ]

@@ -1,0 +1,215 @@
+"""A region whose Kafka cluster is away holds back only its own copies (issue 17: "a slow or dead
+region never delays the others"), real brokers and real memcached servers.
+
+Region c names a Kafka cluster of its own (a second embedded broker), frozen (SIGSTOP) while a
+stream of operations flows: region b keeps receiving and applying every operation within a
+bound while c's cluster is away, c receives none of them; once c's cluster is back (SIGCONT) c
+catches up and ends byte-identical to b, nothing lost, nothing dead-lettered. With one fan-out
+copying to every region in one consumer group, a batch waited for c's acks (the producer's
+40 s request timeout, then the same batch again), so b received nothing either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import os
+import signal
+import time
+from typing import Any
+
+import pytest
+
+from walstream.core.cache_version import CacheOp
+from walstream.records import Envelope, encode_envelope
+from walstream.replication.region import ApplyOutcome
+from walstream.testing.replication import cache_envelope, plain_get
+
+from .conftest import eventually
+from .replication_rig import Rig
+
+pytestmark = pytest.mark.integration
+
+#: the stream: operations per second over KEYS keys, each key's kinds rotating set, set,
+#: delete, touch
+RATE = 100
+KEYS = 150
+#: region b applies every operation published while c's cluster is frozen within this (its
+#: usual lag is well under a second; the old single fan-out delivered nothing for 40 s)
+BOUND_S = 10.0
+#: checks while c's cluster is frozen: every operation published until then is in b
+CHECKS = 2
+CHECK_EVERY_S = 5.0
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def stream_op(ns: str, prefix: str, i: int) -> Envelope:
+    key = f"{prefix}:{i % KEYS}"
+    kind = ("set", "set", "delete", "touch")[(i // KEYS + i) % 4]
+    value = b"%d:" % i + os.urandom(i % 100) if kind == "set" else None
+    ttl = 0 if kind != "delete" else None
+    return cache_envelope(kind, key, value, ns=ns, ttl=ttl, owt_ms=_now_ms(), token=f"{prefix}-{i}")
+
+
+def model(envs: list[Envelope]) -> dict[bytes, bytes | None]:
+    """What each key reads after ``envs`` in log order."""
+    state: dict[bytes, bytes | None] = {}
+    for env in envs:
+        key = str(env.target["key"]).encode()
+        op = env.target["op"]
+        if op == "set":
+            state[key] = base64.b64decode(str(env.payload))
+        elif op == "delete":
+            state[key] = None
+        else:
+            state.setdefault(key, None)
+    return state
+
+
+class Settled:
+    """A writer's settled operations (applied, stale or duplicate): token -> when (ms)."""
+
+    def __init__(self) -> None:
+        self.at: dict[str, int] = {}
+
+    def __call__(self, op: CacheOp, outcome: ApplyOutcome, now_ms: int) -> None:
+        self.at.setdefault(op.version.idempotency_token, now_ms)
+
+
+class Stream:
+    """Publishes :func:`stream_op` s to the log at ``RATE`` per second (acks=all)."""
+
+    def __init__(self, rig: Rig, prefix: str) -> None:
+        self.rig = rig
+        self.prefix = prefix
+        self.envs: list[Envelope] = []
+        #: the envs whose publish was acknowledged
+        self.acked = 0
+        self.stopped = False
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.ensure_future(self._run())
+
+    async def stop(self) -> None:
+        self.stopped = True
+        if self.task is not None:
+            await self.task
+
+    async def _run(self) -> None:
+        producer = self.rig.producer
+        assert producer is not None
+        start = time.monotonic()
+        while not self.stopped:
+            due = int((time.monotonic() - start) * RATE)
+            sends: list[Any] = []
+            while len(self.envs) < due:
+                env = stream_op(self.rig.ns, self.prefix, len(self.envs))
+                self.envs.append(env)
+                key = str(env.target["key"]).encode()
+                sends.append(await producer.send(self.rig.log, encode_envelope(env), key=key))
+            await asyncio.gather(*sends)
+            self.acked = len(self.envs)
+            await asyncio.sleep(0.02)
+
+
+async def holds(rig: Rig, region: str, want: dict[bytes, bytes | None]) -> bool:
+    keys = sorted(want)
+    try:
+        return await rig.read(region, keys) == [want[k] for k in keys]
+    except Exception:  # noqa: BLE001 - not there yet
+        return False
+
+
+@pytest.mark.timeout(300)
+async def test_a_region_whose_kafka_cluster_is_frozen_holds_back_only_its_own_copies(
+    broker, own_broker, memcached_servers, unique
+) -> None:
+    servers = {r: s.address for r, s in zip("abc", memcached_servers, strict=True)}
+    rig = Rig(broker, f"i{unique}", servers, clusters={"c": own_broker.bootstrap_servers})
+    settled = {r: Settled() for r in ("b", "c")}
+    stream: Stream | None = None
+    frozen = False
+    try:
+        await rig.start()
+        for region, sink in settled.items():
+            rig.writers[region].lag_sink = sink
+        # every stage holds its partitions and applies before c's cluster goes away
+        first = cache_envelope("set", f"{unique}:first", b"1", ns=rig.ns, ttl=0, owt_ms=_now_ms())
+        await rig.write([first], local=False)
+        for region in ("b", "c"):
+            await eventually(
+                lambda r=region: holds(rig, r, {f"{unique}:first".encode(): b"1"}),
+                90,
+                f"{region} to apply the first operation",
+            )
+        stream = Stream(rig, unique)
+        stream.start()
+        await eventually(lambda: stream.acked >= RATE, 30, "a second of the stream")
+
+        assert own_broker.pid is not None
+        os.kill(own_broker.pid, signal.SIGSTOP)  # region c's cluster: away, connections hang
+        frozen = True
+        frozen_ms = _now_ms()
+        b_handled = rig.writers["b"].handled
+        lags: list[float] = []
+        for check in range(CHECKS):
+            await asyncio.sleep(CHECK_EVERY_S)
+            published = list(stream.envs[: stream.acked])
+            tokens = {env.idempotency_token for env in published}
+            began = time.monotonic()
+            await eventually(
+                lambda t=tokens: t <= settled["b"].at.keys(),
+                BOUND_S,
+                f"b to apply every operation published in {(check + 1) * CHECK_EVERY_S:.0f} s of "
+                f"c's cluster frozen ({len(tokens - settled['b'].at.keys())} of {len(tokens)} "
+                "missing)",
+            )
+            lags.append(time.monotonic() - began)
+        # b applied the operations of the freeze; c, on its frozen cluster, none of them
+        during = [env for env in stream.envs[: stream.acked] if env.created_at_ms > frozen_ms]
+        assert len(during) >= CHECKS * CHECK_EVERY_S * RATE * 0.5
+        assert rig.writers["b"].handled - b_handled >= len(during)
+        assert not {env.idempotency_token for env in during} & settled["c"].at.keys()
+        freeze_s = (_now_ms() - frozen_ms) / 1000
+
+        os.kill(own_broker.pid, signal.SIGCONT)  # c's cluster is back, its memory intact
+        frozen = False
+        thawed = time.monotonic()
+        await asyncio.sleep(2.0)  # c catches up under the stream
+        await stream.stop()
+        envs = stream.envs
+        tokens = {env.idempotency_token for env in envs}
+        await eventually(
+            lambda: tokens <= settled["c"].at.keys(),
+            120,
+            f"c to apply every operation ({len(tokens - settled['c'].at.keys())} missing)",
+        )
+        catch_up_s = time.monotonic() - thawed
+        assert tokens <= settled["b"].at.keys()
+        want = model([first, *envs])
+        for region in ("b", "c"):
+            await eventually(lambda r=region: holds(rig, r, want), 30, f"{region} to match")
+        # c byte-identical to b (the items: walstream's version header and the value)
+        keys = sorted(want)
+        items = {r: await asyncio.to_thread(plain_get, servers[r], keys) for r in ("b", "c")}
+        assert items["c"] == items["b"]
+        assert len(items["b"]) >= sum(1 for value in want.values() if value is not None)
+        for region in ("b", "c"):
+            assert rig.writers[region].outcomes["dlq"] == 0
+        print(  # noqa: T201 - the figures of the report
+            f"c's cluster frozen {freeze_s:.1f} s under {RATE} ops/s: b applied the "
+            f"{len(during)} ops of the freeze, its checks waited {[round(x, 2) for x in lags]} "
+            f"s; c caught up {catch_up_s:.1f} s after the thaw, {len(envs)} ops in all"
+        )
+    finally:
+        if frozen and own_broker.pid is not None:
+            os.kill(own_broker.pid, signal.SIGCONT)
+        if stream is not None:
+            with contextlib.suppress(Exception):
+                await stream.stop()
+        await rig.stop()
