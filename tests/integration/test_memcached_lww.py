@@ -7,7 +7,6 @@ import asyncio
 import os
 import random
 import signal
-import socket
 
 import pytest
 
@@ -24,6 +23,7 @@ from walstream.core.cache_version import (
 from walstream.core.lww import Version
 from walstream.errors import TargetUnavailableError
 from walstream.replication import ApplyOutcome, MetaConnection, RegionCache
+from walstream.testing.replication import plain_exchange
 
 pytestmark = pytest.mark.integration
 
@@ -51,22 +51,9 @@ def touch_op(key, time_ms, ttl):
     )
 
 
-def raw_exchange(address: str, request: bytes, until: bytes) -> bytes:
-    """A plain memcached client: one request on a socket of its own, read up to ``until``."""
-    host, port = address.rsplit(":", 1)
-    with socket.create_connection((host, int(port)), timeout=5) as sock:
-        sock.sendall(request)
-        data = b""
-        while not data.endswith(until):
-            chunk = sock.recv(65536)
-            assert chunk, data
-            data += chunk
-        return data
-
-
 def raw_get(address: str, key: bytes) -> tuple[int, bytes]:
     """(flags, bytes) of ``get key`` with the classic text protocol (a hit)."""
-    reply = raw_exchange(address, b"get %s\r\n" % key, b"END\r\n")
+    reply = plain_exchange(address, b"get %s\r\n" % key, b"END\r\n")
     assert reply != b"END\r\n", f"miss: {key!r}"
     head, _, rest = reply.partition(b"\r\n")
     _, _, flags, size = head.split()
@@ -74,13 +61,13 @@ def raw_get(address: str, key: bytes) -> tuple[int, bytes]:
 
 
 def raw_ttl(address: str, key: bytes) -> int:
-    reply = raw_exchange(address, b"mg %s t\r\n" % key, b"\r\n")
+    reply = plain_exchange(address, b"mg %s t\r\n" % key, b"\r\n")
     [flag] = [f for f in reply.split() if f.startswith(b"t")]
     return int(flag[1:])
 
 
 def stat(address: str, name: str) -> int:
-    reply = raw_exchange(address, b"stats\r\n", b"END\r\n")
+    reply = plain_exchange(address, b"stats\r\n", b"END\r\n")
     for line in reply.split(b"\r\n"):
         words = line.split()
         if words[:2] == [b"STAT", name.encode()]:
@@ -386,10 +373,10 @@ async def test_a_value_set_by_a_plain_client_is_read_as_is_and_any_versioned_op_
 ):
     k = key("foreign")
     address = region.server_for(k)
-    assert raw_exchange(address, b"set %s 0 0 5\r\nplain\r\n" % k, b"\r\n") == b"STORED\r\n"
+    assert plain_exchange(address, b"set %s 0 0 5\r\nplain\r\n" % k, b"\r\n") == b"STORED\r\n"
     assert await region.get(k) == b"plain"
     assert (await region.apply(set_op(k, 1, b"versioned"))).outcome is APPLIED
     assert await region.get(k) == b"versioned"
-    raw_exchange(address, b"set %s 0 0 5\r\nplain\r\n" % k, b"\r\n")
+    plain_exchange(address, b"set %s 0 0 5\r\nplain\r\n" % k, b"\r\n")
     assert (await region.apply(del_op(k, 2))).outcome is APPLIED
     assert await region.get(k) is None

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import socket
 
 import pytest
 
@@ -20,6 +19,7 @@ from walstream.namespaces.config import parse_namespace
 from walstream.records import Lifecycle, decode_envelope
 from walstream.replication import ApplyOutcome, ReplicatingCache
 from walstream.settings import Settings
+from walstream.testing.replication import plain_exchange
 
 from .conftest import apply_namespace
 from .helpers import read_topic
@@ -35,22 +35,9 @@ def definition(name: str, a: str, b: str) -> dict:
     }
 
 
-def raw_exchange(address: str, request: bytes, until: bytes) -> bytes:
-    """A plain memcached client: one request on a socket of its own, read up to ``until``."""
-    host, port = address.rsplit(":", 1)
-    with socket.create_connection((host, int(port)), timeout=5) as sock:
-        sock.sendall(request)
-        data = b""
-        while not data.endswith(until):
-            chunk = sock.recv(65536)
-            assert chunk, data
-            data += chunk
-        return data
-
-
 def stored(address: str, key: str) -> StoredItem:
     """The item ``key`` holds, read with a plain client (``get``) and decoded."""
-    reply = raw_exchange(address, b"get %s\r\n" % key.encode(), b"END\r\n")
+    reply = plain_exchange(address, b"get %s\r\n" % key.encode(), b"END\r\n")
     assert reply != b"END\r\n", f"miss: {key!r}"
     head, _, rest = reply.partition(b"\r\n")
     item = decode(rest[: int(head.split()[3])])
@@ -60,7 +47,7 @@ def stored(address: str, key: str) -> StoredItem:
 
 def ttl_left(address: str, key: str) -> int:
     """The item's remaining TTL (meta ``mg <key> t``: -1 for none)."""
-    reply = raw_exchange(address, b"mg %s t\r\n" % key.encode(), b"\r\n")
+    reply = plain_exchange(address, b"mg %s t\r\n" % key.encode(), b"\r\n")
     assert reply.startswith(b"HD t"), reply
     return int(reply[4:].strip())
 
@@ -95,7 +82,7 @@ async def test_set_touch_delete_and_get_through_the_client(
         assert await cache.get(key) is None  # a tombstone is a miss
         tombstone = stored(local, key)
         assert (tombstone.kind, tombstone.version) == (Kind.TOMBSTONE, deleted.version)
-        assert raw_exchange(other, b"get %s\r\n" % key.encode(), b"END\r\n") == b"END\r\n"
+        assert plain_exchange(other, b"get %s\r\n" % key.encode(), b"END\r\n") == b"END\r\n"
 
         # the same set through WriteToLog over HTTP: the same record but its id and time
         client = await api_client(build_api(settings))

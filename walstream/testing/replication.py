@@ -12,7 +12,7 @@ from typing import Any
 from walstream.records import Envelope, Lifecycle, encode_envelope
 from walstream.testing.records import NOW_MS
 
-__all__ = ["cache_envelope", "cache_record", "plain_get", "plain_ttls"]
+__all__ = ["cache_envelope", "cache_record", "plain_exchange", "plain_get", "plain_ttls"]
 
 
 def cache_envelope(
@@ -88,6 +88,18 @@ def plain_get(
             found[parts[1]] = buffer[start : start + size]
             buffer = buffer[start + size + 2 :]
     return found
+
+
+def plain_exchange(address: str, request: bytes, until: bytes, *, timeout_s: float = 5.0) -> bytes:
+    """A plain memcached client: ``request`` on a socket of its own, its answer read up to (and
+    with) ``until``."""
+    host, port = address.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=timeout_s) as sock:
+        sock.sendall(request)
+        data = b""
+        while not data.endswith(until):
+            data += _received(sock)
+        return data
 
 
 def _received(sock: socket.socket) -> bytes:
