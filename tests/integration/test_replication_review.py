@@ -4,13 +4,16 @@ against the real broker and real memcached (Debian's 1.6.18)."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 
 import pytest
 
 from walstream.core.cache_version import CacheOp, OpKind
 from walstream.core.lww import Version
-from walstream.replication import ApplyOutcome, RegionCache
+from walstream.errors import TargetUnavailableError
+from walstream.replication import ApplyOutcome, MetaConnection, RegionCache
 from walstream.testing.servers import RawServer
 
 # ---------------------------------------------------------------------------------------------
@@ -49,7 +52,7 @@ class SlowLink:
 
 
 def _set(key: bytes, time_ms: int, value: bytes) -> CacheOp:
-    return CacheOp(kind=OpKind.SET, key=key, version=Version(time_ms, "t"), value=value)
+    return CacheOp(kind=OpKind.SET, key=key, version=Version(time_ms, f"t{time_ms}"), value=value)
 
 
 @pytest.mark.timeout(60)
@@ -84,3 +87,39 @@ async def test_a_batch_taking_longer_than_the_deadline_over_a_slow_link_still_ap
         assert {r.outcome for r in results} == {ApplyOutcome.APPLIED}, outcomes
     async with RegionCache([server.address], tombstone_ttl_s=60) as direct:
         assert [await direct.get(k) for k in keys] == [value] * len(keys)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.xfail(
+    strict=True,
+    reason="dropping the connection waits for its unsent bytes to flush (close, wait_closed): "
+    "to a hung server, for as long as it hangs",
+)
+async def test_a_frozen_server_still_fails_a_large_batch_after_its_silence(
+    own_memcached, unique
+) -> None:
+    """A hung server fails a batch after timeout_s of silence, however large the batch (its
+    bytes fill the socket buffers, then nothing moves), and the writer is free again at once."""
+    server = own_memcached()
+    value = b"v" * 256 * 1024
+    commands = [
+        b"ms %s:frozen%d %d T0\r\n%s\r\n" % (unique.encode(), i, len(value), value)
+        for i in range(64)  # 16 MiB: more than the loopback socket buffers hold
+    ]
+    connection = MetaConnection(server.address, timeout_s=0.5)
+    try:
+        assert [r.status for r in await connection.execute(commands[:1])] == [b"HD"]
+        os.kill(server.pid, signal.SIGSTOP)
+        # the server comes back after 8 s whatever happens: a writer stuck until then fails
+        thaw = asyncio.get_running_loop().call_later(8, os.kill, server.pid, signal.SIGCONT)
+        try:
+            started = time.monotonic()
+            with pytest.raises(TargetUnavailableError, match="no answer"):
+                await connection.execute(commands)
+            took = time.monotonic() - started
+        finally:
+            thaw.cancel()
+            os.kill(server.pid, signal.SIGCONT)
+        assert took < 5, took
+    finally:
+        await connection.close()
