@@ -53,16 +53,6 @@ class DlqCursor(NamedTuple):
         return cls(int(parts[0]), int(parts[1]), int(parts[2]))
 
 
-def _ref_matches(selection: Selection, ref: DlqRef) -> bool:
-    if selection.ids and ref.id not in selection.ids:
-        return False
-    if selection.since_ms is not None and ref.dead_at_ms < selection.since_ms:
-        return False
-    if selection.until_ms is not None and ref.dead_at_ms >= selection.until_ms:
-        return False
-    return selection.error_class is None or ref.error_class == selection.error_class
-
-
 class DlqIndex:
     """The open entries of one DLQ by coordinates only (the fold of OpenEntries)."""
 
@@ -89,7 +79,7 @@ class DlqIndex:
         chosen = [
             ref
             for ref in self.open.values()
-            if _ref_matches(selection, ref) and (after is None or ref.cursor > after)
+            if selection.matches(ref) and (after is None or ref.cursor > after)
         ]
         chosen.sort()
         return chosen
@@ -99,7 +89,7 @@ class DlqIndex:
     ) -> tuple[list[DlqRef], int, DlqCursor | None]:
         """Up to ``limit`` refs after ``after``, how many match in all, and the cursor of the
         next page (None: this is the last)."""
-        matching = [ref for ref in self.open.values() if _ref_matches(selection, ref)]
+        matching = [ref for ref in self.open.values() if selection.matches(ref)]
         later = (r for r in matching if after is None or r.cursor > after)
         page = heapq.nsmallest(limit + 1, later)  # n log(limit), not a sort of every entry
         more = len(page) > limit

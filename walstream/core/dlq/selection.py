@@ -5,14 +5,26 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from walstream.core.dlq.records import DlqEntry
 from walstream.core.numbers import as_integer
 from walstream.core.times import parse_time_ms
 from walstream.errors import BadRequestError
 
-__all__ = ["Selection", "parse_selection"]
+__all__ = ["Selectable", "Selection", "parse_selection"]
+
+
+class Selectable(Protocol):
+    """What a selection looks at: a DLQ entry, or an index's reference to one."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def dead_at_ms(self) -> int: ...
+
+    @property
+    def error_class(self) -> str: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -24,7 +36,7 @@ class Selection:
     until_ms: int | None = None
     error_class: str | None = None
 
-    def matches(self, entry: DlqEntry) -> bool:
+    def matches(self, entry: Selectable) -> bool:
         if self.ids and entry.id not in self.ids:
             return False
         if self.since_ms is not None and entry.dead_at_ms < self.since_ms:
