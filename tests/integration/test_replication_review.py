@@ -56,11 +56,6 @@ def _set(key: bytes, time_ms: int, value: bytes) -> CacheOp:
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.xfail(
-    strict=True,
-    reason="a pipelined exchange's deadline covers the whole batch: over a slow link a batch "
-    "whose bytes take longer than timeout_s times out on every try, for ever",
-)
 async def test_a_batch_taking_longer_than_the_deadline_over_a_slow_link_still_applies(
     own_memcached, unique
 ) -> None:
@@ -90,11 +85,6 @@ async def test_a_batch_taking_longer_than_the_deadline_over_a_slow_link_still_ap
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.xfail(
-    strict=True,
-    reason="dropping the connection waits for its unsent bytes to flush (close, wait_closed): "
-    "to a hung server, for as long as it hangs",
-)
 async def test_a_frozen_server_still_fails_a_large_batch_after_its_silence(
     own_memcached, unique
 ) -> None:

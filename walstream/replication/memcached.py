@@ -7,7 +7,10 @@ in batches. aiomcache and emcache speak the classic text protocol one command pe
 A batch is written at once and its replies read in order, then a ``mn`` (meta no-op) whose
 ``MN`` must come right after the last reply: a count that does not match (a server that read
 part of a value as a command) closes the connection instead of pairing replies with the wrong
-requests. Every batch has a deadline; a timeout, a reset or a refused connect raises
+requests. A connect has a deadline, and a batch one of silence: it fails once the server has
+neither answered nor taken in any of the batch's bytes for ``timeout_s`` (a deadline on the
+whole batch would fail a batch of large values over a slow link on every try, for ever: each
+try takes as long). A timeout, a reset or a refused connect raises
 :class:`~walstream.errors.TargetUnavailableError` (retriable) and drops the connection, and
 the next batch connects again. A batch cancelled while it waits for its replies drops the
 connection too, so its replies can never be read as the next batch's.
@@ -98,9 +101,11 @@ class MetaConnection:
         self, exchange: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[_T]]
     ) -> _T:
         try:
-            async with asyncio.timeout(self.timeout_s):
-                streams = self._streams or await self._connect()
-                return await exchange(*streams)
+            streams = self._streams
+            if streams is None:
+                async with asyncio.timeout(self.timeout_s):
+                    streams = await self._connect()
+            return await exchange(*streams)
         except TimeoutError:
             await self._drop()
             raise TargetUnavailableError(
@@ -120,11 +125,13 @@ class MetaConnection:
         return self._streams
 
     def _abort(self) -> asyncio.StreamWriter | None:
-        """Forget the connection and close it; the writer, to wait for, or None."""
+        """Forget the connection and close it at once, its unsent bytes discarded (a graceful
+        close waits for them to reach the server: to a hung one, for as long as it hangs); the
+        writer, to wait for, or None."""
         streams, self._streams = self._streams, None
         if streams is None:
             return None
-        streams[1].close()
+        streams[1].transport.abort()
         return streams[1]
 
     async def _drop(self) -> None:
@@ -140,18 +147,37 @@ class MetaConnection:
         # write everything before reading: draining first could wait on a server blocked on
         # replies nobody reads yet; the transport sends the rest while the replies come in
         writer.write(b"".join((*commands, _NOOP)))
-        replies = await _read_replies(reader)
+        replies = await _read_replies(lambda: self._receive(reader, writer))
         if len(replies) != len(commands):
             raise ValueError(f"{len(replies)} replies to {len(commands)} commands")
-        await writer.drain()
+        async with asyncio.timeout(self.timeout_s):
+            await writer.drain()
         return replies
+
+    async def _receive(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bytes:
+        """The next bytes of the replies. It waits as long as the server makes progress: sends
+        replies, or takes in the batch (the bytes still to send shrink); TimeoutError once it
+        did neither for ``timeout_s``."""
+        transport = writer.transport
+        unsent = transport.get_write_buffer_size()
+        while True:
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    return await reader.read(_READ_BYTES)
+            except TimeoutError:
+                left = transport.get_write_buffer_size()
+                if left >= unsent:
+                    raise
+                unsent = left
 
     async def _read_item_size_max(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> int:
         writer.write(b"stats settings\r\n")
         size = None
-        while (line := await reader.readuntil(b"\r\n")) != b"END\r\n":
+        async with asyncio.timeout(self.timeout_s):
+            lines = (await reader.readuntil(b"END\r\n")).split(b"\r\n")
+        for line in lines:
             words = line.split()
             if words[:2] == [b"STAT", b"item_size_max"]:
                 size = int(words[2])
@@ -160,7 +186,7 @@ class MetaConnection:
         return size
 
 
-async def _read_replies(reader: asyncio.StreamReader) -> list[MetaReply]:
+async def _read_replies(receive: Callable[[], Awaitable[bytes]]) -> list[MetaReply]:
     """Replies up to the batch's closing ``MN``: parsed from large reads, not line by line."""
     buffer = bytearray()
     pos = 0
@@ -182,7 +208,7 @@ async def _read_replies(reader: asyncio.StreamReader) -> list[MetaReply]:
         if reply is None:  # incomplete: read more
             del buffer[:pos]
             pos = 0
-            data = await reader.read(_READ_BYTES)
+            data = await receive()
             if not data:
                 raise asyncio.IncompleteReadError(bytes(buffer), None)
             buffer += data
