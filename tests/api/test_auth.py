@@ -23,6 +23,7 @@ from walstream.dlq import DlqPage
 from walstream.errors import ServiceUnavailableError
 from walstream.kafka.producer import MemoryLogProducer
 from walstream.namespaces.registry import NamespaceRegistry
+from walstream.records import AttemptError, encode_envelope
 from walstream.settings import Settings
 from walstream.testing import (
     API_TOKENS,
@@ -32,12 +33,23 @@ from walstream.testing import (
     bearer,
     registry_of,
 )
+from walstream.testing.records import envelope
 
 TOKENS = API_TOKENS
 SETTING = api_tokens_setting()
 UPSTREAM_SECRET = "internal admin token is s3cr3t-from-upstream"
 HEADER_SECRET = "Bearer target-header-secret"
 USERINFO_SECRET = "hunter2"
+
+
+def _record(ns: str) -> bytes:
+    """The dead record: its target's header a secret, its attempt history quoting upstream."""
+    error = AttemptError(1, 1, "http_500", f"http 500: {UPSTREAM_SECRET}")
+    record = envelope(ns=ns)._replace(
+        target={"type": "http", "url": "http://127.0.0.1:9/", "headers": {"X-Key": HEADER_SECRET}},
+        history=(error,),
+    )
+    return encode_envelope(record)
 
 
 def _entry(ns: str):
@@ -50,7 +62,7 @@ def _entry(ns: str):
         dead_at_ms=1,
         behind=[],
     )
-    return parse_dlq_record(b"rec-1", b"v", headers, partition=0, offset=1)
+    return parse_dlq_record(b"rec-1", _record(ns), headers, partition=0, offset=1)
 
 
 class _Redrives:
@@ -62,18 +74,27 @@ class _Redrives:
 
 
 class FakeDlq:
-    """The DLQ endpoints' collaborator: one open entry per namespace, no redrives."""
+    """The DLQ endpoints' collaborator: one open entry (rec-1) per namespace, no redrives."""
 
     redrives = _Redrives()
+
+    def running_redrives(self, region, servers=None):
+        return self.redrives
 
     async def page(self, topic, selection, *, limit, after, servers=None):
         ns = topic.split(".")[1]
         return DlqPage(entries=[_entry(ns)], open=1, matching=1, next=None)
 
+    async def entry(self, topic, record_id, *, servers=None):
+        return _entry(topic.split(".")[1]) if record_id == "rec-1" else None
+
+    async def discard(self, ns, selection, *, region=None, servers=None):
+        return len(selection.ids & {"rec-1"})
+
     async def selected(self, topic, selection):
         raise ServiceUnavailableError("no redrive in this test")
 
-    async def start_redrive(self, ns, selection, *, rate, target):
+    async def start_redrive(self, ns, selection, *, rate, target, region=None, servers=None):
         raise ServiceUnavailableError("no redrive in this test")
 
 
@@ -122,6 +143,8 @@ REDRIVE: tuple[str, str, dict | None] = ("POST", "/v1/namespaces/a/dlq:redrive",
 REDRIVE_STATUS = ("GET", "/v1/namespaces/a/dlq:redrive", None)
 REDRIVE_CANCEL = ("DELETE", "/v1/namespaces/a/dlq:redrive", None)
 SHOW = ("GET", "/v1/namespaces/a", None)
+DLQ_ENTRY = ("GET", "/v1/namespaces/a/dlq/rec-1", None)
+DISCARD = ("POST", "/v1/namespaces/a/dlq:discard", {"ids": ["rec-1"]})
 LIST = ("GET", "/v1/namespaces", None)
 OPENAPI = ("GET", "/v1/openapi.json", None)
 
@@ -137,6 +160,12 @@ CASES = [
     *[(DLQ, who, 200) for who in ("a_writer", "a_admin", "admin")],
     *[(DLQ, who, 403) for who in ("b_writer", "b_admin", "unknown")],
     (DLQ, None, 401),
+    *[(DLQ_ENTRY, who, 200) for who in ("a_writer", "a_admin", "admin")],
+    *[(DLQ_ENTRY, who, 403) for who in ("b_writer", "b_admin", "unknown")],
+    (DLQ_ENTRY, None, 401),
+    *[(DISCARD, who, 200) for who in ("a_admin", "admin")],
+    *[(DISCARD, who, 403) for who in ("a_writer", "b_writer", "b_admin", "unknown")],
+    (DISCARD, None, 401),
     *[(REDRIVE, who, 503) for who in ("a_admin", "admin")],
     *[(REDRIVE, who, 403) for who in ("a_writer", "b_writer", "b_admin", "unknown")],
     (REDRIVE, None, 401),
@@ -196,7 +225,7 @@ async def test_every_route_but_health_refuses_without_a_token(api_client):
     assert len(routes) >= 11
     open_routes = {key for key, access in ROUTE_ACCESS.items() if access is Access.OPEN}
     for route in routes:
-        path = route.pattern.replace("{namespace}", "a")
+        path = route.pattern.replace("{namespace}", "a").replace("{id}", "rec-1")
         assert "{" not in path, route
         if (route.method, route.pattern) in open_routes:
             response = await client.request(route.method, path)
@@ -251,6 +280,30 @@ async def test_dlq_reasons_quoting_upstream_are_shown_to_admins_only(client):
     for who in ("a_admin", "admin"):
         admin = await (await client.get("/v1/namespaces/a/dlq", headers=bearer(who))).json()
         assert UPSTREAM_SECRET in admin["entries"][0]["reason"]
+
+
+async def test_a_dlq_entry_shows_upstream_quotes_to_admins_only_and_no_target_secret(client):
+    """GET /dlq/{id}: the entry's reason and its record's attempt history are a writer's error
+    classes only; the record's target headers are nobody's."""
+    path = "/v1/namespaces/a/dlq/rec-1"
+    shown = await client.get(path, headers=bearer("a_writer"))
+    assert shown.status == 200, await shown.text()
+    text = await shown.text()
+    assert UPSTREAM_SECRET not in text
+    assert HEADER_SECRET not in text
+    body = orjson.loads(text)
+    assert body["reason"].startswith("http_500")
+    assert body["record"]["history"][0]["message"].startswith("http_500")
+    assert body["record"]["target"]["headers"] == {"X-Key": "***"}
+    for who in ("a_admin", "admin"):
+        text = await (await client.get(path, headers=bearer(who))).text()
+        body = orjson.loads(text)
+        assert UPSTREAM_SECRET in body["reason"]
+        assert UPSTREAM_SECRET in body["record"]["history"][0]["message"]
+        assert HEADER_SECRET not in text
+    missing = await client.get("/v1/namespaces/a/dlq/rec-2", headers=bearer("admin"))
+    assert missing.status == 404
+    assert "rec-2" in (await missing.json())["message"]
 
 
 async def test_the_secrets_file_is_reloaded_without_a_restart(api_client, tmp_path, caplog):

@@ -57,6 +57,7 @@ ROUTE_ACCESS: Mapping[tuple[str, str], Access] = {
     ("POST", "/v1/namespaces/{namespace}/log"): Access.WRITE,
     ("POST", "/v1/namespaces/{namespace}/log:batch"): Access.WRITE,
     ("GET", "/v1/namespaces/{namespace}/dlq"): Access.READ,
+    ("GET", "/v1/namespaces/{namespace}/dlq/{id}"): Access.READ,
     ("GET", "/v1/namespaces/{namespace}/dlq:redrive"): Access.READ,
     ("POST", "/v1/namespaces/{namespace}/replay"): Access.ADMIN,
     ("GET", "/v1/namespaces/{namespace}/replay"): Access.ADMIN,

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from walstream.core.dlq import DlqCursor, DlqEntry, DlqRef, Selection
+from walstream.dlq.closing import discard
 from walstream.dlq.kafka_io import unavailable_broker
 from walstream.dlq.reading import DEFAULT_PAGE, DlqPage, DlqReader, flatten
 from walstream.dlq.redrives import Redrives
@@ -54,7 +55,14 @@ def entry_json(entry: DlqEntry, *, with_record: bool = False) -> dict[str, Any]:
 
 
 class DlqAccess:
-    """What the API needs for DLQ endpoints: paged reads, and this process's redrives.
+    """What the API needs for DLQ endpoints: paged reads, one entry, discards, and this
+    process's redrives, of a namespace's DLQ or of one of its region DLQs (``region``: the
+    namespace's view of walstream.dlq.regions, whose DLQ and log are the region's, on
+    ``servers``, the region's cluster), as the CLI does them.
+
+    A region's redrives are kept apart from the namespace's (``redrives_of``): a redrive of the
+    namespace's DLQ and one of a region DLQ are two redrives of two queues, each one at a time
+    (its claim on its own DLQ topic, across processes: a second one is a 409).
 
     A broker that does not answer is a ``BrokerUnavailableError`` (503, Retry-After:
     ``retry_after_s``), never a wait beyond ``request_timeout_s`` per request to the broker
@@ -73,6 +81,7 @@ class DlqAccess:
     ) -> None:
         self.servers = servers
         self.retry_after_s = retry_after_s
+        self.request_timeout_s = request_timeout_s
         self.reader = DlqReader(
             servers,
             batch_records=batch_records,
@@ -81,6 +90,40 @@ class DlqAccess:
             retry_after_s=retry_after_s,
         )
         self.redrives = Redrives(servers, request_timeout_s=request_timeout_s)
+        #: (region, its cluster) -> the redrives of that region's DLQs (by namespace)
+        self._region_redrives: dict[tuple[str, str], Redrives] = {}
+
+    def _reader_on(self, servers: str | list[str] | None) -> DlqReader:
+        """A reader of a DLQ on ``servers`` (None: this API's cluster), bounded as ours."""
+        reader = self.reader
+        if servers is None or servers == self.servers:
+            return reader
+        return DlqReader(
+            servers,
+            batch_records=reader.batch_records,
+            stall_s=reader.stall_s,
+            request_timeout_s=reader.request_timeout_s,
+            retry_after_s=reader.retry_after_s,
+        )
+
+    def redrives_of(self, region: str | None, servers: str | list[str] | None = None) -> Redrives:
+        """The redrives of the namespaces' own DLQs (``region`` None), or of their region
+        ``region``'s DLQs on ``servers`` (made on first use)."""
+        found = self.running_redrives(region, servers)
+        if found is None:
+            where = servers if servers is not None else self.servers
+            found = Redrives(where, request_timeout_s=self.request_timeout_s)
+            self._region_redrives[(str(region), _servers_key(where))] = found
+        return found
+
+    def running_redrives(
+        self, region: str | None, servers: str | list[str] | None = None
+    ) -> Redrives | None:
+        """``redrives_of``, or None for a region whose DLQs no redrive here has touched."""
+        if region is None:
+            return self.redrives
+        where = servers if servers is not None else self.servers
+        return self._region_redrives.get((region, _servers_key(where)))
 
     async def page(
         self,
@@ -97,17 +140,23 @@ class DlqAccess:
         Raises:
             BrokerUnavailableError: the broker did not answer.
         """
-        reader = self.reader
-        if servers is not None and servers != self.servers:
-            reader = DlqReader(
-                servers,
-                batch_records=reader.batch_records,
-                stall_s=reader.stall_s,
-                request_timeout_s=reader.request_timeout_s,
-                retry_after_s=reader.retry_after_s,
-            )
+        reader = self._reader_on(servers)
         with unavailable_broker(self.retry_after_s):
             return await reader.page(topic, selection, limit=limit, after=after, keep_values=False)
+
+    async def entry(
+        self, topic: str, record_id: str, *, servers: str | list[str] | None = None
+    ) -> DlqEntry | None:
+        """The open entry ``record_id`` of a DLQ on ``servers``, with its record (None: no such
+        open entry); what ``walstream dlq show`` reads.
+
+        Raises:
+            BrokerUnavailableError: the broker did not answer.
+        """
+        reader = self._reader_on(servers)
+        with unavailable_broker(self.retry_after_s):
+            page = await reader.page(topic, Selection(ids=frozenset({record_id})), limit=1)
+        return page.entries[0] if page.entries else None
 
     async def selected(self, topic: str, selection: Selection) -> list[DlqRef]:
         """Coordinates of the open entries ``selection`` takes, oldest first (no records).
@@ -118,6 +167,33 @@ class DlqAccess:
         with unavailable_broker(self.retry_after_s):
             return (await self.reader.index(topic)).select(selection)
 
+    async def discard(
+        self,
+        ns: NamespaceConfig,
+        selection: Selection,
+        *,
+        region: str | None = None,
+        servers: str | list[str] | None = None,
+    ) -> int:
+        """Close the open entries ``selection`` takes without redriving them, as ``walstream dlq
+        discard`` does (walstream.dlq.closing.discard: a namespace DLQ entry's key is settled; a
+        region DLQ's, ``ns`` that region's view, gets no settle marker); return how many.
+
+        Raises:
+            BrokerUnavailableError: the broker did not answer.
+        """
+        reader = self._reader_on(servers)
+        redrives = self.redrives_of(region, servers)
+        with unavailable_broker(self.retry_after_s):
+            refs = (await reader.index(ns.topics.dlq)).select(selection)
+            if not refs:
+                return 0
+            producer = await redrives.producer()
+            done = 0
+            async for page in reader.pages(ns.topics.dlq, refs):
+                done += await discard(producer, ns, page, settle=region is None)
+            return done
+
     async def start_redrive(
         self,
         ns: NamespaceConfig,
@@ -125,15 +201,22 @@ class DlqAccess:
         *,
         rate: float | None,
         target: Mapping[str, Any] | None,
+        region: str | None = None,
+        servers: str | list[str] | None = None,
     ) -> RedriveProgress:
-        """Claim the namespace's DLQ, then redrive what ``selection`` takes in the background.
+        """Claim the DLQ, then redrive what ``selection`` takes in the background: a namespace's
+        DLQ to its log, or (``region``; ``ns`` that region's view, its DLQ on ``servers``) a
+        region DLQ's operations to the region's topic, for its writer to apply again: the
+        CLI's ``dlq redrive --region`` (walstream.dlq.redriving.redrive on the same view).
 
         Raises:
-            RedriveConflictError: a redrive of the namespace runs here or in another process.
+            RedriveConflictError: a redrive of that DLQ runs here or in another process.
             BrokerUnavailableError: the broker did not answer.
         """
         with unavailable_broker(self.retry_after_s):
-            return await self._start_redrive(ns, selection, rate=rate, target=target)
+            return await self._start_redrive(
+                ns, selection, rate=rate, target=target, region=region, servers=servers
+            )
 
     async def _start_redrive(
         self,
@@ -142,21 +225,28 @@ class DlqAccess:
         *,
         rate: float | None,
         target: Mapping[str, Any] | None,
+        region: str | None,
+        servers: str | list[str] | None,
     ) -> RedriveProgress:
-        redrives = self.redrives
-        redrives.check_local(ns.name)
+        redrives = self.redrives_of(region, servers)
+        reader = self._reader_on(servers)
+        what = ns.name if region is None else f"{ns.name}'s region {region} DLQ"
+        try:
+            redrives.check_local(ns.name)
+        except RedriveConflictError:
+            raise RedriveConflictError(f"a redrive of {what} is already running") from None
         claim = await redrives.claim(ns)
         try:
-            index = await self.reader.index(ns.topics.dlq)
+            index = await reader.index(ns.topics.dlq)
             holder = index.claims.holder_before(claim)
             if holder is not None:
                 raise RedriveConflictError(
-                    f"a redrive of {ns.name} is already running (claim {holder} on its DLQ)"
+                    f"a redrive of {what} is already running (claim {holder} on its DLQ)"
                 )
             refs = index.select(selection)
-            entries = flatten(self.reader.pages(ns.topics.dlq, refs))
+            entries = flatten(reader.pages(ns.topics.dlq, refs))
             return await redrives.start(
-                ns, entries, rate=rate, target=target, total=len(refs), claim=claim
+                ns, entries, rate=rate, target=target, total=len(refs), claim=claim, region=region
             )
         except BaseException:
             await redrives.release(ns, claim)
@@ -164,3 +254,10 @@ class DlqAccess:
 
     async def close(self) -> None:
         await self.redrives.close()
+        regions, self._region_redrives = self._region_redrives, {}
+        for redrives in regions.values():
+            await redrives.close()
+
+
+def _servers_key(servers: str | list[str]) -> str:
+    return servers if isinstance(servers, str) else ",".join(servers)

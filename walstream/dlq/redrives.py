@@ -154,9 +154,11 @@ class Redrives:
         target: Mapping[str, Any] | None,
         total: int | None = None,
         claim: str | None = None,
+        region: str | None = None,
     ) -> RedriveProgress:
         """Start redriving ``entries`` (``total`` of them) in the background, holding ``claim``
-        (renewed, released at the end) when given.
+        (renewed, released at the end) when given; ``region``: ``ns`` is that region's view
+        (walstream.dlq.regions), named in the progress.
 
         Raises:
             RedriveConflictError: one is already running for this namespace in this process.
@@ -165,7 +167,7 @@ class Redrives:
         producer = await self.producer()
         if total is None:
             total = len(entries) if isinstance(entries, Sequence) else 0
-        progress = RedriveProgress(namespace=ns.name, total=total)
+        progress = RedriveProgress(namespace=ns.name, total=total, region=region)
         self._progress[ns.name] = progress
         work = redrive(
             producer, ns, entries, progress, rate=rate, target=target, read_source=self.read_source

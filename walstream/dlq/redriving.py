@@ -48,17 +48,24 @@ class RedriveProgress:
     state: RedriveState = RedriveState.RUNNING
     error: str | None = None
     started_at_ms: int = 0
+    #: the region whose DLQ is redriven (None: the namespace's own DLQ)
+    region: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "namespace": self.namespace,
-            "state": self.state.value,
-            "total": self.total,
-            "redriven": self.redriven,
-            "skipped": self.skipped,
-            "error": self.error,
-            "started_at_ms": self.started_at_ms,
-        }
+        shown: dict[str, Any] = {"namespace": self.namespace}
+        if self.region is not None:
+            shown["region"] = self.region
+        shown.update(
+            {
+                "state": self.state.value,
+                "total": self.total,
+                "redriven": self.redriven,
+                "skipped": self.skipped,
+                "error": self.error,
+                "started_at_ms": self.started_at_ms,
+            }
+        )
+        return shown
 
 
 async def redrive(

@@ -39,7 +39,9 @@ def region_dlq(ns: NamespaceConfig, region: str, default_servers: str | list[str
         WalError: ``ns`` does not replicate, or names no region ``region``.
     """
     if ns.replication is None:
-        raise WalError(f"namespace {ns.name!r} replicates nothing: it has no region DLQs")
+        raise WalError(
+            f"namespace {ns.name!r} replicates nothing: no region {region!r}, no region DLQs"
+        )
     config = ns.replication.region(region)
     if config is None:
         names = ", ".join(ns.replication.region_names)

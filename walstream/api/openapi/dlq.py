@@ -1,5 +1,5 @@
-"""The OpenAPI schemas and paths of a namespace's DLQ: its entries, the filters that select them,
-and a redrive.
+"""The OpenAPI schemas and paths of a namespace's DLQ (or, with ``region``, one of its region
+DLQs): its entries, the filters that select them, one entry, a redrive and a discard.
 
 They follow walstream.api.handlers' DLQ routes and walstream.core.dlq's selection, which change
 together and apart from the write path.
@@ -11,6 +11,7 @@ from typing import Any
 
 from walstream.api.openapi.fields import SELECTION_TIME, TIME_TEXT
 from walstream.api.openapi.responses import (
+    BODY_ERRORS,
     NS_PARAM,
     UNAVAILABLE,
     body,
@@ -20,8 +21,18 @@ from walstream.api.openapi.responses import (
     status_operations,
 )
 from walstream.api.openapi.targets import NULLABLE_TARGET
+from walstream.core.targets import REGION_NAME
 
-__all__ = ["DLQ_ENTRY", "DLQ_LIST", "REDRIVE", "REDRIVE_REQUEST", "paths"]
+__all__ = [
+    "DISCARDED",
+    "DISCARD_REQUEST",
+    "DLQ_ENTRY",
+    "DLQ_ENTRY_SHOWN",
+    "DLQ_LIST",
+    "REDRIVE",
+    "REDRIVE_REQUEST",
+    "paths",
+]
 
 DLQ_ENTRY = {
     "type": "object",
@@ -84,11 +95,79 @@ REDRIVE_REQUEST = {
     },
 }
 
+#: A discard's selection: it must select something (an empty one is a 400: the server will
+#: not discard every entry at once).
+DISCARD_REQUEST = {
+    "type": "object",
+    "additionalProperties": False,
+    "minProperties": 1,
+    "properties": {
+        "ids": {**_IDS, "description": "only these record ids"},
+        "id": {**_IDS, "deprecated": True, "description": "the same as ids (ids wins)"},
+        "since": {**SELECTION_TIME, "description": "entries dead at or after this"},
+        "until": {**SELECTION_TIME, "description": "entries dead before this"},
+        "error_class": {"type": ["string", "null"], "minLength": 1},
+    },
+    "description": "which open entries to close (at least one of ids, since, until, "
+    "error_class; not every entry at once)",
+}
+
+DISCARDED = {
+    "type": "object",
+    "required": ["namespace", "discarded"],
+    "properties": {
+        "namespace": {"type": "string"},
+        "region": {"type": "string", "description": "the region whose DLQ this is"},
+        "discarded": {"type": "integer", "minimum": 0, "description": "entries closed"},
+    },
+}
+
+#: One entry as ``walstream dlq show`` prints it: the entry, and its record.
+DLQ_ENTRY_SHOWN = {
+    "allOf": [
+        {"$ref": "#/components/schemas/DlqEntry"},
+        {
+            "type": "object",
+            "properties": {
+                "region": {"type": "string", "description": "the region whose DLQ this is"},
+                "record": {
+                    "type": ["object", "null"],
+                    "description": "the dead record (null: its bytes are no record: raw)",
+                    "properties": {
+                        "key": {"type": ["string", "null"]},
+                        "payload": {},
+                        "payload_encoding": {"type": "string"},
+                        "target": {"type": "object", "description": "secrets redacted"},
+                        "idempotency_token": {"type": ["string", "null"]},
+                        "original_write_time_ms": {"type": "integer"},
+                        "created_at_ms": {"type": "integer"},
+                        "history": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "at_ms": {"type": "integer"},
+                                    "attempt": {"type": "integer"},
+                                    "error_class": {"type": "string"},
+                                    "message": {"type": "string"},
+                                },
+                            },
+                        },
+                    },
+                },
+                "raw": {"type": "string", "description": "an undecodable record's first 4 KiB"},
+                "undecodable": {"type": "string"},
+            },
+        },
+    ]
+}
+
 REDRIVE = {
     "type": "object",
     "required": ["namespace", "state", "total", "redriven"],
     "properties": {
         "namespace": {"type": "string"},
+        "region": {"type": "string", "description": "the region whose DLQ is redriven"},
         "state": {"type": "string", "enum": ["running", "done", "cancelled", "failed"]},
         "total": {"type": "integer"},
         "redriven": {"type": "integer"},
@@ -140,43 +219,106 @@ _DLQ_QUERY = [
 _REGION = {
     "name": "region",
     "in": "query",
-    "schema": {"type": "string", "minLength": 1},
-    "description": "a replicated namespace's region: list its region DLQ "
-    "(wal.<ns>.region.<r>.dlq, on the region's cluster); redrive those with the CLI",
+    "schema": {"type": "string", "pattern": REGION_NAME.pattern},
+    "description": "a replicated namespace's region: its region DLQ (wal.<ns>.region.<r>.dlq, "
+    "on the region's cluster) instead of the namespace's, as `walstream dlq ... --region r`",
 }
+
+_NO_REGION = (
+    "unknown namespace, or a region (region) the namespace does not replicate to (or a "
+    "namespace that replicates nothing)"
+)
+_BAD_REGION = "region is not a region name (field: region)"
+
+
+def _with_region(operation: dict[str, Any], *, bad: str = _BAD_REGION) -> dict[str, Any]:
+    """``operation`` on a region DLQ too: the ``region`` parameter, its 400 and 404."""
+    operation["parameters"] = [*operation["parameters"], _REGION]
+    responses = operation["responses"]
+    responses["400"] = error(bad)
+    old = responses.get("404")
+    responses["404"] = error(f"{old['description']}; or {_NO_REGION}" if old else _NO_REGION)
+    return operation
 
 
 def paths() -> dict[str, Any]:
-    """``/dlq`` and ``/dlq:redrive`` (built afresh: walstream.api.openapi.document adds to them)."""
+    """``/dlq``, ``/dlq/{id}``, ``/dlq:redrive`` and ``/dlq:discard`` (built afresh:
+    walstream.api.openapi.document adds to them)."""
+    status = status_operations("redrive", "Redrive")
     return {
         "/v1/namespaces/{namespace}/dlq": {
-            "get": {
-                "operationId": "listDlq",
-                "summary": "Open DLQ entries, oldest first",
-                "parameters": [NS_PARAM, *_DLQ_QUERY, _REGION],
-                "responses": {
-                    "200": json_content("DlqList", "matching open entries"),
-                    "400": error("bad filter (names it)"),
-                    "404": error(
-                        "unknown namespace, or a region (region) the namespace does not "
-                        "replicate to"
-                    ),
-                    **UNAVAILABLE,
+            "get": _with_region(
+                {
+                    "operationId": "listDlq",
+                    "summary": "Open DLQ entries, oldest first",
+                    "parameters": [NS_PARAM, *_DLQ_QUERY],
+                    "responses": {
+                        "200": json_content("DlqList", "matching open entries"),
+                        **UNAVAILABLE,
+                    },
                 },
-            }
+                bad="bad filter or region (names it)",
+            )
+        },
+        "/v1/namespaces/{namespace}/dlq/{id}": {
+            "get": _with_region(
+                {
+                    "operationId": "showDlqEntry",
+                    "summary": "One open DLQ entry with its record and attempt history",
+                    "parameters": [
+                        NS_PARAM,
+                        {
+                            "name": "id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string", "minLength": 1},
+                            "description": "the entry's record id",
+                        },
+                    ],
+                    "responses": {
+                        "200": json_content("DlqEntryShown", "the entry and its record"),
+                        "404": error("no open entry of this id"),
+                        **UNAVAILABLE,
+                    },
+                }
+            )
         },
         "/v1/namespaces/{namespace}/dlq:redrive": {
-            "post": start_operation(
-                "startRedrive",
-                "Redrive open DLQ entries to the log (attempts reset, history kept)",
-                body("RedriveRequest", required=False),
-                "Redrive",
-                refused={"403": error("target not allowed")},
-                running=(
-                    "a redrive of the namespace is running (in any API process or the "
-                    "CLI: it holds a claim on the DLQ topic)"
+            "post": _with_region(
+                start_operation(
+                    "startRedrive",
+                    "Redrive open DLQ entries to the log (attempts reset, history kept); a "
+                    "region DLQ's to the region's topic, for its writer to apply again",
+                    body("RedriveRequest", required=False),
+                    "Redrive",
+                    refused={"403": error("target not allowed")},
+                    running=(
+                        "a redrive of this DLQ (the namespace's, or the region's) is running "
+                        "(in any API process or the CLI: it holds a claim on the DLQ topic)"
+                    ),
                 ),
+                bad="bad input (not JSON, or a field: names it; target on a region DLQ; "
+                "region), durable=FALSE",
             ),
-            **status_operations("redrive", "Redrive"),
+            "get": _with_region(status["get"]),
+            "delete": _with_region(status["delete"]),
+        },
+        "/v1/namespaces/{namespace}/dlq:discard": {
+            "post": _with_region(
+                {
+                    "operationId": "discardDlq",
+                    "summary": "Close open DLQ entries without redriving them",
+                    "parameters": [NS_PARAM],
+                    "requestBody": body("DiscardRequest"),
+                    "responses": {
+                        "200": json_content("Discarded", "how many entries were closed"),
+                        **BODY_ERRORS,
+                        "404": error("unknown namespace"),
+                        **UNAVAILABLE,
+                    },
+                },
+                bad="bad input (not JSON, a field: names it, an empty selection: body; "
+                "region), durable=FALSE",
+            )
         },
     }
