@@ -139,11 +139,6 @@ def _two_regions(name: str, a: str, b: str) -> dict:
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.xfail(
-    strict=True,
-    reason="the client versions each call by the wall clock and a random token: a call made in "
-    "the same millisecond as the one before it, or after the clock stepped back, is older",
-)
 @pytest.mark.parametrize("clock_step_ms", [0, -5], ids=["same millisecond", "clock stepped back"])
 async def test_a_delete_after_a_set_by_the_same_client_wins(
     broker, memcached_servers, unique, monkeypatch, clock_step_ms

@@ -7,6 +7,11 @@ applied to the local region's memcached with the same item format and version as
 region's writer applies it (walstream.core.cache_ops.cache_op), so all regions hold
 byte-identical items. ``get`` reads the local region: the exact bytes set, a tombstone a miss.
 
+Versions: a call given no ``original_write_time_ms`` and no ``idempotency_token`` is versioned
+after every such call the client made before (the clock's millisecond, or the last version's
+when the clock has not moved on or stepped back; a token above the last in one millisecond), so
+one client's calls on a key win in the order they were made, in every region.
+
 Order: the log first. The log is the source of truth and the fan-out sends an operation to
 every region but its origin, so an operation is applied locally only once the log holds it
 (its publish answered TRUE): the local cache never runs ahead of the log, and a FALSE or
@@ -120,6 +125,8 @@ class ReplicatingCache:
         # walstream's own topics are no memcached target's destination: the policy never
         # looks them up (walstream.core.target_policy.destination)
         self._reserved = ReservedTopics()
+        #: the last version this client made (its calls' versions only grow)
+        self._last = Version(0, "")
 
     async def start(self) -> None:
         """Start the producer (when it is ours)."""
@@ -204,9 +211,15 @@ class ReplicatingCache:
         original_write_time_ms: int | None,
         idempotency_token: str | None,
     ) -> CacheResult:
-        now_ms = self._clock()
+        # this client's calls are versioned in the order they are made, whatever the clock does
+        # (one millisecond, or a step back): a delete right after a set must win in every region
+        now_ms = max(self._clock(), self._last.original_write_time_ms)
         # no token given: the record's fresh id is its token, as WriteToLog makes it
         record_id = new_id(now_ms)
+        if original_write_time_ms is None and not idempotency_token:
+            if Version(now_ms, record_id) <= self._last:  # ids of one millisecond: random order
+                record_id = f"{int(self._last.idempotency_token, 16) + 1:032x}"
+            self._last = Version(now_ms, record_id)
         version = Version(
             now_ms if original_write_time_ms is None else original_write_time_ms,
             idempotency_token or record_id,
