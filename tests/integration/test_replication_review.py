@@ -165,3 +165,60 @@ async def test_a_delete_after_a_set_by_the_same_client_wins(
         assert gone.local is not None
         assert gone.local.outcome is ApplyOutcome.APPLIED
         assert await cache.get(key) is None
+
+
+# ---------------------------------------------------------------------------------------------
+# an operation the client got TRUE for, in its own region
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.xfail(
+    strict=True,
+    reason="the fan-out skips the origin region and nothing else applies there: an operation "
+    "logged (TRUE) whose local apply failed never reaches its own region",
+)
+async def test_an_operation_logged_whose_local_apply_failed_still_reaches_its_region(
+    broker, memcached_servers, own_memcached, unique
+) -> None:
+    from walstream.namespaces.config import parse_namespace
+    from walstream.replication import ReplicatingCache
+
+    from .replication_rig import Rig, replicated_definition, until
+
+    local = own_memcached()  # region a's: the test freezes it
+    servers = {"a": local.address, "b": memcached_servers[1].address}
+    servers["c"] = memcached_servers[2].address
+    rig = Rig(broker, f"rv{unique}", servers)
+    ns = parse_namespace(replicated_definition(rig.ns, servers))
+    key = f"{unique}:k"
+    try:
+        await rig.start(regions=("a", "b", "c"))  # a writer for every region, a's too
+        async with ReplicatingCache(
+            ns, "a", bootstrap_servers=broker, memcached_timeout_s=0.3
+        ) as cache:
+            first = await cache.set(key, b"first")
+            assert first.durable == "TRUE"
+            os.kill(local.pid, signal.SIGSTOP)
+            try:
+                second = await cache.set(key, b"second")
+            finally:
+                os.kill(local.pid, signal.SIGCONT)
+            assert second.durable == "TRUE"  # the log holds it: it reaches every region
+            assert second.local is not None
+            assert second.local.outcome is ApplyOutcome.TRANSIENT
+
+        async def others_hold_it() -> bool:
+            return await rig.read("b", [key.encode()]) + await rig.read("c", [key.encode()]) == [
+                b"second",
+                b"second",
+            ]
+
+        await until(others_hold_it, 45, "regions b and c to hold the second value")
+        # region a's writer has had the time b's and c's took, and as long again
+
+        async def a_holds_it() -> bool:
+            return await rig.read("a", [key.encode()]) == [b"second"]
+
+        await until(a_holds_it, 10, "region a (the origin) to hold the second value")
+    finally:
+        await rig.stop()
