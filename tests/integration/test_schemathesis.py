@@ -149,6 +149,8 @@ _RULES_IN_WORDS = (
     ("payload", "is required for a memcached set"),
     ("key", "must be the memcached target's key"),
     ("lifecycle", "a memcached operation is not delayed"),
+    # a discard selecting nothing (ids "" or [], every field null) would close every entry
+    ("body", "select what to discard"),
 )
 
 
