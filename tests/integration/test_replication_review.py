@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
+import socket
+import subprocess
 import time
 
 import pytest
 
+from walstream.broker import free_port
 from walstream.core.cache_version import CacheOp, OpKind
 from walstream.core.lww import Version
 from walstream.errors import TargetUnavailableError
@@ -222,3 +226,53 @@ async def test_an_operation_logged_whose_local_apply_failed_still_reaches_its_re
         await until(a_holds_it, 10, "region a (the origin) to hold the second value")
     finally:
         await rig.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# a region whose memcached server is an IPv6 address (the namespace config takes [v6]:port)
+
+
+@pytest.fixture
+def ipv6_memcached():
+    """A real memcached listening on ``[::1]``: its ``host:port`` as a region's config names it."""
+    port = free_port()
+    argv = [shutil.which("memcached") or "memcached", "-l", "::1", "-p", str(port), "-U", "0"]
+    argv += ["-m", "16", "-t", "1"] + (["-u", "root"] if os.geteuid() == 0 else [])
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("::1", port), timeout=1).close()
+                break
+            except OSError:
+                assert proc.poll() is None, "memcached on [::1] exited"
+                assert time.monotonic() < deadline, "memcached on [::1] did not answer"
+                time.sleep(0.05)
+        yield f"[::1]:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.xfail(
+    strict=True,
+    reason="a region's IPv6 server ([::1]:port, as the config takes and prints it) is dialled "
+    "with its brackets: the name never resolves, every apply is TRANSIENT for ever",
+)
+async def test_a_region_on_an_ipv6_memcached_server_applies(ipv6_memcached, unique) -> None:
+    from walstream.namespaces.replication import parse_replication
+
+    replication = parse_replication(
+        {"regions": {"a": {"memcached": [ipv6_memcached]}, "b": {"memcached": ["127.0.0.1:1"]}}}
+    )
+    assert replication is not None
+    region = replication.region("a")
+    assert region is not None
+    servers = [str(server) for server in region.memcached]  # as the writer and the client do
+    key = f"{unique}:v6".encode()
+    async with RegionCache(servers, tombstone_ttl_s=60, timeout_s=2.0) as cache:
+        [result] = await cache.apply_many([_set(key, 1, b"value")])
+        assert result.outcome is ApplyOutcome.APPLIED, result
+        assert await cache.get(key) == b"value"
