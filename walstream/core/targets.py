@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from walstream.core.cache_version import KEY_MAX_BYTES, PoisonReason, check_key
 from walstream.core.numbers import as_integer
 from walstream.errors import BadRequestError
 
@@ -41,9 +42,9 @@ REGION_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 #: What a memcached target does to its key (issue 17): set the record's payload as the value,
 #: delete the key, or touch it (a new ttl).
 MEMCACHED_OPS = ("set", "delete", "touch")
-#: memcached's key limit (its text and meta protocols): 250 bytes, no space or control character.
-MEMCACHED_MAX_KEY_BYTES = 250
-_MEMCACHED_KEY_REFUSED = re.compile(r"[\x00-\x20\x7f]")
+#: memcached's key limit (its text and meta protocols): 250 bytes, no space or control character
+#: (the rule is walstream.core.cache_version.check_key's).
+MEMCACHED_MAX_KEY_BYTES = KEY_MAX_BYTES
 #: memcached reads an expiration time over 30 days as a Unix time, not a number of seconds.
 MEMCACHED_MAX_TTL_S = 30 * 86_400
 _MAX_BOOTSTRAP_CHARS = 1024
@@ -178,18 +179,21 @@ def _seconds(field: str, maximum: int) -> Callable[[Any], int]:
     return check
 
 
+#: Why a memcached target's key is refused, for each reason check_key gives.
+_MEMCACHED_KEY_PROBLEMS = {
+    PoisonReason.KEY_EMPTY: "must be a non-empty string",
+    PoisonReason.KEY_TOO_LONG: f"must be at most {KEY_MAX_BYTES} bytes (memcached's key limit)",
+    PoisonReason.KEY_BAD_CHAR: "must not contain a space or a control character (memcached keys)",
+}
+
+
 def _memcached_key(field: str) -> Callable[[Any], str]:
     def check(value: Any) -> str:
-        if not isinstance(value, str) or not value:
+        if not isinstance(value, str):
             raise BadRequestError(field, "must be a non-empty string")
-        if len(value.encode()) > MEMCACHED_MAX_KEY_BYTES:
-            raise BadRequestError(
-                field, f"must be at most {MEMCACHED_MAX_KEY_BYTES} bytes (memcached's key limit)"
-            )
-        if _MEMCACHED_KEY_REFUSED.search(value):
-            raise BadRequestError(
-                field, "must not contain a space or a control character (memcached keys)"
-            )
+        problem = check_key(value.encode())
+        if problem is not None:
+            raise BadRequestError(field, _MEMCACHED_KEY_PROBLEMS[problem])
         return value
 
     return check
