@@ -256,11 +256,6 @@ def ipv6_memcached():
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.xfail(
-    strict=True,
-    reason="a region's IPv6 server ([::1]:port, as the config takes and prints it) is dialled "
-    "with its brackets: the name never resolves, every apply is TRANSIENT for ever",
-)
 async def test_a_region_on_an_ipv6_memcached_server_applies(ipv6_memcached, unique) -> None:
     from walstream.namespaces.replication import parse_replication
 

@@ -54,7 +54,8 @@ _READ_BYTES = 256 * 1024
 
 
 class MetaConnection:
-    """A pipelined connection to one memcached server (``host:port``), reconnected on demand.
+    """A pipelined connection to one memcached server (``host:port``, ``[v6]:port``),
+    reconnected on demand.
 
     Batches on one connection take turns (a lock); a batch is any number of meta commands.
     """
@@ -62,7 +63,8 @@ class MetaConnection:
     def __init__(self, address: str, *, timeout_s: float = 2.0) -> None:
         host, _, port = address.rpartition(":")
         self.address = address
-        self._host = host
+        # an IPv6 address comes in brackets ([::1]:11211, as a region's config names it)
+        self._host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
         self._port = int(port)
         self.timeout_s = timeout_s
         self._lock = asyncio.Lock()
