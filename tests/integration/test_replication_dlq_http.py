@@ -8,6 +8,7 @@ redrive is its own (status, cancel, claim), apart from the namespace's."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -42,52 +43,50 @@ async def open_ids(broker: str, topic: str) -> dict[str, int]:
     return {record_id: entry.offset for record_id, entry in view.open.items()}
 
 
+@contextlib.asynccontextmanager
+async def replicated(
+    settings: Any, ns: str, servers: dict[str, str], cluster: str | None = None
+) -> AsyncIterator[dict[str, Any]]:
+    """Namespace ``ns`` replicating to regions a, b, c (memcached ``servers``; region c on
+    Kafka ``cluster`` when given), registered, region c's writer running; a producer on region
+    c's cluster."""
+    regions: dict[str, dict[str, Any]] = {r: {"memcached": [s]} for r, s in servers.items()}
+    if cluster is not None:
+        regions["c"]["bootstrap_servers"] = cluster
+    definition = namespace_definition(
+        ns, replication={"regions": regions, "max_lag_s": 600, "tombstone_ttl_s": TOMB_TTL}
+    )
+    await apply_namespace(settings, definition)
+    config = parse_namespace(definition)
+    assert config.replication is not None
+    region = config.replication.region("c")
+    assert region is not None
+    writer = RegionWriter(
+        settings, namespace=ns, region=region, replication=config.replication, cache_timeout_s=0.5
+    )
+    cache = RegionCache([servers["c"]], tombstone_ttl_s=TOMB_TTL)
+    producer = AIOKafkaProducer(bootstrap_servers=cluster or settings.bootstrap_list, acks="all")
+    await writer.start()  # creates the region's topic and DLQ
+    await producer.start()
+    try:
+        yield {"ns": ns, "config": config, "cache": cache, "producer": producer}
+    finally:
+        await producer.stop()
+        await writer.stop()
+        await cache.close()
+
+
 @pytest.fixture
 async def region_c(
     wal_settings, memcached_servers, own_memcached, unique
 ) -> AsyncIterator[dict[str, Any]]:
     """A replicated namespace of regions a, b, c (registered), region c's writer running on a
     memcached of its own whose items are at most 512 KiB."""
-    ns = f"h{unique}"
     small = own_memcached(item_size_max="512k")
     servers = {"a": memcached_servers[0].address, "b": memcached_servers[1].address}
     servers["c"] = small.address
-    definition = namespace_definition(
-        ns,
-        replication={
-            "regions": {r: {"memcached": [s]} for r, s in servers.items()},
-            "max_lag_s": 600,
-            "tombstone_ttl_s": TOMB_TTL,
-        },
-    )
-    await apply_namespace(wal_settings, definition)
-    config = parse_namespace(definition)
-    assert config.replication is not None
-    region = config.replication.region("c")
-    assert region is not None
-    writer = RegionWriter(
-        wal_settings,
-        namespace=ns,
-        region=region,
-        replication=config.replication,
-        cache_timeout_s=0.5,
-    )
-    cache = RegionCache([small.address], tombstone_ttl_s=TOMB_TTL)
-    producer = AIOKafkaProducer(bootstrap_servers=wal_settings.bootstrap_list, acks="all")
-    await writer.start()  # creates the region's topic and DLQ
-    await producer.start()
-    try:
-        yield {
-            "ns": ns,
-            "config": config,
-            "memcached": small,
-            "cache": cache,
-            "producer": producer,
-        }
-    finally:
-        await producer.stop()
-        await writer.stop()
-        await cache.close()
+    async with replicated(wal_settings, f"h{unique}", servers) as rig:
+        yield {**rig, "memcached": small}
 
 
 async def redrive_done(client: Any, ns: str, region: str | None) -> dict[str, Any]:
@@ -291,3 +290,50 @@ async def test_a_region_redrive_is_apart_from_the_namespaces_and_a_second_one_is
     # each redrove one entry of its own DLQ
     assert set(await open_ids(broker, dlq)) == {"id-r2"}
     assert set(await open_ids(broker, config.topics.dlq)) == {"id-n2"}
+
+
+async def test_a_region_dlq_on_the_regions_own_cluster_over_http(
+    wal_settings, memcached_servers, own_broker, api_client, broker, unique
+) -> None:
+    """Region c's DLQ and topic live on its own Kafka cluster: the API reads, redrives and
+    discards there (the redriven operation applied by c's writer), nothing on its own."""
+    remote = own_broker.bootstrap_servers
+    servers = {r: s.address for r, s in zip("abc", memcached_servers, strict=True)}
+    async with replicated(wal_settings, f"k{unique}", servers, remote) as rig:
+        ns, producer, config, cache = rig["ns"], rig["producer"], rig["config"], rig["cache"]
+        topic, dlq = region_topic(ns, "c"), region_dlq_topic(ns, "c")
+        bad = cache_envelope("set", f"{unique} space", b"x", ns=ns, token="bad", ttl=0)
+        await producer.send_and_wait(topic, encode_envelope(bad), key=str(bad.key).encode())
+        await eventually(lambda: open_ids(remote, dlq), 60, "the poison operation's DLQ entry")
+        await _dead_letter(producer, config, dlq, topic, "fixed")
+        client = await api_client(build_api(wal_settings))
+
+        listed = await client.get(f"/v1/namespaces/{ns}/dlq?region=c")
+        assert listed.status == 200, await listed.text()
+        assert {e["id"] for e in (await listed.json())["entries"]} == {"id-bad", "id-fixed"}
+        shown = await client.get(f"/v1/namespaces/{ns}/dlq/id-bad?region=c")
+        assert shown.status == 200, await shown.text()
+        assert (await shown.json())["reason"] == "key_bad_char"
+
+        started = await client.post(
+            f"/v1/namespaces/{ns}/dlq:redrive?region=c", json={"ids": ["id-fixed"]}
+        )
+        assert started.status == 202, await started.text()
+        assert (await redrive_done(client, ns, "c"))["redriven"] == 1
+        key = f"{ns}:fixed"
+
+        async def applied() -> bool:
+            return await cache.get(key.encode()) == b"v"
+
+        await eventually(applied, 60, "the redriven operation applied in region c")
+        discarded = await client.post(
+            f"/v1/namespaces/{ns}/dlq:discard?region=c", json={"ids": ["id-bad"]}
+        )
+        assert discarded.status == 200, await discarded.text()
+        assert (await discarded.json())["discarded"] == 1
+        assert await open_ids(remote, dlq) == {}
+        # the deployment's cluster holds neither the region's topic nor its DLQ
+        async with AIOKafkaProducer(bootstrap_servers=broker) as local:
+            topics = (await local.client.fetch_all_metadata()).topics()
+        assert topic not in topics
+        assert dlq not in topics
