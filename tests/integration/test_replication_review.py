@@ -271,3 +271,39 @@ async def test_a_region_on_an_ipv6_memcached_server_applies(ipv6_memcached, uniq
         [result] = await cache.apply_many([_set(key, 1, b"value")])
         assert result.outcome is ApplyOutcome.APPLIED, result
         assert await cache.get(key) == b"value"
+
+
+# ---------------------------------------------------------------------------------------------
+# a newer value that expired leaves no version behind
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.xfail(
+    strict=True,
+    reason="a set's TTL expires its version with its value: an older set arriving after the "
+    "newer one expired in a region is applied there, for its own TTL (0: for ever), while the "
+    "regions it reached in time hold nothing",
+)
+async def test_an_older_set_arriving_after_a_newer_one_expired_is_stale(
+    memcached_servers, unique
+) -> None:
+    from .replication_rig import until
+
+    key = f"{unique}:expired".encode()
+    newer = CacheOp(kind=OpKind.SET, key=key, version=Version(2_000, "b"), value=b"newer", ttl_s=1)
+    older = CacheOp(kind=OpKind.SET, key=key, version=Version(1_000, "a"), value=b"older")
+    async with RegionCache([memcached_servers[0].address], tombstone_ttl_s=60) as region:
+        # the other order, as a region that got both in time: the older is stale
+        assert [r.outcome for r in await region.apply_many([newer, older])] == [
+            ApplyOutcome.APPLIED,
+            ApplyOutcome.STALE,
+        ]
+
+        async def expired() -> bool:
+            return await region.get(key) is None
+
+        await until(expired, 10, "the newer value's 1 s TTL to expire")
+        # a region whose writer lags by more than the TTL gets the older set now
+        [late] = await region.apply_many([older])
+        assert late.outcome is ApplyOutcome.STALE, late
+        assert await region.get(key) is None
