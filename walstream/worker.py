@@ -16,6 +16,7 @@ import functools
 import logging
 import random
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 import faust
@@ -24,17 +25,19 @@ import mode
 from faust.types import TP
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from walstream.agents.attempts import TableAttempts
+from walstream.agents.attempts import Attempts, TableAttempts
 from walstream.agents.delay import DelayStage
-from walstream.agents.deliver import build_deliverer
+from walstream.agents.deliver import Deliverer
 from walstream.agents.dispatch import KeyedDispatcher
 from walstream.agents.dlq_monitor import DlqMonitor
 from walstream.agents.emit import AiokafkaProbe, EmitGuard, FaustEmitter
+from walstream.agents.failures import FailureRouter
 from walstream.agents.ordering import KeyOrder
-from walstream.agents.ordering_gate import DRAIN_MAX
-from walstream.agents.outcomes import DeliverySettings, Source
+from walstream.agents.ordering_gate import DRAIN_MAX, OrderingGate
+from walstream.agents.outcomes import DeliverySettings, Emitter, LogReading, Source
 from walstream.agents.tables import TableChangelog, TableStore
-from walstream.clock import SystemClock
+from walstream.agents.target_call import TargetCall
+from walstream.clock import Clock, SystemClock
 from walstream.core.delay import parse_due_header
 from walstream.errors import WalError
 from walstream.kafka.clients import ClientIds
@@ -48,13 +51,58 @@ from walstream.settings import Settings
 from walstream.targets.pool import TargetPool
 from walstream.topology import poison_topic
 
-__all__ = ["Delivery", "install_delivery"]
+__all__ = ["Delivery", "build_deliverer", "install_delivery"]
 
 logger = logging.getLogger(__name__)
 
 #: How much longer than the hand-over lead an agent holds a record handed over before its due
 #: time (the clocks of two hosts may differ a little); further out, it goes back to wait.
 HOLD_SLACK_MS = 1_000
+
+
+def build_deliverer(
+    *,
+    registry: NamespaceRegistry,
+    pool: TargetPool,
+    attempts: Attempts,
+    emitter: Emitter,
+    clock: Clock,
+    rand: Callable[[], float],
+    settings: DeliverySettings,
+    order: KeyOrder | None = None,
+    reader: LogReading | None = None,
+    metrics: WalMetrics | None = None,
+) -> Deliverer:
+    """A ``Deliverer`` and its parts: the ordering gate over ``order`` (an empty in-memory table
+    if None) reading parked records with ``reader``, the failure routing, the target call."""
+    gate = OrderingGate(
+        registry=registry,
+        order=order if order is not None else KeyOrder({}),
+        emitter=emitter,
+        clock=clock,
+        reader=reader,
+        drain_max=settings.drain_max,
+    )
+    failures = FailureRouter(
+        registry=registry,
+        attempts=attempts,
+        emitter=emitter,
+        clock=clock,
+        rand=rand,
+        gate=gate,
+        settings=settings,
+        metrics=metrics,
+    )
+    target = TargetCall(pool, clock, rand)
+    return Deliverer(
+        registry=registry,
+        attempts=attempts,
+        clock=clock,
+        gate=gate,
+        failures=failures,
+        target=target,
+        metrics=metrics,
+    )
 
 
 class Delivery(mode.Service):

@@ -29,7 +29,6 @@ heads it).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import replace
 
 from aiokafka.errors import KafkaError
@@ -46,10 +45,8 @@ from walstream.agents.ordering_gate import (
     Turn,
 )
 from walstream.agents.outcomes import (
-    DeliverySettings,
     Emitter,
     Handled,
-    LogReading,
     Outcome,
     PostDelivery,
     Source,
@@ -71,7 +68,7 @@ from walstream.namespaces.registry import NamespaceRegistry
 from walstream.records import Envelope, decode_envelope
 from walstream.targets.pool import TargetPool
 
-__all__ = ["Deliverer", "build_deliverer"]
+__all__ = ["Deliverer"]
 
 logger = logging.getLogger(__name__)
 
@@ -346,51 +343,6 @@ class Deliverer:
     def _count(self, ns_name: str, stage: Stage, outcome: Outcome) -> None:
         if self.metrics is not None:
             self.metrics.deliveries.labels(ns_name, stage.value, outcome.value).inc()
-
-
-def build_deliverer(
-    *,
-    registry: NamespaceRegistry,
-    pool: TargetPool,
-    attempts: Attempts,
-    emitter: Emitter,
-    clock: Clock,
-    rand: Callable[[], float],
-    settings: DeliverySettings,
-    order: KeyOrder | None = None,
-    reader: LogReading | None = None,
-    metrics: WalMetrics | None = None,
-) -> Deliverer:
-    """A ``Deliverer`` and its parts: the ordering gate over ``order`` (an empty in-memory table
-    if None) reading parked records with ``reader``, the failure routing, the target call."""
-    gate = OrderingGate(
-        registry=registry,
-        order=order if order is not None else KeyOrder({}),
-        emitter=emitter,
-        clock=clock,
-        reader=reader,
-        drain_max=settings.drain_max,
-    )
-    failures = FailureRouter(
-        registry=registry,
-        attempts=attempts,
-        emitter=emitter,
-        clock=clock,
-        rand=rand,
-        gate=gate,
-        settings=settings,
-        metrics=metrics,
-    )
-    target = TargetCall(pool, clock, rand)
-    return Deliverer(
-        registry=registry,
-        attempts=attempts,
-        clock=clock,
-        gate=gate,
-        failures=failures,
-        target=target,
-        metrics=metrics,
-    )
 
 
 def _decoded(value: bytes | None) -> Envelope | PoisonRecordError:

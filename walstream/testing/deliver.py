@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from walstream.agents.attempts import Attempts, MemoryAttempts
-from walstream.agents.deliver import Deliverer, build_deliverer
+from walstream.agents.deliver import Deliverer
 from walstream.agents.ordering import KeyOrder
 from walstream.agents.outcomes import DeliverySettings, Emitter, LogReading, Outcome, Source
 from walstream.clock import FakeClock
@@ -27,6 +27,7 @@ from walstream.targets.base import Target
 from walstream.targets.memory import MemoryTarget
 from walstream.targets.pool import TargetLeasing
 from walstream.testing.records import NOW_MS, Headers
+from walstream.worker import build_deliverer
 
 # -- the emitter -----------------------------------------------------------------------------
 
