@@ -25,7 +25,7 @@ from walstream.core.replay_request import parse_replay_request
 from walstream.core.target_policy import ReservedTopics
 from walstream.core.targets import REGION_NAME, parse_target
 from walstream.core.validate import exact_body, invalid_json, parse_batch, parse_write_request
-from walstream.dlq import DlqAccess, entry_json, region_dlq
+from walstream.dlq import DlqAccess, entry_bytes, entry_json, region_dlq
 from walstream.errors import (
     BadRequestError,
     OverloadedError,
@@ -310,7 +310,7 @@ async def show_dlq_entry(request: web.BaseRequest, deps: ApiDeps, params: Params
     shown = _entry_for(request, queue.name, entry_json(entry, with_record=True))
     if queue.region is not None:
         shown["region"] = queue.region
-    return json_response(shown)
+    return web.Response(body=entry_bytes(shown), content_type="application/json")
 
 
 async def _selection_body(request: web.BaseRequest, deps: ApiDeps) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from ``walstream.dlq``.
 
 from __future__ import annotations
 
-from walstream.dlq.access import DlqAccess, entry_json
+from walstream.dlq.access import DlqAccess, entry_bytes, entry_json
 from walstream.dlq.closing import discard
 from walstream.dlq.kafka_io import unavailable_broker
 from walstream.dlq.reading import DEFAULT_PAGE, DlqPage, DlqReader, flatten, read_dlq
@@ -41,6 +41,7 @@ __all__ = [
     "RegionDlq",
     "claimed_dlq",
     "discard",
+    "entry_bytes",
     "entry_json",
     "flatten",
     "read_dlq",

@@ -4,8 +4,11 @@ entry as the CLI and the API show it)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
+
+import orjson
 
 from walstream.core.dlq import DlqCursor, DlqEntry, DlqRef, Selection
 from walstream.dlq.closing import discard
@@ -17,7 +20,7 @@ from walstream.errors import PoisonRecordError, RedriveConflictError
 from walstream.namespaces.config import NamespaceConfig
 from walstream.records import decode_envelope
 
-__all__ = ["DlqAccess", "entry_json"]
+__all__ = ["DlqAccess", "entry_bytes", "entry_json"]
 
 
 def entry_json(entry: DlqEntry, *, with_record: bool = False) -> dict[str, Any]:
@@ -52,6 +55,29 @@ def entry_json(entry: DlqEntry, *, with_record: bool = False) -> dict[str, Any]:
                 "history": [h._asdict() for h in env.history],
             }
     return body
+
+
+def entry_bytes(shown: dict[str, Any]) -> bytes:
+    """``entry_json(entry, with_record=True)`` as JSON bytes, whatever its payload's depth: orjson
+    writes 254 levels at most and the payload sits two levels down, so a payload nested deeper
+    than 252 levels goes in encoded apart (as a fragment); one too deep for that too (a record
+    from before writes were bounded) is left out, said in ``payload_omitted``."""
+    try:
+        return orjson.dumps(shown)
+    except orjson.JSONEncodeError:
+        record = shown["record"]
+        payload = record["payload"]
+        try:
+            record["payload"] = orjson.Fragment(orjson.dumps(payload))
+        except orjson.JSONEncodeError:
+            try:
+                text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+            except RecursionError:
+                record["payload"] = None
+                shown["payload_omitted"] = "nests too deep to show here: walstream dlq show"
+            else:
+                record["payload"] = orjson.Fragment(text.encode())
+        return orjson.dumps(shown)
 
 
 class DlqAccess:

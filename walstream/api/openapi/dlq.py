@@ -156,6 +156,10 @@ DLQ_ENTRY_SHOWN = {
                     },
                 },
                 "raw": {"type": "string", "description": "an undecodable record's first 4 KiB"},
+                "payload_omitted": {
+                    "type": "string",
+                    "description": "why record.payload is null: it nests too deep to show",
+                },
                 "undecodable": {"type": "string"},
             },
         },
