@@ -20,13 +20,19 @@ import time
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from walstream.core.cache_version import CacheOp
-from walstream.records import Envelope, encode_envelope
+from walstream.kafka.admin import ensure_topics
+from walstream.kafka.clients import ClientIds
+from walstream.records import Envelope, decode_envelope, encode_envelope
+from walstream.replication.fanout import FanOut
 from walstream.replication.region import ApplyOutcome
 from walstream.testing.replication import cache_envelope, plain_get
+from walstream.topology import default_topics, namespace_topic_specs, region_topic
 
 from .conftest import eventually
+from .helpers import committed_offset, read_topic, topic_end_offsets
 from .replication_rig import Rig
 
 pytestmark = pytest.mark.integration
@@ -213,3 +219,71 @@ async def test_a_region_whose_kafka_cluster_is_frozen_holds_back_only_its_own_co
             with contextlib.suppress(Exception):
                 await stream.stop()
         await rig.stop()
+
+
+async def test_an_upgraded_namespace_s_fanouts_start_where_the_single_group_stood(
+    broker, memcached_servers, unique
+) -> None:
+    """Before per-region fan-outs one group ``walstream.<ns>.fanout`` copied to every region:
+    the new groups start where it stood, not at the log's beginning (a log kept longer than
+    the tombstones would bring deleted values back)."""
+    servers = {r: s.address for r, s in zip("abc", memcached_servers, strict=True)}
+    rig = Rig(broker, f"u{unique}", servers)
+    await ensure_topics(
+        broker,
+        namespace_topic_specs(
+            default_topics(rig.ns), 2, replication_factor=1, min_insync_replicas=1
+        ),
+    )
+    copied = [stream_op(rig.ns, unique, i) for i in range(30)]
+    await publish(broker, rig.log, copied)
+    # the single fan-out group of before copied those and committed
+    ends = await topic_end_offsets(broker, rig.log)
+    assert sum(ends.values()) == len(copied)
+    legacy = AIOKafkaConsumer(
+        bootstrap_servers=broker, group_id=ClientIds.legacy_fanout_group(rig.ns)
+    )
+    await legacy.start()
+    try:
+        tps = [TopicPartition(rig.log, p) for p in ends]
+        legacy.assign(tps)
+        await legacy.commit({tp: ends[tp.partition] for tp in tps})
+    finally:
+        await legacy.stop()
+    after = [stream_op(rig.ns, unique, i) for i in range(30, 40)]
+    await publish(broker, rig.log, after)
+    assert rig.replication is not None
+    fanout = FanOut(
+        rig.settings,
+        namespace=rig.ns,
+        log_topic=rig.log,
+        replication=rig.replication,
+        region="b",
+    )
+    await fanout.start()
+    try:
+        group = ClientIds.fanout_group(rig.ns, "b")
+
+        async def all_committed() -> bool:
+            log_ends = await topic_end_offsets(broker, rig.log)
+            held = [await committed_offset(broker, group, rig.log, p) for p in log_ends]
+            return held == list(log_ends.values())
+
+        await eventually(all_committed, 60, "the fan-out to b to commit the whole log")
+        copies = await topic_end_offsets(broker, region_topic(rig.ns, "b"))
+        assert (fanout.copies, sum(copies.values())) == (len(after), len(after))
+        records = await read_topic(broker, region_topic(rig.ns, "b"), expect=len(after))
+        got = {decode_envelope(r.value).idempotency_token for r in records}
+        assert got == {env.idempotency_token for env in after}
+    finally:
+        await fanout.stop()
+        await rig.stop()
+
+
+async def publish(broker: str, log: str, envs: list[Envelope]) -> None:
+    async with AIOKafkaProducer(bootstrap_servers=broker, acks="all") as producer:
+        sends = [
+            await producer.send(log, encode_envelope(e), key=str(e.target["key"]).encode())
+            for e in envs
+        ]
+        await asyncio.gather(*sends)

@@ -87,6 +87,12 @@ class ClientIds:
         return f"walstream.{namespace}.fanout.{region}"
 
     @staticmethod
+    def legacy_fanout_group(namespace: str) -> str:
+        """The one fan-out group a replicated namespace had before per-region fan-outs: only
+        read, where a new per-region group starts (walstream.core.fanout_start)."""
+        return f"walstream.{namespace}.fanout"
+
+    @staticmethod
     def region_group(namespace: str, region: str) -> str:
         """A replicated namespace's region writer's consumer group (of the region's topic)."""
         return f"walstream.{namespace}.region.{region}"

@@ -182,6 +182,7 @@ def test_ids_and_groups_are_made_here() -> None:
     # a replicated namespace's fan-out has a group per target region (issue 17: a region's
     # cluster away holds back no other region's copies), its writer a group per region
     assert ClientIds.fanout_group("cache", "b") == "walstream.cache.fanout.b"
+    assert ClientIds.legacy_fanout_group("cache") == "walstream.cache.fanout"
     assert ClientIds.region_group("cache", "b") == "walstream.cache.region.b"
 
 
