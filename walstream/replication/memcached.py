@@ -178,11 +178,10 @@ class MetaConnection:
         writer.write(b"stats settings\r\n")
         size = None
         async with asyncio.timeout(self.timeout_s):
-            lines = (await reader.readuntil(b"END\r\n")).split(b"\r\n")
-        for line in lines:
-            words = line.split()
-            if words[:2] == [b"STAT", b"item_size_max"]:
-                size = int(words[2])
+            while (line := await reader.readuntil(b"\r\n")) != b"END\r\n":
+                words = line.split()
+                if words[:2] == [b"STAT", b"item_size_max"]:
+                    size = int(words[2])
         if size is None:
             raise ValueError("stats settings without item_size_max")
         return size
