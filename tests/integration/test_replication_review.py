@@ -4,12 +4,14 @@ against the real broker and real memcached (Debian's 1.6.18)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -232,27 +234,35 @@ async def test_an_operation_logged_whose_local_apply_failed_still_reaches_its_re
 # a region whose memcached server is an IPv6 address (the namespace config takes [v6]:port)
 
 
-@pytest.fixture
-def ipv6_memcached():
-    """A real memcached listening on ``[::1]``: its ``host:port`` as a region's config names it."""
+@contextlib.contextmanager
+def _memcached(host: str, *options: str) -> Iterator[str]:
+    """A real memcached on ``host`` with ``options``: its ``host:port`` as a region's config
+    names it (stopped by its PID)."""
     port = free_port()
-    argv = [shutil.which("memcached") or "memcached", "-l", "::1", "-p", str(port), "-U", "0"]
-    argv += ["-m", "16", "-t", "1"] + (["-u", "root"] if os.geteuid() == 0 else [])
+    argv = [shutil.which("memcached") or "memcached", "-l", host, "-p", str(port), "-U", "0"]
+    argv += ["-m", "16", "-t", "1", *options] + (["-u", "root"] if os.geteuid() == 0 else [])
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 10
         while True:
             try:
-                socket.create_connection(("::1", port), timeout=1).close()
+                socket.create_connection((host, port), timeout=1).close()
                 break
             except OSError:
-                assert proc.poll() is None, "memcached on [::1] exited"
-                assert time.monotonic() < deadline, "memcached on [::1] did not answer"
+                assert proc.poll() is None, f"memcached on {host} exited"
+                assert time.monotonic() < deadline, f"memcached on {host} did not answer"
                 time.sleep(0.05)
-        yield f"[::1]:{port}"
+        yield f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+@pytest.fixture
+def ipv6_memcached() -> Iterator[str]:
+    """A real memcached listening on ``[::1]``."""
+    with _memcached("::1") as address:
+        yield address
 
 
 @pytest.mark.timeout(30)
@@ -307,3 +317,25 @@ async def test_an_older_set_arriving_after_a_newer_one_expired_is_stale(
         [late] = await region.apply_many([older])
         assert late.outcome is ApplyOutcome.STALE, late
         assert await region.get(key) is None
+
+
+# ---------------------------------------------------------------------------------------------
+# a region's memcached started without CAS (-C: 8 bytes less per item)
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.xfail(
+    strict=True,
+    reason="a server without CAS answers c0 and EX to every compare-and-set: a key's first "
+    "write (add mode) applies, every later one loses 'the CAS race' max_rounds times, TRANSIENT "
+    "for ever, and nothing says the server is misconfigured",
+)
+async def test_a_server_without_cas_is_refused_for_what_it_is(unique) -> None:
+    key = f"{unique}:nocas".encode()
+    with _memcached("127.0.0.1", "-C") as address:
+        async with RegionCache([address], tombstone_ttl_s=60) as region:
+            results = [await region.apply(_set(key, t, b"v%d" % t)) for t in (1, 2)]
+    # no half-working region (new keys stored, existing ones never updated): every write is
+    # refused, naming the cause
+    assert [r.outcome for r in results] == [ApplyOutcome.TRANSIENT] * 2, results
+    assert all("CAS" in r.reason for r in results), results
