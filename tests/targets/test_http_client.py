@@ -16,14 +16,11 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from walstream.core.http_request import InvalidHeaderError
 from walstream.errors import TargetRejectedError, TargetUnavailableError
 from walstream.records import Envelope, Lifecycle
 from walstream.targets.http import HttpTarget
-from walstream.targets.http_client import (
-    HttpClient,
-    HttpProtocolError,
-    InvalidHeaderError,
-)
+from walstream.targets.http_client import HttpClient, HttpProtocolError
 from walstream.testing import RawServer, Rfc7230Upstream, serve_app
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]

@@ -51,7 +51,7 @@ _MAX_BOOTSTRAP_CHARS = 1024
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _MAX_KEY_CHARS = 1024
-#: What an http target's client sends (walstream.targets.http_client checks again when it does):
+#: What an http target's client sends (walstream.core.http_request checks again as it encodes):
 #: header names are HTTP tokens, and no value holds a character of UNSENDABLE_VALUE_CHARS.
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 #: The characters no HTTP header value may hold (a regex class body, read alike by Python's re

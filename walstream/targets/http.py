@@ -8,14 +8,11 @@ configuration error, not something to chase with people's writes.
 
 from __future__ import annotations
 
+from walstream.core.http_request import InvalidHeaderError, InvalidUrlError
 from walstream.errors import TargetRejectedError, TargetUnavailableError
 from walstream.records import Envelope
 from walstream.targets.base import delivery_headers
-from walstream.targets.http_client import (
-    HttpClient,
-    InvalidHeaderError,
-    InvalidUrlError,
-)
+from walstream.targets.http_client import HttpClient
 
 __all__ = ["HttpTarget"]
 

@@ -2,8 +2,9 @@
 
 Why not aiohttp's ClientSession: a POST through it costs about 95 us of CPU on generality the
 target never uses (cookies, redirects, tracing, proxies, multipart, content decoding), which is
-half of a delivery's CPU when a record fails once. This client writes the request itself and
-parses the response with llhttp (httptools, the parser uvicorn uses): about 40 us a POST.
+half of a delivery's CPU when a record fails once. This client writes the request itself
+(walstream.core.http_request encodes it) and parses the response with llhttp (httptools, the
+parser uvicorn uses): about 40 us a POST.
 
 What it does: http and https, keep-alive with a connection limit per origin (callers queue
 beyond it), idle connections closed after ``idle_timeout_s`` (and an origin's pool dropped once
@@ -18,25 +19,16 @@ them), proxies, cookies, compression, HTTP/2.
 from __future__ import annotations
 
 import asyncio
-import re
 import ssl
 from collections import deque
 from collections.abc import Callable
-from functools import lru_cache
 from typing import NamedTuple
 
 import httptools
-from yarl import URL
 
-from walstream.core.targets import UNSENDABLE_HEADERS, has_unsendable_chars
+from walstream.core.http_request import Endpoint, encode_request, parse_endpoint
 
-__all__ = [
-    "HttpClient",
-    "HttpProtocolError",
-    "HttpResponse",
-    "InvalidHeaderError",
-    "InvalidUrlError",
-]
+__all__ = ["HttpClient", "HttpProtocolError", "HttpResponse"]
 
 #: What the client keeps of a response body (error messages quote it; the rest is read and
 #: dropped so the connection can be reused).
@@ -45,19 +37,6 @@ BODY_KEPT_BYTES = 1024
 DEFAULT_LIMIT_PER_ORIGIN = 100
 #: An idle keep-alive connection is closed after this long.
 DEFAULT_IDLE_TIMEOUT_S = 30.0
-
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_USER_AGENT = b"walstream"
-
-
-class InvalidHeaderError(ValueError):
-    """A header name that is not an HTTP token or is one the client sets itself (framing,
-    hop-by-hop: ``UNSENDABLE_HEADERS``), or a value with a control character in it (CR, LF,
-    NUL or another no header value may hold: ``walstream.core.targets.has_unsendable_chars``)."""
-
-
-class InvalidUrlError(ValueError):
-    """Not an absolute http:// or https:// URL with a host."""
 
 
 class HttpProtocolError(ConnectionError):
@@ -68,63 +47,6 @@ class HttpResponse(NamedTuple):
     status: int
     #: the first BODY_KEPT_BYTES of the body
     body: bytes
-
-
-class _Endpoint(NamedTuple):
-    """A URL split once into what a request needs."""
-
-    origin: tuple[str, str, int]
-    host_header: bytes
-    path: bytes
-    tls: bool
-
-
-@lru_cache(maxsize=4096)
-def _endpoint(url: str) -> _Endpoint:
-    parsed = URL(url)
-    if parsed.scheme not in ("http", "https") or not parsed.raw_host:
-        raise InvalidUrlError(f"not an http(s) URL: {url!r}")
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    host = parsed.raw_host
-    shown = f"[{host}]" if ":" in host else host
-    host_header = shown if parsed.is_default_port() else f"{shown}:{port}"
-    return _Endpoint(
-        (parsed.scheme, host, port),
-        host_header.encode("ascii"),
-        (parsed.raw_path_qs or "/").encode("ascii"),
-        parsed.scheme == "https",
-    )
-
-
-def encode_request(endpoint: _Endpoint, body: bytes, headers: list[tuple[str, str]]) -> bytes:
-    """The bytes of a POST. Raises InvalidHeaderError for a header that would break framing.
-
-    The framing and hop-by-hop headers are this client's alone: a caller's Transfer-Encoding or
-    Content-Length beside ours would let the body pass as the next request on the connection.
-    """
-    parts = [
-        b"POST ",
-        endpoint.path,
-        b" HTTP/1.1\r\nHost: ",
-        endpoint.host_header,
-        b"\r\nUser-Agent: ",
-        _USER_AGENT,
-        b"\r\nContent-Length: ",
-        str(len(body)).encode(),
-        b"\r\n",
-    ]
-    for name, value in headers:
-        if _TOKEN.fullmatch(name) is None:
-            raise InvalidHeaderError(f"header name {name!r} is not an HTTP token")
-        if name.lower() in UNSENDABLE_HEADERS:
-            raise InvalidHeaderError(
-                f"header {name} is set by the client only (framing/hop-by-hop)"
-            )
-        if has_unsendable_chars(value):
-            raise InvalidHeaderError(f"header {name} has a control character in its value")
-        parts += (name.encode("ascii"), b": ", value.encode("utf-8"), b"\r\n")
-    parts += (b"\r\n", body)
-    return b"".join(parts)
 
 
 class _Connection(asyncio.Protocol):
@@ -322,9 +244,10 @@ class HttpClient:
         Raises:
             TimeoutError: no full answer within ``timeout_s`` (connecting included).
             OSError: connecting failed, or the connection broke (HttpProtocolError included).
-            InvalidUrlError, InvalidHeaderError: nothing was sent.
+            InvalidUrlError, InvalidHeaderError (walstream.core.http_request): nothing was
+                sent.
         """
-        endpoint = _endpoint(url)
+        endpoint = parse_endpoint(url)
         request = encode_request(endpoint, body, headers)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
@@ -349,7 +272,7 @@ class HttpClient:
     async def _acquire(
         self,
         pool: _OriginPool,
-        endpoint: _Endpoint,
+        endpoint: Endpoint,
         deadline: float,
     ) -> _Connection | None:
         if pool.idle or pool.open < pool.limit:
@@ -361,7 +284,7 @@ class HttpClient:
             raise TimeoutError(f"no free connection to {endpoint.origin[1]}") from None
 
     async def _connect(
-        self, endpoint: _Endpoint, loop: asyncio.AbstractEventLoop, deadline: float
+        self, endpoint: Endpoint, loop: asyncio.AbstractEventLoop, deadline: float
     ) -> _Connection:
         _, host, port = endpoint.origin
         tls: ssl.SSLContext | None = None
