@@ -324,12 +324,6 @@ async def test_an_older_set_arriving_after_a_newer_one_expired_is_stale(
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.xfail(
-    strict=True,
-    reason="a server without CAS answers c0 and EX to every compare-and-set: a key's first "
-    "write (add mode) applies, every later one loses 'the CAS race' max_rounds times, TRANSIENT "
-    "for ever, and nothing says the server is misconfigured",
-)
 async def test_a_server_without_cas_is_refused_for_what_it_is(unique) -> None:
     key = f"{unique}:nocas".encode()
     with _memcached("127.0.0.1", "-C") as address:

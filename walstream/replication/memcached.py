@@ -84,7 +84,8 @@ class MetaConnection:
             return await self._guarded(lambda r, w: self._exchange(r, w, commands))
 
     async def item_size_max(self) -> int:
-        """The server's ``item_size_max`` (``stats settings``), read once per connection.
+        """The server's ``item_size_max`` (``stats settings``), read once per connection; a
+        server running without CAS (``-C``) is unavailable for writes (they need it).
 
         Raises:
             TargetUnavailableError: as :meth:`execute`.
@@ -177,13 +178,20 @@ class MetaConnection:
     ) -> int:
         writer.write(b"stats settings\r\n")
         size = None
+        cas_off = False
         async with asyncio.timeout(self.timeout_s):
             while (line := await reader.readuntil(b"\r\n")) != b"END\r\n":
                 words = line.split()
                 if words[:2] == [b"STAT", b"item_size_max"]:
                     size = int(words[2])
+                elif words[:3] == [b"STAT", b"cas_enabled", b"no"]:
+                    # every compare-and-set would be answered EX: a key's first write (add)
+                    # stored, no later one ever
+                    cas_off = True
         if size is None:
             raise ValueError("stats settings without item_size_max")
+        if cas_off:
+            raise ValueError("runs without CAS (-C): last-write-wins needs compare-and-set")
         return size
 
 
