@@ -333,3 +333,33 @@ async def test_a_server_without_cas_is_refused_for_what_it_is(unique) -> None:
     # refused, naming the cause
     assert [r.outcome for r in results] == [ApplyOutcome.TRANSIENT] * 2, results
     assert all("CAS" in r.reason for r in results), results
+
+
+# ---------------------------------------------------------------------------------------------
+# a value no memcached of the region can hold, set through the client
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.xfail(
+    strict=True,
+    reason="the client publishes a set its local memcached can never hold (over its item "
+    "size): TRUE, though no region holding that item size ever applies it (each dead-letters "
+    "it) and the origin keeps the older value",
+)
+async def test_the_client_refuses_a_value_over_its_regions_item_size(
+    broker, own_memcached, memcached_servers, unique
+) -> None:
+    from walstream.errors import BadRequestError
+    from walstream.namespaces.config import parse_namespace
+    from walstream.replication import ReplicatingCache
+
+    local = own_memcached(item_size_max="1m")
+    definition = _two_regions(f"rv-{unique}", local.address, memcached_servers[1].address)
+    definition["max_payload_bytes"] = 4 * 1024 * 1024  # the namespace takes it
+    ns = parse_namespace(definition)
+    key = f"{unique}:big"
+    async with ReplicatingCache(ns, "a", bootstrap_servers=broker) as cache:
+        assert (await cache.set(key, b"small")).durable == "TRUE"
+        with pytest.raises(BadRequestError, match="item size"):
+            await cache.set(key, b"x" * (1024 * 1024))
+        assert await cache.get(key) == b"small"
