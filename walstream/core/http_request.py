@@ -4,13 +4,12 @@ before anything is sent when a header would break the request's framing."""
 
 from __future__ import annotations
 
-import re
 from functools import lru_cache
 from typing import NamedTuple
 
 from yarl import URL
 
-from walstream.core.targets import UNSENDABLE_HEADERS, has_unsendable_chars
+from walstream.core.targets import HEADER_NAME, UNSENDABLE_HEADERS, has_unsendable_chars
 
 __all__ = [
     "USER_AGENT",
@@ -23,8 +22,6 @@ __all__ = [
 
 #: The client's User-Agent header.
 USER_AGENT = b"walstream"
-
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
 class InvalidHeaderError(ValueError):
@@ -87,7 +84,7 @@ def encode_request(endpoint: Endpoint, body: bytes, headers: list[tuple[str, str
         b"\r\n",
     ]
     for name, value in headers:
-        if _TOKEN.fullmatch(name) is None:
+        if HEADER_NAME.fullmatch(name) is None:
             raise InvalidHeaderError(f"header name {name!r} is not an HTTP token")
         if name.lower() in UNSENDABLE_HEADERS:
             raise InvalidHeaderError(

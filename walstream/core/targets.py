@@ -16,6 +16,7 @@ from walstream.core.numbers import as_integer
 from walstream.errors import BadRequestError
 
 __all__ = [
+    "HEADER_NAME",
     "MEMCACHED_MAX_KEY_BYTES",
     "MEMCACHED_MAX_TTL_S",
     "MEMCACHED_OPS",
@@ -53,7 +54,7 @@ _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _MAX_KEY_CHARS = 1024
 #: What an http target's client sends (walstream.core.http_request checks again as it encodes):
 #: header names are HTTP tokens, and no value holds a character of UNSENDABLE_VALUE_CHARS.
-_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 #: The characters no HTTP header value may hold (a regex class body, read alike by Python's re
 #: and the OpenAPI document's ECMA-262 patterns): the control characters but HTAB, and DEL.
 #: RFC 9110 5.5 makes a field value of visible characters, SP, HTAB and obs-text; CR, LF and NUL
@@ -215,7 +216,7 @@ def _headers(field: str) -> Callable[[Any], dict[str, str]]:
         ):
             raise BadRequestError(field, "must be an object of string values")
         for name, header in value.items():
-            if _HEADER_NAME.fullmatch(name) is None:
+            if HEADER_NAME.fullmatch(name) is None:
                 raise BadRequestError(f"{field}.{name!r}", "is not an HTTP header name (a token)")
             if name.lower() in UNSENDABLE_HEADERS:
                 raise BadRequestError(
