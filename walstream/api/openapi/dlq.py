@@ -195,8 +195,9 @@ _DLQ_QUERY = [
         "in": "query",
         "style": "form",
         "explode": False,
-        "schema": {"type": "array", "items": {"type": "string", "pattern": "^[^,]+$"}},
-        "description": "record ids, comma-separated: ids=a,b",
+        "schema": {"type": "array", "items": {"type": "string", "pattern": "^[^,]*$"}},
+        "description": "record ids, comma-separated: ids=a,b (empty ones are ignored: ids= "
+        "selects by no id)",
     },
     {
         "name": "id",
