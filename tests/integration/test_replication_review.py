@@ -340,12 +340,6 @@ async def test_a_server_without_cas_is_refused_for_what_it_is(unique) -> None:
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.xfail(
-    strict=True,
-    reason="the client publishes a set its local memcached can never hold (over its item "
-    "size): TRUE, though no region holding that item size ever applies it (each dead-letters "
-    "it) and the origin keeps the older value",
-)
 async def test_the_client_refuses_a_value_over_its_regions_item_size(
     broker, own_memcached, memcached_servers, unique
 ) -> None:

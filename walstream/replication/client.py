@@ -32,13 +32,13 @@ from dataclasses import dataclass
 
 from walstream.core.cache_ops import cache_op
 from walstream.core.cache_request import write_request
-from walstream.core.cache_version import CacheOp, OpKind
+from walstream.core.cache_version import CacheOp, OpKind, PoisonReason
 from walstream.core.ids import new_id
 from walstream.core.lww import Version
 from walstream.core.outbox import route_write
 from walstream.core.target_policy import ReservedTopics
 from walstream.core.validate import parse_write_request
-from walstream.errors import Durable, WalError
+from walstream.errors import BadRequestError, Durable, WalError
 from walstream.kafka.producer import KafkaLogProducer, LogProducer
 from walstream.namespaces.config import NamespaceConfig
 from walstream.replication.region import ApplyOutcome, ApplyResult, RegionCache
@@ -170,7 +170,8 @@ class ReplicatingCache:
 
         Raises:
             BadRequestError: what WriteToLog refuses (a bad key or ttl, a value over the
-                namespace's max_payload_bytes ...): nothing was written.
+                namespace's max_payload_bytes ...), or a value over the local memcached's
+                item size (no region of that size could hold it): nothing was written.
         """
         return await self._run(
             OpKind.SET, key, value, ttl, original_write_time_ms, idempotency_token
@@ -235,13 +236,25 @@ class ReplicatingCache:
             reserved=self._reserved,
             make_id=lambda _: record_id,
         )
+        logged = cache_op(env)
+        # what the local memcached can never hold, no region of its item size can: refused, as
+        # WriteToLog refuses a bad key (published, it would be TRUE and applied nowhere)
+        problem = await self._cache.check(logged)
+        if problem is not None:
+            raise BadRequestError(
+                "value" if problem is PoisonReason.VALUE_TOO_LARGE else "key",
+                f"memcached of region {self.region} can never store it ({problem.value}: over "
+                "its item size, with the key and walstream's version header)"
+                if problem is PoisonReason.VALUE_TOO_LARGE
+                else f"memcached can never store it ({problem.value})",
+            )
         record = route_write(env, self.ns.topics.log, now_ms, "")  # never delayed: the log
         try:
             await self._producer.send(record)
         except WalError as exc:
             return CacheResult(exc.durable, version, env.id, error=exc)
         try:
-            local = await self._cache.apply(cache_op(env))
+            local = await self._cache.apply(logged)
         except (WalError, OSError, ValueError) as exc:  # reported, not raised: the log holds it
             local = ApplyResult(ApplyOutcome.TRANSIENT, f"{type(exc).__name__}: {exc}")
         return CacheResult("TRUE", version, env.id, local=local)

@@ -70,6 +70,8 @@ class MetaConnection:
         self._lock = asyncio.Lock()
         self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         self._item_size_max: int | None = None
+        #: the item size last read (kept while disconnected; None: never read)
+        self.last_item_size_max: int | None = None
 
     async def execute(self, commands: list[bytes]) -> list[MetaReply]:
         """Send ``commands`` (each a full meta command with its CRLF and data block) in one
@@ -93,6 +95,7 @@ class MetaConnection:
         async with self._lock:
             if self._item_size_max is None:
                 self._item_size_max = await self._guarded(self._read_item_size_max)
+                self.last_item_size_max = self._item_size_max
             return self._item_size_max
 
     async def close(self) -> None:

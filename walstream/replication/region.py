@@ -140,6 +140,24 @@ class RegionCache:
             return stored.value if stored.kind is Kind.VALUE else None
         return stored.raw if stored is not None else None
 
+    async def check(self, op: CacheOp) -> PoisonReason | None:
+        """Why ``op`` can never be stored on its key's server (:func:`check_op` against that
+        server's item size, as last read: no round trip once known, none waiting on a server
+        that is away), or None: also when the server could not be asked (applying the
+        operation will say why).
+        """
+        problem = check_key(op.key)
+        if problem is not None:
+            return problem
+        connection = self._connections[self.server_for(op.key)]
+        item_size_max = connection.last_item_size_max
+        if item_size_max is None:
+            try:
+                item_size_max = await connection.item_size_max()
+            except TargetUnavailableError:
+                return None
+        return check_op(op, item_size_max=item_size_max)
+
     async def apply(self, op: CacheOp) -> ApplyResult:
         """Apply one operation with LWW (see :meth:`apply_many`)."""
         [result] = await self.apply_many([op])

@@ -12,7 +12,7 @@ from typing import Any, cast
 import pytest
 
 from walstream.core.cache_ops import cache_op
-from walstream.core.cache_version import CacheOp, OpKind
+from walstream.core.cache_version import CacheOp, OpKind, PoisonReason
 from walstream.core.lww import Version
 from walstream.errors import (
     BadRequestError,
@@ -58,6 +58,9 @@ class Region:
 
     async def get(self, key: bytes) -> bytes | None:
         return b"v:" + key
+
+    async def check(self, op: CacheOp) -> PoisonReason | None:
+        return None
 
     async def close(self) -> None:
         self.closed = True
