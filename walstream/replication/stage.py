@@ -56,12 +56,7 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is
         self.stage = stage
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
-        # what was handled is committed while the partitions are still this member's
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.stage.flush(), self.stage.settings.broker_session_timeout_s)
-        self.stage.forget_commits(revoked)
-        self.stage.ledger.revoke(revoked)
-        self.stage.gaps.forget(revoked)
+        await self.stage.partitions_revoked(revoked)
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         self.stage.ledger.assign(assigned)
@@ -211,10 +206,15 @@ class BatchStage(mode.Service):
             self._committing = asyncio.ensure_future(self._commit_pending())
             await asyncio.shield(self._committing)
 
-    def forget_commits(self, partitions: Any) -> None:
-        """Drop pending offsets of ``partitions`` (revoked: not this member's to commit)."""
-        for tp in partitions:
+    async def partitions_revoked(self, revoked: Any) -> None:
+        """Commit what was handled while ``revoked`` are still this member's, then let them go
+        (offsets it could not commit are the new owner's to commit, not this member's)."""
+        with contextlib.suppress(Exception):  # a commit left out means a redelivery only
+            await asyncio.wait_for(self.flush(), self.settings.broker_session_timeout_s)
+        for tp in revoked:
             self._to_commit.pop(tp, None)
+        self.ledger.revoke(revoked)
+        self.gaps.forget(revoked)
 
     async def start_offset(self, tp: TopicPartition) -> int:
         """Where the stage started reading ``tp``: its group's commit, else the partition's

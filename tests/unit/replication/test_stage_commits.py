@@ -12,7 +12,7 @@ from typing import Any
 from aiokafka import TopicPartition
 from aiokafka.errors import CommitFailedError
 
-from walstream.replication.stage import Batch, BatchStage, _Listener
+from walstream.replication.stage import Batch, BatchStage
 from walstream.settings import Settings
 
 TP = TopicPartition("wal.ns.region.b", 0)
@@ -149,7 +149,7 @@ async def test_a_rebalance_commits_what_was_handled_before_the_partitions_go():
     stage = Recording(group)
     await stage._step()
     await settle()
-    revoking = asyncio.ensure_future(_Listener(stage).on_partitions_revoked({TP, TP1}))
+    revoking = asyncio.ensure_future(stage.partitions_revoked({TP, TP1}))
     await settle()
     assert not revoking.done()  # it waits for the commit in flight
     group.release.set()
@@ -165,7 +165,7 @@ async def test_offsets_of_revoked_partitions_not_committed_are_dropped():
     stage = Recording(group)
     await stage._step()
     await settle()
-    await _Listener(stage).on_partitions_revoked({TP})
+    await stage.partitions_revoked({TP})
     group.refuse = 0
     await stage.flush()
     assert group.commits == []  # the partition's new owner commits it, not this member
