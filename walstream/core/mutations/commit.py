@@ -1,0 +1,284 @@
+"""Commit decisions: what a transaction's records make the commit agent do (pure).
+
+* ``on_chunk``: an operation's chunk is stored (or is a duplicate, a conflict, refused); a
+  transaction already committed ignores it; the first record of a transaction also schedules
+  its deadline (a wake marker due after the completion timeout), so a transaction whose marker
+  never comes is dead-lettered too instead of staying in the table.
+* ``on_marker``: complete: ``Apply`` from the first unapplied seq; incomplete within the
+  completion timeout: ``Requeue`` (a wake marker through the delay tiers, its delay the
+  namespace's backoff, never past the timeout); past it: ``DeadLetter`` naming the missing
+  seqs. Committed already (a tombstone): ``AlreadyCommitted``, or ``Reject`` when the marker
+  names another operation set.
+* ``after_failure``: an apply failed: ``Requeue`` with backoff (walstream.core.retry.decide,
+  attempts counted since the last progress) or ``DeadLetter`` with the progress.
+* ``committed``: the tombstone left in the state's place, and the ``Forget`` record that drops
+  it when the idempotency window ends.
+
+Only one re-queued marker drives a transaction: each ``Requeue`` hands out a new wake id and
+the state names it; a re-queued marker whose id is not the state's is ``Ignore``\\ d, and so is
+a client's marker while a re-queued one is on its way. The marker being handled when a worker
+dies is read again and still drives (its id is still the state's), so a resume needs no other
+record.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import NamedTuple
+
+import orjson
+
+from walstream.core.backoff import next_delay_ms
+from walstream.core.mutations.state import (
+    Conflict,
+    Duplicate,
+    Refused,
+    Stored,
+    TxnState,
+)
+from walstream.core.mutations.wire import Forget, Marker, MutationLimits, OpChunk
+from walstream.core.retry import DeadLetter as RetryDeadLetter
+from walstream.core.retry import Failure, RetryPolicy, decide
+from walstream.errors import PoisonRecordError
+
+__all__ = [
+    "AlreadyCommitted",
+    "Apply",
+    "CommitPolicy",
+    "DeadLetter",
+    "Ignore",
+    "Reject",
+    "Requeue",
+    "Tombstone",
+    "after_failure",
+    "committed",
+    "decode_tombstone",
+    "encode_tombstone",
+    "on_chunk",
+    "on_forget",
+    "on_marker",
+]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CommitPolicy:
+    """A namespace's rules for its transactions: bounds and timeouts, and its retry policy
+    (backoff and max attempts) for waits and failed applies."""
+
+    limits: MutationLimits = field(default_factory=MutationLimits)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Apply:
+    """Apply seqs ``from_seq``..count-1 in order (from_seq == count: all applied, commit)."""
+
+    from_seq: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Requeue:
+    """Send the wake marker ``wake`` back through the delay tiers, due in ``delay_ms``."""
+
+    delay_ms: int
+    wake: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeadLetter:
+    """Dead-letter the transaction (its state is kept for ``walstream dlq redrive``)."""
+
+    reason: str
+    missing: tuple[int, ...] = ()
+    progress: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlreadyCommitted:
+    """The transaction committed at ``committed_at_ms``: nothing to do."""
+
+    committed_at_ms: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Ignore:
+    """Nothing to do with this record (why: for the log at debug level)."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reject:
+    """This record alone goes to the DLQ; the transaction is untouched."""
+
+    reason: str
+
+
+class Tombstone(NamedTuple):
+    """A committed transaction, remembered for the idempotency window."""
+
+    committed_at_ms: int
+    #: ``TxnState.set_digest``: a re-sent MutateItems with another set is not "the same".
+    digest: str
+    op_count: int
+
+
+def encode_tombstone(t: Tombstone) -> bytes:
+    """The table value of a tombstone."""
+    return orjson.dumps({"v": 1, "at": t.committed_at_ms, "digest": t.digest, "count": t.op_count})
+
+
+def decode_tombstone(raw: bytes) -> Tombstone:
+    """A tombstone from its table value.
+
+    Raises:
+        PoisonRecordError: undecodable or malformed.
+    """
+    try:
+        obj = orjson.loads(raw)
+        if obj["v"] != 1:
+            raise PoisonRecordError(f"mutation tombstone: version {obj['v']!r}")
+        return Tombstone(int(obj["at"]), str(obj["digest"]), int(obj["count"]))
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise PoisonRecordError(f"mutation tombstone: malformed ({exc})") from None
+
+
+def _requeue(state: TxnState, delay_ms: int, reason: str) -> tuple[TxnState, Requeue]:
+    wake = state.wakes + 1
+    return replace(state, wake=wake, wakes=wake), Requeue(
+        delay_ms=delay_ms, wake=wake, reason=reason
+    )
+
+
+def on_chunk(
+    state: TxnState | None,
+    tombstone: Tombstone | None,
+    chunk: OpChunk,
+    policy: CommitPolicy,
+    *,
+    now_ms: int,
+) -> tuple[
+    TxnState | None, Stored | Duplicate | Conflict | Refused | AlreadyCommitted, Requeue | None
+]:
+    """An operation's chunk arrived: (new state, what happened, the deadline wake to send when
+    this chunk opened the transaction).
+
+    A stored chunk's bytes go to ``keys.chunk_key``; a conflict or a refusal goes to the DLQ.
+    """
+    if tombstone is not None:
+        return state, AlreadyCommitted(committed_at_ms=tombstone.committed_at_ms), None
+    deadline = None
+    if state is None:
+        state = TxnState.open(chunk.namespace, chunk.txn_id, now_ms)
+        timeout = policy.limits.completion_timeout_ms
+        state, deadline = _requeue(state, timeout, f"deadline of {timeout} ms")
+    new, outcome = state.receive(chunk, policy.limits)
+    if deadline is not None and not isinstance(outcome, Stored):
+        return None, outcome, None  # nothing was kept: no transaction opened
+    return new, outcome, deadline
+
+
+def on_marker(
+    state: TxnState | None,
+    tombstone: Tombstone | None,
+    marker: Marker,
+    policy: CommitPolicy,
+    *,
+    now_ms: int,
+    rand: float,
+) -> tuple[TxnState | None, Apply | Requeue | DeadLetter | AlreadyCommitted | Ignore | Reject]:
+    """A completion marker (a client's, a redriven or a re-queued one) arrived.
+
+    Args:
+        state: the transaction's state (None: no record of it arrived yet).
+        tombstone: its tombstone (None: not committed within the idempotency window).
+        marker: the marker.
+        policy: the namespace's rules.
+        now_ms: the time now.
+        rand: a number in [0, 1) for the backoff's jitter.
+
+    Returns:
+        The new state (None: none) and the decision.
+    """
+    if tombstone is not None:
+        if marker.digest is not None and marker.digest != tombstone.digest:
+            return state, Reject(
+                reason=f"txn {marker.txn_id} committed at {tombstone.committed_at_ms} with "
+                "another operation set: a txn id is not reused within the idempotency window"
+            )
+        return state, AlreadyCommitted(committed_at_ms=tombstone.committed_at_ms)
+    if state is None:
+        state = TxnState.open(marker.namespace, marker.txn_id, now_ms)
+    revive = marker.redrive > state.redrive  # a redriven marker drives, whatever its wake
+    marked, outcome = state.mark(marker)
+    if isinstance(outcome, Conflict):
+        return state, Reject(reason=outcome.reason)
+    if not revive:
+        if state.dead is not None:
+            return state, Ignore(reason=f"dead-lettered ({state.dead}): a redrive resumes it")
+        if marker.wake and marker.wake != state.wake:
+            return state, Ignore(reason=f"wake {marker.wake} superseded by {state.wake}")
+        if not marker.wake and state.count is not None and state.wake:
+            return state, Ignore(reason=f"re-queued marker {state.wake} drives the commit")
+    state = marked
+    if revive:
+        state = replace(state, redrive=marker.redrive, dead=None, attempts=0, opened_at_ms=now_ms)
+    if revive or not marker.wake:
+        state = replace(state, wake=0)  # this marker drives; any re-queued one is superseded
+    if state.complete():
+        return state, Apply(from_seq=state.next_seq)
+    missing = state.missing()
+    timeout = policy.limits.completion_timeout_ms
+    waited = now_ms - state.opened_at_ms
+    if waited >= timeout:
+        what = "no completion marker" if state.count is None else "incomplete"
+        reason = f"{what} after {waited} ms (timeout {timeout} ms): missing seqs {list(missing)}"
+        return replace(state, dead=reason), DeadLetter(
+            reason=reason, missing=missing, progress=state.next_seq
+        )
+    delay = min(next_delay_ms(policy.retry.backoff, state.wakes, rand), timeout - waited)
+    return _requeue(state, delay, f"waiting for seqs {list(missing)}")
+
+
+def after_failure(
+    state: TxnState, failure: Failure, policy: CommitPolicy, *, now_ms: int, rand: float
+) -> tuple[TxnState, Requeue | DeadLetter]:
+    """Applying ``state.next_seq`` failed: re-queue the marker with backoff, or give up.
+
+    A permanent failure, a non-retryable class or the namespace's max attempts (counted since
+    the last progress) dead-letter the transaction with its progress; its state is kept, and a
+    redrive resumes from the first unapplied seq.
+    """
+    decision = decide(
+        policy.retry, attempt=state.attempts, failure=failure, now_ms=now_ms,
+        first_attempt_ms=now_ms, rand=rand,
+    )  # fmt: skip
+    if isinstance(decision, RetryDeadLetter):
+        reason = f"seq {state.next_seq} of {state.count}: {decision.reason}"
+        return replace(state, dead=reason), DeadLetter(reason=reason, progress=state.next_seq)
+    failed = replace(state, attempts=state.attempts + 1)
+    return _requeue(failed, decision.delay_ms, f"seq {state.next_seq} failed: {failure.message}")
+
+
+def committed(
+    state: TxnState, limits: MutationLimits, *, now_ms: int
+) -> tuple[Tombstone, Forget, int]:
+    """Every operation applied: (the tombstone to write in the state's place, the ``Forget``
+    record to send through the delay tiers, when it is due: the idempotency window's end).
+
+    Raises:
+        ValueError: not every operation is applied.
+    """
+    if not state.done():
+        raise ValueError(f"{state.next_seq} of {state.count} operations applied")
+    assert state.count is not None  # noqa: S101 - done() says so (for mypy)
+    tomb = Tombstone(now_ms, state.set_digest(), state.count)
+    forget = Forget(state.namespace, state.txn_id, now_ms)
+    return tomb, forget, now_ms + limits.idempotency_window_ms
+
+
+def on_forget(tombstone: Tombstone | None, forget: Forget) -> bool:
+    """Whether ``forget`` drops the tombstone: only the one it was sent for (a txn id reused
+    after its window has a newer tombstone, which its own ``Forget`` drops)."""
+    return tombstone is not None and tombstone.committed_at_ms == forget.committed_at_ms
