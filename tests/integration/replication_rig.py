@@ -31,6 +31,7 @@ from walstream.replication.fanout import FanOut, fanouts
 from walstream.replication.writer import RegionWriter
 from walstream.settings import Settings
 from walstream.testing.records import namespace_definition
+from walstream.testing.replication import cache_envelope
 from walstream.topology import default_topics, namespace_topic_specs
 
 from .helpers import ROOT
@@ -73,6 +74,42 @@ def readyz(port: int) -> tuple[int, dict[str, Any]] | None:
         return exc.code, json.loads(exc.read())
     except OSError:
         return None
+
+
+def sets_and_deletes(ns: str, prefix: str, n: int, keys: int, *, start: int = 0) -> list[Envelope]:
+    """Operations ``start`` to ``start + n`` over ``keys`` keys ``<prefix>:<k>``, written now: a
+    delete every seventh (the 4th, 11th, ...), otherwise a set of a value of its own (no TTL)."""
+    base = int(time.time() * 1000)
+    out = []
+    for i in range(start, start + n):
+        key = f"{prefix}:{i % keys}"
+        token = f"{prefix}-{i}"
+        if i % 7 == 3:
+            out.append(cache_envelope("delete", key, ns=ns, owt_ms=base + i, token=token))
+        else:
+            value = b"%d-" % i + os.urandom(i % 50)
+            out.append(
+                cache_envelope("set", key, value, ns=ns, ttl=0, owt_ms=base + i, token=token)
+            )
+    return out
+
+
+async def send_all(producer: AIOKafkaProducer, topic: str, envs: list[Envelope]) -> None:
+    """``envs`` onto ``topic`` in this order, each keyed by its memcached key (one key: one
+    partition), as the replicating client logs them; returns once every one is acked."""
+    sends = [
+        await producer.send(topic, encode_envelope(env), key=str(env.target["key"]).encode())
+        for env in envs
+    ]
+    await asyncio.gather(*sends)
+
+
+async def publish(broker: str, topic: str, envs: list[Envelope], *, linger_ms: int = 0) -> None:
+    """``send_all`` with a producer of its own (acks=all)."""
+    async with AIOKafkaProducer(
+        bootstrap_servers=broker, acks="all", linger_ms=linger_ms
+    ) as producer:
+        await send_all(producer, topic, envs)
 
 
 class RegionProcess:
@@ -189,13 +226,7 @@ class Rig:
         if local:
             await self.caches["a"].apply_many([cache_op(env) for env in envs])
         assert self.producer is not None
-        sends = [
-            await self.producer.send(
-                self.log, encode_envelope(env), key=str(env.target["key"]).encode()
-            )
-            for env in envs
-        ]
-        await asyncio.gather(*sends)
+        await send_all(self.producer, self.log, envs)
 
     async def read(self, region: str, keys: list[bytes]) -> list[bytes | None]:
         return [await self.caches[region].get(key) for key in keys]

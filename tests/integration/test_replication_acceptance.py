@@ -32,20 +32,20 @@ from functools import partial
 from typing import Any, TypeVar
 
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from walstream.api.app import build_api
 from walstream.core.cache_ring import server_for
 from walstream.core.cache_version import CacheOp, Kind, OpKind, StoredItem, decode, encode
 from walstream.core.lww import Version
 from walstream.namespaces.config import NamespaceConfig, parse_namespace
-from walstream.records import Envelope, encode_envelope
+from walstream.records import Envelope
 from walstream.replication import ApplyOutcome, RegionCache, ReplicatingCache
 from walstream.testing.records import namespace_definition
 from walstream.testing.replication import cache_envelope, plain_get, plain_ttls
 
 from .conftest import apply_namespace, eventually, run_cli
 from .helpers import worker_metric
+from .replication_rig import publish
 
 pytestmark = pytest.mark.integration
 
@@ -586,12 +586,7 @@ async def test_concurrent_writes_in_two_regions_converge_to_the_highest_version(
 
 async def produce(broker: str, log: str, envs: list[Envelope]) -> None:
     """Onto the log in this order (one key: one partition), as one batch."""
-    async with AIOKafkaProducer(bootstrap_servers=broker, acks="all", linger_ms=20) as producer:
-        sends = [
-            await producer.send(log, encode_envelope(e), key=str(e.target["key"]).encode())
-            for e in envs
-        ]
-        await asyncio.gather(*sends)
+    await publish(broker, log, envs, linger_ms=20)
 
 
 @pytest.mark.timeout(180)

@@ -20,7 +20,7 @@ import time
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from walstream.core.cache_version import CacheOp
 from walstream.kafka.admin import ensure_topics
@@ -33,7 +33,7 @@ from walstream.topology import default_topics, namespace_topic_specs, region_top
 
 from .conftest import eventually
 from .helpers import committed_offset, read_topic, topic_end_offsets
-from .replication_rig import Rig
+from .replication_rig import Rig, publish
 
 pytestmark = pytest.mark.integration
 
@@ -278,12 +278,3 @@ async def test_an_upgraded_namespace_s_fanouts_start_where_the_single_group_stoo
     finally:
         await fanout.stop()
         await rig.stop()
-
-
-async def publish(broker: str, log: str, envs: list[Envelope]) -> None:
-    async with AIOKafkaProducer(bootstrap_servers=broker, acks="all") as producer:
-        sends = [
-            await producer.send(log, encode_envelope(e), key=str(e.target["key"]).encode())
-            for e in envs
-        ]
-        await asyncio.gather(*sends)

@@ -45,7 +45,7 @@ from walstream.topology import (
 
 from .conftest import apply_namespace, eventually
 from .helpers import committed_offset, read_topic, topic_end_offsets
-from .replication_rig import TOMB_TTL, RegionProcess, Rig
+from .replication_rig import TOMB_TTL, RegionProcess, Rig, publish, sets_and_deletes
 
 pytestmark = pytest.mark.integration
 
@@ -344,31 +344,6 @@ async def _drained(rig: Rig) -> None:
 # -- a region writer killed mid-batch ---------------------------------------------------------
 
 
-def mixed(ns: str, prefix: str, start: int, n: int, keys: int) -> list[Envelope]:
-    base = _now_ms()
-    out = []
-    for i in range(start, start + n):
-        key = f"{prefix}:{i % keys}"
-        token = f"{prefix}-{i}"
-        if i % 7 == 3:
-            out.append(cache_envelope("delete", key, ns=ns, owt_ms=base + i, token=token))
-        else:
-            value = b"%d-" % i + os.urandom(i % 50)
-            out.append(
-                cache_envelope("set", key, value, ns=ns, ttl=0, owt_ms=base + i, token=token)
-            )
-    return out
-
-
-async def publish(broker: str, log: str, envs: list[Envelope]) -> None:
-    async with AIOKafkaProducer(bootstrap_servers=broker, acks="all", linger_ms=5) as producer:
-        sends = [
-            await producer.send(log, encode_envelope(e), key=str(e.target["key"]).encode())
-            for e in envs
-        ]
-        await asyncio.gather(*sends)
-
-
 @pytest.mark.timeout(240)
 async def test_a_region_writer_killed_mid_batch_is_continued_from_the_committed_offsets(
     wal_env, wal_settings, broker, memcached_servers, own_memcached, unique, tmp_path
@@ -406,8 +381,8 @@ async def test_a_region_writer_killed_mid_batch_is_continued_from_the_committed_
     frozen_pids: list[int] = []
     await fanout.start()
     try:
-        envs = mixed(ns, unique, 0, 300, 200)
-        await publish(broker, config.topics.log, envs)
+        envs = sets_and_deletes(ns, unique, 300, 200)
+        await publish(broker, config.topics.log, envs, linger_ms=5)
         await eventually(
             lambda: _holds(region_c, model(envs)), 90, f"c to apply round 1\n{first.log_tail()}"
         )
@@ -417,8 +392,8 @@ async def test_a_region_writer_killed_mid_batch_is_continued_from_the_committed_
         # round 2 waits in the topic while the writer is frozen, so the writer reads it as one
         # batch (keys of both servers) once thawed, with one of the region's servers frozen
         _freeze(first.proc.pid, frozen_pids)
-        more = mixed(ns, unique, 300, 1_500, 200)
-        await publish(broker, config.topics.log, more)
+        more = sets_and_deletes(ns, unique, 1_500, 200, start=300)
+        await publish(broker, config.topics.log, more, linger_ms=5)
         envs += more
         await eventually(
             lambda: _copied(broker, topic, len(envs)), 60, "the fan-out to copy round 2"

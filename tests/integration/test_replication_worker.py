@@ -6,15 +6,12 @@ offsets after a SIGKILL."""
 from __future__ import annotations
 
 import asyncio
-import os
-import time
 
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from walstream.core.cache_ops import cache_op
 from walstream.kafka.clients import ClientIds
-from walstream.records import Envelope, encode_envelope
+from walstream.records import Envelope
 from walstream.replication import RegionCache
 from walstream.replication.fanout import FanOut
 from walstream.testing.records import namespace_definition
@@ -23,42 +20,17 @@ from walstream.topology import region_topic
 
 from .conftest import apply_namespace, eventually, run_cli, wait_serving
 from .helpers import committed_offset, worker_assignment
-from .replication_rig import TOMB_TTL, RegionProcess, replicated_definition
+from .replication_rig import TOMB_TTL, RegionProcess, replicated_definition, sets_and_deletes
+from .replication_rig import publish as rig_publish
 
 pytestmark = pytest.mark.integration
-
-
-def ops(ns: str, prefix: str, n: int, keys: int) -> list[Envelope]:
-    base = int(time.time() * 1000)
-    out = []
-    for i in range(n):
-        key = f"{prefix}:{i % keys}"
-        if i % 7 == 3:
-            out.append(cache_envelope("delete", key, ns=ns, owt_ms=base + i, token=f"{prefix}-{i}"))
-        else:
-            value = b"%d-" % i + os.urandom(i % 50)
-            out.append(
-                cache_envelope(
-                    "set", key, value, ns=ns, ttl=0, owt_ms=base + i, token=f"{prefix}-{i}"
-                )
-            )
-    return out
 
 
 async def publish(broker: str, log: str, envs: list[Envelope], cache_a: RegionCache | None) -> None:
     """As the replicating client: apply in region a (None: not, a raw write), then publish."""
     if cache_a is not None:
         await cache_a.apply_many([cache_op(env) for env in envs])
-    producer = AIOKafkaProducer(bootstrap_servers=broker, acks="all", linger_ms=5)
-    await producer.start()
-    try:
-        sends = [
-            await producer.send(log, encode_envelope(e), key=str(e.target["key"]).encode())
-            for e in envs
-        ]
-        await asyncio.gather(*sends)
-    finally:
-        await producer.stop()
+    await rig_publish(broker, log, envs, linger_ms=5)
 
 
 async def same(caches: dict[str, RegionCache], region: str, keys: list[bytes]) -> bool:
@@ -95,7 +67,7 @@ async def test_a_worker_runs_the_fanout_and_writers_not_the_delivery_agents(
     plain = f"p{unique}"
     await apply_namespace(wal_settings, namespace_definition(plain))
     worker = workers()
-    envs = ops(ns, unique, 600, 100)
+    envs = sets_and_deletes(ns, unique, 600, 100)
     poison = cache_envelope("set", f"{unique} space", b"x", ns=ns, token="poison")
     await publish(broker, f"wal.{ns}.log", envs, caches["a"])
     await publish(broker, f"wal.{ns}.log", [poison], None)
@@ -143,7 +115,7 @@ async def test_a_region_writer_killed_mid_stream_is_continued_by_a_new_one(
     second: RegionProcess | None = None
     await fanout.start()
     try:
-        envs = ops(ns, unique, 4_000, 500)
+        envs = sets_and_deletes(ns, unique, 4_000, 500)
         await publish(broker, config.topics.log, envs[:2_000], caches["a"])
         group = ClientIds.region_group(ns, "c")
         topic = region_topic(ns, "c")
