@@ -341,6 +341,30 @@ async def test_a_stopped_server_gives_transient_results_then_recovers_after_rest
         assert await cache.get(key("a")) == b"back"
 
 
+async def test_a_server_restarted_with_a_larger_item_size_takes_what_the_old_one_refused(
+    own_memcached, key
+):
+    # the size is read once per connection: a restart behind the kept-alive connection was
+    # not seen before the poison check, so a value that now fits was dead-lettered
+    server = own_memcached(item_size_max="512k")
+    big = b"x" * (600 * 1024)
+    async with RegionCache([server.address], tombstone_ttl_s=TOMB_TTL, timeout_s=2) as cache:
+        assert (await cache.apply(set_op(key("small"), 1))).outcome is APPLIED
+        refused = await cache.apply(set_op(key("big"), 2, big))
+        assert refused.outcome is ApplyOutcome.POISON
+        assert refused.reason == "value_too_large"
+        server.stop()
+        server.item_size_max = None  # memcached's default: 1 MiB
+        server.start()
+        # the size is asked again, on the kept-alive connection, which is found dead: a retry
+        first = await cache.apply(set_op(key("big"), 3, big))
+        assert first.outcome is ApplyOutcome.TRANSIENT
+        assert (await cache.apply(set_op(key("big"), 3, big))).outcome is APPLIED
+        assert await cache.get(key("big")) == big
+        assert await cache.check(set_op(key("big"), 4, big)) is None
+        assert await cache.check(set_op(key("big"), 5, big * 2)) is not None  # still too large
+
+
 async def test_a_hung_server_times_out_as_transient_and_is_used_again_once_it_answers(
     own_memcached, key
 ):

@@ -85,15 +85,17 @@ class MetaConnection:
         async with self._lock:
             return await self._guarded(lambda r, w: self._exchange(r, w, commands))
 
-    async def item_size_max(self) -> int:
-        """The server's ``item_size_max`` (``stats settings``), read once per connection; a
-        server running without CAS (``-C``) is unavailable for writes (they need it).
+    async def item_size_max(self, *, fresh: bool = False) -> int:
+        """The server's ``item_size_max`` (``stats settings``), read once per connection (again
+        with ``fresh``: the server behind a kept-alive connection may have been restarted with
+        another size, which only an exchange on it finds out); a server running without CAS
+        (``-C``) is unavailable for writes (they need it).
 
         Raises:
             TargetUnavailableError: as :meth:`execute`.
         """
         async with self._lock:
-            if self._item_size_max is None:
+            if self._item_size_max is None or fresh:
                 self._item_size_max = await self._guarded(self._read_item_size_max)
                 self.last_item_size_max = self._item_size_max
             return self._item_size_max

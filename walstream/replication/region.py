@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from walstream.core.cache_ring import server_for
@@ -143,19 +143,20 @@ class RegionCache:
     async def check(self, op: CacheOp) -> PoisonReason | None:
         """Why ``op`` can never be stored on its key's server (:func:`check_op` against that
         server's item size, as last read: no round trip once known, none waiting on a server
-        that is away), or None: also when the server could not be asked (applying the
-        operation will say why).
+        that is away; read again when ``op`` is too large by it), or None: also when the
+        server could not be asked (applying the operation will say why).
         """
         problem = check_key(op.key)
         if problem is not None:
             return problem
         connection = self._connections[self.server_for(op.key)]
         item_size_max = connection.last_item_size_max
-        if item_size_max is None:
-            try:
-                item_size_max = await connection.item_size_max()
-            except TargetUnavailableError:
-                return None
+        if item_size_max is not None and check_op(op, item_size_max=item_size_max) is None:
+            return None
+        try:  # not known yet, or too large by a size read earlier: the server says now
+            item_size_max = await connection.item_size_max(fresh=item_size_max is not None)
+        except TargetUnavailableError:
+            return None
         return check_op(op, item_size_max=item_size_max)
 
     async def apply(self, op: CacheOp) -> ApplyResult:
@@ -196,6 +197,10 @@ class RegionCache:
         connection = self._connections[server]
         try:
             item_size_max = await connection.item_size_max()
+            if any(check_op(ops[i], item_size_max=item_size_max) for i in _indexes(keys)):
+                # poison by a size read earlier: ask the server again before a dead letter (a
+                # memcached restarted with a larger -I holds what the old one refused)
+                item_size_max = await connection.item_size_max(fresh=True)
             pending: dict[bytes, list[int]] = {}
             for key, indexes in keys.items():
                 for index in indexes:
@@ -287,3 +292,8 @@ def _settle(results: list[ApplyResult | None], indexes: list[int], *outcomes: Ap
     """Give each operation its result (one result given for all applies to all)."""
     for n, index in enumerate(indexes):
         results[index] = outcomes[n] if len(outcomes) > 1 else outcomes[0]
+
+
+def _indexes(keys: dict[bytes, list[int]]) -> Iterator[int]:
+    for indexes in keys.values():
+        yield from indexes
