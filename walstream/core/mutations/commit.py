@@ -57,6 +57,7 @@ __all__ = [
     "on_chunk",
     "on_forget",
     "on_marker",
+    "wake_marker",
 ]
 
 
@@ -225,7 +226,8 @@ def on_marker(
     if revive:
         state = replace(state, redrive=marker.redrive, dead=None, attempts=0, opened_at_ms=now_ms)
     if revive or not marker.wake:
-        state = replace(state, wake=0)  # this marker drives; any re-queued one is superseded
+        # this marker drives (read again after a crash, it still does); others are superseded
+        state = replace(state, wake=marker.wake)
     if state.complete():
         return state, Apply(from_seq=state.next_seq)
     missing = state.missing()
@@ -276,6 +278,19 @@ def committed(
     tomb = Tombstone(now_ms, state.set_digest(), state.count)
     forget = Forget(state.namespace, state.txn_id, now_ms)
     return tomb, forget, now_ms + limits.idempotency_window_ms
+
+
+def wake_marker(state: TxnState, requeue: Requeue) -> Marker:
+    """The marker a ``Requeue`` sends back through the delay tiers (a deadline wake before any
+    marker came carries count 0 and the time the transaction opened)."""
+    return Marker(
+        namespace=state.namespace,
+        txn_id=state.txn_id,
+        op_count=state.count or 0,
+        at_ms=state.marked_at_ms or state.opened_at_ms,
+        wake=requeue.wake,
+        redrive=state.redrive,
+    )
 
 
 def on_forget(tombstone: Tombstone | None, forget: Forget) -> bool:

@@ -17,10 +17,13 @@ from walstream.core.mutations import (
     Slot,
     Stored,
     TxnState,
+    chunk_key,
     chunk_keys,
     decode_state,
     encode_state,
     op_chunks,
+    state_key,
+    tombstone_key,
 )
 from walstream.errors import PoisonRecordError
 
@@ -216,3 +219,16 @@ def test_the_state_record_stays_small_at_the_operations_cap():
         dead="x" * 600,
     )
     assert len(encode_state(state)) < 934_000  # under the worker's record limit, by default
+
+
+def test_a_transactions_rows_are_keyed_apart_by_namespace_and_txn_id():
+    keys = {
+        state_key("pds", "tx"),
+        tombstone_key("pds", "tx"),
+        chunk_key("pds", "tx", 0, 0),
+        state_key("pds2", "tx"),
+        state_key("pds", "tx2"),
+    }
+    assert len(keys) == 5
+    assert state_key("pds", "tx") == "s:pds:tx"
+    assert tombstone_key("pds", "tx") == "t:pds:tx"

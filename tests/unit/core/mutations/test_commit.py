@@ -1,0 +1,248 @@
+"""Commit decisions: apply when complete, wait within the timeout, dead-letter after it, retry
+failures with backoff, answer a re-send within the idempotency window, forget after it."""
+
+from __future__ import annotations
+
+import pytest
+
+from walstream.core.mutations import (
+    AlreadyCommitted,
+    Apply,
+    CommitPolicy,
+    Conflict,
+    DeadLetter,
+    Duplicate,
+    Forget,
+    Ignore,
+    Marker,
+    MutationLimits,
+    Operation,
+    Refused,
+    Reject,
+    Requeue,
+    Stored,
+    Tombstone,
+    after_failure,
+    committed,
+    decode_tombstone,
+    encode_tombstone,
+    on_chunk,
+    on_forget,
+    on_marker,
+    op_chunks,
+    wake_marker,
+)
+from walstream.core.retry import Failure, RetryPolicy
+from walstream.errors import PoisonRecordError
+from walstream.namespaces.config import BackoffPolicy
+
+POLICY = CommitPolicy(
+    limits=MutationLimits(completion_timeout_ms=60_000),
+    retry=RetryPolicy(
+        backoff=BackoffPolicy(base_ms=1_000, multiplier=2.0, cap_ms=30_000, jitter=0.0),
+        max_attempts=3,
+    ),
+)
+T0 = 1_700_000_000_000
+TRANSIENT = Failure(error_class="TargetUnavailableError", message="locked", retriable=True)
+
+
+def chunk(seq, value=b"v"):
+    op = Operation(op="put", table="t", id=f"k{seq}", value=value)
+    return op_chunks("pds", "tx", seq, op, 1024)[0]
+
+
+def marker(count=2, **kw):
+    return Marker(**{"namespace": "pds", "txn_id": "tx", "op_count": count, "at_ms": T0, **kw})
+
+
+def marking(state, m, *, now):
+    """on_marker without a tombstone: a state always comes back."""
+    new, decision = on_marker(state, None, m, POLICY, now_ms=now, rand=0.5)
+    assert new is not None
+    return new, decision
+
+
+def chunking(state, c, *, now):
+    return on_chunk(state, None, c, POLICY, now_ms=now)
+
+
+def requeued(decision) -> Requeue:
+    assert isinstance(decision, Requeue), decision
+    return decision
+
+
+def opened(*seqs, now=T0):
+    state = None
+    for seq in seqs:
+        state, _, _ = chunking(state, chunk(seq), now=now)
+    return state
+
+
+def test_the_first_chunk_opens_the_transaction_with_its_deadline():
+    state, outcome, deadline = chunking(None, chunk(0), now=T0)
+    assert isinstance(outcome, Stored)
+    assert deadline == Requeue(delay_ms=60_000, wake=1, reason="deadline of 60000 ms")
+    assert (state.opened_at_ms, state.wake) == (T0, 1)
+    state, outcome, deadline = chunking(state, chunk(1), now=T0 + 5)
+    assert isinstance(outcome, Stored)
+    assert deadline is None
+    assert isinstance(chunking(state, chunk(1), now=T0)[1], Duplicate)
+    assert isinstance(chunking(state, chunk(1, b"x"), now=T0)[1], Conflict)
+
+
+def test_a_chunk_refused_on_arrival_opens_nothing():
+    too_far = chunk(0)._replace(seq=1_000)
+    assert chunking(None, too_far, now=T0)[:2][0] is None
+    assert isinstance(chunking(None, too_far, now=T0)[1], Refused)
+
+
+def test_a_chunk_of_a_committed_transaction_changes_nothing():
+    tomb = Tombstone(T0, "d" * 32, 2)
+    assert on_chunk(None, tomb, chunk(0), POLICY, now_ms=T0) == (
+        None,
+        AlreadyCommitted(committed_at_ms=T0),
+        None,
+    )
+
+
+def test_a_complete_transaction_applies_from_its_first_unapplied_seq():
+    state, decision = marking(opened(0, 1), marker(), now=T0)
+    assert decision == Apply(from_seq=0)
+    assert (state.count, state.marked_at_ms, state.wake) == (2, T0, 0)
+    state = state.applied(0)
+    _, decision = marking(state, marker(), now=T0)
+    assert decision == Apply(from_seq=1)  # a redelivered marker resumes where progress is
+
+
+def test_an_incomplete_transaction_waits_with_backoff_but_never_past_its_timeout():
+    state, decision = marking(opened(0), marker(3), now=T0 + 1)
+    assert decision == Requeue(delay_ms=2_000, wake=2, reason="waiting for seqs [1, 2]")
+    assert wake_marker(state, decision) == marker(3, wake=2)  # what the delay tiers carry
+    state, decision = marking(state, marker(3, wake=2), now=T0 + 2)
+    assert decision.delay_ms == 4_000
+    assert decision.wake == 3
+    state, decision = marking(state, marker(3, wake=3), now=T0 + 59_000)
+    assert decision.delay_ms == 1_000  # what is left of the timeout
+    state, decision = marking(state, marker(3, wake=4), now=T0 + 60_000)
+    assert decision == DeadLetter(
+        reason="incomplete after 60000 ms (timeout 60000 ms): missing seqs [1, 2]",
+        missing=(1, 2),
+        progress=0,
+    )
+    assert state.dead == decision.reason
+
+
+def test_a_marker_before_any_operation_opens_and_waits():
+    state, decision = marking(None, marker(1), now=T0)
+    assert isinstance(decision, Requeue)
+    assert state.missing() == (0,)
+    state, _, deadline = chunking(state, chunk(0), now=T0 + 1)
+    assert deadline is None
+    _, decision = marking(state, marker(1, wake=1), now=T0 + 2)
+    assert decision == Apply(from_seq=0)
+
+
+def test_operations_whose_marker_never_comes_are_dead_lettered_at_their_deadline():
+    state = opened(0, 2)
+    wake = marker(0, wake=state.wake)
+    state, decision = marking(state, wake, now=T0 + 60_000)
+    assert isinstance(decision, DeadLetter)
+    assert decision.reason.startswith("no completion marker after 60000 ms")
+    assert decision.missing == (1,)
+
+
+def test_only_the_latest_re_queued_marker_drives_the_commit():
+    state, first = marking(opened(0), marker(2), now=T0)
+    stale = marker(2, wake=1)  # the deadline wake, superseded by the client's marker
+    assert marking(state, stale, now=T0) == (
+        state,
+        Ignore(reason=f"wake 1 superseded by {first.wake}"),
+    )
+    resent = marking(state, marker(2), now=T0)
+    assert resent == (state, Ignore(reason=f"re-queued marker {first.wake} drives the commit"))
+    assert isinstance(marking(state, marker(5), now=T0)[1], Reject)
+
+
+def test_a_conflicting_marker_is_rejected_alone():
+    state, _ = marking(opened(0, 1, 2), marker(3), now=T0)
+    new, decision = marking(state, marker(2), now=T0)
+    assert new is state
+    assert decision == Reject(reason="count 2, the marker said 3")
+    _, decision = marking(opened(0, 1, 2), marker(2), now=T0)
+    assert decision == Reject(reason="count 2 but seq 2 arrived")
+
+
+def test_apply_failures_retry_with_backoff_then_dead_letter_with_the_progress():
+    state, _ = marking(opened(0, 1), marker(), now=T0)
+    state = state.applied(0)
+    delays = []
+    for _ in range(2):
+        state, failed = after_failure(state, TRANSIENT, POLICY, now_ms=T0, rand=0.5)
+        decision = requeued(failed)
+        delays.append(decision.delay_ms)
+        assert decision.wake == state.wake
+        assert marking(state, marker(wake=decision.wake), now=T0)[1] == Apply(from_seq=1)
+    assert delays == [1_000, 2_000]
+    state, gave_up = after_failure(state, TRANSIENT, POLICY, now_ms=T0, rand=0.5)
+    assert gave_up == DeadLetter(
+        reason="seq 1 of 2: gave up after 3 attempts: TargetUnavailableError: locked", progress=1
+    )
+    assert state.dead == gave_up.reason
+    redelivered = marker(wake=state.wake)
+    assert isinstance(marking(state, redelivered, now=T0)[1], Ignore)
+    assert isinstance(marking(state, marker(), now=T0)[1], Ignore)
+
+
+def test_progress_resets_the_attempts_and_a_permanent_failure_dead_letters_at_once():
+    state, _ = marking(opened(0, 1), marker(), now=T0)
+    state, _ = after_failure(state, TRANSIENT, POLICY, now_ms=T0, rand=0.5)
+    assert state.applied(0).attempts == 0
+    rejected = Failure(error_class="TargetRejectedError", message="no", retriable=False)
+    _, decision = after_failure(state, rejected, POLICY, now_ms=T0, rand=0.5)
+    assert isinstance(decision, DeadLetter)
+    assert "permanent" in decision.reason
+
+
+def test_a_redriven_marker_resumes_a_dead_lettered_transaction():
+    state, _ = marking(opened(0), marker(2), now=T0)
+    state, decision = marking(state, marker(2, wake=state.wake), now=T0 + 60_000)
+    assert isinstance(decision, DeadLetter)
+    state, _, _ = chunking(state, chunk(1), now=T0 + 70_000)  # a late operation
+    redriven = marker(2, wake=1, redrive=1)  # whatever wake it carried
+    state, decision = marking(state, redriven, now=T0 + 80_000)
+    assert decision == Apply(from_seq=0)
+    assert (state.dead, state.redrive, state.wake, state.opened_at_ms) == (None, 1, 1, T0 + 80_000)
+    # read again after a crash, the redriven marker still drives
+    assert isinstance(marking(state, redriven, now=T0)[1], Apply)
+
+
+def test_a_committed_transaction_leaves_a_tombstone_that_answers_re_sends_then_is_forgotten():
+    state, _ = marking(opened(0, 1), marker(), now=T0)
+    with pytest.raises(ValueError, match="0 of 2"):
+        committed(state, POLICY.limits, now_ms=T0)
+    state = state.applied(0).applied(1)
+    tomb, forget, due = committed(state, POLICY.limits, now_ms=T0 + 9)
+    assert tomb == Tombstone(T0 + 9, state.set_digest(), 2)
+    assert forget == Forget("pds", "tx", T0 + 9)
+    assert due == T0 + 9 + 24 * 3_600_000
+    assert decode_tombstone(encode_tombstone(tomb)) == tomb
+    resent = marker(digest=state.set_digest())
+    assert on_marker(None, tomb, resent, POLICY, now_ms=T0, rand=0.5) == (
+        None,
+        AlreadyCommitted(committed_at_ms=T0 + 9),
+    )
+    assert on_marker(None, tomb, marker(), POLICY, now_ms=T0, rand=0.5)[1] == AlreadyCommitted(
+        committed_at_ms=T0 + 9
+    )
+    other = marker(digest="e" * 32)
+    assert isinstance(on_marker(None, tomb, other, POLICY, now_ms=T0, rand=0.5)[1], Reject)
+    assert on_forget(tomb, forget)
+    assert not on_forget(tomb, forget._replace(committed_at_ms=T0))  # a newer tombstone stays
+    assert not on_forget(None, forget)
+
+
+@pytest.mark.parametrize("raw", [b"{", b'{"v": 2}', b'{"v": 1, "at": 1}', b"[]"])
+def test_an_unreadable_tombstone_is_poison(raw):
+    with pytest.raises(PoisonRecordError, match="tombstone"):
+        decode_tombstone(raw)
