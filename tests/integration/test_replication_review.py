@@ -387,3 +387,58 @@ async def test_the_client_replicates_a_value_its_memcached_holds(
         result = await cache.set(key, value)
         assert (result.durable, result.error) == ("TRUE", None)
         assert await cache.get(key) == value
+
+
+# ---------------------------------------------------------------------------------------------
+# a region topic with more partitions than its DLQ
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="a region DLQ entry goes to the partition its operation was read from; a region "
+    "topic created with more partitions than its DLQ (an operator's, before walstream made its "
+    "DLQ) has poison operations on partitions the DLQ lacks: the send is refused, the batch "
+    "read again for ever, the partition wedged",
+)
+async def test_a_poison_operation_on_a_partition_its_dlq_lacks_is_dead_lettered(
+    broker, memcached_servers, unique
+) -> None:
+    from aiokafka import AIOKafkaProducer, TopicPartition
+
+    from walstream.kafka.admin import ensure_topics
+    from walstream.records import encode_envelope
+    from walstream.testing.replication import cache_envelope
+    from walstream.topology import TopicSpec, region_topic
+
+    from .replication_rig import Rig, until
+
+    servers = {r: s.address for r, s in zip("abc", memcached_servers, strict=True)}
+    rig = Rig(broker, f"rv{unique}", servers)  # its topics: 2 partitions
+    topic = region_topic(rig.ns, "b")
+    await ensure_topics(
+        broker, [TopicSpec(name=topic, partitions=4, replication_factor=1, min_insync_replicas=1)]
+    )
+    writer = rig.writer("b")
+    await writer.start()
+    try:
+        poison = cache_envelope("set", "k" * 300, b"v", ns=rig.ns, token=f"{unique}-p")
+        good = cache_envelope("set", f"{unique}:after", b"good", ns=rig.ns, token=f"{unique}-g")
+        async with AIOKafkaProducer(bootstrap_servers=broker, acks="all") as producer:
+            for env in (poison, good):  # both on partition 3, which the DLQ does not have
+                key = str(env.target["key"]).encode()
+                await producer.send_and_wait(topic, encode_envelope(env), key=key, partition=3)
+
+        async def settled() -> bool:
+            # the poison one dead-lettered, the one behind it applied, the batch committed
+            return (
+                writer.outcomes["dlq"] == 1
+                and await rig.read("b", [f"{unique}:after".encode()]) == [b"good"]
+                and writer.ledger.committable(TopicPartition(topic, 3)) == 2
+            )
+
+        await until(settled, 20, "the poison operation dead-lettered, the next one applied")
+    finally:
+        await writer.stop()
+        await rig.stop()
