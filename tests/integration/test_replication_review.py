@@ -394,14 +394,6 @@ async def test_the_client_replicates_a_value_its_memcached_holds(
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="a region DLQ entry goes to the partition its operation was read from; a region "
-    "topic created with more partitions than its DLQ (an operator's, before walstream made its "
-    "DLQ) has poison operations on partitions the DLQ lacks: the send is refused, the batch "
-    "read again for ever, the partition wedged",
-)
 async def test_a_poison_operation_on_a_partition_its_dlq_lacks_is_dead_lettered(
     broker, memcached_servers, unique
 ) -> None:

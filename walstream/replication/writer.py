@@ -242,13 +242,20 @@ class RegionWriter(BatchStage):
         if not dead:
             return
         now_ms = self.clock.now_ms()
+        # on the partition the operation was read from, unless the DLQ has fewer partitions than
+        # the region's topic (a topic made by hand before walstream made its DLQ): aiokafka
+        # refuses a partition a topic lacks, and the batch would be read again for ever
+        parts = sorted(await self.producer.partitions_for(self.dlq_topic))
         sends = []
         for item in dead:
             record = item.record
+            partition = record.partition
+            if partition not in parts:
+                partition = parts[partition % len(parts)]
             out = region_dlq_entry(
                 record.value,
                 dlq_topic=self.dlq_topic,
-                partition=record.partition,
+                partition=partition,
                 record_id=item.env.id
                 if item.env is not None
                 else poison_id(record.topic, record.partition, record.offset),
