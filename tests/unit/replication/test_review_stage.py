@@ -9,12 +9,12 @@ A scripted consumer serves the partition; the stage's clock is moved on by the t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
 
-from walstream.replication import stage as stage_module
 from walstream.replication.stage import Batch, BatchStage
 from walstream.settings import Settings
 
@@ -86,7 +86,10 @@ class Clock:
 )
 async def test_records_stored_more_than_a_second_late_are_still_handed_over(monkeypatch):
     clock = Clock()
-    monkeypatch.setattr(stage_module.time, "monotonic", clock.monotonic)
+    # the stage's own clock only (the event loop keeps the real one)
+    monkeypatch.setattr(
+        "walstream.replication.stage.time", SimpleNamespace(monotonic=clock.monotonic)
+    )
     log = RacingLog(stored=set(range(10)), committed=0)
     stage = Recording(log)
     await stage._step()
