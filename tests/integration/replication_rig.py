@@ -6,6 +6,7 @@ replication tests."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import signal
@@ -110,6 +111,89 @@ async def publish(broker: str, topic: str, envs: list[Envelope], *, linger_ms: i
         bootstrap_servers=broker, acks="all", linger_ms=linger_ms
     ) as producer:
         await send_all(producer, topic, envs)
+
+
+def rotating_op(
+    ns: str, prefix: str, i: int, *, keys: int, value_spread: int, owt_ms: int
+) -> Envelope:
+    """Operation ``i`` of a stream over ``keys`` keys: key ``i % keys``; a key's kinds rotate
+    set, set, delete, touch over its rounds, so each key sees each kind; a set's value is ``i:``
+    and ``i % value_spread`` random bytes."""
+    key = f"{prefix}:{i % keys}"
+    kind = ("set", "set", "delete", "touch")[(i // keys + i) % 4]
+    value = b"%d:" % i + os.urandom(i % value_spread) if kind == "set" else None
+    ttl = 0 if kind != "delete" else None
+    return cache_envelope(kind, key, value, ns=ns, ttl=ttl, owt_ms=owt_ms, token=f"{prefix}-{i}")
+
+
+def model(envs: list[Envelope]) -> dict[bytes, bytes | None]:
+    """What each key reads after ``envs`` in log order: a set's value, None after a delete,
+    unchanged by a touch."""
+    state: dict[bytes, bytes | None] = {}
+    for env in envs:
+        key = str(env.target["key"]).encode()
+        op = env.target["op"]
+        if op == "set":
+            state[key] = base64.b64decode(str(env.payload))
+        elif op == "delete":
+            state[key] = None
+        else:
+            state.setdefault(key, None)
+    return state
+
+
+class Stream:
+    """Publishes ``make_op(0)``, ``make_op(1)``, ... to the rig's log at ``rate`` per second
+    (acks=all), waiting for the acks once ``gather_at`` sends are pending, and ``pause_s``
+    between rounds."""
+
+    def __init__(
+        self,
+        rig: Rig,
+        make_op: Callable[[int], Envelope],
+        rate: int,
+        *,
+        gather_at: int,
+        pause_s: float,
+    ) -> None:
+        self.rig = rig
+        self.make_op = make_op
+        self.rate = rate
+        self.gather_at = gather_at
+        self.pause_s = pause_s
+        self.envs: list[Envelope] = []
+        #: the envs whose publish was acknowledged
+        self.acked = 0
+        self.stopped = False
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.ensure_future(self._run())
+
+    async def stop(self) -> None:
+        self.stopped = True
+        if self.task is not None:
+            await self.task
+
+    async def _run(self) -> None:
+        producer = self.rig.producer
+        assert producer is not None
+        start = time.monotonic()
+        sends: list[Any] = []
+        while not self.stopped:
+            due = int((time.monotonic() - start) * self.rate)
+            while len(self.envs) < due:
+                env = self.make_op(len(self.envs))
+                self.envs.append(env)
+                key = str(env.target["key"]).encode()
+                sends.append(await producer.send(self.rig.log, encode_envelope(env), key=key))
+            if len(sends) >= self.gather_at:
+                await asyncio.gather(*sends)
+                sends = []
+                self.acked = len(self.envs)
+            await asyncio.sleep(self.pause_s)
+        await asyncio.gather(*sends)
+        self.acked = len(self.envs)
 
 
 class RegionProcess:

@@ -12,12 +12,10 @@ copying to every region in one consumer group, a batch waited for c's acks (the 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import os
 import signal
 import time
-from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -25,7 +23,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from walstream.core.cache_version import CacheOp
 from walstream.kafka.admin import ensure_topics
 from walstream.kafka.clients import ClientIds
-from walstream.records import Envelope, decode_envelope, encode_envelope
+from walstream.records import Envelope, decode_envelope
 from walstream.replication.fanout import FanOut
 from walstream.replication.region import ApplyOutcome
 from walstream.testing.replication import cache_envelope, plain_get
@@ -33,7 +31,7 @@ from walstream.topology import default_topics, namespace_topic_specs, region_top
 
 from .conftest import eventually
 from .helpers import committed_offset, read_topic, topic_end_offsets
-from .replication_rig import Rig, publish
+from .replication_rig import Rig, Stream, model, publish, rotating_op
 
 pytestmark = pytest.mark.integration
 
@@ -54,26 +52,7 @@ def _now_ms() -> int:
 
 
 def stream_op(ns: str, prefix: str, i: int) -> Envelope:
-    key = f"{prefix}:{i % KEYS}"
-    kind = ("set", "set", "delete", "touch")[(i // KEYS + i) % 4]
-    value = b"%d:" % i + os.urandom(i % 100) if kind == "set" else None
-    ttl = 0 if kind != "delete" else None
-    return cache_envelope(kind, key, value, ns=ns, ttl=ttl, owt_ms=_now_ms(), token=f"{prefix}-{i}")
-
-
-def model(envs: list[Envelope]) -> dict[bytes, bytes | None]:
-    """What each key reads after ``envs`` in log order."""
-    state: dict[bytes, bytes | None] = {}
-    for env in envs:
-        key = str(env.target["key"]).encode()
-        op = env.target["op"]
-        if op == "set":
-            state[key] = base64.b64decode(str(env.payload))
-        elif op == "delete":
-            state[key] = None
-        else:
-            state.setdefault(key, None)
-    return state
+    return rotating_op(ns, prefix, i, keys=KEYS, value_spread=100, owt_ms=_now_ms())
 
 
 class Settled:
@@ -84,43 +63,6 @@ class Settled:
 
     def __call__(self, op: CacheOp, outcome: ApplyOutcome, now_ms: int) -> None:
         self.at.setdefault(op.version.idempotency_token, now_ms)
-
-
-class Stream:
-    """Publishes :func:`stream_op` s to the log at ``RATE`` per second (acks=all)."""
-
-    def __init__(self, rig: Rig, prefix: str) -> None:
-        self.rig = rig
-        self.prefix = prefix
-        self.envs: list[Envelope] = []
-        #: the envs whose publish was acknowledged
-        self.acked = 0
-        self.stopped = False
-        self.task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self.task = asyncio.ensure_future(self._run())
-
-    async def stop(self) -> None:
-        self.stopped = True
-        if self.task is not None:
-            await self.task
-
-    async def _run(self) -> None:
-        producer = self.rig.producer
-        assert producer is not None
-        start = time.monotonic()
-        while not self.stopped:
-            due = int((time.monotonic() - start) * RATE)
-            sends: list[Any] = []
-            while len(self.envs) < due:
-                env = stream_op(self.rig.ns, self.prefix, len(self.envs))
-                self.envs.append(env)
-                key = str(env.target["key"]).encode()
-                sends.append(await producer.send(self.rig.log, encode_envelope(env), key=key))
-            await asyncio.gather(*sends)
-            self.acked = len(self.envs)
-            await asyncio.sleep(0.02)
 
 
 async def holds(rig: Rig, region: str, want: dict[bytes, bytes | None]) -> bool:
@@ -153,7 +95,9 @@ async def test_a_region_whose_kafka_cluster_is_frozen_holds_back_only_its_own_co
                 90,
                 f"{region} to apply the first operation",
             )
-        stream = Stream(rig, unique)
+        stream = Stream(
+            rig, lambda i: stream_op(rig.ns, unique, i), RATE, gather_at=0, pause_s=0.02
+        )
         stream.start()
         await eventually(lambda: stream.acked >= RATE, 30, "a second of the stream")
 

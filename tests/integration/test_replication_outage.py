@@ -19,7 +19,6 @@ import dataclasses
 import os
 import signal
 import time
-from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
@@ -45,7 +44,16 @@ from walstream.topology import (
 
 from .conftest import apply_namespace, eventually
 from .helpers import committed_offset, read_topic, topic_end_offsets
-from .replication_rig import TOMB_TTL, RegionProcess, Rig, publish, sets_and_deletes
+from .replication_rig import (
+    TOMB_TTL,
+    RegionProcess,
+    Rig,
+    Stream,
+    model,
+    publish,
+    rotating_op,
+    sets_and_deletes,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -68,70 +76,8 @@ AFTER_S = 5.0
 
 
 def stream_op(ns: str, prefix: str, i: int, owt_ms: int) -> Envelope:
-    """Operation ``i`` of the stream: key ``i % KEYS``; a key's kinds rotate set, set, delete,
-    touch over its rounds, so each key sees each kind."""
-    key = f"{prefix}:{i % KEYS}"
-    kind = ("set", "set", "delete", "touch")[(i // KEYS + i) % 4]
-    value = b"%d:" % i + os.urandom(i % 200) if kind == "set" else None
-    ttl = 0 if kind != "delete" else None
-    return cache_envelope(kind, key, value, ns=ns, ttl=ttl, owt_ms=owt_ms, token=f"{prefix}-{i}")
-
-
-def model(envs: list[Envelope]) -> dict[bytes, bytes | None]:
-    """What each key reads after ``envs`` in log order: a set's value, None after a delete,
-    unchanged by a touch."""
-    state: dict[bytes, bytes | None] = {}
-    for env in envs:
-        key = str(env.target["key"]).encode()
-        op = env.target["op"]
-        if op == "set":
-            state[key] = base64.b64decode(str(env.payload))
-        elif op == "delete":
-            state[key] = None
-        else:
-            state.setdefault(key, None)
-    return state
-
-
-class Stream:
-    """Publishes :func:`stream_op` s to the log at ``RATE`` per second, each stamped with its
-    publish time as original write time (so a writer's apply time minus it is the op's lag)."""
-
-    def __init__(self, rig: Rig, prefix: str) -> None:
-        self.rig = rig
-        self.prefix = prefix
-        self.envs: list[Envelope] = []
-        self.stopped = False
-        self.task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self.task = asyncio.ensure_future(self._run())
-
-    async def stop(self) -> None:
-        self.stopped = True
-        if self.task is not None:
-            await self.task
-
-    async def _run(self) -> None:
-        producer = self.rig.producer
-        assert producer is not None
-        start = time.monotonic()
-        sends: list[Any] = []
-        while not self.stopped:
-            due = int((time.monotonic() - start) * RATE)
-            while len(self.envs) < due:
-                env = stream_op(self.rig.ns, self.prefix, len(self.envs), _now_ms())
-                self.envs.append(env)
-                sends.append(
-                    await producer.send(
-                        self.rig.log, encode_envelope(env), key=str(env.target["key"]).encode()
-                    )
-                )
-            if len(sends) >= 200:
-                await asyncio.gather(*sends)
-                sends = []
-            await asyncio.sleep(0.005)
-        await asyncio.gather(*sends)
+    """Operation ``i`` of the stream (replication_rig.rotating_op over KEYS keys)."""
+    return rotating_op(ns, prefix, i, keys=KEYS, value_spread=200, owt_ms=owt_ms)
 
 
 class LoopWatch:
@@ -238,7 +184,15 @@ async def test_region_c_away_for_30s_b_keeps_its_lag_and_c_catches_up_losing_not
             )
 
         watch = LoopWatch()
-        stream = Stream(rig, unique)
+        # each operation stamped with its publish time as original write time (so a writer's
+        # apply time minus it is the op's lag)
+        stream = Stream(
+            rig,
+            lambda i: stream_op(rig.ns, unique, i, _now_ms()),
+            RATE,
+            gather_at=200,
+            pause_s=0.005,
+        )
         stream.start()
         started_ms = _now_ms()
         await asyncio.sleep(WARM_S + PRE_S)
