@@ -258,8 +258,8 @@ class Rig:
         self.writers: dict[str, RegionWriter] = {}
         self.registry = CollectorRegistry()
         self.metrics = WalMetrics.create(self.registry)
-        #: the fan-out to each region (one consumer group each, as a worker runs them)
-        self.fanouts: dict[str, FanOut] = {}
+        #: the fan-outs (None: to the regions on the deployment's cluster), as a worker runs them
+        self.fanouts: dict[str | None, FanOut] = {}
         self.producer: AIOKafkaProducer | None = None
 
     def writer(self, region: str) -> RegionWriter:

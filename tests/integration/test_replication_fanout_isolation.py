@@ -165,14 +165,16 @@ async def test_a_region_whose_kafka_cluster_is_frozen_holds_back_only_its_own_co
         await rig.stop()
 
 
-async def test_an_upgraded_namespace_s_fanouts_start_where_the_single_group_stood(
-    broker, memcached_servers, unique
+async def test_a_region_s_own_fanout_group_starts_where_the_shared_fanout_stands(
+    broker, own_broker, memcached_servers, unique
 ) -> None:
-    """Before per-region fan-outs one group ``walstream.<ns>.fanout`` copied to every region:
-    the new groups start where it stood, not at the log's beginning (a log kept longer than
-    the tombstones would bring deleted values back)."""
+    """Region c on a cluster of its own gets a fan-out group of its own: new (an upgrade, when
+    one group ``walstream.<ns>.fanout`` copied to every region; or c added later), it starts
+    where that shared group stands, not at the log's beginning (a log kept longer than the
+    tombstones would bring deleted values back)."""
     servers = {r: s.address for r, s in zip("abc", memcached_servers, strict=True)}
-    rig = Rig(broker, f"u{unique}", servers)
+    c_cluster = own_broker.bootstrap_servers
+    rig = Rig(broker, f"u{unique}", servers, clusters={"c": c_cluster})
     await ensure_topics(
         broker,
         namespace_topic_specs(
@@ -181,12 +183,10 @@ async def test_an_upgraded_namespace_s_fanouts_start_where_the_single_group_stoo
     )
     copied = [stream_op(rig.ns, unique, i) for i in range(30)]
     await publish(broker, rig.log, copied)
-    # the single fan-out group of before copied those and committed
+    # the shared fan-out group copied those (before: to every region) and committed
     ends = await topic_end_offsets(broker, rig.log)
     assert sum(ends.values()) == len(copied)
-    legacy = AIOKafkaConsumer(
-        bootstrap_servers=broker, group_id=ClientIds.legacy_fanout_group(rig.ns)
-    )
+    legacy = AIOKafkaConsumer(bootstrap_servers=broker, group_id=ClientIds.fanout_group(rig.ns))
     await legacy.start()
     try:
         tps = [TopicPartition(rig.log, p) for p in ends]
@@ -202,21 +202,21 @@ async def test_an_upgraded_namespace_s_fanouts_start_where_the_single_group_stoo
         namespace=rig.ns,
         log_topic=rig.log,
         replication=rig.replication,
-        region="b",
+        region="c",
     )
     await fanout.start()
     try:
-        group = ClientIds.fanout_group(rig.ns, "b")
+        group = ClientIds.fanout_group(rig.ns, "c")
 
         async def all_committed() -> bool:
             log_ends = await topic_end_offsets(broker, rig.log)
             held = [await committed_offset(broker, group, rig.log, p) for p in log_ends]
             return held == list(log_ends.values())
 
-        await eventually(all_committed, 60, "the fan-out to b to commit the whole log")
-        copies = await topic_end_offsets(broker, region_topic(rig.ns, "b"))
+        await eventually(all_committed, 60, "the fan-out to c to commit the whole log")
+        copies = await topic_end_offsets(c_cluster, region_topic(rig.ns, "c"))
         assert (fanout.copies, sum(copies.values())) == (len(after), len(after))
-        records = await read_topic(broker, region_topic(rig.ns, "b"), expect=len(after))
+        records = await read_topic(c_cluster, region_topic(rig.ns, "c"), expect=len(after))
         got = {decode_envelope(r.value).idempotency_token for r in records}
         assert got == {env.idempotency_token for env in after}
     finally:

@@ -79,18 +79,14 @@ class ClientIds:
         return f"{app_id}-delay"
 
     @staticmethod
-    def fanout_group(namespace: str, region: str) -> str:
-        """A replicated namespace's fan-out to ``region``: its consumer group (of the namespace's
-        log; issue 17). One group per target region, so a region whose cluster is away holds
-        back only its own copies (until 2026-12-06 one group ``walstream.<ns>.fanout`` copied to
-        every region, and one dead cluster stopped them all)."""
+    def fanout_group(namespace: str, region: str | None = None) -> str:
+        """A replicated namespace's fan-out stage's consumer group (of the namespace's log;
+        issue 17): ``walstream.<ns>.fanout`` copies to the regions on the deployment's own
+        cluster, ``walstream.<ns>.fanout.<r>`` to region r, which names a cluster of its own (a
+        group of its own: r's cluster away holds back no other region's copies)."""
+        if region is None:
+            return f"walstream.{namespace}.fanout"
         return f"walstream.{namespace}.fanout.{region}"
-
-    @staticmethod
-    def legacy_fanout_group(namespace: str) -> str:
-        """The one fan-out group a replicated namespace had before per-region fan-outs: only
-        read, where a new per-region group starts (walstream.core.fanout_start)."""
-        return f"walstream.{namespace}.fanout"
 
     @staticmethod
     def region_group(namespace: str, region: str) -> str:

@@ -1,10 +1,11 @@
-"""The replication stages a worker runs (issue 17): for every replicated namespace, a fan-out
-per region (copying the namespace's log to that region's topic) and a writer per region; with
-``region`` set (``walstream worker --region r``), only region r's writers (that region's
-deployment). The fan-outs run in the main worker, whatever the regions' deployments: they read
-the namespace's log on the deployment's own cluster, and each writes to its region's topic on
-the region's cluster (each in its own consumer group: a region whose cluster is away holds
-back only its own fan-out, and its operations wait in the log).
+"""The replication stages a worker runs (issue 17): for every replicated namespace, its
+fan-outs (one to the regions on the deployment's own cluster, one to each region naming a
+cluster of its own: walstream.replication.fanout) and a writer per region; with ``region`` set
+(``walstream worker --region r``), only region r's writers (that region's deployment). The
+fan-outs run in the main worker, whatever the regions' deployments: they read the namespace's
+log on the deployment's own cluster and write to the regions' topics on their clusters, each in
+its own consumer group (a region whose cluster is away holds back only its own fan-out, and its
+operations wait in the log).
 
 The set of stages follows the namespace registry: ``on_namespaces`` (a listener of the
 namespace feed) says what is wanted, and the service starts the stages that are missing and
@@ -31,7 +32,7 @@ from walstream.namespaces.broadcast import NamespaceFeed
 from walstream.namespaces.registry import NamespaceRegistry
 from walstream.namespaces.replication import Replication
 from walstream.replication.dlq_gauge import RegionDlqGauge
-from walstream.replication.fanout import FanOut
+from walstream.replication.fanout import FanOut, fanout_regions_of
 from walstream.replication.stage import BatchStage
 from walstream.replication.writer import RegionWriter
 from walstream.settings import Settings
@@ -43,18 +44,22 @@ logger = logging.getLogger(__name__)
 
 
 class StageKey(NamedTuple):
-    """A stage: a namespace's fan-out to ``region``, or its writer of ``region``."""
+    """A stage: a namespace's fan-out to ``region`` (None: to the regions on the deployment's
+    cluster), or its writer of ``region``."""
 
     namespace: str
-    region: str
+    region: str | None
     kind: Literal["fanout", "writer"]
 
     @property
     def label(self) -> str:
-        """What /readyz calls it: ``ns/r`` (the writer), ``ns/fanout/r`` (the fan-out)."""
-        if self.kind == "fanout":
-            return f"{self.namespace}/fanout/{self.region}"
-        return f"{self.namespace}/{self.region}"
+        """What /readyz calls it: ``ns/r`` (a writer), ``ns/fanout`` (the fan-out to the regions
+        on the deployment's cluster), ``ns/fanout/r`` (the fan-out to a region on its own)."""
+        if self.kind == "writer":
+            return f"{self.namespace}/{self.region}"
+        if self.region is None:
+            return f"{self.namespace}/fanout"
+        return f"{self.namespace}/fanout/{self.region}"
 
 
 class ReplicationStages(mode.Service):
@@ -79,8 +84,7 @@ class ReplicationStages(mode.Service):
 
     def waiting(self) -> list[str]:
         """The stages the registry asks for that do not run yet or have not joined their
-        consumer group (``ns/region``: a writer, ``ns/fanout/region``: a fan-out), sorted: the
-        worker is not ready until none."""
+        consumer group (:attr:`StageKey.label`), sorted: the worker is not ready until none."""
         waiting = []
         for key, (_, replication) in self._wanted.items():
             running = self.running.get(key)
@@ -96,9 +100,10 @@ class ReplicationStages(mode.Service):
             replication = ns.replication
             if replication is None:
                 continue
+            if self.region is None:  # the fan-outs run in the main worker
+                for target in fanout_regions_of(replication):
+                    wanted[StageKey(ns.name, target, "fanout")] = (ns.topics.log, replication)
             for name in replication.region_names:
-                if self.region is None:  # the fan-outs run in the main worker
-                    wanted[StageKey(ns.name, name, "fanout")] = (ns.topics.log, replication)
                 if self.region in (None, name):
                     wanted[StageKey(ns.name, name, "writer")] = (ns.topics.log, replication)
         self._wanted = wanted
@@ -169,7 +174,7 @@ class ReplicationStages(mode.Service):
                 replication=replication,
                 region=region,
             )
-        config = replication.region(region)
+        config = replication.region(region) if region is not None else None
         assert config is not None  # noqa: S101 - named by replication.region_names
         writer = RegionWriter(
             self.settings,
@@ -183,8 +188,8 @@ class ReplicationStages(mode.Service):
                 RegionDlqGauge(
                     self.metrics,
                     namespace=namespace,
-                    region=region,
-                    topic=region_dlq_topic(namespace, region),
+                    region=config.name,
+                    topic=region_dlq_topic(namespace, config.name),
                     servers=writer.servers,
                 )
             )

@@ -179,10 +179,11 @@ def test_readers_never_auto_commit_and_producers_wait_for_all_replicas() -> None
 def test_ids_and_groups_are_made_here() -> None:
     assert ClientIds.delay_group("wal") == "wal-delay"
     assert ClientIds.parked_reader("wal") == "wal-parked"
-    # a replicated namespace's fan-out has a group per target region (issue 17: a region's
-    # cluster away holds back no other region's copies), its writer a group per region
+    # a replicated namespace's fan-out to the regions on the deployment's cluster, and one to
+    # each region on a cluster of its own (issue 17: its cluster away holds back no other
+    # region's copies), its writer a group per region
+    assert ClientIds.fanout_group("cache") == "walstream.cache.fanout"
     assert ClientIds.fanout_group("cache", "b") == "walstream.cache.fanout.b"
-    assert ClientIds.legacy_fanout_group("cache") == "walstream.cache.fanout"
     assert ClientIds.region_group("cache", "b") == "walstream.cache.region.b"
 
 
