@@ -11,14 +11,21 @@ worker's (``walstream.api``, ``walstream.agents``), which only move bytes to and
    setting). The API also checks each operation's ``kv_target`` against the namespace's target
    policy (403), then writes: each operation as ``chunks.op_chunks`` records (one per chunk of
    ``chunk_bytes``; a value up to it: one) to ``wal.<ns>.mutations``, and a ``Marker``
-   (``at_ms`` now; a MutateItems also gives its operation set's digest) to
-   ``wal.<ns>.markers``; every record keyed by txn_id. MutateItems writes the markers after its
-   operations are acked. Answers: durable TRUE / FALSE / UNKNOWN as WriteToLog, once the
-   broker acked every record of the request (acks=all).
+   (``at_ms`` now) to ``wal.<ns>.markers``; every record keyed by the txn id's UTF-8 bytes.
+   A MutateItems is ``chunks.items_records`` (its marker names the operation set's digest),
+   its marker written once its operations are acked. Answers: durable TRUE / FALSE / UNKNOWN
+   as WriteToLog, once the broker acked every record of the request (acks=all). The outbox
+   (walstream.core.outbox) gets the builders of these records (topic, partition, key, value).
 2. **Co-partitioning.** Both topics have the same partition count and the same key, so one
-   transaction's records sit on partition P of each, and the worker that owns P of one owns P
-   of the other (Faust assigns co-partitioned topics together). Operations sent by different
-   API processes meet there; only markers drive the commit.
+   transaction's records sit on partition P of each. Faust assigns topics of one partition
+   count that the same workers subscribe to together (``faust/assignor/partition_assignor.py``
+   ``_get_copartitioned_groups``), and writes a table row to the changelog partition of the
+   record being handled (``faust/tables/base.py`` ``partition_for_key``: ``return
+   event.message.partition``, after ``_verify_source_topic_partitions`` checked the source
+   topic has the changelog's count). So the worker owning P owns the transaction's records,
+   rows and changelog partition; one table for every namespace needs every namespace's
+   mutation topics at the table's partition count (one setting), or a table per namespace.
+   Operations sent by different API processes meet there; only markers drive the commit.
 3. **Table state** (``state``, ``keys``). One Faust table (its changelog is the durable store)
    holds, per transaction: a small ``TxnState`` (``keys.state_key``: slots of digests and
    chunk bits, the marker's count, progress), each chunk's record (``keys.chunk_key``), and once
@@ -32,8 +39,9 @@ worker's (``walstream.api``, ``walstream.agents``), which only move bytes to and
    digest checked), ``apply.kv_envelope`` to the kv target's ``deliver`` (the kv target's own
    last-write-wins: a token per operation, the transaction's write time), then
    ``state.applied(seq)`` written to the table before the next seq. A failure:
-   ``commit.after_failure``. ``Requeue``: send the marker with its new wake id through the
-   delay tiers (walstream.core.outbox ``wait`` to the markers topic, partition P).
+   ``commit.after_failure``. ``Requeue``: send ``commit.wake_marker`` through the delay tiers
+   (walstream.core.outbox ``wait`` to the markers topic, partition P). Agents never raise:
+   a record that does not decode (PoisonRecordError) goes to the DLQ, the stream goes on.
    ``DeadLetter``: a DLQ entry naming the missing seqs or the progress; the state stays, and a
    redriven marker (``redrive`` + 1) resumes from the first unapplied seq.
 5. **Commit.** Once ``state.done()``: ``commit.committed`` gives the tombstone that replaces

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from walstream.core.mutations.request import Operation
-from walstream.core.mutations.wire import OpChunk, op_digest, value_digest
+from walstream.core.mutations.request import MutateItems, Operation
+from walstream.core.mutations.state import set_digest
+from walstream.core.mutations.wire import Marker, OpChunk, op_digest, value_digest
 from walstream.errors import PoisonRecordError
 
-__all__ = ["op_chunks", "reassemble", "split_value"]
+__all__ = ["items_records", "op_chunks", "reassemble", "split_value"]
 
 
 def split_value(value: bytes, chunk_bytes: int) -> list[bytes]:
@@ -48,6 +49,28 @@ def op_chunks(
         )
         for i, part in enumerate(parts)
     ]
+
+
+def items_records(
+    namespace: str, items: MutateItems, chunk_bytes: int, *, at_ms: int
+) -> tuple[list[OpChunk], Marker]:
+    """The records of a whole MutateItems: its operations' chunks in seq order, then its
+    marker, which names the operation set's digest (a re-send of another set under the same
+    txn id is then told apart from a retry)."""
+    records: list[OpChunk] = []
+    digests: list[str] = []
+    for seq, op in enumerate(items.operations):
+        chunks = op_chunks(namespace, items.txn_id, seq, op, chunk_bytes)
+        records += chunks
+        digests.append(op_digest(chunks[0]))
+    marker = Marker(
+        namespace=namespace,
+        txn_id=items.txn_id,
+        op_count=len(items.operations),
+        at_ms=at_ms,
+        digest=set_digest(digests),
+    )
+    return records, marker
 
 
 def reassemble(chunks: Sequence[OpChunk]) -> Operation:

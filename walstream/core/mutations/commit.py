@@ -210,6 +210,8 @@ def on_marker(
             )
         return state, AlreadyCommitted(committed_at_ms=tombstone.committed_at_ms)
     if state is None:
+        if marker.wake and not marker.redrive:  # its transaction is gone (discarded)
+            return state, Ignore(reason=f"wake {marker.wake} of no open transaction")
         state = TxnState.open(marker.namespace, marker.txn_id, now_ms)
     revive = marker.redrive > state.redrive  # a redriven marker drives, whatever its wake
     marked, outcome = state.mark(marker)

@@ -13,7 +13,7 @@ version refuses it (PoisonRecordError) rather than guess.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
@@ -32,6 +32,7 @@ __all__ = [
     "TxnState",
     "decode_state",
     "encode_state",
+    "set_digest",
 ]
 
 STATE_VERSION = 1
@@ -200,7 +201,12 @@ class TxnState:
         if not self.complete():
             raise ValueError("the operation set is not complete")
         assert self.count is not None  # noqa: S101 - complete() says so (for mypy)
-        return value_digest(orjson.dumps([self.slots[s].digest for s in range(self.count)]))
+        return set_digest([self.slots[s].digest for s in range(self.count)])
+
+
+def set_digest(op_digests: Sequence[str]) -> str:
+    """The digest of an operation set from its operations' ``op_digest`` in seq order."""
+    return value_digest(orjson.dumps(list(op_digests)))
 
 
 def encode_state(s: TxnState) -> bytes:

@@ -7,10 +7,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from walstream.core.mutations import (
+    MutateItems,
     MutationLimits,
     Operation,
+    TxnState,
     decode_op_chunk,
     encode_op_chunk,
+    items_records,
     op_chunks,
     reassemble,
     split_value,
@@ -70,3 +73,20 @@ def _chunks():
 def test_a_lost_repeated_reordered_foreign_or_changed_chunk_is_found(mangle, reason):
     with pytest.raises(PoisonRecordError, match=reason):
         reassemble(mangle(_chunks()))
+
+
+@given(st.lists(operations, min_size=1, max_size=6), st.integers(1, 64))
+def test_a_mutate_items_marker_names_the_set_its_state_will_hold(ops, chunk_bytes):
+    items = MutateItems(txn_id="tx", operations=tuple(ops))
+    records, marker = items_records("pds", items, chunk_bytes, at_ms=5)
+    assert [c.seq for c in records] == sorted(c.seq for c in records)
+    limits = MutationLimits(txn_bytes_max=10_000, chunk_bytes=64)
+    state = TxnState.open("pds", "tx", 1)
+    for c in reversed(records):
+        state, _ = state.receive(c, limits)
+    state, _ = state.mark(marker)
+    assert state.complete()
+    assert marker.digest == state.set_digest()
+    assert (marker.op_count, marker.at_ms, marker.wake) == (len(ops), 5, 0)
+    other = MutateItems(txn_id="tx", operations=(*ops, ops[0]))
+    assert items_records("pds", other, chunk_bytes, at_ms=5)[1].digest != marker.digest

@@ -143,6 +143,14 @@ def test_a_marker_before_any_operation_opens_and_waits():
     assert decision == Apply(from_seq=0)
 
 
+def test_a_wake_of_no_open_transaction_opens_nothing():
+    stale = marker(2, wake=3)  # e.g. its transaction was discarded from the DLQ meanwhile
+    assert on_marker(None, None, stale, POLICY, now_ms=T0, rand=0.5) == (
+        None,
+        Ignore(reason="wake 3 of no open transaction"),
+    )
+
+
 def test_operations_whose_marker_never_comes_are_dead_lettered_at_their_deadline():
     state = opened(0, 2)
     wake = marker(0, wake=state.wake)

@@ -18,7 +18,7 @@ from walstream.core.mutations import (
     DeadLetter,
     Forget,
     Ignore,
-    Marker,
+    MutateItems,
     MutationLimits,
     Operation,
     Reject,
@@ -37,11 +37,11 @@ from walstream.core.mutations import (
     encode_op_chunk,
     encode_state,
     encode_tombstone,
+    items_records,
     kv_envelope,
     on_chunk,
     on_forget,
     on_marker,
-    op_chunks,
     reassemble,
     state_key,
     tombstone_key,
@@ -209,12 +209,12 @@ def transaction(rnd: random.Random, i: int) -> tuple[str, list[Operation], int]:
 
 
 def records(txn_id, ops, at_ms, rnd):
-    out = [
-        ("ops", encode_op_chunk(c))
-        for seq, op in enumerate(ops)
-        for c in op_chunks(NS, txn_id, seq, op, POLICY.limits.chunk_bytes)
-    ]
-    out.append(("markers", encode_marker(Marker(NS, txn_id, len(ops), at_ms))))
+    """A MutateItems' records, or the same sent one operation at a time (no set digest)."""
+    items = MutateItems(txn_id=txn_id, operations=tuple(ops))
+    chunks, marker = items_records(NS, items, POLICY.limits.chunk_bytes, at_ms=at_ms)
+    if rnd.random() < 0.5:
+        marker = marker._replace(digest=None)
+    out = [("ops", encode_op_chunk(c)) for c in chunks] + [("markers", encode_marker(marker))]
     return out + [rnd.choice(out) for _ in range(rnd.randint(0, 2))]  # client re-sends
 
 
