@@ -1,6 +1,6 @@
 """The replication benchmark's worker: a replicated namespace's stages in one process (one core).
 
-The fan-outs (one per region) and a writer for each region named in REPL_WRITERS
+The fan-outs (as the worker runs them) and a writer for each region named in REPL_WRITERS
 (comma-separated), or the writers alone (REPL_FANOUT=0), the classes the worker runs
 (walstream.replication), on the namespace
 described by the environment:
@@ -13,7 +13,7 @@ described by the environment:
 * REPL_PROFILE=1: it also times each stage's steps (a fetch that returned records, the batch's
   handling, the commit; ms each, and the batch sizes), and each record's age when a fetch hands
   it over (now minus its Kafka timestamp, when it was produced), and writes them at exit
-  (``{"steps": {"fanout-b": {"fetch": [...], "handle": [...], "commit": [...], "batch": [...]}}}``).
+  (``{"steps": {"fanout": {"fetch": [...], "handle": [...], "commit": [...], "batch": [...]}}}``).
 
 The lag samples come from the writers' own ``replication_lag`` observation (apply time minus
 original write time), taken here in full instead of as histogram buckets.
@@ -133,7 +133,7 @@ async def main() -> None:
     metrics = WalMetrics.create(CollectorRegistry())._replace(replication_lag=lags)
     stages: list[Any] = []
     if env.get("REPL_FANOUT", "1") == "1":
-        stages.extend(  # a fan-out per region, as the worker runs them
+        stages.extend(  # the namespace's fan-outs, as the worker runs them
             fanouts(
                 settings,
                 namespace=ns,
@@ -166,6 +166,8 @@ async def main() -> None:
             name = (
                 f"writer-{stage.region.name}"
                 if isinstance(stage, RegionWriter)
+                else "fanout"
+                if stage.region is None
                 else f"fanout-{stage.region}"
             )
             steps.watch(name, stage)
