@@ -110,6 +110,11 @@ class Settings:
     #: Seconds between the worker's periodic offset commits (Faust's broker_commit_interval).
     #: Records acked since the last commit are delivered again after a crash.
     commit_interval_s: float = 2.8
+    #: Seconds a replication stage waits for a hole in a partition's offsets to fill before it
+    #: passes it (walstream.core.fetch_gaps). walstream's topics are neither compacted nor
+    #: transactional, so a hole is a record still being stored (the embedded broker hands out a
+    #: later batch before an earlier acked one is stored): passing it too soon loses it.
+    replication_hole_wait_s: float = 30.0
     worker_web_host: str = "127.0.0.1"
     worker_web_port: int = 6066
     #: Correct end offsets under-reported by the broker (Tansu 0.6.0); a no-op on Kafka.
@@ -228,6 +233,7 @@ class Settings:
             "http_idle_timeout_s": self.http_idle_timeout_s,
             "history_max_bytes": self.history_max_bytes,
             "auth_file_poll_s": self.auth_file_poll_s,
+            "replication_hole_wait_s": self.replication_hole_wait_s,
         }
         for name, value in positive.items():
             if value <= 0:

@@ -89,7 +89,9 @@ class BatchStage(mode.Service):
         self.max_records = max_records
         self.ledger: OffsetLedger[TopicPartition] = OffsetLedger()
         #: no record stepped over: a fetch past a hole is read again (core.fetch_gaps)
-        self.gaps: GapGuard[TopicPartition] = GapGuard()
+        self.gaps: GapGuard[TopicPartition] = GapGuard(
+            settle_ms=int(settings.replication_hole_wait_s * 1000)
+        )
         self.consumer: Any = None
         self._task: asyncio.Task[None] | None = None
         #: records handled (their batch's outcome durable and committed)
