@@ -52,6 +52,8 @@ worker's (``walstream.api``, ``walstream.agents``), which only move bytes to and
    table holds open and dead-lettered transactions and the window's tombstones; expiry is
    driven by records on the log, so nothing scans the table, and nothing is held in memory.
 
+``status.txn_status`` is what ``GET .../mutations/{txn_id}`` answers from those rows.
+
 seq is 0-based; progress n means seqs below n are applied. A transaction's changelog rows are
 one per chunk plus one state record per update (~70 bytes an operation: ``wire.OPERATIONS_CAP``
 keeps it one record).
@@ -59,13 +61,14 @@ keeps it one record).
 
 from __future__ import annotations
 
-from walstream.core.mutations import apply, chunks, commit, keys, request, state, wire
+from walstream.core.mutations import apply, chunks, commit, keys, request, state, status, wire
 from walstream.core.mutations.apply import *  # noqa: F403 - the package is its parts
 from walstream.core.mutations.chunks import *  # noqa: F403
 from walstream.core.mutations.commit import *  # noqa: F403
 from walstream.core.mutations.keys import *  # noqa: F403
 from walstream.core.mutations.request import *  # noqa: F403
 from walstream.core.mutations.state import *  # noqa: F403
+from walstream.core.mutations.status import *  # noqa: F403
 from walstream.core.mutations.wire import *  # noqa: F403
 
 __all__ = [
@@ -75,5 +78,6 @@ __all__ = [
     *keys.__all__,
     *request.__all__,
     *state.__all__,
+    *status.__all__,
     *wire.__all__,
 ]

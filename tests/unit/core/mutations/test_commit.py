@@ -30,6 +30,7 @@ from walstream.core.mutations import (
     on_forget,
     on_marker,
     op_chunks,
+    txn_status,
     wake_marker,
 )
 from walstream.core.retry import Failure, RetryPolicy
@@ -254,3 +255,36 @@ def test_a_committed_transaction_leaves_a_tombstone_that_answers_re_sends_then_i
 def test_an_unreadable_tombstone_is_poison(raw):
     with pytest.raises(PoisonRecordError, match="tombstone"):
         decode_tombstone(raw)
+
+
+def test_the_status_follows_the_transaction_from_open_to_committed():
+    def status(state):
+        body = txn_status(state, None)
+        assert body is not None
+        return body
+
+    assert txn_status(None, None) is None
+    state = opened(0)
+    assert status(state) == {
+        "status": "open",
+        "operations": None,
+        "received": 1,
+        "progress": 0,
+        "missing": [],
+        "opened_at_ms": T0,
+    }
+    state, _ = marking(state, marker(2), now=T0)
+    assert status(state)["missing"] == [1]
+    state, _, _ = chunking(state, chunk(1), now=T0)
+    state = state.applied(0)
+    assert (status(state)["status"], status(state)["progress"]) == ("committing", 1)
+    refused = Failure(error_class="x", message="no", retriable=False)
+    dead, gave_up = after_failure(state, refused, POLICY, now_ms=T0, rand=0.5)
+    assert isinstance(gave_up, DeadLetter)
+    assert (status(dead)["status"], status(dead)["reason"]) == ("dead_lettered", gave_up.reason)
+    tomb = Tombstone(T0 + 1, "d" * 32, 2)
+    assert txn_status(None, tomb) == {
+        "status": "committed",
+        "committed_at_ms": T0 + 1,
+        "operations": 2,
+    }

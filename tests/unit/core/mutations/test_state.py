@@ -232,3 +232,28 @@ def test_a_transactions_rows_are_keyed_apart_by_namespace_and_txn_id():
     assert len(keys) == 5
     assert state_key("pds", "tx") == "s:pds:tx"
     assert tombstone_key("pds", "tx") == "t:pds:tx"
+
+
+#: A state's table value as version 1 writes it: changing it needs a new version (a reader of
+#: the changelog written before must still read it).
+GOLDEN = (
+    b'{"v":1,"ns":"pds","txn":"tx","opened":1,"slots":[[0,"0123456789abcdef0123456789abcdef",9,2,'
+    b'"3"]],"bytes":9,"next":0,"attempts":1,"wake":2,"wakes":2,"redrive":0,"count":1,"marked":100}'
+)
+
+
+def test_the_state_format_is_pinned_and_new_fields_are_read_past():
+    state = TxnState(
+        namespace="pds",
+        txn_id="tx",
+        opened_at_ms=1,
+        slots={0: Slot("0123456789abcdef0123456789abcdef", 9, 2, 3)},
+        bytes=9,
+        count=1,
+        marked_at_ms=100,
+        attempts=1,
+        wake=2,
+        wakes=2,
+    )
+    assert encode_state(state) == GOLDEN
+    assert decode_state(GOLDEN[:-1] + b',"added_later":[1]}') == state
