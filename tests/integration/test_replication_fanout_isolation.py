@@ -20,6 +20,7 @@ import time
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from walstream.broker import EmbeddedBroker
 from walstream.core.cache_version import CacheOp
 from walstream.kafka.admin import ensure_topics
 from walstream.kafka.clients import ClientIds
@@ -171,47 +172,61 @@ async def test_a_region_s_own_fanout_group_starts_where_the_shared_fanout_stands
     """Region c on a cluster of its own gets a fan-out group of its own: new (an upgrade, when
     one group ``walstream.<ns>.fanout`` copied to every region; or c added later), it starts
     where that shared group stands, not at the log's beginning (a log kept longer than the
-    tombstones would bring deleted values back)."""
+    tombstones would bring deleted values back). It is placed at its fan-out's first start
+    even when c's cluster is away then: what the shared fan-out copies meanwhile still reaches
+    c once its cluster is back."""
     servers = {r: s.address for r, s in zip("abc", memcached_servers, strict=True)}
     c_cluster = own_broker.bootstrap_servers
     rig = Rig(broker, f"u{unique}", servers, clusters={"c": c_cluster})
+    assert rig.replication is not None
     await ensure_topics(
         broker,
         namespace_topic_specs(
             default_topics(rig.ns), 2, replication_factor=1, min_insync_replicas=1
         ),
     )
+    group = ClientIds.fanout_group(rig.ns, "c")
+
+    async def commits(of: str) -> dict[int, int | None]:
+        ends = await topic_end_offsets(broker, rig.log)
+        return {p: await committed_offset(broker, of, rig.log, p) for p in ends}
+
+    def fanout_to_c() -> FanOut:
+        assert rig.replication is not None
+        return FanOut(
+            rig.settings,
+            namespace=rig.ns,
+            log_topic=rig.log,
+            replication=rig.replication,
+            region="c",
+        )
+
     copied = [stream_op(rig.ns, unique, i) for i in range(30)]
     await publish(broker, rig.log, copied)
-    # the shared fan-out group copied those (before: to every region) and committed
-    ends = await topic_end_offsets(broker, rig.log)
-    assert sum(ends.values()) == len(copied)
-    legacy = AIOKafkaConsumer(bootstrap_servers=broker, group_id=ClientIds.fanout_group(rig.ns))
-    await legacy.start()
-    try:
-        tps = [TopicPartition(rig.log, p) for p in ends]
-        legacy.assign(tps)
-        await legacy.commit({tp: ends[tp.partition] for tp in tps})
-    finally:
-        await legacy.stop()
+    # the shared fan-out group copied those (before: to every region too) and committed
+    shared_at = await _commit_shared_at_the_end(broker, rig.ns, rig.log)
+    assert sum(shared_at.values()) == len(copied)
+
+    own_broker.stop(timeout=1.0)  # c's cluster away at its fan-out's first start
+    away = fanout_to_c()
+    with pytest.raises(Exception):  # noqa: B017, PT011 - whatever the client raises
+        await away.start()
+    with contextlib.suppress(Exception):
+        await away.stop()
+    assert await commits(group) == shared_at  # placed all the same
+
     after = [stream_op(rig.ns, unique, i) for i in range(30, 40)]
     await publish(broker, rig.log, after)
-    assert rig.replication is not None
-    fanout = FanOut(
-        rig.settings,
-        namespace=rig.ns,
-        log_topic=rig.log,
-        replication=rig.replication,
-        region="c",
-    )
-    await fanout.start()
+    # the shared fan-out copies those to a and b meanwhile
+    await _commit_shared_at_the_end(broker, rig.ns, rig.log)
+    back = EmbeddedBroker(port=own_broker.port).start()  # c's cluster back (empty: memory)
+    fanout = fanout_to_c()
     try:
-        group = ClientIds.fanout_group(rig.ns, "c")
+        await fanout.start()
 
         async def all_committed() -> bool:
             log_ends = await topic_end_offsets(broker, rig.log)
-            held = [await committed_offset(broker, group, rig.log, p) for p in log_ends]
-            return held == list(log_ends.values())
+            return await commits(group) == log_ends
 
         await eventually(all_committed, 60, "the fan-out to c to commit the whole log")
         copies = await topic_end_offsets(c_cluster, region_topic(rig.ns, "c"))
@@ -222,3 +237,18 @@ async def test_a_region_s_own_fanout_group_starts_where_the_shared_fanout_stands
     finally:
         await fanout.stop()
         await rig.stop()
+        back.stop(timeout=1.0)
+
+
+async def _commit_shared_at_the_end(broker: str, ns: str, log: str) -> dict[int, int]:
+    """Commit the shared fan-out group at the log's end (as if it had copied every record)."""
+    ends = await topic_end_offsets(broker, log)
+    shared = AIOKafkaConsumer(bootstrap_servers=broker, group_id=ClientIds.fanout_group(ns))
+    await shared.start()
+    try:
+        tps = [TopicPartition(log, p) for p in ends]
+        shared.assign(tps)
+        await shared.commit({tp: ends[tp.partition] for tp in tps})
+    finally:
+        await shared.stop()
+    return ends
