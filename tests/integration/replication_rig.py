@@ -23,8 +23,10 @@ from aiokafka import AIOKafkaProducer
 from prometheus_client import CollectorRegistry
 
 from walstream.core.cache_ops import cache_op
+from walstream.core.dlq import Claim, DlqEntry, Marker, parse_dlq_record
 from walstream.kafka.admin import ensure_topics
 from walstream.metrics import WalMetrics
+from walstream.namespaces.config import NamespaceConfig
 from walstream.namespaces.replication import parse_replication
 from walstream.records import Envelope, encode_envelope
 from walstream.replication import RegionCache
@@ -33,9 +35,9 @@ from walstream.replication.writer import RegionWriter
 from walstream.settings import Settings
 from walstream.testing.records import namespace_definition
 from walstream.testing.replication import cache_envelope
-from walstream.topology import default_topics, namespace_topic_specs
+from walstream.topology import default_topics, namespace_topic_specs, region_dlq_topic
 
-from .helpers import ROOT
+from .helpers import ROOT, read_topic
 
 TOMB_TTL = 3_600
 
@@ -194,6 +196,30 @@ class Stream:
             await asyncio.sleep(self.pause_s)
         await asyncio.gather(*sends)
         self.acked = len(self.envs)
+
+
+def region_fanout(settings: Settings, config: NamespaceConfig, region: str) -> FanOut:
+    """The fan-out of ``config``'s log to ``region`` alone (its region writer is the one under
+    test, run elsewhere)."""
+    assert config.replication is not None
+    return FanOut(
+        settings,
+        namespace=config.name,
+        log_topic=config.topics.log,
+        replication=config.replication,
+        region=region,
+    )
+
+
+async def region_dlq_entries(
+    broker: str, ns: str, region: str, *, expect: int
+) -> list[DlqEntry | Marker | Claim | None]:
+    """The ``expect`` records of ``region``'s DLQ of ``ns``, parsed."""
+    records = await read_topic(broker, region_dlq_topic(ns, region), expect=expect)
+    return [
+        parse_dlq_record(r.key, r.value, r.headers, partition=r.partition, offset=r.offset)
+        for r in records
+    ]
 
 
 class RegionProcess:

@@ -24,13 +24,12 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from walstream.core.cache_version import CacheOp
-from walstream.core.dlq import DlqEntry, parse_dlq_record
+from walstream.core.dlq import DlqEntry
 from walstream.kafka.admin import ensure_topics
 from walstream.kafka.clients import ClientIds
 from walstream.namespaces.config import parse_namespace
 from walstream.records import Envelope, decode_envelope, encode_envelope
 from walstream.replication import RegionCache
-from walstream.replication.fanout import FanOut
 from walstream.replication.memcached import MetaConnection
 from walstream.replication.region import ApplyOutcome
 from walstream.testing.records import namespace_definition
@@ -38,7 +37,6 @@ from walstream.testing.replication import cache_envelope
 from walstream.topology import (
     default_topics,
     namespace_topic_specs,
-    region_dlq_topic,
     region_topic,
 )
 
@@ -51,6 +49,8 @@ from .replication_rig import (
     Stream,
     model,
     publish,
+    region_dlq_entries,
+    region_fanout,
     rotating_op,
     sets_and_deletes,
 )
@@ -318,14 +318,7 @@ async def test_a_region_writer_killed_mid_batch_is_continued_from_the_committed_
     )
     await apply_namespace(wal_settings, definition)
     config = parse_namespace(definition)
-    assert config.replication is not None
-    fanout = FanOut(  # the fan-out to c: region c's writer is the one under test
-        wal_settings,
-        namespace=ns,
-        log_topic=config.topics.log,
-        replication=config.replication,
-        region="c",
-    )
+    fanout = region_fanout(wal_settings, config, "c")
     region_c = RegionCache([live.address, frozen.address], tombstone_ttl_s=TOMB_TTL)
     on_live = RegionCache([live.address], tombstone_ttl_s=TOMB_TTL)
     first = RegionProcess(wal_env, "c", tmp_path / "region-c-1.log")
@@ -443,11 +436,7 @@ async def test_a_long_key_and_a_value_over_the_item_size_go_to_the_region_dlq(
         90,
         "the operation after the poison ones",
     )
-    records = await read_topic(rig.broker, region_dlq_topic(rig.ns, "b"), expect=2)
-    entries = [
-        parse_dlq_record(r.key, r.value, r.headers, partition=r.partition, offset=r.offset)
-        for r in records
-    ]
+    entries = await region_dlq_entries(rig.broker, rig.ns, "b", expect=2)
     assert all(isinstance(entry, DlqEntry) for entry in entries)
     got = {(e.id, e.reason) for e in entries if isinstance(e, DlqEntry)}
     assert got == {("id-long", "key_too_long"), ("id-big", "value_too_large")}

@@ -11,13 +11,13 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from walstream.core.cache_ops import cache_op
-from walstream.core.dlq import DlqEntry, parse_dlq_record
+from walstream.core.dlq import DlqEntry
 from walstream.records import Envelope, encode_envelope
 from walstream.testing.replication import cache_envelope
 from walstream.topology import region_dlq_topic
 
 from .helpers import read_topic
-from .replication_rig import Rig, until
+from .replication_rig import Rig, region_dlq_entries, until
 
 pytestmark = pytest.mark.integration
 
@@ -150,11 +150,7 @@ async def test_a_poison_operation_goes_to_the_region_dlq_and_the_stream_continue
         60,
         "the op after the poison one",
     )
-    records = await read_topic(rig.broker, region_dlq_topic(rig.ns, "b"), expect=1)
-    entries = [
-        parse_dlq_record(r.key, r.value, r.headers, partition=r.partition, offset=r.offset)
-        for r in records
-    ]
+    entries = await region_dlq_entries(rig.broker, rig.ns, "b", expect=1)
     assert len(entries) == 1
     entry = entries[0]
     assert isinstance(entry, DlqEntry)

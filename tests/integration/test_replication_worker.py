@@ -13,14 +13,19 @@ from walstream.core.cache_ops import cache_op
 from walstream.kafka.clients import ClientIds
 from walstream.records import Envelope
 from walstream.replication import RegionCache
-from walstream.replication.fanout import FanOut
 from walstream.testing.records import namespace_definition
 from walstream.testing.replication import cache_envelope
 from walstream.topology import region_topic
 
 from .conftest import apply_namespace, eventually, run_cli, wait_serving
 from .helpers import committed_offset, worker_assignment
-from .replication_rig import TOMB_TTL, RegionProcess, replicated_definition, sets_and_deletes
+from .replication_rig import (
+    TOMB_TTL,
+    RegionProcess,
+    region_fanout,
+    replicated_definition,
+    sets_and_deletes,
+)
 from .replication_rig import publish as rig_publish
 
 pytestmark = pytest.mark.integration
@@ -103,14 +108,7 @@ async def test_a_region_writer_killed_mid_stream_is_continued_by_a_new_one(
     from walstream.namespaces.config import parse_namespace
 
     config = parse_namespace(definition_)
-    assert config.replication is not None
-    fanout = FanOut(  # the fan-out to c: region c's writer is the one under test
-        wal_settings,
-        namespace=ns,
-        log_topic=config.topics.log,
-        replication=config.replication,
-        region="c",
-    )
+    fanout = region_fanout(wal_settings, config, "c")
     first = RegionProcess(wal_env, "c", tmp_path / "region-c-1.log")
     second: RegionProcess | None = None
     await fanout.start()
