@@ -42,6 +42,8 @@ class WalMetrics(NamedTuple):
     replication_retries: Counter
     replication_backlog: Gauge
     replication_dlq: Gauge
+    replication_over_max_lag: Counter
+    replication_over_tombstone_ttl: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry, prefix: str = "walstream") -> WalMetrics:
@@ -171,6 +173,21 @@ class WalMetrics(NamedTuple):
                 "Open entries of a region's DLQ (not redriven or discarded), reported by each "
                 "process running the region's writer: aggregate with max",
                 ["namespace", "region"],
+                registry=registry,
+            ),
+            replication_over_max_lag=Counter(
+                f"{prefix}_replication_over_max_lag",
+                "Cache operations a region's writer settled (or dead-lettered) later than the "
+                "namespace's max_lag_s after their original write time",
+                ["namespace", "region"],
+                registry=registry,
+            ),
+            replication_over_tombstone_ttl=Counter(
+                f"{prefix}_replication_over_tombstone_ttl",
+                "Sets a region's writer met later than the namespace's tombstone_ttl_s, which "
+                "could bring a deleted value back: dead-lettered (dlq: reason "
+                "older_than_tombstone_ttl) or applied (applied: a redriven copy)",
+                ["namespace", "region", "outcome"],
                 registry=registry,
             ),
         )

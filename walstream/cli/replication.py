@@ -43,8 +43,12 @@ def status(namespace: str, metrics_urls: tuple[str, ...]) -> None:
     cluster; with --metrics, what the workers' metrics say (walstream_replication_*, summed
     over the processes, since each started): operations applied, skipped as stale (older than
     what the region holds) or as duplicates, tried again, and the replication lag's p50/p99
-    (the upper bound of the histogram bucket holding it). ``-``: not known (no --metrics, no
-    process scraped reports the region, or no operation applied to measure a lag by)."""
+    (the upper bound of the histogram bucket holding it), the operations settled later than
+    the namespace's max_lag_s (over_lag) and the sets later than its tombstone_ttl_s (over_ttl:
+    dead-lettered with reason older_than_tombstone_ttl, or redriven and applied), and a flag:
+    ``TTL`` (some over_ttl), ``LAG`` (some over_lag), ``ok``; a flagged region is explained on
+    stderr. ``-``: not known (no --metrics, no process scraped reports the region, or no
+    operation applied to measure a lag by)."""
     settings = cluster_settings()
     rows = run_async(lambda: region_status(settings, namespace))
     figures: dict[str, RegionFigures] = {}
@@ -55,14 +59,20 @@ def status(namespace: str, metrics_urls: tuple[str, ...]) -> None:
         figures = fold_samples(samples, namespace)
     click.echo(
         f"{'region':<20} {'backlog':>10} {'dlq':>8} {'applied':>10} {'stale':>8} {'dup':>8} "
-        f"{'retries':>8} {'lag_p50':>9} {'lag_p99':>9}  cluster"
+        f"{'retries':>8} {'lag_p50':>9} {'lag_p99':>9} {'over_lag':>9} {'over_ttl':>9} "
+        f"{'flag':>4}  cluster"
     )
     for row in rows:
         shown = figures.get(row["region"]) if metrics_urls else None
+        late = ["-"] * 3
         if shown is None:
             counts = ["-"] * 4
             lags = ["-"] * 2
         else:
+            over_ttl = shown.over_tombstone_ttl
+            late = [str(int(shown.over_max_lag)), str(int(sum(over_ttl.values()))), shown.flag]
+            if shown.flag != "ok":
+                click.echo(_late_note(row, shown), err=True)
             counts = [
                 str(shown.outcome("applied")),
                 str(shown.outcome("stale")),
@@ -72,8 +82,8 @@ def status(namespace: str, metrics_urls: tuple[str, ...]) -> None:
             lags = [_lag(shown.lag_quantile(0.5)), _lag(shown.lag_quantile(0.99))]
         click.echo(
             f"{row['region']:<20} {row['backlog']:>10} {row['dlq']:>8} {counts[0]:>10} "
-            f"{counts[1]:>8} {counts[2]:>8} {counts[3]:>8} {lags[0]:>9} {lags[1]:>9}  "
-            f"{row['cluster']}"
+            f"{counts[1]:>8} {counts[2]:>8} {counts[3]:>8} {lags[0]:>9} {lags[1]:>9} "
+            f"{late[0]:>9} {late[1]:>9} {late[2]:>4}  {row['cluster']}"
         )
     if not metrics_urls:
         click.echo(
@@ -81,6 +91,26 @@ def status(namespace: str, metrics_urls: tuple[str, ...]) -> None:
             "pass --metrics http://<worker>:<port>/metrics for each process running the writers",
             err=True,
         )
+
+
+def _late_note(row: dict[str, Any], shown: RegionFigures) -> str:
+    """Why region ``row`` is flagged, and what to do."""
+    region = row["region"]
+    note = (
+        f"region {region}: {int(shown.over_max_lag)} operation(s) settled later than "
+        f"max_lag_s ({row['max_lag_s']} s) after their write (its writer behind, or a DLQ "
+        "entry redriven late)"
+    )
+    dead = int(shown.over_tombstone_ttl.get("dlq", 0))
+    applied = int(shown.over_tombstone_ttl.get("applied", 0))
+    if dead or applied:
+        note += (
+            f"; sets later than tombstone_ttl_s ({row['tombstone_ttl_s']} s), which could "
+            f"bring a deleted value back: {dead} dead-lettered (reason older_than_tombstone_ttl:"
+            f" `walstream dlq redrive --region {region}` applies them anyway, or discard them),"
+            f" {applied} applied (redriven)"
+        )
+    return note
 
 
 def _lag(bound: float | None) -> str:
@@ -142,6 +172,8 @@ async def region_status(settings: Settings, namespace: str) -> list[dict[str, An
                 "backlog": max(0, backlog),
                 "dlq": len(index),
                 "cluster": region.bootstrap_servers or "(the deployment's)",
+                "max_lag_s": config.replication.max_lag_s,
+                "tombstone_ttl_s": config.replication.tombstone_ttl_s,
             }
         )
     return rows

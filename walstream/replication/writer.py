@@ -14,13 +14,35 @@ flight together, each key's operations in order), then:
   breaker lets it, then resumes;
 * the batch is committed only then. A crash re-applies some operations, which LWW reads as
   duplicates or stale ones.
+
+Late operations (the namespace's ``max_lag_s`` and ``tombstone_ttl_s``): an operation's lag is
+the writer's clock minus its original write time when it is settled. Every operation settled
+(or dead-lettered, below) more than ``max_lag_s`` after its write is counted
+(``walstream_replication_over_max_lag_total``), each batch holding some logs one WARNING with
+how many and the worst lag, and ``walstream replication status`` flags the region: the writer
+was behind (its region away, a backlog) or a DLQ entry was redriven late.
+
+A *set* later than ``tombstone_ttl_s`` cannot be applied safely: the tombstone a newer delete
+left may have expired, so LWW would find the key empty and the old value would come back. Such
+a set is dead-lettered to the region's DLQ with reason ``older_than_tombstone_ttl`` (counted:
+``walstream_replication_over_tombstone_ttl_total{outcome="dlq"}``, logged, in status), not
+applied: the operator decides (redrive it, or discard it and flush the region's keys) rather
+than the writer regressing the cache silently; nothing is dropped either, the entry holds the
+record. A redriven copy is the operator's decision: ``walstream dlq redrive --region`` appends
+it with its envelope's ``redrive`` count raised (core.outbox.redriven) and its original write
+time kept, and the writer applies a copy whose ``redrive`` is above 0 whatever its age (counted
+``outcome="applied"``, as is a set crossing the line while it is applied). Deletes and touches
+are applied whatever their age: a delete leaves a fresh tombstone, a touch never makes a value,
+so neither can bring one back. (Applying late sets anyway would lose nothing but let LWW regress
+for exactly the keys deleted in that window, in a cache whose whole point is no regression.)
 """
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka.errors import KafkaError
@@ -29,7 +51,7 @@ from walstream.aio import Backoff
 from walstream.clock import Clock, SystemClock
 from walstream.core.breaker import BreakerPolicy, BreakerState, CircuitBreaker
 from walstream.core.cache_ops import cache_op_or_poison
-from walstream.core.cache_version import CacheOp
+from walstream.core.cache_version import CacheOp, OpKind
 from walstream.core.outbox import poison_id, region_dlq_entry
 from walstream.errors import PoisonRecordError
 from walstream.kafka import clients
@@ -44,7 +66,12 @@ from walstream.replication.stage import Batch, BatchStage, acked
 from walstream.settings import Settings
 from walstream.topology import region_dlq_topic, region_topic, region_topic_specs
 
-__all__ = ["RegionWriter"]
+__all__ = ["OLDER_THAN_TOMBSTONE_TTL", "RegionWriter"]
+
+logger = logging.getLogger(__name__)
+
+#: The region DLQ reason of a set settled later than the namespace's tombstone TTL.
+OLDER_THAN_TOMBSTONE_TTL = "older_than_tombstone_ttl"
 
 
 @dataclass(slots=True)
@@ -54,6 +81,20 @@ class _Item:
     env: Envelope | None
     op: CacheOp | None
     reason: str = ""
+
+
+@dataclass(slots=True)
+class _Late:
+    """A batch's operations settled later than ``max_lag_s`` (and, of those, the sets later than
+    ``tombstone_ttl_s``, by what became of them), and the worst lag (ms)."""
+
+    over_max_lag: int = 0
+    worst_ms: int = 0
+    over_ttl: Counter[str] = field(default_factory=Counter)
+
+    def note(self, lag_ms: int) -> None:
+        self.over_max_lag += 1
+        self.worst_ms = max(self.worst_ms, lag_ms)
 
 
 class RegionWriter(BatchStage):
@@ -96,6 +137,11 @@ class RegionWriter(BatchStage):
         self.producer: Any = None
         #: settled operations by outcome (applied, stale, duplicate, absent, dlq), and retries
         self.outcomes: Counter[str] = Counter()
+        #: operations settled or dead-lettered later than ``max_lag_s`` after their write
+        self.over_max_lag = 0
+        #: sets later than ``tombstone_ttl_s``: dead-lettered (``dlq``) or applied (``applied``:
+        #: a redriven copy, or one crossing the line while applied)
+        self.over_tombstone_ttl: Counter[str] = Counter()
         self.retries = 0
         #: applies of a batch that left operations to try again (the region away)
         self.failed_applies = 0
@@ -107,6 +153,8 @@ class RegionWriter(BatchStage):
         self._ops: Any = None
         self._retried: Any = None
         self._backlog: Any = None
+        self._over_max_lag: Any = None
+        self._over_ttl: Any = None
         if metrics is not None:
             labels = (namespace, region.name)
             self._lag = metrics.replication_lag.labels(*labels)
@@ -116,6 +164,11 @@ class RegionWriter(BatchStage):
             }
             self._retried = metrics.replication_retries.labels(*labels)
             self._backlog = metrics.replication_backlog.labels(*labels)
+            self._over_max_lag = metrics.replication_over_max_lag.labels(*labels)
+            self._over_ttl = {
+                outcome: metrics.replication_over_tombstone_ttl.labels(*labels, outcome)
+                for outcome in ("dlq", "applied")
+            }
 
     def report(self) -> None:
         if self._backlog is not None:
@@ -154,13 +207,14 @@ class RegionWriter(BatchStage):
         pending = [item for item in items if item.op is not None]
         delays = self.backoff.delays()
         paused = False
+        late = _Late()
         try:
             while pending:
                 if not self.breaker.allow(self.clock.now_ms()):
                     paused = paused or self._pause()
                     await self._idle(self.breaker.retry_at_ms(self.clock.now_ms()))
                     continue
-                pending = await self._apply(pending)
+                pending = await self._apply(pending, late)
                 if pending:
                     self.failed_applies += 1
                     self.breaker.record_failure(self.clock.now_ms())
@@ -176,15 +230,22 @@ class RegionWriter(BatchStage):
             self.listed_ends = {}
             if paused and self.consumer is not None:
                 self.consumer.resume(*self.consumer.assignment())
+            self._report_late(late)
         await self._dead_letter([item for item in items if item.reason])
 
-    async def _apply(self, pending: list[_Item]) -> list[_Item]:
-        """Apply ``pending``; return those to try again."""
+    async def _apply(self, pending: list[_Item], late: _Late) -> list[_Item]:
+        """Apply ``pending`` (but the sets too late to apply, given their reason here); return
+        those to try again. Checked at each try: a batch waiting for its region grows older."""
         assert self.cache is not None  # noqa: S101 - started
-        results = await self.cache.apply_many([item.op for item in pending])  # type: ignore[misc]
+        ready = [item for item in pending if not self._too_late(item, late)]
+        if not ready:
+            return []
+        results = await self.cache.apply_many([item.op for item in ready])  # type: ignore[misc]
         now_ms = self.clock.now_ms()
+        max_lag_ms = self.replication.max_lag_s * 1000
+        ttl_ms = self.replication.tombstone_ttl_s * 1000
         again: list[_Item] = []
-        for item, result in zip(pending, results, strict=True):
+        for item, result in zip(ready, results, strict=True):
             outcome = result.outcome
             if outcome is ApplyOutcome.TRANSIENT:
                 again.append(item)
@@ -194,12 +255,65 @@ class RegionWriter(BatchStage):
                 self._count(outcome.value)
                 op = item.op
                 assert op is not None  # noqa: S101 - only operations are applied
+                lag_ms = now_ms - op.version.original_write_time_ms
                 if outcome is ApplyOutcome.APPLIED and self._lag is not None:
-                    owt = op.version.original_write_time_ms
-                    self._lag.observe(max(0, now_ms - owt) / 1000)
+                    self._lag.observe(max(0, lag_ms) / 1000)
+                if lag_ms > max_lag_ms:
+                    self._note_late(late, lag_ms)
+                    if op.kind is OpKind.SET and lag_ms > ttl_ms:
+                        self._note_over_ttl(late, "applied")
                 if self.lag_sink is not None:
                     self.lag_sink(op, outcome, now_ms)
         return again
+
+    def _too_late(self, item: _Item, late: _Late) -> bool:
+        """Whether ``item`` is a set later than the tombstone TTL, not a redriven copy: it is
+        given its DLQ reason (the module's docstring says why)."""
+        op, env = item.op, item.env
+        assert op is not None  # noqa: S101 - only operations are applied
+        assert env is not None  # noqa: S101 - an operation comes from an envelope
+        if op.kind is not OpKind.SET or env.redrive > 0:
+            return False
+        lag_ms = self.clock.now_ms() - op.version.original_write_time_ms
+        if lag_ms <= self.replication.tombstone_ttl_s * 1000:
+            return False
+        item.reason = OLDER_THAN_TOMBSTONE_TTL
+        self._note_late(late, lag_ms)
+        self._note_over_ttl(late, "dlq")
+        return True
+
+    def _note_late(self, late: _Late, lag_ms: int) -> None:
+        late.note(lag_ms)
+        self.over_max_lag += 1
+        if self._over_max_lag is not None:
+            self._over_max_lag.inc()
+
+    def _note_over_ttl(self, late: _Late, outcome: str) -> None:
+        late.over_ttl[outcome] += 1
+        self.over_tombstone_ttl[outcome] += 1
+        if self._over_ttl is not None:
+            self._over_ttl[outcome].inc()
+
+    def _report_late(self, late: _Late) -> None:
+        """One WARNING for a batch's late operations (none: nothing)."""
+        if not late.over_max_lag:
+            return
+        replication = self.replication
+        logger.warning(
+            "%s %s/%s: %d operation(s) settled later than max_lag_s (%d s), worst lag %.1f s; "
+            "sets later than tombstone_ttl_s (%d s): %d dead-lettered (%s: redrive to apply, "
+            "or discard), %d applied (redriven copies)",
+            self.label,
+            self.namespace,
+            self.region.name,
+            late.over_max_lag,
+            replication.max_lag_s,
+            late.worst_ms / 1000,
+            replication.tombstone_ttl_s,
+            late.over_ttl["dlq"],
+            OLDER_THAN_TOMBSTONE_TTL,
+            late.over_ttl["applied"],
+        )
 
     def _count(self, outcome: str, n: int = 1) -> None:
         self.outcomes[outcome] += n

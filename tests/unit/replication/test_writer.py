@@ -4,18 +4,21 @@ is open, probes, resumes, and dead-letters nothing but poison."""
 
 from __future__ import annotations
 
+import logging
 from types import SimpleNamespace
 from typing import Any
 
 from aiokafka import TopicPartition
+from prometheus_client import CollectorRegistry
 
 from walstream.aio import Backoff
 from walstream.clock import FakeClock
 from walstream.core.breaker import BreakerPolicy, BreakerState
+from walstream.metrics import WalMetrics
 from walstream.namespaces.replication import parse_replication
 from walstream.records import encode_envelope
 from walstream.replication.region import ApplyOutcome, ApplyResult
-from walstream.replication.writer import RegionWriter
+from walstream.replication.writer import OLDER_THAN_TOMBSTONE_TTL, RegionWriter
 from walstream.settings import Settings
 from walstream.testing.replication import cache_envelope
 
@@ -90,9 +93,14 @@ class Producer:
         return fut
 
 
-def writer(down: int) -> tuple[RegionWriter, Consumer, Cache, Producer, FakeClock]:
+def writer(
+    down: int, metrics: WalMetrics | None = None, **lags: int
+) -> tuple[RegionWriter, Consumer, Cache, Producer, FakeClock]:
     replication = parse_replication(
-        {"regions": {"a": {"memcached": ["127.0.0.1:1"]}, "b": {"memcached": ["127.0.0.1:2"]}}}
+        {
+            "regions": {"a": {"memcached": ["127.0.0.1:1"]}, "b": {"memcached": ["127.0.0.1:2"]}},
+            **lags,
+        }
     )
     assert replication is not None
     region = replication.region("b")
@@ -103,6 +111,7 @@ def writer(down: int) -> tuple[RegionWriter, Consumer, Cache, Producer, FakeCloc
         namespace="cache",
         region=region,
         replication=replication,
+        metrics=metrics,
         clock=clock,
         backoff=Backoff(first_s=0.1, cap_s=0.4),
         breaker=BreakerPolicy(threshold=3, base_open_ms=2_000, max_open_ms=2_000),
@@ -181,3 +190,122 @@ async def test_the_backlog_grows_while_the_partitions_wait_paused():
     assert seen == [3, 3, 3, 303, 403]
     assert stage.listed_ends == {}  # resumed: fetches read the high watermark again
     assert stage.backlog() == 3
+
+
+# -- late operations: max_lag_s and tombstone_ttl_s ----------------------------------------------
+
+LAGS = {"max_lag_s": 60, "tombstone_ttl_s": 120}
+
+
+def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    value = registry.get_sample_value(name, {"namespace": "cache", "region": "b", **labels})
+    return value or 0.0
+
+
+def late_warnings(caplog: Any) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "walstream.replication.writer" and r.levelno == logging.WARNING
+    ]
+
+
+async def test_operations_later_than_max_lag_are_applied_counted_and_warned_once_a_batch(caplog):
+    registry = CollectorRegistry()
+    stage, _, cache, producer, clock = writer(0, WalMetrics.create(registry), **LAGS)
+    now = clock.now_ms()
+    batch = records(
+        cache_envelope("set", "on-time", b"v", owt_ms=now - 60_000, token="t0"),  # = max_lag
+        cache_envelope("set", "late", b"v", owt_ms=now - 61_000, token="t1"),
+        cache_envelope("delete", "later", owt_ms=now - 90_500, token="t2"),
+        cache_envelope("touch", "late-touch", ttl=5, owt_ms=now - 119_000, token="t3"),
+    )
+    with caplog.at_level(logging.WARNING, logger="walstream.replication.writer"):
+        await stage.handle({TP: batch})
+    # all applied: later than max_lag_s, but within the tombstone TTL: nothing dead-lettered
+    assert cache.calls == [4]
+    assert producer.sent == []
+    assert stage.outcomes == {"applied": 4}
+    assert stage.over_max_lag == 3
+    assert stage.over_tombstone_ttl == {}
+    assert sample(registry, "walstream_replication_over_max_lag_total") == 3
+    assert sample(registry, "walstream_replication_operations_total", outcome="applied") == 4
+    [warning] = late_warnings(caplog)  # one for the batch
+    assert "3 operation(s) settled later than max_lag_s (60 s), worst lag 119.0 s" in warning
+    assert "cache/b" in warning
+
+    caplog.clear()
+    on_time = records(cache_envelope("set", "k", b"v", owt_ms=clock.now_ms() - 5, token="t4"))
+    with caplog.at_level(logging.WARNING, logger="walstream.replication.writer"):
+        await stage.handle({TP: on_time})
+    assert late_warnings(caplog) == []
+    assert stage.over_max_lag == 3
+
+
+async def test_a_set_later_than_the_tombstone_ttl_goes_to_the_dlq_and_its_redriven_copy_applies(
+    caplog,
+):
+    registry = CollectorRegistry()
+    stage, _, cache, producer, clock = writer(0, WalMetrics.create(registry), **LAGS)
+    now = clock.now_ms()
+    old_set = cache_envelope("set", "k", b"old", owt_ms=now - 121_000, token="old")
+    batch = records(
+        old_set,
+        # a delete or a touch that late cannot bring a value back: applied
+        cache_envelope("delete", "d", owt_ms=now - 500_000, token="del"),
+        cache_envelope("touch", "t", ttl=5, owt_ms=now - 500_000, token="touch"),
+        cache_envelope("set", "fresh", b"v", owt_ms=now - 1_000, token="fresh"),
+    )
+    with caplog.at_level(logging.WARNING, logger="walstream.replication.writer"):
+        await stage.handle({TP: batch})
+    assert cache.calls == [3]  # the late set never reached the cache
+    [(topic, value, headers)] = producer.sent
+    assert topic == "wal.cache.region.b.dlq"
+    assert headers["wal-error"] == OLDER_THAN_TOMBSTONE_TTL.encode()
+    assert value == batch[0].value  # the record, byte for byte: nothing is lost
+    assert stage.outcomes == {"applied": 3, "dlq": 1}
+    assert stage.over_max_lag == 3
+    assert stage.over_tombstone_ttl == {"dlq": 1}
+    assert sample(registry, "walstream_replication_over_tombstone_ttl_total", outcome="dlq") == 1
+    [warning] = late_warnings(caplog)
+    assert "3 operation(s) settled later than max_lag_s (60 s), worst lag 500.0 s" in warning
+    assert "1 dead-lettered (older_than_tombstone_ttl" in warning
+
+    # the operator redrives it (walstream.dlq: the copy's redrive count raised, its original
+    # write time kept): the writer applies it, counted
+    caplog.clear()
+    producer.sent.clear()
+    clock.advance(3_600_000)
+    copy = records(old_set._replace(redrive=1))
+    with caplog.at_level(logging.WARNING, logger="walstream.replication.writer"):
+        await stage.handle({TP: copy})
+    assert cache.calls == [3, 1]
+    assert producer.sent == []
+    assert stage.outcomes == {"applied": 4, "dlq": 1}
+    assert stage.over_tombstone_ttl == {"dlq": 1, "applied": 1}
+    assert (
+        sample(registry, "walstream_replication_over_tombstone_ttl_total", outcome="applied") == 1
+    )
+    assert sample(registry, "walstream_replication_over_max_lag_total") == 4
+    [warning] = late_warnings(caplog)
+    assert "0 dead-lettered" in warning
+    assert "1 applied (redriven copies)" in warning
+
+
+async def test_a_set_crossing_the_tombstone_ttl_while_its_region_is_away_is_dead_lettered():
+    """The batch waits in hand while the region's memcached is away: its sets grow older, and
+    one the tombstone TTL passes meanwhile is not applied when the region is back."""
+    stage, _, cache, producer, clock = writer(5, **LAGS)
+    now = clock.now_ms()
+    batch = records(
+        cache_envelope("set", "k0", b"v", owt_ms=now - 115_000, token="t0"),  # 5 s to go
+        cache_envelope("set", "k1", b"v", owt_ms=now, token="t1"),
+    )
+    await stage.handle({TP: batch})  # waits 0.1 + 0.2 + 3 x 2 s
+    assert clock.now_ms() - now == 6_300
+    assert cache.calls == [2, 2, 2, 2, 2, 1]
+    assert [headers["wal-error"] for _, _, headers in producer.sent] == [
+        b"older_than_tombstone_ttl"
+    ]
+    assert stage.outcomes == {"applied": 1, "dlq": 1}
+    assert stage.over_tombstone_ttl == {"dlq": 1}
