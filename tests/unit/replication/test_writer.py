@@ -94,12 +94,12 @@ class Producer:
 
 
 def writer(
-    down: int, metrics: WalMetrics | None = None, **lags: int
+    down: int, *, metrics: WalMetrics | None = None, lags: dict[str, int] | None = None
 ) -> tuple[RegionWriter, Consumer, Cache, Producer, FakeClock]:
     replication = parse_replication(
         {
             "regions": {"a": {"memcached": ["127.0.0.1:1"]}, "b": {"memcached": ["127.0.0.1:2"]}},
-            **lags,
+            **(lags or {}),
         }
     )
     assert replication is not None
@@ -212,7 +212,7 @@ def late_warnings(caplog: Any) -> list[str]:
 
 async def test_operations_later_than_max_lag_are_applied_counted_and_warned_once_a_batch(caplog):
     registry = CollectorRegistry()
-    stage, _, cache, producer, clock = writer(0, WalMetrics.create(registry), **LAGS)
+    stage, _, cache, producer, clock = writer(0, metrics=WalMetrics.create(registry), lags=LAGS)
     now = clock.now_ms()
     batch = records(
         cache_envelope("set", "on-time", b"v", owt_ms=now - 60_000, token="t0"),  # = max_lag
@@ -246,7 +246,7 @@ async def test_a_set_later_than_the_tombstone_ttl_goes_to_the_dlq_and_its_redriv
     caplog,
 ):
     registry = CollectorRegistry()
-    stage, _, cache, producer, clock = writer(0, WalMetrics.create(registry), **LAGS)
+    stage, _, cache, producer, clock = writer(0, metrics=WalMetrics.create(registry), lags=LAGS)
     now = clock.now_ms()
     old_set = cache_envelope("set", "k", b"old", owt_ms=now - 121_000, token="old")
     batch = records(
@@ -295,7 +295,7 @@ async def test_a_set_later_than_the_tombstone_ttl_goes_to_the_dlq_and_its_redriv
 async def test_a_set_crossing_the_tombstone_ttl_while_its_region_is_away_is_dead_lettered():
     """The batch waits in hand while the region's memcached is away: its sets grow older, and
     one the tombstone TTL passes meanwhile is not applied when the region is back."""
-    stage, _, cache, producer, clock = writer(5, **LAGS)
+    stage, _, cache, producer, clock = writer(5, lags=LAGS)
     now = clock.now_ms()
     batch = records(
         cache_envelope("set", "k0", b"v", owt_ms=now - 115_000, token="t0"),  # 5 s to go
