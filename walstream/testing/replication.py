@@ -1,16 +1,16 @@
 """Cache operations for tests of the replication stages (issue 17): envelopes with a memcached
-target, as the replicating client and WriteToLog log them (the record contract of
-/work/notes/ISSUE17_CONTRACT.md), and their Kafka records."""
+target, as the replicating client and WriteToLog log them (issue 17's record
+contract), and their Kafka records."""
 
 from __future__ import annotations
 
 import base64
 import socket
+import time
 from collections.abc import Sequence
 from typing import Any
 
 from walstream.records import Envelope, Lifecycle, encode_envelope
-from walstream.testing.records import NOW_MS
 
 __all__ = ["cache_envelope", "cache_record", "plain_exchange", "plain_get", "plain_ttls"]
 
@@ -23,11 +23,15 @@ def cache_envelope(
     ns: str = "cache",
     origin: str = "a",
     ttl: int | None = None,
-    owt_ms: int = NOW_MS,
+    owt_ms: int | None = None,
     token: str = "tok-1",  # noqa: S107 - an idempotency token
 ) -> Envelope:
-    """A ``op`` (set, delete, touch) of ``key`` logged in region ``origin`` at ``owt_ms`` with
+    """A ``op`` (set, delete, touch) of ``key`` logged in region ``origin`` at ``owt_ms`` (now
+    by default: a region writer dead-letters a set older than its tombstone TTL, so a fixed
+    time would turn every test's sets into dead letters once the calendar passed it) with
     idempotency token ``token`` (id ``id-<token>``); a set carries ``value`` (base64)."""
+    if owt_ms is None:
+        owt_ms = time.time_ns() // 1_000_000
     target: dict[str, Any] = {"type": "memcached", "op": op, "key": key, "origin_region": origin}
     if ttl is not None:
         target["ttl"] = ttl
