@@ -38,10 +38,11 @@ from walstream.core.lww import Version
 from walstream.core.outbox import route_write
 from walstream.core.target_policy import ReservedTopics
 from walstream.core.validate import parse_write_request
-from walstream.errors import BadRequestError, Durable, WalError
+from walstream.errors import BadRequestError, Durable, PayloadTooLargeError, WalError
 from walstream.kafka.producer import KafkaLogProducer, LogProducer
 from walstream.namespaces.config import NamespaceConfig
 from walstream.replication.region import ApplyOutcome, ApplyResult, RegionCache
+from walstream.settings import Settings
 
 __all__ = ["CLIENT_ID", "CacheResult", "ReplicatingCache"]
 
@@ -82,6 +83,8 @@ class ReplicatingCache:
         producer: the log producer (default: a KafkaLogProducer of ours, acks=all).
         region_cache: the local cache (default: a RegionCache of the region's servers).
         clock: now, in ms since the epoch (an operation's version when none is given).
+        max_record_bytes: the largest record it publishes (default: WriteToLog's, from the
+            default settings); a larger one is refused (PayloadTooLargeError, nothing written).
 
     Raises:
         ValueError: the namespace does not replicate, or has no such region.
@@ -98,6 +101,7 @@ class ReplicatingCache:
         producer: LogProducer | None = None,
         region_cache: RegionCache | None = None,
         clock: Callable[[], int] = _now_ms,
+        max_record_bytes: int | None = None,
     ) -> None:
         replication = ns.replication
         if replication is None:
@@ -110,6 +114,10 @@ class ReplicatingCache:
             raise ValueError("bootstrap_servers (the log's cluster) or a producer is required")
         self.ns = ns
         self.region = region
+        #: the largest record it publishes: WriteToLog's (walstream.core.limits)
+        self.max_record_bytes = (
+            max_record_bytes if max_record_bytes is not None else Settings().max_record_bytes
+        )
         self._clock = clock
         self._kafka: KafkaLogProducer | None = None
         if producer is None:
@@ -249,6 +257,14 @@ class ReplicatingCache:
                 else f"memcached can never store it ({problem.value})",
             )
         record = route_write(env, self.ns.topics.log, now_ms, "")  # never delayed: the log
+        size = len(record.value) + (len(record.key) if record.key is not None else 0)
+        if size > self.max_record_bytes:  # WriteToLog's limit (a set's value travels in base64)
+            raise PayloadTooLargeError(
+                "value",
+                f"the operation's record is {size} bytes encoded (the value in base64), over "
+                f"the log's limit of {self.max_record_bytes} (WALSTREAM_PRODUCER_MAX_REQUEST_BYTES "
+                "less WALSTREAM_HISTORY_MAX_BYTES and the worker's allowance)",
+            )
         try:
             await self._producer.send(record)
         except WalError as exc:
