@@ -7,17 +7,22 @@ import asyncio
 import os
 import random
 import signal
+import struct
+import time
 
 import pytest
 
 from walstream.core.cache_version import (
+    FORMAT_VERSION,
     HEADER_BYTES,
     ITEM_OVERHEAD_BYTES,
+    MAGIC,
     CacheOp,
     Kind,
     OpKind,
     PoisonReason,
     StoredItem,
+    decode,
     encode,
 )
 from walstream.core.lww import Version
@@ -161,22 +166,77 @@ async def test_a_redelivered_operation_is_a_duplicate(region, key):
     assert (await region.apply(op)).outcome is ApplyOutcome.DUPLICATE
 
 
-async def test_set_ttl_and_touch(region, key):
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+async def test_set_ttl_and_touch_count_from_the_original_write_time(region, key):
     k = key("touch")
     address = region.server_for(k)
-    assert (await region.apply(set_op(k, 10, b"v", ttl=100))).outcome is APPLIED
-    assert 95 <= raw_ttl(address, k) <= 100
-    assert (await region.apply(touch_op(k, 20, ttl=5_000))).outcome is APPLIED
-    assert 4_995 <= raw_ttl(address, k) <= 5_000
+    t = now_ms()
+    # memcached keeps the item TOMB_TTL past its expiry (a versioned marker once expired)
+    assert (await region.apply(set_op(k, t, b"v", ttl=100))).outcome is APPLIED
+    assert 100 + TOMB_TTL - 5 <= raw_ttl(address, k) <= 100 + TOMB_TTL + 2
+    assert (await region.apply(touch_op(k, t + 20, ttl=5_000))).outcome is APPLIED
+    assert 5_000 + TOMB_TTL - 5 <= raw_ttl(address, k) <= 5_000 + TOMB_TTL + 2
     assert await region.get(k) == b"v"
     # an older touch changes nothing; the value's version is still the set's
-    assert (await region.apply(touch_op(k, 5, ttl=50))).outcome is STALE
-    assert raw_ttl(address, k) > 4_000
-    assert (await region.apply(set_op(k, 15, b"between"))).outcome is APPLIED
+    assert (await region.apply(touch_op(k, t + 5, ttl=50))).outcome is STALE
+    assert raw_ttl(address, k) > 5_000
+    # a set older than the touch but newer than the value wins, and keeps the touch's expiry
+    assert (await region.apply(set_op(k, t + 15, b"between", ttl=1))).outcome is APPLIED
     assert await region.get(k) == b"between"
-    assert (await region.apply(touch_op(key("touch-nothing"), 20, ttl=5))).outcome is (
-        ApplyOutcome.ABSENT
-    )
+    assert raw_ttl(address, k) > 5_000
+    # a touch with no TTL: never
+    assert (await region.apply(touch_op(k, t + 30, ttl=0))).outcome is APPLIED
+    assert raw_ttl(address, k) == -1
+    # a touch of nothing is absent, but recorded (for the set it touched, arriving later)
+    nothing = key("touch-nothing")
+    assert (await region.apply(touch_op(nothing, t + 20, ttl=5))).outcome is ApplyOutcome.ABSENT
+    assert await region.get(nothing) is None
+    marker = decode(raw_get(region.server_for(nothing), nothing)[1])
+    assert isinstance(marker, StoredItem)
+    assert marker.kind is Kind.TOUCHED
+    assert (await region.apply(set_op(nothing, t + 10, b"late", ttl=0))).outcome is APPLIED
+    assert await region.get(nothing) == b"late"
+    assert 5 + TOMB_TTL - 5 <= raw_ttl(region.server_for(nothing), nothing) <= 5 + TOMB_TTL + 2
+
+
+async def test_a_value_expires_at_its_write_time_plus_its_ttl_whenever_it_is_applied(region, key):
+    t = now_ms()
+    # written 50 s ago with a 60 s TTL (a region lagging): 10 s left, as in every region
+    lagging = key("lagging")
+    assert (await region.apply(set_op(lagging, t - 50_000, b"v", ttl=60))).outcome is APPLIED
+    assert 10 + TOMB_TTL - 8 <= raw_ttl(region.server_for(lagging), lagging) <= 10 + TOMB_TTL + 2
+    assert await region.get(lagging) == b"v"
+    # expired before it arrived: a miss, but its version stays for an older set arriving later
+    late = key("expired-on-arrival")
+    address = region.server_for(late)
+    assert (await region.apply(set_op(late, t - 120_000, b"v", ttl=60))).outcome is APPLIED
+    assert await region.get(late) is None
+    assert decode(raw_get(address, late)[1]).expires_at_ms == t - 60_000  # a plain client's view
+    assert (await region.apply(set_op(late, t - 130_000, b"older"))).outcome is STALE
+    assert await region.get(late) is None
+    # expired longer ago than the tombstone TTL: memcached drops it at once
+    gone = key("long-gone")
+    old = t - (TOMB_TTL + 120) * 1_000
+    assert (await region.apply(set_op(gone, old, b"v", ttl=60))).outcome is APPLIED
+    assert plain_exchange(region.server_for(gone), b"get %s\r\n" % gone, b"END\r\n") == b"END\r\n"
+
+
+async def test_an_item_of_the_previous_format_is_read_and_replaced_by_a_newer_version(region, key):
+    k = key("format-1")
+    address = region.server_for(k)
+    v1 = struct.pack(">BBBQH", MAGIC, 1, 0, 2_000, 3) + b"tok" + b"old-format value"
+    reply = plain_exchange(address, b"set %s 0 0 %d\r\n%s\r\n" % (k, len(v1), v1), b"\r\n")
+    assert reply == b"STORED\r\n"
+    assert await region.get(k) == b"old-format value"
+    assert (await region.apply(set_op(k, 1_000, b"older"))).outcome is STALE
+    assert raw_get(address, k)[1] == v1
+    assert (await region.apply(set_op(k, 3_000, b"newer"))).outcome is APPLIED
+    raw = raw_get(address, k)[1]
+    assert raw[:2] == bytes([MAGIC, FORMAT_VERSION])
+    assert await region.get(k) == b"newer"
 
 
 async def test_a_batch_keeps_each_key_s_order_over_many_keys_and_servers(region, key):

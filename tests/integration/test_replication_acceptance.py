@@ -35,7 +35,15 @@ import pytest
 
 from walstream.api.app import build_api
 from walstream.core.cache_ring import server_for
-from walstream.core.cache_version import CacheOp, Kind, OpKind, StoredItem, decode, encode
+from walstream.core.cache_version import (
+    CacheOp,
+    Kind,
+    OpKind,
+    StoredItem,
+    decode,
+    encode,
+    expires_at_ms,
+)
 from walstream.core.lww import Version
 from walstream.namespaces.config import NamespaceConfig, parse_namespace
 from walstream.records import Envelope
@@ -85,48 +93,73 @@ class Op:
     ttl: int = 0
 
 
-def model(ops: Iterable[Op]) -> dict[bytes, bytes | None]:
-    """Last-write-wins: per key, the stored bytes of its highest-versioned set or delete (None:
-    the key holds nothing, only touches of nothing)."""
+def _winners(ops: Iterable[Op]) -> dict[str, tuple[Op | None, Op | None]]:
+    """Per key: its highest-versioned set or delete, and its highest touch when newer than it."""
     best: dict[str, Op] = {}
-    seen: set[str] = set()
+    touched: dict[str, Op] = {}
     for op in ops:
-        seen.add(op.key)
-        if op.kind is OpKind.TOUCH:
-            continue
-        held = best.get(op.key)
+        into = touched if op.kind is OpKind.TOUCH else best
+        held = into.get(op.key)
         if held is None or op.version > held.version:
-            best[op.key] = op
+            into[op.key] = op
+    out: dict[str, tuple[Op | None, Op | None]] = {}
+    for key in best.keys() | touched.keys():
+        won, touch = best.get(key), touched.get(key)
+        if touch is not None and won is not None and touch.version <= won.version:
+            touch = None
+        out[key] = (won, touch)
+    return out
+
+
+def model(ops: Iterable[Op]) -> dict[bytes, bytes | None]:
+    """Last-write-wins: per key, the stored bytes of its highest-versioned set or delete, with
+    the highest touch newer than it recorded (its version, and the value's expiry from it); a
+    key only touched holds the touch's marker."""
     out: dict[bytes, bytes | None] = {}
-    for key in seen:
-        won = best.get(key)
+    for key, (won, touch) in _winners(ops).items():
+        by = touch or won
+        assert by is not None
+        expires = expires_at_ms(by.version.original_write_time_ms, by.ttl)
+        recorded = touch.version if touch is not None else None
         if won is None:
-            out[key.encode()] = None
+            item = StoredItem(
+                version=Version(0, ""), kind=Kind.TOUCHED, expires_at_ms=expires, touch=recorded
+            )
         elif won.kind is OpKind.SET:
-            out[key.encode()] = encode(
-                StoredItem(version=won.version, kind=Kind.VALUE, value=won.value)
+            item = StoredItem(
+                version=won.version,
+                kind=Kind.VALUE,
+                value=won.value,
+                expires_at_ms=expires,
+                touch=recorded,
             )
         else:
-            out[key.encode()] = encode(StoredItem(version=won.version, kind=Kind.TOMBSTONE))
+            item = StoredItem(
+                version=won.version,
+                kind=Kind.TOMBSTONE,
+                expires_at_ms=expires if touch is not None else 0,
+                touch=recorded,
+            )
+        out[key.encode()] = encode(item)
     return out
 
 
 def ttl_model(ops: list[Op], keys: list[bytes]) -> dict[bytes, str]:
-    """Per key, the kind of expiry its item has after its operations in this order (each
-    key's operations one after the other): none (ttl 0), long (LONG_TTL), tomb (a tombstone's)."""
-    state: dict[str, tuple[Version, OpKind, int]] = {}
-    for op in ops:
-        held = state.get(op.key)
-        if op.kind is OpKind.TOUCH:
-            if held is not None and held[1] is OpKind.SET and op.version > held[0]:
-                state[op.key] = (held[0], held[1], op.ttl)
-        elif held is None or op.version > held[0]:
-            state[op.key] = (op.version, op.kind, op.ttl)
+    """Per key, the kind of expiry its item has after its operations: none (ttl 0), long
+    (LONG_TTL, from the set or the newest touch after it), tomb (a tombstone's, or a touch's
+    marker on a key holding nothing)."""
+    winners = _winners(ops)
     out = {}
     for key in keys:
-        held = state.get(key.decode())
+        held = winners.get(key.decode())
         if held is not None:
-            out[key] = "tomb" if held[1] is OpKind.DELETE else ("none" if held[2] == 0 else "long")
+            won, touch = held
+            by = touch or won
+            assert by is not None
+            if won is None or won.kind is OpKind.DELETE:
+                out[key] = "tomb"
+            else:
+                out[key] = "none" if by.ttl == 0 else "long"
     return out
 
 

@@ -82,7 +82,8 @@ class ReplicatingCache:
         memcached_timeout_s: deadline of one exchange with a local memcached server.
         producer: the log producer (default: a KafkaLogProducer of ours, acks=all).
         region_cache: the local cache (default: a RegionCache of the region's servers).
-        clock: now, in ms since the epoch (an operation's version when none is given).
+        clock: now, in ms since the epoch (an operation's version when none is given; a
+            value whose expiry has passed is a miss).
         max_record_bytes: the largest record it publishes (default: WriteToLog's, from the
             default settings); a larger one is refused (PayloadTooLargeError, nothing written).
 
@@ -129,6 +130,7 @@ class ReplicatingCache:
             [str(server) for server in local.memcached],
             tombstone_ttl_s=replication.tombstone_ttl_s,
             timeout_s=memcached_timeout_s,
+            clock=clock,
         )
         # walstream's own topics are no memcached target's destination: the policy never
         # looks them up (walstream.core.target_policy.destination)
@@ -157,7 +159,8 @@ class ReplicatingCache:
         await self.close()
 
     async def get(self, key: str) -> bytes | None:
-        """The exact bytes last set on ``key`` in the local region; None for a miss or a delete.
+        """The exact bytes last set on ``key`` in the local region; None for a miss, a delete or
+        a value past its expiry (its original write time plus its TTL, or its newest touch's).
 
         Raises:
             ValueError: a key memcached would refuse.

@@ -4,7 +4,7 @@ Keys are spread over the servers by rendezvous hashing (:mod:`walstream.core.cac
 ``apply_many`` takes a batch of operations in log order: each server gets its keys' reads in
 one pipelined write (``mg <key> v c``), each key's operations are folded over what it holds
 (:func:`walstream.core.cache_version.fold`), and the changed keys are written back in one
-pipelined write, each with a CAS check (``ms <key> <n> T<ttl> C<cas>``), or in add mode
+pipelined write, each with a CAS check (``ms <key> <n> T<exptime> C<cas>``), or in add mode
 (``ME``) when the key held nothing. A write that lost a race (``EX``, ``NS``, ``NF``: another
 writer changed the key between our read and our write) is folded again over a fresh read, up to
 ``max_rounds`` times; the highest version therefore ends on the key whatever the interleaving.
@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from walstream.core.cache_ring import server_for
@@ -30,6 +31,7 @@ from walstream.core.cache_version import (
     check_key,
     check_op,
     decode,
+    expired,
     fold,
 )
 from walstream.errors import TargetUnavailableError
@@ -76,6 +78,10 @@ _TOO_LARGE = b"object too large"
 _ERRORS = frozenset({b"CLIENT_ERROR", b"SERVER_ERROR", b"ERROR"})
 
 
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
 class RegionCache:
     """One region's memcached servers (``host:port`` each), read and written with LWW.
 
@@ -87,6 +93,7 @@ class RegionCache:
         timeout_s: deadline of one pipelined exchange with a server.
         max_rounds: reads-and-writes of a key before a lost CAS race counts as TRANSIENT.
         max_batch: commands in one pipelined exchange with a server.
+        clock: now, in ms since the epoch (whether a value a get reads has expired).
     """
 
     def __init__(
@@ -97,6 +104,7 @@ class RegionCache:
         timeout_s: float = 2.0,
         max_rounds: int = 16,
         max_batch: int = 1_000,
+        clock: Callable[[], int] = _now_ms,
     ) -> None:
         if not servers:
             raise ValueError("a region needs at least one memcached server")
@@ -106,6 +114,7 @@ class RegionCache:
         self.tombstone_ttl_s = tombstone_ttl_s
         self.max_rounds = max_rounds
         self.max_batch = max_batch
+        self._clock = clock
         self._connections = {s: MetaConnection(s, timeout_s=timeout_s) for s in self.servers}
 
     async def __aenter__(self) -> RegionCache:
@@ -124,8 +133,9 @@ class RegionCache:
         return server_for(key, self.servers)
 
     async def get(self, key: bytes) -> bytes | None:
-        """The exact bytes last set on ``key``; None for a miss or a tombstone. Bytes walstream
-        did not write come back as they are.
+        """The exact bytes last set on ``key``; None for a miss, a tombstone or a value past
+        its expiry (by this region's clock: an expired value stays in memcached as a versioned
+        marker for the tombstone TTL). Bytes walstream did not write come back as they are.
 
         Raises:
             ValueError: a key memcached would refuse.
@@ -137,7 +147,8 @@ class RegionCache:
         [reply] = await self._connections[self.server_for(key)].execute([b"mg %s v\r\n" % key])
         stored = _stored(reply)
         if isinstance(stored, StoredItem):
-            return stored.value if stored.kind is Kind.VALUE else None
+            live = stored.kind is Kind.VALUE and not expired(stored, self._clock())
+            return stored.value if live else None
         return stored.raw if stored is not None else None
 
     async def check(self, op: CacheOp) -> PoisonReason | None:

@@ -4,8 +4,6 @@ batch, its write read back as the next batch's stored state)."""
 
 from __future__ import annotations
 
-import pytest
-
 from walstream.core.cache_version import CacheOp, OpKind, decode, fold
 from walstream.core.lww import Version
 
@@ -24,13 +22,6 @@ def _region(ops_in_arrival_order: list[CacheOp]) -> tuple[bytes | None, int]:
     return raw, ttl
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="a touch keeps the value's version and stores none of its own: two touches of one "
-    "value, made in two regions and arriving in either order, leave each region the TTL of the "
-    "touch it got last, not the newer touch's",
-)
 def test_two_touches_arriving_in_either_order_leave_the_newer_touchs_ttl() -> None:
     value = CacheOp(kind=OpKind.SET, key=b"k", version=Version(1_000, "s"), value=b"v", ttl_s=60)
     older = CacheOp(kind=OpKind.TOUCH, key=b"k", version=Version(2_000, "a"), ttl_s=30)
