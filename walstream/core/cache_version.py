@@ -161,11 +161,9 @@ class Foreign:
 Stored = StoredItem | Foreign | None
 
 
-def _token_bytes(token: str) -> bytes:
-    raw = token.encode()
-    if len(raw) > _TOKEN_MAX_BYTES:
-        raise ValueError("idempotency token over 65535 bytes")
-    return raw
+#: Kinds by their code, and codes by kind (faster than the Enum's own lookups: once per item).
+_KINDS = tuple(Kind)
+_CODES = {kind: kind.value for kind in Kind}
 
 
 def encode(item: StoredItem) -> bytes:
@@ -175,16 +173,18 @@ def encode(item: StoredItem) -> bytes:
         ValueError: a write time or expiry outside 0..2**64-1, a token over 65,535 UTF-8
             bytes, or a tombstone or TOUCHED item with a value.
     """
-    token = _token_bytes(item.version.idempotency_token)
+    token = item.version.idempotency_token.encode()
     touch = item.touch or _NO_VERSION
-    touch_token = _token_bytes(touch.idempotency_token)
+    touch_token = touch.idempotency_token.encode()
+    if len(token) > _TOKEN_MAX_BYTES or len(touch_token) > _TOKEN_MAX_BYTES:
+        raise ValueError("idempotency token over 65535 bytes")
     if item.kind is not Kind.VALUE and item.value:
         raise ValueError(f"a {item.kind.name.lower()} item has no value")
     try:
         header = _HEADER.pack(
             MAGIC,
             FORMAT_VERSION,
-            item.kind.value,
+            _CODES[item.kind],
             _HAS_TOUCH if item.touch is not None else 0,
             item.version.original_write_time_ms,
             item.expires_at_ms,
@@ -208,20 +208,19 @@ def decode(raw: bytes) -> StoredItem | Foreign:
         return Foreign(raw=raw)
     _, _, kind, flags, write_ms, expires_ms, touch_ms, n, m = _HEADER.unpack_from(raw)
     end = HEADER_BYTES + n + m
-    if kind not in (0, 1, 2) or flags & ~_HAS_TOUCH or len(raw) < end:
+    if kind > 2 or flags & ~_HAS_TOUCH or len(raw) < end:
+        return Foreign(raw=raw)
+    value = raw[end:]
+    if kind and value:  # only a value (kind 0) has one
         return Foreign(raw=raw)
     try:
         token = raw[HEADER_BYTES : HEADER_BYTES + n].decode()
-        touch_token = raw[HEADER_BYTES + n : end].decode()
+        touch = Version(touch_ms, raw[HEADER_BYTES + n : end].decode()) if flags else None
     except UnicodeDecodeError:
         return Foreign(raw=raw)
-    value = raw[end:]
-    if kind != Kind.VALUE.value and value:
-        return Foreign(raw=raw)
-    touch = Version(touch_ms, touch_token) if flags & _HAS_TOUCH else None
     return StoredItem(
         version=Version(write_ms, token),
-        kind=Kind(kind),
+        kind=_KINDS[kind],
         value=value,
         expires_at_ms=expires_ms,
         touch=touch,
