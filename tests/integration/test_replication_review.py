@@ -361,27 +361,28 @@ async def test_the_client_refuses_a_value_over_its_regions_item_size(
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="the client's log producer keeps aiokafka's 1 MiB max_request_size: a set's record "
-    "carries its value in base64 (4/3), so values from ~786 KB up to the 1 MiB item size (and "
-    "the namespace's default 1 MiB max_payload_bytes) are refused FALSE: never replicated",
-)
-async def test_the_client_replicates_a_value_its_memcached_holds(
+async def test_the_client_refuses_a_value_over_the_logs_record_limit_by_name(
     broker, memcached_servers, unique
 ) -> None:
+    # a set's record carries its value in base64 (4/3): a 900 KiB value, which memcached's
+    # 1 MiB item size holds, is over WriteToLog's record limit (934,464 bytes by default). It
+    # got the producer's refusal (FALSE) before; now the limit is named and nothing is written.
+    from walstream.errors import PayloadTooLargeError
     from walstream.namespaces.config import parse_namespace
     from walstream.replication import ReplicatingCache
 
     a, b = (server.address for server in memcached_servers[:2])
     ns = parse_namespace(_two_regions(f"rv-{unique}", a, b) | {"max_payload_bytes": 1024**2})
     key = f"{unique}:900k"
-    value = bytes(range(256)) * (900 * 1024 // 256)  # 900 KiB: within the 1 MiB item size
+    value = bytes(range(256)) * (900 * 1024 // 256)
     async with ReplicatingCache(ns, "a", bootstrap_servers=broker) as cache:
-        result = await cache.set(key, value)
+        with pytest.raises(PayloadTooLargeError, match="over the log's limit of 934464"):
+            await cache.set(key, value)
+        assert await cache.get(key) is None  # nothing applied locally
+        fits = value[: 600 * 1024]  # 800 KiB in base64: under the limit
+        result = await cache.set(key, fits)
         assert (result.durable, result.error) == ("TRUE", None)
-        assert await cache.get(key) == value
+        assert await cache.get(key) == fits
 
 
 # ---------------------------------------------------------------------------------------------
