@@ -178,12 +178,6 @@ async def test_a_delete_after_a_set_by_the_same_client_wins(
 
 
 @pytest.mark.timeout(90)
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="the fan-out skips the origin region and nothing else applies there: an operation "
-    "logged (TRUE) whose local apply failed never reaches its own region",
-)
 async def test_an_operation_logged_whose_local_apply_failed_still_reaches_its_region(
     broker, memcached_servers, own_memcached, unique
 ) -> None:
@@ -213,6 +207,8 @@ async def test_an_operation_logged_whose_local_apply_failed_still_reaches_its_re
             assert second.durable == "TRUE"  # the log holds it: it reaches every region
             assert second.local is not None
             assert second.local.outcome is ApplyOutcome.TRANSIENT
+            # logged again as an origin repair, which the fan-out copies to region a only
+            assert second.repair == "TRUE"
 
         async def others_hold_it() -> bool:
             return await rig.read("b", [key.encode()]) + await rig.read("c", [key.encode()]) == [

@@ -147,9 +147,10 @@ class KafkaLogProducer:
         self._deadlines.watch(task, self._timeout_s)
         handed_over = False
         try:
-            partition, headers = None, None
+            partition, headers = None, record.headers
             if record.due is not None:
-                partition, headers = await _route(self._producer, record, {})
+                partition, delay = await _route(self._producer, record, {})
+                headers = [*(delay or []), *(record.headers or [])]
             future = await self._producer.send(
                 record.topic, record.value, key=record.key, partition=partition, headers=headers
             )
@@ -216,6 +217,8 @@ class KafkaLogProducer:
                         partition, _ = await _route(self._producer, record, parts_cache)
                         if record.key is None:
                             sticky[record.topic] = partition
+                    if record.headers:  # its own (an origin repair's), after any wait headers
+                        headers[index] = [*headers.get(index, []), *record.headers]
                     groups.setdefault((record.topic, partition), []).append(index)
                 for (topic, partition), indexes in groups.items():
                     await self._send_group(

@@ -19,9 +19,16 @@ UNKNOWN publish changes nothing here. A caller that gets UNKNOWN retries the cal
 result's version (``original_write_time_ms`` and ``idempotency_token``): a copy already on the
 log is then a duplicate everywhere (LWW skips an equal version). When the local apply fails
 after a TRUE publish (the local memcached down, a lost CAS race every round), the operation
-still reaches the other regions; the call answers TRUE with the local failure in ``local``
-(TRANSIENT or POISON and its reason), and the local item stays as it was until the next
-operation on the key.
+still reaches the other regions, and the client publishes it again as an origin repair (the
+same record with ``wal-origin-repair: 1``, core.outbox.origin_repair), which the fan-out copies
+to this region only: its writer applies it with LWW like any copy, retrying behind its breaker
+while the memcached is away. The call answers TRUE with the local failure in ``local``
+(TRANSIENT and its reason) and the repair's publish in ``repair`` (TRUE, or FALSE/UNKNOWN with
+``repair_error``: then the local item stays as it was until the next operation on the key); it
+never raises after a TRUE publish. What remains: a client that dies between its publish and its
+local apply logs no repair (its region keeps the older item until the key's next write), and
+the repair is this client's only: a WriteToLog user writes its own region itself and retries
+that write itself when it fails (WriteToLog takes no headers).
 """
 
 from __future__ import annotations
@@ -35,10 +42,16 @@ from walstream.core.cache_request import write_request
 from walstream.core.cache_version import CacheOp, OpKind, PoisonReason
 from walstream.core.ids import new_id
 from walstream.core.lww import Version
-from walstream.core.outbox import route_write
+from walstream.core.outbox import origin_repair, route_write
 from walstream.core.target_policy import ReservedTopics
 from walstream.core.validate import parse_write_request
-from walstream.errors import BadRequestError, Durable, PayloadTooLargeError, WalError
+from walstream.errors import (
+    BadRequestError,
+    Durable,
+    PayloadTooLargeError,
+    WalError,
+    WriteUnknownError,
+)
 from walstream.kafka.producer import KafkaLogProducer, LogProducer
 from walstream.namespaces.config import NamespaceConfig
 from walstream.replication.region import ApplyOutcome, ApplyResult, RegionCache
@@ -48,6 +61,12 @@ __all__ = ["CLIENT_ID", "CacheResult", "ReplicatingCache"]
 
 #: The client id of the client's producer (the broker's logs, quotas and ACLs know it by it).
 CLIENT_ID = "walstream-cache-client"
+
+#: Local apply outcomes that settle an operation in the local region (as they settle it in a
+#: region writer): anything else is repaired through the log.
+_SETTLED = frozenset(
+    {ApplyOutcome.APPLIED, ApplyOutcome.STALE, ApplyOutcome.DUPLICATE, ApplyOutcome.ABSENT}
+)
 
 
 def _now_ms() -> int:
@@ -61,7 +80,8 @@ class CacheResult:
     ``durable`` is the publish's answer, as WriteToLog's: TRUE the log holds the operation (it
     reaches every region), FALSE it certainly does not, UNKNOWN it may (retry with
     ``version``). ``error`` says why for FALSE and UNKNOWN. ``local`` is the local apply's
-    result (None when the publish was not TRUE: nothing was applied).
+    result (None when the publish was not TRUE: nothing was applied). ``repair`` is the origin
+    repair's publish when the local apply failed (see the module's docstring).
     """
 
     durable: Durable
@@ -69,6 +89,11 @@ class CacheResult:
     record_id: str = ""
     error: WalError | None = None
     local: ApplyResult | None = None
+    #: the origin repair's publish, when the local apply failed after a TRUE publish: TRUE the
+    #: log holds the repair (the local region gets the operation from its writer), FALSE or
+    #: UNKNOWN as ``durable`` (``repair_error`` says why); None: no repair was needed
+    repair: Durable | None = None
+    repair_error: WalError | None = None
 
 
 class ReplicatingCache:
@@ -276,4 +301,18 @@ class ReplicatingCache:
             local = await self._cache.apply(logged)
         except (WalError, OSError, ValueError) as exc:  # reported, not raised: the log holds it
             local = ApplyResult(ApplyOutcome.TRANSIENT, f"{type(exc).__name__}: {exc}")
-        return CacheResult("TRUE", version, env.id, local=local)
+        if local.outcome in _SETTLED:
+            return CacheResult("TRUE", version, env.id, local=local)
+        # not applied here: the same operation again, for the fan-out to copy to this region
+        # only, where the region's writer applies it (retrying while the memcached is away)
+        repair: Durable = "TRUE"
+        repair_error: WalError | None = None
+        try:
+            await self._producer.send(origin_repair(record))
+        except WalError as exc:
+            repair, repair_error = exc.durable, exc
+        except Exception as exc:  # noqa: BLE001 - never raised after a TRUE publish
+            repair, repair_error = "UNKNOWN", WriteUnknownError(f"{type(exc).__name__}: {exc}")
+        return CacheResult(
+            "TRUE", version, env.id, local=local, repair=repair, repair_error=repair_error
+        )

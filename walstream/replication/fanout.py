@@ -13,7 +13,19 @@ two writers instead of one and two took a replicated operation's lag p50 from 18
 at 200 ops/s.) Such a group is placed when its fan-out first starts (:meth:`FanOut.place_group`,
 core.fanout_start). The Kafka key is kept, so one key's operations stay in order within each
 region's topic. In ``invalidate`` mode a set is copied as a delete of the same key and version
-(core.outbox.region_copy). A batch's copies are all sent, then their acks awaited, then the
+(core.outbox.region_copy).
+
+Origin repairs: a log record carrying ``wal-origin-repair: 1`` (core.outbox.origin_repair) is
+an operation the replicating client logged but could not apply in its own region (its local
+memcached away, a CAS race lost every round); it is copied to its origin region only (and as it
+is, also in ``invalidate`` mode: the client applies a set as a set locally), where that region's
+writer applies it with LWW like any copy, retrying behind its breaker while the memcached is
+away (a duplicate when the local apply did land after all). What remains: a client that dies
+between its publish and its local apply logs no repair, so its region keeps the older item until
+the key's next write. The repair is the Python client's: WriteToLog takes no headers, so a
+WriteToLog user, who writes its own region itself, retries that write itself when it fails.
+
+A batch's copies are all sent, then their acks awaited, then the
 batch committed (walstream.replication.stage): a crash copies some operations twice, which the
 regions' last-write-wins reads as duplicates.
 """
@@ -27,7 +39,7 @@ from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
 from walstream.core.fanout_start import start_offsets
-from walstream.core.outbox import fanout_regions, origin_region, region_copy
+from walstream.core.outbox import fanout_regions, is_origin_repair, origin_region, region_copy
 from walstream.errors import PoisonRecordError
 from walstream.kafka import clients
 from walstream.kafka.admin import ensure_topics
@@ -176,17 +188,20 @@ class FanOut(BatchStage):
         for records in batch.values():
             for record in records:
                 # in value mode the bytes travel as they are: only the origin is read
-                regions = fanout_regions(origin_region(record.value), self.targets)
+                repair = is_origin_repair(record.headers)
+                regions = fanout_regions(origin_region(record.value), self.targets, repair=repair)
                 if not regions:
-                    continue  # made in the region copied to
-                env = _envelope(record.value) if self.invalidate else None
+                    continue  # made in the region copied to (a repair: made elsewhere)
+                # a repair travels as the client applies it locally: a set stays a set
+                invalidate = self.invalidate and not repair
+                env = _envelope(record.value) if invalidate else None
                 for region in regions:
                     out = region_copy(
                         record.value,
                         record.key,
                         env,
                         topic=self._topics[region],
-                        invalidate=self.invalidate,
+                        invalidate=invalidate,
                     )
                     acks.append(
                         await self._producer_of[region].send(

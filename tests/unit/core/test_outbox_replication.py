@@ -5,7 +5,17 @@ from __future__ import annotations
 import pytest
 
 from walstream.core.dlq import DlqEntry, parse_dlq_record
-from walstream.core.outbox import fanout_regions, origin_region, region_copy, region_dlq_entry
+from walstream.core.outbox import (
+    ORIGIN_REPAIR_HEADER,
+    Outgoing,
+    fanout_regions,
+    is_origin_repair,
+    origin_region,
+    origin_repair,
+    region_copy,
+    region_dlq_entry,
+    route_write,
+)
 from walstream.records import decode_envelope, encode_envelope
 from walstream.testing.replication import cache_envelope
 from walstream.topology import region_dlq_topic, region_topic, region_topic_specs
@@ -84,3 +94,39 @@ def test_a_region_has_a_topic_and_a_dlq_kept_forever():
     specs = region_topic_specs("cache", "b", 3, replication_factor=1, min_insync_replicas=1)
     assert [s.name for s in specs] == ["wal.cache.region.b", "wal.cache.region.b.dlq"]
     assert all(s.partitions == 3 and s.config["retention.ms"] == "-1" for s in specs)
+
+
+def test_an_origin_repair_goes_to_its_origin_only():
+    assert fanout_regions("b", ["a", "b", "c"], repair=True) == ["b"]
+    # a fan-out that does not copy to the origin (a region's own): nothing
+    assert fanout_regions("b", ["c"], repair=True) == []
+    # no readable origin: its first copy reached every region, whose writers dead-letter it
+    assert fanout_regions(None, ["a", "b", "c"], repair=True) == []
+    assert fanout_regions("b", ["a", "b", "c"], repair=False) == ["a", "c"]
+
+
+def test_an_origin_repair_is_the_same_record_with_its_header():
+    env = cache_envelope("set", "k", b"v", origin="a")
+    logged = route_write(env, "wal.cache.log", env.lifecycle.deliver_at_ms, "")
+    repair = origin_repair(logged)
+    assert (repair.topic, repair.key, repair.value, repair.due) == (
+        logged.topic,
+        logged.key,
+        logged.value,
+        None,
+    )
+    assert repair.headers == [("wal-origin-repair", b"1")]
+    assert ORIGIN_REPAIR_HEADER == "wal-origin-repair"
+    assert is_origin_repair(repair.headers)
+    assert not is_origin_repair(logged.headers)
+    # headers it had are kept
+    kept = origin_repair(Outgoing("t", b"k", b"v", headers=[("h", b"x")]))
+    assert kept.headers == [("h", b"x"), ("wal-origin-repair", b"1")]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [None, [], [("wal-origin-repair", b"0")], [("wal-origin-repair", b"")], [("other", b"1")]],
+)
+def test_only_the_repair_header_of_value_1_makes_a_repair(headers):
+    assert not is_origin_repair(headers)

@@ -147,6 +147,91 @@ async def test_a_local_failure_after_a_true_publish_is_reported_not_raised() -> 
     assert result.local is not None
     assert result.local.outcome is ApplyOutcome.TRANSIENT
     assert "connection refused" in result.local.reason
+    # and the same record again, as an origin repair the fan-out copies to region a only
+    logged, repair = producer.sent
+    assert (repair.topic, repair.key, repair.value) == (logged.topic, logged.key, logged.value)
+    assert repair.headers == [("wal-origin-repair", b"1")]
+    assert (result.repair, result.repair_error) == ("TRUE", None)
+
+
+class Outcome(Region):
+    """A region answering ``outcome`` to every apply."""
+
+    def __init__(self, outcome: ApplyOutcome) -> None:
+        super().__init__()
+        self.outcome = outcome
+
+    async def apply(self, op: CacheOp) -> ApplyResult:
+        self.applied.append(op)
+        return ApplyResult(self.outcome, "lost the CAS race every round")
+
+
+@pytest.mark.parametrize("outcome", [ApplyOutcome.TRANSIENT, ApplyOutcome.POISON])
+async def test_a_local_apply_that_did_not_land_is_repaired_through_the_log(
+    outcome: ApplyOutcome,
+) -> None:
+    producer = MemoryLogProducer()
+    result = await client(producer, Outcome(outcome)).set("k", b"v")
+    assert (result.durable, result.local, result.repair) == (
+        "TRUE",
+        ApplyResult(outcome, "lost the CAS race every round"),
+        "TRUE",
+    )
+    logged, repair = producer.sent
+    assert repair.value == logged.value  # the same envelope: same id, version and key
+    assert decode_envelope(repair.value).id == result.record_id
+    assert dict(repair.headers or []) == {"wal-origin-repair": b"1"}
+
+
+@pytest.mark.parametrize(
+    "outcome",
+    [ApplyOutcome.APPLIED, ApplyOutcome.STALE, ApplyOutcome.DUPLICATE, ApplyOutcome.ABSENT],
+)
+async def test_a_settled_local_apply_logs_no_repair(outcome: ApplyOutcome) -> None:
+    producer = MemoryLogProducer()
+    result = await client(producer, Outcome(outcome)).touch("k", 5)
+    assert (result.durable, result.repair, result.repair_error) == ("TRUE", None, None)
+    [logged] = producer.sent
+    assert logged.headers is None
+
+
+class FailingSecond(MemoryLogProducer):
+    """Takes the first record; the second send raises ``second``."""
+
+    def __init__(self, second: Exception) -> None:
+        super().__init__()
+        self.second = second
+
+    async def send(self, record: Any) -> None:
+        if self.sent:
+            raise self.second
+        await super().send(record)
+
+
+@pytest.mark.parametrize(
+    ("error", "repair"),
+    [
+        (WriteRejectedError("refused"), "FALSE"),
+        (WriteUnknownError("no acknowledgement"), "UNKNOWN"),
+        (RuntimeError("a producer bug"), "UNKNOWN"),
+    ],
+)
+async def test_a_repair_that_was_not_logged_is_reported_not_raised(
+    error: Exception, repair: str
+) -> None:
+    producer, region = FailingSecond(error), Region()
+    region.fail = TargetUnavailableError("127.0.0.1:1: connection refused")
+    result = await client(producer, region).set("k", b"v")
+    assert result.durable == "TRUE"  # the operation is logged: the other regions get it
+    assert result.local is not None
+    assert result.local.outcome is ApplyOutcome.TRANSIENT  # the local failure is kept
+    assert result.repair == repair
+    assert result.repair_error is not None
+    assert result.repair_error.durable == repair
+    if isinstance(error, WalError):
+        assert result.repair_error is error
+    else:
+        assert "a producer bug" in str(result.repair_error)
     assert len(producer.sent) == 1
 
 

@@ -27,6 +27,9 @@ redriven copy       ``redriven``                 ``walstream dlq redrive`` (CLI 
 redrive claim       ``redrive_claim``            ``walstream dlq redrive`` (CLI and API)
 region copy         ``region_copy``              replication fan-out (a replicated namespace's
                                                  log to each other region's topic)
+origin repair       ``origin_repair``            replicating client (an operation it logged but
+                                                 could not apply in its own region, again on the
+                                                 log for the fan-out to copy there)
 region DLQ entry    ``region_dlq_entry``         region writer (an operation it can never apply)
 =================== ============================ ================================================
 
@@ -46,6 +49,10 @@ Headers (``wal-*``; values UTF-8 text, numbers decimal, times ms since the epoch
 * ``wal-order``: ``release`` or ``settle``, an ordering marker on a retry topic. Written by the
   deliverer (release) and ``dlq discard`` (settle); read by the deliverer
   (``walstream.core.outbox.markers``).
+* ``wal-origin-repair``: ``1`` on an origin repair, a replicated namespace's log record the
+  replicating client wrote again because its local apply failed. Written by the client
+  (``walstream.replication.client``); read by the fan-out, which copies it to its origin region
+  only (``fanout_regions``, ``is_origin_repair``).
 * ``wal-dlq``: the kind of a DLQ record: ``entry`` (deliverer, delay stage), ``redriven`` or
   ``discarded`` (DLQ tools' close markers), ``claim`` or ``release`` (redrive claims). Read by
   every DLQ reader (``walstream.core.dlq.parse_dlq_record``: listings, redrive, the DLQ monitor).

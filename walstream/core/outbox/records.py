@@ -311,6 +311,9 @@ class Outgoing(NamedTuple):
     #: the record goes on the partition number its key takes in that log topic, which its delay
     #: headers name (``placed``), so it comes back where an undelayed write of it would have gone.
     due: tuple[int, str] | None = None
+    #: headers of its own (an origin repair's ``wal-origin-repair``), besides a delayed
+    #: record's wait headers
+    headers: Headers | None = None
 
     def placed(self, dest_partition: int, tier_partitions: int) -> tuple[int, Headers]:
         """A delayed write's tier partition and headers, given the log partition its key takes

@@ -4,6 +4,11 @@
   Kafka key kept (a key's operations stay in order within the region's topic). In
   ``invalidate`` mode a set travels as a delete of the same key at the same version (same id,
   idempotency token and original write time), so the region's LWW decides it as the set.
+* an origin repair (``origin_repair``): the replicating client's second copy of an operation it
+  logged but could not apply in its own region (its local memcached away, a CAS race lost every
+  round): the same record (same envelope bytes: id, version, key) with the header
+  ``wal-origin-repair: 1``. The fan-out copies a record carrying it to its origin region only
+  (``fanout_regions(..., repair=True)``), whose writer applies it with LWW like any copy.
 * a region DLQ entry (``region_dlq_entry``): an operation a region's writer can never apply (a
   key memcached refuses, a value over the item size, a record that is no cache operation),
   with the reason in ``wal-error`` like every DLQ entry.
@@ -15,14 +20,17 @@ from collections.abc import Sequence
 
 import orjson
 
-from walstream.core.outbox.records import OutRecord, dlq_entry
+from walstream.core.outbox.records import Headers, Outgoing, OutRecord, dlq_entry
 from walstream.records import Envelope, encode_envelope
 
 __all__ = [
+    "ORIGIN_REPAIR_HEADER",
     "POISON_OPERATION",
     "fanout_regions",
     "invalidation",
+    "is_origin_repair",
     "origin_region",
+    "origin_repair",
     "region_copy",
     "region_dlq_entry",
 ]
@@ -30,12 +38,35 @@ __all__ = [
 #: ``wal-error-class`` of a region DLQ entry.
 POISON_OPERATION = "PoisonOperation"
 
+#: The header of an origin repair (value ``1``): a logged operation the replicating client could
+#: not apply in its own region, for the fan-out to copy to that region only.
+ORIGIN_REPAIR_HEADER = "wal-origin-repair"
 
-def fanout_regions(origin: str | None, regions: Sequence[str]) -> list[str]:
+
+def fanout_regions(
+    origin: str | None, regions: Sequence[str], *, repair: bool = False
+) -> list[str]:
     """The regions an operation made in region ``origin`` is copied to: every one but its
     origin (None, a record that is not readable: every region, whose writer dead-letters it with
-    its reason)."""
+    its reason). An origin repair (``repair``, :func:`is_origin_repair`) goes to its origin
+    only, when ``regions`` holds it (None: nowhere, the record's first copy reached every
+    region's writer already)."""
+    if repair:
+        return [region for region in regions if region == origin and origin is not None]
     return [region for region in regions if region != origin]
+
+
+def origin_repair(record: Outgoing) -> Outgoing:
+    """The origin repair of a logged operation's ``record``: the same record (topic, key,
+    envelope bytes) with ``wal-origin-repair: 1``."""
+    headers: Headers = [*(record.headers or []), (ORIGIN_REPAIR_HEADER, b"1")]
+    return record._replace(headers=headers)
+
+
+def is_origin_repair(headers: Sequence[tuple[str, bytes]] | None) -> bool:
+    """Whether a log record's ``headers`` make it an origin repair (``wal-origin-repair: 1``;
+    any other value is not one)."""
+    return any(name == ORIGIN_REPAIR_HEADER and value == b"1" for name, value in headers or ())
 
 
 def origin_region(value: bytes | None) -> str | None:
