@@ -1,30 +1,9 @@
 """Versioned memcached items: last-write-wins on a cache that keeps no timestamps (issue 17).
 
 memcached stores bytes and a CAS number, nothing else, so walstream stores an operation's
-version with the value, in a compact binary header the walstream client strips again. Format 2
-(written since the touch and expiry fix; all integers unsigned big-endian)::
+version with the value, in a compact binary header (the item format:
+:mod:`walstream.core.cache_item`).
 
-    offset  size  field
-    0       1     magic 0xC1 (never the first byte of UTF-8 text or JSON)
-    1       1     format version, 2
-    2       1     kind: 0 value, 1 tombstone, 2 touched (no value known: only a touch's version)
-    3       1     flags: bit 0 a touch is recorded (the touch fields below are meaningful)
-    4       8     original write time of the set or delete, ms since the epoch (0 for kind 2)
-    12      8     expires at, ms since the epoch (0: never): when the value expires, decided
-                  by the newest of its set and the touches after it; on a tombstone and kind 2
-                  the recorded touch's expiry, for a set older than that touch arriving later
-    20      8     original write time of the newest touch newer than the set or delete
-    28      2     idempotency token length n (of the set or delete)
-    30      2     the touch's idempotency token length m
-    32      n     idempotency token, UTF-8
-    32 + n  m     the touch's idempotency token, UTF-8
-    32+n+m  ...   the value's exact bytes (nothing for a tombstone or kind 2)
-
-Format 1 (before; still read, never written): magic, format 1, kind (0 value, 1 tombstone),
-original write time (8), token length (2), token, value: no expiry (its TTL lived in memcached
-only) and no touch.
-
-Client flags stay 0, so a plain memcached client reads the header and the value as one blob.
 A version orders by (original write time, idempotency token) as :mod:`walstream.core.lww`
 does, so every region decides every conflict the same way. An operation is applied only when
 it is newer than what the key holds; a delete stores a versioned tombstone (kept for a TTL
@@ -59,13 +38,28 @@ outcome of each operation.
 from __future__ import annotations
 
 import re
-import struct
 from dataclasses import dataclass, replace
 from enum import Enum
 
+from walstream.core.cache_item import (
+    FORMAT_VERSION,
+    HEADER_BYTES,
+    MAGIC,
+    NO_VERSION,
+    TOKEN_MAX_BYTES,
+    WRITE_TIME_MAX_MS,
+    Foreign,
+    Kind,
+    Stored,
+    StoredItem,
+    decode,
+    encode,
+)
 from walstream.core.lww import Outcome as LwwOutcome
 from walstream.core.lww import Version, should_apply
 
+#: The item format's names (walstream.core.cache_item) are here too: the callers of the LWW
+#: rules read items with them, in one vocabulary.
 __all__ = [
     "FORMAT_VERSION",
     "HEADER_BYTES",
@@ -94,12 +88,6 @@ __all__ = [
     "newer",
 ]
 
-MAGIC = 0xC1
-FORMAT_VERSION = 2
-_HEADER = struct.Struct(">BBBBQQQHH")
-_HEADER_V1 = struct.Struct(">BBBQH")
-#: Bytes of the header before the tokens.
-HEADER_BYTES = _HEADER.size
 #: memcached's longest key (ASCII and meta protocols).
 KEY_MAX_BYTES = 250
 #: What memcached 1.6 (x86-64, CAS on) adds to key and value to size an item against
@@ -113,136 +101,8 @@ TTL_MAX_S = 2**31 - 1
 RELATIVE_TTL_MAX_S = 30 * 86_400
 #: An absolute exptime in the past (memcached expires such an item at once).
 _PAST = RELATIVE_TTL_MAX_S + 1
-_TOKEN_MAX_BYTES = 2**16 - 1
-_WRITE_TIME_MAX_MS = 2**64 - 1
-_HAS_TOUCH = 0x01
 #: What a key sent as it is may not hold: spaces and control characters.
 _BAD_KEY_BYTE = re.compile(rb"[\x00-\x20\x7f]")
-_NO_VERSION = Version(0, "")
-
-
-class Kind(Enum):
-    """What a stored item is."""
-
-    VALUE = 0
-    TOMBSTONE = 1
-    #: No value known: only a touch's version and expiry (a touch of a key holding nothing).
-    TOUCHED = 2
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class StoredItem:
-    """An item walstream wrote: its version, its kind, and the value's exact bytes.
-
-    ``expires_at_ms`` (0: never) is when the value expires (on a tombstone or a TOUCHED item:
-    the recorded touch's expiry); ``touch`` the version of the newest touch newer than
-    ``version`` (None: no such touch). A TOUCHED item's ``version`` is unused (0, "").
-    """
-
-    version: Version
-    kind: Kind
-    value: bytes = b""
-    expires_at_ms: int = 0
-    touch: Version | None = None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Foreign:
-    """Bytes walstream did not write (or cannot read): no version, older than any operation.
-
-    ``expires_at_ms`` is set by a touch (0: never), None when memcached's own expiry stands.
-    """
-
-    raw: bytes
-    expires_at_ms: int | None = None
-
-
-#: What a key holds: nothing (None), a walstream item, or foreign bytes.
-Stored = StoredItem | Foreign | None
-
-
-#: Kinds by their code, and codes by kind (faster than the Enum's own lookups: once per item).
-_KINDS = tuple(Kind)
-_CODES = {kind: kind.value for kind in Kind}
-
-
-def encode(item: StoredItem) -> bytes:
-    """The bytes stored in memcached for ``item`` (header, then the value), format 2.
-
-    Raises:
-        ValueError: a write time or expiry outside 0..2**64-1, a token over 65,535 UTF-8
-            bytes, or a tombstone or TOUCHED item with a value.
-    """
-    token = item.version.idempotency_token.encode()
-    touch = item.touch or _NO_VERSION
-    touch_token = touch.idempotency_token.encode()
-    if len(token) > _TOKEN_MAX_BYTES or len(touch_token) > _TOKEN_MAX_BYTES:
-        raise ValueError("idempotency token over 65535 bytes")
-    if item.kind is not Kind.VALUE and item.value:
-        raise ValueError(f"a {item.kind.name.lower()} item has no value")
-    try:
-        header = _HEADER.pack(
-            MAGIC,
-            FORMAT_VERSION,
-            _CODES[item.kind],
-            _HAS_TOUCH if item.touch is not None else 0,
-            item.version.original_write_time_ms,
-            item.expires_at_ms,
-            touch.original_write_time_ms,
-            len(token),
-            len(touch_token),
-        )
-    except struct.error as exc:
-        raise ValueError(f"original write time or expiry out of range: {exc}") from None
-    return b"".join((header, token, touch_token, item.value))
-
-
-def decode(raw: bytes) -> StoredItem | Foreign:
-    """Read an item's bytes (format 2, or format 1 from before); anything that is not a
-    well-formed walstream item is Foreign."""
-    if len(raw) < 2 or raw[0] != MAGIC:
-        return Foreign(raw=raw)
-    if raw[1] == 1:
-        return _decode_v1(raw)
-    if raw[1] != FORMAT_VERSION or len(raw) < HEADER_BYTES:
-        return Foreign(raw=raw)
-    _, _, kind, flags, write_ms, expires_ms, touch_ms, n, m = _HEADER.unpack_from(raw)
-    end = HEADER_BYTES + n + m
-    if kind > 2 or flags & ~_HAS_TOUCH or len(raw) < end:
-        return Foreign(raw=raw)
-    value = raw[end:]
-    if kind and value:  # only a value (kind 0) has one
-        return Foreign(raw=raw)
-    try:
-        token = raw[HEADER_BYTES : HEADER_BYTES + n].decode()
-        touch = Version(touch_ms, raw[HEADER_BYTES + n : end].decode()) if flags else None
-    except UnicodeDecodeError:
-        return Foreign(raw=raw)
-    return StoredItem(
-        version=Version(write_ms, token),
-        kind=_KINDS[kind],
-        value=value,
-        expires_at_ms=expires_ms,
-        touch=touch,
-    )
-
-
-def _decode_v1(raw: bytes) -> StoredItem | Foreign:
-    """Format 1: its expiry was memcached's alone (read as never: memcached still expires it)."""
-    if len(raw) < _HEADER_V1.size:
-        return Foreign(raw=raw)
-    _, _, kind, write_time_ms, token_len = _HEADER_V1.unpack_from(raw)
-    end = _HEADER_V1.size + token_len
-    if kind not in (0, 1) or len(raw) < end:
-        return Foreign(raw=raw)
-    try:
-        token = raw[_HEADER_V1.size : end].decode()
-    except UnicodeDecodeError:
-        return Foreign(raw=raw)
-    value = raw[end:]
-    if kind == Kind.TOMBSTONE.value and value:
-        return Foreign(raw=raw)
-    return StoredItem(version=Version(write_time_ms, token), kind=Kind(kind), value=value)
 
 
 def newer(incoming: Version, stored: Stored) -> bool:
@@ -363,11 +223,11 @@ def check_op(op: CacheOp, *, item_size_max: int) -> PoisonReason | None:
         return PoisonReason.VALUE_ON_NON_SET
     token_bytes = len(op.version.idempotency_token.encode())
     write_ms = op.version.original_write_time_ms
-    if not 0 <= write_ms <= _WRITE_TIME_MAX_MS:
+    if not 0 <= write_ms <= WRITE_TIME_MAX_MS:
         return PoisonReason.VERSION_OUT_OF_RANGE
-    if expires_at_ms(write_ms, op.ttl_s) > _WRITE_TIME_MAX_MS:
+    if expires_at_ms(write_ms, op.ttl_s) > WRITE_TIME_MAX_MS:
         return PoisonReason.VERSION_OUT_OF_RANGE
-    if token_bytes > _TOKEN_MAX_BYTES:
+    if token_bytes > TOKEN_MAX_BYTES:
         return PoisonReason.VERSION_OUT_OF_RANGE
     size = HEADER_BYTES + token_bytes + len(op.value)  # what encode() makes of it
     if size + len(key) + ITEM_OVERHEAD_BYTES > item_size_max:
@@ -409,7 +269,7 @@ def _touch(state: Stored, op: CacheOp) -> tuple[OpOutcome, StoredItem | Foreign 
     at = expires_at_ms(op.version.original_write_time_ms, op.ttl_s)
     if state is None:
         return OpOutcome.ABSENT, StoredItem(
-            version=_NO_VERSION, kind=Kind.TOUCHED, expires_at_ms=at, touch=op.version
+            version=NO_VERSION, kind=Kind.TOUCHED, expires_at_ms=at, touch=op.version
         )
     if isinstance(state, Foreign):
         return OpOutcome.APPLIED, replace(state, expires_at_ms=at)
