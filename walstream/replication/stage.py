@@ -11,8 +11,10 @@ The commit runs beside the loop, not in it: the next batch is fetched and handle
 last one's offsets go to the group coordinator (one commit in flight; offsets handled
 meanwhile wait and go in the next, so the committed position only moves forward and never
 past a handled record). Awaited in the loop, a commit (5-25 ms on a loaded broker) was added to
-every batch's lag at each of the two hops. A commit that fails is tried again with the next
-batch's; a rebalance commits what was handled before the partitions go.
+every batch's lag at each of the two hops. Commits are spaced by ``WALSTREAM_COMMIT_INTERVAL_S``
+(as the worker's are): a crash reads again at most that much, which last-write-wins makes
+harmless, and the broker is not asked for a commit per batch of a few ms. A commit that fails
+is tried again with the next batch's; a rebalance and a stop commit what was handled at once.
 """
 
 from __future__ import annotations
@@ -105,6 +107,10 @@ class BatchStage(mode.Service):
         #: offsets handled and not committed yet, and the commit in flight
         self._to_commit: dict[TopicPartition, int] = {}
         self._committing: asyncio.Task[None] | None = None
+        #: commits are spaced by WALSTREAM_COMMIT_INTERVAL_S (each one costs the broker a
+        #: request, a batch comes every few ms); a flush commits at once
+        self._next_commit_at = 0.0
+        self._hurry = asyncio.Event()
 
     async def start_clients(self) -> None:
         """Open the stage's own clients (producers, caches) and create its topics."""
@@ -191,7 +197,12 @@ class BatchStage(mode.Service):
 
     async def _commit_pending(self) -> None:
         while self._to_commit:
+            wait_s = self._next_commit_at - time.monotonic()
+            if wait_s > 0 and not self._hurry.is_set():  # one commit per interval at most
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._hurry.wait(), wait_s)
             offsets, self._to_commit = self._to_commit, {}
+            self._next_commit_at = time.monotonic() + self.settings.commit_interval_s
             try:
                 await self.consumer.commit(offsets)
             except Exception as exc:  # noqa: BLE001  # a commit not made means a redelivery only
@@ -201,12 +212,17 @@ class BatchStage(mode.Service):
                 return
 
     async def flush(self) -> None:
-        """Wait for the commit in flight and those pending behind it (one try)."""
-        while (task := self._committing) is not None and not task.done():
-            await asyncio.shield(task)
-        if self._to_commit and self.consumer is not None:
-            self._committing = asyncio.ensure_future(self._commit_pending())
-            await asyncio.shield(self._committing)
+        """Commit what was handled now (not at the next interval): wait for the commit in
+        flight and those pending behind it (one try)."""
+        self._hurry.set()
+        try:
+            while (task := self._committing) is not None and not task.done():
+                await asyncio.shield(task)
+            if self._to_commit and self.consumer is not None:
+                self._committing = asyncio.ensure_future(self._commit_pending())
+                await asyncio.shield(self._committing)
+        finally:
+            self._hurry.clear()
 
     async def partitions_revoked(self, revoked: Any) -> None:
         """Commit what was handled while ``revoked`` are still this member's, then let them go

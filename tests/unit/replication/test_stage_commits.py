@@ -62,9 +62,12 @@ class ScriptedGroup:
 
 
 class Recording(BatchStage):
-    def __init__(self, group: ScriptedGroup) -> None:
+    def __init__(self, group: ScriptedGroup, **settings: Any) -> None:
         super().__init__(
-            Settings(bootstrap_servers="x:1"), topic=TP.topic, group_id="g", servers="x:1"
+            Settings(bootstrap_servers="x:1", **settings),
+            topic=TP.topic,
+            group_id="g",
+            servers="x:1",
         )
         self.consumer = group
         self.ledger.assign([TP, TP1])
@@ -169,3 +172,30 @@ async def test_offsets_of_revoked_partitions_not_committed_are_dropped():
     group.refuse = 0
     await stage.flush()
     assert group.commits == []  # the partition's new owner commits it, not this member
+
+
+async def test_commits_are_spaced_by_the_commit_interval():
+    # a batch comes every few ms: one commit each would be a broker request each
+    group = ScriptedGroup()
+    group.fetches = [{TP: records(i * 10, i * 10 + 9)} for i in range(5)]
+    stage = Recording(group, commit_interval_s=60.0)
+    for _ in range(5):
+        await stage._step()
+        await settle()
+    assert group.commits == [{TP: 10}]  # the first at once, the others wait for the interval
+    await stage.flush()  # a stop or a rebalance does not wait for it
+    assert group.commits == [{TP: 10}, {TP: 50}]  # merged into one, never past a handled record
+
+
+async def test_offsets_waiting_for_the_interval_are_committed_when_it_ends():
+    group = ScriptedGroup()
+    group.fetches = [{TP: records(0, 9)}, {TP: records(10, 19)}]
+    stage = Recording(group, commit_interval_s=0.05)
+    await stage._step()
+    await settle()  # the first commit goes at once
+    await stage._step()
+    for _ in range(500):  # no flush: the interval's end commits them (5 s at most)
+        if len(group.commits) == 2:
+            break
+        await asyncio.sleep(0.01)
+    assert group.commits == [{TP: 10}, {TP: 20}]
