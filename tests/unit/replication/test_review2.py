@@ -7,13 +7,23 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 from aiokafka import TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
 
+from walstream.aio import Backoff
+from walstream.clock import FakeClock
+from walstream.core.breaker import BreakerPolicy
+from walstream.errors import BadRequestError
+from walstream.kafka.producer import MemoryLogProducer
+from walstream.namespaces.config import parse_namespace
+from walstream.replication.client import ReplicatingCache
+from walstream.replication.region import ApplyOutcome, ApplyResult, RegionCache
 from walstream.replication.stage import Batch, BatchStage
+from walstream.replication.writer import RegionWriter
 from walstream.settings import Settings
 
 TP = TopicPartition("wal.ns.region.b", 0)
@@ -125,3 +135,109 @@ async def test_a_revoked_partition_put_back_by_a_late_failed_commit_blocks_every
     await stage.flush()
     assert TP not in stage._to_commit, "a revoked partition's offset is pending again"
     assert group.commits == [{TP1: 5}], "TP1's handled records are never committed"
+
+
+class LocalRegion:
+    """The origin's RegionCache: applies every operation and records it."""
+
+    def __init__(self) -> None:
+        self.applied: list[Any] = []
+
+    async def apply(self, op: Any) -> ApplyResult:
+        self.applied.append(op)
+        return ApplyResult(ApplyOutcome.APPLIED)
+
+    async def check(self, op: Any) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+class RegionMemcached:
+    """Region b's cache: applies every operation and records it."""
+
+    def __init__(self) -> None:
+        self.applied: list[Any] = []
+
+    async def apply_many(self, ops: list[Any]) -> list[ApplyResult]:
+        self.applied += ops
+        return [ApplyResult(ApplyOutcome.APPLIED) for _ in ops]
+
+
+class DlqProducer:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, dict[str, bytes]]] = []
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        return {0}
+
+    async def send(self, topic: str, value: bytes | None, **kw: Any) -> Any:
+        self.sent.append((topic, dict(kw["headers"])))
+        fut: Any = asyncio.get_running_loop().create_future()
+        fut.set_result(None)
+        return fut
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason=(
+        "client.py: ReplicatingCache.set takes any past original_write_time_ms (as WriteToLog "
+        "does), publishes it (TRUE) and applies it in its own region, while every other "
+        "region's writer dead-letters it (older_than_tombstone_ttl): an operation answered TRUE "
+        "is applied in one region and in no other until an operator redrives it. Fix: in "
+        "ReplicatingCache._run (and WriteToLog for a memcached op of a replicated namespace) "
+        "refuse a SET whose original write time is older than now - (tombstone_ttl_s - "
+        "max_lag_s) s with BadRequestError('original_write_time_ms', ...) before publishing "
+        "(the margin lets its copies reach the other regions within max_lag_s), or apply "
+        "the writers' rule locally too and answer FALSE"
+    ),
+)
+async def test_a_set_given_an_old_write_time_is_applied_in_its_origin_and_nowhere_else():
+    ns = parse_namespace(
+        {
+            "name": "cache",
+            "replication": {
+                "regions": {"a": {"memcached": ["127.0.0.1:1"]}, "b": {"memcached": ["h:2"]}},
+                "max_lag_s": 60,
+            },
+        }
+    )
+    replication = ns.replication
+    assert replication is not None
+    clock = FakeClock()
+    now = clock.now_ms()
+    local, log = LocalRegion(), MemoryLogProducer()
+    cache = ReplicatingCache(
+        ns, "a", producer=log, region_cache=cast(RegionCache, local), clock=lambda: now
+    )
+    old = now - (replication.tombstone_ttl_s + 5) * 1000  # e.g. a backfill from a database
+    try:
+        result = await cache.set("k", b"v", original_write_time_ms=old)
+    except BadRequestError:
+        return  # refused: written nowhere, every region alike
+    assert result.durable == "TRUE"
+    assert [op.key for op in local.applied] == [b"k"]  # region a holds it
+    # region b's writer gets the fan-out's copy (value mode: the record's bytes as they are)
+    [record] = log.sent
+    region = replication.region("b")
+    assert region is not None
+    writer = RegionWriter(
+        Settings(bootstrap_servers="127.0.0.1:9", auth=False),
+        namespace="cache",
+        region=region,
+        replication=replication,
+        clock=clock,
+        backoff=Backoff(first_s=0.1, cap_s=0.4),
+        breaker=BreakerPolicy(threshold=3, base_open_ms=2_000, max_open_ms=2_000),
+    )
+    b_cache, dlq = RegionMemcached(), DlqProducer()
+    writer.cache, writer.producer = b_cache, dlq  # type: ignore[assignment]
+    tp = TopicPartition("wal.cache.region.b", 0)
+    copy = SimpleNamespace(
+        topic=tp.topic, partition=0, offset=0, key=record.key, value=record.value
+    )
+    await writer.handle({tp: [copy]})
+    assert dlq.sent == [], f"region b dead-lettered what region a applied: {dlq.sent}"
+    assert [op.key for op in b_cache.applied] == [b"k"]
