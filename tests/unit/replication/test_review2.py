@@ -6,6 +6,7 @@ its reason gives is made."""
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, cast
@@ -17,6 +18,8 @@ from aiokafka.errors import CommitFailedError, IllegalStateError
 from walstream.aio import Backoff
 from walstream.clock import FakeClock
 from walstream.core.breaker import BreakerPolicy
+from walstream.core.cache_version import CacheOp, OpKind, decode, fold
+from walstream.core.lww import Version
 from walstream.errors import BadRequestError
 from walstream.kafka.producer import MemoryLogProducer
 from walstream.namespaces.config import parse_namespace
@@ -28,6 +31,8 @@ from walstream.settings import Settings
 
 TP = TopicPartition("wal.ns.region.b", 0)
 TP1 = TopicPartition("wal.ns.region.b", 1)
+#: a write time of now (a fixed one would make these values expire as the calendar passes it)
+NOW_MS = time.time_ns() // 1_000_000
 
 
 @dataclass
@@ -241,3 +246,45 @@ async def test_a_set_given_an_old_write_time_is_applied_in_its_origin_and_nowher
     await writer.handle({tp: [copy]})
     assert dlq.sent == [], f"region b dead-lettered what region a applied: {dlq.sent}"
     assert [op.key for op in b_cache.applied] == [b"k"]
+
+
+def _fold_in_turn(stored: bytes, ops: list[Any]) -> tuple[bytes, int]:
+    """What a key holding ``stored`` ends with (bytes, exptime) when each operation arrives in
+    a batch of its own, in this order (each write read back as the next batch's state)."""
+    raw, ttl = stored, 0
+    for op in ops:
+        result = fold(decode(raw), [op], tombstone_ttl_s=3_600)
+        if result.write is not None:
+            raw, ttl = result.write, result.ttl_s
+    return raw, ttl
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason=(
+        "core/cache_version.py _touch: a touch of foreign bytes (a value a plain memcached "
+        "client wrote, e.g. the cache as it was before replication) sets their expiry but "
+        "records no version, so a set older than the touch arriving after it replaces them "
+        "with the set's own expiry (_replace keeps only a StoredItem's touch): the region that "
+        "got the set first ends with the touch's expiry, the one that got the touch first with "
+        "the set's. Fix: a touch of Foreign returns StoredItem(version=NO_VERSION, "
+        "kind=Kind.VALUE, value=state.raw, expires_at_ms=at, touch=op.version) (the walstream "
+        "client's get still returns the foreign bytes; NO_VERSION is older than any version, so "
+        "_replace then keeps the newer touch and _touch refuses an older one)"
+    ),
+)
+def test_a_touch_of_foreign_bytes_and_an_older_set_end_alike_in_either_order() -> None:
+    foreign = b"warmed by the application before replication"
+    older_set = CacheOp(
+        kind=OpKind.SET, key=b"k", version=Version(NOW_MS, "s"), value=b"v", ttl_s=60
+    )
+    newer_touch = CacheOp(
+        kind=OpKind.TOUCH, key=b"k", version=Version(NOW_MS + 1_000, "t"), ttl_s=0
+    )
+    # region a made the set (applied at once), then got b's touch; b made the touch (its own
+    # memcached still held the foreign bytes), then got a's set
+    in_a = _fold_in_turn(foreign, [older_set, newer_touch])
+    in_b = _fold_in_turn(foreign, [newer_touch, older_set])
+    assert in_a[1] == 0  # the newer touch: no expiry
+    assert in_b == in_a, f"a keeps {in_a[1]!r} as exptime, b {in_b[1]!r}"
