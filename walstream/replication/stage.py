@@ -201,12 +201,18 @@ class BatchStage(mode.Service):
             if wait_s > 0 and not self._hurry.is_set():  # one commit per interval at most
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._hurry.wait(), wait_s)
-            offsets, self._to_commit = self._to_commit, {}
+            # only partitions still this member's (a revoked one's offsets are its new owner's
+            # to commit: in a commit, the consumer refuses the whole commit for it)
+            offsets = {tp: o for tp, o in self._to_commit.items() if self.ledger.assigned(tp)}
+            self._to_commit = {}
+            if not offsets:
+                return
             self._next_commit_at = time.monotonic() + self.settings.commit_interval_s
             try:
                 await self.consumer.commit(offsets)
             except Exception as exc:  # noqa: BLE001  # a commit not made means a redelivery only
-                # the next batch's commit carries them (a newer offset of a partition wins)
+                # the next batch's commit carries them (a newer offset of a partition wins),
+                # those of partitions revoked meanwhile left out (above)
                 self._to_commit = {**offsets, **self._to_commit}
                 logger.warning("%s %s: commit failed: %r", self.label, self.group_id, exc)
                 return
