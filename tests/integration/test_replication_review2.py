@@ -22,23 +22,6 @@ pytestmark = pytest.mark.integration
 STOP_BOUND_S = 5.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "fanout.py FanOut.stop_clients (and writer.py's) awaits producer.stop() without a "
-        "deadline: with a copy in flight to a region's cluster that is away (the case the "
-        "per-region fan-out exists for), aiokafka's stop waits for the accumulator's batches "
-        "until the request times out (40 s), so a stop (the worker's, or ReplicationStages "
-        "restarting a namespace's stages one after the other on a config change, which holds "
-        "back every other region's stages meanwhile) hangs that long. Fix: stop the region "
-        "producers under a deadline and abort them past it (e.g. asyncio.wait_for("
-        "producer.stop(), settings.broker_session_timeout_s) and, on TimeoutError, "
-        "producer._sender.sender_task.cancel() / client.close(), in a kafka.clients "
-        "stop_producer helper as stop_consumer is): copies not acked are read again from the "
-        "log, which is committed only past acked copies"
-    ),
-)
 async def test_a_fanout_stops_promptly_while_its_regions_cluster_is_frozen(
     broker, own_broker, memcached_servers, unique
 ) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
@@ -48,7 +49,10 @@ __all__ = [
     "stage_producer",
     "start_client",
     "stop_consumer",
+    "stop_producer",
 ]
+
+logger = logging.getLogger(__name__)
 
 Servers = str | list[str]
 Reset = Literal["earliest", "latest", "none"]
@@ -340,6 +344,49 @@ async def start_client(client: Any) -> None:
         with contextlib.suppress(Exception, asyncio.CancelledError):
             await starting
         raise
+
+
+async def stop_producer(producer: Any, *, timeout_s: float) -> None:
+    """Stop an AIOKafkaProducer within ``timeout_s``: what it still holds unacked is given up.
+
+    ``stop()`` waits for every batch in flight, with no deadline of its own but the request
+    timeout, so a stage whose region's cluster hangs would hold its stop (and a worker's
+    reconfiguration or shutdown) for as long. The records it gives up were never acked, so the
+    stage never committed past them: they are read and sent again.
+    """
+    # aiokafka has no abort: past the deadline its sender is ended and its connections are
+    # dropped (a graceful close waits for unsent bytes to reach a peer that may never read)
+    conns = getattr(getattr(producer, "client", None), "_conns", {})
+    writers = [conn._writer for conn in conns.values() if getattr(conn, "_writer", None)]
+    stopping = asyncio.ensure_future(producer.stop())
+    done, _ = await asyncio.wait({stopping}, timeout=timeout_s)
+    if not done:
+        task = getattr(getattr(producer, "_sender", None), "sender_task", None)
+        if task is not None:
+            task.cancel()
+        for writer in writers:
+            writer.transport.abort()
+        done, _ = await asyncio.wait({stopping}, timeout=1.0)
+        if not done:  # still held by the peer: left to end by itself, not waited for
+            _ABANDONED.add(stopping)
+            stopping.add_done_callback(_forget_abandoned)
+            logger.warning("a producer's stop was given up after %.1f s", timeout_s + 1.0)
+            return
+    await stopping
+
+
+#: How long a replication stage's stop waits for its producers' unacked copies (a live
+#: cluster acks in ms; a region's cluster that hangs would hold the stop until its timeout).
+PRODUCER_STOP_S: Final = 2.0
+
+#: Producer stops given up (held by a peer that never answers), kept until they end.
+_ABANDONED: set[asyncio.Future[Any]] = set()
+
+
+def _forget_abandoned(stopping: asyncio.Future[Any]) -> None:
+    _ABANDONED.discard(stopping)
+    if not stopping.cancelled():
+        stopping.exception()  # retrieved: an abandoned stop's failure is no news
 
 
 async def stop_consumer(consumer: Any) -> None:

@@ -43,7 +43,7 @@ from walstream.core.outbox import fanout_regions, is_origin_repair, origin_regio
 from walstream.errors import PoisonRecordError
 from walstream.kafka import clients
 from walstream.kafka.admin import ensure_topics
-from walstream.kafka.clients import ClientIds, start_client, stop_consumer
+from walstream.kafka.clients import ClientIds, start_client, stop_consumer, stop_producer
 from walstream.namespaces.replication import Replicate, Replication
 from walstream.records import Envelope, decode_envelope
 from walstream.replication.stage import Batch, BatchStage, acked
@@ -181,7 +181,7 @@ class FanOut(BatchStage):
     async def stop_clients(self) -> None:
         producers, self._producers = self._producers, {}
         for producer in producers.values():
-            await producer.stop()
+            await stop_producer(producer, timeout_s=clients.PRODUCER_STOP_S)
 
     async def handle(self, batch: Batch) -> None:
         acks = []

@@ -56,7 +56,7 @@ from walstream.core.outbox import poison_id, region_dlq_entry
 from walstream.errors import PoisonRecordError
 from walstream.kafka import clients
 from walstream.kafka.admin import ensure_topics
-from walstream.kafka.clients import ClientIds, start_client
+from walstream.kafka.clients import ClientIds, start_client, stop_producer
 from walstream.metrics import WalMetrics
 from walstream.namespaces.replication import Region, Replication
 from walstream.records import Envelope, decode_envelope
@@ -197,7 +197,7 @@ class RegionWriter(BatchStage):
     async def stop_clients(self) -> None:
         producer, self.producer = self.producer, None
         if producer is not None:
-            await producer.stop()
+            await stop_producer(producer, timeout_s=clients.PRODUCER_STOP_S)
         cache, self.cache = self.cache, None
         if cache is not None:
             await cache.close()
