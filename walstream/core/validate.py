@@ -29,6 +29,7 @@ from walstream.records import PAYLOAD_ENCODINGS, Envelope, Lifecycle
 __all__ = [
     "MAX_FUTURE_SKEW_MS",
     "MAX_PAYLOAD_DEPTH",
+    "check_cache_set_age",
     "check_memcached_target",
     "exact_body",
     "invalid_json",
@@ -311,6 +312,7 @@ def parse_write_request(
     key = _optional_str(obj, "key", _MAX_KEY_CHARS)
     if target["type"] == "memcached":
         check_memcached_target(target, obj["payload"], ns)
+        check_cache_set_age(target, lifecycle.original_write_time_ms, ns, now_ms)
         key = cache_op_key(obj, target, key, lifecycle)
     # Positional on purpose: keyword construction of an 11-field NamedTuple costs ~3x more, and
     # this runs once per WriteToLog. The order is Envelope's field order.
@@ -353,6 +355,32 @@ def check_memcached_target(
     if op != "set" and payload is not None:
         raise BadRequestError(
             "payload", f"must be null for a memcached {op}: only a set has a value"
+        )
+
+
+def check_cache_set_age(
+    target: Mapping[str, Any], original_write_time_ms: int, ns: NamespaceConfig, now_ms: int
+) -> None:
+    """A cache set older than its namespace can replicate is refused: region writers
+    dead-letter a set older than ``tombstone_ttl_s`` when it reaches them (a delete's
+    tombstone may be gone: applying it could bring a deleted value back), and it may take
+    ``max_lag_s`` to get there, so a set written more than ``tombstone_ttl_s - max_lag_s`` ago
+    would be applied in its origin only (answered TRUE, then dead-lettered everywhere else).
+
+    Raises:
+        BadRequestError: naming ``lifecycle.original_write_time``.
+    """
+    replication = ns.replication
+    if replication is None or target.get("op") != "set":
+        return
+    allowed_s = replication.tombstone_ttl_s - replication.max_lag_s
+    age_ms = now_ms - original_write_time_ms
+    if age_ms > allowed_s * 1000:
+        raise BadRequestError(
+            "lifecycle.original_write_time",
+            f"a cache set written {age_ms // 1000} s ago is older than {ns.name} replicates "
+            f"({allowed_s} s: replication.tombstone_ttl_s less max_lag_s); other regions "
+            "would dead-letter it as older_than_tombstone_ttl",
         )
 
 

@@ -329,6 +329,30 @@ def test_a_cache_operation_is_logged_under_its_memcached_key():
     assert (env.key, env.payload, env.target["op"]) == ("k", None, "delete")
 
 
+def test_a_cache_set_older_than_the_namespace_replicates_is_refused():
+    # default max_lag_s 86,400 and tombstone_ttl_s 172,800: a set may be 86,400 s old at most
+    target = {"type": "memcached", "op": "set", "key": "k", "origin_region": "eu"}
+    allowed_ms = 86_400_000
+
+    def body(target, age_ms, payload="dg=="):
+        lifecycle = {"original_write_time": NOW - age_ms}
+        encoding = {"payload_encoding": "base64"} if payload is not None else {}
+        return {"payload": payload, "target": target, "lifecycle": lifecycle, **encoding}
+
+    assert parse_replicated(body(target, allowed_ms)).lifecycle.original_write_time_ms == (
+        NOW - allowed_ms
+    )
+    with pytest.raises(BadRequestError) as info:
+        parse_replicated(body(target, allowed_ms + 1_000))
+    assert info.value.field == "lifecycle.original_write_time"
+    assert "86401 s ago" in info.value.reason
+    assert "older_than_tombstone_ttl" in info.value.reason
+    # a delete or a touch at any age is applied by every region: not refused
+    parse_replicated(body({**target, "op": "delete"}, allowed_ms * 5, payload=None))
+    touch = {**target, "op": "touch", "ttl": 5}
+    parse_replicated(body(touch, allowed_ms * 5, payload=None))
+
+
 _DELETE = {"type": "memcached", "op": "delete", "key": "k", "origin_region": "eu"}
 
 

@@ -133,9 +133,9 @@ async def test_a_publish_that_is_not_true_applies_nothing_locally(
 ) -> None:
     region = Region()
     cache = client(MemoryLogProducer(fail_with=error), region)
-    result = await cache.set("k", b"v", original_write_time_ms=7, idempotency_token="t")
+    result = await cache.set("k", b"v", original_write_time_ms=NOW - 7, idempotency_token="t")
     assert (result.durable, result.error, result.local) == (durable, error, None)
-    assert result.version == Version(7, "t")  # to retry with: a duplicate if it was logged
+    assert result.version == Version(NOW - 7, "t")  # to retry with: a duplicate if logged
     assert region.applied == []
 
 
