@@ -38,6 +38,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(480)]
 #: record does carry it: documented, so never "undocumented").
 NOT_PRODUCED = {
     ("Log record", "header", "wal-origin"): "needs a record of a namespace not defined",
+    ("Log record", "header", "wal-origin-repair"): (
+        "needs a replicated namespace whose client's local apply failed (the record: "
+        "tests/unit/replication/test_client.py; the fan-out's routing of it: "
+        "tests/integration/test_replication_review.py)"
+    ),
     ("Ordering marker", "header", "wal-due"): "needs the log to fail a read-back",
     ("Ordering marker", "field", "tries"): "needs the log to fail a read-back",
 }
