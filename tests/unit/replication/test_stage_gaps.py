@@ -7,6 +7,7 @@ late, as that broker race does."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 from aiokafka import TopicPartition
@@ -55,9 +56,12 @@ class RacingLog:
 
 
 class Recording(BatchStage):
-    def __init__(self, log: RacingLog) -> None:
+    def __init__(self, log: RacingLog, **settings: Any) -> None:
         super().__init__(
-            Settings(bootstrap_servers="x:1"), topic=TP.topic, group_id="g", servers="x:1"
+            Settings(bootstrap_servers="x:1", **settings),
+            topic=TP.topic,
+            group_id="g",
+            servers="x:1",
         )
         self.consumer = log
         self.ledger.assign([TP])
@@ -102,3 +106,57 @@ async def test_a_group_with_a_commit_expects_its_committed_offset():
     await stage._step()
     assert stage.seen == list(range(100, 110))
     assert log.seeks == [110]
+
+
+# -- a batch stored late by more than a second (issue 17 review): walstream's log and region
+# topics are never compacted nor transactional, so on them a hole is a record still coming; it
+# is waited for WALSTREAM_REPLICATION_HOLE_WAIT_S. The stage's clock is moved on by the test.
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+async def test_records_stored_more_than_a_second_late_are_still_handed_over(monkeypatch):
+    clock = Clock()
+    # the stage's own clock only (the event loop keeps the real one)
+    monkeypatch.setattr(
+        "walstream.replication.stage.time", SimpleNamespace(monotonic=clock.monotonic)
+    )
+    log = RacingLog(stored=set(range(10)), committed=0)
+    stage = Recording(log)
+    await stage._step()
+    log.stored |= set(range(20, 30))  # 10-19 acked, not stored yet
+    await stage._step()
+    assert log.seeks == [10]  # read again from the hole
+    clock.now += 1.5  # the broker takes a while to store 10-19
+    await stage._step()
+    log.stored |= set(range(10, 20))  # stored now
+    for _ in range(3):
+        await stage._step()
+    assert sorted(set(stage.seen)) == list(range(30)), stage.seen
+
+
+async def test_a_hole_is_passed_after_the_hole_wait_setting(monkeypatch):
+    # on Kafka a transactional producer's marker is a hole for good: it holds the partition
+    # for WALSTREAM_REPLICATION_HOLE_WAIT_S, then the stage goes on
+    clock = Clock()
+    monkeypatch.setattr(
+        "walstream.replication.stage.time", SimpleNamespace(monotonic=clock.monotonic)
+    )
+    log = RacingLog(stored=set(range(10)) | set(range(11, 20)), committed=0)
+    stage = Recording(log, replication_hole_wait_s=5.0)
+    await stage._step()
+    await stage._step()
+    assert stage.seen == list(range(10))  # 11.. waits behind the hole at 10
+    clock.now += 4.0
+    await stage._step()
+    assert stage.seen == list(range(10))
+    clock.now += 1.5
+    await stage._step()
+    await stage._step()
+    assert stage.seen == list(range(10)) + list(range(11, 20))
