@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import TopicPartition
-from aiokafka.errors import CommitFailedError
+from aiokafka.errors import CommitFailedError, IllegalStateError
 
 from walstream.replication.stage import Batch, BatchStage
 from walstream.settings import Settings
@@ -25,9 +25,12 @@ class Rec:
 
 
 class ScriptedGroup:
-    """A consumer whose fetches are scripted and whose commits wait for the test's word."""
+    """A consumer whose fetches are scripted and whose commits wait for the test's word. Given
+    ``assigned``, it refuses, as aiokafka's AIOKafkaConsumer.commit does, offsets of a partition
+    not assigned to it (IllegalStateError 'Partition ... is not assigned')."""
 
-    def __init__(self) -> None:
+    def __init__(self, assigned: set[Any] | None = None) -> None:
+        self.assigned = assigned
         self.fetches: list[dict[Any, list[Rec]]] = []
         self.commits: list[dict[Any, int]] = []
         self.in_flight = 0
@@ -49,6 +52,9 @@ class ScriptedGroup:
         return {tp: 0 for tp in tps}
 
     async def commit(self, offsets: dict[Any, int]) -> None:
+        for tp in offsets:  # aiokafka/consumer/consumer.py, AIOKafkaConsumer.commit
+            if self.assigned is not None and tp not in self.assigned:
+                raise IllegalStateError(f"Partition {tp} is not assigned")
         self.in_flight += 1
         self.most_in_flight = max(self.most_in_flight, self.in_flight)
         try:
@@ -70,7 +76,7 @@ class Recording(BatchStage):
             servers="x:1",
         )
         self.consumer = group
-        self.ledger.assign([TP, TP1])
+        self.ledger.assign(group.assigned if group.assigned is not None else [TP, TP1])
         self.seen: list[tuple[int, int]] = []
 
     async def handle(self, batch: Batch) -> None:
@@ -83,7 +89,7 @@ def records(first: int, last: int) -> list[Rec]:
 
 
 async def settle() -> None:
-    for _ in range(5):
+    for _ in range(10):
         await asyncio.sleep(0)
 
 
@@ -199,3 +205,29 @@ async def test_offsets_waiting_for_the_interval_are_committed_when_it_ends():
             break
         await asyncio.sleep(0.01)
     assert group.commits == [{TP: 10}, {TP: 20}]
+
+
+async def test_a_revoked_partition_put_back_by_a_late_failed_commit_blocks_every_commit():
+    group = ScriptedGroup({TP, TP1})
+    group.release.clear()  # the coordinator is slow
+    group.fetches = [{TP: records(0, 9)}]
+    stage = Recording(group, broker_session_timeout_s=0.2, broker_heartbeat_interval_s=0.05)
+    await stage._step()
+    await settle()  # the commit of {TP: 10} is in flight
+    await stage.partitions_revoked({TP, TP1})  # its flush gives up after the session timeout
+    # the new assignment: TP went to another member, TP1 stays here
+    group.assigned = {TP1}
+    stage.ledger.assign([TP1])
+    stage.gaps.forget([TP1])
+    group.refuse = 1  # the commit in flight from before the rebalance is refused
+    group.release.set()
+    await settle()
+    group.fetches = [{TP1: records(0, 4)}]
+    await stage._step()
+    await settle()
+    await stage.flush()
+    await stage._step()  # an empty fetch tries the pending offsets again
+    await settle()
+    await stage.flush()
+    assert TP not in stage._to_commit, "a revoked partition's offset is pending again"
+    assert group.commits == [{TP1: 5}], "TP1's handled records are never committed"
