@@ -295,8 +295,9 @@ def parse_bootstrap_servers(value: Any, field: str) -> str:
 
 def parse_memcached_target(obj: Any, field: str = "target") -> TargetSpec:
     """Validate a memcached target: ``{"type": "memcached", "op": "set" | "delete" | "touch",
-    "key", "ttl"?, "origin_region"}`` (the namespace's part: walstream.core.validate
-    .check_memcached_target). A touch needs its ttl; a delete takes none.
+    "key", "ttl"?, "origin_region"}`` (the namespace's part:
+    walstream.core.cache_request.check_memcached_target). A touch needs its ttl; a delete takes
+    none.
 
     Raises:
         BadRequestError: naming the offending field (``target.key``, ``target.ttl`` ...).

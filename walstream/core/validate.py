@@ -11,7 +11,12 @@ from typing import Any
 
 import orjson
 
-from walstream.core.cache_request import cache_op_key, only_cache_ops
+from walstream.core.cache_request import (
+    cache_op_key,
+    check_cache_set_age,
+    check_memcached_target,
+    only_cache_ops,
+)
 from walstream.core.exact import Unkept, decode_exact, first_unkept, may_hold_unkept
 from walstream.core.ids import new_id
 from walstream.core.numbers import as_integer
@@ -29,8 +34,6 @@ from walstream.records import PAYLOAD_ENCODINGS, Envelope, Lifecycle
 __all__ = [
     "MAX_FUTURE_SKEW_MS",
     "MAX_PAYLOAD_DEPTH",
-    "check_cache_set_age",
-    "check_memcached_target",
     "exact_body",
     "invalid_json",
     "original_write_time_problem",
@@ -327,61 +330,6 @@ def parse_write_request(
         token,  # idempotency_token
         now_ms,  # created_at_ms
     )
-
-
-def check_memcached_target(
-    target: Mapping[str, Any], payload: Any, ns: NamespaceConfig, field: str = "target"
-) -> None:
-    """A memcached target (walstream.core.targets.parse_memcached_target) against the namespace
-    it is written to: the namespace replicates (``replication``), the operation's origin is one
-    of its regions, and only a set carries a value (``payload`` null for a delete or touch).
-
-    Raises:
-        BadRequestError: naming ``target.type``, ``target.origin_region`` or ``payload``.
-    """
-    replication = ns.replication
-    if replication is None:
-        raise BadRequestError(
-            f"{field}.type",
-            f"memcached needs a namespace with replication regions; {ns.name} has none",
-        )
-    origin = target.get("origin_region")
-    if replication.region(str(origin)) is None:
-        names = ", ".join(replication.region_names)
-        raise BadRequestError(
-            f"{field}.origin_region", f"{origin!r} is not a region of {ns.name} ({names})"
-        )
-    op = target.get("op")
-    if op != "set" and payload is not None:
-        raise BadRequestError(
-            "payload", f"must be null for a memcached {op}: only a set has a value"
-        )
-
-
-def check_cache_set_age(
-    target: Mapping[str, Any], original_write_time_ms: int, ns: NamespaceConfig, now_ms: int
-) -> None:
-    """A cache set older than its namespace can replicate is refused: region writers
-    dead-letter a set older than ``tombstone_ttl_s`` when it reaches them (a delete's
-    tombstone may be gone: applying it could bring a deleted value back), and it may take
-    ``max_lag_s`` to get there, so a set written more than ``tombstone_ttl_s - max_lag_s`` ago
-    would be applied in its origin only (answered TRUE, then dead-lettered everywhere else).
-
-    Raises:
-        BadRequestError: naming ``lifecycle.original_write_time``.
-    """
-    replication = ns.replication
-    if replication is None or target.get("op") != "set":
-        return
-    allowed_s = replication.tombstone_ttl_s - replication.max_lag_s
-    age_ms = now_ms - original_write_time_ms
-    if age_ms > allowed_s * 1000:
-        raise BadRequestError(
-            "lifecycle.original_write_time",
-            f"a cache set written {age_ms // 1000} s ago is older than {ns.name} replicates "
-            f"({allowed_s} s: replication.tombstone_ttl_s less max_lag_s); other regions "
-            "would dead-letter it as older_than_tombstone_ttl",
-        )
 
 
 def parse_batch(obj: Any, max_records: int) -> list[Any]:

@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from walstream.core.cache_request import check_memcached_target
 from walstream.core.targets import parse_memcached_target
 from walstream.core.validate import (
     MAX_FUTURE_SKEW_MS,
-    check_memcached_target,
     parse_batch,
     parse_write_request,
 )
