@@ -15,6 +15,7 @@ status and durable as they are.
     + TargetNotAllowedError               403 FALSE    a target the namespace's policy refuses
   x NamespaceNotFoundError(namespace)     404 FALSE    not (or no longer) in the registry
     + NamespaceUnavailableError           503 FALSE    its latest config event is unreadable
+  x MutationsNotEnabledError(namespace)   404 FALSE    the namespace has no ``mutations`` block
   x RouteNotFoundError                    404 FALSE    no such path (or no redrive/replay here)
   x MethodNotAllowedError(method, allowed)
                                           405 FALSE    + Allow: the path's methods
@@ -59,6 +60,7 @@ __all__ = [
     "EmitRefusedError",
     "ForbiddenError",
     "MethodNotAllowedError",
+    "MutationsNotEnabledError",
     "NamespaceNotFoundError",
     "NamespaceUnavailableError",
     "OverloadedError",
@@ -157,6 +159,21 @@ class NamespaceUnavailableError(NamespaceNotFoundError):
             f"unreadable ({reason})",
         )
         self.reason = reason
+
+
+class MutationsNotEnabledError(WalError):
+    """The namespace takes no multi-partition mutations (its configuration has no
+    ``mutations`` block): HTTP 404 on the mutation routes, nothing written."""
+
+    status = 404
+    durable = "FALSE"
+
+    def __init__(self, namespace: str) -> None:
+        super().__init__(
+            f"namespace {namespace!r} takes no mutations (its configuration has no "
+            "'mutations' block)"
+        )
+        self.namespace = namespace
 
 
 class RouteNotFoundError(WalError):

@@ -9,14 +9,28 @@ import dataclasses
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from walstream.core.limits import WORKER_ALLOWANCE_BYTES, max_record_bytes
+from walstream.core.mutations.wire import IDEMPOTENCY_WINDOW_MIN_MS, MutationLimits
 from walstream.errors import ConfigError
+
+if TYPE_CHECKING:
+    from walstream.namespaces.config import NamespaceConfig
 
 __all__ = ["Settings"]
 
 _PREFIX = "WALSTREAM_"
+
+
+#: MutationLimits' fields by the setting that gives each.
+_MUTATION_VARS = {
+    "operations_max": _PREFIX + "MUTATION_OPERATIONS_MAX",
+    "txn_bytes_max": _PREFIX + "MUTATION_TXN_BYTES_MAX",
+    "chunk_bytes": _PREFIX + "MUTATION_CHUNK_BYTES",
+    "idempotency_window_ms": _PREFIX + "MUTATION_IDEMPOTENCY_WINDOW_S",
+    "completion_timeout_ms": "mutations.completion_timeout_s",
+}
 
 
 def _parse_bool(raw: str) -> bool:
@@ -177,6 +191,20 @@ class Settings:
     #: Seconds between `make run`'s notes of what a start that is taking long still waits for.
     run_waiting_note_s: float = 30.0
 
+    # -- multi-partition mutations (issue 18; walstream.core.mutations) --
+    #: Operations one transaction may hold (seqs 0..this-1); 413 beyond. At most 10,000.
+    mutation_operations_max: int = 1_000
+    #: Bytes one transaction may hold (its values, ids and table names); 413 beyond.
+    mutation_txn_bytes_max: int = 16 * 1024 * 1024
+    #: A value over this is written as chunks of this size, one log record each (<= 512 KiB).
+    mutation_chunk_bytes: int = 256 * 1024
+    #: Seconds a committed transaction is remembered: a re-sent operation, marker or whole
+    #: MutateItems within it applies nothing again (at least a day).
+    mutation_idempotency_window_s: int = 86_400
+    #: Where the API asks a worker for a transaction's status (GET .../mutations/{txn_id});
+    #: unset: http://<WORKER_WEB_HOST>:<WORKER_WEB_PORT>.
+    worker_url: str | None = None
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Build settings from ``WALSTREAM_*`` variables, then ``overrides``.
@@ -280,6 +308,47 @@ class Settings:
             from walstream.core.auth import parse_tokens_setting
 
             parse_tokens_setting(self.tokens)  # ConfigError naming the entry
+        if self.worker_url is not None and not self.worker_url.startswith(("http://", "https://")):
+            raise ConfigError(_PREFIX + "WORKER_URL", self.worker_url, "expected http(s)://...")
+        self.mutation_limits()  # ConfigError naming the variable
+
+    def mutation_limits(self, ns: NamespaceConfig | None = None) -> MutationLimits:
+        """The bounds of a transaction of namespace ``ns`` (its completion timeout; None or a
+        namespace without a ``mutations`` block: the default one).
+
+        Raises:
+            ConfigError: naming the WALSTREAM_MUTATION_* variable out of its bounds.
+        """
+        window_s = self.mutation_idempotency_window_s
+        if window_s * 1000 < IDEMPOTENCY_WINDOW_MIN_MS:
+            raise ConfigError(
+                _MUTATION_VARS["idempotency_window_ms"],
+                window_s,
+                f"must be >= {IDEMPOTENCY_WINDOW_MIN_MS // 1000} (a day)",
+            )
+        timeout = (
+            {"completion_timeout_ms": ns.mutations.completion_timeout_ms}
+            if ns is not None and ns.mutations is not None
+            else {}
+        )
+        try:
+            return MutationLimits(
+                operations_max=self.mutation_operations_max,
+                txn_bytes_max=self.mutation_txn_bytes_max,
+                chunk_bytes=self.mutation_chunk_bytes,
+                idempotency_window_ms=window_s * 1000,
+                **timeout,
+            )
+        except ConfigError as exc:  # name the variable, not the field
+            var = _MUTATION_VARS[exc.key.removeprefix("mutations.")]
+            reason = exc.reason.replace("txn_bytes_max", _MUTATION_VARS["txn_bytes_max"])
+            raise ConfigError(var, exc.value, reason) from exc
+
+    @property
+    def worker_base_url(self) -> str:
+        """The worker's web server the API asks (WALSTREAM_WORKER_URL), without a trailing /."""
+        url = self.worker_url or f"http://{self.worker_web_host}:{self.worker_web_port}"
+        return url.rstrip("/")
 
     @property
     def max_record_bytes(self) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from walstream.core.retention import UNLIMITED, durability_for
 from walstream.core.target_policy import ReservedTopics
@@ -20,6 +21,7 @@ __all__ = [
     "CHANGELOG_TOMBSTONE_MS",
     "DEFAULT_MIN_INSYNC_REPLICAS",
     "DEFAULT_REPLICATION_FACTOR",
+    "MutationTopics",
     "NamespaceTopics",
     "TopicSpec",
     "changelog_topic_spec",
@@ -27,6 +29,8 @@ __all__ = [
     "default_topics",
     "delay_topic",
     "delay_topic_specs",
+    "mutation_topic_specs",
+    "mutation_topics",
     "namespace_topic_specs",
     "poison_topic",
     "poison_topic_spec",
@@ -95,6 +99,44 @@ def default_topics(namespace: str) -> NamespaceTopics:
         retry=f"{_PREFIX}.{namespace}.retry",
         dlq=f"{_PREFIX}.{namespace}.dlq",
     )
+
+
+class MutationTopics(NamedTuple):
+    """A namespace's multi-partition mutation topics (issue 18): its operations' chunks and the
+    completion markers that drive their commit. Both have the namespace's partition count and
+    every record is keyed by its transaction id, so partition P of each holds a transaction."""
+
+    mutations: str
+    markers: str
+
+
+def mutation_topics(namespace: str) -> MutationTopics:
+    """``wal.<ns>.mutations`` and ``wal.<ns>.markers`` (no namespace name holds a dot, so none
+    is another namespace's default log, retry or DLQ topic)."""
+    return MutationTopics(
+        mutations=f"{_PREFIX}.{namespace}.mutations", markers=f"{_PREFIX}.{namespace}.markers"
+    )
+
+
+def mutation_topic_specs(
+    namespace: str,
+    partitions: int,
+    *,
+    replication_factor: int = DEFAULT_REPLICATION_FACTOR,
+    min_insync_replicas: int = DEFAULT_MIN_INSYNC_REPLICAS,
+) -> list[TopicSpec]:
+    """A namespace's mutation and marker topics: kept forever, as its log (a transaction's
+    records are owed until it commits, however long it waits)."""
+    return [
+        TopicSpec(
+            name=name,
+            partitions=partitions,
+            replication_factor=replication_factor,
+            min_insync_replicas=min_insync_replicas,
+            config=_deleting(UNLIMITED),
+        )
+        for name in mutation_topics(namespace)
+    ]
 
 
 def region_topic(namespace: str, region: str) -> str:

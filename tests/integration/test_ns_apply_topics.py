@@ -122,3 +122,50 @@ def test_a_topic_the_broker_refuses_to_create_fails_ns_apply(
     assert f"wal.{ns}." in result.output
     assert "refused to create" in result.output
     assert ns not in asyncio.run(broadcast_names(wal_settings))
+
+
+async def partition_counts(servers: str, topics: list[str]) -> dict[str, int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=servers)
+    await admin.start()
+    try:
+        described = await admin.describe_topics(topics)
+    finally:
+        await admin.close()
+    return {t["topic"]: len(t["partitions"]) for t in described if not t["error_code"]}
+
+
+def test_a_namespace_taking_mutations_gets_its_mutation_and_marker_topics(
+    wal_env, wal_settings, tmp_path, unique
+):
+    ns = f"muts-{unique}"
+    path = write_namespace(tmp_path, ns)
+    with open(path, "a") as file:
+        file.write("\n[mutations]\ncompletion_timeout_s = 120\n")
+    applied = run_cli(wal_env, "ns", "apply", path)
+    assert applied.returncode == 0, applied.stderr
+    wanted = [f"wal.{ns}.mutations", f"wal.{ns}.markers"]
+    counts = asyncio.run(partition_counts(wal_settings.bootstrap_servers, wanted))
+    assert counts == {topic: wal_settings.default_partitions for topic in wanted}
+    # a namespace without the block gets neither
+    plain = f"plain-{unique}"
+    assert run_cli(wal_env, "ns", "apply", write_namespace(tmp_path, plain)).returncode == 0
+    on_cluster = asyncio.run(topics_on(wal_settings.bootstrap_servers))
+    assert f"wal.{plain}.log" in on_cluster
+    assert not {f"wal.{plain}.mutations", f"wal.{plain}.markers"} & on_cluster
+
+
+def test_a_markers_topic_with_another_partition_count_is_refused(
+    wal_env, wal_settings, tmp_path, unique
+):
+    ns = f"muts6-{unique}"
+    markers = f"wal.{ns}.markers"
+    spec = TopicSpec(name=markers, partitions=6)
+    asyncio.run(ensure_topics(wal_settings.bootstrap_list, [spec]))
+    path = write_namespace(tmp_path, ns)
+    with open(path, "a") as file:
+        file.write("\n[mutations]\n")
+    applied = run_cli(wal_env, "ns", "apply", path)
+    assert applied.returncode != 0, applied.stdout
+    assert markers in applied.stderr
+    assert "6 partitions" in applied.stderr
+    assert ns not in asyncio.run(broadcast_names(wal_settings))

@@ -131,6 +131,7 @@ ANSWERS: dict[str, tuple[int, str, dict[str, str]]] = {
     "NamespaceNotFoundError": (404, "FALSE", {}),
     "NamespaceUnavailableError": (503, "FALSE", {}),
     "RouteNotFoundError": (404, "FALSE", {}),
+    "MutationsNotEnabledError": (404, "FALSE", {}),
     "MethodNotAllowedError": (405, "FALSE", {"Allow": "GET, POST"}),
     "RedriveConflictError": (409, "FALSE", {}),
     "ReplayConflictError": (409, "FALSE", {}),

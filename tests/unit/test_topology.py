@@ -10,11 +10,14 @@ from walstream.namespaces.broadcast import namespace_topic_specs
 from walstream.namespaces.config import parse_namespace
 from walstream.settings import Settings
 from walstream.topology import (
+    MutationTopics,
     TopicSpec,
     changelog_topic_spec,
     control_topic_spec,
     default_topics,
     delay_topic_specs,
+    mutation_topic_specs,
+    mutation_topics,
     region_topic,
     reserved_topics,
 )
@@ -131,3 +134,32 @@ def test_a_replicated_namespace_has_each_regions_topic_and_dlq_on_the_regions_cl
     assert names == sorted([*config.topics.all(), "wal.cache.region.a", "wal.cache.region.a.dlq"])
     remote = region_topic_specs(config, Settings())["kafka-b:9092"]
     assert [spec.name for spec in remote] == ["wal.cache.region.b", "wal.cache.region.b.dlq"]
+
+
+def test_mutation_topics_are_named_from_their_namespace():
+    topics = mutation_topics("kv")
+    assert topics == MutationTopics(mutations="wal.kv.mutations", markers="wal.kv.markers")
+    assert (topics.mutations, topics.markers) == ("wal.kv.mutations", "wal.kv.markers")
+    assert not set(topics) & set(default_topics("kv").all())
+    reserved = reserved_topics("walstream", "walstream.namespaces")
+    assert all(reserved.covers(topic) for topic in topics)  # no record's target names one
+
+
+def test_mutation_topics_keep_records_forever_at_the_namespaces_partitions():
+    specs = mutation_topic_specs("kv", 6, replication_factor=5, min_insync_replicas=3)
+    assert [spec.name for spec in specs] == ["wal.kv.mutations", "wal.kv.markers"]
+    for spec in specs:
+        config = spec.topic_config()
+        assert config["cleanup.policy"] == "delete"
+        assert (config["retention.ms"], config["retention.bytes"]) == ("-1", "-1")
+        assert spec.partitions == 6
+        assert (spec.replication_factor, config["min.insync.replicas"]) == (5, "3")
+
+
+def test_a_namespace_taking_mutations_gets_both_topics_on_apply():
+    plain = _by_name(namespace_topic_specs(parse_namespace({"name": "kv"}), Settings()))
+    assert set(plain) == set(default_topics("kv").all())
+    config = parse_namespace({"name": "kv", "mutations": {}})
+    specs = _by_name(namespace_topic_specs(config, Settings(default_partitions=8)))
+    assert set(specs) == {*default_topics("kv").all(), "wal.kv.mutations", "wal.kv.markers"}
+    assert specs["wal.kv.markers"].partitions == specs[config.topics.log].partitions == 8

@@ -29,7 +29,7 @@ from walstream.core.topic_checks import TopicProblem, name_problems, partition_p
 from walstream.errors import TopicError
 from walstream.kafka.clients import admin_client
 from walstream.settings import Settings
-from walstream.topology import TopicSpec, delay_topic, poison_topic
+from walstream.topology import TopicSpec, delay_topic, mutation_topics, poison_topic
 
 if TYPE_CHECKING:
     from walstream.namespaces.config import NamespaceConfig
@@ -155,6 +155,8 @@ async def ensure_namespace_topics(
             the broker refused to create one. Nothing is created for a name refused.
     """
     roles = {"log": config.topics.log, "retry": config.topics.retry, "dlq": config.topics.dlq}
+    if config.mutations is not None:  # issue 18: checked as the namespace's own topics
+        roles |= mutation_topics(config.name)._asdict()
     owners = {
         topic: other.name
         for other in registry

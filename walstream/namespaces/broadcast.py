@@ -41,7 +41,18 @@ _FEED_BACKOFF = Backoff(first_s=0.1, cap_s=5.0)
 
 def namespace_topic_specs(config: NamespaceConfig, settings: Settings) -> list[TopicSpec]:
     """The topics a namespace needs on the cluster (walstream.topology.namespace_topic_specs),
-    with the topic and DLQ of each replication region on this cluster."""
+    with the topic and DLQ of each replication region on this cluster, and its mutation and
+    marker topics when it takes multi-partition mutations (block ``mutations``)."""
+    mutations = (
+        topology.mutation_topic_specs(
+            config.name,
+            config.partitions or settings.default_partitions,
+            replication_factor=settings.replication_factor,
+            min_insync_replicas=settings.min_insync_replicas,
+        )
+        if config.mutations is not None
+        else []
+    )
     return [
         *topology.namespace_topic_specs(
             config.topics,
@@ -52,6 +63,7 @@ def namespace_topic_specs(config: NamespaceConfig, settings: Settings) -> list[T
             min_insync_replicas=settings.min_insync_replicas,
         ),
         *region_topic_specs(config, settings).get(None, []),
+        *mutations,
     ]
 
 

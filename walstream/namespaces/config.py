@@ -21,12 +21,15 @@ from walstream.errors import BadRequestError, ConfigError
 from walstream.namespaces.replication import Replication, parse_replication
 from walstream.topology import NamespaceTopics, default_topics
 
-__all__ = ["BackoffPolicy", "NamespaceConfig", "Ordering", "parse_namespace"]
+__all__ = ["BackoffPolicy", "MutationsConfig", "NamespaceConfig", "Ordering", "parse_namespace"]
 
 _E = TypeVar("_E", bound=Enum)
 
 DEFAULT_MAX_DELAY_MS = 7 * 24 * 3600 * 1000
 DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
+#: A mutation transaction's default completion timeout (seconds), and its bounds.
+DEFAULT_COMPLETION_TIMEOUT_S = 600
+MAX_COMPLETION_TIMEOUT_S = 86_400
 
 
 class Ordering(Enum):
@@ -45,6 +48,18 @@ class BackoffPolicy:
     multiplier: float = 2.0
     cap_ms: int = 300_000
     jitter: float = 0.2
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MutationsConfig:
+    """Multi-partition mutations of a namespace (issue 18; block ``mutations``): how long a
+    transaction may wait for all its operations, from its first record, before it is
+    dead-lettered naming the missing seqs."""
+
+    completion_timeout_ms: int = DEFAULT_COMPLETION_TIMEOUT_S * 1000
+
+    def to_json(self) -> dict[str, int]:
+        return {"completion_timeout_s": self.completion_timeout_ms // 1000}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -81,6 +96,9 @@ class NamespaceConfig:
     #: Cross-region replication of a memcached cache (walstream.namespaces.replication; None:
     #: the namespace replicates nothing).
     replication: Replication | None = None
+    #: Multi-partition mutations (``wal.<ns>.mutations`` / ``.markers``; None: the namespace
+    #: takes none, the API answers 404 MutationsNotEnabledError).
+    mutations: MutationsConfig | None = None
     #: What is checked (walstream.core.target_policy): ``allowed_targets`` plus the namespace's
     #: own target, built once per config version (it keeps its verdicts).
     target_policy: TargetPolicy = field(init=False, repr=False, compare=False)
@@ -143,6 +161,7 @@ class NamespaceConfig:
             **self._retention_json(),
             # only when set, as allowed_targets below
             **({"replication": self.replication.to_json()} if self.replication else {}),
+            **({"mutations": self.mutations.to_json()} if self.mutations else {}),
         } | (  # only when set: a process that predates the field still reads the event
             {"allowed_targets": self.allowed_targets.to_json()} if self.allowed_targets else {}
         )
@@ -166,6 +185,7 @@ _TOP_LEVEL = {
     "dlq_retention_ms",
     "allowed_targets",
     "replication",
+    "mutations",
 }
 
 
@@ -213,6 +233,28 @@ def _parse_backoff(obj: Any) -> BackoffPolicy:
         cap_ms=cap,
         jitter=_number(obj, "jitter", d.jitter, 0.0, 1.0),
     )
+
+
+def _parse_mutations(obj: Any) -> MutationsConfig | None:
+    if obj is None:
+        return None
+    if not isinstance(obj, dict):
+        raise ConfigError("mutations", obj, "must be a table/object")
+    unknown = set(obj) - {"completion_timeout_s"}
+    if unknown:
+        raise ConfigError(f"mutations.{sorted(unknown)[0]}", obj, "unknown option")
+    value = obj.get("completion_timeout_s", DEFAULT_COMPLETION_TIMEOUT_S)
+    if (
+        not isinstance(value, int)
+        or isinstance(value, bool)
+        or not 1 <= value <= MAX_COMPLETION_TIMEOUT_S
+    ):
+        raise ConfigError(
+            "mutations.completion_timeout_s",
+            value,
+            f"must be an integer in 1..{MAX_COMPLETION_TIMEOUT_S} (seconds)",
+        )
+    return MutationsConfig(completion_timeout_ms=value * 1000)
 
 
 def _parse_topics(name: str, obj: Any) -> NamespaceTopics:
@@ -295,6 +337,7 @@ def parse_namespace(obj: Any) -> NamespaceConfig:
         dlq_retention_ms=_retention(obj, "dlq_retention_ms"),
         allowed_targets=allowed,
         replication=parse_replication(obj.get("replication")),
+        mutations=_parse_mutations(obj.get("mutations")),
     )
     _check_retention(config)
     return config

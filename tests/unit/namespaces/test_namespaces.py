@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from walstream.cli import cli
 from walstream.core.ordering import OnDlq
 from walstream.errors import ConfigError, NamespaceNotFoundError
-from walstream.namespaces.config import Ordering, parse_namespace
+from walstream.namespaces.config import MutationsConfig, Ordering, parse_namespace
 from walstream.namespaces.files import load_namespace_files
 from walstream.namespaces.registry import Change, NamespaceRegistry, encode_event
 from walstream.namespaces.replication import MemcachedServer, Replicate, Replication
@@ -345,3 +345,43 @@ def test_ns_apply_refuses_bad_regions_naming_the_field_before_any_broker(tmp_pat
     )
     assert result.exit_code == 2
     assert "replication.replicate='copy': must be value | invalidate" in result.output
+
+
+def test_the_mutations_block_sets_the_completion_timeout_and_round_trips():
+    ns = parse_namespace({"name": "kv", "mutations": {"completion_timeout_s": 30}})
+    assert ns.mutations == MutationsConfig(completion_timeout_ms=30_000)
+    assert ns.to_json()["mutations"] == {"completion_timeout_s": 30}
+    assert parse_namespace(ns.to_json()) == ns
+    default = parse_namespace({"name": "kv", "mutations": {}})
+    assert default.mutations is not None
+    assert default.mutations.completion_timeout_ms == 600_000
+
+
+def test_a_namespace_without_mutations_publishes_no_such_key():
+    ns = parse_namespace({"name": "plain"})
+    assert ns.mutations is None
+    assert "mutations" not in ns.to_json()
+
+
+@pytest.mark.parametrize(
+    ("block", "key"),
+    [
+        ({"completion_timeout_s": 0}, "mutations.completion_timeout_s"),
+        ({"completion_timeout_s": 86_401}, "mutations.completion_timeout_s"),
+        ({"completion_timeout_s": 1.5}, "mutations.completion_timeout_s"),
+        ({"completion_timeout_s": True}, "mutations.completion_timeout_s"),
+        ({"completion_timeout_s": "600"}, "mutations.completion_timeout_s"),
+        ({"timeout": 5}, "mutations.timeout"),
+        ([], "mutations"),
+    ],
+)
+def test_an_invalid_mutations_block_names_the_field(block, key):
+    with pytest.raises(ConfigError) as info:
+        parse_namespace({"name": "kv", "mutations": block})
+    assert info.value.key == key
+
+
+def test_the_completion_timeout_bounds_are_inclusive():
+    for seconds in (1, 86_400):
+        ns = parse_namespace({"name": "kv", "mutations": {"completion_timeout_s": seconds}})
+        assert ns.mutations == MutationsConfig(completion_timeout_ms=seconds * 1000)

@@ -10,6 +10,7 @@ from typing import Any
 
 from walstream.api.openapi.responses import NOT_FOUND, NS_PARAM, UNAVAILABLE, json_content
 from walstream.core.targets import MEMCACHED_MAX_TTL_S, REGION_NAME
+from walstream.namespaces.config import MAX_COMPLETION_TIMEOUT_S
 
 __all__ = ["NAMESPACE", "NAMESPACE_LIST", "paths"]
 
@@ -79,6 +80,19 @@ NAMESPACE = {
         "dlq_retention_ms": {"type": "integer"},
         # present only when the namespace replicates a memcached cache across regions
         "replication": REPLICATION,
+        # present only when the namespace takes multi-partition mutations (issue 18)
+        "mutations": {
+            "type": "object",
+            "required": ["completion_timeout_s"],
+            "additionalProperties": False,
+            "properties": {
+                "completion_timeout_s": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": MAX_COMPLETION_TIMEOUT_S,
+                }
+            },
+        },
     },
 }
 
