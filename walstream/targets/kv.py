@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -189,12 +190,49 @@ class SqliteKvTarget:
         params = upsert_params(envelope, self._clock.now_ms())
         try:
             await asyncio.to_thread(self._run, table, params)
-        except sqlite3.OperationalError as exc:  # locked, busy, disk I/O: may pass on retry
-            raise TargetUnavailableError(f"kv {table}: {exc}") from exc
-        except sqlite3.ProgrammingError as exc:  # a closed connection: reopened on retry
-            raise TargetUnavailableError(f"kv {table}: {exc}", error_class="connection") from exc
-        except sqlite3.DatabaseError as exc:  # constraint, schema mismatch: retrying won't help
-            raise TargetRejectedError(f"kv {table}: {exc}") from exc
+        except sqlite3.DatabaseError as exc:
+            raise _classified(table, exc) from exc
+
+    async def deliver_many(self, envelopes: Sequence[Envelope]) -> None:
+        """Apply puts and deletes in order, in one database transaction: all of them or none
+        (each with last-write-wins, as ``deliver``). Every record is checked before any SQL runs.
+
+        Raises:
+            TargetRejectedError, TargetUnavailableError: as ``deliver``; nothing was applied.
+        """
+        now_ms = self._clock.now_ms()
+        writes = [
+            (plain_table(env.target.get("table")), upsert_params(env, now_ms)) for env in envelopes
+        ]
+        if not writes:
+            return
+        try:
+            await asyncio.to_thread(self._run_many, writes)
+        except sqlite3.DatabaseError as exc:
+            raise _classified(", ".join(sorted({t for t, _ in writes})), exc) from exc
+
+    def _run_many(self, writes: list[tuple[str, tuple[Any, ...]]]) -> None:
+        with self._lock:
+            conn = self._connection()
+            try:
+                # created outside the transaction: a rollback must not undo a table noted created
+                upserts = {t: self._statements(conn, t)[1] for t, _ in writes}
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    for table, params in writes:
+                        conn.execute(upserts[table], params)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.OperationalError as exc:
+                if "no such table" in str(exc):  # dropped under us: created again next time
+                    self._tables.clear()
+                raise
+            except sqlite3.ProgrammingError:
+                self._conn = None
+                raise
 
     def read(self, table: str, key: str) -> tuple[bytes | None, bool, Version] | None:
         """The stored (value, deleted, version) of a key, or None (for tools and tests)."""
@@ -211,3 +249,15 @@ class SqliteKvTarget:
             conn, self._conn = self._conn, None
             if conn is not None:
                 conn.close()
+
+
+def _classified(
+    table: str, exc: sqlite3.DatabaseError
+) -> TargetRejectedError | TargetUnavailableError:
+    """What a SQLite error means for a write: transient (retry) or permanent (DLQ)."""
+    if isinstance(exc, sqlite3.OperationalError):  # locked, busy, disk I/O: may pass on retry
+        return TargetUnavailableError(f"kv {table}: {exc}")
+    if isinstance(exc, sqlite3.ProgrammingError):  # a closed connection: reopened on retry
+        return TargetUnavailableError(f"kv {table}: {exc}", error_class="connection")
+    # constraint, schema mismatch: retrying won't help
+    return TargetRejectedError(f"kv {table}: {exc}")

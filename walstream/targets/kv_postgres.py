@@ -14,6 +14,7 @@ constraint, a mismatched table) is permanent for that record.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
@@ -88,21 +89,58 @@ class PostgresKvTarget:
                 async with pool.acquire() as conn:
                     upsert = (await self._statements(conn, table))[1]
                     await conn.execute(upsert, *params)
-        except TimeoutError as exc:
-            raise TargetUnavailableError(f"kv {table}: timed out", error_class="timeout") from exc
-        except (OSError, asyncpg.InterfaceError, asyncpg.InternalClientError) as exc:
+        except Exception as exc:
+            classified = self._classified(table, exc)
+            if classified is exc:
+                raise
+            raise classified from exc
+
+    async def deliver_many(self, envelopes: Sequence[Envelope]) -> None:
+        """Apply puts and deletes in order, in one database transaction: all of them or none
+        (each with last-write-wins, as ``deliver``). Every record is checked before any SQL runs.
+
+        Raises:
+            TargetRejectedError, TargetUnavailableError: as ``deliver``; nothing was applied.
+        """
+        now_ms = self._clock.now_ms()
+        writes = [
+            (plain_table(env.target.get("table")), upsert_params(env, now_ms)) for env in envelopes
+        ]
+        if not writes:
+            return
+        tables = ", ".join(sorted({t for t, _ in writes}))
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                pool = await self._connection_pool()
+                async with pool.acquire() as conn:
+                    # created before the transaction: a rollback must not undo a table noted
+                    upserts = {t: (await self._statements(conn, t))[1] for t, _ in writes}
+                    async with conn.transaction():
+                        for table, params in writes:
+                            await conn.execute(upserts[table], *params)
+        except Exception as exc:
+            classified = self._classified(tables, exc)
+            if classified is exc:
+                raise
+            raise classified from exc
+
+    def _classified(self, table: str, exc: Exception) -> Exception:
+        """What a failed write raises: transient (retry) or permanent (DLQ); anything not a
+        database or connection error as it is."""
+        if isinstance(exc, TimeoutError):
+            return TargetUnavailableError(f"kv {table}: timed out", error_class="timeout")
+        if isinstance(exc, (OSError, asyncpg.InterfaceError, asyncpg.InternalClientError)):
             # InternalClientError ("cannot switch to state …"): asyncpg met a connection the
             # server had just closed mid-protocol; a fresh connection on the retry is the cure
-            raise TargetUnavailableError(f"kv {table}: {exc}", error_class="connection") from exc
-        except asyncpg.PostgresError as exc:
+            return TargetUnavailableError(f"kv {table}: {exc}", error_class="connection")
+        if isinstance(exc, asyncpg.PostgresError):
             state = getattr(exc, "sqlstate", "") or ""
             if state == _UNDEFINED_TABLE:  # dropped under us: created again on the retry
-                self._tables.pop(table, None)
+                self._tables.clear()
             if state in _TRANSIENT_SQLSTATES or state.startswith("08") or state == _UNDEFINED_TABLE:
-                raise TargetUnavailableError(
-                    f"kv {table}: {exc}", error_class=f"pg_{state}"
-                ) from exc
-            raise TargetRejectedError(f"kv {table}: {exc}", error_class=f"pg_{state}") from exc
+                return TargetUnavailableError(f"kv {table}: {exc}", error_class=f"pg_{state}")
+            return TargetRejectedError(f"kv {table}: {exc}", error_class=f"pg_{state}")
+        return exc
 
     async def read(self, table: str, key: str) -> tuple[bytes | None, bool, Version] | None:
         """The stored (value, deleted, version) of a key, or None (for tools and tests)."""
