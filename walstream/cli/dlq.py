@@ -156,7 +156,7 @@ def dlq_list(
             for e in batch:
                 click.echo(
                     f"{e.id}\t{e.dead_at_ms}\t{e.error_class}\tattempts={e.attempts}\t"
-                    f"{e.source}\t{e.reason[:120]}"
+                    f"{e.source}\t{e.reason[:120]}{_mutation_columns(e)}"
                 )
             shown += len(batch)
         return shown, str(following) if following else None
@@ -165,6 +165,20 @@ def dlq_list(
     click.echo(f"{shown} open entries", err=True)
     if following:
         click.echo(f"more: --after {following}", err=True)
+
+
+def _mutation_columns(entry: Any) -> str:
+    """A mutation entry's listing columns (issue 18): its kind, and a transaction's txn id and
+    missing seqs; nothing for a log record's entry."""
+    from walstream.core.dlq import describe_mutation
+
+    shown = describe_mutation(entry)
+    if shown is None:
+        return ""
+    if shown["kind"] != "transaction":
+        return f"\tkind={shown['kind']}"
+    missing = ",".join(str(seq) for seq in shown["missing"])
+    return f"\tkind=transaction\ttxn={shown['txn_id']}\tmissing=[{missing}]"
 
 
 @dlq.command("show")
@@ -232,7 +246,9 @@ def dlq_redrive(
     target_json: str | None,
 ) -> None:
     """Republish open DLQ entries to the log with attempts reset (history kept); with
-    --region, a region DLQ's operations to the region's topic (its writer applies them)."""
+    --region, a region DLQ's operations to the region's topic (its writer applies them). A
+    dead-lettered transaction's marker goes again to the namespace's markers topic (its
+    commit resumes from the first unapplied seq)."""
     from walstream.dlq import (
         DlqReader,
         RedriveProgress,

@@ -10,7 +10,15 @@ from typing import Any
 
 import orjson
 
-from walstream.core.dlq import DlqCursor, DlqEntry, DlqRef, Selection
+from walstream.core.dlq import (
+    DlqCursor,
+    DlqEntry,
+    DlqRef,
+    Selection,
+    describe_mutation,
+    entry_marker,
+)
+from walstream.core.mutations.wire import decode_op_chunk
 from walstream.dlq.closing import discard
 from walstream.dlq.kafka_io import unavailable_broker
 from walstream.dlq.reading import DEFAULT_PAGE, DlqPage, DlqReader, flatten
@@ -24,7 +32,10 @@ __all__ = ["DlqAccess", "entry_bytes", "entry_json"]
 
 
 def entry_json(entry: DlqEntry, *, with_record: bool = False) -> dict[str, Any]:
-    """An entry as the CLI and the HTTP API show it."""
+    """An entry as the CLI and the HTTP API show it. A mutation's entry (issue 18) also says
+    what it is (``kind``: ``transaction`` with its ``txn_id`` and ``missing`` seqs, or a single
+    bad record) and with its record shows its marker or operation (``mutation``), not a log
+    record."""
     body: dict[str, Any] = {
         "id": entry.id,
         "namespace": entry.namespace,
@@ -36,6 +47,12 @@ def entry_json(entry: DlqEntry, *, with_record: bool = False) -> dict[str, Any]:
         "origin": entry.origin,
         "behind": list(entry.behind),
     }
+    mutation = describe_mutation(entry)
+    if mutation is not None:
+        body.update(mutation)
+        if with_record:
+            body.update(_mutation_record(entry))
+        return body
     if with_record:
         try:
             env = decode_envelope(entry.value)
@@ -55,6 +72,22 @@ def entry_json(entry: DlqEntry, *, with_record: bool = False) -> dict[str, Any]:
                 "history": [h._asdict() for h in env.history],
             }
     return body
+
+
+def _mutation_record(entry: DlqEntry) -> dict[str, Any]:
+    """A mutation entry's value as ``entry_json`` shows it: its marker or operation (an
+    operation's data left out: ``size`` says how much), else its raw bytes."""
+    try:
+        if entry.mutation == "op":
+            c = decode_op_chunk(entry.value)
+            shown: dict[str, Any] = c._asdict()
+            del shown["data"]
+            return {"record": None, "mutation": shown}
+        marker = entry_marker(entry.value)
+    except PoisonRecordError as exc:
+        raw = (entry.value or b"")[:4096].decode("utf-8", "replace")
+        return {"record": None, "raw": raw, "undecodable": exc.reason}
+    return {"record": None, "mutation": {"kind": "marker", **marker._asdict()}}
 
 
 def entry_bytes(shown: dict[str, Any]) -> bytes:

@@ -42,7 +42,10 @@ async def discard(
 async def settle_key(producer: Any, ns: NamespaceConfig, entry: DlqEntry) -> str | None:
     """Send the settle marker of the key ``entry``'s record may hold; return the key (None:
     keyless, or not a record). The key is the entry's ``wal-key`` header (an entry written
-    without its record has only that), else the record's."""
+    without its record has only that), else the record's. A mutation's entry (issue 18) holds
+    no key: its transaction's records are no log records, ordered by no key."""
+    if entry.mutation is not None:
+        return None
     key = entry.key
     if key is None:
         try:

@@ -1,6 +1,9 @@
 """Redriving DLQ entries: republish each to its namespace's log as it was, then close it (log
 first, marker second: a crash in between redrives it twice, which targets absorb); an entry
-written without its record is redriven from its source, read back from the log."""
+written without its record is redriven from its source, read back from the log. A dead-lettered
+transaction (issue 18) is redriven by its completion marker, sent again to the namespace's
+markers topic (walstream.core.dlq.mutations); a crash in between sends it twice, which the
+commit agent absorbs (the second redrive resumes from the first unapplied seq)."""
 
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ from typing import Any
 
 from walstream.clock import Clock, SystemClock
 from walstream.core import outbox
-from walstream.core.dlq import DlqEntry, MarkerKind
+from walstream.core.dlq import DlqEntry, MarkerKind, redrive_marker
 from walstream.dlq.closing import close_entry, settle_key
 from walstream.dlq.kafka_io import send
 from walstream.errors import PoisonRecordError
@@ -23,6 +26,7 @@ from walstream.kafka import clients
 from walstream.kafka.log_reader import LogReader, RecordGoneError
 from walstream.namespaces.config import NamespaceConfig
 from walstream.records import decode_envelope
+from walstream.topology import mutation_topics
 
 __all__ = ["ReadSource", "RedriveProgress", "RedriveState", "redrive", "source_reader"]
 
@@ -82,7 +86,9 @@ async def redrive(
 ) -> RedriveProgress:
     """Republish ``entries`` to the namespace's log, at most ``rate`` per second.
 
-    Entries that are not records (poison) are skipped and named in ``progress.skipped``. An
+    Entries that are not records (poison) are skipped and named in ``progress.skipped``. A
+    dead-lettered transaction's entry sends its marker again to the namespace's markers topic
+    (its other mutation entries, single bad records, are skipped). An
     entry the DLQ took without its record is redriven from its source, read back with
     ``read_source`` (the log keeps it); if the source no longer has it, the key it holds is
     settled (its next records go on) and the entry is left open, named in ``skipped``.
@@ -92,6 +98,10 @@ async def redrive(
     started = time.monotonic()
     try:
         async for entry in _each(entries):  # a page of records at a time (DlqReader.pages)
+            if entry.mutation is not None:
+                if await _redrive_transaction(producer, ns, entry, progress, clock):
+                    await _stepped(progress, on_step, rate, started)
+                continue
             value = entry.value
             if value is None:
                 value = await _from_source(producer, ns, entry, read_source, progress)
@@ -110,12 +120,7 @@ async def redrive(
             await send(producer, outbox.redriven(env, ns.topics.log, target))  # a fresh start
             await close_entry(producer, ns, entry, MarkerKind.REDRIVEN, clock.now_ms())
             progress.redriven += 1
-            if on_step is not None:
-                on_step(progress)
-            if rate:
-                ahead = progress.redriven / rate - (time.monotonic() - started)
-                if ahead > 0:
-                    await asyncio.sleep(ahead)
+            await _stepped(progress, on_step, rate, started)
     except asyncio.CancelledError:
         progress.state = RedriveState.CANCELLED
         raise
@@ -125,6 +130,39 @@ async def redrive(
         raise
     progress.state = RedriveState.DONE
     return progress
+
+
+async def _stepped(
+    progress: RedriveProgress,
+    on_step: Callable[[RedriveProgress], None] | None,
+    rate: float | None,
+    started: float,
+) -> None:
+    """One more entry redriven: tell ``on_step``, and hold the pace to ``rate`` a second."""
+    if on_step is not None:
+        on_step(progress)
+    if rate:
+        ahead = progress.redriven / rate - (time.monotonic() - started)
+        if ahead > 0:
+            await asyncio.sleep(ahead)
+
+
+async def _redrive_transaction(
+    producer: Any, ns: NamespaceConfig, entry: DlqEntry, progress: RedriveProgress, clock: Clock
+) -> bool:
+    """Redrive a mutation's entry: a dead-lettered transaction's marker goes again to the
+    markers topic, keyed by its txn id (the partition of its state), then the entry is closed.
+    Whether it was redriven (else it is named in ``progress.skipped``)."""
+    try:
+        again = redrive_marker(entry)
+    except PoisonRecordError as exc:
+        progress.skipped.append(f"{entry.id}: {exc.reason}")
+        return False
+    markers = mutation_topics(ns.name).markers
+    await send(producer, outbox.OutRecord(markers, None, again.key, again.value))
+    await close_entry(producer, ns, entry, MarkerKind.REDRIVEN, clock.now_ms())
+    progress.redriven += 1
+    return True
 
 
 #: Reads a record's value back from (topic, partition, offset); raises RecordGoneError.

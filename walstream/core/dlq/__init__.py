@@ -26,13 +26,24 @@ entry. Pages follow the listing order (oldest death first) and resume after a ``
 
 Modules: ``records`` (the records and their headers), ``open_entries`` (the fold: OpenEntries,
 DlqView, DlqTally), ``index`` (DlqIndex, DlqRef, DlqCursor), ``selection`` (Selection and its
-parsing), ``claims`` (ClaimFold). Import from ``walstream.core.dlq``.
+parsing), ``claims`` (ClaimFold), ``mutations`` (entries of multi-partition mutations: how
+they show, the marker that redrives a transaction). Import from ``walstream.core.dlq``.
 """
 
 from __future__ import annotations
 
 from walstream.core.dlq.claims import ClaimFold
 from walstream.core.dlq.index import DlqCursor, DlqIndex, DlqRef
+from walstream.core.dlq.mutations import (
+    TRANSACTION_CLASSES,
+    TXN_RECORD_PREFIX,
+    MarkerRedrive,
+    describe_mutation,
+    entry_marker,
+    missing_seqs,
+    redrive_marker,
+    transaction_entry,
+)
 from walstream.core.dlq.open_entries import DlqTally, DlqView, OpenEntries
 from walstream.core.dlq.records import CLAIM_KEY as CLAIM_KEY
 from walstream.core.dlq.records import CLAIM_PARTITION as CLAIM_PARTITION
@@ -44,12 +55,15 @@ from walstream.core.dlq.records import (
     claim_headers,
     entry_headers,
     marker_headers,
+    mutation_header,
     parse_dlq_record,
     parse_source,
 )
 from walstream.core.dlq.selection import Selection, parse_selection
 
 __all__ = [
+    "TRANSACTION_CLASSES",
+    "TXN_RECORD_PREFIX",
     "Claim",
     "ClaimFold",
     "DlqCursor",
@@ -60,12 +74,19 @@ __all__ = [
     "DlqView",
     "Marker",
     "MarkerKind",
+    "MarkerRedrive",
     "OpenEntries",
     "Selection",
     "claim_headers",
+    "describe_mutation",
     "entry_headers",
+    "entry_marker",
     "marker_headers",
+    "missing_seqs",
+    "mutation_header",
     "parse_dlq_record",
     "parse_selection",
     "parse_source",
+    "redrive_marker",
+    "transaction_entry",
 ]

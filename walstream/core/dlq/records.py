@@ -23,6 +23,7 @@ __all__ = [
     "claim_headers",
     "entry_headers",
     "marker_headers",
+    "mutation_header",
     "parse_dlq_record",
     "parse_source",
 ]
@@ -39,6 +40,10 @@ H_KEY = "wal-key"
 H_CLOSES = "wal-closes"
 H_CLAIM = "wal-claim"
 H_LEASE = "wal-lease-ms"
+#: A multi-partition mutation's entry (issue 18): ``marker`` (a transaction, or a rejected
+#: marker) or ``op`` (an operation's record); its value is no Envelope
+#: (walstream.core.dlq.mutations).
+H_MUTATION = "wal-mutation"
 #: Redrive claims live on this partition of the DLQ topic (their order decides who runs).
 CLAIM_PARTITION = 0
 CLAIM_KEY = b"wal-redrive-claim"
@@ -69,6 +74,8 @@ class DlqEntry:
     key: str | None = None
     #: Where the worker first read the record (``wal-origin``: its log offset), None: not known.
     origin: str | None = None
+    #: ``wal-mutation``: a mutation's entry (``marker`` or ``op``), None: a log record's.
+    mutation: str | None = None
     partition: int = -1
     offset: int = -1
 
@@ -161,6 +168,12 @@ def entry_headers(
     return headers
 
 
+def mutation_header(kind: str) -> tuple[str, bytes]:
+    """The header a mutation's DLQ entry carries besides ``entry_headers``: ``kind`` is
+    ``marker`` (its value a completion marker) or ``op`` (an operation's record)."""
+    return (H_MUTATION, kind.encode())
+
+
 def marker_headers(
     kind: MarkerKind, at_ms: int, closes: tuple[int, int] | None = None
 ) -> list[tuple[str, bytes]]:
@@ -201,6 +214,7 @@ def parse_dlq_record(
     if kind == b"entry":
         behind = h.get(H_BEHIND)
         entry_key = h.get(H_KEY)
+        mutation = h.get(H_MUTATION)
         return DlqEntry(
             id=record_id,
             namespace=h.get(H_NAMESPACE, b"").decode("utf-8", "replace"),
@@ -213,6 +227,7 @@ def parse_dlq_record(
             behind=tuple(behind.decode().split(",")) if behind else (),
             key=entry_key.decode("utf-8", "replace") if entry_key is not None else None,
             origin=origin_of(headers),
+            mutation=mutation.decode("utf-8", "replace") if mutation is not None else None,
             partition=partition,
             offset=offset,
         )

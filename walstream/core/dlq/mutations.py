@@ -1,0 +1,139 @@
+"""DLQ entries of multi-partition mutations (issue 18, pure): what they are, how a listing shows
+them, and the marker that redrives a dead-lettered transaction.
+
+The commit agent dead-letters a whole transaction (its operations never all arrived, or its
+apply gave up) as an entry whose value is the transaction's completion marker
+(``walstream.core.mutations.wire.encode_marker``), record id ``txn.<txn id>``, header
+``wal-mutation: marker`` and error class ``mutation_incomplete`` or ``mutation_apply_failed``;
+its state stays in the table. A single bad record (an undecodable one, a conflict, a refusal, a
+rejected marker) is an entry of its own bytes with header ``wal-mutation: op`` (or ``marker``)
+and its own error class. Neither is an Envelope: readers ask here first.
+
+Redriving a transaction entry sends its marker again to the namespace's markers topic, keyed by
+the txn id (so on the partition holding its state), with ``redrive`` one more than the entry's:
+the commit agent then revives the dead-lettered state and resumes from its first unapplied seq
+(``walstream.core.mutations.commit.on_marker``). Other mutation entries are not redrivable.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, NamedTuple
+
+import orjson
+
+from walstream.core.dlq.records import DlqEntry
+from walstream.core.mutations.wire import Marker, decode_marker, encode_marker
+from walstream.errors import PoisonRecordError
+
+__all__ = [
+    "TRANSACTION_CLASSES",
+    "TXN_RECORD_PREFIX",
+    "MarkerRedrive",
+    "describe_mutation",
+    "entry_marker",
+    "missing_seqs",
+    "redrive_marker",
+    "transaction_entry",
+]
+
+#: The error classes of a dead-lettered transaction (its state kept, a redrive resumes it).
+TRANSACTION_CLASSES = frozenset({"mutation_incomplete", "mutation_apply_failed"})
+#: A transaction entry's record id is this prefix and its txn id.
+TXN_RECORD_PREFIX = "txn."
+_MISSING = re.compile(r"missing seqs \[([0-9, ]*)\]")
+
+
+class MarkerRedrive(NamedTuple):
+    """What redriving a transaction entry sends: ``value`` keyed by ``key`` (the txn id's UTF-8
+    bytes, placed by the default partitioner) to the namespace's markers topic."""
+
+    key: bytes
+    value: bytes
+    marker: Marker
+
+
+def transaction_entry(entry: DlqEntry) -> bool:
+    """Whether ``entry`` is a dead-lettered transaction (redrivable as one)."""
+    return entry.mutation == "marker" and entry.error_class in TRANSACTION_CLASSES
+
+
+def missing_seqs(reason: str) -> list[int]:
+    """The seqs a transaction entry's reason names as missing (none: it names none)."""
+    found = _MISSING.search(reason)
+    if found is None:
+        return []
+    return [int(part) for part in found.group(1).replace(" ", "").split(",") if part]
+
+
+def describe_mutation(entry: DlqEntry) -> dict[str, Any] | None:
+    """What a listing adds for a mutation entry (None: not one): ``kind`` (``transaction``, or
+    ``operation`` / ``marker`` for a single bad record), and for a transaction its ``txn_id``
+    and the ``missing`` seqs its reason names. Read from the headers, id and reason only (a
+    listing holds no values)."""
+    if entry.mutation is None:
+        return None
+    if transaction_entry(entry):
+        return {
+            "kind": "transaction",
+            "txn_id": entry.id.removeprefix(TXN_RECORD_PREFIX),
+            "missing": missing_seqs(entry.reason),
+        }
+    return {"kind": "operation" if entry.mutation == "op" else entry.mutation}
+
+
+def entry_marker(value: bytes | None) -> Marker:
+    """The marker a mutation's entry holds.
+
+    A transaction dead-lettered before its completion marker came holds count 0 and no wake,
+    which ``decode_marker`` refuses (a client's marker counts at least one operation): it is
+    read as a deadline wake's, every other field re-checked.
+
+    Raises:
+        PoisonRecordError: not a completion marker.
+    """
+    countless = False
+    try:
+        decoded = decode_marker(value)
+    except PoisonRecordError:
+        try:
+            obj = orjson.loads(value or b"")
+        except orjson.JSONDecodeError:
+            raise PoisonRecordError("not a mutation marker: undecodable") from None
+        if not isinstance(obj, dict) or obj.get("kind") != "marker":
+            raise
+        if obj.get("count") != 0 or "wake" in obj:
+            raise
+        decoded = decode_marker(orjson.dumps({**obj, "wake": 1}))
+        countless = True
+    if not isinstance(decoded, Marker):
+        raise PoisonRecordError("not a mutation marker: a forget record")
+    return decoded._replace(wake=0) if countless else decoded
+
+
+def redrive_marker(entry: DlqEntry) -> MarkerRedrive:
+    """The marker that redrives the transaction ``entry`` dead-lettered: the entry's, with
+    ``redrive`` + 1 and as a client's (wake 0). One whose count is 0 (no completion marker came)
+    goes as wake 1, the only form a count of 0 is read in: the redrive revives the state
+    whatever its wake.
+
+    Raises:
+        PoisonRecordError: not a transaction entry, or its value is not a marker of the
+            transaction it names.
+    """
+    if not transaction_entry(entry):
+        what = describe_mutation(entry)
+        kind = what["kind"] if what is not None else "record"
+        raise PoisonRecordError(
+            f"a mutation {kind} entry ({entry.error_class}) is not redrivable: "
+            "only a dead-lettered transaction is"
+        )
+    marker = entry_marker(entry.value)
+    txn_id = entry.id.removeprefix(TXN_RECORD_PREFIX)
+    if marker.txn_id != txn_id or marker.namespace != entry.namespace:
+        raise PoisonRecordError(
+            f"the entry's marker names {marker.namespace}/{marker.txn_id}, "
+            f"not {entry.namespace}/{txn_id}"
+        )
+    redriven = marker._replace(redrive=marker.redrive + 1, wake=0 if marker.op_count else 1)
+    return MarkerRedrive(marker.txn_id.encode(), encode_marker(redriven), redriven)
