@@ -9,11 +9,17 @@ table another session is creating at the same moment (``CREATE TABLE IF NOT EXIS
 race-safe: the loser gets a unique violation on ``pg_type``; it exists once that is raised) and
 one dropped under us (created again on the retry). Anything else PostgreSQL refuses (a
 constraint, a mismatched table) is permanent for that record.
+
+``deliver_many`` (a run of writes in one transaction, in their order) first takes a
+transaction-scoped advisory lock per row it writes, in sorted order: batches touching the same
+keys in different orders would otherwise deadlock (PostgreSQL finds it after
+``deadlock_timeout``, 1 s, and fails one of them).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -36,6 +42,19 @@ _CREATED_MEANWHILE = (
     asyncpg.DuplicateObjectError,  # 42710: type "..." already exists
 )
 _UNDEFINED_TABLE = "42P01"
+#: Transaction-scoped advisory locks, taken in the array's order (a function scan of unnest
+#: yields its elements in order).
+_LOCK_KEYS = "SELECT count(pg_advisory_xact_lock(id)) FROM unnest($1::bigint[]) AS id"
+
+
+def _lock_ids(writes: Sequence[tuple[str, tuple[Any, ...]]]) -> list[int]:
+    """The advisory lock ids of the (table, key) rows a batch writes, sorted: a signed 64-bit
+    digest of each (a collision only makes two batches wait for each other)."""
+    ids = set()
+    for table, params in writes:
+        digest = hashlib.blake2b(f"{table}\0{params[0]}".encode(), digest_size=8).digest()
+        ids.add(int.from_bytes(digest, "big", signed=True))
+    return sorted(ids)
 
 
 class PostgresKvTarget:
@@ -116,6 +135,9 @@ class PostgresKvTarget:
                     # created before the transaction: a rollback must not undo a table noted
                     upserts = {t: (await self._statements(conn, t))[1] for t, _ in writes}
                     async with conn.transaction():
+                        # the rows' locks in one order for every batch: two batches writing
+                        # the same keys in other orders wait for each other, never deadlock
+                        await conn.fetchval(_LOCK_KEYS, _lock_ids(writes))
                         for table, params in writes:
                             await conn.execute(upserts[table], *params)
         except Exception as exc:
