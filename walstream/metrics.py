@@ -44,6 +44,12 @@ class WalMetrics(NamedTuple):
     replication_dlq: Gauge
     replication_over_max_lag: Counter
     replication_over_tombstone_ttl: Counter
+    mutation_open: Gauge
+    mutation_oldest_open_age: Gauge
+    mutation_commits: Counter
+    mutation_operations_applied: Counter
+    mutation_requeues: Counter
+    mutation_dead_letters: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry, prefix: str = "walstream") -> WalMetrics:
@@ -188,6 +194,45 @@ class WalMetrics(NamedTuple):
                 "could bring a deleted value back: dead-lettered (dlq: reason "
                 "older_than_tombstone_ttl) or applied (applied: a redriven copy)",
                 ["namespace", "region", "outcome"],
+                registry=registry,
+            ),
+            mutation_open=Gauge(
+                f"{prefix}_mutation_open_transactions",
+                "Multi-partition transactions held by this worker: open or committing (not "
+                "dead-lettered, not committed)",
+                ["namespace"],
+                registry=registry,
+            ),
+            mutation_oldest_open_age=Gauge(
+                f"{prefix}_mutation_oldest_open_age_seconds",
+                "Age of this worker's oldest open transaction, from its first record",
+                ["namespace"],
+                registry=registry,
+            ),
+            mutation_commits=Counter(
+                f"{prefix}_mutation_commits",
+                "Transactions committed (every operation applied)",
+                ["namespace"],
+                registry=registry,
+            ),
+            mutation_operations_applied=Counter(
+                f"{prefix}_mutation_operations_applied",
+                "Operations of transactions applied to the kv target",
+                ["namespace"],
+                registry=registry,
+            ),
+            mutation_requeues=Counter(
+                f"{prefix}_mutation_requeues",
+                "Markers re-queued through the delay tiers (waiting for operations, a failed "
+                "apply's backoff, a transaction's deadline)",
+                ["namespace"],
+                registry=registry,
+            ),
+            mutation_dead_letters=Counter(
+                f"{prefix}_mutation_dead_letters",
+                "Mutation DLQ entries by reason (mutation_incomplete, mutation_apply_failed, "
+                "mutation_poison, mutation_conflict, mutation_refused, mutation_rejected)",
+                ["namespace", "reason"],
                 registry=registry,
             ),
         )

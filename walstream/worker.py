@@ -32,6 +32,9 @@ from walstream.agents.dispatch import KeyedDispatcher
 from walstream.agents.dlq_monitor import DlqMonitor
 from walstream.agents.emit import AiokafkaProbe, EmitGuard, FaustEmitter
 from walstream.agents.failures import FailureRouter
+from walstream.agents.mutation_agents import mutation_agent
+from walstream.agents.mutation_rows import TableRows
+from walstream.agents.mutations import MutationStage
 from walstream.agents.ordering import KeyOrder
 from walstream.agents.ordering_gate import DRAIN_MAX, OrderingGate
 from walstream.agents.outcomes import DeliverySettings, Emitter, LogReading, Source
@@ -49,7 +52,7 @@ from walstream.replication.stages import ReplicationStages
 from walstream.runtime import tune_gc
 from walstream.settings import Settings
 from walstream.targets.pool import TargetPool
-from walstream.topology import poison_topic
+from walstream.topology import mutation_topics, poison_topic
 
 __all__ = ["Delivery", "build_deliverer", "install_delivery"]
 
@@ -177,6 +180,22 @@ class Delivery(mode.Service):
             registry=registry,
         )
         self.dlq_monitor = DlqMonitor(settings, self.metrics, clock=self.clock)
+        # multi-partition mutations (issue 18): their table, topics and stage
+        self.mutation_table = app.Table(
+            "mutations", key_type=bytes, value_type=bytes, partitions=settings.default_partitions
+        )
+        self.mutation_topics = DynamicTopic(app, key_serializer="raw", value_serializer="raw")
+        self.marker_topics = DynamicTopic(app, key_serializer="raw", value_serializer="raw")
+        self.mutations = MutationStage(
+            settings=settings.replace(app_id=app.conf.id),
+            registry=registry,
+            rows=TableRows(self.mutation_table),
+            pool=self.pool,
+            emitter=FaustEmitter(app, guard=self._emit_guard(app)),
+            clock=self.clock,
+            metrics=self.metrics,
+        )
+        self.mutation_table.on_recover(self._reindex_mutations)
         # a replicated namespace's fan-out and region writers (issue 17), not the agents
         self.replication = ReplicationStages(settings, metrics=self.metrics)
 
@@ -218,6 +237,9 @@ class Delivery(mode.Service):
     async def _reindex_attempts(self) -> None:
         self.table_attempts.reindex()
 
+    async def _reindex_mutations(self) -> None:
+        self.mutations.reindex()
+
     @mode.Service.timer(5.0)
     async def _blocked_gauges(self) -> None:
         """Blocked keys per namespace (ordering = key), from this worker's table partitions:
@@ -236,6 +258,7 @@ class Delivery(mode.Service):
             age = 0.0 if oldest is None else max(0, now - oldest) / 1000
             self.metrics.blocked_oldest_age.labels(name).set(age)
         self._blocked_labels = set(stats)
+        self.mutations.report()
 
     def on_namespaces(self, registry: NamespaceRegistry) -> None:
         """Subscribe the agents to the topics of every namespace this worker can serve."""
@@ -262,6 +285,16 @@ class Delivery(mode.Service):
         if self.retry_topics.set_topics(ns.topics.retry for ns in wanted):
             self.retry_topics.resubscribe(self.app)
         self.dlq_monitor.watch((ns.name, ns.topics.dlq) for ns in wanted)
+        mutating = [
+            mutation_topics(ns.name)
+            for ns in registry
+            if ns.mutations is not None
+            and ns.partitions in (None, self.settings.default_partitions)
+        ]
+        if self.mutation_topics.set_topics(t.mutations for t in mutating):
+            self.mutation_topics.resubscribe(self.app)
+        if self.marker_topics.set_topics(t.markers for t in mutating):
+            self.marker_topics.resubscribe(self.app)
         logger.info("delivering namespaces: %s", [ns.name for ns in wanted])
         self.replication.on_namespaces(registry)
 
@@ -359,6 +392,15 @@ def install_delivery(app: faust.App, settings: Settings, registry: NamespaceRegi
 
     app.agent(delivery.log_topics, name="deliver")(consume)
     app.agent(delivery.retry_topics, name="retry_failed")(consume)
+    for topics, handler, name in (
+        (delivery.mutation_topics, delivery.mutations.handle_op, "mutation_ops"),
+        (delivery.marker_topics, delivery.mutations.handle_marker, "mutation_commit"),
+    ):
+        agent = mutation_agent(
+            app, handler, settings=settings, clock=clock, bind_event=bind_event,
+            max_hold_ms=max_hold_ms,
+        )  # fmt: skip
+        app.agent(topics, name=name)(agent)
     # Faust starts an instance as readily as a class (App._prepare_subservice); typed for classes.
     app.service(delivery)  # type: ignore[arg-type]
     app.service(delivery.delay)  # type: ignore[arg-type]

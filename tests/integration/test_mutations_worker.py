@@ -1,0 +1,200 @@
+"""Multi-partition mutations through a real worker (issue 18's acceptance, worker side): records
+written with the core builders through a real producer to a real broker, applied by the worker
+subprocess to a real database, SQLite and PostgreSQL (``db`` fixture, both for each test)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from walstream.core.mutations import Operation
+from walstream.testing.mutations import MutationWriter, Txn, model, random_transactions
+from walstream.topology import mutation_topics
+
+from .conftest import apply_namespace, eventually, wait_serving
+from .helpers import topic_end_offsets, worker_metric
+
+pytestmark = pytest.mark.integration
+
+TABLES = ("m_a", "m_b", "m_c")
+
+
+def definition(ns: str, *, timeout_s: int = 600, max_attempts: int = 1000) -> dict:
+    return {
+        "name": ns,
+        "target": {"type": "kv", "table": "m_a", "key": "k"},
+        "allowed_targets": {"kv_tables": ["m_*"]},
+        "mutations": {"completion_timeout_s": timeout_s},
+        "backoff": {"base_ms": 50, "multiplier": 2.0, "cap_ms": 400, "jitter": 0.1},
+        "max_attempts": max_attempts,
+    }
+
+
+async def start(wal_settings, workers, ns: str, db, **ns_options):
+    await apply_namespace(wal_settings, definition(ns, **ns_options))
+    worker = workers(WALSTREAM_KV_URL=db.url)
+    await wait_serving(worker, mutation_topics(ns).markers, within_s=60)
+    return worker
+
+
+def metric(worker, name: str, ns: str, **labels: str) -> float:
+    return worker_metric(worker, name, namespace=ns, **labels) or 0.0
+
+
+async def changelog_rows(servers: str, app_id: str) -> dict[str, bytes]:
+    """The mutation table as its changelog says (last value per key; a tombstone deletes)."""
+    topic = f"{app_id}-mutations-changelog"
+    ends = await topic_end_offsets(servers, topic)
+    consumer = AIOKafkaConsumer(bootstrap_servers=servers, group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    rows: dict[str, bytes] = {}
+    try:
+        tps = [TopicPartition(topic, p) for p in ends]
+        consumer.assign(tps)
+        for tp in tps:
+            consumer.seek(tp, 0)
+        left = {tp for tp in tps if ends[tp.partition] > 0}
+        deadline = time.monotonic() + 60
+        while left and time.monotonic() < deadline:
+            for tp, batch in (await consumer.getmany(timeout_ms=500)).items():
+                for record in batch:
+                    if record.value is None:
+                        rows.pop(record.key.decode(), None)
+                    else:
+                        rows[record.key.decode()] = record.value
+                    if record.offset + 1 >= ends[tp.partition]:
+                        left.discard(tp)
+        assert not left, f"changelog not read to its end: {left}"
+    finally:
+        await consumer.stop()
+    return rows
+
+
+async def committed_everything(worker, ns: str, count: int, within_s: float) -> None:
+    await eventually(
+        lambda: metric(worker, "walstream_mutation_commits_total", ns) >= count,
+        within_s,
+        f"{count} commits\n{worker.log_tail()}",
+        every=0.5,
+    )
+
+
+async def test_interleaved_out_of_order_transactions_end_as_the_model_says(
+    broker, wal_settings, workers, unique, db
+):
+    ns = f"mut-{unique}"
+    worker = await start(wal_settings, workers, ns, db)
+    rng = random.Random(18)
+    txns = random_transactions(rng, 400, tables=TABLES, keys=25, now_ms=int(time.time() * 1000))
+    ops = sum(len(t.operations) for t in txns)
+    async with MutationWriter(broker, ns) as writer:
+        started = time.monotonic()
+        await writer.send_many(writer.interleaved(txns, rng))
+        await committed_everything(worker, ns, len(txns), 120)
+        elapsed = time.monotonic() - started
+    print(  # noqa: T201 - the figure for the report
+        f"{len(txns)} transactions, {ops} operations in {elapsed:.1f}s: {ops / elapsed:.0f} ops/s"
+    )
+    assert await db.rows(TABLES) == model(ns, txns)
+    assert metric(worker, "walstream_mutation_operations_applied_total", ns) >= ops
+    rows = await changelog_rows(broker, wal_settings.app_id)
+    assert rows, "the table's changelog holds the tombstones"
+    assert sorted(rows) == sorted(f"t:{ns}:{t.txn_id}" for t in txns)  # no state, no chunk
+    await eventually(
+        lambda: (
+            metric(worker, "walstream_mutation_open_transactions", ns) == 0
+            and worker_metric(worker, "walstream_mutation_open_transactions", namespace=ns)
+            is not None
+        ),
+        30,
+        "the open gauge at 0",
+    )
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def db(request, tmp_path):
+    if request.param == "sqlite":
+        yield SqliteDb(tmp_path / "kv.sqlite")
+    else:
+        pg = PgDb(request.getfixturevalue("postgres"))
+        await pg.create()
+        yield pg
+        await pg.drop()
+
+
+class SqliteDb:
+    def __init__(self, path) -> None:
+        self.path = path
+        self.url = f"sqlite:///{path}"
+
+    def _connect(self):
+        import sqlite3
+
+        return sqlite3.connect(self.path, isolation_level=None, timeout=30)
+
+    async def execute(self, *statements: str) -> None:
+        conn = self._connect()
+        try:
+            for statement in statements:
+                conn.execute(statement)
+        finally:
+            conn.close()
+
+    async def query(self, statement: str) -> list[tuple]:
+        conn = self._connect()
+        try:
+            return conn.execute(statement).fetchall()
+        finally:
+            conn.close()
+
+    async def rows(self, tables) -> dict[tuple[str, str], bytes | None]:
+        out = {}
+        for table in tables:
+            try:
+                found = await self.query(f"SELECT key, value, deleted FROM {table}")  # noqa: S608
+            except Exception:  # noqa: BLE001, S112 - no such table: no row written to it
+                continue
+            for key, value, deleted in found:
+                out[(table, key)] = None if deleted else bytes(value)
+        return out
+
+
+class PgDb(SqliteDb):
+    def __init__(self, server: str) -> None:
+        self.name = f"t_{uuid.uuid4().hex[:10]}"
+        self.server = server
+        self.url = server.rsplit("/", 1)[0] + "/" + self.name
+
+    async def _run(self, dsn: str, statements, fetch: bool = False):
+        import asyncpg
+
+        conn = await asyncpg.connect(dsn)
+        try:
+            if fetch:
+                return [tuple(r) for r in await conn.fetch(statements[0])]
+            for statement in statements:
+                await conn.execute(statement)
+            return None
+        finally:
+            await conn.close()
+
+    async def create(self) -> None:
+        await self._run(self.server, [f"CREATE DATABASE {self.name}"])
+
+    async def drop(self) -> None:
+        await self._run(self.server, [f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)"])
+
+    async def execute(self, *statements: str) -> None:
+        await self._run(self.url, statements)
+
+    async def query(self, statement: str) -> list[tuple]:
+        return await self._run(self.url, [statement], fetch=True)
+
+
+_ = (asyncio, orjson, Operation, Txn)

@@ -1,0 +1,168 @@
+"""What the mutation agents send (issue 18): wakes and ``Forget`` records through the delay
+tiers, back to the markers topic partition they came from, and DLQ entries with the
+``wal-mutation`` header: a transaction's (its marker, record id ``txn.<id>``, redrivable) or a
+single bad record's (its own bytes). Each returns once the broker acknowledged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+from walstream.agents.outcomes import Emitter, Source, send
+from walstream.clock import Clock
+from walstream.core import outbox
+from walstream.core.mutations import (
+    DeadLetter,
+    Marker,
+    Requeue,
+    TxnState,
+    encode_marker,
+    wake_marker,
+)
+from walstream.errors import EmitRefusedError, WalError
+from walstream.metrics import WalMetrics
+from walstream.namespaces.config import NamespaceConfig
+from walstream.namespaces.registry import NamespaceRegistry
+from walstream.settings import Settings
+from walstream.topology import mutation_topics
+
+__all__ = ["H_MUTATION", "MutationOut"]
+
+logger = logging.getLogger(__name__)
+
+#: A mutation's DLQ entry: ``marker`` (a transaction, or a marker's record) or ``op``.
+H_MUTATION = "wal-mutation"
+
+
+class MutationOut:
+    """Sends the mutation agents' records (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        registry: NamespaceRegistry,
+        emitter: Emitter,
+        clock: Clock,
+        metrics: WalMetrics | None = None,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.emitter = emitter
+        self.clock = clock
+        self.metrics = metrics
+
+    async def send_waiting(
+        self, ns: NamespaceConfig, value: bytes, txn_id: str, due_ms: int, source: Source
+    ) -> None:
+        record = outbox.wait(
+            value,
+            txn_id.encode(),
+            due_ms=due_ms,
+            now_ms=self.clock.now_ms(),
+            dest_topic=mutation_topics(ns.name).markers,
+            dest_partition=source.partition,
+            app_id=self.settings.app_id,
+            tier_partitions=self.settings.default_partitions,
+        )
+        await send(self.emitter, record)
+
+    async def wake(
+        self, ns: NamespaceConfig, state: TxnState, requeue: Requeue, source: Source
+    ) -> None:
+        wake = encode_marker(wake_marker(state, requeue))
+        due = self.clock.now_ms() + requeue.delay_ms
+        await self.send_waiting(ns, wake, state.txn_id, due, source)
+        if self.metrics is not None:
+            self.metrics.mutation_requeues.labels(ns.name).inc()
+
+    async def dead_txn(
+        self,
+        ns: NamespaceConfig,
+        state: TxnState,
+        dead: DeadLetter,
+        error_class: str,
+        source: Source,
+    ) -> None:
+        marker = Marker(
+            namespace=state.namespace,
+            txn_id=state.txn_id,
+            op_count=state.count or 0,
+            at_ms=state.marked_at_ms or state.opened_at_ms,
+            digest=state.marker_digest,
+            wake=0,
+            redrive=state.redrive,
+        )
+        await self.entry(
+            ns, encode_marker(marker), f"txn.{state.txn_id}", source, "marker",
+            error_class, dead.reason, attempts=state.attempts,
+        )  # fmt: skip
+
+    async def dead_record(
+        self,
+        value: bytes | None,
+        source: Source,
+        kind: str,
+        error_class: str,
+        reason: str,
+        ns: NamespaceConfig | None = None,
+    ) -> None:
+        """A single record to the DLQ as it is: its namespace's (from the topic it was read on;
+        not known: logged and skipped)."""
+        if ns is None:
+            name = source.topic.removeprefix("wal.").rsplit(".", 1)[0]
+            if source.topic not in mutation_topics(name):
+                logger.error("%s at %s: %s (not a mutation topic)", kind, source, reason)
+                return
+            try:
+                ns = self.registry.get(name)
+            except WalError as exc:
+                logger.error("mutation %s at %s: %s; %s", kind, source, reason, exc)
+                return
+        record_id = outbox.poison_id(source.topic, source.partition, source.offset)
+        await self.entry(ns, value, record_id, source, kind, error_class, reason)
+
+    async def entry(
+        self,
+        ns: NamespaceConfig,
+        value: bytes | None,
+        record_id: str,
+        source: Source,
+        kind: str,
+        error_class: str,
+        reason: str,
+        *,
+        attempts: int = 0,
+    ) -> None:
+        for last_resort in (False, True):
+            entry = outbox.dlq_entry(
+                value,
+                dlq_topic=ns.topics.dlq,
+                partition=source.partition,
+                record_id=record_id,
+                namespace=ns.name,
+                reason=reason,
+                error_class=error_class,
+                source=source.coordinates(),
+                attempts=attempts,
+                dead_at_ms=self.clock.now_ms(),
+                origin=None,
+            )
+            entry = dataclasses.replace(
+                entry, headers=[*(entry.headers or []), (H_MUTATION, kind.encode())]
+            )
+            try:
+                await send(self.emitter, entry)
+                break
+            except EmitRefusedError as exc:
+                if last_resort:
+                    logger.critical(
+                        "DLQ entry %s refused even without its value: %s", record_id, exc
+                    )
+                    return
+                logger.error("DLQ copy of %s refused (%s): entry without it", record_id, exc)
+                value = None
+        if self.metrics is not None:
+            self.metrics.mutation_dead_letters.labels(ns.name, error_class).inc()
+            self.metrics.dlq_records_written.labels(ns.name, error_class).inc()

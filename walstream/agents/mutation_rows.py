@@ -1,0 +1,104 @@
+"""The ``mutations`` table's rows as the mutation agents use them (issue 18), and the index of
+open transactions the gauges read.
+
+``TableRows`` reads and writes the Faust table's store directly and writes its changelog straight
+to the producer (as the ``ordering`` and ``attempts`` tables do, walstream.agents.tables): same
+records, on the current event's partition, so call it from a handler bound to its event
+(``walstream.worker.bind_event``). Keys are ``core.mutations.keys`` strings, stored as their
+UTF-8 bytes; values are bytes. A write is on the producer's accumulator when ``put`` returns
+(Faust flushes it before it commits the source offset); ``durable`` waits for the broker's ack.
+
+``OpenIndex``: the open transactions' first-record times by namespace, kept as states are
+written and deleted, rebuilt from the table after its recovery: the gauges never scan the table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+import faust.streams
+
+from walstream.agents.tables import send_unacked
+from walstream.core.mutations import TxnState
+
+__all__ = ["OpenIndex", "Rows", "TableRows"]
+
+
+class Rows(Protocol):
+    """A table of raw rows (``TableRows``; ``walstream.testing.MemoryRows``)."""
+
+    def get(self, key: str) -> bytes | None: ...
+
+    async def put(self, key: str, value: bytes | None, *, durable: bool = False) -> None:
+        """Write ``value`` at ``key`` (None: delete it)."""
+
+    def items(self) -> Iterator[tuple[str, bytes]]: ...
+
+
+class TableRows:
+    """``Rows`` over a Faust table of bytes keys and values (see the module docstring)."""
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
+
+    def get(self, key: str) -> bytes | None:
+        value: bytes | None = self.table.data.get(key.encode())
+        return value
+
+    def get_anywhere(self, key: str) -> bytes | None:
+        """``get`` outside any event: a RocksDB store then looks in every partition it holds
+        (for the status page, answered outside a record's handler)."""
+        token = faust.streams._current_event.set(None)
+        try:
+            return self.get(key)
+        finally:
+            faust.streams._current_event.reset(token)
+
+    async def put(self, key: str, value: bytes | None, *, durable: bool = False) -> None:
+        raw = key.encode()
+        data = self.table.data
+        if value is None:
+            if raw not in data:
+                return
+            del data[raw]
+        else:
+            data[raw] = value
+        sent = await send_unacked(self.table, raw, value, self.table.partition_for_key(raw))
+        if durable:
+            await sent
+
+    def items(self) -> Iterator[tuple[str, bytes]]:
+        for key, value in list(self.table.data.items()):
+            yield (key.decode() if isinstance(key, bytes) else str(key)), value
+
+
+class OpenIndex:
+    """(namespace, txn id) -> when the transaction opened, for the open (not dead-lettered)
+    transactions this worker holds."""
+
+    def __init__(self) -> None:
+        self._open: dict[tuple[str, str], int] = {}
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def note(self, namespace: str, txn_id: str, state: TxnState | None) -> None:
+        """The transaction's state was written (None: deleted)."""
+        if state is None or state.dead is not None:
+            self._open.pop((namespace, txn_id), None)
+        else:
+            self._open[(namespace, txn_id)] = state.opened_at_ms
+
+    def rebuild(self, states: Iterator[TxnState]) -> None:
+        self._open = {}
+        for state in states:
+            self.note(state.namespace, state.txn_id, state)
+
+    def stats(self) -> dict[str, tuple[int, int]]:
+        """namespace -> (open transactions, the oldest one's opening time)."""
+        out: dict[str, tuple[int, int]] = {}
+        for (namespace, _), opened in self._open.items():
+            count, oldest = out.get(namespace, (0, opened))
+            out[namespace] = (count + 1, min(oldest, opened))
+        return out
