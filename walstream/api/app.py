@@ -23,10 +23,12 @@ from walstream.api.auth import PRINCIPAL, ROUTE_ACCESS, Authenticator, require_t
 from walstream.api.body import BODY_LIMIT, BodyLimits, check_length
 from walstream.api.deps import ApiDeps
 from walstream.api.handlers import install_routes
+from walstream.api.mutation_handlers import install_mutation_routes
 from walstream.api.replays import Replays
 from walstream.api.responses import error_response, failure_response
 from walstream.api.router import Router
 from walstream.api.server import ApiServer
+from walstream.api.worker_pages import WorkerPages
 from walstream.core.auth import Access
 from walstream.core.delay import TIERS_MS
 from walstream.core.limits import InFlightLimiter
@@ -51,6 +53,7 @@ class Api:
         self.deps = deps
         self.router = Router()
         install_routes(self.router)
+        install_mutation_routes(self.router)
         #: handler -> the byte limit of its request bodies (walstream.api.body)
         self.body_limits = BodyLimits.from_settings(deps.settings)
         self.limits = {r.handler: self.body_limits.bytes_for(r.body) for r in self.router.routes()}
@@ -147,6 +150,7 @@ def build_api(settings: Settings) -> Api:
         retry_after_s=settings.shed_retry_after_s,
     )
     replays = Replays(settings, feed.registry)
+    worker = WorkerPages(settings.worker_base_url, timeout_s=settings.write_timeout_s)
 
     async def kafka_clients() -> AsyncIterator[None]:
         await producer.start()
@@ -172,6 +176,7 @@ def build_api(settings: Settings) -> Api:
                     logger.warning("namespace registry not loaded yet; writes get 503 until it is")
                 yield
             finally:
+                await worker.close()
                 await replays.close()
                 await dlq.close()
                 await feed.stop()
@@ -187,6 +192,7 @@ def build_api(settings: Settings) -> Api:
             registry_loaded=feed.ready.is_set,
             dlq=dlq,
             replays=replays,
+            worker=worker,
             lifespan=[kafka_clients],
         )
     )

@@ -28,6 +28,7 @@ from walstream.settings import Settings
 
 __all__ = [
     "BODY_LIMIT",
+    "MUTATION_OVERHEAD_PER_OP_BYTES",
     "REQUEST_OVERHEAD_BYTES",
     "SMALL_BODY_BYTES",
     "BodyLimit",
@@ -43,6 +44,9 @@ logger = logging.getLogger(__name__)
 REQUEST_OVERHEAD_BYTES = 64 * 1024
 #: Admin routes (a redrive's selection: ~7,000 record ids) and routes that take no body.
 SMALL_BODY_BYTES = 256 * 1024
+#: What a mutation request's JSON may hold per operation beyond its weight (values, ids and
+#: table names): field names, quotes, an original write time, escapes in an id.
+MUTATION_OVERHEAD_PER_OP_BYTES = 512
 
 #: The limit of the request's route, set by the API before its handler runs.
 BODY_LIMIT = web.RequestKey("walstream.body_limit", int)
@@ -57,6 +61,10 @@ class BodyLimit(enum.Enum):
     BATCH = "batch"
     #: Admin requests and routes without a body: SMALL_BODY_BYTES.
     SMALL = "small"
+    #: A mutation (issue 18): a whole transaction of WALSTREAM_MUTATION_TXN_BYTES_MAX with its
+    #: values in base64, plus MUTATION_OVERHEAD_PER_OP_BYTES per operation and
+    #: REQUEST_OVERHEAD_BYTES (~23 MiB for the default 16 MiB).
+    MUTATION = "mutation"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -67,16 +75,21 @@ class BodyLimits:
     batch: int
     small: int
     read_timeout_s: float
+    mutation: int = SMALL_BODY_BYTES
 
     @classmethod
     def from_settings(cls, settings: Settings) -> BodyLimits:
-        """Limits from settings; none is over WALSTREAM_MAX_REQUEST_BYTES."""
+        """Limits from settings; none but a mutation's is over WALSTREAM_MAX_REQUEST_BYTES (a
+        mutation's follows WALSTREAM_MUTATION_TXN_BYTES_MAX and _OPERATIONS_MAX)."""
         cap = settings.max_request_bytes
+        base64_bytes = -(-settings.mutation_txn_bytes_max // 3) * 4
+        per_op = settings.mutation_operations_max * MUTATION_OVERHEAD_PER_OP_BYTES
         return cls(
             record=min(cap, settings.max_record_bytes + REQUEST_OVERHEAD_BYTES),
             batch=cap,
             small=min(cap, SMALL_BODY_BYTES),
             read_timeout_s=settings.body_read_timeout_s,
+            mutation=base64_bytes + per_op + REQUEST_OVERHEAD_BYTES,
         )
 
     def bytes_for(self, kind: BodyLimit) -> int:
@@ -85,6 +98,8 @@ class BodyLimits:
             return self.record
         if kind is BodyLimit.BATCH:
             return self.batch
+        if kind is BodyLimit.MUTATION:
+            return self.mutation
         return self.small
 
 

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from walstream.api.replays import Replays
+from walstream.api.worker_pages import WorkerPages
 from walstream.clock import Clock, SystemClock
 from walstream.core.limits import InFlightLimiter
 from walstream.dlq import DlqAccess
@@ -38,5 +39,7 @@ class ApiDeps:
     dlq: DlqAccess | None = None
     #: Replays over HTTP (None: this API serves no replay endpoints).
     replays: Replays | None = None
+    #: The workers' pages (a mutation's status; None: this API asks no worker, 503).
+    worker: WorkerPages | None = None
     #: Start/stop work (the real producer and namespace feed): each yields once while serving.
     lifespan: list[Callable[[], AsyncIterator[None]]] = field(default_factory=list)

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
-import orjson
 from aiohttp import web
 
 from walstream.api.auth import PRINCIPAL
@@ -16,15 +13,15 @@ from walstream.api.body import BodyLimit, read_body
 from walstream.api.deps import ApiDeps
 from walstream.api.openapi import openapi_document
 from walstream.api.replays import Replays
+from walstream.api.requests import Params, decode_json, loaded, namespace_for, reserved_for
 from walstream.api.responses import error_body, json_response, status_for
 from walstream.api.router import Router
 from walstream.core.auth import principals_namespaces, redact_target, visible_reason
 from walstream.core.dlq import DlqCursor, Selection, parse_selection
 from walstream.core.outbox import Outgoing, route_write
 from walstream.core.replay_request import parse_replay_request
-from walstream.core.target_policy import ReservedTopics
 from walstream.core.targets import REGION_NAME, parse_target
-from walstream.core.validate import exact_body, invalid_json, parse_batch, parse_write_request
+from walstream.core.validate import exact_body, parse_batch, parse_write_request
 from walstream.dlq import DlqAccess, entry_bytes, entry_json, region_dlq
 from walstream.errors import (
     BadRequestError,
@@ -35,40 +32,8 @@ from walstream.errors import (
     WalError,
 )
 from walstream.namespaces.config import NamespaceConfig
-from walstream.namespaces.registry import NamespaceRegistry
-from walstream.topology import reserved_topics
 
 __all__ = ["install_routes"]
-
-Params = Mapping[str, str]
-
-
-def _loaded(deps: ApiDeps) -> None:
-    """503 + Retry-After until the registry has caught up (a 404 then could be wrong)."""
-    if not deps.registry_loaded():
-        raise OverloadedError(deps.settings.shed_retry_after_s, "namespace registry is loading")
-
-
-def _namespace(deps: ApiDeps, params: Params) -> NamespaceConfig:
-    _loaded(deps)
-    return deps.registry.get(params["namespace"])
-
-
-@lru_cache(maxsize=8)
-def _reserved_of(app_id: str, control_topic: str, registry: NamespaceRegistry) -> ReservedTopics:
-    return reserved_topics(app_id, control_topic, registry.namespace_of)
-
-
-def _reserved(deps: ApiDeps) -> ReservedTopics:
-    """walstream's own topics on this deployment: no target may name one."""
-    return _reserved_of(deps.settings.app_id, deps.settings.control_topic, deps.registry)
-
-
-def _decode(raw: bytes) -> Any:
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise invalid_json(raw, str(exc)) from None
 
 
 def _check_size(record: Outgoing, limit: int) -> None:
@@ -82,21 +47,21 @@ def _check_size(record: Outgoing, limit: int) -> None:
 
 async def write_to_log(request: web.BaseRequest, deps: ApiDeps, params: Params) -> web.Response:
     """WriteToLog: one record."""
-    ns = _namespace(deps, params)
+    ns = namespace_for(deps, params)
     raw = await read_body(request, deps.settings.body_read_timeout_s)
     # The slot is taken once the body is here: a slow body must not hold a write slot.
     limiter = deps.limiter
     if not limiter.try_acquire():
         raise OverloadedError(deps.settings.shed_retry_after_s)
     try:
-        body = _decode(raw)
+        body = decode_json(raw)
         now_ms = deps.clock.now_ms()
         env = parse_write_request(
             body,
             ns,
             now_ms=now_ms,
             rand=deps.rand(),
-            reserved=_reserved(deps),
+            reserved=reserved_for(deps),
             exact=exact_body(raw),
         )
         record = route_write(
@@ -119,9 +84,9 @@ async def write_to_log(request: web.BaseRequest, deps: ApiDeps, params: Params) 
 
 async def write_batch(request: web.BaseRequest, deps: ApiDeps, params: Params) -> web.Response:
     """WriteToLog for many records: one result per record, in request order."""
-    ns = _namespace(deps, params)
+    ns = namespace_for(deps, params)
     raw = await read_body(request, deps.settings.body_read_timeout_s)
-    items = parse_batch(_decode(raw), deps.settings.max_batch_records)
+    items = parse_batch(decode_json(raw), deps.settings.max_batch_records)
     # the records again with exact numbers, when they may hold one the log would change
     exact = exact_body(raw)
     exact_items = exact["records"] if exact is not None else None
@@ -137,7 +102,7 @@ async def write_batch(request: web.BaseRequest, deps: ApiDeps, params: Params) -
                 ns,
                 now_ms=now_ms,
                 rand=deps.rand(),
-                reserved=_reserved(deps),
+                reserved=reserved_for(deps),
                 exact=exact_items[index] if exact_items is not None else None,
             )
             record = route_write(env, ns.topics.log, now_ms, app_id, key_ordered=ns.key_ordered)
@@ -195,7 +160,7 @@ async def readyz(request: web.BaseRequest, deps: ApiDeps, params: Params) -> web
 
 async def list_namespaces(request: web.BaseRequest, deps: ApiDeps, params: Params) -> web.Response:
     """The namespaces this process knows (those the token administers), secrets redacted."""
-    _loaded(deps)
+    loaded(deps)
     configs = {ns.name: ns for ns in deps.registry}
     shown = principals_namespaces(request.get(PRINCIPAL), configs)
     return json_response({"namespaces": [redact_target(configs[n].to_json()) for n in shown]})
@@ -204,7 +169,7 @@ async def list_namespaces(request: web.BaseRequest, deps: ApiDeps, params: Param
 async def show_namespace(request: web.BaseRequest, deps: ApiDeps, params: Params) -> web.Response:
     """One namespace's configuration, as this process sees it (header values and URL userinfo
     redacted: walstream.core.auth.redact_target)."""
-    return json_response(redact_target(_namespace(deps, params).to_json()))
+    return json_response(redact_target(namespace_for(deps, params).to_json()))
 
 
 async def openapi(request: web.BaseRequest, deps: ApiDeps, params: Params) -> web.Response:
@@ -248,7 +213,7 @@ def _queue(deps: ApiDeps, params: Params, region: str | None) -> _Queue:
         BadRequestError: ``region`` is not a region name (400 naming the field).
         RouteNotFoundError: the namespace replicates nothing, or not to ``region`` (404).
     """
-    ns = _namespace(deps, params)
+    ns = namespace_for(deps, params)
     if region is None:
         return _Queue(ns.name, ns, None, None)
     if not REGION_NAME.fullmatch(region):  # fullmatch: "a\n" too
@@ -315,7 +280,7 @@ async def show_dlq_entry(request: web.BaseRequest, deps: ApiDeps, params: Params
 
 async def _selection_body(request: web.BaseRequest, deps: ApiDeps) -> dict[str, Any]:
     raw = await read_body(request, deps.settings.body_read_timeout_s)
-    body = _decode(raw) if raw else {}
+    body = decode_json(raw) if raw else {}
     if not isinstance(body, dict):
         raise BadRequestError("body", "must be a JSON object")
     return body
@@ -339,7 +304,7 @@ async def start_redrive(request: web.BaseRequest, deps: ApiDeps, params: Params)
                 "target", "does not apply to a region DLQ (the region's writer applies it)"
             )
         target = parse_target(target).wire
-        queue.ns.target_policy.check(target, reserved=_reserved(deps))  # 403 naming the field
+        queue.ns.target_policy.check(target, reserved=reserved_for(deps))  # 403 naming the field
     selection = parse_selection(body, deps.clock.now_ms())
     # a claim on the DLQ first (409 when another process's redrive holds it), then coordinates
     # only, records a page at a time (walstream.dlq)
@@ -395,16 +360,16 @@ def _replays(deps: ApiDeps) -> Replays:
 async def start_replay(request: web.BaseRequest, deps: ApiDeps, params: Params) -> web.Response:
     """Replay a window of the namespace's writes in the background (202; walstream.replay);
     one at a time per namespace in this process (409)."""
-    ns = _namespace(deps, params)
+    ns = namespace_for(deps, params)
     raw = await read_body(request, deps.settings.body_read_timeout_s)
-    replay_request = parse_replay_request(_decode(raw) if raw else {}, deps.clock.now_ms())
+    replay_request = parse_replay_request(decode_json(raw) if raw else {}, deps.clock.now_ms())
     progress = _replays(deps).start(ns, replay_request)
     return json_response(progress.to_json(), status=202)
 
 
 async def replay_status(request: web.BaseRequest, deps: ApiDeps, params: Params) -> web.Response:
     """The namespace's latest replay in this process."""
-    ns = _namespace(deps, params)
+    ns = namespace_for(deps, params)
     progress = _replays(deps).status(ns.name)
     if progress is None:
         raise RouteNotFoundError(f"no replay of {ns.name} in this process")
@@ -413,7 +378,7 @@ async def replay_status(request: web.BaseRequest, deps: ApiDeps, params: Params)
 
 async def cancel_replay(request: web.BaseRequest, deps: ApiDeps, params: Params) -> web.Response:
     """Cancel the namespace's running replay (what is delivered stays delivered)."""
-    ns = _namespace(deps, params)
+    ns = namespace_for(deps, params)
     progress = await _replays(deps).cancel(ns.name)
     if progress is None:
         raise RouteNotFoundError(f"no replay of {ns.name} in this process")

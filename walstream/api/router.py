@@ -4,7 +4,9 @@ walstream serves HTTP with aiohttp's low-level server rather than ``web.Applicat
 WriteToLog the Application's routing, match-info and middleware chain cost about as much CPU as
 walstream's own validation and encoding (measured end to end with callgrind, bench/ingest.py).
 The API has a handful of routes, so a dictionary for exact paths and a segment-by-segment match
-for patterns (``{name}`` stands for one whole segment) do the same job for less.
+for patterns (``{name}`` stands for one whole segment, ``{name}:verb`` for a segment ending in
+``:verb``, the name being the rest) do the same job for less. Patterns of one length are tried
+in registration order: register ``{name}:verb`` before a ``{name}`` in the same place.
 """
 
 from __future__ import annotations
@@ -39,6 +41,27 @@ _NO_PARAMS: Mapping[str, str] = MappingProxyType({})
 _MATCHED_MAX = 4096
 
 
+@dataclass(frozen=True, slots=True)
+class _Suffixed:
+    """A pattern segment ``{name}:verb``: a parameter followed by a fixed ``:verb``."""
+
+    suffix: str
+
+
+#: A pattern segment: a fixed text, a whole-segment parameter (None), or a suffixed one.
+_Segment = str | None | _Suffixed
+
+
+def _segment(part: str) -> tuple[_Segment, str | None]:
+    """A pattern segment and the name of its parameter (None: a fixed segment)."""
+    if part.startswith("{") and part.endswith("}"):
+        return None, part[1:-1]
+    if part.startswith("{") and "}:" in part:
+        name, _, verb = part[1:].partition("}")
+        return _Suffixed(verb), name
+    return part, None
+
+
 class Router:
     """Resolves (method, path) to (handler, params)."""
 
@@ -47,9 +70,10 @@ class Router:
         self._exact: dict[str, dict[str, Handler]] = {}
         #: paths matched to a parameterised route so far (only matches: misses are not kept)
         self._matched: dict[str, tuple[dict[str, Handler], Mapping[str, str]]] = {}
-        #: segment count -> [(segments, {method: handler})]; None in segments marks a parameter
+        #: segment count -> [(segments, names, {method: handler})]; None in segments marks a
+        #: parameter, a _Suffixed one a parameter with a fixed ending
         self._patterns: dict[
-            int, list[tuple[tuple[str | None, ...], tuple[str, ...], dict[str, Handler]]]
+            int, list[tuple[tuple[_Segment, ...], tuple[str, ...], dict[str, Handler]]]
         ] = {}
 
     def add(
@@ -58,13 +82,13 @@ class Router:
         """Register ``handler`` for ``method`` on ``pattern`` (``/v1/namespaces/{namespace}``),
         its request bodies bounded by ``body`` (walstream.api.body)."""
         self._routes.append(Route(method, pattern, handler, body))
-        parts = pattern.split("/")
-        names = tuple(p[1:-1] for p in parts if p.startswith("{") and p.endswith("}"))
+        parsed = [_segment(p) for p in pattern.split("/")]
+        names = tuple(name for _, name in parsed if name is not None)
         if not names:
             self._exact.setdefault(pattern, {})[method] = handler
             return
-        segments = tuple(None if p.startswith("{") and p.endswith("}") else p for p in parts)
-        candidates = self._patterns.setdefault(len(parts), [])
+        segments = tuple(segment for segment, _ in parsed)
+        candidates = self._patterns.setdefault(len(parsed), [])
         for existing, _, methods in candidates:
             if existing == segments:
                 methods[method] = handler
@@ -104,6 +128,10 @@ class Router:
                     if not got:
                         break
                     values.append(got)
+                elif isinstance(want, _Suffixed):
+                    if len(got) <= len(want.suffix) or not got.endswith(want.suffix):
+                        break
+                    values.append(got[: -len(want.suffix)])
                 elif want != got:
                     break
             else:

@@ -80,3 +80,30 @@ def test_remembered_matches_stay_right_and_bounded(router):
         router.resolve("DELETE", "/v1/namespaces/ns-1/log")
     with pytest.raises(TypeError):  # params are read-only: one handler cannot spoil the next
         router.resolve("POST", "/v1/namespaces/ns-1/log")[1]["namespace"] = "other"
+
+
+def test_a_parameter_with_a_fixed_ending_binds_what_comes_before_it():
+    r = Router()
+    r.add("POST", "/v1/namespaces/{namespace}/mutations/{txn_id}:complete", _a)
+    r.add("GET", "/v1/namespaces/{namespace}/mutations/{txn_id}", _b)
+    r.add("POST", "/v1/namespaces/{namespace}/mutations/{txn_id}/{seq}", _c)
+    assert r.resolve("POST", "/v1/namespaces/kv/mutations/t-1:complete") == (
+        _a,
+        {"namespace": "kv", "txn_id": "t-1"},
+    )
+    assert r.resolve("GET", "/v1/namespaces/kv/mutations/t-1") == (
+        _b,
+        {"namespace": "kv", "txn_id": "t-1"},
+    )
+    assert r.resolve("POST", "/v1/namespaces/kv/mutations/t-1/7") == (
+        _c,
+        {"namespace": "kv", "txn_id": "t-1", "seq": "7"},
+    )
+    # the ending alone binds nothing: the plain parameter's route takes it
+    assert r.resolve("GET", "/v1/namespaces/kv/mutations/:complete") == (
+        _b,
+        {"namespace": "kv", "txn_id": ":complete"},
+    )
+    assert r.resolve("GET", "/v1/namespaces/kv/mutations/t:completed")[0] is _b
+    with pytest.raises(MethodNotAllowedError):
+        r.resolve("GET", "/v1/namespaces/kv/mutations/t-1:complete")

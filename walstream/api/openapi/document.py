@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from walstream import __version__
-from walstream.api.openapi import dlq, namespaces, replay, service, writes
+from walstream.api.openapi import dlq, mutations, namespaces, replay, service, writes
 from walstream.api.openapi.responses import ERROR, error
 from walstream.api.openapi.targets import target_schemas
 
@@ -33,6 +33,11 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "Discarded": dlq.DISCARDED,
     "ReplayRequest": replay.REPLAY_REQUEST,
     "Replay": replay.REPLAY,
+    "MutationOperation": mutations.MUTATION_OPERATION,
+    "MutationComplete": mutations.MUTATION_COMPLETE,
+    "MutateItemsRequest": mutations.MUTATE_ITEMS_REQUEST,
+    "MutationResponse": mutations.MUTATION_RESPONSE,
+    "MutationStatus": mutations.MUTATION_STATUS,
     "Namespace": namespaces.NAMESPACE,
     "NamespaceList": namespaces.NAMESPACE_LIST,
     "Health": service.HEALTH,
@@ -85,6 +90,7 @@ def _document() -> dict[str, Any]:
         "info": {"title": "walstream", "version": __version__},
         "paths": {
             **writes.paths(),
+            **mutations.paths(),
             **namespaces.paths(),
             **dlq.paths(),
             **replay.paths(),
