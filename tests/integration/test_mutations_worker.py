@@ -4,17 +4,19 @@ subprocess to a real database, SQLite and PostgreSQL (``db`` fixture, both for e
 
 from __future__ import annotations
 
-import asyncio
 import random
 import time
-import uuid
 
-import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from walstream.core.mutations import Operation
-from walstream.testing.mutations import MutationWriter, Txn, model, random_transactions
+from walstream.testing.mutations import (
+    MutationWriter,
+    PgDb,
+    SqliteDb,
+    model,
+    random_transactions,
+)
 from walstream.topology import mutation_topics
 
 from .conftest import apply_namespace, eventually, wait_serving
@@ -23,6 +25,18 @@ from .helpers import topic_end_offsets, worker_metric
 pytestmark = pytest.mark.integration
 
 TABLES = ("m_a", "m_b", "m_c")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def db(request, tmp_path):
+    """The kv database of the test's worker: SQLite, then a database of its own on PostgreSQL."""
+    if request.param == "sqlite":
+        yield SqliteDb(tmp_path / "kv.sqlite")
+    else:
+        pg = PgDb(request.getfixturevalue("postgres"))
+        await pg.create()
+        yield pg
+        await pg.drop()
 
 
 def definition(ns: str, *, timeout_s: int = 600, max_attempts: int = 1000) -> dict:
@@ -117,84 +131,50 @@ async def test_interleaved_out_of_order_transactions_end_as_the_model_says(
     )
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def db(request, tmp_path):
-    if request.param == "sqlite":
-        yield SqliteDb(tmp_path / "kv.sqlite")
-    else:
-        pg = PgDb(request.getfixturevalue("postgres"))
-        await pg.create()
-        yield pg
-        await pg.drop()
+def order_problems(ns: str, applied: list[tuple[str, str, str]]) -> list[str]:
+    """Writes applied before a lower seq of their transaction, or applied twice."""
+    last: dict[str, int] = {}
+    problems = []
+    for _, _, token in applied:
+        _, token_ns, txn_id, seq_text = token.split(":")
+        assert token_ns == ns
+        seq = int(seq_text)
+        if last.get(txn_id, -1) >= seq:
+            problems.append(f"{txn_id}: seq {seq} applied after seq {last[txn_id]}")
+        last[txn_id] = seq
+    return problems
 
 
-class SqliteDb:
-    def __init__(self, path) -> None:
-        self.path = path
-        self.url = f"sqlite:///{path}"
-
-    def _connect(self):
-        import sqlite3
-
-        return sqlite3.connect(self.path, isolation_level=None, timeout=30)
-
-    async def execute(self, *statements: str) -> None:
-        conn = self._connect()
-        try:
-            for statement in statements:
-                conn.execute(statement)
-        finally:
-            conn.close()
-
-    async def query(self, statement: str) -> list[tuple]:
-        conn = self._connect()
-        try:
-            return conn.execute(statement).fetchall()
-        finally:
-            conn.close()
-
-    async def rows(self, tables) -> dict[tuple[str, str], bytes | None]:
-        out = {}
-        for table in tables:
-            try:
-                found = await self.query(f"SELECT key, value, deleted FROM {table}")  # noqa: S608
-            except Exception:  # noqa: BLE001, S112 - no such table: no row written to it
-                continue
-            for key, value, deleted in found:
-                out[(table, key)] = None if deleted else bytes(value)
-        return out
-
-
-class PgDb(SqliteDb):
-    def __init__(self, server: str) -> None:
-        self.name = f"t_{uuid.uuid4().hex[:10]}"
-        self.server = server
-        self.url = server.rsplit("/", 1)[0] + "/" + self.name
-
-    async def _run(self, dsn: str, statements, fetch: bool = False):
-        import asyncpg
-
-        conn = await asyncpg.connect(dsn)
-        try:
-            if fetch:
-                return [tuple(r) for r in await conn.fetch(statements[0])]
-            for statement in statements:
-                await conn.execute(statement)
-            return None
-        finally:
-            await conn.close()
-
-    async def create(self) -> None:
-        await self._run(self.server, [f"CREATE DATABASE {self.name}"])
-
-    async def drop(self) -> None:
-        await self._run(self.server, [f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)"])
-
-    async def execute(self, *statements: str) -> None:
-        await self._run(self.url, statements)
-
-    async def query(self, statement: str) -> list[tuple]:
-        return await self._run(self.url, [statement], fetch=True)
-
-
-_ = (asyncio, orjson, Operation, Txn)
+async def test_failures_injected_by_the_database_delay_transactions_never_reorder_them(
+    broker, wal_settings, workers, unique, db
+):
+    ns = f"mut-{unique}"
+    await db.prepare(TABLES)
+    rng = random.Random(1802)
+    failing = {(rng.choice(TABLES), f"k{rng.randrange(25)}") for _ in range(4)}
+    await db.fail(failing)
+    worker = await start(wal_settings, workers, ns, db)
+    txns = random_transactions(rng, 200, tables=TABLES, keys=25, now_ms=int(time.time() * 1000))
+    blocked = [t for t in txns if any((op.table, op.id) in failing for op in t.operations)]
+    assert 10 < len(blocked) < len(txns)
+    async with MutationWriter(broker, ns) as writer:
+        await writer.send_many(writer.interleaved(txns, rng))
+        # every transaction not touching a failing row commits; the others cannot, and keep
+        # failing at their first failing operation (re-queued with backoff, never given up)
+        await committed_everything(worker, ns, len(txns) - len(blocked), 120)
+        await eventually(
+            lambda: metric(worker, "walstream_mutation_requeues_total", ns) > 3 * len(blocked),
+            60,
+            "the failing transactions' retries",
+        )
+        assert metric(worker, "walstream_mutation_commits_total", ns) == len(txns) - len(blocked)
+        rows = await db.rows(TABLES)
+        assert not failing & set(rows), "a failing row was written"
+        await db.heal()
+        await committed_everything(worker, ns, len(txns), 120)
+    assert await db.rows(TABLES) == model(ns, txns)
+    applied = await db.applied()
+    assert order_problems(ns, applied) == []
+    blocked_ids = {t.txn_id for t in blocked}
+    assert any(token.split(":")[2] in blocked_ids for _, _, token in applied)
+    assert metric(worker, "walstream_mutation_dead_letters_total", ns) == 0

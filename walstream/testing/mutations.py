@@ -5,6 +5,8 @@ with the core builders through a real producer, and the model of what the databa
 * ``MutationWriter`` — writes operations and markers as the API does (``chunks.op_chunks``,
   ``wire.encode_op_chunk``/``encode_marker``, keyed by the txn id) with a plain aiokafka producer
   (acks=all), in any order the test picks.
+* ``SqliteDb`` / ``PgDb`` — the kv database as a test reads it: rows, an apply-order log and
+  failures injected by triggers (``prepare``, ``fail``, ``heal``, ``applied``).
 * ``random_transactions`` / ``model`` — transactions of puts and deletes over a few tables and
   keys, and the rows they leave: each transaction applied in seq order, transactions ordered by
   their versions (the marker's time, then the token), as last-write-wins decides.
@@ -13,9 +15,14 @@ with the core builders through a real producer, and the model of what the databa
 from __future__ import annotations
 
 import random
+import sqlite3
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
+import asyncpg
 import orjson
 from aiokafka import AIOKafkaProducer
 
@@ -27,9 +34,18 @@ from walstream.core.mutations import (
     op_chunks,
     op_token,
 )
+from walstream.targets.kv import kv_statements
 from walstream.topology import mutation_topics
 
-__all__ = ["MemoryRows", "MutationWriter", "Txn", "model", "random_transactions"]
+__all__ = [
+    "MemoryRows",
+    "MutationWriter",
+    "PgDb",
+    "SqliteDb",
+    "Txn",
+    "model",
+    "random_transactions",
+]
 
 
 class MemoryRows(dict[str, bytes]):
@@ -173,3 +189,134 @@ class MutationWriter:
             if not items:
                 pending.remove(items)
         return out
+
+
+# -- the kv database, as a test reads it and injects failures into it ---------------------------
+
+
+class SqliteDb:
+    """The kv target's SQLite database (``url`` for WALSTREAM_KV_URL), read from the test:
+    rows, an apply-order log filled by triggers, failures injected by a trigger (a runtime error
+    in a trigger is SQLITE_ERROR: transient, like a busy database)."""
+
+    dialect = "sqlite"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.url = f"sqlite:///{path}"
+
+    async def execute(self, *statements: str) -> None:
+        conn = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+        try:
+            for statement in statements:
+                conn.execute(statement)
+        finally:
+            conn.close()
+
+    async def query(self, statement: str) -> list[tuple[Any, ...]]:
+        conn = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+        try:
+            return conn.execute(statement).fetchall()
+        finally:
+            conn.close()
+
+    async def rows(self, tables: Iterable[str]) -> dict[tuple[str, str], bytes | None]:
+        """(table, key) -> value (None: a tombstone) of every row of ``tables`` that exist."""
+        out: dict[tuple[str, str], bytes | None] = {}
+        for table in tables:
+            try:
+                found = await self.query(f"SELECT key, value, deleted FROM {table}")  # noqa: S608
+            except (sqlite3.Error, OSError, asyncpg.PostgresError):
+                continue  # no such table: nothing was written to it
+            for key, value, deleted in found:
+                out[(table, key)] = None if deleted else bytes(value)
+        return out
+
+    async def prepare(self, tables: Iterable[str]) -> None:
+        """Create ``tables`` as the kv target does, with triggers logging each applied write
+        (``apply_log``) and failing writes of the (table, key) rows listed in ``fail``."""
+        statements = [_LOG_TABLE[self.dialect], "CREATE TABLE fail (tbl TEXT, key TEXT)"]
+        if self.dialect == "postgresql":
+            statements += [_PG_INJECT, _PG_RECORD]
+        for table in tables:
+            statements.append(kv_statements(table, self.dialect)[0])
+            statements += [s.format(t=table) for s in _TRIGGERS[self.dialect]]
+        await self.execute(*statements)
+
+    async def fail(self, rows: Iterable[tuple[str, str]]) -> None:
+        # test-made names only (tables and keys of the test's own transactions)
+        await self.execute(*(f"INSERT INTO fail VALUES ('{t}', '{k}')" for t, k in rows))  # noqa: S608
+
+    async def heal(self) -> None:
+        await self.execute("DELETE FROM fail")
+
+    async def applied(self) -> list[tuple[str, str, str]]:
+        """(table, key, token) of every write applied, in the order the database applied them."""
+        found = await self.query("SELECT tbl, key, token FROM apply_log ORDER BY id")
+        return [(str(t), str(k), str(tok)) for t, k, tok in found]
+
+
+class PgDb(SqliteDb):
+    """A database of its own on a PostgreSQL server (``create`` / ``drop``), as ``SqliteDb``."""
+
+    dialect = "postgresql"
+
+    def __init__(self, server: str) -> None:
+        self.name = f"t_{uuid.uuid4().hex[:10]}"
+        self.server = server
+        self.url = server.rsplit("/", 1)[0] + "/" + self.name
+
+    async def _run(self, dsn: str, statements: Sequence[str]) -> list[tuple[Any, ...]]:
+        conn = await asyncpg.connect(dsn)
+        try:
+            if len(statements) == 1 and statements[0].lstrip().upper().startswith("SELECT"):
+                return [tuple(r) for r in await conn.fetch(statements[0])]
+            for statement in statements:
+                await conn.execute(statement)
+            return []
+        finally:
+            await conn.close()
+
+    async def create(self) -> None:
+        await self._run(self.server, [f"CREATE DATABASE {self.name}"])
+
+    async def drop(self) -> None:
+        await self._run(self.server, [f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)"])
+
+    async def execute(self, *statements: str) -> None:
+        await self._run(self.url, statements)
+
+    async def query(self, statement: str) -> list[tuple[Any, ...]]:
+        return await self._run(self.url, [statement])
+
+
+_LOG_TABLE = {
+    "sqlite": "CREATE TABLE apply_log "
+    "(id INTEGER PRIMARY KEY AUTOINCREMENT, tbl TEXT, key TEXT, token TEXT)",
+    "postgresql": "CREATE TABLE apply_log "
+    "(id BIGSERIAL PRIMARY KEY, tbl TEXT, key TEXT, token TEXT)",
+}
+_PG_INJECT = """CREATE FUNCTION inject() RETURNS trigger AS $$ BEGIN
+    IF EXISTS (SELECT 1 FROM fail WHERE tbl = TG_TABLE_NAME AND key = NEW.key) THEN
+        RAISE EXCEPTION 'injected failure' USING ERRCODE = '40001';
+    END IF;
+    RETURN NEW; END $$ LANGUAGE plpgsql"""
+_PG_RECORD = """CREATE FUNCTION record_apply() RETURNS trigger AS $$ BEGIN
+    INSERT INTO apply_log (tbl, key, token) VALUES (TG_TABLE_NAME, NEW.key, NEW.idempotency_token);
+    RETURN NULL; END $$ LANGUAGE plpgsql"""
+_TRIGGERS = {
+    "sqlite": [
+        "CREATE TRIGGER {t}_fail BEFORE INSERT ON {t} WHEN EXISTS "
+        "(SELECT 1 FROM fail WHERE tbl = '{t}' AND key = NEW.key) "
+        "BEGIN SELECT json('injected failure'); END",
+        "CREATE TRIGGER {t}_ins AFTER INSERT ON {t} BEGIN INSERT INTO apply_log (tbl, key, token) "
+        "VALUES ('{t}', NEW.key, NEW.idempotency_token); END",
+        "CREATE TRIGGER {t}_upd AFTER UPDATE ON {t} BEGIN INSERT INTO apply_log (tbl, key, token) "
+        "VALUES ('{t}', NEW.key, NEW.idempotency_token); END",
+    ],
+    "postgresql": [
+        "CREATE TRIGGER {t}_fail BEFORE INSERT ON {t} FOR EACH ROW EXECUTE FUNCTION inject()",
+        "CREATE TRIGGER {t}_log AFTER INSERT OR UPDATE ON {t} FOR EACH ROW "
+        "EXECUTE FUNCTION record_apply()",
+    ],
+}
