@@ -94,12 +94,13 @@ async def mutate(request: web.BaseRequest, deps: ApiDeps, params: Params) -> web
     """One operation of a transaction, with its seq (0-based)."""
     ns, limits = _mutations(deps, params)
     txn_id = parse_txn_id(params["txn_id"])
-    seq = parse_seq(params["seq"], limits)
     raw = await read_body(request, deps.settings.body_read_timeout_s)
     op = parse_operation(
         decode_json(raw), limits, now_ms=deps.clock.now_ms(), exact=exact_body(raw)
     )
     del raw  # while the broker acks, hold the encoded records only
+    # after the body: a bad body is a 400 whatever the seq (past the limit: 413)
+    seq = parse_seq(params["seq"], limits)
     _check_targets(deps, ns, [("", op)])
     await send_records(
         deps, _chunk_records(ns, op_chunks(ns.name, txn_id, seq, op, limits.chunk_bytes))

@@ -56,7 +56,7 @@ class WorkerPages:
             async with self._client().get(url) as response:
                 status, raw = response.status, await response.read()
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            logger.warning("worker %s did not answer a status request: %r", self.base_url, exc)
+            logger.info("worker %s did not answer a status request: %r", self.base_url, exc)
             raise ServiceUnavailableError(
                 f"no worker answered at {self.base_url} (WALSTREAM_WORKER_URL): {exc!r}"
             ) from None
