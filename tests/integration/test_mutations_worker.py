@@ -7,13 +7,16 @@ from __future__ import annotations
 import random
 import time
 
+import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from walstream.core.mutations import Operation
 from walstream.testing.mutations import (
     MutationWriter,
     PgDb,
     SqliteDb,
+    Txn,
     model,
     random_transactions,
 )
@@ -58,7 +61,12 @@ async def start(wal_settings, workers, ns: str, db, **ns_options):
 
 
 def metric(worker, name: str, ns: str, **labels: str) -> float:
-    return worker_metric(worker, name, namespace=ns, **labels) or 0.0
+    """A sample of the worker's metrics page (0: not reported, or the worker not answering yet)."""
+    try:
+        return worker_metric(worker, name, namespace=ns, **labels) or 0.0
+    except OSError:
+        assert worker.alive(), worker.log_tail()
+        return 0.0
 
 
 async def changelog_rows(servers: str, app_id: str) -> dict[str, bytes]:
@@ -178,3 +186,92 @@ async def test_failures_injected_by_the_database_delay_transactions_never_reorde
     blocked_ids = {t.txn_id for t in blocked}
     assert any(token.split(":")[2] in blocked_ids for _, _, token in applied)
     assert metric(worker, "walstream_mutation_dead_letters_total", ns) == 0
+
+
+BIG = 600  # three batches of the commit (BATCH_OPS = 200)
+
+
+async def hold_op(db, seq: int):
+    """Stop the big transaction's apply at operation ``seq``: on PostgreSQL inside its database
+    transaction (the write of ``seq`` waits for an advisory lock the test holds: returns that
+    connection), on SQLite by failing that write (the batch is rolled back and retried)."""
+    if isinstance(db, PgDb):
+        await db.execute(
+            f"""CREATE FUNCTION hold() RETURNS trigger AS $$ BEGIN
+                IF NEW.key = 'big{seq:03d}' THEN
+                    PERFORM pg_advisory_lock(4242); PERFORM pg_advisory_unlock(4242);
+                END IF; RETURN NEW; END $$ LANGUAGE plpgsql""",
+            "CREATE TRIGGER m_a_hold BEFORE INSERT ON m_a FOR EACH ROW EXECUTE FUNCTION hold()",
+        )
+        conn = await asyncpg.connect(db.url)
+        await conn.execute("SELECT pg_advisory_lock(4242)")
+        return conn
+    await db.fail([("m_a", f"big{seq:03d}")])
+    return None
+
+
+def held(db, worker, ns: str, progress: int):
+    """Whether the apply is stopped at the held operation now: on PostgreSQL, a session waits
+    for the lock; on SQLite, the batches before it are applied and the held batch failed twice
+    since (re-queues counted from when they were seen applied)."""
+    seen: list[float] = []
+
+    async def check() -> bool:
+        if isinstance(db, PgDb):
+            waiting = await db.query(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'advisory'"
+            )
+            return waiting[0][0] > 0
+        requeues = metric(worker, "walstream_mutation_requeues_total", ns)
+        if not seen:
+            if len(await db.rows(["m_a"])) == progress:
+                seen.append(requeues)
+            return False
+        return requeues >= seen[0] + 2
+
+    return check
+
+
+@pytest.mark.parametrize("at", [250, 450])
+async def test_a_worker_killed_mid_apply_is_resumed_from_the_first_unapplied_operation(
+    broker, wal_settings, workers, unique, db, at
+):
+    ns = f"mut-{unique}"
+    await db.prepare(TABLES)
+    lock = await hold_op(db, at)
+    try:
+        worker = await start(wal_settings, workers, ns, db)
+        big = Txn(
+            "big",
+            [
+                Operation(op="put", table="m_a", id=f"big{s:03d}", value=b"%d" % s)
+                for s in range(BIG)
+            ],
+            int(time.time() * 1000),
+        )
+        async with MutationWriter(broker, ns) as writer:
+            ops = [v for s in range(BIG) for v in writer.op_records(big, s)]
+            await writer.send(writer.topics.mutations, "big", ops)
+            await writer.send(writer.topics.markers, "big", [writer.marker(big)])
+        progress = at // 200 * 200  # the batches before the held one are committed
+        await eventually(held(db, worker, ns, progress), 60, f"the apply held at {at}")
+        rows = await db.rows(["m_a"])
+        assert sorted(rows) == [("m_a", f"big{s:03d}") for s in range(progress)]
+        worker.kill()
+    finally:
+        if lock is not None:
+            # the killed worker's session waits on: end it, then let the writes through
+            await db.query(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE wait_event = 'advisory'"
+            )
+            await lock.close()
+    await db.heal()
+    again = workers(WALSTREAM_KV_URL=db.url)
+    await committed_everything(again, ns, 1, 90)
+    # the new worker applied only what was not: from the first unapplied operation on
+    assert metric(again, "walstream_mutation_operations_applied_total", ns) == BIG - progress
+    assert await db.rows(["m_a"]) == model(ns, [big])
+    applied = await db.applied()
+    assert order_problems(ns, applied) == []
+    assert [token for _, _, token in applied] == [f"mut:{ns}:big:{s:08d}" for s in range(BIG)]
