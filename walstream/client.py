@@ -1,4 +1,4 @@
-"""WalClient: a small asyncio client for the WriteToLog HTTP API.
+"""WalClient: a small asyncio client for the WriteToLog HTTP API (and multi-partition mutations).
 
 It never raises for a write's outcome: every call returns WriteResult(durable=TRUE|FALSE|UNKNOWN).
 A connection that could not be opened is FALSE (nothing was sent); a request that broke or timed
@@ -7,6 +7,7 @@ out after it was sent is UNKNOWN (the write may exist).
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -17,7 +18,7 @@ import orjson
 from walstream.core.exact import unkept_in_value
 from walstream.core.validate import MAX_PAYLOAD_DEPTH
 
-__all__ = ["WalClient", "WriteResult"]
+__all__ = ["WalClient", "WriteResult", "mutation_operation", "write_request"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -122,6 +123,28 @@ def write_request(
     return body
 
 
+def mutation_operation(
+    op: str,
+    table: str,
+    id: str,
+    value: Any = None,
+    *,
+    original_write_time: int | None = None,
+) -> dict[str, Any]:
+    """One operation of a mutation (issue 18): ``put`` (``value``: any JSON value, or bytes,
+    sent as base64) or ``delete`` of row ``id`` in kv table ``table``."""
+    body: dict[str, Any] = {"op": op, "table": table, "id": id}
+    if op == "put":
+        if isinstance(value, bytes | bytearray | memoryview):
+            body["value"] = base64.b64encode(bytes(value)).decode("ascii")
+            body["value_encoding"] = "base64"
+        else:
+            body["value"] = value
+    if original_write_time is not None:
+        body["original_write_time"] = original_write_time
+    return body
+
+
 class WalClient:
     """``async with WalClient("http://127.0.0.1:8080", token=...) as wal: await wal.write(...)``.
 
@@ -208,6 +231,56 @@ class WalClient:
         if status != 200 or "results" not in obj:
             return [_result(obj, status)] * len(records)
         return [_result(item, int(item.get("status", status))) for item in obj["results"]]
+
+    async def _write(self, path: str, body: Any) -> WriteResult:
+        """POST a write whose answer is durable TRUE/FALSE/UNKNOWN; never raises for it."""
+        try:
+            data = orjson.dumps(body)
+        except orjson.JSONEncodeError as exc:
+            return WriteResult(durable="FALSE", message=f"body: cannot be encoded as JSON ({exc})")
+        try:
+            status, obj = await self._post(path, data)
+        except aiohttp.ClientConnectorError as exc:
+            return WriteResult(durable="FALSE", message=f"not sent: {exc}")
+        except (TimeoutError, aiohttp.ClientError, orjson.JSONDecodeError) as exc:
+            return WriteResult(durable="UNKNOWN", message=f"no clear answer: {exc!r}")
+        return _result(obj, status)
+
+    async def mutate(
+        self,
+        namespace: str,
+        txn_id: str,
+        seq: int,
+        op: str,
+        table: str,
+        id: str,
+        value: Any = None,
+        *,
+        original_write_time: int | None = None,
+    ) -> WriteResult:
+        """Write operation ``seq`` (0-based) of transaction ``txn_id`` (see
+        :func:`mutation_operation`); the transaction commits once its marker (:meth:`complete`)
+        and all its operations are on the log."""
+        body = mutation_operation(op, table, id, value, original_write_time=original_write_time)
+        return await self._write(f"/v1/namespaces/{namespace}/mutations/{txn_id}/{seq}", body)
+
+    async def complete(self, namespace: str, txn_id: str, count: int) -> WriteResult:
+        """Write the completion marker of ``txn_id``: it holds ``count`` operations."""
+        path = f"/v1/namespaces/{namespace}/mutations/{txn_id}:complete"
+        return await self._write(path, {"count": count})
+
+    async def mutate_items(
+        self, namespace: str, txn_id: str, operations: list[dict[str, Any]]
+    ) -> WriteResult:
+        """Write a whole MutateItems (operations from :func:`mutation_operation`; operation i
+        is seq i), its marker included. Sending it again is idempotent."""
+        body = {"txn_id": txn_id, "operations": operations}
+        return await self._write(f"/v1/namespaces/{namespace}/mutations", body)
+
+    async def mutation_status(self, namespace: str, txn_id: str) -> tuple[int, dict[str, Any]]:
+        """The transaction's state, as a worker reports it: (status, body); 200 with
+        ``status`` open, committing, committed or dead_lettered, 404 unknown."""
+        return await self._admin("GET", f"/v1/namespaces/{namespace}/mutations/{txn_id}", None)
 
     async def _admin(self, method: str, path: str, body: dict[str, Any] | None) -> tuple[int, Any]:
         if self._session is None:
