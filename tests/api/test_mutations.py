@@ -163,6 +163,7 @@ async def test_mutate_items_writes_its_operations_then_its_marker(client, produc
         (f"{BASE}/t-1/-1", _put(), 400, "seq"),
         (f"{BASE}/-t/0", _put(), 400, "txn_id"),
         (f"{BASE}/t-1/10", _put(), 413, "seq"),  # seqs 0..9
+        (f"{BASE}/t-1/99", b"{", 400, "body"),  # a bad body is a 400 whatever the seq
         (f"{BASE}/t-1/0", _put(value="v" * 300_000), 413, "value"),
         (f"{BASE}/t-1:complete", {"count": 0}, 400, "count"),
         (f"{BASE}/t-1:complete", {"count": 2, "more": 1}, 400, "more"),
