@@ -29,16 +29,24 @@ markers topics, keyed by the txn id; the marker only once every operation is ack
   operation meanwhile, and how busy each core was. ``--backlog`` writes every transaction
   (operations, then markers) before the worker starts instead, as the forward agent's records.
 
-Then the baseline (bench/apps/forward.py) moves as many records as the throughput phase wrote
+The baseline (bench/apps/forward.py) moves as many records as the throughput phase writes
 (operations and markers, 5 per transaction) of their mean size, topic to topic, measured the
-same way (5 % to 95 %). Ratio = operations/s / forward records/s; target >= 0.5. Every key is
-checked at the end: each of the run's operations is in its table with its value.
+same way (5 % to 95 %), once before and once after the worker (the machine's load may drift;
+their mean is the baseline). Ratio = operations/s / forward records/s; target >= 0.5. Every key
+is checked at the end: each of the run's operations is in its table with its value. The round
+also prints what the worker wrote to the broker per transaction (table changelog, delay tiers).
 
-``--profile`` runs py-spy on the worker (``--py-spy PATH``; default: the one on the PATH, best
-from a venv of its own) during the throughput phase, and prints the top functions.
+The ratio of CPU spent (forward agent per record / worker per operation) is printed too: on a
+machine where other work slows the broker, the forward agent waits for it more than the worker
+does, and that ratio is what an idle machine's throughput ratio comes near.
+
+``--profile wall`` runs py-spy on the worker (``--py-spy PATH``; default: the one on the PATH,
+best from a venv of its own) during the throughput phase and prints the top functions by samples
+of every active thread (the kv target's SQLite thread included); ``--profile gil``: of the thread
+holding the GIL only (Python's CPU; SQLite runs without it).
 
 Usage: python bench/mutations.py [--txns 4000] [--window 300] [--rate 100] [--seconds 10]
-       [--rounds 2] [--value-size 200] [--backlog] [--profile]
+       [--rounds 2] [--value-size 200] [--backlog] [--profile wall|gil]
 """
 
 from __future__ import annotations
@@ -56,16 +64,18 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 from _faust import PARTITIONS, Rate, forward_round, start_worker, stop, tail, wait_rate
 from _load import pin
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from walstream.broker import EmbeddedBroker, free_port
 from walstream.core.mutations.chunks import items_records
 from walstream.core.mutations.request import MutateItems, Operation
 from walstream.core.mutations.wire import Marker, OpChunk, encode_marker, encode_op_chunk
 from walstream.kafka.admin import ensure_topics
+from walstream.kafka.offsets import probe_end_offsets
 from walstream.namespaces.broadcast import NamespacePublisher
 from walstream.namespaces.config import parse_namespace
 from walstream.settings import Settings
@@ -307,26 +317,55 @@ async def setup_namespace(servers: str, settings: Settings, ns: str) -> None:
     await ensure_topics(servers, specs)
 
 
+async def topic_records(servers: str, prefix: str) -> dict[str, int]:
+    """Records on each topic whose name holds ``prefix`` (end offsets, every partition)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=servers, group_id=None)
+    await consumer.start()
+    try:
+        topics = [t for t in await consumer.topics() if prefix in t]
+        tps = [TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()]
+        reported = await consumer.end_offsets(tps) if tps else {}
+    finally:
+        await consumer.stop()
+    out: dict[str, int] = {}
+    for tp, end in (await probe_end_offsets(servers, reported, within_s=5)).items():
+        out[tp.topic] = out.get(tp.topic, 0) + end
+    return out
+
+
+def written_per_txn(servers: str, tag: str, txns: int) -> str:
+    """What the worker wrote to the broker per transaction, by topic (the app id left out)."""
+    app = f"walstream-{tag}"
+    out = []
+    for topic, n in sorted(asyncio.run(topic_records(servers, app)).items()):
+        if n:
+            out.append(f"{topic.removeprefix(app).lstrip('.-')} {n / txns:.1f}")
+    return ", ".join(out)
+
+
 class Profiler:
     """py-spy recording the worker (raw samples, folded), while the throughput phase runs."""
 
-    def __init__(self, binary: str, pid: int, out: Path) -> None:
+    def __init__(self, binary: str, pid: int, out: Path, mode: str) -> None:
         self.out = out
         self.proc = subprocess.Popen(
             [binary, "record", "--pid", str(pid), "--format", "raw", "--rate", "200",
-             "--output", str(out), "--nonblocking"],
+             "--output", str(out), "--nonblocking", *(["--gil"] if mode == "gil" else [])],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
         pin(self.proc.pid, 1)
 
-    def stop(self) -> str:
+    def stop(self, keep: Path | None = None) -> str:
         self.proc.send_signal(2)  # SIGINT: py-spy writes its file
         try:
             self.proc.wait(30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        if keep is not None and self.out.exists():
+            keep.mkdir(parents=True, exist_ok=True)
+            shutil.copy(self.out, keep / self.out.name)
         return fold_report(self.out)
 
 
@@ -365,10 +404,20 @@ def fold_report(path: Path, top: int = 25) -> str:
     return "\n".join(out)
 
 
-def mutations_round(
-    servers: str, tag: str, args: argparse.Namespace, tmp: Path
-) -> tuple[Rate, list[float], int, str]:
-    """(throughput in transactions/s, latencies in ms, wrong rows, the worker's profile)."""
+class Round(NamedTuple):
+    #: committed transactions/s between 5 % and 95 % of the throughput phase
+    rate: Rate
+    #: marker -> last apply (ms), sorted, every transaction of the latency phase
+    latencies: list[float]
+    #: operations not in the database as written
+    wrong: int
+    profile: str
+    #: what the worker wrote to the broker per transaction
+    written: str
+
+
+def mutations_round(servers: str, tag: str, args: argparse.Namespace, tmp: Path) -> Round:
+    """One worker through the warm-up, latency and throughput phases."""
     settings = Settings(bootstrap_servers=servers, control_topic=f"walstream.namespaces.{tag}")
     ns = f"mut-{tag}"
     asyncio.run(setup_namespace(servers, settings, ns))
@@ -397,16 +446,24 @@ def mutations_round(
     profiler: Profiler | None = None
     try:
         if args.backlog:
-            profiler = Profiler(args.py_spy, proc.pid, tmp / f"{tag}.spy") if args.profile else None
+            profiler = (
+                Profiler(args.py_spy, proc.pid, tmp / f"{tag}.spy", args.profile)
+                if args.profile
+                else None
+            )
             rate = wait_rate(lambda: committed(conn, "t"), len(timed), proc, 600)
             wait_committed(conn, "t", len(timed), proc, 120)
-            profile = profiler.stop() if profiler is not None else ""
+            profile = profiler.stop(args.profile_out) if profiler is not None else ""
         asyncio.run(feeder.paced(warm, 50))
         wait_committed(conn, "w", len(warm), proc, 180)
         asyncio.run(feeder.paced(paced, args.rate))
         wait_committed(conn, "l", len(paced), proc, 120)
         if not args.backlog:
-            profiler = Profiler(args.py_spy, proc.pid, tmp / f"{tag}.spy") if args.profile else None
+            profiler = (
+                Profiler(args.py_spy, proc.pid, tmp / f"{tag}.spy", args.profile)
+                if args.profile
+                else None
+            )
 
             async def feed() -> None:
                 own = kv.connect()  # the feeder's thread reads on its own connection
@@ -424,7 +481,7 @@ def mutations_round(
             rate = wait_rate(count, len(timed), proc, 600)
             wait_committed(conn, "t", len(timed), proc, 120)
             feeding.join(60)
-            profile = profiler.stop() if profiler is not None else ""
+            profile = profiler.stop(args.profile_out) if profiler is not None else ""
         applied = applied_at(conn, "l")
         latencies = sorted(float(applied[t] - feeder.marked[t]) for t in paced)
         wrong = wrong_rows(conn, warm + paced + timed, args.value_size)
@@ -433,7 +490,8 @@ def mutations_round(
             profiler.stop()
         stop(proc)
         conn.close()
-    return rate, latencies, wrong, profile
+    written = written_per_txn(servers, tag, len(warm) + len(paced) + len(timed))
+    return Round(rate, latencies, wrong, profile, written)
 
 
 def main() -> None:
@@ -445,8 +503,13 @@ def main() -> None:
     parser.add_argument("--value-size", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--backlog", action="store_true", help="write every txn before the worker")
-    parser.add_argument("--profile", action="store_true", help="py-spy the throughput phase")
+    parser.add_argument(
+        "--profile",
+        choices=("wall", "gil"),
+        help="py-spy the throughput phase: every active thread, or the one holding the GIL",
+    )
     parser.add_argument("--py-spy", default=shutil.which("py-spy") or "py-spy", help="its path")
+    parser.add_argument("--profile-out", type=Path, help="keep py-spy's raw samples in this dir")
     args = parser.parse_args()
     began = time.monotonic()
     pin(os.getpid(), 1)
@@ -457,19 +520,26 @@ def main() -> None:
         servers = broker.bootstrap_servers
         for round_no in range(args.rounds):
             tag = f"r{round_no}-{os.getpid()}"
-            wal, lat, wrong, profile = mutations_round(servers, tag, args, Path(tmp))
             records = args.txns * (OPS + 1)
             size = record_size(f"mut-{tag}", args.value_size)
-            base = forward_round(servers, tag, records, round(size), Path(tmp))
+            # the baseline before and after: the machine's load may drift meanwhile
+            before = forward_round(servers, f"{tag}a", records, round(size), Path(tmp))
+            got = mutations_round(servers, tag, args, Path(tmp))
+            after = forward_round(servers, f"{tag}b", records, round(size), Path(tmp))
+            wal, lat = got.rate, got.latencies
+            base = (before.records_per_s + after.records_per_s) / 2
             ops_s = wal.records_per_s * OPS
-            ratio = ops_s / base.records_per_s
+            ratio = ops_s / base
+            cpu_ratio = (before.cpu_us + after.cpu_us) / 2 / (wal.cpu_us / OPS)
             ratios.append(ratio)
             p99s.append(pct(lat, 0.99))
             print(
-                f"round {round_no}: forward agent {base.records_per_s:7.0f} records/s "
-                f"({base.cpu_us:.0f} us CPU each; {base.cores}) | mutations "
-                f"{wal.records_per_s:6.0f} txns/s = {ops_s:7.0f} ops/s "
-                f"({wal.cpu_us / OPS:.0f} us CPU per op; {wal.cores}) | ratio {ratio:.2f} "
+                f"round {round_no}: forward agent {before.records_per_s:.0f} and "
+                f"{after.records_per_s:.0f} records/s before and after ({before.cpu_us:.0f}, "
+                f"{after.cpu_us:.0f} us CPU each; {before.cores}; {after.cores}) | mutations "
+                f"{wal.records_per_s:.0f} txns/s = {ops_s:.0f} ops/s "
+                f"({wal.cpu_us / OPS:.0f} us CPU per op; {wal.cores}) | ratio {ratio:.2f}, "
+                f"in CPU per record/op {cpu_ratio:.2f} "
                 f"({args.txns} txns of {OPS} ops, {records} records of {size:.0f} B"
                 f"{', backlog' if args.backlog else f', window {args.window}'})",
                 flush=True,
@@ -478,13 +548,12 @@ def main() -> None:
                 f"round {round_no}: commit latency (marker sent -> last operation inserted) at "
                 f"{args.rate:.0f} txns/s: p50 {pct(lat, 0.5):.0f} ms, p99 {pct(lat, 0.99):.0f} "
                 f"ms, max {lat[-1]:.0f} ms ({len(lat)} txns) | operations not in the database "
-                f"as written: {wrong}",
+                f"as written: {got.wrong} | the worker wrote per transaction: {got.written} "
+                f"| load average {os.getloadavg()[0]:.1f}",
                 flush=True,
             )
-            if profile:
-                print(
-                    f"round {round_no}: worker profile (throughput phase):\n{profile}", flush=True
-                )
+            if got.profile:
+                print(f"round {round_no}: worker profile (throughput phase):\n{got.profile}")
     ratio = statistics.median(ratios)
     print(
         f"mutations vs a plain Faust forward agent: operations/s ratio {ratio:.2f} (target >= "
