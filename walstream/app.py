@@ -218,6 +218,14 @@ def create_app(
         namespaces.listeners.append(delivery.on_namespaces)
         delay = delivery.delay
         replication = delivery.replication
+        from walstream.mutation_pages import install_mutation_page
+
+        install_mutation_page(
+            new_app,
+            delivery.mutation_table,
+            delivery.mutations.status,
+            settings.default_partitions,
+        )
     _install_pages(new_app, namespaces, delay, replication)
     return new_app
 
