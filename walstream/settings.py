@@ -347,8 +347,12 @@ class Settings:
     @property
     def worker_base_url(self) -> str:
         """The worker's web server the API asks (WALSTREAM_WORKER_URL), without a trailing /."""
-        url = self.worker_url or f"http://{self.worker_web_host}:{self.worker_web_port}"
-        return url.rstrip("/")
+        if self.worker_url:
+            return self.worker_url.rstrip("/")
+        host = self.worker_web_host
+        if host in {"0.0.0.0", "::", ""}:  # a worker listening on every address: ask on loopback
+            host = "127.0.0.1"
+        return f"http://{host}:{self.worker_web_port}"
 
     @property
     def max_record_bytes(self) -> int:

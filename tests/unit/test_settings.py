@@ -95,5 +95,6 @@ def test_the_worker_url_defaults_to_the_workers_web_server():
     assert Settings().worker_base_url == "http://127.0.0.1:6066"
     custom = Settings(worker_web_host="10.0.0.5", worker_web_port=7000)
     assert custom.worker_base_url == "http://10.0.0.5:7000"
+    assert Settings(worker_web_host="0.0.0.0").worker_base_url == "http://127.0.0.1:6066"
     env = {"WALSTREAM_WORKER_URL": "http://workers.internal:6066/"}
     assert Settings.from_env(env).worker_base_url == "http://workers.internal:6066"
