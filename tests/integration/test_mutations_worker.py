@@ -8,10 +8,22 @@ import random
 import time
 
 import asyncpg
+import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from walstream.core.mutations import Operation
+from walstream.core.delay import TIERS_MS
+from walstream.core.dlq.records import H_ERROR, H_ERROR_CLASS, H_MUTATION
+from walstream.core.mutations import (
+    Forget,
+    Marker,
+    MutateItems,
+    Operation,
+    decode_marker,
+    encode_marker,
+    encode_op_chunk,
+    items_records,
+)
 from walstream.testing.mutations import (
     MutationWriter,
     PgDb,
@@ -20,10 +32,10 @@ from walstream.testing.mutations import (
     model,
     random_transactions,
 )
-from walstream.topology import mutation_topics
+from walstream.topology import default_topics, delay_topic, mutation_topics
 
 from .conftest import apply_namespace, eventually, wait_serving
-from .helpers import topic_end_offsets, worker_metric
+from .helpers import read_topic, topic_end_offsets, worker_metric
 
 pytestmark = pytest.mark.integration
 
@@ -275,3 +287,148 @@ async def test_a_worker_killed_mid_apply_is_resumed_from_the_first_unapplied_ope
     applied = await db.applied()
     assert order_problems(ns, applied) == []
     assert [token for _, _, token in applied] == [f"mut:{ns}:big:{s:08d}" for s in range(BIG)]
+
+
+def headers_of(record) -> dict[str, str]:
+    return {k: v.decode() for k, v in record.headers or ()}
+
+
+async def test_a_transaction_whose_operations_never_all_arrive_is_dead_lettered_naming_them(
+    broker, wal_settings, workers, unique, db
+):
+    ns = f"mut-{unique}"
+    worker = await start(wal_settings, workers, ns, db, timeout_s=2)
+    now = int(time.time() * 1000)
+    ops = [Operation(op="put", table="m_a", id=f"k{s}", value=b"%d" % s) for s in range(5)]
+    partial, unmarked = Txn("partial", ops, now), Txn("unmarked", ops[:3], now)
+    async with MutationWriter(broker, ns) as writer:
+        for txn, seqs in ((partial, (0, 1, 3)), (unmarked, (0, 2))):
+            values = [v for s in seqs for v in writer.op_records(txn, s)]
+            await writer.send(writer.topics.mutations, txn.txn_id, values)
+        await writer.send(writer.topics.markers, "partial", [writer.marker(partial)])
+        dlq = default_topics(ns).dlq
+        entries = await read_topic(broker, dlq, expect=2, within_s=60)
+        by_id = {e.key.decode(): e for e in entries}
+        assert sorted(by_id) == ["txn.partial", "txn.unmarked"], worker.log_tail()
+        for entry in entries:
+            headers = headers_of(entry)
+            assert headers[H_MUTATION] == "marker"
+            assert headers[H_ERROR_CLASS] == "mutation_incomplete"
+        assert "missing seqs [2, 4]" in headers_of(by_id["txn.partial"])[H_ERROR]
+        assert "no completion marker" in headers_of(by_id["txn.unmarked"])[H_ERROR]
+        assert "missing seqs [1]" in headers_of(by_id["txn.unmarked"])[H_ERROR]
+        marker = decode_marker(by_id["txn.partial"].value)
+        assert isinstance(marker, Marker)
+        assert (marker.op_count, marker.redrive) == (5, 0)
+        assert (
+            metric(
+                worker, "walstream_mutation_dead_letters_total", ns, reason="mutation_incomplete"
+            )
+            == 2
+        )
+        assert await db.rows(TABLES) == {}
+        # the missing operations come late, and the entry is redriven: the transaction resumes
+        late = [v for s in (2, 4) for v in writer.op_records(partial, s)]
+        await writer.send(writer.topics.mutations, "partial", late)
+        await writer.send(writer.topics.markers, "partial", [writer.marker(partial, redrive=1)])
+        await committed_everything(worker, ns, 1, 60)
+    assert await db.rows(TABLES) == model(ns, [partial])
+
+
+async def test_a_large_value_a_thousand_operations_and_a_mutate_items_sent_twice(
+    broker, wal_settings, workers, unique, db
+):
+    ns = f"mut-{unique}"
+    await db.prepare(TABLES)
+    worker = await start(wal_settings, workers, ns, db)
+    now = int(time.time() * 1000)
+    large = random.Random(5).randbytes(5 * 1024 * 1024)
+    huge = Txn(
+        "huge",
+        [
+            Operation(op="put", table="m_b", id="big", value=large),
+            Operation(op="put", table="m_b", id="small", value=b"s"),
+        ],
+        now,
+    )
+    thousand = Txn(
+        "thousand",
+        [Operation(op="put", table="m_c", id=f"c{s}", value=b"%d" % s) for s in range(1000)],
+        now,
+    )
+    items = MutateItems(
+        txn_id="twice",
+        operations=tuple(
+            Operation(op="put", table="m_a", id=f"a{s % 3}", value=b"%d" % s) for s in range(6)
+        ),
+    )
+    chunks, items_marker = items_records(ns, items, 256 * 1024, at_ms=now)
+    twice = Txn("twice", list(items.operations), now, items_marker.digest)
+    async with MutationWriter(broker, ns) as writer:
+        assert len(writer.op_records(huge, 0)) == 20  # 5 MiB in 256 KiB chunks
+        one_shot = [(writer.topics.mutations, "twice", encode_op_chunk(c)) for c in chunks]
+        one_shot.append((writer.topics.markers, "twice", encode_marker(items_marker)))
+        await writer.send_many(one_shot * 2)  # a retried MutateItems: the same records again
+        for txn in (huge, thousand):
+            values = [v for s in range(len(txn.operations)) for v in writer.op_records(txn, s)]
+            await writer.send(writer.topics.mutations, txn.txn_id, values)
+            await writer.send(writer.topics.markers, txn.txn_id, [writer.marker(txn)])
+        await committed_everything(worker, ns, 3, 120)
+        await writer.send_many(one_shot)  # and once more after its commit
+        # another operation set under the same txn id is refused, not applied
+        other = MutateItems(txn_id="twice", operations=items.operations[:2])
+        _, other_marker = items_records(ns, other, 256 * 1024, at_ms=now + 1)
+        await writer.send(writer.topics.markers, "twice", [encode_marker(other_marker)])
+        entries = await read_topic(broker, default_topics(ns).dlq, expect=1, within_s=60)
+    assert [headers_of(e)[H_ERROR_CLASS] for e in entries] == ["mutation_rejected"]
+    assert metric(worker, "walstream_mutation_commits_total", ns) == 3
+    assert await db.rows(TABLES) == model(ns, [huge, thousand, twice])
+    applied = [token for _, _, token in await db.applied()]
+    assert [t for t in applied if ":twice:" in t] == [
+        f"mut:{ns}:twice:{s:08d}" for s in range(6)
+    ]  # each once, in order
+    assert order_problems(ns, await db.applied()) == []
+
+
+async def test_a_committed_transaction_leaves_a_tombstone_its_forget_record_drops(
+    broker, wal_settings, workers, unique, db
+):
+    ns = f"mut-{unique}"
+    worker = await start(wal_settings, workers, ns, db)
+    txn = Txn(
+        "kept", [Operation(op="put", table="m_a", id="k", value=b"v")], int(time.time() * 1000)
+    )
+    async with MutationWriter(broker, ns) as writer:
+        await writer.send(writer.topics.mutations, "kept", writer.op_records(txn, 0))
+        await writer.send(writer.topics.markers, "kept", [writer.marker(txn)])
+        await committed_everything(worker, ns, 1, 60)
+        rows = await changelog_rows(broker, wal_settings.app_id)
+        assert sorted(rows) == [f"t:{ns}:kept"]  # no state, no chunk: the tombstone only
+        at = orjson.loads(rows[f"t:{ns}:kept"])["at"]
+        # its Forget waits in a delay tier, due when the idempotency window ends
+        waiting = []
+        for tier_ms in TIERS_MS:
+            tier = delay_topic(wal_settings.app_id, tier_ms)
+            waiting += await read_topic(broker, tier, expect=1, within_s=2)
+        # (besides the transaction's deadline wake, due when its completion timeout ends)
+        forgets = [
+            r for r in waiting if r.key == b"kept" and isinstance(decode_marker(r.value), Forget)
+        ]
+        assert len(forgets) == 1
+        assert decode_marker(forgets[0].value) == Forget(ns, "kept", at)
+        assert headers_of(forgets[0])["wal-dest"] == mutation_topics(ns).markers
+        due = int(headers_of(forgets[0])["wal-due"])
+        assert due == at + 86_400_000
+        # a re-sent marker within the window changes nothing; the Forget, due, drops the row
+        await writer.send(writer.topics.markers, "kept", [writer.marker(txn)])
+        await writer.send(
+            writer.topics.markers, "kept", [encode_marker(Forget(ns, "kept", at - 1))]
+        )
+        await writer.send(writer.topics.markers, "kept", [forgets[0].value])
+
+        async def forgotten() -> bool:
+            return await changelog_rows(broker, wal_settings.app_id) == {}
+
+        await eventually(forgotten, 60, "the tombstone dropped", every=1.0)
+    assert metric(worker, "walstream_mutation_commits_total", ns) == 1
+    assert await db.rows(TABLES) == model(ns, [txn])
