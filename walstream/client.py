@@ -8,6 +8,7 @@ out after it was sent is UNKNOWN (the write may exist).
 from __future__ import annotations
 
 import base64
+import io
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -19,6 +20,9 @@ from walstream.core.exact import unkept_in_value
 from walstream.core.validate import MAX_PAYLOAD_DEPTH
 
 __all__ = ["WalClient", "WriteResult", "mutation_operation", "write_request"]
+
+#: Bodies over this are sent from a buffer rather than as one bytes object (aiohttp's threshold).
+_STREAMED_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -183,9 +187,12 @@ class WalClient:
     async def _post(self, path: str, data: bytes) -> tuple[int, Any]:
         if self._session is None:
             raise RuntimeError("use 'async with WalClient(...)'")
+        # a large body (a whole transaction) is streamed from a buffer: aiohttp writes raw bytes
+        # over 1 MiB in one call (and warns that it may hold the event loop)
+        body: bytes | io.BytesIO = io.BytesIO(data) if len(data) > _STREAMED_BYTES else data
         async with self._session.post(
             self.base_url + path,
-            data=data,
+            data=body,
             headers=self._headers,
         ) as response:
             return response.status, orjson.loads(await response.read())

@@ -15,7 +15,7 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from walstream.api.app import build_api
 from walstream.client import WalClient, mutation_operation
-from walstream.core.mutations.chunks import items_records, op_chunks
+from walstream.core.mutations.chunks import items_records, op_chunks, reassemble
 from walstream.core.mutations.request import parse_mutate_items, parse_operation
 from walstream.core.mutations.wire import Marker, decode_marker, decode_op_chunk
 from walstream.settings import Settings
@@ -204,3 +204,43 @@ async def test_a_broker_that_is_down_answers_false_or_unknown_as_write_to_log(
         ]
         for answer in answers:
             assert (answer.status, answer.durable) in {(503, "FALSE"), (504, "UNKNOWN")}, answer
+
+
+async def test_a_16_mib_transaction_of_1000_operations_and_a_5_mb_value_land_intact(
+    api_client, wal_settings, unique
+):
+    """The default limits (1,000 operations, 16 MiB) in one MutateItems over HTTP; a 5 MB value
+    is chunked (256 KiB a record) and every value reassembles intact from the topic."""
+    ns = f"mutbig-{unique}"
+    await apply_namespace(wal_settings, _definition(ns))
+    settings = wal_settings.replace(write_timeout_s=60.0)  # 16 MiB on a loaded machine
+    limits = settings.mutation_limits()
+    assert (limits.operations_max, limits.txn_bytes_max) == (1000, 16 * 1024 * 1024)
+    api = await api_client(build_api(settings))
+    big = os.urandom(5_000_000)
+    small = 16 * 1024 * 1024 - len(big) - 1000 * 64  # the rest, over 999 operations
+    values = [big, *(os.urandom(small // 999 - 16) for _ in range(999))]
+    operations = [mutation_operation("put", "items", f"k{i:03d}", v) for i, v in enumerate(values)]
+    weight = sum(len(v) + len(f"k{i:03d}") + len("items") for i, v in enumerate(values))
+    assert 15 * 1024 * 1024 < weight <= limits.txn_bytes_max
+    async with WalClient(str(api.make_url("")).rstrip("/"), timeout_s=120) as wal:
+        answer = await wal.mutate_items(ns, "big-1", operations)
+        assert (answer.durable, answer.status) == ("TRUE", 200), answer
+        over = await wal.mutate_items(ns, "big-2", [*operations[1:], operations[1], operations[2]])
+        assert (over.status, over.field) == (413, "operations")  # 1,001 operations
+    servers = settings.bootstrap_servers
+    assert servers is not None
+    chunks = -(-len(big) // limits.chunk_bytes)  # 20 records of 256 KiB
+    expect = chunks + 999
+    records = await read_topic(servers, mutation_topics(ns).mutations, expect=expect, within_s=60)
+    assert len(records) == expect
+    by_seq: dict[int, list] = {}
+    for record in sorted(records, key=lambda r: r.offset):
+        chunk = decode_op_chunk(record.value)
+        by_seq.setdefault(chunk.seq, []).append(chunk)
+    assert sorted(by_seq) == list(range(1000))
+    assert len(by_seq[0]) == chunks
+    for seq, value in enumerate(values):
+        assert reassemble(by_seq[seq]).value == value, seq
+    [marker] = await read_topic(servers, mutation_topics(ns).markers, expect=1, within_s=10)
+    assert decode_marker(marker.value).op_count == 1000
