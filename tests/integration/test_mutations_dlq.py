@@ -1,0 +1,181 @@
+"""DLQ entries of multi-partition mutations on the real broker (issue 18): ``walstream dlq``
+lists and shows a dead-lettered transaction as one (txn id, missing seqs), discards it, and
+redrives it by sending its marker again to the namespace's markers topic (redrive + 1, keyed by
+the txn id); end to end, a transaction dead-lettered for a missing operation commits once the
+operation came and it was redriven."""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from walstream.core import outbox
+from walstream.core.dlq import Selection, mutation_header
+from walstream.core.mutations import Marker, Operation, decode_marker, encode_marker, op_token
+from walstream.core.placement import key_partition
+from walstream.dlq import DlqReader
+from walstream.kafka.admin import ensure_topics
+from walstream.mutation_pages import MUTATION_PAGE
+from walstream.testing.mutations import MutationWriter, SqliteDb, Txn
+from walstream.topology import default_topics, mutation_topic_specs, mutation_topics
+
+from .conftest import apply_namespace, eventually, run_cli, wait_serving
+from .helpers import get_json, read_topic
+
+pytestmark = pytest.mark.integration
+
+PARTITIONS = 4  # WALSTREAM_DEFAULT_PARTITIONS' default
+
+
+def definition(ns: str, *, timeout_s: int = 600) -> dict:
+    return {
+        "name": ns,
+        "target": {"type": "kv", "table": "m_a", "key": "k"},
+        "allowed_targets": {"kv_tables": ["m_*"]},
+        "mutations": {"completion_timeout_s": timeout_s},
+        "backoff": {"base_ms": 50, "multiplier": 2.0, "cap_ms": 400, "jitter": 0.0},
+        "max_attempts": 1000,
+    }
+
+
+async def setup(wal_settings, ns: str, **options) -> None:
+    await apply_namespace(wal_settings, definition(ns, **options))
+    specs = mutation_topic_specs(ns, PARTITIONS, replication_factor=1, min_insync_replicas=1)
+    await ensure_topics(wal_settings.bootstrap_list, specs)
+
+
+def transaction_entry(ns: str, marker: Marker, reason: str, error_class: str, kind: str, rid: str):
+    """A DLQ entry exactly as the commit agent writes one (walstream.agents.mutation_out)."""
+    record = outbox.dlq_entry(
+        encode_marker(marker) if kind == "marker" else b'{"v": 1, "kind": "op"}',
+        dlq_topic=default_topics(ns).dlq,
+        partition=key_partition(marker.txn_id.encode(), PARTITIONS),
+        record_id=rid,
+        namespace=ns,
+        reason=reason,
+        error_class=error_class,
+        source=f"{mutation_topics(ns).markers}[0]@5",
+        attempts=0,
+        dead_at_ms=int(time.time() * 1000),
+        origin=None,
+    )
+    return record, [*(record.headers or []), mutation_header(kind)]
+
+
+def cli_ok(env, *args: str) -> str:
+    done = run_cli(env, *args)
+    assert done.returncode == 0, done.stderr
+    return done.stdout + done.stderr
+
+
+async def test_the_cli_lists_discards_and_redrives_a_transaction_to_its_markers_topic(
+    wal_env, wal_settings, unique
+):
+    ns = f"md{unique}"
+    await setup(wal_settings, ns)
+    now = int(time.time() * 1000)
+    missing = "incomplete after 600004 ms (timeout 600000 ms): missing seqs [1]"
+    entries = [
+        transaction_entry(ns, Marker(ns, "tx-a", 3, now, redrive=1), missing,
+                          "mutation_incomplete", "marker", "txn.tx-a"),
+        transaction_entry(ns, Marker(ns, "tx-b", 2, now), "seq 0 of 2: http_400",
+                          "mutation_apply_failed", "marker", "txn.tx-b"),
+        transaction_entry(ns, Marker(ns, "tx-c", 2, now), "another operation for seq 1",
+                          "mutation_conflict", "op", "wal.x.mutations.0.9"),
+    ]  # fmt: skip
+    producer = AIOKafkaProducer(bootstrap_servers=wal_settings.bootstrap_list, acks="all")
+    await producer.start()
+    try:
+        for record, headers in entries:
+            await producer.send_and_wait(
+                record.topic, record.value, key=record.key, partition=record.partition,
+                headers=headers,
+            )  # fmt: skip
+    finally:
+        await producer.stop()
+
+    listed = cli_ok(wal_env, "dlq", "list", ns)
+    assert "txn.tx-a\t" in listed
+    assert "\tkind=transaction\ttxn=tx-a\tmissing=[1]" in listed
+    assert "\tkind=transaction\ttxn=tx-b\tmissing=[]" in listed
+    assert "\tkind=operation" in listed
+    shown = orjson.loads(run_cli(wal_env, "dlq", "show", ns, "txn.tx-a").stdout)
+    assert (shown["kind"], shown["txn_id"], shown["missing"]) == ("transaction", "tx-a", [1])
+    assert shown["mutation"]["redrive"] == 1
+    assert "undecodable" not in shown
+
+    assert "discarded 1" in cli_ok(wal_env, "dlq", "discard", ns, "--id", "txn.tx-b")
+    redriven = cli_ok(wal_env, "dlq", "redrive", ns)
+    assert "redrove 1 of 2" in redriven
+    assert "wal.x.mutations.0.9" in redriven  # skipped, named: a single bad record
+    assert "not redrivable" in redriven
+
+    (record,) = await read_topic(wal_settings.bootstrap_list, mutation_topics(ns).markers, expect=1)
+    assert record.key == b"tx-a"
+    assert record.partition == key_partition(b"tx-a", PARTITIONS)
+    assert decode_marker(record.value) == Marker(ns, "tx-a", 3, now, wake=0, redrive=2)
+    assert await read_topic(wal_settings.bootstrap_list, default_topics(ns).log, expect=0) == []
+    page = await DlqReader(wal_settings.bootstrap_list).page(default_topics(ns).dlq, Selection())
+    assert [e.id for e in page.entries] == ["wal.x.mutations.0.9"]  # left open
+
+
+async def test_a_transaction_dead_lettered_for_a_missing_operation_commits_once_redriven(
+    wal_env, wal_settings, workers, tmp_path, unique
+):
+    ns = f"me{unique}"
+    await setup(wal_settings, ns, timeout_s=1)
+    db = SqliteDb(tmp_path / "kv.sqlite")
+    await db.prepare(["m_a", "m_b"])
+    worker = workers(WALSTREAM_KV_URL=db.url)
+    await wait_serving(worker, mutation_topics(ns).markers, within_s=90)
+    txn = Txn(
+        "tx-redrive",
+        [
+            Operation(op="put", table="m_a", id="k0", value=b"zero"),
+            Operation(op="put", table="m_b", id="k1", value=b"one"),
+            Operation(op="put", table="m_a", id="k2", value=b"two"),
+        ],
+        int(time.time() * 1000),
+    )
+    path = MUTATION_PAGE.format(namespace=ns, txn_id=txn.txn_id)
+    page = f"http://127.0.0.1:{worker.web_port}{path}"
+
+    def status(wanted: str):
+        try:
+            body = get_json(page)
+        except OSError:
+            return None
+        return body if body["status"] == wanted else None
+
+    async with MutationWriter(wal_settings.bootstrap_list, ns) as writer:
+        for seq in (0, 2):
+            await writer.send(writer.topics.mutations, txn.txn_id, writer.op_records(txn, seq))
+        await writer.send(writer.topics.markers, txn.txn_id, [writer.marker(txn)])
+        dead = await eventually(lambda: status("dead_lettered"), 60, "the transaction dead")
+        assert dead["missing"] == [1]
+        dlq = default_topics(ns).dlq
+
+        async def entries():
+            found = await DlqReader(wal_settings.bootstrap_list).page(dlq, Selection())
+            return found.entries or None
+
+        (entry,) = await eventually(entries, 30, "its DLQ entry")
+        assert (entry.id, entry.error_class) == (f"txn.{txn.txn_id}", "mutation_incomplete")
+        assert "missing seqs [1]" in entry.reason
+        assert await db.applied() == []  # nothing applied while seq 1 is missing
+        await writer.send(writer.topics.mutations, txn.txn_id, writer.op_records(txn, 1))
+
+    assert "redrove 1 of 1" in cli_ok(wal_env, "dlq", "redrive", ns)
+    committed = await eventually(lambda: status("committed"), 60, "the transaction committed")
+    assert committed["operations"] == 3
+    tokens = [op_token(ns, txn.txn_id, seq) for seq in range(3)]
+    assert await db.applied() == [("m_a", "k0", tokens[0]), ("m_b", "k1", tokens[1]),
+                                  ("m_a", "k2", tokens[2])]  # fmt: skip
+    assert await db.rows(["m_a", "m_b"]) == {
+        ("m_a", "k0"): b"zero", ("m_b", "k1"): b"one", ("m_a", "k2"): b"two",
+    }  # fmt: skip
+    left = await DlqReader(wal_settings.bootstrap_list).page(dlq, Selection())
+    assert left.entries == []
