@@ -8,7 +8,7 @@ import base64
 from walstream.api.app import create_api
 from walstream.broker import free_port
 from walstream.client import WalClient, mutation_operation
-from walstream.core.mutations.wire import decode_marker, decode_op_chunk
+from walstream.core.mutations.wire import Marker, decode_marker, decode_op_chunk
 from walstream.kafka.producer import MemoryLogProducer
 from walstream.settings import Settings
 from walstream.testing import api_deps, registry_of
@@ -55,7 +55,9 @@ async def test_the_client_writes_operations_markers_and_whole_transactions(api_c
         assert body["durable"] == "FALSE"
     first = decode_op_chunk(producer.sent[0].value)
     assert (first.txn_id, first.seq, first.data) == ("t-1", 1, b"\x01\x02")
-    assert decode_marker(producer.sent[1].value).op_count == 2
+    sent_marker = decode_marker(producer.sent[1].value)
+    assert isinstance(sent_marker, Marker)
+    assert sent_marker.op_count == 2
     assert [decode_op_chunk(r.value).op for r in producer.sent[2:3]] == ["delete"]
     assert decode_marker(producer.sent[3].value).txn_id == "t-2"
 

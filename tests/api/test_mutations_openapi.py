@@ -39,7 +39,7 @@ def test_the_operation_schema_lists_exactly_the_fields_of_a_put_and_a_delete():
     assert set(SCHEMAS["MutationComplete"]["properties"]) == {"count"}
 
 
-OPERATIONS = [
+OPERATIONS: list = [
     {"op": "put", "table": "t", "id": "k", "value": {"a": [1, None]}},
     {"op": "put", "table": "t", "id": "k", "value": None},
     {"op": "put", "table": "_t9", "id": "k" * 1024, "value": 1, "value_encoding": "json"},

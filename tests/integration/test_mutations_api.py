@@ -242,5 +242,7 @@ async def test_a_16_mib_transaction_of_1000_operations_and_a_5_mb_value_land_int
     assert len(by_seq[0]) == chunks
     for seq, value in enumerate(values):
         assert reassemble(by_seq[seq]).value == value, seq
-    [marker] = await read_topic(servers, mutation_topics(ns).markers, expect=1, within_s=10)
-    assert decode_marker(marker.value).op_count == 1000
+    [record] = await read_topic(servers, mutation_topics(ns).markers, expect=1, within_s=10)
+    marker = decode_marker(record.value)
+    assert isinstance(marker, Marker)
+    assert marker.op_count == 1000
