@@ -37,6 +37,10 @@ async def worker(aiohttp_server):
         txn = request.match_info["txn_id"]
         if txn == "t-500":
             return web.Response(status=500, text="boom")
+        if txn == "t-503":
+            return web.json_response(
+                {"error": "rebalancing"}, status=503, headers={"Retry-After": "2"}
+            )
         if request.match_info["namespace"] == "a" and txn == "t-1":
             return web.json_response(DEAD)
         return web.json_response({"error": f"unknown transaction {txn}"}, status=404)
@@ -86,6 +90,11 @@ async def test_a_worker_that_fails_or_cannot_be_reached_is_503(api_client, worke
     response = await client.get("/v1/namespaces/a/mutations/t-500")
     assert response.status == 503
     assert "answered 500" in (await response.json())["message"]
+    assert "Retry-After" not in response.headers
+    # a worker rebalancing: its Retry-After is the answer's
+    response = await client.get("/v1/namespaces/a/mutations/t-503")
+    assert (response.status, response.headers.get("Retry-After")) == (503, "2")
+    assert "rebalancing" in (await response.json())["message"]
     nobody = f"http://127.0.0.1:{free_port()}"
     client = await _client(api_client, nobody)
     response = await client.get("/v1/namespaces/a/mutations/t-1")

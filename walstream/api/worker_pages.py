@@ -3,7 +3,8 @@
 Only workers hold the mutation table (issue 18), so ``GET .../mutations/{txn_id}`` is answered
 by asking the worker page ``/walstream/mutations/{namespace}/{txn_id}``, which the worker owning
 the transaction's partition answers (another one forwards it there). A worker that cannot be
-reached, or answers anything but 200 or 404, is a 503 naming the worker's address.
+reached, or answers anything but 200 or 404, is a 503 naming the worker's address (with the
+worker's Retry-After while a rebalance leaves nobody holding the transaction's rows).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from urllib.parse import quote
 import aiohttp
 import orjson
 
-from walstream.errors import RouteNotFoundError, ServiceUnavailableError
+from walstream.errors import OverloadedError, RouteNotFoundError, ServiceUnavailableError
 
 __all__ = ["WorkerPages"]
 
@@ -55,21 +56,27 @@ class WorkerPages:
         try:
             async with self._client().get(url) as response:
                 status, raw = response.status, await response.read()
+                retry_after = response.headers.get("Retry-After")
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             logger.info("worker %s did not answer a status request: %r", self.base_url, exc)
             raise ServiceUnavailableError(
                 f"no worker answered at {self.base_url} (WALSTREAM_WORKER_URL): {exc!r}"
             ) from None
         body = _json(raw)
+        said = body.get("error") if isinstance(body, dict) else None
+        detail = f" ({said})" if isinstance(said, str) and said else ""
         if status == 404:
-            said = body.get("error") if isinstance(body, dict) else None
             raise RouteNotFoundError(
-                f"unknown transaction {txn_id!r} of namespace {namespace!r}"
-                + (f" ({said})" if isinstance(said, str) and said else "")
+                f"unknown transaction {txn_id!r} of namespace {namespace!r}{detail}"
+            )
+        if status == 503 and retry_after is not None and retry_after.isdigit():
+            # a rebalance or a recovery: nobody holds the transaction's rows for a moment
+            raise OverloadedError(
+                float(retry_after), f"the worker at {self.base_url} cannot answer now{detail}"
             )
         if status != 200 or not isinstance(body, dict):
             raise ServiceUnavailableError(
-                f"the worker at {self.base_url} answered {status} to a status request"
+                f"the worker at {self.base_url} answered {status} to a status request{detail}"
             )
         return body
 

@@ -177,6 +177,13 @@ _SEQ_PARAM = {
     "schema": {"type": "string", "pattern": "^[0-9]{1,9}$"},
 }
 
+_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "seconds to wait before asking again",
+        "schema": {"type": "integer", "minimum": 1},
+    }
+}
+
 _NOT_TAKEN = error(
     "unknown namespace, or one that takes no mutations (no 'mutations' block), durable=FALSE"
 )
@@ -238,8 +245,10 @@ def paths() -> dict[str, Any]:
                         "idempotency window)"
                     ),
                     "503": error(
-                        "no worker answered (WALSTREAM_WORKER_URL), or the namespace registry "
-                        "is loading (Retry-After)"
+                        "no worker answered (WALSTREAM_WORKER_URL); or a rebalance leaves nobody "
+                        "holding the transaction, or the namespace registry is loading "
+                        "(Retry-After)",
+                        _RETRY_AFTER,
                     ),
                 },
             }
