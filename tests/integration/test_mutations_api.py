@@ -21,7 +21,7 @@ from walstream.core.mutations.wire import Marker, decode_marker, decode_op_chunk
 from walstream.settings import Settings
 from walstream.topology import mutation_topics
 
-from .conftest import apply_namespace
+from .conftest import apply_namespace, eventually, wait_serving
 from .helpers import read_topic
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -246,3 +246,35 @@ async def test_a_16_mib_transaction_of_1000_operations_and_a_5_mb_value_land_int
     marker = decode_marker(record.value)
     assert isinstance(marker, Marker)
     assert marker.op_count == 1000
+
+
+async def test_the_status_route_asks_the_worker_and_follows_a_transaction_to_committed(
+    api_client, wal_settings, workers, tmp_path, unique
+):
+    """End to end: MutateItems through the API, a real worker applies it to SQLite, and the
+    API's GET answers from the worker page (WALSTREAM_WORKER_URL): open before its marker,
+    committed after; an unknown transaction is 404."""
+    ns = f"mutst-{unique}"
+    await apply_namespace(wal_settings, _definition(ns))
+    kv = tmp_path / "kv.sqlite"
+    worker = workers(WALSTREAM_KV_URL=f"sqlite:///{kv}")
+    await wait_serving(worker, mutation_topics(ns).markers, within_s=90)
+    settings = wal_settings.replace(worker_url=f"http://127.0.0.1:{worker.web_port}")
+    api = await api_client(build_api(settings))
+    async with WalClient(str(api.make_url("")).rstrip("/")) as wal:
+        status, body = await wal.mutation_status(ns, "never-sent")
+        assert status == 404, body
+        assert "never-sent" in body["message"]
+        sent = await wal.mutate(ns, "t-1", 1, "put", "orders", "b", {"n": 2})
+        assert sent.ok, sent
+
+        async def state(wanted: str):
+            status, body = await wal.mutation_status(ns, "t-1")
+            return body if status == 200 and body["status"] == wanted else None
+
+        body = await eventually(lambda: state("open"), 60, f"open\n{worker.log_tail()}")
+        assert (body["namespace"], body["txn_id"], body["missing"]) == (ns, "t-1", [0])
+        assert (await wal.mutate(ns, "t-1", 0, "put", "items", "a", {"n": 1})).ok
+        assert (await wal.complete(ns, "t-1", 2)).ok
+        body = await eventually(lambda: state("committed"), 90, f"committed\n{worker.log_tail()}")
+        assert body["operations"] == 2
