@@ -12,6 +12,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from walstream.api.app import build_api
 from walstream.core import outbox
 from walstream.core.dlq import Selection, mutation_header
 from walstream.core.mutations import Marker, Operation, decode_marker, encode_marker, op_token
@@ -65,6 +66,19 @@ def transaction_entry(ns: str, marker: Marker, reason: str, error_class: str, ki
     return record, [*(record.headers or []), mutation_header(kind)]
 
 
+async def write_entries(wal_settings, entries) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=wal_settings.bootstrap_list, acks="all")
+    await producer.start()
+    try:
+        for record, headers in entries:
+            await producer.send_and_wait(
+                record.topic, record.value, key=record.key, partition=record.partition,
+                headers=headers,
+            )  # fmt: skip
+    finally:
+        await producer.stop()
+
+
 def cli_ok(env, *args: str) -> str:
     done = run_cli(env, *args)
     assert done.returncode == 0, done.stderr
@@ -86,16 +100,7 @@ async def test_the_cli_lists_discards_and_redrives_a_transaction_to_its_markers_
         transaction_entry(ns, Marker(ns, "tx-c", 2, now), "another operation for seq 1",
                           "mutation_conflict", "op", "wal.x.mutations.0.9"),
     ]  # fmt: skip
-    producer = AIOKafkaProducer(bootstrap_servers=wal_settings.bootstrap_list, acks="all")
-    await producer.start()
-    try:
-        for record, headers in entries:
-            await producer.send_and_wait(
-                record.topic, record.value, key=record.key, partition=record.partition,
-                headers=headers,
-            )  # fmt: skip
-    finally:
-        await producer.stop()
+    await write_entries(wal_settings, entries)
 
     listed = cli_ok(wal_env, "dlq", "list", ns)
     assert "txn.tx-a\t" in listed
@@ -120,6 +125,62 @@ async def test_the_cli_lists_discards_and_redrives_a_transaction_to_its_markers_
     assert await read_topic(wal_settings.bootstrap_list, default_topics(ns).log, expect=0) == []
     page = await DlqReader(wal_settings.bootstrap_list).page(default_topics(ns).dlq, Selection())
     assert [e.id for e in page.entries] == ["wal.x.mutations.0.9"]  # left open
+
+
+async def test_the_http_api_shows_and_redrives_a_transaction_to_its_markers_topic(
+    wal_settings, api_client, unique
+):
+    ns = f"mh{unique}"
+    await setup(wal_settings, ns)
+    now = int(time.time() * 1000)
+    missing = "incomplete after 600004 ms (timeout 600000 ms): missing seqs [0, 2]"
+    await write_entries(
+        wal_settings,
+        [
+            transaction_entry(
+                ns, Marker(ns, "tx-h", 4, now), missing, "mutation_incomplete", "marker", "txn.tx-h"
+            ),
+            transaction_entry(
+                ns,
+                Marker(ns, "tx-o", 2, now),
+                "poison",
+                "mutation_poison",
+                "op",
+                "wal.x.mutations.1.3",
+            ),
+        ],
+    )
+    client = await api_client(build_api(wal_settings))
+
+    async def listing():
+        answer = await client.get(f"/v1/namespaces/{ns}/dlq")
+        return await answer.json() if answer.status == 200 else None
+
+    listed = await eventually(listing, 30, "the API to list the namespace's DLQ", every=0.5)
+    shown = {e["id"]: e for e in listed["entries"]}
+    assert (shown["txn.tx-h"]["kind"], shown["txn.tx-h"]["txn_id"]) == ("transaction", "tx-h")
+    assert shown["txn.tx-h"]["missing"] == [0, 2]
+    assert shown["wal.x.mutations.1.3"]["kind"] == "operation"
+    one = await client.get(f"/v1/namespaces/{ns}/dlq/txn.tx-h")
+    assert one.status == 200
+    body = await one.json()
+    assert body["mutation"]["op_count"] == 4
+    assert "undecodable" not in body
+
+    started = await client.post(f"/v1/namespaces/{ns}/dlq:redrive", json={})
+    assert started.status == 202, await started.text()
+
+    async def finished():
+        answer = await client.get(f"/v1/namespaces/{ns}/dlq:redrive")
+        body = await answer.json()
+        return body if body["state"] != "running" else None
+
+    progress = await eventually(finished, 30, "the redrive to end")
+    assert (progress["state"], progress["redriven"], progress["total"]) == ("done", 1, 2)
+    assert progress["skipped"][0].startswith("wal.x.mutations.1.3: ")
+    (record,) = await read_topic(wal_settings.bootstrap_list, mutation_topics(ns).markers, expect=1)
+    assert record.key == b"tx-h"
+    assert decode_marker(record.value) == Marker(ns, "tx-h", 4, now, wake=0, redrive=1)
 
 
 async def test_a_transaction_dead_lettered_for_a_missing_operation_commits_once_redriven(

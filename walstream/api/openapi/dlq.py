@@ -50,6 +50,19 @@ DLQ_ENTRY = {
             "description": "topic[partition]@offset where the worker first read the record",
         },
         "behind": {"type": "array", "items": {"type": "string"}},
+        "kind": {
+            "type": "string",
+            "enum": ["transaction", "operation", "marker"],
+            "description": "a multi-partition mutation's entry (absent: a log record's): a "
+            "dead-lettered transaction (redrivable: its marker goes again to its markers topic), "
+            "or a single bad operation or marker record",
+        },
+        "txn_id": {"type": "string", "description": "a transaction entry's txn id"},
+        "missing": {
+            "type": "array",
+            "items": {"type": "integer"},
+            "description": "the seqs a transaction entry's reason names as missing",
+        },
     },
 }
 
@@ -161,6 +174,11 @@ DLQ_ENTRY_SHOWN = {
                     "description": "why record.payload is null: it nests too deep to show",
                 },
                 "undecodable": {"type": "string"},
+                "mutation": {
+                    "type": "object",
+                    "description": "a mutation entry's marker or operation (record is null; an "
+                    "operation's data left out, its size given)",
+                },
             },
         },
     ]
