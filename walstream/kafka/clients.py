@@ -22,6 +22,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
+# the lifecycle helpers live in their own module; named here too, where their callers look
+from walstream.kafka.stopping import PRODUCER_STOP_S, start_client, stop_consumer, stop_producer
+
 __all__ = [
     "CLI",
     "DLQ_MONITOR",
@@ -29,6 +32,7 @@ __all__ = [
     "END_OFFSETS",
     "NAMESPACE_FEED",
     "NAMESPACE_PUBLISHER",
+    "PRODUCER_STOP_S",
     "REDRIVE",
     "REPLAY",
     "TARGETS",
@@ -327,79 +331,3 @@ async def assign_from_start(
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
     return tps
-
-
-async def start_client(client: Any) -> None:
-    """Start an aiokafka consumer or producer, letting a cancel wait until the start is over.
-
-    A cancel in the middle of ``start()`` (an operator cancelling a redrive, say) leaves the
-    bootstrap connection aiokafka was opening unclosed: nothing can close it afterwards, not
-    even ``stop()``. So the start runs to its end (it is bounded by the client's request
-    timeout), and only then is the cancel raised; the caller's ``finally`` stops the client.
-    """
-    starting = asyncio.ensure_future(client.start())
-    try:
-        await asyncio.shield(starting)
-    except asyncio.CancelledError:
-        with contextlib.suppress(Exception, asyncio.CancelledError):
-            await starting
-        raise
-
-
-async def stop_producer(producer: Any, *, timeout_s: float) -> None:
-    """Stop an AIOKafkaProducer within ``timeout_s``: what it still holds unacked is given up.
-
-    ``stop()`` waits for every batch in flight, with no deadline of its own but the request
-    timeout, so a stage whose region's cluster hangs would hold its stop (and a worker's
-    reconfiguration or shutdown) for as long. The records it gives up were never acked, so the
-    stage never committed past them: they are read and sent again.
-    """
-    # aiokafka has no abort: past the deadline its sender is ended and its connections are
-    # dropped (a graceful close waits for unsent bytes to reach a peer that may never read)
-    conns = getattr(getattr(producer, "client", None), "_conns", {})
-    writers = [conn._writer for conn in conns.values() if getattr(conn, "_writer", None)]
-    stopping = asyncio.ensure_future(producer.stop())
-    done, _ = await asyncio.wait({stopping}, timeout=timeout_s)
-    if not done:
-        task = getattr(getattr(producer, "_sender", None), "sender_task", None)
-        if task is not None:
-            task.cancel()
-        for writer in writers:
-            writer.transport.abort()
-        done, _ = await asyncio.wait({stopping}, timeout=1.0)
-        if not done:  # still held by the peer: left to end by itself, not waited for
-            _ABANDONED.add(stopping)
-            stopping.add_done_callback(_forget_abandoned)
-            logger.warning("a producer's stop was given up after %.1f s", timeout_s + 1.0)
-            return
-    await stopping
-
-
-#: How long a replication stage's stop waits for its producers' unacked copies (a live
-#: cluster acks in ms; a region's cluster that hangs would hold the stop until its timeout).
-PRODUCER_STOP_S: Final = 2.0
-
-#: Producer stops given up (held by a peer that never answers), kept until they end.
-_ABANDONED: set[asyncio.Future[Any]] = set()
-
-
-def _forget_abandoned(stopping: asyncio.Future[Any]) -> None:
-    _ABANDONED.discard(stopping)
-    if not stopping.cancelled():
-        stopping.exception()  # retrieved: an abandoned stop's failure is no news
-
-
-async def stop_consumer(consumer: Any) -> None:
-    """Stop an AIOKafkaConsumer, tolerating aiokafka 0.14's shutdown leak.
-
-    ``Fetcher.close()`` cancels its in-flight fetch tasks and awaits them without catching the
-    CancelledError, so ``consumer.stop()`` raises it when a fetch was in retry backoff (a broker
-    that just went away). That error is not a cancellation of the caller: swallow it unless the
-    caller itself is being cancelled.
-    """
-    try:
-        await consumer.stop()
-    except asyncio.CancelledError:
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
-            raise
