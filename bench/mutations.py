@@ -3,14 +3,14 @@ walstream's own worker into the SQLite kv target, as operations/s against a plai
 agent on the same embedded broker in the same run, and commit latency from marker to last apply.
 
 Each round starts one walstream worker (``walstream.app``, pinned to a core of its own; the
-broker and this driver share the other) for a namespace with a ``mutations`` block, whose kv
-target is a SQLite file in a temporary directory. A transaction is a one-shot MutateItems of 4
-puts (``--value-size`` B values, fresh keys): seqs 0-2 to tables ``users``, ``orders``,
-``users``, seq 3 (the last applied) to ``ledger``. This driver writes its records as the API does,
-with the core builders (``core.mutations.chunks.items_records``, ``wire.encode_op_chunk`` /
-``encode_marker``) through a plain aiokafka producer (acks=all) to the namespace's mutations and
-markers topics, keyed by the txn id; the marker only once every operation is acked, its
-``at_ms`` the time it is sent. Phases, one worker:
+broker and this driver share the other) whose kv target is a SQLite file in a temporary
+directory (on disk: each database transaction is synced). A transaction is a one-shot
+MutateItems of 4 puts (``--value-size`` B values, fresh keys): seqs 0-2 to tables ``users``,
+``orders``, ``users``, seq 3 (the last applied) to ``ledger``. This driver writes its records as
+the API does, with the core builders (``core.mutations.chunks.items_records``,
+``wire.encode_op_chunk`` / ``encode_marker``) through a plain aiokafka producer (acks=all) to a
+namespace's mutations and markers topics, keyed by the txn id; the marker once every operation
+is acked, its ``at_ms`` the time it is sent. Phases, one worker:
 
 * warm-up: ``WARMUP`` transactions, committed before anything is measured;
 * latency: ``--rate`` transactions/s for ``--seconds`` (10 ms ticks). Latency = the time the
@@ -20,33 +20,36 @@ markers topics, keyed by the txn id; the marker only once every operation is ack
   ``applied_ms``, whose DEFAULT is SQLite's ``julianday('now')`` in ms: it is set by the insert
   statement itself (every key is new, so every apply is an insert), at no statement's extra
   cost. Resolution: 1 ms (SQLite's clock); both times are the machine's wall clock. A row is
-  visible when the worker's statement (or its batch's transaction) commits, which may be a
-  little after ``applied_ms``; nothing in walstream is timed from inside.
-* throughput: ``--txns`` transactions fed closed-loop, at most ``--window`` sent and not yet
-  committed (``ledger`` rows, polled every 50 ms), so the worker always has work and never an
-  unbounded backlog (a marker read long before its operations would measure re-queue waits,
-  not the commit). Committed transactions/s between 5 % and 95 % of them, the worker's CPU per
-  operation meanwhile, and how busy each core was. ``--backlog`` writes every transaction
-  (operations, then markers) before the worker starts instead, as the forward agent's records.
+  visible when the worker's batch transaction commits, a little after ``applied_ms`` (the
+  sync); nothing in walstream is timed from inside.
+* throughput: ``--txns`` transactions (operations, then markers) written before the worker
+  starts to a second namespace's topics, which the worker reads once that namespace is
+  published with its ``mutations`` block, after the latency phase: a backlog, as the forward
+  agent's. Committed transactions (``ledger`` rows, polled every 50 ms) per second between 5 %
+  and 95 % of them, the worker's CPU per operation meanwhile, and how busy each core was.
+  ``--live`` feeds them closed-loop instead, at most ``--window`` sent and not yet committed,
+  the driver's producer then loading the broker's core while it is measured.
 
-The baseline (bench/apps/forward.py) moves as many records as the throughput phase writes
-(operations and markers, 5 per transaction) of their mean size, topic to topic, measured the
-same way (5 % to 95 %), once before and once after the worker (the machine's load may drift;
-their mean is the baseline). Ratio = operations/s / forward records/s; target >= 0.5. Every key
-is checked at the end: each of the run's operations is in its table with its value. The round
-also prints what the worker wrote to the broker per transaction (table changelog, delay tiers).
+The baseline (bench/apps/forward.py) moves as many records as the throughput phase holds
+(operations and markers, 5 per transaction) of their mean size, topic to topic, from a backlog,
+measured the same way (5 % to 95 %), once before and once after the worker (the machine's load
+may drift; their mean is the baseline). Ratio = operations/s / forward records/s; target >= 0.5.
+Every operation of the run is checked at the end: in its table with its value. The round also
+prints what the worker wrote to the broker per transaction, by topic (table changelog, delay
+tiers), over all its transactions.
 
-The ratio of CPU spent (forward agent per record / worker per operation) is printed too: on a
-machine where other work slows the broker, the forward agent waits for it more than the worker
-does, and that ratio is what an idle machine's throughput ratio comes near.
+The ratio of CPU spent (forward agent per record / worker per operation) is printed too: when
+other work slows the broker, the forward agent (one record at a time) waits for it more than the
+worker does, and the CPU ratio is nearer what an idle machine's throughput ratio would be.
 
 ``--profile wall`` runs py-spy on the worker (``--py-spy PATH``; default: the one on the PATH,
-best from a venv of its own) during the throughput phase and prints the top functions by samples
-of every active thread (the kv target's SQLite thread included); ``--profile gil``: of the thread
-holding the GIL only (Python's CPU; SQLite runs without it).
+best from a venv of its own; 100 samples/s, each pausing the worker briefly) during the
+throughput phase and prints the top functions by samples of every active thread (the kv
+target's SQLite thread too); ``--profile gil``: of the thread holding the GIL only (Python's CPU;
+SQLite runs without it). ``--profile-out DIR`` keeps the raw samples.
 
-Usage: python bench/mutations.py [--txns 4000] [--window 300] [--rate 100] [--seconds 10]
-       [--rounds 2] [--value-size 200] [--backlog] [--profile wall|gil]
+Usage: python bench/mutations.py [--txns 4000] [--rate 100] [--seconds 10] [--rounds 2]
+       [--value-size 200] [--live [--window 300]] [--profile wall|gil [--profile-out DIR]]
 """
 
 from __future__ import annotations
@@ -294,7 +297,14 @@ def wait_committed(
         time.sleep(0.05)
 
 
-async def setup_namespace(servers: str, settings: Settings, ns: str) -> None:
+async def make_topics(servers: str, ns: str) -> None:
+    """The namespace's mutations and markers topics (namespace apply creates them too)."""
+    specs = mutation_topic_specs(ns, PARTITIONS, replication_factor=1, min_insync_replicas=1)
+    await ensure_topics(servers, specs)
+
+
+async def publish(servers: str, settings: Settings, ns: str) -> None:
+    """Publish ``ns`` taking mutations: a running worker subscribes to its topics."""
     publisher = NamespacePublisher(settings)
     await publisher.start()
     try:
@@ -312,9 +322,7 @@ async def setup_namespace(servers: str, settings: Settings, ns: str) -> None:
         )
     finally:
         await publisher.stop()
-    # namespace apply creates them; made sure of here (the feeder may write before the worker)
-    specs = mutation_topic_specs(ns, PARTITIONS, replication_factor=1, min_insync_replicas=1)
-    await ensure_topics(servers, specs)
+    await make_topics(servers, ns)
 
 
 async def topic_records(servers: str, prefix: str) -> dict[str, int]:
@@ -349,8 +357,8 @@ class Profiler:
     def __init__(self, binary: str, pid: int, out: Path, mode: str) -> None:
         self.out = out
         self.proc = subprocess.Popen(
-            [binary, "record", "--pid", str(pid), "--format", "raw", "--rate", "200",
-             "--output", str(out), "--nonblocking", *(["--gil"] if mode == "gil" else [])],
+            [binary, "record", "--pid", str(pid), "--format", "raw", "--rate", "100",
+             "--output", str(out), *(["--gil"] if mode == "gil" else [])],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
@@ -417,17 +425,22 @@ class Round(NamedTuple):
 
 
 def mutations_round(servers: str, tag: str, args: argparse.Namespace, tmp: Path) -> Round:
-    """One worker through the warm-up, latency and throughput phases."""
+    """One worker: warm-up and latency on one namespace, then throughput on a second one."""
     settings = Settings(bootstrap_servers=servers, control_topic=f"walstream.namespaces.{tag}")
-    ns = f"mut-{tag}"
-    asyncio.run(setup_namespace(servers, settings, ns))
+    ns, ns_timed = f"mut-{tag}", f"mutt-{tag}"
+    asyncio.run(publish(servers, settings, ns))
+    asyncio.run(make_topics(servers, ns_timed))
     kv = Kv(tmp / f"kv-{tag}.sqlite")
-    feeder = Feeder(servers, ns, args.value_size)
+    feeder, timed_feeder = (
+        Feeder(servers, ns, args.value_size),
+        Feeder(servers, ns_timed, args.value_size),
+    )
     warm = [f"w{i:05d}" for i in range(WARMUP)]
     paced = [f"l{i:06d}" for i in range(int(args.rate * args.seconds))]
     timed = [f"t{i:07d}" for i in range(args.txns)]
-    if args.backlog:
-        asyncio.run(feeder.backlog(timed))
+    if not args.live:
+        # on topics no worker reads yet: its namespace takes mutations once published, below
+        asyncio.run(timed_feeder.backlog(timed))
     env = {
         "WALSTREAM_BOOTSTRAP_SERVERS": servers,
         "WALSTREAM_APP_ID": f"walstream-{tag}",
@@ -445,43 +458,36 @@ def mutations_round(servers: str, tag: str, args: argparse.Namespace, tmp: Path)
     profile = ""
     profiler: Profiler | None = None
     try:
-        if args.backlog:
-            profiler = (
-                Profiler(args.py_spy, proc.pid, tmp / f"{tag}.spy", args.profile)
-                if args.profile
-                else None
-            )
-            rate = wait_rate(lambda: committed(conn, "t"), len(timed), proc, 600)
-            wait_committed(conn, "t", len(timed), proc, 120)
-            profile = profiler.stop(args.profile_out) if profiler is not None else ""
         asyncio.run(feeder.paced(warm, 50))
         wait_committed(conn, "w", len(warm), proc, 180)
         asyncio.run(feeder.paced(paced, args.rate))
         wait_committed(conn, "l", len(paced), proc, 120)
-        if not args.backlog:
-            profiler = (
-                Profiler(args.py_spy, proc.pid, tmp / f"{tag}.spy", args.profile)
-                if args.profile
-                else None
-            )
+        if args.profile:
+            profiler = Profiler(args.py_spy, proc.pid, tmp / f"{tag}.spy", args.profile)
+        asyncio.run(publish(servers, settings, ns_timed))
+        feeding = None
+        if args.live:
 
             async def feed() -> None:
                 own = kv.connect()  # the feeder's thread reads on its own connection
                 try:
-                    await feeder.windowed(timed, args.window, lambda: committed(own, "t"))
+                    await timed_feeder.windowed(timed, args.window, lambda: committed(own, "t"))
                 finally:
                     own.close()
 
             feeding = Background(feed)
 
-            def count() -> int:
+        def count() -> int:
+            if feeding is not None:
                 feeding.check()
-                return committed(conn, "t")
+            return committed(conn, "t")
 
-            rate = wait_rate(count, len(timed), proc, 600)
-            wait_committed(conn, "t", len(timed), proc, 120)
+        rate = wait_rate(count, len(timed), proc, 600)
+        wait_committed(conn, "t", len(timed), proc, 120)
+        if feeding is not None:
             feeding.join(60)
-            profile = profiler.stop(args.profile_out) if profiler is not None else ""
+        if profiler is not None:
+            profile = profiler.stop(args.profile_out)
         applied = applied_at(conn, "l")
         latencies = sorted(float(applied[t] - feeder.marked[t]) for t in paced)
         wrong = wrong_rows(conn, warm + paced + timed, args.value_size)
@@ -497,12 +503,14 @@ def mutations_round(servers: str, tag: str, args: argparse.Namespace, tmp: Path)
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--txns", type=int, default=4_000, help="throughput phase transactions")
-    parser.add_argument("--window", type=int, default=300, help="sent, not committed, at most")
+    parser.add_argument("--window", type=int, default=300, help="--live: in flight at most")
     parser.add_argument("--rate", type=float, default=100, help="latency phase transactions/s")
     parser.add_argument("--seconds", type=float, default=10, help="latency phase length")
     parser.add_argument("--value-size", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--backlog", action="store_true", help="write every txn before the worker")
+    parser.add_argument(
+        "--live", action="store_true", help="throughput: feed closed-loop, not from a backlog"
+    )
     parser.add_argument(
         "--profile",
         choices=("wall", "gil"),
@@ -521,7 +529,7 @@ def main() -> None:
         for round_no in range(args.rounds):
             tag = f"r{round_no}-{os.getpid()}"
             records = args.txns * (OPS + 1)
-            size = record_size(f"mut-{tag}", args.value_size)
+            size = record_size(f"mutt-{tag}", args.value_size)
             # the baseline before and after: the machine's load may drift meanwhile
             before = forward_round(servers, f"{tag}a", records, round(size), Path(tmp))
             got = mutations_round(servers, tag, args, Path(tmp))
@@ -541,7 +549,7 @@ def main() -> None:
                 f"({wal.cpu_us / OPS:.0f} us CPU per op; {wal.cores}) | ratio {ratio:.2f}, "
                 f"in CPU per record/op {cpu_ratio:.2f} "
                 f"({args.txns} txns of {OPS} ops, {records} records of {size:.0f} B"
-                f"{', backlog' if args.backlog else f', window {args.window}'})",
+                f"{f', live, window {args.window}' if args.live else ', backlog'})",
                 flush=True,
             )
             print(
