@@ -34,14 +34,8 @@ from walstream.core.mutations.request import (
     parse_seq,
     parse_txn_id,
 )
-from walstream.core.mutations.wire import (
-    Marker,
-    MutationLimits,
-    OpChunk,
-    encode_marker,
-    encode_op_chunk,
-)
-from walstream.core.outbox import Outgoing
+from walstream.core.mutations.wire import Marker, MutationLimits
+from walstream.core.outbox import mutation_marker, mutation_ops
 from walstream.core.validate import exact_body
 from walstream.errors import (
     MutationsNotEnabledError,
@@ -49,7 +43,6 @@ from walstream.errors import (
     TargetNotAllowedError,
 )
 from walstream.namespaces.config import NamespaceConfig
-from walstream.topology import mutation_topics
 
 __all__ = ["install_mutation_routes"]
 
@@ -80,16 +73,6 @@ def _check_targets(
             raise TargetNotAllowedError(f"{prefix}table", exc.reason) from None
 
 
-def _chunk_records(ns: NamespaceConfig, chunks: Iterable[OpChunk]) -> list[Outgoing]:
-    topic = mutation_topics(ns.name).mutations
-    return [Outgoing(topic, c.txn_id.encode(), encode_op_chunk(c)) for c in chunks]
-
-
-def _marker_record(ns: NamespaceConfig, marker: Marker) -> Outgoing:
-    topic = mutation_topics(ns.name).markers
-    return Outgoing(topic, marker.txn_id.encode(), encode_marker(marker))
-
-
 async def mutate(request: web.BaseRequest, deps: ApiDeps, params: Params) -> web.Response:
     """One operation of a transaction, with its seq (0-based)."""
     ns, limits = _mutations(deps, params)
@@ -102,9 +85,7 @@ async def mutate(request: web.BaseRequest, deps: ApiDeps, params: Params) -> web
     # after the body: a bad body is a 400 whatever the seq (past the limit: 413)
     seq = parse_seq(params["seq"], limits)
     _check_targets(deps, ns, [("", op)])
-    await send_records(
-        deps, _chunk_records(ns, op_chunks(ns.name, txn_id, seq, op, limits.chunk_bytes))
-    )
+    await send_records(deps, mutation_ops(op_chunks(ns.name, txn_id, seq, op, limits.chunk_bytes)))
     return json_response({"durable": "TRUE", "message": "written", "txn_id": txn_id, "seq": seq})
 
 
@@ -115,7 +96,7 @@ async def complete(request: web.BaseRequest, deps: ApiDeps, params: Params) -> w
     raw = await read_body(request, deps.settings.body_read_timeout_s)
     count = parse_count(decode_json(raw), limits)
     marker = Marker(namespace=ns.name, txn_id=txn_id, op_count=count, at_ms=deps.clock.now_ms())
-    await send_records(deps, [_marker_record(ns, marker)])
+    await send_records(deps, [mutation_marker(marker)])
     return json_response(
         {"durable": "TRUE", "message": "written", "txn_id": txn_id, "count": count}
     )
@@ -131,11 +112,11 @@ async def mutate_items(request: web.BaseRequest, deps: ApiDeps, params: Params) 
     del raw
     _check_targets(deps, ns, ((f"operations[{i}].", op) for i, op in enumerate(items.operations)))
     chunks, marker = items_records(ns.name, items, limits.chunk_bytes, at_ms=now_ms)
-    records = _chunk_records(ns, chunks)
+    records = mutation_ops(chunks)
     del items, chunks
     await send_records(deps, records)
     del records
-    await send_records(deps, [_marker_record(ns, marker)])
+    await send_records(deps, [mutation_marker(marker)])
     return json_response(
         {
             "durable": "TRUE",

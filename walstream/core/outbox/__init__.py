@@ -31,6 +31,8 @@ origin repair       ``origin_repair``            replicating client (an operatio
                                                  could not apply in its own region, again on the
                                                  log for the fan-out to copy there)
 region DLQ entry    ``region_dlq_entry``         region writer (an operation it can never apply)
+mutation operation  ``mutation_ops``             API (an operation's chunks, issue 18)
+completion marker   ``mutation_marker``          API (a client's marker of a transaction)
 =================== ============================ ================================================
 
 Headers (``wal-*``; values UTF-8 text, numbers decimal, times ms since the epoch):
@@ -70,8 +72,9 @@ Headers (``wal-*``; values UTF-8 text, numbers decimal, times ms since the epoch
 
 from __future__ import annotations
 
-from walstream.core.outbox import records, replication
+from walstream.core.outbox import mutations, records, replication
+from walstream.core.outbox.mutations import *  # noqa: F403
 from walstream.core.outbox.records import *  # noqa: F403 - the package is its records' builders
 from walstream.core.outbox.replication import *  # noqa: F403
 
-__all__ = [*records.__all__, *replication.__all__]
+__all__ = [*records.__all__, *replication.__all__, *mutations.__all__]
