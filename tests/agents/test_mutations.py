@@ -200,11 +200,18 @@ async def test_a_marker_before_its_operations_is_requeued_its_wake_sent_before_t
     await rig.op("t1", 0)
     await rig.op("t1", 1)
     assert rig.kv.batches == []  # only a marker drives the commit
-    await rig.stage.handle_marker(
-        encode_marker(wake), b"t1", rig.source(TOPICS.markers)
-    )  # the wake comes back
+    # the operation completing it woke the marker at once: straight to the markers topic
+    now = rig.emitter.emitted[-1]
+    assert (now.topic, now.partition, now.headers) == (TOPICS.markers, 2, [])
+    woken = decode_marker(now.value)
+    assert isinstance(woken, Marker)
+    assert woken.wake == 2
+    for superseded_first in (wake, woken):
+        await rig.stage.handle_marker(
+            encode_marker(superseded_first), b"t1", rig.source(TOPICS.markers)
+        )
     assert rig.kv.batches == [[token("t1", 0), token("t1", 1)]]
-    assert rig.counter("mutation_requeues", namespace=NS) == 1
+    assert rig.counter("mutation_requeues", namespace=NS) == 2
 
 
 async def test_a_failing_apply_is_requeued_then_dead_lettered_with_its_progress():

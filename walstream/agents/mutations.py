@@ -65,6 +65,7 @@ from walstream.core.mutations import (
     kv_envelope,
     kv_target,
     on_chunk,
+    on_complete,
     on_forget,
     on_marker,
     reassemble,
@@ -170,6 +171,10 @@ class MutationStage:
                 assert new is not None  # noqa: S101 - a stored chunk has a state
                 if deadline is not None:
                     await self.out.wake(ns, new, deadline, source)
+                elif state is not None:
+                    new, now = on_complete(state, new)  # its marker waits: wake it now
+                    if now is not None:
+                        await self.out.wake(ns, new, now, source)
                 await self.rows.put(chunk_key(name, txn, chunk.seq, chunk.chunk), value)
                 await self._put_state(new)
             elif isinstance(outcome, (Conflict, Refused)):

@@ -4,6 +4,8 @@
   transaction already committed ignores it; the first record of a transaction also schedules
   its deadline (a wake marker due after the completion timeout), so a transaction whose marker
   never comes is dead-lettered too instead of staying in the table.
+* ``on_complete``: a chunk that completes a transaction whose marker waits re-queued sends a
+  wake due now (the commit does not wait out the backoff).
 * ``on_marker``: complete: ``Apply`` from the first unapplied seq; incomplete within the
   completion timeout: ``Requeue`` (a wake marker through the delay tiers, its delay the
   namespace's backoff, never past the timeout); past it: ``DeadLetter`` naming the missing
@@ -55,6 +57,7 @@ __all__ = [
     "decode_tombstone",
     "encode_tombstone",
     "on_chunk",
+    "on_complete",
     "on_forget",
     "on_marker",
     "wake_marker",
@@ -178,6 +181,17 @@ def on_chunk(
     if deadline is not None and not isinstance(outcome, Stored):
         return None, outcome, None  # nothing was kept: no transaction opened
     return new, outcome, deadline
+
+
+def on_complete(before: TxnState, after: TxnState) -> tuple[TxnState, Requeue | None]:
+    """A stored chunk took ``before`` to ``after``: when it completed a transaction whose marker
+    came and waits re-queued (its operations were missing), a wake due now (delay 0: straight to
+    the markers topic) that supersedes the waiting one, so the commit does not wait out the
+    backoff. None: nothing to send (not complete, complete already, or dead-lettered: only a
+    redrive resumes it)."""
+    if before.complete() or not after.complete() or after.dead is not None or not after.wake:
+        return after, None
+    return _requeue(after, 0, "complete: its last operation arrived")
 
 
 def on_marker(

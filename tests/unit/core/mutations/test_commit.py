@@ -3,6 +3,8 @@ failures with backoff, answer a re-send within the idempotency window, forget af
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from walstream.core.mutations import (
@@ -27,6 +29,7 @@ from walstream.core.mutations import (
     decode_tombstone,
     encode_tombstone,
     on_chunk,
+    on_complete,
     on_forget,
     on_marker,
     op_chunks,
@@ -288,3 +291,32 @@ def test_the_status_follows_the_transaction_from_open_to_committed():
         "committed_at_ms": T0 + 1,
         "operations": 2,
     }
+
+
+def test_the_chunk_completing_a_waiting_transaction_wakes_its_commit_now():
+    state = opened(0)
+    state, decision = marking(state, marker(count=2), now=T0 + 1)
+    waiting = requeued(decision).wake
+    before = state
+    after, outcome, _ = chunking(state, chunk(1), now=T0 + 2)
+    assert isinstance(outcome, Stored)
+    woken, wake = on_complete(before, after)
+    assert wake == Requeue(
+        delay_ms=0, wake=waiting + 1, reason="complete: its last operation arrived"
+    )
+    assert woken.wake == waiting + 1  # the waiting wake is superseded
+    # the woken marker drives the commit
+    _, applied = marking(woken, wake_marker(woken, wake), now=T0 + 3)
+    assert applied == Apply(from_seq=0)
+
+
+def test_no_wake_for_a_chunk_that_does_not_complete_a_waiting_transaction():
+    unmarked = opened(0)
+    assert on_complete(unmarked, opened(0, 1)) == (opened(0, 1), None)  # no marker yet
+    state, _ = marking(opened(0), marker(count=3), now=T0 + 1)
+    partial, _, _ = chunking(state, chunk(1), now=T0 + 2)
+    assert on_complete(state, partial) == (partial, None)  # still missing seq 2
+    done, _, _ = chunking(partial, chunk(2), now=T0 + 3)
+    assert on_complete(done, done) == (done, None)  # complete before this chunk
+    dead = replace(done, dead="timeout")
+    assert on_complete(partial, dead) == (dead, None)  # only a redrive resumes it
