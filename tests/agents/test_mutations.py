@@ -4,11 +4,13 @@ core.mutations' (tests/unit/core/mutations)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
 
+from walstream.agents.mutation_rows import TableRows
 from walstream.agents.mutations import MutationStage
 from walstream.agents.outcomes import Source
 from walstream.core.delay import parse_delay_headers
@@ -30,7 +32,14 @@ from walstream.errors import TargetRejectedError, TargetUnavailableError
 from walstream.metrics import WalMetrics
 from walstream.records import Envelope
 from walstream.settings import Settings
-from walstream.testing import FakeClock, FakePool, RecordingEmitter, registry_of
+from walstream.testing import (
+    ChangelogProducer,
+    FakeClock,
+    FakePool,
+    FakeTable,
+    RecordingEmitter,
+    registry_of,
+)
 from walstream.testing.mutations import MemoryRows
 from walstream.topology import mutation_topics
 
@@ -335,3 +344,33 @@ async def test_the_open_gauges_come_from_the_index_rebuilt_after_recovery():
     rig.stage.report()
     assert rig.metrics.mutation_open.labels(NS)._value.get() == 1
     assert rig.stage.status(NS, "nope") is None
+
+
+class _BytesSerializers:
+    def dumps_key(self, typ: Any, key: bytes, serializer: Any = None) -> bytes:
+        return key
+
+    def dumps_value(self, typ: Any, value: bytes, serializer: Any = None) -> bytes:
+        return value
+
+
+async def test_table_rows_write_the_store_and_the_changelog_of_the_current_partition():
+    producer = ChangelogProducer(failures=0)
+    table = FakeTable(producer)
+    table.app.serializers = _BytesSerializers()
+    rows = TableRows(table)
+    await rows.put("s:pds:t1", b"state", durable=True)
+    await rows.put("c:pds:t1:0:0", b"chunk")
+    assert rows.get("s:pds:t1") == b"state"
+    assert rows.get_anywhere("c:pds:t1:0:0") == b"chunk"
+    assert sorted(rows.items()) == [("c:pds:t1:0:0", b"chunk"), ("s:pds:t1", b"state")]
+    await rows.put("c:pds:t1:0:0", None)
+    await rows.put("c:pds:t1:9:9", None)  # never written: nothing to delete, nothing sent
+    assert rows.get("c:pds:t1:0:0") is None
+    assert [(key, value, partition) for _, key, value, partition in producer.acked] == [
+        (b"s:pds:t1", b"state", 3),
+        (b"c:pds:t1:0:0", b"chunk", 3),
+        (b"c:pds:t1:0:0", None, 3),
+    ]
+    await asyncio.sleep(0)  # the acks' callbacks run
+    assert table.data.persisted  # the store notes what the broker acknowledged

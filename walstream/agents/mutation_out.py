@@ -12,6 +12,7 @@ import logging
 from walstream.agents.outcomes import Emitter, Source, send
 from walstream.clock import Clock
 from walstream.core import outbox
+from walstream.core.dlq.records import H_MUTATION
 from walstream.core.mutations import (
     DeadLetter,
     Marker,
@@ -27,12 +28,9 @@ from walstream.namespaces.registry import NamespaceRegistry
 from walstream.settings import Settings
 from walstream.topology import mutation_topics
 
-__all__ = ["H_MUTATION", "MutationOut"]
+__all__ = ["MutationOut"]
 
 logger = logging.getLogger(__name__)
-
-#: A mutation's DLQ entry: ``marker`` (a transaction, or a marker's record) or ``op``.
-H_MUTATION = "wal-mutation"
 
 
 class MutationOut:
