@@ -99,7 +99,7 @@ async def redrive(
     try:
         async for entry in _each(entries):  # a page of records at a time (DlqReader.pages)
             if entry.mutation is not None:
-                if await _redrive_transaction(producer, ns, entry, progress, clock):
+                if await _redrive_transaction(producer, ns, entry, progress, clock, target):
                     await _stepped(progress, on_step, rate, started)
                 continue
             value = entry.value
@@ -148,15 +148,33 @@ async def _stepped(
 
 
 async def _redrive_transaction(
-    producer: Any, ns: NamespaceConfig, entry: DlqEntry, progress: RedriveProgress, clock: Clock
+    producer: Any,
+    ns: NamespaceConfig,
+    entry: DlqEntry,
+    progress: RedriveProgress,
+    clock: Clock,
+    target: Mapping[str, Any] | None,
 ) -> bool:
     """Redrive a mutation's entry: a dead-lettered transaction's marker goes again to the
     markers topic, keyed by its txn id (the partition of its state), then the entry is closed.
-    Whether it was redriven (else it is named in ``progress.skipped``)."""
+    Whether it was redriven (else it is named in ``progress.skipped`` and left open: a namespace
+    that takes no mutations now has no agent to read the marker, and a transaction is applied
+    to its own operations' kv tables, never to another target)."""
     try:
         again = redrive_marker(entry)
     except PoisonRecordError as exc:
         progress.skipped.append(f"{entry.id}: {exc.reason}")
+        return False
+    if ns.mutations is None:
+        progress.skipped.append(
+            f"{entry.id}: {ns.name} takes no mutations now (no mutations block): left open"
+        )
+        return False
+    if target is not None:
+        progress.skipped.append(
+            f"{entry.id}: a transaction goes to its own kv tables, not to a target: "
+            "redrive it without one"
+        )
         return False
     markers = mutation_topics(ns.name).markers
     await send(producer, outbox.OutRecord(markers, None, again.key, again.value))

@@ -15,7 +15,8 @@ from walstream.testing.records import envelope, namespace_definition, registry_o
 from walstream.topology import mutation_topics
 
 NOW = 1_800_000_000_000
-NS = registry_of(namespace_definition("pds")).get("pds")
+NS = registry_of(namespace_definition("pds", mutations={"completion_timeout_s": 600})).get("pds")
+NO_MUTATIONS = registry_of(namespace_definition("pds")).get("pds")
 REASON = "incomplete after 600000 ms (timeout 600000 ms): missing seqs [1, 4]"
 
 
@@ -103,6 +104,21 @@ async def test_redrive_sends_a_transactions_marker_to_the_markers_topic_and_clos
     assert decode_envelope(logged).id == "id-1"
     closes = [dict(h)["wal-closes"] for _, h in closed(producer)]
     assert sorted(closes) == [b"0@9", b"2@7"]  # the conflict stays open
+
+
+async def test_a_transaction_is_left_open_when_no_agent_would_read_its_marker_or_retargeted():
+    for ns, target, why in [
+        (NO_MUTATIONS, None, "pds takes no mutations now"),
+        (NS, {"type": "kafka", "topic": "elsewhere"}, "not to a target"),
+    ]:
+        producer = Producer()
+        progress = RedriveProgress(namespace="pds", total=1)
+        await redrive(producer, ns, [transaction()], progress, target=target)
+        assert progress.redriven == 0
+        (skipped,) = progress.skipped
+        assert skipped.startswith("txn.tx-9: ")
+        assert why in skipped
+        assert producer.sent == []  # no marker, and the entry stays open
 
 
 async def test_discard_closes_a_transactions_entry_without_a_settle_marker():
