@@ -31,14 +31,14 @@ pytestmark = pytest.mark.integration
 PARTITIONS = 4  # WALSTREAM_DEFAULT_PARTITIONS' default
 
 
-def definition(ns: str, *, timeout_s: int = 600) -> dict:
+def definition(ns: str, *, timeout_s: int = 600, max_attempts: int = 1000) -> dict:
     return {
         "name": ns,
         "target": {"type": "kv", "table": "m_a", "key": "k"},
         "allowed_targets": {"kv_tables": ["m_*"]},
         "mutations": {"completion_timeout_s": timeout_s},
         "backoff": {"base_ms": 50, "multiplier": 2.0, "cap_ms": 400, "jitter": 0.0},
-        "max_attempts": 1000,
+        "max_attempts": max_attempts,
     }
 
 
@@ -238,5 +238,66 @@ async def test_a_transaction_dead_lettered_for_a_missing_operation_commits_once_
     assert await db.rows(["m_a", "m_b"]) == {
         ("m_a", "k0"): b"zero", ("m_b", "k1"): b"one", ("m_a", "k2"): b"two",
     }  # fmt: skip
+    left = await DlqReader(wal_settings.bootstrap_list).page(dlq, Selection())
+    assert left.entries == []
+
+
+async def test_a_transaction_whose_apply_gave_up_commits_once_redriven_applying_each_once(
+    wal_env, wal_settings, workers, tmp_path, unique
+):
+    ns = f"mf{unique}"
+    await setup(wal_settings, ns, max_attempts=2)
+    db = SqliteDb(tmp_path / "kv.sqlite")
+    await db.prepare(["m_a", "m_b"])
+    await db.fail([("m_b", "k1")])  # seq 1's write fails until healed
+    worker = workers(WALSTREAM_KV_URL=db.url)
+    await wait_serving(worker, mutation_topics(ns).markers, within_s=90)
+    txn = Txn(
+        "tx-failing",
+        [
+            Operation(op="put", table="m_a", id="k0", value=b"zero"),
+            Operation(op="put", table="m_b", id="k1", value=b"one"),
+            Operation(op="delete", table="m_a", id="k0", value=None),
+        ],
+        int(time.time() * 1000),
+    )
+    path = MUTATION_PAGE.format(namespace=ns, txn_id=txn.txn_id)
+    page = f"http://127.0.0.1:{worker.web_port}{path}"
+
+    def status(wanted: str):
+        try:
+            body = get_json(page)
+        except OSError:
+            return None
+        return body if body["status"] == wanted else None
+
+    async with MutationWriter(wal_settings.bootstrap_list, ns) as writer:
+        records = [v for seq in range(3) for v in writer.op_records(txn, seq)]
+        await writer.send(writer.topics.mutations, txn.txn_id, records)
+        await writer.send(writer.topics.markers, txn.txn_id, [writer.marker(txn)])
+    dead = await eventually(lambda: status("dead_lettered"), 60, "the transaction dead")
+    assert dead["missing"] == []
+    assert dead["progress"] <= 1  # seq 1 never applied
+    dlq = default_topics(ns).dlq
+
+    async def entries():
+        found = await DlqReader(wal_settings.bootstrap_list).page(dlq, Selection())
+        return found.entries or None
+
+    (entry,) = await eventually(entries, 30, "its DLQ entry")
+    assert (entry.id, entry.error_class) == (f"txn.{txn.txn_id}", "mutation_apply_failed")
+    assert entry.reason.startswith(f"seq {dead['progress']} of 3: ")
+    applied_before = await db.applied()
+
+    await db.heal()
+    assert "redrove 1 of 1" in cli_ok(wal_env, "dlq", "redrive", ns)
+    committed = await eventually(lambda: status("committed"), 60, "the transaction committed")
+    assert committed["operations"] == 3
+    tokens = [op_token(ns, txn.txn_id, seq) for seq in range(3)]
+    expected = [("m_a", "k0", tokens[0]), ("m_b", "k1", tokens[1]), ("m_a", "k0", tokens[2])]
+    # every operation applied once, in seq order: the redrive resumed at the first unapplied one
+    assert await db.applied() == expected
+    assert applied_before == expected[: dead["progress"]]
+    assert await db.rows(["m_a", "m_b"]) == {("m_a", "k0"): None, ("m_b", "k1"): b"one"}
     left = await DlqReader(wal_settings.bootstrap_list).page(dlq, Selection())
     assert left.entries == []
