@@ -1,0 +1,69 @@
+"""Review of issue 18's pure commit decisions (engineer R): defects proven deterministically.
+
+Each test is a strict xfail until its owner fixes the defect named in its reason."""
+
+from __future__ import annotations
+
+import pytest
+
+from walstream.core.mutations import (
+    Apply,
+    CommitPolicy,
+    DeadLetter,
+    Marker,
+    MutationLimits,
+    Operation,
+    on_chunk,
+    on_marker,
+    op_chunks,
+)
+
+NS = "pds"
+TXN = "t1"
+POLICY = CommitPolicy(limits=MutationLimits(completion_timeout_ms=60_000))
+
+
+def _redriven(entry: Marker) -> Marker:
+    """What ``walstream dlq redrive`` sends for a transaction's entry (core.dlq.mutations.
+    redrive_marker): redrive + 1, and a count of 0 goes as wake 1."""
+    return entry._replace(redrive=entry.redrive + 1, wake=0 if entry.op_count else 1)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "core/mutations/commit.py on_marker: a client's completion marker arriving after its "
+        "transaction was dead-lettered for 'no completion marker' is Ignore'd WITHOUT keeping its "
+        "count (the Ignore returns the unmarked state), while on_chunk does keep late operations. "
+        "The DLQ entry carries count 0, so the documented cure (walstream dlq redrive) revives a "
+        "state that still has no count: it waits out another timeout and is dead-lettered again, "
+        "for ever, although every operation and the marker were answered durable TRUE. Fix: in "
+        "the dead-lettered branch return the marked state (count, marked_at, digest kept: "
+        "`return marked, Ignore(...)`), or let the marker that supplies the missing count revive "
+        "the transaction itself."
+    ),
+)
+def test_a_marker_after_a_no_marker_dead_letter_is_kept_so_a_redrive_commits():
+    now = 1_000_000
+    state = None
+    for seq in (0, 1):
+        op = Operation(op="put", table="items", id=f"k{seq}", value=b"v")
+        (chunk,) = op_chunks(NS, TXN, seq, op, 1024)
+        state, _, _ = on_chunk(state, None, chunk, POLICY, now_ms=now)
+    assert state is not None
+    # the deadline wake (id 1, count 0) at the completion timeout: no marker came
+    deadline = Marker(NS, TXN, 0, now, wake=1)
+    state, decision = on_marker(state, None, deadline, POLICY, now_ms=now + 60_000, rand=0.5)
+    assert isinstance(decision, DeadLetter)
+    assert state is not None
+    # the DLQ entry as MutationOut.dead_txn writes it (count 0: the state had none)
+    entry = Marker(NS, TXN, state.count or 0, state.opened_at_ms, redrive=state.redrive)
+    # the client's marker arrives late (answered durable TRUE by the API)
+    late = Marker(NS, TXN, 2, now + 61_000)
+    state, _ = on_marker(state, None, late, POLICY, now_ms=now + 61_000, rand=0.5)
+    assert state is not None
+    # the operator redrives the entry, as the docs say
+    state, decision = on_marker(
+        state, None, _redriven(entry), POLICY, now_ms=now + 62_000, rand=0.5
+    )
+    assert decision == Apply(from_seq=0), decision
