@@ -201,12 +201,13 @@ async def test_a_transaction_dead_lettered_for_a_missing_operation_commits_once_
         ],
         int(time.time() * 1000),
     )
-    path = MUTATION_PAGE.format(namespace=ns, txn_id=txn.txn_id)
-    page = f"http://127.0.0.1:{worker.web_port}{path}"
+    # another one missing its seq 1, discarded instead: it stays dead-lettered
+    dropped = Txn("tx-dropped", txn.operations[:2], txn.at_ms)
 
-    def status(wanted: str):
+    def status(wanted: str, txn_id: str = txn.txn_id):
+        path = MUTATION_PAGE.format(namespace=ns, txn_id=txn_id)
         try:
-            body = get_json(page)
+            body = get_json(f"http://127.0.0.1:{worker.web_port}{path}")
         except OSError:
             return None
         return body if body["status"] == wanted else None
@@ -215,20 +216,26 @@ async def test_a_transaction_dead_lettered_for_a_missing_operation_commits_once_
         for seq in (0, 2):
             await writer.send(writer.topics.mutations, txn.txn_id, writer.op_records(txn, seq))
         await writer.send(writer.topics.markers, txn.txn_id, [writer.marker(txn)])
+        await writer.send(writer.topics.mutations, dropped.txn_id, writer.op_records(dropped, 0))
+        await writer.send(writer.topics.markers, dropped.txn_id, [writer.marker(dropped)])
         dead = await eventually(lambda: status("dead_lettered"), 60, "the transaction dead")
         assert dead["missing"] == [1]
         dlq = default_topics(ns).dlq
 
         async def entries():
             found = await DlqReader(wal_settings.bootstrap_list).page(dlq, Selection())
-            return found.entries or None
+            return found.entries if len(found.entries) == 2 else None
 
-        (entry,) = await eventually(entries, 30, "its DLQ entry")
-        assert (entry.id, entry.error_class) == (f"txn.{txn.txn_id}", "mutation_incomplete")
+        found = {e.id: e for e in await eventually(entries, 60, "their DLQ entries")}
+        entry = found[f"txn.{txn.txn_id}"]
+        assert entry.error_class == "mutation_incomplete"
         assert "missing seqs [1]" in entry.reason
+        assert f"txn.{dropped.txn_id}" in found
         assert await db.applied() == []  # nothing applied while seq 1 is missing
         await writer.send(writer.topics.mutations, txn.txn_id, writer.op_records(txn, 1))
 
+    discarded = cli_ok(wal_env, "dlq", "discard", ns, "--id", f"txn.{dropped.txn_id}")
+    assert "discarded 1" in discarded
     assert "redrove 1 of 1" in cli_ok(wal_env, "dlq", "redrive", ns)
     committed = await eventually(lambda: status("committed"), 60, "the transaction committed")
     assert committed["operations"] == 3
@@ -240,6 +247,8 @@ async def test_a_transaction_dead_lettered_for_a_missing_operation_commits_once_
     }  # fmt: skip
     left = await DlqReader(wal_settings.bootstrap_list).page(dlq, Selection())
     assert left.entries == []
+    # the discarded one: its entry closed, its state kept as it was (the status page says why)
+    assert status("dead_lettered", dropped.txn_id)["missing"] == [1]
 
 
 async def test_a_transaction_whose_apply_gave_up_commits_once_redriven_applying_each_once(
