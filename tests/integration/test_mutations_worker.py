@@ -4,7 +4,10 @@ subprocess to a real database, SQLite and PostgreSQL (``db`` fixture, both for e
 
 from __future__ import annotations
 
+import asyncio
+import os
 import random
+import sys
 import time
 
 import asyncpg
@@ -12,6 +15,8 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from walstream.broker import free_port
+from walstream.client import WalClient
 from walstream.core.delay import TIERS_MS
 from walstream.core.dlq.records import H_ERROR, H_ERROR_CLASS, H_MUTATION
 from walstream.core.mutations import (
@@ -432,3 +437,98 @@ async def test_a_committed_transaction_leaves_a_tombstone_its_forget_record_drop
         await eventually(forgotten, 60, "the tombstone dropped", every=1.0)
     assert metric(worker, "walstream_mutation_commits_total", ns) == 1
     assert await db.rows(TABLES) == model(ns, [txn])
+
+
+async def api_process(wal_env: dict[str, str], worker) -> tuple[asyncio.subprocess.Process, int]:
+    """``walstream api`` in a subprocess of its own (its port), asking ``worker`` for status."""
+    port = free_port()
+    env = {
+        **os.environ,
+        **wal_env,
+        "WALSTREAM_API_PORT": str(port),
+        "WALSTREAM_WORKER_URL": f"http://127.0.0.1:{worker.web_port}",
+    }
+    api = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "walstream", "api", env=env,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    return api, port
+
+
+@pytest.mark.timeout(300)
+async def test_a_thousand_transactions_through_two_api_processes_end_as_the_model_says(
+    broker, wal_env, wal_settings, workers, unique, db
+):
+    ns = f"mut-{unique}"
+    await db.prepare(TABLES)
+    worker = await start(wal_settings, workers, ns, db)
+    rng = random.Random(1000)
+    txns = random_transactions(rng, 1000, tables=TABLES, keys=40, now_ms=int(time.time() * 1000))
+    # every operation of a transaction carries the transaction's own write time (the model's)
+    writes = [(t, seq) for t in txns for seq in range(len(t.operations))] + [(t, -1) for t in txns]
+    rng.shuffle(writes)  # interleaved across transactions, out of order within each
+    apis = [await api_process(wal_env, worker) for _ in range(2)]
+    try:
+        clients = [WalClient(f"http://127.0.0.1:{port}") for _, port in apis]
+        for client in clients:
+            await client.__aenter__()
+        try:
+            for client in clients:
+                probe = clients[0] if client is clients[0] else client
+
+                async def serving(c=probe) -> bool:
+                    try:
+                        code, _ = await c.mutation_status(ns, "nothing-yet")
+                    except OSError:
+                        return False
+                    return code == 404
+
+                await eventually(serving, 60, "the API processes to serve", every=0.3)
+            slots = asyncio.Semaphore(64)
+
+            retried: list[str] = []
+
+            async def send(i: int, txn: Txn, seq: int) -> None:
+                # the two API processes share every transaction; a write answered FALSE or
+                # UNKNOWN is sent again, as a client does (a seq or marker re-sent is idempotent)
+                for attempt in range(20):
+                    client = clients[(i + attempt) % 2]
+                    async with slots:
+                        if seq < 0:
+                            result = await client.complete(ns, txn.txn_id, len(txn.operations))
+                        else:
+                            op = txn.operations[seq]
+                            result = await client.mutate(
+                                ns, txn.txn_id, seq, op.op, op.table, op.id, op.value,
+                                original_write_time=txn.at_ms,
+                            )  # fmt: skip
+                    if result.ok:
+                        return
+                    assert result.status is None or result.status >= 500, result
+                    retried.append(result.message)
+                    await asyncio.sleep(0.2 * (attempt + 1))
+                raise AssertionError(f"{txn.txn_id}/{seq} never TRUE: {retried[-3:]}")
+
+            started = time.monotonic()
+            await asyncio.gather(*(send(i, t, s) for i, (t, s) in enumerate(writes)))
+            sent = time.monotonic() - started
+            await committed_everything(worker, ns, len(txns), 180)
+            elapsed = time.monotonic() - started
+            code, body = await clients[1].mutation_status(ns, txns[0].txn_id)
+            assert (code, body["status"]) == (200, "committed")
+        finally:
+            for client in clients:
+                await client.__aexit__(None, None, None)
+    finally:
+        for api, _ in apis:
+            api.kill()
+            await api.wait()
+    ops = sum(len(t.operations) for t in txns)
+    print(  # noqa: T201 - the figure for the report
+        f"{len(txns)} transactions ({ops} operations) through 2 APIs: sent in {sent:.1f}s, "
+        f"committed in {elapsed:.1f}s ({ops / elapsed:.0f} ops/s); {len(retried)} writes sent again"
+    )
+    assert await db.rows(TABLES) == model(ns, txns)
+    assert order_problems(ns, await db.applied()) == []
+    rows = await changelog_rows(broker, wal_settings.app_id)
+    assert sorted(rows) == sorted(f"t:{ns}:{t.txn_id}" for t in txns)
