@@ -35,8 +35,11 @@ The baseline (bench/apps/forward.py) moves as many records as the throughput pha
 measured the same way (5 % to 95 %), once before and once after the worker (the machine's load
 may drift; their mean is the baseline). Ratio = operations/s / forward records/s; target >= 0.5.
 Every operation of the run is checked at the end: in its table with its value. The round also
-prints what the worker wrote to the broker per transaction, by topic (table changelog, delay
-tiers), over all its transactions.
+prints what the worker wrote to the broker per transaction of the throughput phase, by topic:
+its table's changelog, and the delay tiers, where ``timer`` holds markers re-queued for a short
+wait (read before their operations: the backlog's two topics are read side by side, so a marker
+may come first; it is re-queued with the namespace's backoff, 50 ms doubling) and ``1m`` / ``1h``
+each transaction's deadline wake (600 s) and its ``Forget`` (24 h), which stay pending.
 
 The ratio of CPU spent (forward agent per record / worker per operation) is printed too: when
 other work slows the broker, the forward agent (one record at a time) waits for it more than the
@@ -341,13 +344,12 @@ async def topic_records(servers: str, prefix: str) -> dict[str, int]:
     return out
 
 
-def written_per_txn(servers: str, tag: str, txns: int) -> str:
-    """What the worker wrote to the broker per transaction, by topic (the app id left out)."""
-    app = f"walstream-{tag}"
+def written_per_txn(before: dict[str, int], after: dict[str, int], app: str, txns: int) -> str:
+    """What the worker wrote to each of its topics (app id left out) per transaction."""
     out = []
-    for topic, n in sorted(asyncio.run(topic_records(servers, app)).items()):
-        if n:
-            out.append(f"{topic.removeprefix(app).lstrip('.-')} {n / txns:.1f}")
+    for topic in sorted(after):
+        if n := after[topic] - before.get(topic, 0):
+            out.append(f"{topic.removeprefix(app).lstrip('.-')} {n / txns:.2f}")
     return ", ".join(out)
 
 
@@ -420,7 +422,7 @@ class Round(NamedTuple):
     #: operations not in the database as written
     wrong: int
     profile: str
-    #: what the worker wrote to the broker per transaction
+    #: what the worker wrote to the broker per transaction of the throughput phase
     written: str
 
 
@@ -464,6 +466,8 @@ def mutations_round(servers: str, tag: str, args: argparse.Namespace, tmp: Path)
         wait_committed(conn, "l", len(paced), proc, 120)
         if args.profile:
             profiler = Profiler(args.py_spy, proc.pid, tmp / f"{tag}.spy", args.profile)
+        app = env["WALSTREAM_APP_ID"]
+        written_before = asyncio.run(topic_records(servers, app))
         asyncio.run(publish(servers, settings, ns_timed))
         feeding = None
         if args.live:
@@ -488,6 +492,7 @@ def mutations_round(servers: str, tag: str, args: argparse.Namespace, tmp: Path)
             feeding.join(60)
         if profiler is not None:
             profile = profiler.stop(args.profile_out)
+        written_after = asyncio.run(topic_records(servers, app))
         applied = applied_at(conn, "l")
         latencies = sorted(float(applied[t] - feeder.marked[t]) for t in paced)
         wrong = wrong_rows(conn, warm + paced + timed, args.value_size)
@@ -496,7 +501,7 @@ def mutations_round(servers: str, tag: str, args: argparse.Namespace, tmp: Path)
             profiler.stop()
         stop(proc)
         conn.close()
-    written = written_per_txn(servers, tag, len(warm) + len(paced) + len(timed))
+    written = written_per_txn(written_before, written_after, app, len(timed))
     return Round(rate, latencies, wrong, profile, written)
 
 
@@ -549,15 +554,15 @@ def main() -> None:
                 f"({wal.cpu_us / OPS:.0f} us CPU per op; {wal.cores}) | ratio {ratio:.2f}, "
                 f"in CPU per record/op {cpu_ratio:.2f} "
                 f"({args.txns} txns of {OPS} ops, {records} records of {size:.0f} B"
-                f"{f', live, window {args.window}' if args.live else ', backlog'})",
+                f"{f', live, window {args.window}' if args.live else ', backlog'}) | the worker "
+                f"wrote per transaction: {got.written}",
                 flush=True,
             )
             print(
                 f"round {round_no}: commit latency (marker sent -> last operation inserted) at "
                 f"{args.rate:.0f} txns/s: p50 {pct(lat, 0.5):.0f} ms, p99 {pct(lat, 0.99):.0f} "
                 f"ms, max {lat[-1]:.0f} ms ({len(lat)} txns) | operations not in the database "
-                f"as written: {got.wrong} | the worker wrote per transaction: {got.written} "
-                f"| load average {os.getloadavg()[0]:.1f}",
+                f"as written: {got.wrong} | load average {os.getloadavg()[0]:.1f}",
                 flush=True,
             )
             if got.profile:
