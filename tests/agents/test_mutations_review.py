@@ -1,0 +1,204 @@
+"""Review of issue 18's mutation agents (engineer R): defects proven over in-memory rows, a
+recording emitter and a kv target that records what it applied. A crash is a BaseException
+raised by a row write (the write it interrupts never reached the changelog), then a new stage
+(a new worker) over the rows the changelog kept handles the unacked record again. Every record
+the stage scheduled (wakes, Forgets, through the delay tiers or straight) is then delivered in
+due order, as the delay tiers would.
+
+Each test is a strict xfail until its owner fixes the defect named in its reason."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from walstream.agents.mutations import MutationStage
+from walstream.agents.outcomes import Source
+from walstream.core.delay import parse_delay_headers
+from walstream.core.mutations import (
+    Marker,
+    Operation,
+    encode_marker,
+    encode_op_chunk,
+    op_chunks,
+)
+from walstream.metrics import WalMetrics
+from walstream.records import Envelope
+from walstream.settings import Settings
+from walstream.testing import FakeClock, FakePool, RecordingEmitter, registry_of
+from walstream.testing.mutations import MemoryRows
+from walstream.topology import mutation_topics
+
+NS = "pds"
+TOPICS = mutation_topics(NS)
+DAY_MS = 86_400_000
+
+
+class Crash(BaseException):
+    """The worker is SIGKILLed: nothing after this point happens."""
+
+
+class Kv:
+    """A kv target recording the tokens it applied."""
+
+    def __init__(self) -> None:
+        self.applied: list[str] = []
+
+    async def deliver(self, envelope: Envelope) -> None:  # pragma: no cover - batches used
+        await self.deliver_many([envelope])
+
+    async def deliver_many(self, envelopes: list[Envelope]) -> None:
+        self.applied += [str(e.idempotency_token) for e in envelopes]
+
+
+class CrashingRows(MemoryRows):
+    """Rows whose write matching ``crash_at`` crashes the worker once, before it is written."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.crash_at: Callable[[str, bytes | None], bool] | None = None
+
+    async def put(self, key: str, value: bytes | None, *, durable: bool = False) -> None:
+        if self.crash_at is not None and self.crash_at(key, value):
+            self.crash_at = None
+            raise Crash(key)
+        await super().put(key, value, durable=durable)
+
+
+def definition() -> dict[str, Any]:
+    return {
+        "name": NS,
+        "target": {"type": "kv", "table": "items", "key": "k"},
+        "mutations": {"completion_timeout_s": 60},
+        "max_attempts": 3,
+        "backoff": {"base_ms": 100, "multiplier": 2.0, "cap_ms": 1000, "jitter": 0.0},
+    }
+
+
+class Rig:
+    def __init__(self) -> None:
+        self.rows = CrashingRows()
+        self.emitter = RecordingEmitter()
+        self.kv = Kv()
+        self.clock = FakeClock()
+        self.registry = registry_of(definition())
+        self.delivered = 0
+        self.offset = 0
+        self.stage = self.worker()
+
+    def worker(self) -> MutationStage:
+        """A (new) worker over the table's rows as the changelog holds them."""
+        stage = MutationStage(
+            settings=Settings(app_id="app"),
+            registry=self.registry,
+            rows=self.rows,
+            pool=FakePool(self.kv),  # type: ignore[arg-type]
+            emitter=self.emitter,
+            clock=self.clock,
+            rand=lambda: 0.5,
+            metrics=WalMetrics.create(CollectorRegistry()),
+        )
+        stage.reindex()
+        return stage
+
+    def source(self, topic: str) -> Source:
+        self.offset += 1
+        return Source(topic, 2, self.offset)
+
+    async def op(self, txn: str, seq: int, value: bytes = b"0123456789") -> None:
+        operation = Operation(op="put", table="items", id=f"k{seq}", value=value)
+        for c in op_chunks(NS, txn, seq, operation, 4):
+            await self.stage.handle_op(
+                encode_op_chunk(c), txn.encode(), self.source(TOPICS.mutations)
+            )
+
+    def marker_record(self, txn: str, count: int) -> bytes:
+        return encode_marker(Marker(NS, txn, count, self.clock.now_ms()))
+
+    async def handle_marker(self, raw: bytes, txn: str) -> None:
+        await self.stage.handle_marker(raw, txn.encode(), self.source(TOPICS.markers))
+
+    async def drain(self, horizon_ms: int) -> None:
+        """Deliver every record scheduled back to the markers topic, due by now + horizon, in
+        due order (the clock moves to each one's due time), including those they schedule."""
+        end = self.clock.now_ms() + horizon_ms
+        while True:
+            pending = []
+            for e in self.emitter.emitted[self.delivered :]:
+                delay = parse_delay_headers(e.headers)
+                topic = delay.dest_topic if delay is not None else e.topic
+                if topic == TOPICS.markers:
+                    due = delay.due_ms if delay is not None else self.clock.now_ms()
+                    pending.append((due, e))
+            self.delivered = len(self.emitter.emitted)
+            if not pending:
+                return
+            for due, e in sorted(pending, key=lambda p: p[0]):
+                if due > end:
+                    continue
+                self.clock.advance(max(0, due - self.clock.now_ms()))
+                assert e.key is not None
+                await self.stage.handle_marker(e.value, e.key, self.source(TOPICS.markers))
+
+    def txn_rows(self, txn: str) -> list[str]:
+        """The state and chunk rows left of ``txn`` (its tombstone aside)."""
+        return sorted(k for k in self.rows if k.startswith(("s:", "c:")) and f":{txn}" in k)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "agents/mutations.py MutationStage._commit writes the tombstone before it deletes the "
+        "chunk rows and the state; a worker killed in between (tombstone on the changelog, the "
+        "deletes not) leaves them for ever: the marker read again finds the tombstone "
+        "(commit.on_marker -> AlreadyCommitted, _drive returns), the deadline wake likewise, "
+        "and the Forget drops only the tombstone. The open-transaction gauges count the "
+        "committed transaction for ever (OpenIndex rebuilt from the state row), and the txn id, "
+        "free again after the window, is refused (the stale state's count and slots). Fix: on "
+        "AlreadyCommitted (and on_forget) with a state row still present, finish the commit's "
+        "cleanup (delete keys.chunk_keys(state) and the state row), e.g. a core decision "
+        "`commit.leftover(state, tombstone)`."
+    ),
+)
+async def test_a_worker_killed_between_the_tombstone_and_the_deletes_leaves_no_rows_for_ever():
+    rig = Rig()
+    for seq in (1, 0):
+        await rig.op("t1", seq)  # 3 chunks each
+    marker = rig.marker_record("t1", 2)
+    # killed once the tombstone is written, at the first chunk row's delete
+    rig.rows.crash_at = lambda key, value: key.startswith("c:") and value is None
+    with pytest.raises(Crash):
+        await rig.handle_marker(marker, "t1")
+    assert rig.kv.applied == [f"mut:{NS}:t1:00000000", f"mut:{NS}:t1:00000001"]
+    rig.stage = rig.worker()  # a new worker reads the unacked marker again
+    await rig.handle_marker(marker, "t1")
+    await rig.drain(2 * DAY_MS)  # the deadline wake, then the Forget at the window's end
+    assert rig.kv.applied == [f"mut:{NS}:t1:00000000", f"mut:{NS}:t1:00000001"]
+    assert rig.txn_rows("t1") == []
+    assert len(rig.stage.open) == 0
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "State growth (core/mutations/commit.py on_marker DeadLetter, agents/mutations.py): a "
+        "dead-lettered transaction keeps its state and chunk rows (up to 16 MiB) with nothing "
+        "scheduled to remove them; `walstream dlq discard` of its entry sends nothing either "
+        "(contract: 'the state stays'). A transaction that only ever got operations (its client "
+        "died before the marker), or one discarded by an operator, stays in the table and its "
+        "changelog for ever: the table is not O(open transactions). Fix: a DeadLetter also "
+        "schedules an expiry record through the delay tiers (due e.g. at the DLQ's retention or "
+        "a namespace setting) that drops the state and chunk rows unless a redrive revived it "
+        "since (compare redrive counts), and discard sends that record at once."
+    ),
+)
+async def test_a_transaction_that_only_got_operations_leaves_no_rows_for_ever():
+    rig = Rig()
+    await rig.op("t2", 0, value=b"x" * 40)  # 10 chunk rows; its client dies: no marker
+    await rig.drain(30 * DAY_MS)  # the deadline wake dead-letters it; nothing else is due
+    dlq = rig.emitter.to(f"wal.{NS}.dlq")
+    assert [dict(e.headers).get("wal-mutation") for e in dlq] == [b"marker"]
+    assert rig.txn_rows("t2") == []
