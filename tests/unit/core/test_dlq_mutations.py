@@ -114,6 +114,18 @@ def test_missing_seqs_of_a_reason_that_names_none():
     assert missing_seqs("incomplete: missing seqs [7]") == [7]
 
 
+def test_missing_seqs_of_a_reason_cut_short_are_those_it_names_whole():
+    seqs = list(range(1000, 2000))
+    reason = f"incomplete after 5 ms (timeout 1 ms): missing seqs {seqs}"
+    cut = reason.encode()[:4096].decode()  # what the entry's header keeps
+    found = missing_seqs(cut)
+    assert found == seqs[: len(found)]
+    assert 600 < len(found) < 1000
+    assert missing_seqs("missing seqs [12, 13") == [12]
+    assert missing_seqs("missing seqs [12, 13,") == [12, 13]
+    assert missing_seqs("missing seqs [") == []
+
+
 @pytest.mark.parametrize(
     ("kind", "error_class", "shown"),
     [

@@ -41,7 +41,7 @@ __all__ = [
 TRANSACTION_CLASSES = frozenset({"mutation_incomplete", "mutation_apply_failed"})
 #: A transaction entry's record id is this prefix and its txn id.
 TXN_RECORD_PREFIX = "txn."
-_MISSING = re.compile(r"missing seqs \[([0-9, ]*)\]")
+_MISSING = re.compile(r"missing seqs \[([0-9, ]*)(\]?)")
 
 
 class MarkerRedrive(NamedTuple):
@@ -59,11 +59,16 @@ def transaction_entry(entry: DlqEntry) -> bool:
 
 
 def missing_seqs(reason: str) -> list[int]:
-    """The seqs a transaction entry's reason names as missing (none: it names none)."""
+    """The seqs a transaction entry's reason names as missing (none: it names none). A reason
+    cut short (a DLQ entry keeps its first 4 KiB) gives the seqs it names whole."""
     found = _MISSING.search(reason)
     if found is None:
         return []
-    return [int(part) for part in found.group(1).replace(" ", "").split(",") if part]
+    named = found.group(1).replace(" ", "")
+    parts = [part for part in named.split(",") if part]
+    if not found.group(2) and not named.endswith(",") and parts:
+        parts.pop()  # cut short inside a number: it may be cut too
+    return [int(part) for part in parts]
 
 
 def describe_mutation(entry: DlqEntry) -> dict[str, Any] | None:
