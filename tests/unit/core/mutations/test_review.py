@@ -12,10 +12,15 @@ from walstream.core.mutations import (
     DeadLetter,
     Marker,
     MutationLimits,
+    OpChunk,
     Operation,
+    Stored,
+    decode_op_chunk,
+    encode_op_chunk,
     on_chunk,
     on_marker,
     op_chunks,
+    value_digest,
 )
 
 NS = "pds"
@@ -67,3 +72,39 @@ def test_a_marker_after_a_no_marker_dead_letter_is_kept_so_a_redrive_commits():
         state, None, _redriven(entry), POLICY, now_ms=now + 62_000, rand=0.5
     )
     assert decision == Apply(from_seq=0), decision
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "core/mutations/state.py TxnState.receive counts an operation's announced size (its "
+        "weight) once per slot, and wire.decode_op_chunk bounds each chunk's data only by that "
+        "size and the chunk cap, never the sum over its chunks: a record written straight to "
+        "wal.<ns>.mutations (the topic is writable by producers) announcing size S and 1,024 "
+        "chunks of S bytes each is stored whole (1,024 x S bytes of table and changelog rows "
+        "for S counted: 1,000 such operations put 16 GiB in the table under a 16 MiB limit), "
+        "then fails reassembly and stays dead-lettered. Fix: keep the data bytes stored per slot "
+        "and refuse (Refused) a chunk that brings them past the announced size (or past the "
+        "transaction's limit), before its row is written."
+    ),
+)
+def test_a_crafted_operation_cannot_store_more_than_the_transaction_limit():
+    limits = MutationLimits(txn_bytes_max=4_096, chunk_bytes=1_024)
+    size, count = 1_000, 100
+    state = None
+    stored = 0
+    for i in range(count):
+        crafted = OpChunk(
+            namespace=NS, txn_id=TXN, seq=0, op="put", table="items", id="k",
+            original_write_time_ms=None, size=size, digest=value_digest(b"x" * size),
+            chunks=count, chunk=i, data=b"x" * size,
+        )  # fmt: skip
+        chunk = decode_op_chunk(encode_op_chunk(crafted))  # the worker re-checks it: accepted
+        state, outcome, _ = on_chunk(
+            state, None, chunk, CommitPolicy(limits=limits), now_ms=1_000_000
+        )
+        if isinstance(outcome, Stored):
+            stored += len(chunk.data)
+    assert stored <= limits.txn_bytes_max, (
+        f"{stored} bytes stored under a {limits.txn_bytes_max} limit"
+    )
