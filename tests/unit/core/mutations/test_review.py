@@ -11,12 +11,14 @@ from walstream.core.mutations import (
     CommitPolicy,
     DeadLetter,
     Marker,
+    MutateItems,
     MutationLimits,
     OpChunk,
     Operation,
     Stored,
     decode_op_chunk,
     encode_op_chunk,
+    items_records,
     on_chunk,
     on_marker,
     op_chunks,
@@ -107,4 +109,43 @@ def test_a_crafted_operation_cannot_store_more_than_the_transaction_limit():
             stored += len(chunk.data)
     assert stored <= limits.txn_bytes_max, (
         f"{stored} bytes stored under a {limits.txn_bytes_max} limit"
+    )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "core/mutations/commit.py on_marker: a MutateItems' marker names its operation set's "
+        "digest, but nothing compares it with the operations the state holds before Apply "
+        "(TxnState.mark compares markers with markers only). A first MutateItems whose records "
+        "partly landed (answered FALSE/UNKNOWN) and a second, different one under the same txn "
+        "id (answered TRUE; its clashing operations go to the DLQ one by one as conflicts) "
+        "commit a MIX: the first's operations where they landed first, the second's elsewhere "
+        "-- a set neither request sent, applied with the second's TRUE. Fix: when the state is "
+        "complete and marker_digest is set, Apply only if state.set_digest() == marker_digest; "
+        "else Reject the marker (or DeadLetter the transaction naming the digest mismatch)."
+    ),
+)
+def test_a_mutate_items_commits_only_the_operation_set_its_marker_names():
+    now = 1_000_000
+
+    def items(values: list[bytes]) -> MutateItems:
+        ops = tuple(
+            Operation(op="put", table="items", id=f"k{i}", value=v) for i, v in enumerate(values)
+        )
+        return MutateItems(txn_id=TXN, operations=ops)
+
+    first, _ = items_records(NS, items([b"a0", b"a1", b"a2"]), 1024, at_ms=now)
+    second, marker = items_records(NS, items([b"b0", b"b1", b"b2"]), 1024, at_ms=now + 5)
+    state = None
+    for chunk in first[:2]:  # the first request: two of its three records landed (FALSE)
+        state, _, _ = on_chunk(state, None, chunk, POLICY, now_ms=now)
+    for chunk in second:  # the retry with other values: seqs 0 and 1 conflict, seq 2 is kept
+        state, _, _ = on_chunk(state, None, chunk, POLICY, now_ms=now + 5)
+    assert state is not None
+    state, decision = on_marker(state, None, marker, POLICY, now_ms=now + 6, rand=0.5)
+    assert state is not None
+    applied_set = state.set_digest() if state.complete() else None
+    assert not isinstance(decision, Apply) or applied_set == marker.digest, (
+        "applies an operation set its marker does not name"
     )
