@@ -31,18 +31,46 @@ origin repair       ``origin_repair``            replicating client (an operatio
                                                  could not apply in its own region, again on the
                                                  log for the fan-out to copy there)
 region DLQ entry    ``region_dlq_entry``         region writer (an operation it can never apply)
-mutation operation  ``mutation_ops``             API (an operation's chunks, issue 18)
-completion marker   ``mutation_marker``          API (a client's marker of a transaction)
+mutation operation  ``mutation_ops``             API (an operation's chunks, issue 18, to
+                                                 ``wal.<ns>.mutations``)
+completion marker   ``mutation_marker``          API (a client's marker of a transaction, to
+                                                 ``wal.<ns>.markers``)
+mutation wake       ``wait`` (value              mutation agents (a transaction's deadline, a
+                    ``encode_marker``)           backoff; a commit's ``Forget``: through the
+                                                 tiers to the markers topic partition it came
+                                                 from)
+mutation DLQ entry  ``dlq_entry`` +              mutation agents (a dead-lettered transaction:
+                    ``core.dlq.mutation_header`` its marker, id ``txn.<id>``; a single bad
+                                                 record: its bytes, ``poison_id``)
+redriven marker     ``core.dlq.redrive_marker``  ``walstream dlq redrive`` (CLI and API: a
+                                                 transaction entry's marker, ``redrive`` + 1, to
+                                                 the markers topic keyed by its txn id)
 =================== ============================ ================================================
+
+Mutation record values are JSON, ``"v": 1`` (``walstream.core.mutations.wire``), every one keyed
+by its txn id's UTF-8 bytes, with no header but a waiting one's (a DLQ entry: by its record
+id, with an entry's headers):
+
+* operation chunk (``encode_op_chunk``, ``wal.<ns>.mutations``): ``kind`` ``op``, ``ns``,
+  ``txn``, ``seq``, ``op`` (``put``/``delete``), ``table``, ``id``, ``size``, ``digest`` (the
+  whole value's), ``chunks``, ``chunk``, ``data`` (base64), ``owt`` when the operation has an
+  original write time. Read by the ``mutation_ops`` agent (``decode_op_chunk``).
+* marker, wake, Forget (``encode_marker``, ``wal.<ns>.markers``, a tier, a transaction's DLQ
+  entry): ``kind`` ``marker`` with ``ns``, ``txn``, ``count``, ``at_ms``, and ``digest`` (a
+  MutateItems'), ``wake`` (a wake's id), ``redrive`` when set; or ``kind`` ``forget`` with
+  ``ns``, ``txn``, ``committed_at_ms``. Read by the ``mutation_commit`` agent
+  (``decode_marker``) and the DLQ tools (``walstream.core.dlq.mutations``).
 
 Headers (``wal-*``; values UTF-8 text, numbers decimal, times ms since the epoch):
 
-* ``wal-due``: when the record is due. Written on a tier record (API, deliverer), on a hand-over
-  (delay stage), on a retry copy due within the lead (deliverer) and on a release marker backing
-  off (deliverer). Read by the delay stage (tier records) and by the worker's dispatcher, which
-  holds a log or retry record until then (``walstream.core.delay.parse_due_header``).
+* ``wal-due``: when the record is due. Written on a tier record (API, deliverer, mutation
+  agents), on a hand-over (delay stage), on a retry copy due within the lead (deliverer) and on
+  a release marker backing off (deliverer). Read by the delay stage (tier records) and by the
+  worker's dispatcher, which holds a log or retry record until then
+  (``walstream.core.delay.parse_due_header``), and by the mutation agents, which hold a wake
+  or Forget handed over to a markers topic until then.
 * ``wal-dest``, ``wal-dest-partition``: where a tier record goes when due. Written with
-  ``wal-due`` on every tier record (API, deliverer); read by the delay stage
+  ``wal-due`` on every tier record (API, deliverer, mutation agents); read by the delay stage
   (``parse_delay_headers``). A tier record without valid ones is a ``DelayHeadersError`` entry.
 * ``wal-origin``: ``topic[partition]@offset`` where the worker first read the record. Written on
   every copy the worker makes (deliverer: waits, retry copies, DLQ entries; delay stage: carried
@@ -65,6 +93,12 @@ Headers (``wal-*``; values UTF-8 text, numbers decimal, times ms since the epoch
   the DLQ readers (``wal-dead-at``, ``wal-error-class``, ``wal-namespace`` also by the metrics).
 * On a close marker: ``wal-dead-at`` (when) and ``wal-closes`` (``partition@offset`` of the
   entry it closes). Written by the DLQ tools; read by every DLQ fold (``OpenEntries``).
+* ``wal-mutation``: on a mutation's DLQ entry, ``marker`` (its value a completion marker: a
+  dead-lettered transaction's, redrivable when its class is ``mutation_incomplete`` or
+  ``mutation_apply_failed``; or a rejected or undecodable markers record) or ``op`` (a record
+  of the mutations topic: a conflict, a refusal, an undecodable one). Written by the mutation
+  agents (``core.dlq.mutation_header``); read by the DLQ readers (``DlqEntry.mutation``:
+  listings, ``walstream.core.dlq.mutations``, redrive).
 * On a claim (key ``wal-redrive-claim``, partition 0): ``wal-claim`` (the redrive's id),
   ``wal-dead-at`` (when), ``wal-lease-ms``. Written and read by redrive (``ClaimFold``); other
   readers skip them.
