@@ -170,16 +170,49 @@ def _forget_abandoned(stopping: asyncio.Future[Any]) -> None:
 
 
 async def stop_consumer(consumer: Any) -> None:
-    """Stop an AIOKafkaConsumer, tolerating aiokafka 0.14's shutdown leak.
+    """Stop an AIOKafkaConsumer, tolerating aiokafka 0.14's shutdown leak, and close its client
+    whatever ended the stop.
 
     ``Fetcher.close()`` cancels its in-flight fetch tasks and awaits them without catching the
     CancelledError, so ``consumer.stop()`` raises it when a fetch was in retry backoff (a broker
     that just went away). That error is not a cancellation of the caller: swallow it unless the
-    caller itself is being cancelled.
+    caller itself is being cancelled. Either way ``stop()`` ended before closing its client:
+    its connections and its metadata task would live on (a socket found unclosed later), so
+    they are ended here.
     """
     try:
         await consumer.stop()
     except asyncio.CancelledError:
         task = asyncio.current_task()
-        if task is not None and task.cancelling():
+        cancelled = task is not None and task.cancelling() > 0
+        fetcher = getattr(consumer, "_fetcher", None)
+        for fetch in list(getattr(fetcher, "_pending_tasks", ())):  # those left uncancelled
+            fetch.cancel()
+        client = getattr(consumer, "_client", None)
+        if cancelled:
+            _abort_client(client)  # at once: the caller is not waiting any more
             raise
+        await _ended(client)
+
+
+def _abort_client(client: Any) -> asyncio.Future[Any] | None:
+    """End ``client``'s metadata task and drop its connections; the task, to wait for."""
+    sync = getattr(client, "_sync_task", None)
+    if sync is not None:
+        sync.cancel()
+        client._sync_task = None
+    _refuse_connections(client)
+    _abort_connections(client)
+    conns = getattr(client, "_conns", None)
+    if conns:
+        conns.clear()
+    return sync
+
+
+async def _ended(client: Any) -> None:
+    """:func:`_abort_client`, and return once its metadata task and sockets are closed."""
+    sync = _abort_client(client)
+    if sync is not None:
+        # a cancelled metadata task closes a connection it was opening as it ends
+        await asyncio.wait({sync}, timeout=_ABORTED_STOP_S)
+    await asyncio.sleep(0)  # an aborted transport closes its socket in a callback
