@@ -202,3 +202,27 @@ async def test_a_transaction_that_only_got_operations_leaves_no_rows_for_ever():
     dlq = rig.emitter.to(f"wal.{NS}.dlq")
     assert [dict(e.headers).get("wal-mutation") for e in dlq] == [b"marker"]
     assert rig.txn_rows("t2") == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "State growth (agents/mutations.py MutationStage._placed): once a namespace is deleted "
+        "(or its mutations block removed), a record of it is skipped ('not known here'): the "
+        "Forget of a committed transaction no longer drops its tombstone, an open transaction's "
+        "wake no longer dead-letters it, so their rows (chunks up to 16 MiB a transaction) stay "
+        "in the shared `mutations` table and its changelog for ever (the worker also stops "
+        "reading the namespace's topics). Fix: Forget and wakes need only the keys: drop the "
+        "tombstone / the state and chunk rows of a namespace no longer taking mutations (or "
+        "purge a namespace's rows when its deletion is applied)."
+    ),
+)
+async def test_a_deleted_namespaces_rows_do_not_stay_for_ever():
+    rig = Rig()
+    await rig.op("t3", 0)
+    await rig.handle_marker(rig.marker_record("t3", 1), "t3")  # committed: its tombstone
+    await rig.op("t4", 0)  # open: waiting for its marker
+    assert rig.kv.applied == [f"mut:{NS}:t3:00000000"]
+    rig.registry.apply(NS.encode(), None)  # `walstream ns delete pds`
+    await rig.drain(30 * DAY_MS)  # every wake and Forget delivered all the same
+    assert sorted(k for k in rig.rows if f":{NS}:" in k) == []
