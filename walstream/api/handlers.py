@@ -18,6 +18,7 @@ from walstream.api.responses import error_body, json_response, status_for
 from walstream.api.router import Router
 from walstream.core.auth import principals_namespaces, redact_target, visible_reason
 from walstream.core.dlq import DlqCursor, Selection, parse_selection
+from walstream.core.limits import check_record_size
 from walstream.core.outbox import Outgoing, route_write
 from walstream.core.replay_request import parse_replay_request
 from walstream.core.targets import REGION_NAME, parse_target
@@ -26,7 +27,6 @@ from walstream.dlq import DlqAccess, entry_bytes, entry_json, region_dlq
 from walstream.errors import (
     BadRequestError,
     OverloadedError,
-    PayloadTooLargeError,
     RouteNotFoundError,
     ServiceUnavailableError,
     WalError,
@@ -34,15 +34,6 @@ from walstream.errors import (
 from walstream.namespaces.config import NamespaceConfig
 
 __all__ = ["install_routes"]
-
-
-def _check_size(record: Outgoing, limit: int) -> None:
-    """Refuse a record the worker could not write again with its history (core/limits.py)."""
-    size = len(record.value) + (len(record.key) if record.key is not None else 0)
-    if size > limit:
-        raise PayloadTooLargeError(
-            "payload", f"the record is {size} bytes encoded, over the limit of {limit}"
-        )
 
 
 async def write_to_log(request: web.BaseRequest, deps: ApiDeps, params: Params) -> web.Response:
@@ -67,7 +58,7 @@ async def write_to_log(request: web.BaseRequest, deps: ApiDeps, params: Params) 
         record = route_write(
             env, ns.topics.log, now_ms, deps.settings.app_id, key_ordered=ns.key_ordered
         )
-        _check_size(record, deps.settings.max_record_bytes)
+        check_record_size(record.key, record.value, deps.settings.max_record_bytes)
         record_id = env.id
         # While the broker acks, hold the encoded record, not the decoded body (small JSON
         # values decode to tens of times their bytes).
@@ -106,7 +97,7 @@ async def write_batch(request: web.BaseRequest, deps: ApiDeps, params: Params) -
                 exact=exact_items[index] if exact_items is not None else None,
             )
             record = route_write(env, ns.topics.log, now_ms, app_id, key_ordered=ns.key_ordered)
-            _check_size(record, limit)
+            check_record_size(record.key, record.value, limit)
         except WalError as exc:
             results[index] = {"status": status_for(exc)[0], **error_body(exc)}
         else:

@@ -1,4 +1,4 @@
-"""Limits: in-flight writes, and how large a record the API may accept.
+"""Limits: in-flight writes, and how large a record the API (and the replicating client) may accept.
 
 Every record the API accepts must be re-producible by the worker after it failed, with its
 history and its DLQ headers: the worker's producer refuses requests over
@@ -8,7 +8,17 @@ the history bound and a fixed allowance for what the worker adds.
 
 from __future__ import annotations
 
-__all__ = ["WORKER_ALLOWANCE_BYTES", "InFlightLimiter", "max_record_bytes"]
+from collections.abc import Callable
+
+from walstream.errors import PayloadTooLargeError
+
+__all__ = [
+    "WORKER_ALLOWANCE_BYTES",
+    "InFlightLimiter",
+    "check_record_size",
+    "max_record_bytes",
+    "record_too_large",
+]
 
 #: What the worker adds to a record besides its history: envelope fields (attempt, not_before_ms,
 #: first_attempt_ms, redrive, the history key), the record id as a DLQ key, a DLQ entry's headers
@@ -25,6 +35,38 @@ def max_record_bytes(producer_max_request_bytes: int, history_max_bytes: int) ->
         history_max_bytes: the bound of a record's encoded history.
     """
     return producer_max_request_bytes - history_max_bytes - WORKER_ALLOWANCE_BYTES
+
+
+def record_too_large(size: int, limit: int) -> str:
+    """The refusal's message by default (WriteToLog's)."""
+    return f"the record is {size} bytes encoded, over the limit of {limit}"
+
+
+def check_record_size(
+    key: bytes | None,
+    value: bytes | None,
+    limit: int,
+    *,
+    field: str = "payload",
+    message: Callable[[int, int], str] = record_too_large,
+) -> None:
+    """Refuse a record for the log the worker could not write again with its history: one whose
+    encoded key and value are over ``limit`` (``max_record_bytes``). The API's WriteToLog and
+    the replicating client (``walstream.replication``) both check with it.
+
+    Args:
+        key: the record's key (None: none).
+        value: its value (None: none).
+        limit: the largest size accepted, in bytes.
+        field: the request field the error names.
+        message: the error's message from (size, limit).
+
+    Raises:
+        PayloadTooLargeError: over the limit (413), naming ``field``.
+    """
+    size = (len(value) if value is not None else 0) + (len(key) if key is not None else 0)
+    if size > limit:
+        raise PayloadTooLargeError(field, message(size, limit))
 
 
 class InFlightLimiter:

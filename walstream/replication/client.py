@@ -41,6 +41,7 @@ from walstream.core.cache_ops import cache_op
 from walstream.core.cache_request import write_request
 from walstream.core.cache_version import CacheOp, OpKind, PoisonReason
 from walstream.core.ids import new_id
+from walstream.core.limits import check_record_size
 from walstream.core.lww import Version
 from walstream.core.outbox import origin_repair, route_write
 from walstream.core.target_policy import ReservedTopics
@@ -48,7 +49,6 @@ from walstream.core.validate import parse_write_request
 from walstream.errors import (
     BadRequestError,
     Durable,
-    PayloadTooLargeError,
     WalError,
     WriteUnknownError,
 )
@@ -71,6 +71,14 @@ _SETTLED = frozenset(
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def _too_large(size: int, limit: int) -> str:
+    return (
+        f"the operation's record is {size} bytes encoded (the value in base64), over "
+        f"the log's limit of {limit} (WALSTREAM_PRODUCER_MAX_REQUEST_BYTES "
+        "less WALSTREAM_HISTORY_MAX_BYTES and the worker's allowance)"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,14 +293,10 @@ class ReplicatingCache:
                 else f"memcached can never store it ({problem.value})",
             )
         record = route_write(env, self.ns.topics.log, now_ms, "")  # never delayed: the log
-        size = len(record.value) + (len(record.key) if record.key is not None else 0)
-        if size > self.max_record_bytes:  # WriteToLog's limit (a set's value travels in base64)
-            raise PayloadTooLargeError(
-                "value",
-                f"the operation's record is {size} bytes encoded (the value in base64), over "
-                f"the log's limit of {self.max_record_bytes} (WALSTREAM_PRODUCER_MAX_REQUEST_BYTES "
-                "less WALSTREAM_HISTORY_MAX_BYTES and the worker's allowance)",
-            )
+        # WriteToLog's limit (a set's value travels in base64)
+        check_record_size(
+            record.key, record.value, self.max_record_bytes, field="value", message=_too_large
+        )
         try:
             await self._producer.send(record)
         except WalError as exc:
