@@ -25,6 +25,7 @@ from walstream.core.mutations import (
     encode_op_chunk,
     op_chunks,
 )
+from walstream.core.placement import key_partition
 from walstream.metrics import WalMetrics
 from walstream.records import Envelope
 from walstream.settings import Settings
@@ -226,3 +227,28 @@ async def test_a_deleted_namespaces_rows_do_not_stay_for_ever():
     rig.registry.apply(NS.encode(), None)  # `walstream ns delete pds`
     await rig.drain(30 * DAY_MS)  # every wake and Forget delivered all the same
     assert sorted(k for k in rig.rows if f":{NS}:" in k) == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "agents/mutations.py MutationStage._placed checks a record's topic and key but not its "
+        "partition: a record of txn X read on a partition other than the default partitioner's "
+        "for X (written by a producer with another partitioner, e.g. librdkafka's crc32 "
+        "default, or an explicit partition: the topics are writable by producers) is taken, and "
+        "its rows go to THAT partition of the changelog while the transaction's other rows are "
+        "on its own: the table splits across owners (the status page asks the key's partition), "
+        "a commit's deletes land on another changelog partition than the rows they delete (they "
+        "come back on recovery). Fix: in _placed, refuse (poison, DLQ) a record whose "
+        "source.partition != core.placement.key_partition(key, partitions)."
+    ),
+)
+async def test_a_record_on_another_partition_than_its_keys_is_refused():
+    rig = Rig()
+    partitions = Settings(app_id="app").default_partitions
+    txn = next(f"t{i}" for i in range(100) if key_partition(f"t{i}".encode(), partitions) != 2)
+    await rig.op(txn, 0)  # read on partition 2 (Rig.source), not the key's
+    await rig.handle_marker(rig.marker_record(txn, 1), txn)
+    assert rig.kv.applied == []
+    dlq = rig.emitter.to(f"wal.{NS}.dlq")
+    assert {dict(e.headers).get("wal-error-class") for e in dlq} == {b"mutation_poison"}
