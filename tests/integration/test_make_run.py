@@ -12,6 +12,7 @@ import os
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -25,7 +26,7 @@ from typing import Any
 import pytest
 
 from walstream.broker import free_port
-from walstream.client import WalClient
+from walstream.client import WalClient, mutation_operation
 from walstream.core.delay import TIERS_MS
 from walstream.dev import EMBEDDED_DATA_SUBDIR, ready_as
 from walstream.records import decode_envelope
@@ -332,8 +333,63 @@ def test_make_run_restarts_a_killed_worker_and_delivers_what_was_written_before(
     assert not any(_pid_alive(pid) for pid in (worker_again, int(api_again.group(1))))
 
 
-@pytest.mark.timeout(180)
+#: The README's quick-start MutateItems on the demo namespace ``kv`` (topology/namespaces/kv.toml).
+DEMO_MUTATE_ITEMS = [
+    mutation_operation("put", "profiles", "alice", {"name": "Alice", "cart": "c-1"}),
+    mutation_operation("put", "carts", "c-1", {"items": ["book"]}),
+    mutation_operation("delete", "orders", "o-0"),
+]
+
+
+def _mutate_items_commits_on_the_demo_kv_namespace(
+    launcher: Launcher, api_port: int, token: str, data_dir: Path
+) -> None:
+    """The demo namespace ``kv`` takes a MutateItems as `make run` starts it: durable TRUE, its
+    status (the API asks the worker) reaches committed, and the rows are in the run's kv
+    database (<WALSTREAM_DATA_DIR>/kv.sqlite). A retried MutateItems is TRUE again."""
+
+    async def mutate() -> dict[str, Any]:
+        async with WalClient(f"http://127.0.0.1:{api_port}", token=token) as wal:
+            result = await wal.mutate_items("kv", "order-1", DEMO_MUTATE_ITEMS)
+            assert (result.durable, result.status) == ("TRUE", 200), result
+            deadline = time.monotonic() + 90
+            while True:
+                status, body = await wal.mutation_status("kv", "order-1")
+                if status == 200 and body["status"] == "committed":
+                    break
+                # 404 until the worker read the marker, 503 while its table recovers
+                assert status in (200, 404, 503), (status, body)
+                assert time.monotonic() < deadline, ("not committed within 90 s", status, body)
+                assert status != 200 or body["status"] in ("open", "committing"), body
+                await asyncio.sleep(0.2)
+            again = await wal.mutate_items("kv", "order-1", DEMO_MUTATE_ITEMS)
+            assert again.durable == "TRUE", again
+            return body
+
+    try:
+        body = asyncio.run(mutate())
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n--- output ---\n{launcher.text[-6000:]}") from None
+    assert body["operations"] == len(DEMO_MUTATE_ITEMS), body
+    with contextlib.closing(sqlite3.connect(data_dir / "kv.sqlite")) as db:
+        rows = {
+            (table, key): (value, deleted)
+            for table in ("profiles", "carts", "orders")
+            for key, value, deleted in db.execute(
+                f"SELECT key, value, deleted FROM {table}"  # noqa: S608 - the tables above
+            )
+        }
+    assert rows == {
+        ("profiles", "alice"): (b'{"name":"Alice","cart":"c-1"}', 0),
+        ("carts", "c-1"): (b'{"items":["book"]}', 0),
+        ("orders", "o-0"): (None, 1),  # a delete leaves its tombstone
+    }
+
+
+@pytest.mark.timeout(300)
 def test_run_serves_a_write_readable_from_the_log_and_stops_cleanly(tmp_path, launchers):
+    """The demo namespaces as `walstream run` applies them: a write to ``demo`` lands on its
+    log; a MutateItems on ``kv`` commits (as the README's quick-start shows)."""
     env = _run_env(tmp_path / "data")
     env.pop("WALSTREAM_AUTH")  # auth on, with the dev token the launcher prints
     api_port = int(env["WALSTREAM_API_PORT"])
@@ -367,6 +423,8 @@ def test_run_serves_a_write_readable_from_the_log_and_stops_cleanly(tmp_path, la
     assert env_.id == result.id
     assert env_.payload == {"hello": "world"}
     assert env_.target == {"type": "kafka", "topic": "demo.out"}
+
+    _mutate_items_commits_on_the_demo_kv_namespace(launcher, api_port, token, tmp_path / "data")
 
     pids = launcher.pids()
     assert launcher.interrupt() == 0
