@@ -532,3 +532,35 @@ async def test_a_thousand_transactions_through_two_api_processes_end_as_the_mode
     assert order_problems(ns, await db.applied()) == []
     rows = await changelog_rows(broker, wal_settings.app_id)
     assert sorted(rows) == sorted(f"t:{ns}:{t.txn_id}" for t in txns)
+
+
+@pytest.mark.timeout(300)
+async def test_transactions_survive_a_worker_killed_while_another_takes_over_its_partitions(
+    broker, wal_settings, workers, unique, db
+):
+    ns = f"mut-{unique}"
+    await db.prepare(TABLES)
+    first = await start(wal_settings, workers, ns, db)
+    second = workers(WALSTREAM_KV_URL=db.url)
+    await wait_serving(second, mutation_topics(ns).markers, within_s=60)
+    rng = random.Random(2)
+    txns = random_transactions(rng, 300, tables=TABLES, keys=25, now_ms=int(time.time() * 1000))
+    expected = model(ns, txns)
+    async with MutationWriter(broker, ns) as writer:
+        records = writer.interleaved(txns, rng)
+        half = len(records) // 2
+        await writer.send_many(records[:half])
+        first.kill()  # its partitions' transactions go on at the other worker
+        await writer.send_many(records[half:])
+
+        async def done() -> bool:
+            return await db.rows(TABLES) == expected
+
+        await eventually(done, 180, f"every transaction applied\n{second.log_tail()}", every=1.0)
+    assert order_problems(ns, await db.applied()) == []
+
+    async def cleaned() -> bool:
+        rows = await changelog_rows(broker, wal_settings.app_id)
+        return sorted(rows) == sorted(f"t:{ns}:{t.txn_id}" for t in txns)
+
+    await eventually(cleaned, 60, "only tombstones in the table", every=1.0)
