@@ -1,8 +1,9 @@
 """The worker's delivery wiring: agents, the attempts table, the delay stage, subscriptions.
 
-Persistent names (renaming them loses state): the tables ``attempts`` and ``ordering``
-(changelogs ``<app-id>-attempts-changelog``, ``<app-id>-ordering-changelog``), the agents
-``deliver`` and ``retry_failed``, and the delay stage's consumer group ``<app-id>-delay``.
+Persistent names (renaming them loses state): the tables ``attempts``, ``ordering`` and
+``mutations`` (changelogs ``<app-id>-<table>-changelog``), the agents ``deliver``,
+``retry_failed``, ``mutation_ops`` and ``mutation_commit`` (multi-partition mutations, issue 18:
+walstream.agents.mutations), and the delay stage's consumer group ``<app-id>-delay``.
 
 Every namespace topic must have the deployment's partition count (WALSTREAM_DEFAULT_PARTITIONS):
 the tables are co-partitioned with them, and a record's retries come back to the partition
