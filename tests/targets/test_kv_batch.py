@@ -145,7 +145,8 @@ async def test_batches_writing_the_same_keys_in_other_orders_do_not_deadlock(pos
         two = [to(a, write("2", 2_000, "b1", key="y")), to(a, write("2", 2_000, "b2", key="x"))]
         await asyncio.gather(kv.deliver_many(one), kv.deliver_many(two))
         x, y = await kv.read(a, "x"), await kv.read(a, "y")
-        assert x is not None and y is not None
+        assert x is not None
+        assert y is not None
         assert (x[0], y[0]) == (b'"2"', b'"2"')
     finally:
         await kv.close()
