@@ -4,10 +4,10 @@ answers): when a stop returns, however it ended, the client holds no socket and 
 
 A socket left open behind a stop was found by the garbage collector in a later test, which
 failed on an ``unclosed <socket.socket>`` ResourceWarning (warnings are errors): the stop cut
-short aborted the connections it saw when it began, while the request it dropped was retried on
-a new connection to the frozen broker, and the stop, given up, kept running with it. A consumer
-stopped while a fetch waited to be retried never closed its client (aiokafka's ``stop()`` raises
-before it gets there).
+short aborted the connections it saw when it began; the client opened new ones to the frozen
+broker (its metadata refresh, the sender's retry), and the stop, given up, kept running with
+them; cancelled when the test's loop closed, it never closed them. A consumer stopped while a
+fetch waited to be retried never closed its client (aiokafka's ``stop()`` raises first).
 """
 
 from __future__ import annotations

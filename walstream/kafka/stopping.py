@@ -80,11 +80,13 @@ async def _take_down(producer: Any, stopping: asyncio.Future[Any]) -> None:
     producer's client, and return once it is over.
 
     aiokafka has no abort. A graceful close waits for unsent bytes to reach a peer that may
-    never read, and ``stop()`` waits for the sender, which waits for its requests in flight; a
-    request whose connection was dropped is tried again on a new connection (opened after the
-    stop began), which waits for the hung peer too. So: no connection is opened any more, the
-    producer's tasks are cancelled (the sender, its requests, the client's metadata task), and
-    every connection is aborted, those opened since the stop began included.
+    never read, and ``stop()`` waits for the sender, which waits for its requests in flight.
+    A dropped connection is opened again at once (the client refreshes its metadata, the
+    sender retries its request), to the hung peer, and waits for it too: a stop given up kept
+    running with those sockets, and one cancelled as its loop closed never closed them. So: no
+    connection is opened any more, the producer's tasks are cancelled (the sender, its
+    requests, the client's metadata task), and every connection is aborted, those opened since
+    the stop began included.
     """
     client = getattr(producer, "client", None)
     _refuse_connections(client)
