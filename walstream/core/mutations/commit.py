@@ -21,6 +21,12 @@ the state names it; a re-queued marker whose id is not the state's is ``Ignore``
 a client's marker while a re-queued one is on its way. The marker being handled when a worker
 dies is read again and still drives (its id is still the state's), so a resume needs no other
 record.
+
+A dead-lettered transaction is driven by a redriven marker only; a client's marker arriving
+then is ``Ignore``\\ d but what it tells is kept (count, write time, digest), as late operations
+are: the DLQ entry of a transaction dead-lettered before its marker came holds count 0, and its
+redrive (``walstream.core.dlq.mutations.redrive_marker``: count 0, wake 1) revives the state,
+which commits with the count it now holds.
 """
 
 from __future__ import annotations
@@ -233,7 +239,9 @@ def on_marker(
         return state, Reject(reason=outcome.reason)
     if not revive:
         if state.dead is not None:
-            return state, Ignore(reason=f"dead-lettered ({state.dead}): a redrive resumes it")
+            # a late marker's count, time and digest are kept (as on_chunk keeps late
+            # operations): a redrive of an entry written before it came (count 0) then commits
+            return marked, Ignore(reason=f"dead-lettered ({state.dead}): a redrive resumes it")
         if marker.wake and marker.wake != state.wake:
             return state, Ignore(reason=f"wake {marker.wake} superseded by {state.wake}")
         if not marker.wake and state.count is not None and state.wake:

@@ -36,20 +36,6 @@ def _redriven(entry: Marker) -> Marker:
     return entry._replace(redrive=entry.redrive + 1, wake=0 if entry.op_count else 1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "core/mutations/commit.py on_marker: a client's completion marker arriving after its "
-        "transaction was dead-lettered for 'no completion marker' is Ignore'd WITHOUT keeping its "
-        "count (the Ignore returns the unmarked state), while on_chunk does keep late operations. "
-        "The DLQ entry carries count 0, so the documented cure (walstream dlq redrive) revives a "
-        "state that still has no count: it waits out another timeout and is dead-lettered again, "
-        "for ever, although every operation and the marker were answered durable TRUE. Fix: in "
-        "the dead-lettered branch return the marked state (count, marked_at, digest kept: "
-        "`return marked, Ignore(...)`), or let the marker that supplies the missing count revive "
-        "the transaction itself."
-    ),
-)
 def test_a_marker_after_a_no_marker_dead_letter_is_kept_so_a_redrive_commits():
     now = 1_000_000
     state = None
