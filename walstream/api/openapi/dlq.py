@@ -1,7 +1,7 @@
 """The OpenAPI schemas and paths of a namespace's DLQ (or, with ``region``, one of its region
 DLQs): its entries, the filters that select them, one entry, a redrive and a discard.
 
-They follow walstream.api.handlers' DLQ routes and walstream.core.dlq's selection, which change
+They follow walstream.api.dlq_handlers' routes and walstream.core.dlq's selection, which change
 together and apart from the write path.
 """
 
