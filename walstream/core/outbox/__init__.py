@@ -40,7 +40,7 @@ mutation wake       ``wait`` (value              mutation agents (a transaction'
                                                  tiers to the markers topic partition it came
                                                  from)
 mutation DLQ entry  ``dlq_entry`` +              mutation agents (a dead-lettered transaction:
-                    ``core.dlq.mutation_header`` its marker, id ``txn.<id>``; a single bad
+                    ``wal-mutation``             its marker, id ``txn.<id>``; a single bad
                                                  record: its bytes, ``poison_id``)
 redriven marker     ``core.dlq.redrive_marker``  ``walstream dlq redrive`` (CLI and API: a
                                                  transaction entry's marker, ``redrive`` + 1, to
@@ -97,7 +97,8 @@ Headers (``wal-*``; values UTF-8 text, numbers decimal, times ms since the epoch
   dead-lettered transaction's, redrivable when its class is ``mutation_incomplete`` or
   ``mutation_apply_failed``; or a rejected or undecodable markers record) or ``op`` (a record
   of the mutations topic: a conflict, a refusal, an undecodable one). Written by the mutation
-  agents (``core.dlq.mutation_header``); read by the DLQ readers (``DlqEntry.mutation``:
+  agents (``walstream.agents.mutation_out``, which add it to a ``dlq_entry``; the name is
+  ``core.dlq.records.H_MUTATION``); read by the DLQ readers (``DlqEntry.mutation``:
   listings, ``walstream.core.dlq.mutations``, redrive).
 * On a claim (key ``wal-redrive-claim``, partition 0): ``wal-claim`` (the redrive's id),
   ``wal-dead-at`` (when), ``wal-lease-ms``. Written and read by redrive (``ClaimFold``); other
