@@ -333,12 +333,20 @@ def test_make_run_restarts_a_killed_worker_and_delivers_what_was_written_before(
     assert not any(_pid_alive(pid) for pid in (worker_again, int(api_again.group(1))))
 
 
-#: The README's quick-start MutateItems on the demo namespace ``kv`` (topology/namespaces/kv.toml).
+#: A MutateItems on the demo namespace ``kv`` (topology/namespaces/kv.toml).
 DEMO_MUTATE_ITEMS = [
     mutation_operation("put", "profiles", "alice", {"name": "Alice", "cart": "c-1"}),
     mutation_operation("put", "carts", "c-1", {"items": ["book"]}),
     mutation_operation("delete", "orders", "o-0"),
 ]
+
+
+def test_the_readme_quick_start_sends_the_mutate_items_tested_here():
+    """The README's dev-stack MutateItems (a curl body) is the one the make-run test commits."""
+    readme = (ROOT / "README.md").read_text()
+    found = re.search(r"\$API/v1/namespaces/kv/mutations .*?-d '(\{.*?\})'\n", readme, re.S)
+    assert found is not None, "the README's quick-start MutateItems on kv"
+    assert json.loads(found.group(1)) == {"txn_id": "order-1", "operations": DEMO_MUTATE_ITEMS}
 
 
 def _mutate_items_commits_on_the_demo_kv_namespace(
