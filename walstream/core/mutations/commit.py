@@ -6,11 +6,12 @@
   never comes is dead-lettered too instead of staying in the table.
 * ``on_complete``: a chunk that completes a transaction whose marker waits re-queued sends a
   wake due now (the commit does not wait out the backoff).
-* ``on_marker``: complete: ``Apply`` from the first unapplied seq; incomplete within the
-  completion timeout: ``Requeue`` (a wake marker through the delay tiers, its delay the
-  namespace's backoff, never past the timeout); past it: ``DeadLetter`` naming the missing
-  seqs. Committed already (a tombstone): ``AlreadyCommitted``, or ``Reject`` when the marker
-  names another operation set.
+* ``on_marker``: complete: ``Apply`` from the first unapplied seq, when the operations held
+  are the set the marker names (a MutateItems' digest; else ``DeadLetter`` naming the
+  mismatch); incomplete within the completion timeout: ``Requeue`` (a wake marker through the
+  delay tiers, its delay the namespace's backoff, never past the timeout); past it:
+  ``DeadLetter`` naming the missing seqs. Committed already (a tombstone):
+  ``AlreadyCommitted``, or ``Reject`` when the marker names another operation set.
 * ``after_failure``: an apply failed: ``Requeue`` with backoff (walstream.core.retry.decide,
   attempts counted since the last progress) or ``DeadLetter`` with the progress.
 * ``committed``: the tombstone left in the state's place, and the ``Forget`` record that drops
@@ -219,6 +220,18 @@ def on_marker(
         now_ms: the time now.
         rand: a number in [0, 1) for the backoff's jitter.
 
+    A complete transaction whose marker names its operation set (a MutateItems' digest) is
+    applied only if the operations it holds make that set. Otherwise a seq holds another
+    request's operation: a first MutateItems partly landed (answered FALSE or UNKNOWN) and a
+    retry with other operations under the same txn id (answered TRUE; its clashing operations
+    dead-lettered one by one as conflicts) would commit a mix neither request sent. The
+    transaction is then dead-lettered naming the mismatch, not its marker rejected alone: the
+    retry was answered durable TRUE, so its user expects it applied or in the DLQ as a
+    transaction at once (its status dead-lettered, the reason on the entry), never applied
+    in part or mixed; a rejected marker would leave it open, unmarked, until its deadline
+    dead-lettered it as "no completion marker", which names the wrong cause. A redrive finds
+    the same mismatch (a seq's operation is never replaced); the entry is discarded.
+
     Returns:
         The new state (None: none) and the decision.
     """
@@ -253,6 +266,16 @@ def on_marker(
         # this marker drives (read again after a crash, it still does); others are superseded
         state = replace(state, wake=marker.wake)
     if state.complete():
+        held = state.set_digest()
+        if state.marker_digest is not None and held != state.marker_digest:
+            # never a mix of two requests' operations: nothing applied, the transaction (its
+            # state kept, as the status page shows it) dead-lettered naming why
+            reason = (
+                f"operation set mismatch: the marker names set {state.marker_digest}, the "
+                f"operations held make set {held} (a seq holds another request's operation "
+                "under this txn id): nothing applied"
+            )
+            return replace(state, dead=reason), DeadLetter(reason=reason, progress=state.next_seq)
         return state, Apply(from_seq=state.next_seq)
     missing = state.missing()
     timeout = policy.limits.completion_timeout_ms

@@ -98,20 +98,6 @@ def test_a_crafted_operation_cannot_store_more_than_the_transaction_limit():
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "core/mutations/commit.py on_marker: a MutateItems' marker names its operation set's "
-        "digest, but nothing compares it with the operations the state holds before Apply "
-        "(TxnState.mark compares markers with markers only). A first MutateItems whose records "
-        "partly landed (answered FALSE/UNKNOWN) and a second, different one under the same txn "
-        "id (answered TRUE; its clashing operations go to the DLQ one by one as conflicts) "
-        "commit a MIX: the first's operations where they landed first, the second's elsewhere "
-        "-- a set neither request sent, applied with the second's TRUE. Fix: when the state is "
-        "complete and marker_digest is set, Apply only if state.set_digest() == marker_digest; "
-        "else Reject the marker (or DeadLetter the transaction naming the digest mismatch)."
-    ),
-)
 def test_a_mutate_items_commits_only_the_operation_set_its_marker_names():
     now = 1_000_000
 
