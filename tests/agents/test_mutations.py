@@ -28,6 +28,7 @@ from walstream.core.mutations import (
     state_key,
     tombstone_key,
 )
+from walstream.core.placement import key_partition
 from walstream.errors import TargetRejectedError, TargetUnavailableError
 from walstream.metrics import WalMetrics
 from walstream.records import Envelope
@@ -46,6 +47,8 @@ from walstream.topology import mutation_topics
 NS = "pds"
 TOPICS = mutation_topics(NS)
 DLQ = f"wal.{NS}.dlq"
+#: the partition of txn t1 (4 partitions, as the default)
+P1 = key_partition(b"t1", 4)
 
 
 class Kv:
@@ -118,21 +121,24 @@ class Rig:
         )
         self.offset = 0
 
-    def source(self, topic: str) -> Source:
+    def source(self, topic: str, key: bytes | None = b"t1") -> Source:
+        """Where a record keyed ``key`` is read: its key's partition (the producer's)."""
         self.offset += 1
-        return Source(topic, 2, self.offset)
+        return Source(topic, key_partition(key, 4) if key else 0, self.offset)
 
     async def op(self, txn: str, seq: int, value: bytes = b"v", **fields: Any) -> list[bytes]:
         operation = Operation(op="put", table="items", id=f"k{seq}", value=value, **fields)
         records = [encode_op_chunk(c) for c in op_chunks(NS, txn, seq, operation, 4)]
         for raw in records:
-            await self.stage.handle_op(raw, txn.encode(), self.source(TOPICS.mutations))
+            await self.stage.handle_op(
+                raw, txn.encode(), self.source(TOPICS.mutations, txn.encode())
+            )
         return records
 
     async def marker(self, txn: str, count: int, **fields: Any) -> None:
         marker = Marker(NS, txn, count, self.clock.now_ms(), **fields)
         await self.stage.handle_marker(
-            encode_marker(marker), txn.encode(), self.source(TOPICS.markers)
+            encode_marker(marker), txn.encode(), self.source(TOPICS.markers, txn.encode())
         )
 
     def dlq(self) -> list[dict[str, Any]]:
@@ -158,7 +164,7 @@ def waiting(rig: Rig) -> list[tuple[Marker | Forget, int]]:
             continue
         delay = parse_delay_headers(e.headers)
         due = delay.due_ms if delay is not None else rig.clock.now_ms()
-        assert (delay.dest_topic, delay.dest_partition) == (TOPICS.markers, 2) if delay else True
+        assert (delay.dest_topic, delay.dest_partition) == (TOPICS.markers, P1) if delay else True
         out.append((decode_marker(e.value), due))
     return out
 
@@ -211,7 +217,7 @@ async def test_a_marker_before_its_operations_is_requeued_its_wake_sent_before_t
     assert rig.kv.batches == []  # only a marker drives the commit
     # the operation completing it woke the marker at once: straight to the markers topic
     now = rig.emitter.emitted[-1]
-    assert (now.topic, now.partition, now.headers) == (TOPICS.markers, 2, [])
+    assert (now.topic, now.partition, now.headers) == (TOPICS.markers, P1, [])
     woken = decode_marker(now.value)
     assert isinstance(woken, Marker)
     assert woken.wake == 2
@@ -272,13 +278,13 @@ async def test_a_record_that_is_not_its_topics_and_keys_goes_to_the_dlq_as_it_is
     ns = {"chunk": NS, "other": "other"}.get(value) if isinstance(value, str) else None
     raw = encode_op_chunk(op_chunks(ns, "t1", 0, op, 4)[0]) if ns else value
     handle = rig.stage.handle_op if topic == TOPICS.mutations else rig.stage.handle_marker
-    await handle(raw, key, rig.source(topic))
+    await handle(raw, key, rig.source(topic, key))
     [entry] = rig.dlq()
     assert entry["value"] == raw
     assert entry["wal-error-class"] == "mutation_poison"
     assert entry["wal-mutation"] == ("op" if topic == TOPICS.mutations else "marker")
     assert why in entry["wal-error"]
-    assert entry["key"] == f"poison-{topic}-2-1".encode()
+    assert entry["key"] == f"poison-{topic}-{key_partition(key, 4)}-1".encode()
     assert dict(rig.rows) == {}
 
 
@@ -287,7 +293,7 @@ async def test_a_conflicting_operation_and_a_rejected_marker_go_to_the_dlq_alone
     await rig.op("t1", 0, value=b"a")
     conflicting = await rig.op("t1", 0, value=b"b")
     await rig.op("t1", 1)
-    await rig.marker("t1", 2, digest="0" * 32)
+    await rig.marker("t1", 2)
     await rig.marker("t1", 2, digest="1" * 32)  # committed with another operation set
     classes = [(e["wal-error-class"], e["wal-mutation"]) for e in rig.dlq()]
     assert classes == [("mutation_conflict", "op"), ("mutation_rejected", "marker")]
@@ -334,7 +340,7 @@ async def test_the_open_gauges_come_from_the_index_rebuilt_after_recovery():
     await rig.op("t1", 0)
     rig.clock.advance(3_000)
     await rig.op("t2", 0)
-    rig.stage.open = type(rig.stage.open)()  # a new worker: nothing indexed yet
+    rig.stage.open.rebuild(iter([]))  # a new worker: nothing indexed yet
     rig.stage.reindex()
     rig.clock.advance(1_000)
     rig.stage.report()

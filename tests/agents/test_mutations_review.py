@@ -88,6 +88,8 @@ class Rig:
         self.registry = registry_of(definition())
         self.delivered = 0
         self.offset = 0
+        #: the partition records are read on (None: their key's)
+        self.partition: int | None = None
         self.stage = self.worker()
 
     def worker(self) -> MutationStage:
@@ -105,22 +107,26 @@ class Rig:
         stage.reindex()
         return stage
 
-    def source(self, topic: str) -> Source:
+    def source(self, topic: str, key: bytes) -> Source:
+        """Where a record keyed ``key`` is read: its key's partition (the producer's), or
+        ``partition`` when a test sets it."""
         self.offset += 1
-        return Source(topic, 2, self.offset)
+        partitions = Settings(app_id="app").default_partitions
+        partition = self.partition if self.partition is not None else key_partition(key, partitions)
+        return Source(topic, partition, self.offset)
 
     async def op(self, txn: str, seq: int, value: bytes = b"0123456789") -> None:
         operation = Operation(op="put", table="items", id=f"k{seq}", value=value)
         for c in op_chunks(NS, txn, seq, operation, 4):
             await self.stage.handle_op(
-                encode_op_chunk(c), txn.encode(), self.source(TOPICS.mutations)
+                encode_op_chunk(c), txn.encode(), self.source(TOPICS.mutations, txn.encode())
             )
 
     def marker_record(self, txn: str, count: int) -> bytes:
         return encode_marker(Marker(NS, txn, count, self.clock.now_ms()))
 
     async def handle_marker(self, raw: bytes, txn: str) -> None:
-        await self.stage.handle_marker(raw, txn.encode(), self.source(TOPICS.markers))
+        await self.stage.handle_marker(raw, txn.encode(), self.source(TOPICS.markers, txn.encode()))
 
     async def drain(self, horizon_ms: int) -> None:
         """Deliver every record scheduled back to the markers topic, due by now + horizon, in
@@ -142,28 +148,13 @@ class Rig:
                     continue
                 self.clock.advance(max(0, due - self.clock.now_ms()))
                 assert e.key is not None
-                await self.stage.handle_marker(e.value, e.key, self.source(TOPICS.markers))
+                await self.stage.handle_marker(e.value, e.key, self.source(TOPICS.markers, e.key))
 
     def txn_rows(self, txn: str) -> list[str]:
         """The state and chunk rows left of ``txn`` (its tombstone aside)."""
         return sorted(k for k in self.rows if k.startswith(("s:", "c:")) and f":{txn}" in k)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "agents/mutations.py MutationStage._commit writes the tombstone before it deletes the "
-        "chunk rows and the state; a worker killed in between (tombstone on the changelog, the "
-        "deletes not) leaves them for ever: the marker read again finds the tombstone "
-        "(commit.on_marker -> AlreadyCommitted, _drive returns), the deadline wake likewise, "
-        "and the Forget drops only the tombstone. The open-transaction gauges count the "
-        "committed transaction for ever (OpenIndex rebuilt from the state row), and the txn id, "
-        "free again after the window, is refused (the stale state's count and slots). Fix: on "
-        "AlreadyCommitted (and on_forget) with a state row still present, finish the commit's "
-        "cleanup (delete keys.chunk_keys(state) and the state row), e.g. a core decision "
-        "`commit.leftover(state, tombstone)`."
-    ),
-)
 async def test_a_worker_killed_between_the_tombstone_and_the_deletes_leaves_no_rows_for_ever():
     rig = Rig()
     for seq in (1, 0):
@@ -205,19 +196,6 @@ async def test_a_transaction_that_only_got_operations_leaves_no_rows_for_ever():
     assert rig.txn_rows("t2") == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "State growth (agents/mutations.py MutationStage._placed): once a namespace is deleted "
-        "(or its mutations block removed), a record of it is skipped ('not known here'): the "
-        "Forget of a committed transaction no longer drops its tombstone, an open transaction's "
-        "wake no longer dead-letters it, so their rows (chunks up to 16 MiB a transaction) stay "
-        "in the shared `mutations` table and its changelog for ever (the worker also stops "
-        "reading the namespace's topics). Fix: Forget and wakes need only the keys: drop the "
-        "tombstone / the state and chunk rows of a namespace no longer taking mutations (or "
-        "purge a namespace's rows when its deletion is applied)."
-    ),
-)
 async def test_a_deleted_namespaces_rows_do_not_stay_for_ever():
     rig = Rig()
     await rig.op("t3", 0)
@@ -229,25 +207,12 @@ async def test_a_deleted_namespaces_rows_do_not_stay_for_ever():
     assert sorted(k for k in rig.rows if f":{NS}:" in k) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "agents/mutations.py MutationStage._placed checks a record's topic and key but not its "
-        "partition: a record of txn X read on a partition other than the default partitioner's "
-        "for X (written by a producer with another partitioner, e.g. librdkafka's crc32 "
-        "default, or an explicit partition: the topics are writable by producers) is taken, and "
-        "its rows go to THAT partition of the changelog while the transaction's other rows are "
-        "on its own: the table splits across owners (the status page asks the key's partition), "
-        "a commit's deletes land on another changelog partition than the rows they delete (they "
-        "come back on recovery). Fix: in _placed, refuse (poison, DLQ) a record whose "
-        "source.partition != core.placement.key_partition(key, partitions)."
-    ),
-)
 async def test_a_record_on_another_partition_than_its_keys_is_refused():
     rig = Rig()
     partitions = Settings(app_id="app").default_partitions
     txn = next(f"t{i}" for i in range(100) if key_partition(f"t{i}".encode(), partitions) != 2)
-    await rig.op(txn, 0)  # read on partition 2 (Rig.source), not the key's
+    rig.partition = 2
+    await rig.op(txn, 0)  # read on partition 2, not the key's
     await rig.handle_marker(rig.marker_record(txn, 1), txn)
     assert rig.kv.applied == []
     dlq = rig.emitter.to(f"wal.{NS}.dlq")

@@ -8,21 +8,38 @@ records, on the current event's partition, so call it from a handler bound to it
 UTF-8 bytes; values are bytes. A write is on the producer's accumulator when ``put`` returns
 (Faust flushes it before it commits the source offset); ``durable`` waits for the broker's ack.
 
+``TxnRows``: a transaction's state, tombstone and chunk rows over ``Rows``; a commit's leftover
+(a state beside its tombstone: a worker killed between the two) is deleted when read.
+
 ``OpenIndex``: the open transactions' first-record times by namespace, kept as states are
 written and deleted, rebuilt from the table after its recovery: the gauges never scan the table.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Any, Protocol
 
 import faust.streams
 
 from walstream.agents.tables import send_unacked
-from walstream.core.mutations import TxnState
+from walstream.core.mutations import (
+    Tombstone,
+    TxnState,
+    chunk_keys,
+    decode_state,
+    decode_tombstone,
+    encode_state,
+    leftover,
+    state_key,
+    tombstone_key,
+)
+from walstream.errors import PoisonRecordError
 
-__all__ = ["OpenIndex", "Rows", "TableRows"]
+__all__ = ["OpenIndex", "Rows", "TableRows", "TxnRows"]
+
+logger = logging.getLogger(__name__)
 
 
 class Rows(Protocol):
@@ -102,3 +119,59 @@ class OpenIndex:
             count, oldest = out.get(namespace, (0, opened))
             out[namespace] = (count + 1, min(oldest, opened))
         return out
+
+
+class TxnRows:
+    """A transaction's rows as the agents read and write them: its state (indexed in
+    ``open``), its tombstone, its chunk rows."""
+
+    def __init__(self, rows: Rows, open_index: OpenIndex) -> None:
+        self.rows = rows
+        self.open = open_index
+
+    def state(self, namespace: str, txn_id: str) -> TxnState | None:
+        """The transaction's state (None: none)."""
+        raw = self.rows.get(state_key(namespace, txn_id))
+        return None if raw is None else decode_state(raw)
+
+    def tombstone(self, namespace: str, txn_id: str) -> Tombstone | None:
+        """The transaction's tombstone (None: not committed within the window)."""
+        raw = self.rows.get(tombstone_key(namespace, txn_id))
+        return None if raw is None else decode_tombstone(raw)
+
+    async def rows_of(
+        self, namespace: str, txn_id: str
+    ) -> tuple[TxnState | None, Tombstone | None]:
+        """The transaction's state and tombstone; a commit's leftover state deleted first."""
+        state, tomb = self.state(namespace, txn_id), self.tombstone(namespace, txn_id)
+        if state is not None and leftover(state, tomb):
+            logger.info("mutation %s/%s: clearing a commit's leftover rows", namespace, txn_id)
+            await self.clear(state)
+            state = None
+        return state, tomb
+
+    async def clear(self, state: TxnState, *, durable: bool = False) -> None:
+        """Delete a transaction's chunk rows, then its state."""
+        for row in chunk_keys(state):
+            await self.rows.put(row, None)
+        await self.rows.put(state_key(state.namespace, state.txn_id), None, durable=durable)
+        self.open.note(state.namespace, state.txn_id, None)
+
+    async def purge(self, namespace: str, txn_id: str) -> None:
+        """Delete every row of a transaction of a namespace that takes no mutations any more
+        (deleted, or its block removed)."""
+        try:
+            state = self.state(namespace, txn_id)
+        except PoisonRecordError:
+            state = None
+        if state is not None:
+            await self.clear(state)
+        await self.rows.put(state_key(namespace, txn_id), None)
+        await self.rows.put(tombstone_key(namespace, txn_id), None)
+        logger.info("mutation %s/%s: rows dropped (the namespace takes none)", namespace, txn_id)
+
+    async def put_state(self, state: TxnState, *, durable: bool = False) -> None:
+        """Write the transaction's state (and index it)."""
+        key = state_key(state.namespace, state.txn_id)
+        await self.rows.put(key, encode_state(state), durable=durable)
+        self.open.note(state.namespace, state.txn_id, state)

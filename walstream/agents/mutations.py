@@ -34,7 +34,7 @@ from typing import Any
 from walstream.agents.failures import retry_policy
 from walstream.agents.key_locks import KeyTurns
 from walstream.agents.mutation_out import MutationOut
-from walstream.agents.mutation_rows import OpenIndex, Rows
+from walstream.agents.mutation_rows import OpenIndex, Rows, TxnRows
 from walstream.agents.outcomes import Emitter, Source
 from walstream.clock import Clock
 from walstream.core.mutations import (
@@ -50,17 +50,16 @@ from walstream.core.mutations import (
     Reject,
     Requeue,
     Stored,
+    Tombstone,
     TxnState,
     after_failure,
     chunk_key,
-    chunk_keys,
     committed,
     decode_marker,
     decode_op_chunk,
     decode_state,
     decode_tombstone,
     encode_marker,
-    encode_state,
     encode_tombstone,
     kv_envelope,
     kv_target,
@@ -73,8 +72,14 @@ from walstream.core.mutations import (
     tombstone_key,
     txn_status,
 )
+from walstream.core.placement import key_partition
 from walstream.core.retry import Failure
-from walstream.errors import PoisonRecordError, TargetError, WalError
+from walstream.errors import (
+    NamespaceUnavailableError,
+    PoisonRecordError,
+    TargetError,
+    WalError,
+)
 from walstream.metrics import WalMetrics
 from walstream.namespaces.config import NamespaceConfig
 from walstream.namespaces.registry import NamespaceRegistry
@@ -121,6 +126,7 @@ class MutationStage:
         self.batch_bytes = batch_bytes
         self.turns = KeyTurns()
         self.open = OpenIndex()
+        self.txns = TxnRows(rows, self.open)
         self.out = MutationOut(
             settings=settings, registry=registry, emitter=emitter, clock=clock, metrics=metrics
         )
@@ -155,15 +161,15 @@ class MutationStage:
     async def _op(self, value: bytes | None, key: bytes | None, source: Source) -> None:
         try:
             chunk = decode_op_chunk(value)
-            ns = self._placed(chunk.namespace, chunk.txn_id, key, source, "mutations")
+            ns, _ = self._placed(chunk.namespace, chunk.txn_id, key, source, "mutations")
         except PoisonRecordError as exc:
             await self.out.dead_record(value, source, "op", "mutation_poison", str(exc))
             return
         if ns is None:
-            return
+            return  # nothing is kept of a namespace taking no mutations
         name, txn = ns.name, chunk.txn_id
         async with self.turns.hold((name, txn)):
-            state, tomb = self._state(name, txn), self._tombstone(name, txn)
+            state, tomb = await self.txns.rows_of(name, txn)
             new, outcome, deadline = on_chunk(
                 state, tomb, chunk, self._policy(ns), now_ms=self.clock.now_ms()
             )
@@ -176,7 +182,7 @@ class MutationStage:
                     if now is not None:
                         await self.out.wake(ns, new, now, source)
                 await self.rows.put(chunk_key(name, txn, chunk.seq, chunk.chunk), value)
-                await self._put_state(new)
+                await self.txns.put_state(new)
             elif isinstance(outcome, (Conflict, Refused)):
                 error_class = (
                     "mutation_conflict" if isinstance(outcome, Conflict) else "mutation_refused"
@@ -188,30 +194,32 @@ class MutationStage:
     async def _marker(self, value: bytes | None, key: bytes | None, source: Source) -> None:
         try:
             marker = decode_marker(value)
-            ns = self._placed(marker.namespace, marker.txn_id, key, source, "markers")
+            ns, gone = self._placed(marker.namespace, marker.txn_id, key, source, "markers")
         except PoisonRecordError as exc:
             await self.out.dead_record(value, source, "marker", "mutation_poison", str(exc))
             return
-        if ns is None:
-            return
-        name, txn = ns.name, marker.txn_id
+        name, txn = marker.namespace, marker.txn_id
         async with self.turns.hold((name, txn)):
+            if ns is None:
+                if gone:  # its wakes and Forgets still come: what it left goes with them
+                    await self.txns.purge(name, txn)
+                return
+            state, tomb = await self.txns.rows_of(name, txn)
             if isinstance(marker, Forget):
-                if on_forget(self._tombstone(name, txn), marker):
+                if on_forget(tomb, marker):
                     await self.rows.put(tombstone_key(name, txn), None)
                 return
-            await self._drive(ns, marker, value, key, source)
+            await self._drive(ns, state, tomb, marker, value, source)
 
     async def _drive(
         self,
         ns: NamespaceConfig,
+        state: TxnState | None,
+        tomb: Tombstone | None,
         marker: Marker,
         value: bytes | None,
-        key: bytes | None,
         source: Source,
     ) -> None:
-        state = self._state(ns.name, marker.txn_id)
-        tomb = self._tombstone(ns.name, marker.txn_id)
         policy = self._policy(ns)
         new, decision = on_marker(
             state, tomb, marker, policy, now_ms=self.clock.now_ms(), rand=self.rand()
@@ -228,7 +236,7 @@ class MutationStage:
         elif isinstance(decision, DeadLetter):
             await self.out.dead_txn(ns, new, decision, "mutation_incomplete", source)
         if new is not state:
-            await self._put_state(new)
+            await self.txns.put_state(new)
         if isinstance(decision, Apply):
             await self._apply(ns, new, policy, source)
 
@@ -248,7 +256,7 @@ class MutationStage:
                 else:
                     for seq, _ in batch:
                         state = state.applied(seq)
-                    await self._put_state(state, durable=True)
+                    await self.txns.put_state(state, durable=True)
                     if self.metrics is not None:
                         self.metrics.mutation_operations_applied.labels(ns.name).inc(len(batch))
             if failure is None and broken is not None and state.next_seq == broken[0]:
@@ -264,7 +272,7 @@ class MutationStage:
                     await self.out.wake(ns, failed, decision, source)
                 else:
                     await self.out.dead_txn(ns, failed, decision, "mutation_apply_failed", source)
-                await self._put_state(failed)
+                await self.txns.put_state(failed)
                 return
         await self._commit(ns, state, policy, source)
 
@@ -319,27 +327,11 @@ class MutationStage:
         await self.out.send_waiting(ns, encode_marker(forget), state.txn_id, due, source)
         name, txn = state.namespace, state.txn_id
         await self.rows.put(tombstone_key(name, txn), encode_tombstone(tomb))
-        for row in chunk_keys(state):
-            await self.rows.put(row, None)
-        await self.rows.put(state_key(name, txn), None, durable=True)
-        self.open.note(name, txn, None)
+        await self.txns.clear(state, durable=True)
         if self.metrics is not None:
             self.metrics.mutation_commits.labels(name).inc()
 
     # -- rows ---------------------------------------------------------------------------------
-
-    def _state(self, namespace: str, txn_id: str) -> TxnState | None:
-        raw = self.rows.get(state_key(namespace, txn_id))
-        return None if raw is None else decode_state(raw)
-
-    def _tombstone(self, namespace: str, txn_id: str) -> Any:
-        raw = self.rows.get(tombstone_key(namespace, txn_id))
-        return None if raw is None else decode_tombstone(raw)
-
-    async def _put_state(self, state: TxnState, *, durable: bool = False) -> None:
-        key = state_key(state.namespace, state.txn_id)
-        await self.rows.put(key, encode_state(state), durable=durable)
-        self.open.note(state.namespace, state.txn_id, state)
 
     def reindex(self) -> None:
         """Rebuild the open transactions' index from the table (after its recovery)."""
@@ -382,19 +374,31 @@ class MutationStage:
 
     def _placed(
         self, namespace: str, txn_id: str, key: bytes | None, source: Source, role: str
-    ) -> NamespaceConfig | None:
-        """The record's namespace, once its topic and key are its own (else poison); None: the
-        namespace is not known here (logged; nowhere to dead-letter it)."""
+    ) -> tuple[NamespaceConfig | None, bool]:
+        """The record's namespace, once its topic, key and partition are its own (else poison:
+        its rows would sit on another changelog partition than its transaction's); None and
+        whether the namespace is gone (deleted or taking no mutations) when it takes none now
+        (not gone: its config is unreadable for now)."""
         topics = mutation_topics(namespace)
         if source.topic != getattr(topics, role):
             raise PoisonRecordError(f"mutation record of {namespace} read on {source.topic}")
-        if key != txn_id.encode():
+        if key is None or key != txn_id.encode():
             raise PoisonRecordError(f"mutation record of txn {txn_id} keyed {key!r}")
+        home = key_partition(key, self.settings.default_partitions)
+        if source.partition != home:
+            raise PoisonRecordError(
+                f"mutation record of txn {txn_id} read on partition {source.partition}: its key "
+                f"is partition {home}'s (written with another partitioner?)"
+            )
         try:
-            return self.registry.get(namespace)
-        except WalError as exc:
+            ns = self.registry.get(namespace)
+        except NamespaceUnavailableError as exc:
             logger.error("mutation record at %s: %s; skipped", source.coordinates(), exc)
-            return None
+            return None, False
+        except WalError as exc:
+            logger.info("mutation record at %s: %s", source.coordinates(), exc)
+            return None, True
+        return (ns, False) if ns.mutations is not None else (None, True)
 
 
 def _failure(exc: Exception) -> Failure:

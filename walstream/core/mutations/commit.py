@@ -14,6 +14,8 @@
   ``AlreadyCommitted``, or ``Reject`` when the marker names another operation set.
 * ``after_failure``: an apply failed: ``Requeue`` with backoff (walstream.core.retry.decide,
   attempts counted since the last progress) or ``DeadLetter`` with the progress.
+* ``leftover``: a state beside its tombstone is a commit's leftover (a worker killed between
+  the tombstone and the deletes), deleted when the transaction's next record comes.
 * ``committed``: the tombstone left in the state's place, and the ``Forget`` record that drops
   it when the idempotency window ends.
 
@@ -63,6 +65,7 @@ __all__ = [
     "committed",
     "decode_tombstone",
     "encode_tombstone",
+    "leftover",
     "on_chunk",
     "on_complete",
     "on_forget",
@@ -338,6 +341,14 @@ def wake_marker(state: TxnState, requeue: Requeue) -> Marker:
         wake=requeue.wake,
         redrive=state.redrive,
     )
+
+
+def leftover(state: TxnState | None, tombstone: Tombstone | None) -> bool:
+    """Whether ``state`` is what a commit left behind: a state beside its transaction's
+    tombstone (the commit writes the tombstone, then deletes the chunk rows and the state; a
+    worker killed in between leaves them). Its chunk rows and state are deleted before the
+    record at hand is handled (as if the state were gone)."""
+    return state is not None and tombstone is not None
 
 
 def on_forget(tombstone: Tombstone | None, forget: Forget) -> bool:

@@ -28,6 +28,7 @@ from walstream.core.mutations import (
     committed,
     decode_tombstone,
     encode_tombstone,
+    leftover,
     on_chunk,
     on_complete,
     on_forget,
@@ -320,3 +321,11 @@ def test_no_wake_for_a_chunk_that_does_not_complete_a_waiting_transaction():
     assert on_complete(done, done) == (done, None)  # complete before this chunk
     dead = replace(done, dead="timeout")
     assert on_complete(partial, dead) == (dead, None)  # only a redrive resumes it
+
+
+def test_a_state_beside_its_tombstone_is_a_commits_leftover():
+    tomb = Tombstone(T0, "d" * 32, 2)
+    state = opened(0)
+    assert leftover(state, tomb)
+    assert not leftover(state, None)  # an open transaction
+    assert not leftover(None, tomb)  # committed and cleaned up
