@@ -6,9 +6,15 @@ per operation here (digest, weight, chunk count, chunks received), none of its v
 
 Invariants: a seq holds one operation for ever (a re-sent identical chunk is a ``Duplicate``,
 a different operation for the seq a ``Conflict``: never an overwrite); the transaction's bytes
-stay within its limit; progress ``next_seq`` only moves forward, one seq at a time, and only
-once every operation arrived whole. Encoded with orjson, ``"v": 1``; a reader of another
-version refuses it (PoisonRecordError) rather than guess.
+stay within its limit, and so do the bytes its chunk rows hold: each operation's stored chunk
+data stays within its announced size (``Slot.stored``), which its weight counts, so a record
+written to the mutations topic by hand cannot store more than the limit (a chunk past it is
+``Refused`` before its row is written); progress ``next_seq`` only moves forward, one seq at a
+time, and only once every operation arrived whole. Encoded with orjson, ``"v": 1``; a reader
+of another version refuses it (PoisonRecordError) rather than guess. ``"stored"`` (the chunk
+bytes stored per seq, ``[[seq, bytes], ...]``, seqs holding none left out) came later within
+version 1: a reader before it reads past it, and a state written before it reads as none
+stored (the chunks arriving after are bounded from there).
 """
 
 from __future__ import annotations
@@ -40,12 +46,14 @@ STATE_VERSION = 1
 
 class Slot(NamedTuple):
     """One operation as far as it arrived: its identity (``op_digest``), weight, chunk count,
-    and a bit per chunk received."""
+    a bit per chunk received, and the data bytes of the chunks received (at most the value's
+    announced size)."""
 
     digest: str
     weight: int
     chunks: int
     got: int
+    stored: int = 0
 
     @property
     def whole(self) -> bool:
@@ -139,7 +147,13 @@ class TxnState:
         bit = 1 << c.chunk
         if slot.got & bit:
             return self, Duplicate()
-        slots = {**self.slots, c.seq: slot._replace(got=slot.got | bit)}
+        stored = slot.stored + len(c.data)
+        if stored > c.size:  # only a record not written by the API: its chunks sum to its size
+            return self, Refused(
+                reason=f"seq {c.seq} chunk {c.chunk} brings its value's chunks to {stored} "
+                f"bytes, over the {c.size} bytes it announced"
+            )
+        slots = {**self.slots, c.seq: slot._replace(got=slot.got | bit, stored=stored)}
         return replace(self, slots=slots, bytes=new_bytes), Stored()
 
     def mark(self, m: Marker) -> tuple[TxnState, Stored | Duplicate | Conflict]:
@@ -224,6 +238,9 @@ def encode_state(s: TxnState) -> bytes:
         "wakes": s.wakes,
         "redrive": s.redrive,
     }
+    stored = [[q, slot.stored] for q, slot in sorted(s.slots.items()) if slot.stored]
+    if stored:
+        obj["stored"] = stored
     for name, value in (
         ("count", s.count),
         ("marked", s.marked_at_ms),
@@ -245,8 +262,10 @@ def decode_state(raw: bytes) -> TxnState:
         obj = orjson.loads(raw)
         if not isinstance(obj, dict) or obj.get("v") != STATE_VERSION:
             raise PoisonRecordError(f"mutation state: not a version {STATE_VERSION} state")
+        stored = {int(q): int(n) for q, n in obj.get("stored", ())}
         slots = {
-            int(q): Slot(str(d), int(w), int(n), int(got, 16)) for q, d, w, n, got in obj["slots"]
+            int(q): Slot(str(d), int(w), int(n), int(got, 16), stored.get(int(q), 0))
+            for q, d, w, n, got in obj["slots"]
         }
         return TxnState(
             namespace=str(obj["ns"]),

@@ -4,8 +4,6 @@ Each test is a strict xfail until its owner fixes the defect named in its reason
 
 from __future__ import annotations
 
-import pytest
-
 from walstream.core.mutations import (
     Apply,
     CommitPolicy,
@@ -62,20 +60,6 @@ def test_a_marker_after_a_no_marker_dead_letter_is_kept_so_a_redrive_commits():
     assert decision == Apply(from_seq=0), decision
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "core/mutations/state.py TxnState.receive counts an operation's announced size (its "
-        "weight) once per slot, and wire.decode_op_chunk bounds each chunk's data only by that "
-        "size and the chunk cap, never the sum over its chunks: a record written straight to "
-        "wal.<ns>.mutations (the topic is writable by producers) announcing size S and 1,024 "
-        "chunks of S bytes each is stored whole (1,024 x S bytes of table and changelog rows "
-        "for S counted: 1,000 such operations put 16 GiB in the table under a 16 MiB limit), "
-        "then fails reassembly and stays dead-lettered. Fix: keep the data bytes stored per slot "
-        "and refuse (Refused) a chunk that brings them past the announced size (or past the "
-        "transaction's limit), before its row is written."
-    ),
-)
 def test_a_crafted_operation_cannot_store_more_than_the_transaction_limit():
     limits = MutationLimits(txn_bytes_max=4_096, chunk_bytes=1_024)
     size, count = 1_000, 100

@@ -3,22 +3,36 @@ else each fix promises, beyond the case the review proved."""
 
 from __future__ import annotations
 
+import pytest
+
 from walstream.core.dlq.mutations import missing_seqs
 from walstream.core.mutations import (
+    OPERATIONS_CAP,
     Apply,
     CommitPolicy,
     DeadLetter,
+    Duplicate,
     Ignore,
     Marker,
     MutateItems,
     MutationLimits,
+    OpChunk,
     Operation,
+    Refused,
     Reject,
+    Slot,
+    Stored,
+    TxnState,
+    decode_state,
+    encode_state,
     items_records,
     on_chunk,
     on_marker,
+    op_chunks,
     txn_status,
+    value_digest,
 )
+from walstream.errors import PoisonRecordError
 
 NS = "pds"
 TXN = "t1"
@@ -126,3 +140,79 @@ def test_a_wake_checks_the_set_its_transaction_s_marker_named():
     _, decision = _marking(waiting, wake, now=T0 + 8)
     assert isinstance(decision, DeadLetter)
     assert "mismatch" in decision.reason
+
+
+# -- the bytes a transaction's chunk rows hold -------------------------------------------------
+
+
+def _crafted(chunk: int, data: bytes, *, size: int = 10, chunks: int = 4) -> OpChunk:
+    return OpChunk(
+        namespace=NS, txn_id=TXN, seq=0, op="put", table="items", id="k",
+        original_write_time_ms=None, size=size, digest=value_digest(b"x" * size),
+        chunks=chunks, chunk=chunk, data=data,
+    )  # fmt: skip
+
+
+def test_an_operation_s_chunks_store_at_most_its_announced_size():
+    limits = MutationLimits()
+    state = TxnState.open(NS, TXN, T0)
+    state, outcome = state.receive(_crafted(0, b"x" * 6), limits)
+    assert isinstance(outcome, Stored)
+    assert state.slots[0].stored == 6
+    before = state
+    state, outcome = state.receive(_crafted(1, b"x" * 5), limits)  # 11 > 10
+    assert isinstance(outcome, Refused)
+    assert "chunk 1 brings its value's chunks to 11 bytes, over the 10" in outcome.reason
+    assert state is before  # nothing kept: the chunk's row is not written
+    state, outcome = state.receive(_crafted(1, b"x" * 4), limits)  # exactly its size
+    assert isinstance(outcome, Stored)
+    assert state.slots[0].stored == 10
+    state, outcome = state.receive(_crafted(2, b"x"), limits)
+    assert isinstance(outcome, Refused)
+    # a re-sent chunk is a duplicate, whatever its data: nothing more is stored
+    assert state.receive(_crafted(0, b"x" * 9), limits) == (state, Duplicate())
+
+
+def test_the_api_s_chunks_store_their_value_whole_within_the_transaction_bytes():
+    limits = MutationLimits(txn_bytes_max=4_096, chunk_bytes=100)
+    op = Operation(op="put", table="items", id="k", value=b"y" * 1_000)
+    state = TxnState.open(NS, TXN, T0)
+    for c in op_chunks(NS, TXN, 0, op, limits.chunk_bytes):
+        state, outcome = state.receive(c, limits)
+        assert isinstance(outcome, Stored)
+    delete = Operation(op="delete", table="items", id="k", value=None)
+    state, outcome = state.receive(op_chunks(NS, TXN, 1, delete, 100)[0], limits)
+    assert isinstance(outcome, Stored)
+    assert [slot.stored for slot in state.slots.values()] == [1_000, 0]
+    assert state.slots[0].whole
+    assert sum(slot.stored for slot in state.slots.values()) <= state.bytes <= 4_096
+
+
+def test_the_stored_bytes_survive_the_table_and_an_older_state_reads_as_none_stored():
+    state = TxnState(
+        namespace=NS, txn_id=TXN, opened_at_ms=1,
+        slots={
+            0: Slot("0" * 32, 9, 2, 1, 4), 1: Slot("1" * 32, 3, 1, 1), 2: Slot("2" * 32, 5, 1, 0)
+        },
+        bytes=17,
+    )  # fmt: skip
+    raw = encode_state(state)
+    assert b'"stored":[[0,4]]' in raw  # seqs holding none are left out
+    assert decode_state(raw) == state
+    older = raw.replace(b',"stored":[[0,4]]', b"")  # a state written before the field
+    assert decode_state(older).slots[0] == Slot("0" * 32, 9, 2, 1, 0)
+    assert b"stored" not in encode_state(decode_state(older))
+    with pytest.raises(PoisonRecordError, match="mutation state"):
+        decode_state(raw.replace(b"[[0,4]]", b"[[0]]"))
+
+
+def test_the_state_record_stays_small_with_every_slot_s_stored_bytes():
+    # as test_state's widest case, each slot also holding its whole (16 MiB) value's bytes
+    slot = Slot("f" * 32, 16 * 1024 * 1024, 64, (1 << 64) - 1, 16 * 1024 * 1024)
+    state = TxnState(
+        namespace="n" * 63, txn_id="t" * 128, opened_at_ms=2**45,
+        slots=dict.fromkeys(range(OPERATIONS_CAP), slot), bytes=2**40, count=OPERATIONS_CAP,
+        marked_at_ms=2**45, marker_digest="f" * 32, next_seq=OPERATIONS_CAP - 1, attempts=99,
+        wake=999, wakes=999, redrive=9, dead="x" * 600,
+    )  # fmt: skip
+    assert len(encode_state(state)) < 934_000  # under the worker's record limit, by default
