@@ -1,12 +1,12 @@
-"""Mutations benchmark (issue 18): committed transactions/s (4 operations each) through
+"""Mutations benchmark (issue 18): committed transactions/s (4 operations each, ``--ops``) through
 walstream's own worker into the SQLite kv target, as operations/s against a plain Faust forward
 agent on the same embedded broker in the same run, and commit latency from marker to last apply.
 
 Each round starts one walstream worker (``walstream.app``, pinned to a core of its own; the
 broker and this driver share the other) whose kv target is a SQLite file in a temporary
 directory (on disk: each database transaction is synced). A transaction is a one-shot
-MutateItems of 4 puts (``--value-size`` B values, fresh keys): seqs 0-2 to tables ``users``,
-``orders``, ``users``, seq 3 (the last applied) to ``ledger``. This driver writes its records as
+MutateItems of ``--ops`` puts (4; ``--value-size`` B values, fresh keys) to tables ``users``
+and ``orders`` in turn, the last one (applied last) to ``ledger``. This driver writes records as
 the API does, with the core builders (``core.mutations.chunks.items_records``,
 ``wire.encode_op_chunk`` / ``encode_marker``) through a plain aiokafka producer (acks=all) to a
 namespace's mutations and markers topics, keyed by the txn id; the marker once every operation
@@ -14,7 +14,7 @@ is acked, its ``at_ms`` the time it is sent. Phases, one worker:
 
 * warm-up: ``WARMUP`` transactions, committed before anything is measured;
 * latency: ``--rate`` transactions/s for ``--seconds`` (10 ms ticks). Latency = the time the
-  ``ledger`` row (seq 3, the last applied) was inserted minus the marker's ``at_ms``. The insert
+  ``ledger`` row (the last seq, applied last) was inserted minus the marker's ``at_ms``. The insert
   time comes from the database: the benchmark creates the kv tables before the worker does (the
   kv target's ``CREATE TABLE IF NOT EXISTS`` then keeps them) with one more column,
   ``applied_ms``, whose DEFAULT is SQLite's ``julianday('now')`` in ms: it is set by the insert
@@ -52,7 +52,8 @@ target's SQLite thread too); ``--profile gil``: of the thread holding the GIL on
 SQLite runs without it). ``--profile-out DIR`` keeps the raw samples.
 
 Usage: python bench/mutations.py [--txns 4000] [--rate 100] [--seconds 10] [--rounds 2]
-       [--value-size 200] [--live [--window 300]] [--profile wall|gil [--profile-out DIR]]
+       [--value-size 200] [--ops 4] [--live [--window 300]]
+       [--profile wall|gil [--profile-out DIR]]
 """
 
 from __future__ import annotations
@@ -87,9 +88,16 @@ from walstream.namespaces.config import parse_namespace
 from walstream.settings import Settings
 from walstream.topology import mutation_topic_specs, mutation_topics
 
-#: The table of each seq; seq 3, the last applied, goes to ``ledger`` (what "committed" counts).
-TABLES = ("users", "orders", "users", "ledger")
-OPS = len(TABLES)
+#: The kv tables; a transaction's last seq, applied last, goes to ``ledger`` (what "committed"
+#: counts).
+ALL_TABLES = ("ledger", "orders", "users")
+
+
+def tables_for(ops: int) -> tuple[str, ...]:
+    """The table of each seq: ``users``, ``orders`` in turn, the last (seq ops-1) ``ledger``."""
+    return (*(("users", "orders")[seq % 2] for seq in range(ops - 1)), "ledger")
+
+
 CHUNK_BYTES = 256 * 1024
 WARMUP = 20
 TARGET_RATIO = 0.5
@@ -118,7 +126,7 @@ class Kv:
         conn = self.connect()
         try:
             conn.execute("PRAGMA journal_mode=WAL")
-            for table in sorted(set(TABLES)):
+            for table in ALL_TABLES:
                 # the kv target's columns (walstream.targets.kv.kv_statements), and one more
                 conn.execute(
                     f'CREATE TABLE IF NOT EXISTS "{table}" (key TEXT PRIMARY KEY, value BLOB, '
@@ -149,11 +157,13 @@ def applied_at(conn: sqlite3.Connection, prefix: str) -> dict[str, int]:
     return {key.rsplit("/", 1)[0]: int(at) for key, at in rows}
 
 
-def wrong_rows(conn: sqlite3.Connection, txns: list[str], size: int) -> int:
+def wrong_rows(
+    conn: sqlite3.Connection, txns: list[str], size: int, tables: tuple[str, ...]
+) -> int:
     """Operations of ``txns`` not in their table with their value (should be 0)."""
     bad = 0
     for txn in txns:
-        for seq, table in enumerate(TABLES):
+        for seq, table in enumerate(tables):
             row = conn.execute(
                 f'SELECT value, deleted FROM "{table}" WHERE key = ?',  # noqa: S608 - ours
                 (f"{txn}/{seq}",),
@@ -162,17 +172,19 @@ def wrong_rows(conn: sqlite3.Connection, txns: list[str], size: int) -> int:
     return bad
 
 
-def record_size(ns: str, size: int) -> float:
+def record_size(ns: str, size: int, tables: tuple[str, ...]) -> float:
     """The mean size of a transaction's records (its operations and its marker)."""
-    records, marker = transaction(ns, "t0000000", size)
+    records, marker = transaction(ns, "t0000000", size, tables)
     sizes = [len(encode_op_chunk(c)) for c in records] + [len(encode_marker(marker))]
     return statistics.mean(sizes)
 
 
-def transaction(ns: str, txn: str, size: int) -> tuple[list[OpChunk], Marker]:
+def transaction(
+    ns: str, txn: str, size: int, tables: tuple[str, ...]
+) -> tuple[list[OpChunk], Marker]:
     operations = tuple(
         Operation(op="put", table=table, id=f"{txn}/{seq}", value=value_of(txn, seq, size))
-        for seq, table in enumerate(TABLES)
+        for seq, table in enumerate(tables)
     )
     return items_records(ns, MutateItems(txn_id=txn, operations=operations), CHUNK_BYTES, at_ms=1)
 
@@ -181,13 +193,13 @@ class Feeder:
     """Writes transactions as the API's one-shot MutateItems does (records keyed by the txn id,
     the marker once every operation is acked); remembers each marker's ``at_ms``."""
 
-    def __init__(self, servers: str, ns: str, size: int) -> None:
-        self.servers, self.ns, self.size = servers, ns, size
+    def __init__(self, servers: str, ns: str, size: int, tables: tuple[str, ...]) -> None:
+        self.servers, self.ns, self.size, self.tables = servers, ns, size, tables
         self.topics = mutation_topics(ns)
         self.marked: dict[str, int] = {}
 
     async def _one(self, producer: AIOKafkaProducer, txn: str, markers: bool = True) -> Marker:
-        records, marker = transaction(self.ns, txn, self.size)
+        records, marker = transaction(self.ns, txn, self.size, self.tables)
         key = txn.encode()
         sends = []
         for chunk in records:
@@ -318,7 +330,7 @@ async def publish(servers: str, settings: Settings, ns: str) -> None:
                     "max_attempts": 5,
                     "backoff": {"base_ms": 50, "multiplier": 2.0, "cap_ms": 1_000, "jitter": 0.0},
                     "target": {"type": "kv", "table": "users", "key": "unused"},
-                    "allowed_targets": {"kv_tables": sorted(set(TABLES))},
+                    "allowed_targets": {"kv_tables": list(ALL_TABLES)},
                     "mutations": {"completion_timeout_s": 600},
                 }
             )
@@ -430,12 +442,13 @@ def mutations_round(servers: str, tag: str, args: argparse.Namespace, tmp: Path)
     """One worker: warm-up and latency on one namespace, then throughput on a second one."""
     settings = Settings(bootstrap_servers=servers, control_topic=f"walstream.namespaces.{tag}")
     ns, ns_timed = f"mut-{tag}", f"mutt-{tag}"
+    tables = tables_for(args.ops)
     asyncio.run(publish(servers, settings, ns))
     asyncio.run(make_topics(servers, ns_timed))
     kv = Kv(tmp / f"kv-{tag}.sqlite")
     feeder, timed_feeder = (
-        Feeder(servers, ns, args.value_size),
-        Feeder(servers, ns_timed, args.value_size),
+        Feeder(servers, ns, args.value_size, tables),
+        Feeder(servers, ns_timed, args.value_size, tables),
     )
     warm = [f"w{i:05d}" for i in range(WARMUP)]
     paced = [f"l{i:06d}" for i in range(int(args.rate * args.seconds))]
@@ -495,7 +508,7 @@ def mutations_round(servers: str, tag: str, args: argparse.Namespace, tmp: Path)
         written_after = asyncio.run(topic_records(servers, app))
         applied = applied_at(conn, "l")
         latencies = sorted(float(applied[t] - feeder.marked[t]) for t in paced)
-        wrong = wrong_rows(conn, warm + paced + timed, args.value_size)
+        wrong = wrong_rows(conn, warm + paced + timed, args.value_size, tables)
     finally:
         if profiler is not None and profiler.proc.poll() is None:
             profiler.stop()
@@ -512,6 +525,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=100, help="latency phase transactions/s")
     parser.add_argument("--seconds", type=float, default=10, help="latency phase length")
     parser.add_argument("--value-size", type=int, default=200)
+    parser.add_argument("--ops", type=int, default=4, help="operations per transaction")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument(
         "--live", action="store_true", help="throughput: feed closed-loop, not from a backlog"
@@ -533,17 +547,18 @@ def main() -> None:
         servers = broker.bootstrap_servers
         for round_no in range(args.rounds):
             tag = f"r{round_no}-{os.getpid()}"
-            records = args.txns * (OPS + 1)
-            size = record_size(f"mutt-{tag}", args.value_size)
+            ops = args.ops
+            records = args.txns * (ops + 1)
+            size = record_size(f"mutt-{tag}", args.value_size, tables_for(args.ops))
             # the baseline before and after: the machine's load may drift meanwhile
             before = forward_round(servers, f"{tag}a", records, round(size), Path(tmp))
             got = mutations_round(servers, tag, args, Path(tmp))
             after = forward_round(servers, f"{tag}b", records, round(size), Path(tmp))
             wal, lat = got.rate, got.latencies
             base = (before.records_per_s + after.records_per_s) / 2
-            ops_s = wal.records_per_s * OPS
+            ops_s = wal.records_per_s * ops
             ratio = ops_s / base
-            cpu_ratio = (before.cpu_us + after.cpu_us) / 2 / (wal.cpu_us / OPS)
+            cpu_ratio = (before.cpu_us + after.cpu_us) / 2 / (wal.cpu_us / ops)
             ratios.append(ratio)
             p99s.append(pct(lat, 0.99))
             print(
@@ -551,9 +566,9 @@ def main() -> None:
                 f"{after.records_per_s:.0f} records/s before and after ({before.cpu_us:.0f}, "
                 f"{after.cpu_us:.0f} us CPU each; {before.cores}; {after.cores}) | mutations "
                 f"{wal.records_per_s:.0f} txns/s = {ops_s:.0f} ops/s "
-                f"({wal.cpu_us / OPS:.0f} us CPU per op; {wal.cores}) | ratio {ratio:.2f}, "
+                f"({wal.cpu_us / ops:.0f} us CPU per op; {wal.cores}) | ratio {ratio:.2f}, "
                 f"in CPU per record/op {cpu_ratio:.2f} "
-                f"({args.txns} txns of {OPS} ops, {records} records of {size:.0f} B"
+                f"({args.txns} txns of {ops} ops, {records} records of {size:.0f} B"
                 f"{f', live, window {args.window}' if args.live else ', backlog'}) | the worker "
                 f"wrote per transaction: {got.written}",
                 flush=True,
