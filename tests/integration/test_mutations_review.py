@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import uuid
 
-import pytest
-
 from walstream.clock import SystemClock
 from walstream.core.mutations import (
     CommitPolicy,
@@ -26,19 +24,6 @@ from walstream.targets.kv_postgres import PostgresKvTarget
 NS = "pds"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "core/mutations/request.py parse_operation (_text) accepts an id holding NUL (JSON "
-        "'\\u0000'), and decode_op_chunk too: the API answers durable TRUE, then PostgreSQL "
-        "refuses the key at apply (22021 'invalid byte sequence for encoding UTF8: 0x00'), "
-        "kv_postgres classifies it permanent (TargetRejectedError), commit.after_failure "
-        "dead-letters the transaction with the batches before it applied: partly applied, and a "
-        "redrive fails the same way for ever. Fix: refuse control characters (at least NUL) in "
-        "'id' with a 400 naming operations[i].id (and poison such a record in decode_op_chunk), "
-        "for every kv key the API takes."
-    ),
-)
 async def test_an_id_the_api_accepts_is_one_postgresql_applies(postgres):
     now = SystemClock().now_ms()
     limits = MutationLimits()

@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 
 from walstream.core.exact import first_unkept
-from walstream.core.mutations.wire import KEY_MAX_CHARS, TXN_ID, MutationLimits, OpKind
+from walstream.core.mutations.wire import TXN_ID, MutationLimits, OpKind, kv_key_problem
 from walstream.core.numbers import as_integer
 from walstream.core.target_policy import IDENTIFIER
 from walstream.core.validate import original_write_time_problem
@@ -123,11 +123,12 @@ def parse_count(obj: Any, limits: MutationLimits) -> int:
     return count
 
 
-def _text(obj: Mapping[str, Any], name: str, field: str, max_chars: int) -> str:
-    value = obj.get(name)
-    if not isinstance(value, str) or not value or len(value) > max_chars:
-        raise BadRequestError(field, f"must be a string of 1..{max_chars} characters")
-    return value
+def _key(obj: Mapping[str, Any], field: str) -> str:
+    value = obj.get("id")
+    problem = kv_key_problem(value)
+    if problem is not None:
+        raise BadRequestError(field, problem)
+    return str(value)
 
 
 def _value(obj: Mapping[str, Any], prefix: str, exact: Any) -> bytes:
@@ -185,7 +186,7 @@ def parse_operation(
     if not isinstance(table, str) or not IDENTIFIER.fullmatch(table):
         # the kv target quotes only such names: a SQL identifier PostgreSQL keeps whole
         raise BadRequestError(f"{prefix}table", f"must match {IDENTIFIER.pattern}")
-    key = _text(obj, "id", f"{prefix}id", KEY_MAX_CHARS)
+    key = _key(obj, f"{prefix}id")
     owt = obj.get("original_write_time")
     if owt is not None:
         owt = as_integer(owt) if isinstance(owt, float) else owt

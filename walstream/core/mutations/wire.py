@@ -29,6 +29,7 @@ __all__ = [
     "DIGEST_CHARS",
     "IDEMPOTENCY_WINDOW_MIN_MS",
     "KEY_MAX_CHARS",
+    "KV_KEY_PATTERN",
     "OPERATIONS_CAP",
     "TXN_ID",
     "WIRE_VERSION",
@@ -41,6 +42,7 @@ __all__ = [
     "decode_op_chunk",
     "encode_marker",
     "encode_op_chunk",
+    "kv_key_problem",
     "op_digest",
     "value_digest",
 ]
@@ -55,6 +57,15 @@ WIRE_VERSION = 1
 TXN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 #: A kv key: what the kv target accepts (``walstream.targets.kv.upsert_params``).
 KEY_MAX_CHARS = 1024
+#: A kv key holds no NUL: PostgreSQL's text cannot (it refuses the key, 22021, a permanent
+#: failure: the transaction would be dead-lettered with the seqs before it applied, and fail
+#: so on every redrive). Every other character is kept as given by both kv databases (SQLite,
+#: PostgreSQL), control characters included: a DynamoDB or Cassandra key may hold them, and
+#: WriteToLog's kv keys take them. (A lone surrogate, which UTF-8 cannot encode, never reaches
+#: here: the JSON decoder refuses one.) A regex read alike by Python's re and the OpenAPI
+#: document's ECMA-262 patterns.
+KV_KEY_PATTERN = "^[^\\u0000]*$"
+_KV_KEY = re.compile(KV_KEY_PATTERN)
 #: The most operations a transaction may be configured to hold: the state keeps ~70 encoded
 #: bytes per operation and is one changelog record (10,000 x 70 B < the worker's 1 MB producer
 #: limit); seqs then fit the 8 digits of a token (``apply.op_token``).
@@ -110,6 +121,17 @@ class MutationLimits:
                 self.chunk_bytes,
                 f"splits txn_bytes_max into more than {CHUNKS_CAP} chunks",
             )
+
+
+def kv_key_problem(value: Any) -> str | None:
+    """Why ``value`` is not a kv key (None: it is one): a string of 1..KEY_MAX_CHARS characters
+    matching KV_KEY_PATTERN (the API answers 400 naming the field, the worker poisons the
+    record)."""
+    if not isinstance(value, str) or not value or len(value) > KEY_MAX_CHARS:
+        return f"must be a string of 1..{KEY_MAX_CHARS} characters"
+    if not _KV_KEY.fullmatch(value):
+        return "must not hold NUL (U+0000): PostgreSQL cannot store it in a kv key"
+    return None
 
 
 def value_digest(value: bytes) -> str:
@@ -255,7 +277,7 @@ def decode_op_chunk(raw: bytes | None) -> OpChunk:
 
     Raises:
         PoisonRecordError: undecodable, another version or kind, or a field out of its bounds
-            (txn id, table, id, seq, chunk index, sizes, digest, data length).
+            (txn id, table, id: ``kv_key_problem``, seq, chunk index, sizes, digest, data length).
     """
     obj = _load(raw, "op")
     op = obj.get("op")
@@ -278,13 +300,16 @@ def decode_op_chunk(raw: bytes | None) -> OpChunk:
         raise PoisonRecordError("mutation record: a delete carries no value")
     if len(data) > size or len(data) > CHUNK_BYTES_CAP:
         raise PoisonRecordError("mutation record: 'data' is longer than its value or a chunk")
+    problem = kv_key_problem(obj.get("id"))
+    if problem is not None:
+        raise PoisonRecordError(f"mutation record: 'id' {problem}")
     return OpChunk(
         namespace=obj["ns"],
         txn_id=obj["txn"],
         seq=_int(obj, "seq", 0, OPERATIONS_CAP - 1),
         op=op,
         table=_str(obj, "table", IDENTIFIER, 63),
-        id=_str(obj, "id", None, KEY_MAX_CHARS),
+        id=obj["id"],
         original_write_time_ms=owt,
         size=size,
         digest=_str(obj, "digest", _HEX, DIGEST_CHARS),

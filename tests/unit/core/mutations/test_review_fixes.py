@@ -3,10 +3,15 @@ else each fix promises, beyond the case the review proved."""
 
 from __future__ import annotations
 
+import re
+
+import orjson
 import pytest
 
 from walstream.core.dlq.mutations import missing_seqs
 from walstream.core.mutations import (
+    KEY_MAX_CHARS,
+    KV_KEY_PATTERN,
     OPERATIONS_CAP,
     Apply,
     CommitPolicy,
@@ -23,16 +28,21 @@ from walstream.core.mutations import (
     Slot,
     Stored,
     TxnState,
+    decode_op_chunk,
     decode_state,
+    encode_op_chunk,
     encode_state,
     items_records,
+    kv_key_problem,
     on_chunk,
     on_marker,
     op_chunks,
+    parse_mutate_items,
+    parse_operation,
     txn_status,
     value_digest,
 )
-from walstream.errors import PoisonRecordError
+from walstream.errors import BadRequestError, PoisonRecordError
 
 NS = "pds"
 TXN = "t1"
@@ -216,3 +226,42 @@ def test_the_state_record_stays_small_with_every_slot_s_stored_bytes():
         wake=999, wakes=999, redrive=9, dead="x" * 600,
     )  # fmt: skip
     assert len(encode_state(state)) < 934_000  # under the worker's record limit, by default
+
+
+# -- a kv key PostgreSQL can store ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", ["\x00", "k\x00evil", "k" * 1023 + "\x00"])
+def test_an_id_holding_nul_is_refused_at_the_edge_naming_the_field(key):
+    body = {"op": "put", "table": "items", "id": key, "value": "v"}
+    with pytest.raises(BadRequestError) as one:
+        parse_operation(body, MutationLimits(), now_ms=T0)
+    assert one.value.field == "id"
+    assert "NUL" in str(one.value)
+    items = {"txn_id": TXN, "operations": [{**body, "id": "k0"}, body]}
+    with pytest.raises(BadRequestError) as many:
+        parse_mutate_items(items, MutationLimits(), now_ms=T0)
+    assert many.value.field == "operations[1].id"
+
+
+def test_an_operation_record_whose_id_holds_nul_is_poison():
+    op = Operation(op="put", table="items", id="k", value=b"v")
+    (chunk,) = op_chunks(NS, TXN, 0, op, 1024)
+    raw = encode_op_chunk(chunk._replace(id="k\x00evil"))  # written to the topic by hand
+    with pytest.raises(PoisonRecordError, match="'id' must not hold NUL"):
+        decode_op_chunk(raw)
+    for bad in ("", "k" * (KEY_MAX_CHARS + 1), 5, None):
+        obj = {**orjson.loads(encode_op_chunk(chunk)), "id": bad}
+        with pytest.raises(PoisonRecordError, match=r"'id' must be a string of 1\.\.1024"):
+            decode_op_chunk(orjson.dumps(obj))
+
+
+@pytest.mark.parametrize("key", ["k", "tab\there", "line\nbreak\r", "\x01\x1f\x7f\x85", "é😀"])
+def test_every_other_key_is_taken_as_the_kv_target_stores_it(key):
+    assert kv_key_problem(key) is None
+    op = parse_operation({"op": "delete", "table": "items", "id": key}, MutationLimits(), now_ms=T0)
+    assert op.id == key
+    (chunk,) = op_chunks(NS, TXN, 0, op, 1024)
+    assert decode_op_chunk(encode_op_chunk(chunk)).id == key
+    assert re.fullmatch(KV_KEY_PATTERN, key)  # the OpenAPI document's pattern agrees
+    assert not re.fullmatch(KV_KEY_PATTERN, key + "\x00")
