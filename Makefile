@@ -75,6 +75,7 @@ bench: $(STAMP) ## Benchmarks (ratios against baselines measured in the same run
 	$(BIN)/python bench/retry.py
 	$(BIN)/python bench/delay.py
 	$(BIN)/python bench/ordering.py
+	$(BIN)/python bench/mutations.py
 	$(MAKE) bench-replication
 
 bench-replication: $(STAMP) system-deps ## Replication lag over 3 regions and a region writer's rate (real memcached)
