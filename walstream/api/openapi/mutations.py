@@ -18,7 +18,7 @@ from walstream.api.openapi.responses import (
     error,
     json_content,
 )
-from walstream.core.mutations.wire import KEY_MAX_CHARS, TXN_ID
+from walstream.core.mutations.wire import KEY_MAX_CHARS, KV_KEY_PATTERN, TXN_ID
 from walstream.core.target_policy import IDENTIFIER
 
 __all__ = [
@@ -49,7 +49,7 @@ _TABLE = {
     "description": "the kv table: the namespace's target's, or one its allowed_targets.kv_tables "
     "allow (403)",
 }
-_ID = {**text(KEY_MAX_CHARS), "description": "the row's key in the table"}
+_ID = {**text(KEY_MAX_CHARS, KV_KEY_PATTERN), "description": "the row's key in the table (no NUL)"}
 
 MUTATION_OPERATION = {
     "type": "object",
