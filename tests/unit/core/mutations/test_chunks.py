@@ -24,7 +24,7 @@ operations = st.builds(
     Operation,
     op=st.just("put"),
     table=st.just("t"),
-    id=st.text(st.characters(exclude_characters="\x00"), min_size=1, max_size=8),
+    id=st.text(st.characters(codec="utf-8", exclude_characters="\x00"), min_size=1, max_size=8),
     value=st.binary(max_size=300),
     original_write_time_ms=st.none() | st.integers(1, 2**40),
 ) | st.builds(Operation, op=st.just("delete"), table=st.just("t"), id=st.just("k"), value=st.none())

@@ -40,7 +40,11 @@ def op_chunks(draw):
         seq=draw(st.integers(0, OPERATIONS_CAP - 1)),
         op=op,
         table=draw(tables),
-        id=draw(st.text(st.characters(exclude_characters="\x00"), min_size=1, max_size=40)),
+        id=draw(
+            st.text(
+                st.characters(codec="utf-8", exclude_characters="\x00"), min_size=1, max_size=40
+            )
+        ),
         original_write_time_ms=draw(st.none() | st.integers(1, 2**53)),
         size=len(data) + draw(st.integers(0, 100)) if op == "put" else 0,
         digest=value_digest(data),
