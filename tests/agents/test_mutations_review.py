@@ -173,20 +173,6 @@ async def test_a_worker_killed_between_the_tombstone_and_the_deletes_leaves_no_r
     assert len(rig.stage.open) == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "State growth (core/mutations/commit.py on_marker DeadLetter, agents/mutations.py): a "
-        "dead-lettered transaction keeps its state and chunk rows (up to 16 MiB) with nothing "
-        "scheduled to remove them; `walstream dlq discard` of its entry sends nothing either "
-        "(contract: 'the state stays'). A transaction that only ever got operations (its client "
-        "died before the marker), or one discarded by an operator, stays in the table and its "
-        "changelog for ever: the table is not O(open transactions). Fix: a DeadLetter also "
-        "schedules an expiry record through the delay tiers (due e.g. at the DLQ's retention or "
-        "a namespace setting) that drops the state and chunk rows unless a redrive revived it "
-        "since (compare redrive counts), and discard sends that record at once."
-    ),
-)
 async def test_a_transaction_that_only_got_operations_leaves_no_rows_for_ever():
     rig = Rig()
     await rig.op("t2", 0, value=b"x" * 40)  # 10 chunk rows; its client dies: no marker

@@ -61,6 +61,8 @@ from walstream.core.mutations import (
     decode_tombstone,
     encode_marker,
     encode_tombstone,
+    expired,
+    expiry,
     kv_envelope,
     kv_target,
     on_chunk,
@@ -221,6 +223,10 @@ class MutationStage:
         source: Source,
     ) -> None:
         policy = self._policy(ns)
+        if state is not None and expired(state, marker):  # dead-lettered, never redriven
+            logger.info("mutation %s/%s: dead-lettered rows expired", ns.name, marker.txn_id)
+            await self.txns.clear(state)
+            return
         new, decision = on_marker(
             state, tomb, marker, policy, now_ms=self.clock.now_ms(), rand=self.rand()
         )
@@ -234,7 +240,7 @@ class MutationStage:
         if isinstance(decision, Requeue):
             await self.out.wake(ns, new, decision, source)
         elif isinstance(decision, DeadLetter):
-            await self.out.dead_txn(ns, new, decision, "mutation_incomplete", source)
+            new = await self._dead(ns, new, decision, "mutation_incomplete", policy, source)
         if new is not state:
             await self.txns.put_state(new)
         if isinstance(decision, Apply):
@@ -271,10 +277,27 @@ class MutationStage:
                 if isinstance(decision, Requeue):
                     await self.out.wake(ns, failed, decision, source)
                 else:
-                    await self.out.dead_txn(ns, failed, decision, "mutation_apply_failed", source)
+                    failed = await self._dead(
+                        ns, failed, decision, "mutation_apply_failed", policy, source
+                    )
                 await self.txns.put_state(failed)
                 return
         await self._commit(ns, state, policy, source)
+
+    async def _dead(
+        self,
+        ns: NamespaceConfig,
+        state: TxnState,
+        dead: DeadLetter,
+        error_class: str,
+        policy: CommitPolicy,
+        source: Source,
+    ) -> TxnState:
+        """The transaction's DLQ entry and its expiry wake sent; the state to write."""
+        await self.out.dead_txn(ns, state, dead, error_class, source)
+        state, expire = expiry(state, policy.limits)
+        await self.out.wake(ns, state, expire, source)
+        return state
 
     def _batch(self, state: TxnState) -> tuple[list[tuple[int, Operation]], tuple[int, str] | None]:
         """The operations to apply next, in seq order, within the batch bounds; and the seq whose

@@ -14,6 +14,9 @@
   ``AlreadyCommitted``, or ``Reject`` when the marker names another operation set.
 * ``after_failure``: an apply failed: ``Requeue`` with backoff (walstream.core.retry.decide,
   attempts counted since the last progress) or ``DeadLetter`` with the progress.
+* ``expiry`` / ``expired``: a dead-lettered transaction's rows are dropped by a wake of its own
+  due when the idempotency window ends, unless a redrive revived it (the table stays
+  O(open transactions)).
 * ``leftover``: a state beside its tombstone is a commit's leftover (a worker killed between
   the tombstone and the deletes), deleted when the transaction's next record comes.
 * ``committed``: the tombstone left in the state's place, and the ``Forget`` record that drops
@@ -65,6 +68,8 @@ __all__ = [
     "committed",
     "decode_tombstone",
     "encode_tombstone",
+    "expired",
+    "expiry",
     "leftover",
     "on_chunk",
     "on_complete",
@@ -349,6 +354,26 @@ def leftover(state: TxnState | None, tombstone: Tombstone | None) -> bool:
     worker killed in between leaves them). Its chunk rows and state are deleted before the
     record at hand is handled (as if the state were gone)."""
     return state is not None and tombstone is not None
+
+
+def expiry(state: TxnState, limits: MutationLimits) -> tuple[TxnState, Requeue]:
+    """A dead-lettered transaction's expiry: a wake of its own, due when the idempotency window
+    ends, that drops its rows (``expired``) unless a redrive revived it meanwhile (a revived
+    state names another wake). Until then ``walstream dlq redrive`` resumes it; after, a
+    redriven marker finds no operations (they are dead-lettered again as missing)."""
+    window = limits.idempotency_window_ms
+    return _requeue(state, window, f"expiry of the dead-lettered state after {window} ms")
+
+
+def expired(state: TxnState | None, marker: Marker) -> bool:
+    """Whether ``marker`` is ``state``'s expiry wake (``expiry``): the state is still the
+    dead-lettered one it was sent for (same wake id, same redrive count)."""
+    return (
+        state is not None
+        and state.dead is not None
+        and marker.wake != 0
+        and (marker.wake, marker.redrive) == (state.wake, state.redrive)
+    )
 
 
 def on_forget(tombstone: Tombstone | None, forget: Forget) -> bool:

@@ -28,6 +28,8 @@ from walstream.core.mutations import (
     committed,
     decode_tombstone,
     encode_tombstone,
+    expired,
+    expiry,
     leftover,
     on_chunk,
     on_complete,
@@ -329,3 +331,22 @@ def test_a_state_beside_its_tombstone_is_a_commits_leftover():
     assert leftover(state, tomb)
     assert not leftover(state, None)  # an open transaction
     assert not leftover(None, tomb)  # committed and cleaned up
+
+
+def test_a_dead_lettered_transaction_expires_unless_a_redrive_revived_it():
+    state, decision = marking(opened(0), marker(count=2), now=T0 + 1)
+    state, decision = marking(state, wake_marker(state, requeued(decision)), now=T0 + 60_000)
+    assert isinstance(decision, DeadLetter)
+    dead, wake = expiry(state, POLICY.limits)
+    assert wake.delay_ms == POLICY.limits.idempotency_window_ms
+    assert wake.wake == state.wakes + 1
+    expire = wake_marker(dead, wake)
+    assert expired(dead, expire)
+    # its wake is ignored by on_marker (dead-lettered): only expired() acts on it
+    assert isinstance(marking(dead, expire, now=T0 + 2)[1], Ignore)
+    revived, _ = marking(dead, marker(count=2, redrive=1), now=T0 + 3)
+    assert not expired(revived, expire)  # a redrive came meanwhile
+    assert not expired(None, expire)  # gone already
+    assert not expired(dead, expire._replace(wake=0))  # a client's marker never expires it
+    open_state = opened(0)
+    assert not expired(open_state, wake_marker(open_state, Requeue(delay_ms=1, wake=1, reason="")))
