@@ -190,15 +190,13 @@ async def stop_consumer(consumer: Any) -> None:
         fetcher = getattr(consumer, "_fetcher", None)
         for fetch in list(getattr(fetcher, "_pending_tasks", ())):  # those left uncancelled
             fetch.cancel()
-        client = getattr(consumer, "_client", None)
+        await _ended(getattr(consumer, "_client", None))
         if cancelled:
-            _abort_client(client)  # at once: the caller is not waiting any more
             raise
-        await _ended(client)
 
 
-def _abort_client(client: Any) -> asyncio.Future[Any] | None:
-    """End ``client``'s metadata task and drop its connections; the task, to wait for."""
+async def _ended(client: Any) -> None:
+    """End ``client``'s metadata task and drop its connections; return once they are closed."""
     sync = getattr(client, "_sync_task", None)
     if sync is not None:
         sync.cancel()
@@ -208,12 +206,6 @@ def _abort_client(client: Any) -> asyncio.Future[Any] | None:
     conns = getattr(client, "_conns", None)
     if conns:
         conns.clear()
-    return sync
-
-
-async def _ended(client: Any) -> None:
-    """:func:`_abort_client`, and return once its metadata task and sockets are closed."""
-    sync = _abort_client(client)
     if sync is not None:
         # a cancelled metadata task closes a connection it was opening as it ends
         await asyncio.wait({sync}, timeout=_ABORTED_STOP_S)
