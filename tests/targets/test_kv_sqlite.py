@@ -112,7 +112,7 @@ HOSTILE_TABLES = [
     "",
     "x" * 64,
 ]
-HOSTILE_KEYS = ["'); DROP TABLE app_users; --", 'k" OR 1=1; --', "k\x00nul", "é ✓ \n"]
+HOSTILE_KEYS = ["'); DROP TABLE app_users; --", 'k" OR 1=1; --', "é ✓ \n\x01"]
 
 
 def catalog(path):
@@ -170,6 +170,17 @@ async def test_hostile_keys_are_stored_as_they_are(app_db):
         assert users(app_db) == [(1, "alice"), (2, "bob")]
     finally:
         await target.close()
+
+
+async def test_a_key_holding_nul_is_refused_as_postgresql_would_refuse_it(kv):
+    """One kv key rule for both databases (walstream.core.targets.kv_key_problem): SQLite could
+    store NUL, PostgreSQL's text cannot, so a namespace moved between them keeps its records."""
+    with pytest.raises(TargetRejectedError) as info:
+        await kv.deliver(write("v", 1_000, "t1", key="k\x00nul"))
+    assert info.value.error_class == "bad_key"
+    assert not info.value.retriable
+    assert "NUL" in str(info.value)
+    assert kv.read("items", "k\x00nul") is None
 
 
 @pytest.mark.parametrize("owt", [9_000_000_000_000_000, 9e15, 0, -1, "1", True])

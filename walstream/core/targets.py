@@ -17,6 +17,8 @@ from walstream.errors import BadRequestError
 
 __all__ = [
     "HEADER_NAME",
+    "KV_KEY_MAX_CHARS",
+    "KV_KEY_PATTERN",
     "MEMCACHED_MAX_KEY_BYTES",
     "MEMCACHED_MAX_TTL_S",
     "MEMCACHED_OPS",
@@ -30,6 +32,7 @@ __all__ = [
     "UNSENDABLE_VALUE_PROBLEM",
     "TargetSpec",
     "has_unsendable_chars",
+    "kv_key_problem",
     "parse_bootstrap_servers",
     "parse_memcached_target",
     "parse_target",
@@ -52,6 +55,17 @@ _MAX_BOOTSTRAP_CHARS = 1024
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _MAX_KEY_CHARS = 1024
+#: A kv key (a kv target's ``key``, a mutation's ``id``): 1..1024 characters, no NUL.
+#: PostgreSQL's text cannot hold NUL (it refuses the key, 22021, a permanent failure: a record
+#: dead-lettered at delivery, a transaction dead-lettered with the seqs before it applied, and
+#: failing so on every redrive). Every other character is kept as given by both kv databases
+#: (SQLite, PostgreSQL), control characters included: a DynamoDB or Cassandra key may hold them.
+#: (A lone surrogate, which UTF-8 cannot encode, never reaches here: the JSON decoder refuses
+#: one.) A regex read alike by Python's re and the OpenAPI document's ECMA-262 patterns.
+KV_KEY_MAX_CHARS = _MAX_KEY_CHARS
+KV_KEY_PATTERN = "^[^\\u0000]*$"
+_KV_KEY = re.compile(KV_KEY_PATTERN)
+_KV_KEY_NUL = "must not hold NUL (U+0000): PostgreSQL cannot store it in a kv key"
 #: What an http target's client sends (walstream.core.http_request checks again as it encodes):
 #: header names are HTTP tokens, and no value holds a character of UNSENDABLE_VALUE_CHARS.
 HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -144,6 +158,29 @@ def _str(field: str, pattern: re.Pattern[str] | None = None, max_len: int = 4096
         if pattern is not None and not pattern.fullmatch(value):
             raise BadRequestError(field, f"must match {pattern.pattern}")
         return value
+
+    return check
+
+
+def kv_key_problem(value: Any) -> str | None:
+    """Why ``value`` is not a kv key (None: it is one): a string of 1..KV_KEY_MAX_CHARS
+    characters matching KV_KEY_PATTERN (the API answers 400 naming the field; the kv target and
+    the mutation agents refuse it as a record's)."""
+    if not isinstance(value, str) or not value or len(value) > KV_KEY_MAX_CHARS:
+        return f"must be a string of 1..{KV_KEY_MAX_CHARS} characters"
+    if not _KV_KEY.fullmatch(value):
+        return _KV_KEY_NUL
+    return None
+
+
+def _kv_key(field: str) -> Callable[[Any], str]:
+    base = _str(field, max_len=KV_KEY_MAX_CHARS)
+
+    def check(value: Any) -> str:
+        key: str = base(value)
+        if not _KV_KEY.fullmatch(key):
+            raise BadRequestError(field, _KV_KEY_NUL)
+        return key
 
     return check
 
@@ -249,7 +286,7 @@ _SCHEMAS: dict[str, dict[str, tuple[bool, Callable[[str], Callable[[Any], Any]]]
     },
     "kv": {
         "table": (True, lambda f: _str(f, _IDENTIFIER)),
-        "key": (True, lambda f: _str(f, max_len=_MAX_KEY_CHARS)),
+        "key": (True, _kv_key),
         "op": (False, lambda f: _one_of(f, ("put", "delete"))),
     },
     "wal": {

@@ -28,6 +28,7 @@ from typing import Any
 from walstream.clock import Clock, SystemClock
 from walstream.core.lww import Version
 from walstream.core.target_policy import IDENTIFIER
+from walstream.core.targets import kv_key_problem
 from walstream.core.validate import original_write_time_problem
 from walstream.errors import TargetRejectedError, TargetUnavailableError
 from walstream.records import Envelope
@@ -105,15 +106,14 @@ def upsert_params(envelope: Envelope, now_ms: int) -> tuple[str, bytes | None, i
     """The upsert's parameters for a record: a put, or a delete leaving a tombstone.
 
     Raises:
-        TargetRejectedError: a key that is not a string of at most 1024 characters, an unknown
+        TargetRejectedError: a key that is not a kv key (1..1024 characters, no NUL), an unknown
             op, or an original write time outside the API's bounds at ``now_ms`` (nothing ran).
     """
     target = envelope.target
     key = target.get("key")
-    if not isinstance(key, str) or not key or len(key) > _MAX_KEY_CHARS:
-        raise TargetRejectedError(
-            f"kv key must be a string of 1..{_MAX_KEY_CHARS} characters", error_class="bad_key"
-        )
+    problem = kv_key_problem(key)
+    if problem is not None or not isinstance(key, str):  # (a key not a string has a problem)
+        raise TargetRejectedError(f"kv key {problem}", error_class="bad_key")
     op = target.get("op", "put")
     if op not in ("put", "delete"):
         raise TargetRejectedError(f"kv op {op!r} is not put or delete", error_class="bad_op")

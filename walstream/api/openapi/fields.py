@@ -18,6 +18,7 @@ __all__ = [
     "HEADER_NAME",
     "HEADER_VALUE",
     "KEY",
+    "KV_KEY",
     "SELECTION_TIME",
     "SERVERS",
     "TIME_TEXT",
@@ -105,4 +106,6 @@ def text(max_length: int, pattern: str | None = None) -> dict[str, Any]:
 
 
 KEY = text(_targets._MAX_KEY_CHARS)
+#: a kv key (walstream.core.targets.kv_key_problem): a kv target's key, a mutation's id
+KV_KEY = {**text(_targets.KV_KEY_MAX_CHARS, _targets.KV_KEY_PATTERN), "description": "no NUL"}
 SERVERS = {**text(1024), "description": "another Kafka cluster (host:port,...)"}

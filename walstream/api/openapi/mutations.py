@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from walstream.api.openapi.fields import BASE64, DURABLE, text
+from walstream.api.openapi.fields import BASE64, DURABLE, KV_KEY
 from walstream.api.openapi.responses import (
     BODY_ERRORS,
     NS_PARAM,
@@ -18,7 +18,7 @@ from walstream.api.openapi.responses import (
     error,
     json_content,
 )
-from walstream.core.mutations.wire import KEY_MAX_CHARS, KV_KEY_PATTERN, TXN_ID
+from walstream.core.mutations.wire import TXN_ID
 from walstream.core.target_policy import IDENTIFIER
 
 __all__ = [
@@ -49,7 +49,7 @@ _TABLE = {
     "description": "the kv table: the namespace's target's, or one its allowed_targets.kv_tables "
     "allow (403)",
 }
-_ID = {**text(KEY_MAX_CHARS, KV_KEY_PATTERN), "description": "the row's key in the table (no NUL)"}
+_ID = {**KV_KEY, "description": "the row's key in the table (no NUL)"}
 
 MUTATION_OPERATION = {
     "type": "object",

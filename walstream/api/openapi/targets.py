@@ -12,6 +12,7 @@ from walstream.api.openapi.fields import (
     HEADER_NAME,
     HEADER_VALUE,
     KEY,
+    KV_KEY,
     SERVERS,
     UNSENDABLE_NAME,
     text,
@@ -62,7 +63,7 @@ TARGET_SCHEMAS: dict[str, tuple[list[str], dict[str, Any]]] = {
         ["table", "key"],
         {
             "table": text(63, _targets._IDENTIFIER.pattern),
-            "key": KEY,
+            "key": KV_KEY,
             "op": {"type": "string", "enum": ["put", "delete"], "default": "put"},
         },
     ),

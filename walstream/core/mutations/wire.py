@@ -20,7 +20,8 @@ from typing import Any, Literal, NamedTuple
 import orjson
 
 from walstream.core.target_policy import IDENTIFIER
-from walstream.core.targets import NAMESPACE_NAME
+from walstream.core.targets import KV_KEY_MAX_CHARS as KEY_MAX_CHARS
+from walstream.core.targets import KV_KEY_PATTERN, NAMESPACE_NAME, kv_key_problem
 from walstream.errors import ConfigError, PoisonRecordError
 
 __all__ = [
@@ -55,17 +56,6 @@ WIRE_VERSION = 1
 #: header: printable ASCII only). 128 characters hold a UUID, a ULID or a client's own prefix
 #: plus one, and keep a token under the API's 256 (``walstream.core.mutations.apply``).
 TXN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-#: A kv key: what the kv target accepts (``walstream.targets.kv.upsert_params``).
-KEY_MAX_CHARS = 1024
-#: A kv key holds no NUL: PostgreSQL's text cannot (it refuses the key, 22021, a permanent
-#: failure: the transaction would be dead-lettered with the seqs before it applied, and fail
-#: so on every redrive). Every other character is kept as given by both kv databases (SQLite,
-#: PostgreSQL), control characters included: a DynamoDB or Cassandra key may hold them, and
-#: WriteToLog's kv keys take them. (A lone surrogate, which UTF-8 cannot encode, never reaches
-#: here: the JSON decoder refuses one.) A regex read alike by Python's re and the OpenAPI
-#: document's ECMA-262 patterns.
-KV_KEY_PATTERN = "^[^\\u0000]*$"
-_KV_KEY = re.compile(KV_KEY_PATTERN)
 #: The most operations a transaction may be configured to hold: the state keeps ~70 encoded
 #: bytes per operation and is one changelog record (10,000 x 70 B < the worker's 1 MB producer
 #: limit); seqs then fit the 8 digits of a token (``apply.op_token``).
@@ -121,17 +111,6 @@ class MutationLimits:
                 self.chunk_bytes,
                 f"splits txn_bytes_max into more than {CHUNKS_CAP} chunks",
             )
-
-
-def kv_key_problem(value: Any) -> str | None:
-    """Why ``value`` is not a kv key (None: it is one): a string of 1..KEY_MAX_CHARS characters
-    matching KV_KEY_PATTERN (the API answers 400 naming the field, the worker poisons the
-    record)."""
-    if not isinstance(value, str) or not value or len(value) > KEY_MAX_CHARS:
-        return f"must be a string of 1..{KEY_MAX_CHARS} characters"
-    if not _KV_KEY.fullmatch(value):
-        return "must not hold NUL (U+0000): PostgreSQL cannot store it in a kv key"
-    return None
 
 
 def value_digest(value: bytes) -> str:
