@@ -13,7 +13,6 @@ and a key's ordering state.
 
 from __future__ import annotations
 
-import functools
 import logging
 import random
 import weakref
@@ -23,26 +22,23 @@ from typing import Any
 import faust
 import faust.streams
 import mode
-from faust.types import TP
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from walstream.agents.attempts import Attempts, TableAttempts
 from walstream.agents.delay import DelayStage
 from walstream.agents.deliver import Deliverer
-from walstream.agents.dispatch import KeyedDispatcher
 from walstream.agents.dlq_monitor import DlqMonitor
 from walstream.agents.emit import AiokafkaProbe, EmitGuard, FaustEmitter
 from walstream.agents.failures import FailureRouter
-from walstream.agents.mutation_agents import mutation_agent
+from walstream.agents.keyed_agent import keyed_agent
 from walstream.agents.mutation_rows import TableRows
 from walstream.agents.mutations import MutationStage
 from walstream.agents.ordering import KeyOrder
 from walstream.agents.ordering_gate import DRAIN_MAX, OrderingGate
-from walstream.agents.outcomes import DeliverySettings, Emitter, LogReading, Source
+from walstream.agents.outcomes import DeliverySettings, Emitter, LogReading
 from walstream.agents.tables import TableChangelog, TableStore
 from walstream.agents.target_call import TargetCall
 from walstream.clock import Clock, SystemClock
-from walstream.core.delay import parse_due_header
 from walstream.errors import WalError
 from walstream.kafka.clients import ClientIds
 from walstream.kafka.dynamic_topic import DynamicTopic
@@ -320,85 +316,15 @@ def install_delivery(app: faust.App, settings: Settings, registry: NamespaceRegi
     conductor._resubscribe_sleep_lock_seconds = settings.resubscribe_delay_s
     deliverer = delivery.deliverer
 
-    concurrency = settings.deliver_concurrency
-    clock = delivery.clock
     max_hold_ms = settings.delay_handoff_lead_ms + HOLD_SLACK_MS
-
-    async def consume(stream: Any) -> None:
-        # One actor; the dispatcher gives concurrency while keeping each key's records in order.
-        # Acks are manual: a record is acked once handled, and walstream's transport commits
-        # only below the lowest record not acked (walstream.kafka.transport), so a crash, a stop
-        # or a rebalance re-reads whatever was not finished.
-        manual = stream.noack()
-        consumer: Any = app.consumer  # walstream.kafka.transport.Consumer under walkafka://
-        dispatcher = KeyedDispatcher(
-            concurrency,
-            max_pending=settings.deliver_max_pending,
-            max_key_pending=settings.deliver_max_key_pending,
-            now_ms=clock.now_ms,
-            on_pause=lambda tp: consumer.pause_partitions({tp}),
-            on_resume=lambda tp: consumer.resume_partitions({tp}),
-        )
-
-        async def on_revoke(revoked: set[Any]) -> list[Any]:
-            return await dispatcher.revoke(revoked, grace_s=settings.deliver_revoke_wait_s)
-
-        def on_assign(assigned: set[Any]) -> None:
-            dispatcher.assign(assigned)
-
-        async def handle(event: Any) -> None:
-            bind_event(event)
-            message = event.message
-            await deliverer.handle(
-                event.value,
-                event.key,
-                Source(message.topic, message.partition, message.offset),
-                message.headers,
-            )
-            await manual.ack(event)
-
-        # walstream's transport (walkafka://) lets the dispatcher give up a revoked partition's
-        # records before Faust waits for them; other transports (tests' memory://) have no hook.
-        add_listener = getattr(consumer, "add_revoke_listener", None)
-        if add_listener is not None:
-            add_listener(on_revoke)
-            consumer.add_assign_listener(on_assign)
-        try:
-            async for event in manual.events():
-                message = event.message
-                order_key = (message.topic, message.partition, event.key)
-                # Handed over just before its due time (delay stage, or a quick retry): hold it
-                # here, without a delivery slot. Further out than that: the deliverer sends it
-                # back to wait in the delay tiers.
-                due = parse_due_header(message.headers)
-                hold = due if due is not None and due - clock.now_ms() <= max_hold_ms else None
-                accepted = await dispatcher.submit(
-                    order_key if event.key is not None else None,
-                    functools.partial(handle, event),
-                    # Faust's TP: resume_partitions keeps what it is given, and its fetcher
-                    # asserts TP instances (a message's tp is aiokafka's TopicPartition)
-                    partition=TP(message.topic, message.partition),
-                    tag=message,
-                    not_before_ms=hold,
-                )
-                if not accepted:
-                    # Its partition was revoked (read before the rebalance): not acked, so the
-                    # commit stays before it and the partition's owner reads it again.
-                    consumer.abandon(message)
-        finally:
-            if add_listener is not None:
-                consumer.remove_revoke_listener(on_revoke)
-                consumer.remove_assign_listener(on_assign)
-            await dispatcher.cancel()
-
-    app.agent(delivery.log_topics, name="deliver")(consume)
-    app.agent(delivery.retry_topics, name="retry_failed")(consume)
     for topics, handler, name in (
+        (delivery.log_topics, deliverer.handle, "deliver"),
+        (delivery.retry_topics, deliverer.handle, "retry_failed"),
         (delivery.mutation_topics, delivery.mutations.handle_op, "mutation_ops"),
         (delivery.marker_topics, delivery.mutations.handle_marker, "mutation_commit"),
     ):
-        agent = mutation_agent(
-            app, handler, settings=settings, clock=clock, bind_event=bind_event,
+        agent = keyed_agent(
+            app, handler, settings=settings, clock=delivery.clock, bind_event=bind_event,
             max_hold_ms=max_hold_ms,
         )  # fmt: skip
         app.agent(topics, name=name)(agent)

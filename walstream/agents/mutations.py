@@ -135,15 +135,21 @@ class MutationStage:
 
     # -- the agents' entry points: never raise ------------------------------------------------
 
-    async def handle_op(self, value: bytes | None, key: bytes | None, source: Source) -> None:
-        """An operation's chunk read from ``source`` (a namespace's mutations topic)."""
+    async def handle_op(
+        self, value: bytes | None, key: bytes | None, source: Source, headers: Any = None
+    ) -> None:
+        """An operation's chunk read from ``source`` (a namespace's mutations topic; its
+        headers are not read)."""
         try:
             await self._op(value, key, source)
         except Exception as exc:  # noqa: BLE001 - a handler never raises: the record goes on
             await self._unexpected(value, key, source, "op", exc)
 
-    async def handle_marker(self, value: bytes | None, key: bytes | None, source: Source) -> None:
-        """A marker or a forget record read from ``source`` (a namespace's markers topic)."""
+    async def handle_marker(
+        self, value: bytes | None, key: bytes | None, source: Source, headers: Any = None
+    ) -> None:
+        """A marker or a forget record read from ``source`` (a namespace's markers topic; its
+        headers are not read: a hand-over's due time is the agent loop's)."""
         try:
             await self._marker(value, key, source)
         except Exception as exc:  # noqa: BLE001 - a handler never raises: the record goes on
