@@ -253,6 +253,11 @@ async def test_a_failing_apply_is_requeued_then_dead_lettered_with_its_progress(
     assert decode_marker(entry["value"]) == Marker(NS, "t1", 3, state.marked_at_ms or 0)
     dead = decode_state(rig.rows[state_key(NS, "t1")])
     assert dead.dead is not None
+    # the entry names its expiry wake (dlq discard sends that wake at once): the one sent last
+    expiry_wake, expiry_due = waiting(rig)[-1]
+    assert isinstance(expiry_wake, Marker)
+    assert expiry_due == rig.clock.now_ms() + 86_400_000
+    assert entry["wal-mutation-expiry"] == str(expiry_wake.wake) == str(dead.wake)
     assert rig.stage.status(NS, "t1")["status"] == "dead_lettered"  # type: ignore[index]
     assert rig.counter("mutation_dead_letters", namespace=NS, reason="mutation_apply_failed") == 1
     # a redrive resumes from the first unapplied operation

@@ -2,11 +2,13 @@
 lists and shows a dead-lettered transaction as one (txn id, missing seqs), discards it, and
 redrives it by sending its marker again to the namespace's markers topic (redrive + 1, keyed by
 the txn id); end to end, a transaction dead-lettered for a missing operation commits once the
-operation came and it was redriven."""
+operation came and it was redriven, and one discarded (with the CLI or over HTTP) has its rows
+dropped at once: its status is unknown (404) and the table's changelog holds no row of it."""
 
 from __future__ import annotations
 
 import time
+import urllib.error
 
 import orjson
 import pytest
@@ -15,7 +17,15 @@ from aiokafka import AIOKafkaProducer
 from walstream.api.app import build_api
 from walstream.core import outbox
 from walstream.core.dlq import Selection, mutation_header
-from walstream.core.mutations import Marker, Operation, decode_marker, encode_marker, op_token
+from walstream.core.mutations import (
+    Marker,
+    Operation,
+    chunk_key,
+    decode_marker,
+    encode_marker,
+    op_token,
+    state_key,
+)
 from walstream.core.placement import key_partition
 from walstream.dlq import DlqReader
 from walstream.kafka.admin import ensure_topics
@@ -25,6 +35,7 @@ from walstream.topology import default_topics, mutation_topic_specs, mutation_to
 
 from .conftest import apply_namespace, eventually, run_cli, wait_serving
 from .helpers import get_json, read_topic
+from .test_mutations_worker import changelog_rows
 
 pytestmark = pytest.mark.integration
 
@@ -184,7 +195,7 @@ async def test_the_http_api_shows_and_redrives_a_transaction_to_its_markers_topi
 
 
 async def test_a_transaction_dead_lettered_for_a_missing_operation_commits_once_redriven(
-    wal_env, wal_settings, workers, tmp_path, unique
+    wal_env, wal_settings, workers, tmp_path, unique, api_client
 ):
     ns = f"me{unique}"
     await setup(wal_settings, ns, timeout_s=1)
@@ -201,41 +212,64 @@ async def test_a_transaction_dead_lettered_for_a_missing_operation_commits_once_
         ],
         int(time.time() * 1000),
     )
-    # another one missing its seq 1, discarded instead: it stays dead-lettered
+    # two others missing their seq 1, discarded instead (with the CLI, over HTTP): their rows go
     dropped = Txn("tx-dropped", txn.operations[:2], txn.at_ms)
+    dropped_http = Txn("tx-dropped-http", txn.operations[:2], txn.at_ms)
+
+    def page(txn_id: str) -> str:
+        path = MUTATION_PAGE.format(namespace=ns, txn_id=txn_id)
+        return f"http://127.0.0.1:{worker.web_port}{path}"
 
     def status(wanted: str, txn_id: str = txn.txn_id):
-        path = MUTATION_PAGE.format(namespace=ns, txn_id=txn_id)
         try:
-            body = get_json(f"http://127.0.0.1:{worker.web_port}{path}")
+            body = get_json(page(txn_id))
         except OSError:
             return None
         return body if body["status"] == wanted else None
+
+    def unknown(txn_id: str) -> bool | None:
+        try:
+            get_json(page(txn_id))
+        except urllib.error.HTTPError as exc:
+            exc.close()
+            return exc.code == 404 or None
+        except OSError:
+            return None
+        return None
 
     async with MutationWriter(wal_settings.bootstrap_list, ns) as writer:
         for seq in (0, 2):
             await writer.send(writer.topics.mutations, txn.txn_id, writer.op_records(txn, seq))
         await writer.send(writer.topics.markers, txn.txn_id, [writer.marker(txn)])
-        await writer.send(writer.topics.mutations, dropped.txn_id, writer.op_records(dropped, 0))
-        await writer.send(writer.topics.markers, dropped.txn_id, [writer.marker(dropped)])
+        for other in (dropped, dropped_http):
+            await writer.send(writer.topics.mutations, other.txn_id, writer.op_records(other, 0))
+            await writer.send(writer.topics.markers, other.txn_id, [writer.marker(other)])
         dead = await eventually(lambda: status("dead_lettered"), 60, "the transaction dead")
         assert dead["missing"] == [1]
         dlq = default_topics(ns).dlq
 
         async def entries():
             found = await DlqReader(wal_settings.bootstrap_list).page(dlq, Selection())
-            return found.entries if len(found.entries) == 2 else None
+            return found.entries if len(found.entries) == 3 else None
 
         found = {e.id: e for e in await eventually(entries, 60, "their DLQ entries")}
         entry = found[f"txn.{txn.txn_id}"]
         assert entry.error_class == "mutation_incomplete"
         assert "missing seqs [1]" in entry.reason
-        assert f"txn.{dropped.txn_id}" in found
+        for other in (dropped, dropped_http):
+            assert found[f"txn.{other.txn_id}"].expiry_wake is not None
+            await eventually(lambda t=other.txn_id: status("dead_lettered", t), 30, "dead")
         assert await db.applied() == []  # nothing applied while seq 1 is missing
         await writer.send(writer.topics.mutations, txn.txn_id, writer.op_records(txn, 1))
 
     discarded = cli_ok(wal_env, "dlq", "discard", ns, "--id", f"txn.{dropped.txn_id}")
     assert "discarded 1" in discarded
+    client = await api_client(build_api(wal_settings))
+    answer = await client.post(
+        f"/v1/namespaces/{ns}/dlq:discard", json={"ids": [f"txn.{dropped_http.txn_id}"]}
+    )
+    assert answer.status == 200, await answer.text()
+    assert (await answer.json())["discarded"] == 1
     assert "redrove 1 of 1" in cli_ok(wal_env, "dlq", "redrive", ns)
     committed = await eventually(lambda: status("committed"), 60, "the transaction committed")
     assert committed["operations"] == 3
@@ -247,8 +281,19 @@ async def test_a_transaction_dead_lettered_for_a_missing_operation_commits_once_
     }  # fmt: skip
     left = await DlqReader(wal_settings.bootstrap_list).page(dlq, Selection())
     assert left.entries == []
-    # the discarded one: its entry closed, its state kept as it was (the status page says why)
-    assert status("dead_lettered", dropped.txn_id)["missing"] == [1]
+    # the discarded ones: their entries closed and their rows dropped at once (not when the
+    # idempotency window ends): unknown to the status page, no row in the table's changelog
+    for other in (dropped, dropped_http):
+        assert await eventually(lambda t=other.txn_id: unknown(t), 60, f"{other.txn_id} gone")
+    gone = {state_key(ns, t.txn_id) for t in (dropped, dropped_http)}
+    gone |= {chunk_key(ns, t.txn_id, 0, 0) for t in (dropped, dropped_http)}
+
+    async def dropped_rows():
+        rows = await changelog_rows(wal_settings.bootstrap_list, wal_settings.app_id)
+        return None if gone & rows.keys() else rows
+
+    rows = await eventually(dropped_rows, 60, "the changelog to hold no row of them")
+    assert state_key(ns, txn.txn_id) not in rows  # committed: its tombstone only
 
 
 async def test_a_transaction_whose_apply_gave_up_commits_once_redriven_applying_each_once(

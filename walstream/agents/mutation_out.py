@@ -12,13 +12,14 @@ import logging
 from walstream.agents.outcomes import Emitter, Source, send
 from walstream.clock import Clock
 from walstream.core import outbox
-from walstream.core.dlq.records import H_MUTATION
+from walstream.core.dlq.records import H_MUTATION, expiry_header
 from walstream.core.mutations import (
     DeadLetter,
     Marker,
     Requeue,
     TxnState,
     encode_marker,
+    expiry,
     wake_marker,
 )
 from walstream.errors import EmitRefusedError, WalError
@@ -92,9 +93,13 @@ class MutationOut:
             wake=0,
             redrive=state.redrive,
         )
+        # the id of the expiry wake the stage sends next (commit.expiry of this state), named
+        # on the entry: ``dlq discard`` sends that wake at once (core.dlq.expiry_marker)
+        _, expire = expiry(state, self.settings.mutation_limits(ns))
         await self.entry(
             ns, encode_marker(marker), f"txn.{state.txn_id}", source, "marker",
             error_class, dead.reason, attempts=state.attempts,
+            headers=[expiry_header(expire.wake)],
         )  # fmt: skip
 
     async def dead_record(
@@ -132,6 +137,7 @@ class MutationOut:
         reason: str,
         *,
         attempts: int = 0,
+        headers: list[tuple[str, bytes]] | None = None,
     ) -> None:
         for last_resort in (False, True):
             entry = outbox.dlq_entry(
@@ -148,7 +154,8 @@ class MutationOut:
                 origin=None,
             )
             entry = dataclasses.replace(
-                entry, headers=[*(entry.headers or []), (H_MUTATION, kind.encode())]
+                entry,
+                headers=[*(entry.headers or []), (H_MUTATION, kind.encode()), *(headers or [])],
             )
             try:
                 await send(self.emitter, entry)

@@ -11,6 +11,8 @@ from walstream.core.dlq import (
     DlqEntry,
     describe_mutation,
     entry_marker,
+    expiry_header,
+    expiry_marker,
     missing_seqs,
     mutation_header,
     parse_dlq_record,
@@ -29,6 +31,8 @@ from walstream.core.mutations import (
     Requeue,
     decode_marker,
     encode_marker,
+    expired,
+    expiry,
     on_chunk,
     on_marker,
     op_chunks,
@@ -45,13 +49,22 @@ def chunk(seq):
     return op_chunks("pds", "tx-1", seq, op, 1024)[0]
 
 
-def dlq_record(value, *, txn="tx-1", reason="r", error_class="mutation_incomplete", kind="marker"):
+def dlq_record(
+    value,
+    *,
+    txn="tx-1",
+    reason="r",
+    error_class="mutation_incomplete",
+    kind="marker",
+    extra=(),
+    rid=None,
+):
     """A DLQ entry exactly as the contract says the commit agent writes one, read back."""
     record = outbox.dlq_entry(
         value,
         dlq_topic="wal.pds.dlq",
         partition=None,
-        record_id=f"txn.{txn}",
+        record_id=rid or f"txn.{txn}",
         namespace="pds",
         reason=reason,
         error_class=error_class,
@@ -60,7 +73,7 @@ def dlq_record(value, *, txn="tx-1", reason="r", error_class="mutation_incomplet
         dead_at_ms=T0,
         origin=None,
     )
-    headers = [*(record.headers or []), mutation_header(kind)]
+    headers = [*(record.headers or []), mutation_header(kind), *extra]
     entry = parse_dlq_record(record.key, record.value, headers, partition=3, offset=7)
     assert isinstance(entry, DlqEntry)
     return entry
@@ -229,3 +242,56 @@ def test_a_transaction_whose_marker_never_came_is_redriven_as_a_wake_that_revive
 def test_an_entry_whose_value_is_not_its_transactions_marker_is_refused(value, match):
     with pytest.raises(PoisonRecordError, match=match):
         redrive_marker(dlq_record(value))
+
+
+def test_a_discarded_transactions_expiry_is_the_wake_the_agent_sent_and_drops_its_rows():
+    state, decision, _ = dead_lettered(0, 2)
+    # what the agent does on a DeadLetter: the entry (naming the expiry's wake id), then the
+    # expiry wake (due when the window ends), then the state naming it
+    expiring, requeue = expiry(state, POLICY.limits)
+    sent = encode_marker(wake_marker(expiring, requeue))
+    digest_marker = Marker("pds", "tx-1", 3, T0, digest="d" * 32, redrive=state.redrive)
+    entry = dlq_record(
+        encode_marker(digest_marker), reason=decision.reason, extra=[expiry_header(requeue.wake)]
+    )
+    assert entry.expiry_wake == requeue.wake
+    now = expiry_marker(entry)
+    assert now is not None
+    assert (now.key, now.value) == (b"tx-1", sent)  # the same record, sent at once
+    assert expired(expiring, now.marker)
+    # a redrive revived it meanwhile: the expiry drops nothing
+    revived, _ = on_marker(
+        expiring, None, redrive_marker(entry).marker, POLICY, now_ms=T0, rand=0.5
+    )
+    assert not expired(revived, now.marker)
+
+
+def test_a_countless_transactions_expiry_keeps_count_0():
+    value = encode_marker(Marker("pds", "tx-1", 0, T0, wake=0, redrive=2))
+    entry = dlq_record(value, extra=[expiry_header(5)])
+    now = expiry_marker(entry)
+    assert now is not None
+    assert now.marker == Marker("pds", "tx-1", 0, T0, wake=5, redrive=2)
+    assert decode_marker(now.value) == now.marker
+
+
+@pytest.mark.parametrize(
+    ("kind", "rid", "extra"),
+    [
+        ("marker", None, []),  # an entry from before the header
+        ("marker", None, [("wal-mutation-expiry", b"0")]),
+        ("marker", None, [("wal-mutation-expiry", b"soon")]),
+        ("op", None, [expiry_header(3)]),
+        ("marker", "poison-wal.pds.markers-3-41", [expiry_header(3)]),
+    ],
+)
+def test_an_entry_naming_no_expiry_wake_gets_none(kind, rid, extra):
+    value = encode_marker(Marker("pds", "tx-1", 2, T0))
+    entry = dlq_record(value, kind=kind, extra=extra, rid=rid)
+    assert expiry_marker(entry) is None
+
+
+def test_an_expiry_of_an_entry_whose_marker_names_another_transaction_is_refused():
+    entry = dlq_record(encode_marker(Marker("pds", "other", 2, T0)), extra=[expiry_header(3)])
+    with pytest.raises(PoisonRecordError, match="names pds/other"):
+        expiry_marker(entry)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from walstream.clock import FakeClock
 from walstream.core import outbox
-from walstream.core.dlq import DlqEntry, mutation_header, parse_dlq_record
+from walstream.core.dlq import DlqEntry, expiry_header, mutation_header, parse_dlq_record
 from walstream.core.mutations import Marker, OpChunk, decode_marker, encode_marker, encode_op_chunk
 from walstream.dlq import RedriveProgress, discard, entry_json, redrive
 from walstream.records import decode_envelope, encode_envelope
@@ -33,7 +33,9 @@ class Producer:
         return [s for s in self.sent if s[0] == topic]
 
 
-def entry(value, *, record_id, error_class, kind, key=None, reason=REASON, offset=7) -> DlqEntry:
+def entry(
+    value, *, record_id, error_class, kind, key=None, reason=REASON, offset=7, extra=()
+) -> DlqEntry:
     record = outbox.dlq_entry(
         value,
         dlq_topic=NS.topics.dlq,
@@ -48,16 +50,24 @@ def entry(value, *, record_id, error_class, kind, key=None, reason=REASON, offse
         origin=None,
         key=key,
     )
-    headers = [*(record.headers or []), mutation_header(kind)]
+    headers = [*(record.headers or []), mutation_header(kind), *extra]
     parsed = parse_dlq_record(record.key, record.value, headers, partition=2, offset=offset)
     assert isinstance(parsed, DlqEntry)
     return parsed
 
 
-def transaction(key=None) -> DlqEntry:
-    value = encode_marker(Marker("pds", "tx-9", 5, NOW - 1000, redrive=2))
+def transaction(key=None, *, expiry=None, txn="tx-9") -> DlqEntry:
+    """A transaction's entry (``expiry``: the expiry wake id it names, None: from before the
+    header)."""
+    value = encode_marker(Marker("pds", txn, 5, NOW - 1000, redrive=2))
+    extra = [] if expiry is None else [expiry_header(expiry)]
     return entry(
-        value, record_id="txn.tx-9", error_class="mutation_incomplete", kind="marker", key=key
+        value,
+        record_id="txn.tx-9",
+        error_class="mutation_incomplete",
+        kind="marker",
+        key=key,
+        extra=extra,
     )
 
 
@@ -128,6 +138,32 @@ async def test_discard_closes_a_transactions_entry_without_a_settle_marker():
     closes = [dict(h).get("wal-closes") for _, h in closed(producer)]
     assert closes == [b"2@7", b"2@8"]
     assert producer.to(mutation_topics("pds").markers) == []
+
+
+async def test_discard_closes_a_transactions_entry_then_sends_its_expiry_wake_due_now():
+    producer = Producer()
+    assert await discard(producer, NS, [transaction(expiry=4), conflict()]) == 2
+    markers = mutation_topics("pds").markers
+    ((_, value, key, partition, headers),) = producer.to(markers)
+    # keyed by the txn id (the partition of its rows), straight to the markers topic: due now
+    assert (key, partition, headers) == (b"tx-9", None, [])
+    assert decode_marker(value) == Marker("pds", "tx-9", 5, NOW - 1000, wake=4, redrive=2)
+    topics = [topic for topic, *_ in producer.sent]
+    # the entry is closed first: a crash in between leaves its rows to their own expiry
+    assert topics == [NS.topics.dlq, markers, NS.topics.dlq]
+    assert [dict(h)["wal-closes"] for _, h in closed(producer)] == [b"2@7", b"2@8"]
+
+
+async def test_discard_sends_no_expiry_for_a_region_dlq_a_namespace_without_mutations_or_poison():
+    for ns, entries, settle in [
+        (NS, [transaction(expiry=4)], False),  # a region DLQ: no worker of ours holds its rows
+        (NO_MUTATIONS, [transaction(expiry=4)], True),
+        (NS, [transaction(expiry=4, txn="other")], True),  # names another transaction
+    ]:
+        producer = Producer()
+        assert await discard(producer, ns, entries, settle=settle) == 1
+        assert producer.to(mutation_topics("pds").markers) == []
+        assert len(closed(producer)) == 1
 
 
 def test_a_listing_shows_a_transaction_and_its_missing_seqs():

@@ -13,6 +13,12 @@ Redriving a transaction entry sends its marker again to the namespace's markers 
 the txn id (so on the partition holding its state), with ``redrive`` one more than the entry's:
 the commit agent then revives the dead-lettered state and resumes from its first unapplied seq
 (``walstream.core.mutations.commit.on_marker``). Other mutation entries are not redrivable.
+
+Discarding a transaction entry sends its expiry wake at once (``expiry_marker``): the wake the
+commit agent sent itself when it dead-lettered the transaction, due when the idempotency window
+ends (``walstream.core.mutations.commit.expiry``), whose id the entry names (header
+``wal-mutation-expiry``). The agent drops the transaction's rows on it (``commit.expired``)
+unless a redrive revived it meanwhile; its own copy, due later, then finds nothing to drop.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ __all__ = [
     "MarkerRedrive",
     "describe_mutation",
     "entry_marker",
+    "expiry_marker",
     "missing_seqs",
     "redrive_marker",
     "transaction_entry",
@@ -116,6 +123,18 @@ def entry_marker(value: bytes | None) -> Marker:
     return decoded._replace(wake=0) if countless else decoded
 
 
+def _marker_of(entry: DlqEntry) -> Marker:
+    """The marker of the transaction entry ``entry`` (it must name that transaction)."""
+    marker = entry_marker(entry.value)
+    txn_id = entry.id.removeprefix(TXN_RECORD_PREFIX)
+    if marker.txn_id != txn_id or marker.namespace != entry.namespace:
+        raise PoisonRecordError(
+            f"the entry's marker names {marker.namespace}/{marker.txn_id}, "
+            f"not {entry.namespace}/{txn_id}"
+        )
+    return marker
+
+
 def redrive_marker(entry: DlqEntry) -> MarkerRedrive:
     """The marker that redrives the transaction ``entry`` dead-lettered: the entry's, with
     ``redrive`` + 1 and as a client's (wake 0). One whose count is 0 (no completion marker came)
@@ -133,12 +152,33 @@ def redrive_marker(entry: DlqEntry) -> MarkerRedrive:
             f"a mutation {kind} entry ({entry.error_class}) is not redrivable: "
             "only a dead-lettered transaction is"
         )
-    marker = entry_marker(entry.value)
-    txn_id = entry.id.removeprefix(TXN_RECORD_PREFIX)
-    if marker.txn_id != txn_id or marker.namespace != entry.namespace:
-        raise PoisonRecordError(
-            f"the entry's marker names {marker.namespace}/{marker.txn_id}, "
-            f"not {entry.namespace}/{txn_id}"
-        )
+    marker = _marker_of(entry)
     redriven = marker._replace(redrive=marker.redrive + 1, wake=0 if marker.op_count else 1)
     return MarkerRedrive(marker.txn_id.encode(), encode_marker(redriven), redriven)
+
+
+def expiry_marker(entry: DlqEntry) -> MarkerRedrive | None:
+    """The expiry wake of the transaction ``entry`` dead-lettered, to send at once (keyed by the
+    txn id, to the namespace's markers topic) when the entry is discarded: the marker
+    ``commit.wake_marker`` built for the state's ``commit.expiry`` (the entry's marker, as a
+    wake: the id its ``wal-mutation-expiry`` header names, no digest). None: not a transaction's
+    entry, or one naming no expiry wake (written before the header: its rows go when its own
+    wake comes).
+
+    Raises:
+        PoisonRecordError: its value is not a marker of the transaction it names.
+    """
+    if entry.mutation != "marker" or entry.expiry_wake is None:
+        return None
+    if not entry.id.startswith(TXN_RECORD_PREFIX):
+        return None
+    marker = _marker_of(entry)
+    wake = Marker(
+        namespace=marker.namespace,
+        txn_id=marker.txn_id,
+        op_count=marker.op_count,
+        at_ms=marker.at_ms,
+        wake=entry.expiry_wake,
+        redrive=marker.redrive,
+    )
+    return MarkerRedrive(wake.txn_id.encode(), encode_marker(wake), wake)

@@ -22,6 +22,7 @@ __all__ = [
     "MarkerKind",
     "claim_headers",
     "entry_headers",
+    "expiry_header",
     "marker_headers",
     "mutation_header",
     "parse_dlq_record",
@@ -44,6 +45,10 @@ H_LEASE = "wal-lease-ms"
 #: marker) or ``op`` (an operation's record); its value is no Envelope
 #: (walstream.core.dlq.mutations).
 H_MUTATION = "wal-mutation"
+#: A dead-lettered transaction's entry: the wake id of its expiry (the wake that drops its rows
+#: when the idempotency window ends), which ``dlq discard`` sends at once
+#: (walstream.core.dlq.mutations.expiry_marker).
+H_MUTATION_EXPIRY = "wal-mutation-expiry"
 #: Redrive claims live on this partition of the DLQ topic (their order decides who runs).
 CLAIM_PARTITION = 0
 CLAIM_KEY = b"wal-redrive-claim"
@@ -76,6 +81,9 @@ class DlqEntry:
     origin: str | None = None
     #: ``wal-mutation``: a mutation's entry (``marker`` or ``op``), None: a log record's.
     mutation: str | None = None
+    #: ``wal-mutation-expiry``: a dead-lettered transaction's expiry wake id, None: none named
+    #: (another entry, or one written before the header).
+    expiry_wake: int | None = None
     partition: int = -1
     offset: int = -1
 
@@ -174,6 +182,11 @@ def mutation_header(kind: str) -> tuple[str, bytes]:
     return (H_MUTATION, kind.encode())
 
 
+def expiry_header(wake: int) -> tuple[str, bytes]:
+    """The header naming a dead-lettered transaction's expiry wake id (``H_MUTATION_EXPIRY``)."""
+    return (H_MUTATION_EXPIRY, str(wake).encode())
+
+
 def marker_headers(
     kind: MarkerKind, at_ms: int, closes: tuple[int, int] | None = None
 ) -> list[tuple[str, bytes]]:
@@ -215,6 +228,7 @@ def parse_dlq_record(
         behind = h.get(H_BEHIND)
         entry_key = h.get(H_KEY)
         mutation = h.get(H_MUTATION)
+        expiry = _int(h.get(H_MUTATION_EXPIRY), -1)
         return DlqEntry(
             id=record_id,
             namespace=h.get(H_NAMESPACE, b"").decode("utf-8", "replace"),
@@ -228,6 +242,7 @@ def parse_dlq_record(
             key=entry_key.decode("utf-8", "replace") if entry_key is not None else None,
             origin=origin_of(headers),
             mutation=mutation.decode("utf-8", "replace") if mutation is not None else None,
+            expiry_wake=expiry if expiry > 0 else None,
             partition=partition,
             offset=offset,
         )
