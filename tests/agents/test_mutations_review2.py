@@ -10,10 +10,13 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from tests.agents.test_mutations_review import DAY_MS, NS, TOPICS, Rig
+from tests.agents.test_mutations_review import DAY_MS, NS, TOPICS, Kv, Rig, definition
 from walstream.core.delay import parse_delay_headers
 from walstream.core.dlq.mutations import entry_marker
 from walstream.core.mutations import encode_marker
+from walstream.namespaces.config import parse_namespace
+from walstream.namespaces.registry import encode_event
+from walstream.records import Envelope
 
 HOUR_MS = 3_600_000
 
@@ -101,3 +104,104 @@ async def test_a_txn_id_reused_after_the_window_is_applied_even_if_the_forget_is
     await rig.op("t6", 0, value=b"second")  # a new transaction under the same id
     await rig.handle_marker(rig.marker_record("t6", 1), "t6")
     assert rig.kv.applied == [f"mut:{NS}:t6:00000000"] * 2  # fails: the second never applied
+
+
+class FailingKv(Kv):
+    """A kv target whose first ``failures`` batches fail (a database down for a while)."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    async def deliver_many(self, envelopes: list[Envelope]) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("database down")
+        await super().deliver_many(envelopes)
+
+
+async def _drain_both(rig: Rig, horizon_ms: int) -> None:
+    """As ``Rig.drain``, and records scheduled back to the mutations topic too (however a fix
+    holds an operation it cannot handle yet, it comes back through one of the two topics)."""
+    end = rig.clock.now_ms() + horizon_ms
+    while True:
+        pending = []
+        for e in rig.emitter.emitted[rig.delivered :]:
+            delay = parse_delay_headers(e.headers)
+            topic = delay.dest_topic if delay is not None else e.topic
+            if topic in (TOPICS.markers, TOPICS.mutations):
+                due = delay.due_ms if delay is not None else rig.clock.now_ms()
+                pending.append((due, topic, e))
+        rig.delivered = len(rig.emitter.emitted)
+        if not pending:
+            return
+        for due, topic, e in sorted(pending, key=lambda p: p[0]):
+            if due > end:
+                continue
+            rig.clock.advance(max(0, due - rig.clock.now_ms()))
+            assert e.key is not None
+            handle = rig.stage.handle_marker if topic == TOPICS.markers else rig.stage.handle_op
+            await handle(e.value, e.key, rig.source(topic, e.key))
+
+
+def _unreadable(rig: Rig) -> None:
+    """The namespace's latest control event is unreadable (a bad apply, or an event of a newer
+    version during a rolling upgrade): the namespace is unavailable (503 at the API)."""
+    rig.registry.apply(NS.encode(), b"{not a namespace event")
+
+
+def _readable_again(rig: Rig) -> None:
+    rig.registry.apply(*encode_event(parse_namespace(definition()), 2))
+
+
+UNAVAILABLE = (
+    "MutationStage._placed (agents/mutations.py) answers (None, False) for a namespace whose "
+    "config is unreadable for now (NamespaceUnavailableError), and the handler returns, so the "
+    "agent ACKS the record and it is lost (the deliver agent parks such records and looks "
+    "again: agents/failures.park). Fix: never ack a mutation record of an unavailable "
+    "namespace: park it (through the delay tiers back to its topic and partition, as a wake) "
+    "or hold its partition until the namespace is readable"
+)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "An operation read while its namespace is unavailable is acked and lost: its "
+        "transaction (answered durable TRUE) is dead-lettered missing that seq and no redrive "
+        "can bring it back. " + UNAVAILABLE
+    ),
+)
+async def test_an_operation_read_while_its_namespace_is_unavailable_is_not_lost() -> None:
+    rig = Rig()
+    await rig.op("t7", 0)
+    _unreadable(rig)
+    await rig.op("t7", 1)  # written (durable TRUE) before the bad event; read now
+    _readable_again(rig)
+    await rig.handle_marker(rig.marker_record("t7", 2), "t7")
+    await _drain_both(rig, 120_000)
+    assert rig.kv.applied == [f"mut:{NS}:t7:00000000", f"mut:{NS}:t7:00000001"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "A re-queued wake read while its namespace is unavailable is acked and lost, and it "
+        "was the only record driving its transaction (each Requeue supersedes the others, the "
+        "deadline wake included): a complete transaction whose apply failed once stays open "
+        "for ever, never committed, never dead-lettered. " + UNAVAILABLE
+    ),
+)
+async def test_a_wake_read_while_its_namespace_is_unavailable_still_drives_its_commit() -> None:
+    rig = Rig()
+    rig.kv = FailingKv(failures=1)
+    rig.stage = rig.worker()
+    await rig.op("t8", 0)
+    await rig.handle_marker(rig.marker_record("t8", 1), "t8")  # apply fails: re-queued
+    assert rig.kv.applied == []
+    _unreadable(rig)
+    await _drain_both(rig, 1_000)  # the retry wake (backoff 100 ms) comes: skipped, acked
+    _readable_again(rig)
+    await _drain_both(rig, 2 * DAY_MS)  # whatever else is scheduled
+    assert rig.kv.applied == [f"mut:{NS}:t8:00000000"]  # fails: never applied
+    assert rig.txn_rows("t8") == []  # fails: open for ever
