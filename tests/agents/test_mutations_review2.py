@@ -9,8 +9,17 @@ from __future__ import annotations
 
 import orjson
 import pytest
+from aiokafka.errors import KafkaTimeoutError
 
-from tests.agents.test_mutations_review import DAY_MS, NS, TOPICS, Kv, Rig, definition
+from tests.agents.test_mutations_review import (
+    DAY_MS,
+    NS,
+    TOPICS,
+    CrashingRows,
+    Kv,
+    Rig,
+    definition,
+)
 from walstream.core.delay import parse_delay_headers
 from walstream.core.dlq.mutations import entry_marker
 from walstream.core.mutations import encode_marker
@@ -205,3 +214,56 @@ async def test_a_wake_read_while_its_namespace_is_unavailable_still_drives_its_c
     await _drain_both(rig, 2 * DAY_MS)  # whatever else is scheduled
     assert rig.kv.applied == [f"mut:{NS}:t8:00000000"]  # fails: never applied
     assert rig.txn_rows("t8") == []  # fails: open for ever
+
+
+class FlakyRows(CrashingRows):
+    """Rows whose first durable write of a state fails as the producer's send does when the
+    broker does not take it in time (an Exception, not a crash: the worker lives on)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fail_next_durable_state = False
+
+    async def put(self, key: str, value: bytes | None, *, durable: bool = False) -> None:
+        if durable and key.startswith("s:") and self.fail_next_durable_state:
+            self.fail_next_durable_state = False
+            if value is not None:
+                self[key] = value  # in the store; its changelog record was not taken
+            raise KafkaTimeoutError()
+        await super().put(key, value, durable=durable)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "A transient broker failure while the commit agent writes a row (the progress after a "
+        "batch, put_state(durable=True), outside _apply's try) escapes to handle_marker's "
+        "catch-all, which dead-letters the MARKER as mutation_poison (not redrivable: only "
+        "mutation_incomplete/mutation_apply_failed entries are) and acks it. That marker was "
+        "the only record driving the transaction (no wake pending: every Requeue supersedes "
+        "the deadline wake), so it stays open for ever, never committed nor dead-lettered as a "
+        "transaction (agents/mutations.py _unexpected; the ops agent likewise dead-letters an "
+        "operation whose row write failed, and its transaction then misses it for good). Fix: "
+        "an infrastructure failure (KafkaError, a failed changelog write) is not poison: leave "
+        "the record unacked (the dispatcher re-runs it after a restart) or re-queue the "
+        "transaction's wake as for a failed apply"
+    ),
+)
+async def test_a_transient_failure_writing_the_progress_does_not_strand_the_transaction() -> None:
+    rig = Rig()
+    rows = FlakyRows()
+    rig.rows = rows
+    rig.stage = rig.worker()
+    await rig.op("t9", 0)
+    await rig.op("t9", 1)
+    marker = rig.marker_record("t9", 2)
+    rows.fail_next_durable_state = True
+    try:
+        await rig.handle_marker(marker, "t9")  # the batch applied; its progress write fails
+    except Exception:  # noqa: BLE001 - a fix may leave it unacked: a new worker reads it again
+        rig.stage = rig.worker()
+        await rig.handle_marker(marker, "t9")
+    await rig.drain(2 * DAY_MS)
+    dlq = rig.emitter.to(f"wal.{NS}.dlq")
+    assert [dict(e.headers).get("wal-error-class") for e in dlq] == []  # fails: mutation_poison
+    assert rig.txn_rows("t9") == []  # fails: the transaction stays open for ever
