@@ -21,7 +21,8 @@ from tests.agents.test_mutations_review import (
     definition,
 )
 from walstream.core.delay import parse_delay_headers
-from walstream.core.dlq.mutations import entry_marker
+from walstream.core.dlq.mutations import entry_marker, expiry_marker
+from walstream.core.dlq.records import DlqEntry, parse_dlq_record
 from walstream.core.mutations import encode_marker
 from walstream.namespaces.config import parse_namespace
 from walstream.namespaces.registry import encode_event
@@ -267,3 +268,43 @@ async def test_a_transient_failure_writing_the_progress_does_not_strand_the_tran
     dlq = rig.emitter.to(f"wal.{NS}.dlq")
     assert [dict(e.headers).get("wal-error-class") for e in dlq] == []  # fails: mutation_poison
     assert rig.txn_rows("t9") == []  # fails: the transaction stays open for ever
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "dlq discard of a transaction dead-lettered after a redrive brings it back a day later "
+        "as a ghost: discard (addc5f3, core.dlq.expiry_marker) sends the state's expiry wake at "
+        "once, which drops its rows; the agent's own expiry wake (the same record, due when the "
+        "idempotency window ends) then finds no state, and on_marker (core/mutations/"
+        "commit.py) ignores a wake of no state only when its redrive is 0: with redrive >= 1 "
+        "it opens a state with the entry's count and no operation, dead-lettered again after "
+        "the completion timeout (a new DLQ entry for a transaction the operator discarded, "
+        "naming every seq missing). Fix: as for the expiry read twice (a wake of no state is "
+        "ignored whatever its redrive; the countless redrive needs a form of its own)"
+    ),
+)
+async def test_a_discarded_redriven_transaction_does_not_come_back() -> None:
+    rig = Rig()
+    await rig.op("ta", 0)
+    await rig.handle_marker(rig.marker_record("ta", 2), "ta")  # seq 1 never comes
+    await rig.drain(61_000)  # dead-lettered (redrive 0)
+    first = rig.emitter.to(f"wal.{NS}.dlq")[0]
+    entry = entry_marker(first.value)
+    redriven = entry._replace(redrive=entry.redrive + 1, wake=0)  # walstream dlq redrive
+    await rig.handle_marker(encode_marker(redriven), "ta")
+    await rig.drain(61_000)  # dead-lettered again, at redrive 1
+    second = rig.emitter.to(f"wal.{NS}.dlq")[1]
+    parsed = parse_dlq_record(second.key, second.value, second.headers or [], partition=0, offset=1)
+    assert isinstance(parsed, DlqEntry)
+    discard = expiry_marker(parsed)  # walstream dlq discard sends this, due now
+    assert discard is not None
+    await rig.handle_marker(discard.value, "ta")
+    assert rig.txn_rows("ta") == []  # discarded: its rows are gone
+    # the agent's own expiry wake comes when the window ends (the delay tiers hold it)
+    expiry, due = _last_scheduled_marker(rig)
+    rig.clock.advance(due - rig.clock.now_ms())
+    await rig.handle_marker(expiry, "ta")
+    await rig.drain(61_000)
+    assert rig.txn_rows("ta") == []  # fails: a ghost state (count 2, no operation)
+    assert len(rig.emitter.to(f"wal.{NS}.dlq")) == 2  # fails: a third entry
