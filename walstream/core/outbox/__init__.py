@@ -100,6 +100,10 @@ Headers (``wal-*``; values UTF-8 text, numbers decimal, times ms since the epoch
   agents (``walstream.agents.mutation_out``, which add it to a ``dlq_entry``; the name is
   ``core.dlq.records.H_MUTATION``); read by the DLQ readers (``DlqEntry.mutation``:
   listings, ``walstream.core.dlq.mutations``, redrive).
+* ``wal-mutation-expiry``: on a dead-lettered transaction's DLQ entry, the wake id of its
+  expiry (``core.mutations.commit.expiry``). Written by the mutation agents beside
+  ``wal-mutation``; read by ``dlq discard`` (``DlqEntry.expiry_wake``,
+  ``walstream.core.dlq.mutations.expiry_marker``), which sends that wake at once.
 * On a claim (key ``wal-redrive-claim``, partition 0): ``wal-claim`` (the redrive's id),
   ``wal-dead-at`` (when), ``wal-lease-ms``. Written and read by redrive (``ClaimFold``); other
   readers skip them.
