@@ -328,6 +328,21 @@ async def test_an_unexpected_error_never_escapes_a_handler():
     assert "store gone" in rig.dlq()[0]["wal-error"]
 
 
+async def test_a_transaction_of_another_operation_set_is_dead_lettered_as_a_set_mismatch():
+    rig = Rig()
+    for seq in range(2):
+        await rig.op("t1", seq)
+    await rig.marker("t1", 2, digest="0" * 32)  # names a set the operations held are not
+    assert rig.kv.batches == []
+    [entry] = rig.dlq()
+    assert (entry["key"], entry["wal-mutation"]) == (b"txn.t1", "marker")
+    assert entry["wal-error-class"] == "mutation_set_mismatch"  # not redrivable, discardable
+    assert "operation set mismatch" in entry["wal-error"]
+    dead = decode_state(rig.rows[state_key(NS, "t1")])
+    assert entry["wal-mutation-expiry"] == str(dead.wake)
+    assert rig.counter("mutation_dead_letters", namespace=NS, reason="mutation_set_mismatch") == 1
+
+
 async def test_a_missing_chunk_row_dead_letters_the_transaction_as_unreadable():
     rig = Rig()
     await rig.op("t1", 0)

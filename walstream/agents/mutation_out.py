@@ -12,6 +12,7 @@ import logging
 from walstream.agents.outcomes import Emitter, Source, send
 from walstream.clock import Clock
 from walstream.core import outbox
+from walstream.core.dlq.mutations import transaction_class
 from walstream.core.dlq.records import H_MUTATION, expiry_header
 from walstream.core.mutations import (
     DeadLetter,
@@ -98,7 +99,7 @@ class MutationOut:
         _, expire = expiry(state, self.settings.mutation_limits(ns))
         await self.entry(
             ns, encode_marker(marker), f"txn.{state.txn_id}", source, "marker",
-            error_class, dead.reason, attempts=state.attempts,
+            transaction_class(dead, error_class), dead.reason, attempts=state.attempts,
             headers=[expiry_header(expire.wake)],
         )  # fmt: skip
 

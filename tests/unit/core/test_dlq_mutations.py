@@ -8,7 +8,9 @@ import pytest
 
 from walstream.core import outbox
 from walstream.core.dlq import (
+    SET_MISMATCH_CLASS,
     DlqEntry,
+    dead_transaction,
     describe_mutation,
     entry_marker,
     expiry_header,
@@ -17,9 +19,11 @@ from walstream.core.dlq import (
     mutation_header,
     parse_dlq_record,
     redrive_marker,
+    transaction_class,
     transaction_entry,
 )
 from walstream.core.mutations import (
+    SET_MISMATCH,
     Apply,
     CommitPolicy,
     DeadLetter,
@@ -295,3 +299,29 @@ def test_an_expiry_of_an_entry_whose_marker_names_another_transaction_is_refused
     entry = dlq_record(encode_marker(Marker("pds", "other", 2, T0)), extra=[expiry_header(3)])
     with pytest.raises(PoisonRecordError, match="names pds/other"):
         expiry_marker(entry)
+
+
+def test_a_set_mismatch_is_its_own_class_shown_as_a_transaction_discardable_not_redrivable():
+    assert transaction_class(DeadLetter(reason="r", kind=SET_MISMATCH), "mutation_incomplete") == (
+        SET_MISMATCH_CLASS
+    )
+    assert SET_MISMATCH_CLASS == "mutation_set_mismatch"
+    for kept in ("mutation_incomplete", "mutation_apply_failed"):
+        assert transaction_class(DeadLetter(reason="r"), kept) == kept
+    value = encode_marker(Marker("pds", "tx-1", 2, T0, digest="d" * 32))
+    reason = "operation set mismatch: the marker names set dd.., the operations held make set ee.."
+    entry = dlq_record(
+        value, reason=reason, error_class=SET_MISMATCH_CLASS, extra=[expiry_header(3)]
+    )
+    assert dead_transaction(entry)
+    assert not transaction_entry(entry)
+    assert describe_mutation(entry) == {"kind": "transaction", "txn_id": "tx-1", "missing": []}
+    with pytest.raises(PoisonRecordError, match=r"set mismatch .* not redrivable.*discard it"):
+        redrive_marker(entry)
+    dropped = expiry_marker(entry)  # discarded: its rows go
+    assert dropped is not None
+    assert dropped.marker == Marker("pds", "tx-1", 2, T0, wake=3)
+    redrivable = dlq_record(value, error_class="mutation_apply_failed")
+    assert dead_transaction(redrivable)
+    assert transaction_entry(redrivable)
+    assert not dead_transaction(dlq_record(value, error_class="mutation_rejected"))

@@ -56,7 +56,9 @@ def entry(
     return parsed
 
 
-def transaction(key=None, *, expiry=None, txn="tx-9") -> DlqEntry:
+def transaction(
+    key=None, *, expiry=None, txn="tx-9", error_class="mutation_incomplete", offset=7
+) -> DlqEntry:
     """A transaction's entry (``expiry``: the expiry wake id it names, None: from before the
     header)."""
     value = encode_marker(Marker("pds", txn, 5, NOW - 1000, redrive=2))
@@ -64,10 +66,11 @@ def transaction(key=None, *, expiry=None, txn="tx-9") -> DlqEntry:
     return entry(
         value,
         record_id="txn.tx-9",
-        error_class="mutation_incomplete",
+        error_class=error_class,
         kind="marker",
         key=key,
         extra=extra,
+        offset=offset,
     )
 
 
@@ -164,6 +167,26 @@ async def test_discard_sends_no_expiry_for_a_region_dlq_a_namespace_without_muta
         assert await discard(producer, ns, entries, settle=settle) == 1
         assert producer.to(mutation_topics("pds").markers) == []
         assert len(closed(producer)) == 1
+
+
+async def test_a_set_mismatch_is_not_redriven_named_why_and_left_open_but_is_discarded():
+    mismatch = transaction(expiry=4, error_class="mutation_set_mismatch", offset=11)
+    producer = Producer()
+    progress = RedriveProgress(namespace="pds", total=1)
+    await redrive(producer, NS, [mismatch], progress, clock=FakeClock(NOW))
+    assert progress.redriven == 0
+    (skipped,) = progress.skipped
+    assert skipped.startswith("txn.tx-9: ")
+    assert "operation set mismatch (mutation_set_mismatch) is not redrivable" in skipped
+    assert "discard it" in skipped
+    assert producer.sent == []  # no marker, and the entry stays open
+    assert await discard(producer, NS, [mismatch]) == 1
+    assert [dict(h)["wal-closes"] for _, h in closed(producer)] == [b"2@11"]
+    ((_, value, key, _, _),) = producer.to(mutation_topics("pds").markers)
+    assert key == b"tx-9"
+    assert decode_marker(value) == Marker("pds", "tx-9", 5, NOW - 1000, wake=4, redrive=2)
+    shown = entry_json(mismatch)
+    assert (shown["kind"], shown["txn_id"]) == ("transaction", "tx-9")
 
 
 def test_a_listing_shows_a_transaction_and_its_missing_seqs():

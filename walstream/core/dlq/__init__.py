@@ -35,14 +35,18 @@ from __future__ import annotations
 from walstream.core.dlq.claims import ClaimFold
 from walstream.core.dlq.index import DlqCursor, DlqIndex, DlqRef
 from walstream.core.dlq.mutations import (
+    DEAD_TRANSACTION_CLASSES,
+    SET_MISMATCH_CLASS,
     TRANSACTION_CLASSES,
     TXN_RECORD_PREFIX,
     MarkerRedrive,
+    dead_transaction,
     describe_mutation,
     entry_marker,
     expiry_marker,
     missing_seqs,
     redrive_marker,
+    transaction_class,
     transaction_entry,
 )
 from walstream.core.dlq.open_entries import DlqTally, DlqView, OpenEntries
@@ -64,6 +68,8 @@ from walstream.core.dlq.records import (
 from walstream.core.dlq.selection import Selection, parse_selection
 
 __all__ = [
+    "DEAD_TRANSACTION_CLASSES",
+    "SET_MISMATCH_CLASS",
     "TRANSACTION_CLASSES",
     "TXN_RECORD_PREFIX",
     "Claim",
@@ -80,6 +86,7 @@ __all__ = [
     "OpenEntries",
     "Selection",
     "claim_headers",
+    "dead_transaction",
     "describe_mutation",
     "entry_headers",
     "entry_marker",
@@ -92,5 +99,6 @@ __all__ = [
     "parse_selection",
     "parse_source",
     "redrive_marker",
+    "transaction_class",
     "transaction_entry",
 ]

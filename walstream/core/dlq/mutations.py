@@ -4,15 +4,18 @@ them, and the marker that redrives a dead-lettered transaction.
 The commit agent dead-letters a whole transaction (its operations never all arrived, or its
 apply gave up) as an entry whose value is the transaction's completion marker
 (``walstream.core.mutations.wire.encode_marker``), record id ``txn.<txn id>``, header
-``wal-mutation: marker`` and error class ``mutation_incomplete`` or ``mutation_apply_failed``;
-its state stays in the table. A single bad record (an undecodable one, a conflict, a refusal, a
-rejected marker) is an entry of its own bytes with header ``wal-mutation: op`` (or ``marker``)
-and its own error class. Neither is an Envelope: readers ask here first.
+``wal-mutation: marker`` and error class ``mutation_incomplete`` or ``mutation_apply_failed``
+(redrivable), or ``mutation_set_mismatch`` (its operations are not the set its marker names: a
+redrive finds the same mismatch, so it is only discarded); its state stays in the table. A
+single bad record (an undecodable one, a conflict, a refusal, a rejected marker) is an entry
+of its own bytes with header ``wal-mutation: op`` (or ``marker``) and its own error class.
+Neither is an Envelope: readers ask here first.
 
 Redriving a transaction entry sends its marker again to the namespace's markers topic, keyed by
 the txn id (so on the partition holding its state), with ``redrive`` one more than the entry's:
 the commit agent then revives the dead-lettered state and resumes from its first unapplied seq
-(``walstream.core.mutations.commit.on_marker``). Other mutation entries are not redrivable.
+(``walstream.core.mutations.commit.on_marker``). Other mutation entries are not redrivable,
+a set mismatch's included.
 
 Discarding a transaction entry sends its expiry wake at once (``expiry_marker``): the wake the
 commit agent sent itself when it dead-lettered the transaction, due when the idempotency window
@@ -29,23 +32,33 @@ from typing import Any, NamedTuple
 import orjson
 
 from walstream.core.dlq.records import DlqEntry
+from walstream.core.mutations.commit import SET_MISMATCH, DeadLetter
 from walstream.core.mutations.wire import Marker, decode_marker, encode_marker
 from walstream.errors import PoisonRecordError
 
 __all__ = [
+    "DEAD_TRANSACTION_CLASSES",
+    "SET_MISMATCH_CLASS",
     "TRANSACTION_CLASSES",
     "TXN_RECORD_PREFIX",
     "MarkerRedrive",
+    "dead_transaction",
     "describe_mutation",
     "entry_marker",
     "expiry_marker",
     "missing_seqs",
     "redrive_marker",
+    "transaction_class",
     "transaction_entry",
 ]
 
 #: The error classes of a dead-lettered transaction (its state kept, a redrive resumes it).
 TRANSACTION_CLASSES = frozenset({"mutation_incomplete", "mutation_apply_failed"})
+#: The error class of a transaction whose operations are not the set its marker names
+#: (``commit.SET_MISMATCH``): its state kept, but a redrive finds the same mismatch.
+SET_MISMATCH_CLASS = "mutation_set_mismatch"
+#: The error classes of every dead-lettered transaction (shown as one, discarded as one).
+DEAD_TRANSACTION_CLASSES = TRANSACTION_CLASSES | {SET_MISMATCH_CLASS}
 #: A transaction entry's record id is this prefix and its txn id.
 TXN_RECORD_PREFIX = "txn."
 _MISSING = re.compile(r"missing seqs \[([0-9, ]*)(\]?)")
@@ -60,9 +73,21 @@ class MarkerRedrive(NamedTuple):
     marker: Marker
 
 
+def transaction_class(dead: DeadLetter, error_class: str) -> str:
+    """The error class of the DLQ entry of a transaction dead-lettered by ``dead``:
+    ``SET_MISMATCH_CLASS`` for a set mismatch, else ``error_class`` (the agent's:
+    ``mutation_incomplete`` or ``mutation_apply_failed``)."""
+    return SET_MISMATCH_CLASS if dead.kind == SET_MISMATCH else error_class
+
+
 def transaction_entry(entry: DlqEntry) -> bool:
-    """Whether ``entry`` is a dead-lettered transaction (redrivable as one)."""
+    """Whether ``entry`` is a dead-lettered transaction redrivable as one."""
     return entry.mutation == "marker" and entry.error_class in TRANSACTION_CLASSES
+
+
+def dead_transaction(entry: DlqEntry) -> bool:
+    """Whether ``entry`` is a dead-lettered transaction, redrivable or not (a set mismatch)."""
+    return entry.mutation == "marker" and entry.error_class in DEAD_TRANSACTION_CLASSES
 
 
 def missing_seqs(reason: str) -> list[int]:
@@ -85,7 +110,7 @@ def describe_mutation(entry: DlqEntry) -> dict[str, Any] | None:
     listing holds no values)."""
     if entry.mutation is None:
         return None
-    if transaction_entry(entry):
+    if dead_transaction(entry):
         return {
             "kind": "transaction",
             "txn_id": entry.id.removeprefix(TXN_RECORD_PREFIX),
@@ -145,6 +170,12 @@ def redrive_marker(entry: DlqEntry) -> MarkerRedrive:
         PoisonRecordError: not a transaction entry, or its value is not a marker of the
             transaction it names.
     """
+    if dead_transaction(entry) and not transaction_entry(entry):
+        raise PoisonRecordError(
+            f"a transaction dead-lettered for an operation set mismatch ({entry.error_class}) is "
+            "not redrivable: a redrive finds the same mismatch (a seq's operation is never "
+            "replaced): discard it"
+        )
     if not transaction_entry(entry):
         what = describe_mutation(entry)
         kind = what["kind"] if what is not None else "record"

@@ -56,6 +56,7 @@ from walstream.core.retry import Failure, RetryPolicy, decide
 from walstream.errors import PoisonRecordError
 
 __all__ = [
+    "SET_MISMATCH",
     "AlreadyCommitted",
     "Apply",
     "CommitPolicy",
@@ -104,6 +105,10 @@ class Requeue:
     reason: str
 
 
+#: ``DeadLetter.kind`` of a transaction whose operations are not the set its marker names.
+SET_MISMATCH = "set_mismatch"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DeadLetter:
     """Dead-letter the transaction (its state is kept for ``walstream dlq redrive``)."""
@@ -111,6 +116,10 @@ class DeadLetter:
     reason: str
     missing: tuple[int, ...] = ()
     progress: int = 0
+    #: Why, when a DLQ entry's error class must tell it: ``set_mismatch`` (the operations held
+    #: are not the set its marker names: a redrive finds the same mismatch, so it is not
+    #: redrivable, only discarded). None: incomplete, or its apply gave up.
+    kind: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -283,7 +292,9 @@ def on_marker(
                 f"operations held make set {held} (a seq holds another request's operation "
                 "under this txn id): nothing applied"
             )
-            return replace(state, dead=reason), DeadLetter(reason=reason, progress=state.next_seq)
+            return replace(state, dead=reason), DeadLetter(
+                reason=reason, progress=state.next_seq, kind=SET_MISMATCH
+            )
         return state, Apply(from_seq=state.next_seq)
     missing = state.missing()
     timeout = policy.limits.completion_timeout_ms

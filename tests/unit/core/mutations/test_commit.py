@@ -8,6 +8,7 @@ from dataclasses import replace
 import pytest
 
 from walstream.core.mutations import (
+    SET_MISMATCH,
     AlreadyCommitted,
     Apply,
     CommitPolicy,
@@ -230,6 +231,26 @@ def test_a_redriven_marker_resumes_a_dead_lettered_transaction():
     assert (state.dead, state.redrive, state.wake, state.opened_at_ms) == (None, 1, 1, T0 + 80_000)
     # read again after a crash, the redriven marker still drives
     assert isinstance(marking(state, redriven, now=T0)[1], Apply)
+
+
+def test_only_a_set_mismatch_dead_letter_names_its_kind():
+    state = opened(0, 1)
+    dead, decision = marking(state, marker(digest="0" * 32), now=T0)
+    assert isinstance(decision, DeadLetter)
+    assert decision.kind == SET_MISMATCH == "set_mismatch"  # the DLQ entry's class tells it
+    assert dead.dead == decision.reason
+    # the set its marker names: applied
+    held = marking(state, marker(), now=T0)[0].set_digest()
+    assert marking(state, marker(digest=held), now=T0)[1] == Apply(from_seq=0)
+    # incomplete at its timeout, or its apply given up: no kind (the agent's class)
+    waiting, _ = marking(opened(0), marker(), now=T0)
+    _, timed_out = marking(waiting, marker(wake=waiting.wake), now=T0 + 60_000)
+    assert isinstance(timed_out, DeadLetter)
+    assert timed_out.kind is None
+    rejected = Failure(error_class="TargetRejectedError", message="no", retriable=False)
+    _, gave_up = after_failure(state, rejected, POLICY, now_ms=T0, rand=0.5)
+    assert isinstance(gave_up, DeadLetter)
+    assert gave_up.kind is None
 
 
 def test_a_committed_transaction_leaves_a_tombstone_that_answers_re_sends_then_is_forgotten():
