@@ -231,7 +231,8 @@ class WalMetrics(NamedTuple):
             mutation_dead_letters=Counter(
                 f"{prefix}_mutation_dead_letters",
                 "Mutation DLQ entries by reason (mutation_incomplete, mutation_apply_failed, "
-                "mutation_poison, mutation_conflict, mutation_refused, mutation_rejected)",
+                "mutation_set_mismatch, mutation_poison, mutation_conflict, mutation_refused, "
+                "mutation_rejected)",
                 ["namespace", "reason"],
                 registry=registry,
             ),
