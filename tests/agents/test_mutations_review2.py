@@ -49,21 +49,6 @@ def _last_scheduled_marker(rig: Rig) -> tuple[bytes, int]:
     return best
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "A redriven transaction's expiry wake read twice (at-least-once: a worker killed after "
-        "it dropped the rows, before the ack; or a delay tier handing it over twice) opens a "
-        "ghost transaction: on_marker (core/mutations/commit.py) only ignores a wake of no "
-        "state when its redrive is 0, so the expiry of a transaction dead-lettered after a "
-        "redrive (redrive >= 1) revives an empty state with the old count, which is "
-        "dead-lettered again after the completion timeout (a second DLQ entry naming every "
-        "seq missing) and stays a day more. Fix: a wake (wake != 0) of no state is ignored "
-        "whatever its redrive; give the countless redrive form (today wake 1, redrive >= 1, "
-        "the same bits as a genuine wake) a form of its own, e.g. wake 0 accepted with count 0 "
-        "when redrive > 0"
-    ),
-)
 async def test_a_redriven_transactions_expiry_read_again_opens_no_ghost() -> None:
     rig = Rig()
     await rig.op("t5", 0)
@@ -270,20 +255,6 @@ async def test_a_transient_failure_writing_the_progress_does_not_strand_the_tran
     assert rig.txn_rows("t9") == []  # fails: the transaction stays open for ever
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "dlq discard of a transaction dead-lettered after a redrive brings it back a day later "
-        "as a ghost: discard (addc5f3, core.dlq.expiry_marker) sends the state's expiry wake at "
-        "once, which drops its rows; the agent's own expiry wake (the same record, due when the "
-        "idempotency window ends) then finds no state, and on_marker (core/mutations/"
-        "commit.py) ignores a wake of no state only when its redrive is 0: with redrive >= 1 "
-        "it opens a state with the entry's count and no operation, dead-lettered again after "
-        "the completion timeout (a new DLQ entry for a transaction the operator discarded, "
-        "naming every seq missing). Fix: as for the expiry read twice (a wake of no state is "
-        "ignored whatever its redrive; the countless redrive needs a form of its own)"
-    ),
-)
 async def test_a_discarded_redriven_transaction_does_not_come_back() -> None:
     rig = Rig()
     await rig.op("ta", 0)

@@ -197,7 +197,7 @@ def test_a_redriven_transaction_resumes_once_its_missing_operations_came():
     assert decode_marker(redrive_marker(again).value).redrive == 2  # type: ignore[union-attr]
 
 
-def test_a_transaction_whose_marker_never_came_is_redriven_as_a_wake_that_revives_it():
+def test_a_transaction_whose_marker_never_came_is_redriven_countless_and_revives():
     state = None
     state, _, deadline = on_chunk(state, None, chunk(1), POLICY, now_ms=T0)
     assert isinstance(deadline, Requeue)
@@ -214,12 +214,17 @@ def test_a_transaction_whose_marker_never_came_is_redriven_as_a_wake_that_revive
     assert entry_marker(entry.value) == Marker("pds", "tx-1", 0, T0)
     assert describe_mutation(entry) == {"kind": "transaction", "txn_id": "tx-1", "missing": [0]}
     redriven = decode_marker(redrive_marker(entry).value)
-    assert redriven == Marker("pds", "tx-1", 0, T0, wake=1, redrive=1)
-    state, decision = on_marker(state, None, redriven, POLICY, now_ms=T0 + 90_000, rand=0.5)
+    # a client's form (wake 0), never a wake's: a wake of no state is ignored
+    assert redriven == Marker("pds", "tx-1", 0, T0, wake=0, redrive=1)
+    revived, decision = on_marker(state, None, redriven, POLICY, now_ms=T0 + 90_000, rand=0.5)
     assert isinstance(decision, Requeue), decision  # revived: waits again for its marker
-    assert state is not None
-    assert state.dead is None
-    assert state.redrive == 1
+    assert revived is not None
+    assert revived.dead is None
+    assert revived.redrive == 1
+    # its entry after a second dead letter (count 0, redrive 1): decoded as is, redriven again
+    again = dlq_record(encode_marker(Marker("pds", "tx-1", 0, T0, redrive=1)))
+    assert entry_marker(again.value) == Marker("pds", "tx-1", 0, T0, redrive=1)
+    assert redrive_marker(again).marker == Marker("pds", "tx-1", 0, T0, redrive=2)
 
 
 @pytest.mark.parametrize(

@@ -123,8 +123,8 @@ def entry_marker(value: bytes | None) -> Marker:
     """The marker a mutation's entry holds.
 
     A transaction dead-lettered before its completion marker came holds count 0 and no wake,
-    which ``decode_marker`` refuses (a client's marker counts at least one operation): it is
-    read as a deadline wake's, every other field re-checked.
+    which ``decode_marker`` refuses when its redrive is 0 (a client's marker counts at least one
+    operation): it is read as a deadline wake's, every other field re-checked.
 
     Raises:
         PoisonRecordError: not a completion marker.
@@ -163,8 +163,9 @@ def _marker_of(entry: DlqEntry) -> Marker:
 def redrive_marker(entry: DlqEntry) -> MarkerRedrive:
     """The marker that redrives the transaction ``entry`` dead-lettered: the entry's, with
     ``redrive`` + 1 and as a client's (wake 0). One whose count is 0 (no completion marker came)
-    goes as wake 1, the only form a count of 0 is read in: the redrive revives the state
-    whatever its wake.
+    goes so too: ``decode_marker`` reads count 0 with wake 0 when ``redrive`` > 0 (a client's
+    marker counts at least one). Never as a wake: a wake that finds no state is ignored (its
+    transaction is gone), a redrive revives the state.
 
     Raises:
         PoisonRecordError: not a transaction entry, or its value is not a marker of the
@@ -184,7 +185,7 @@ def redrive_marker(entry: DlqEntry) -> MarkerRedrive:
             "only a dead-lettered transaction is"
         )
     marker = _marker_of(entry)
-    redriven = marker._replace(redrive=marker.redrive + 1, wake=0 if marker.op_count else 1)
+    redriven = marker._replace(redrive=marker.redrive + 1, wake=0)
     return MarkerRedrive(marker.txn_id.encode(), encode_marker(redriven), redriven)
 
 

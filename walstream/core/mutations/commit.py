@@ -31,8 +31,13 @@ record.
 A dead-lettered transaction is driven by a redriven marker only; a client's marker arriving
 then is ``Ignore``\\ d but what it tells is kept (count, write time, digest), as late operations
 are: the DLQ entry of a transaction dead-lettered before its marker came holds count 0, and its
-redrive (``walstream.core.dlq.mutations.redrive_marker``: count 0, wake 1) revives the state,
-which commits with the count it now holds.
+redrive (``walstream.core.dlq.mutations.redrive_marker``: count 0, wake 0, redrive >= 1) revives
+the state, which commits with the count it now holds.
+
+A wake (wake != 0) that finds no state is ``Ignore``\\ d whatever its redrive: its transaction is
+gone (its expiry dropped it, read again; or ``dlq discard`` sent the expiry at once and the
+agent's own copy comes later), and opening a state for it would make a ghost (a count and no
+operation, dead-lettered again). Only a client's or a redriven marker (wake 0) opens one.
 """
 
 from __future__ import annotations
@@ -260,7 +265,7 @@ def on_marker(
             )
         return state, AlreadyCommitted(committed_at_ms=tombstone.committed_at_ms)
     if state is None:
-        if marker.wake and not marker.redrive:  # its transaction is gone (discarded)
+        if marker.wake:  # its transaction is gone (expired, discarded): whatever its redrive
             return state, Ignore(reason=f"wake {marker.wake} of no open transaction")
         state = TxnState.open(marker.namespace, marker.txn_id, now_ms)
     revive = marker.redrive > state.redrive  # a redriven marker drives, whatever its wake

@@ -147,7 +147,8 @@ def op_digest(c: OpChunk) -> str:
 
 class Marker(NamedTuple):
     """A completion marker: the transaction holds ``op_count`` operations (seqs 0..count-1; 0 on a
-    deadline wake sent before any marker came: the count is not known yet).
+    deadline wake sent before any marker came, or on the redrive of a transaction dead-lettered
+    before its marker came: the count is not known yet; a client's marker counts at least one).
 
     ``wake`` 0 is a client's marker; a marker the commit agent re-queued carries the wake id the
     state names (``TxnState.wake``), so a superseded one is recognised. ``digest``: the digest
@@ -314,12 +315,14 @@ def decode_marker(raw: bytes | None) -> Marker | Forget:
     if digest is not None:
         digest = _str(obj, "digest", _HEX, DIGEST_CHARS)
     wake = _int(obj, "wake", 1) if "wake" in obj else 0
+    redrive = _int(obj, "redrive", 1) if "redrive" in obj else 0
     return Marker(
         namespace=obj["ns"],
         txn_id=obj["txn"],
-        op_count=_int(obj, "count", 0 if wake else 1, OPERATIONS_CAP),
+        # count 0 (not known): a wake, or a redrive of a transaction that never got its marker
+        op_count=_int(obj, "count", 0 if wake or redrive else 1, OPERATIONS_CAP),
         at_ms=_int(obj, "at_ms", 1),
         digest=digest,
         wake=wake,
-        redrive=_int(obj, "redrive", 1) if "redrive" in obj else 0,
+        redrive=redrive,
     )

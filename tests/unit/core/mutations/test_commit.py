@@ -151,12 +151,31 @@ def test_a_marker_before_any_operation_opens_and_waits():
     assert decision == Apply(from_seq=0)
 
 
-def test_a_wake_of_no_open_transaction_opens_nothing():
-    stale = marker(2, wake=3)  # e.g. its transaction was discarded from the DLQ meanwhile
+@pytest.mark.parametrize("redrive", [0, 1, 4])
+def test_a_wake_of_no_open_transaction_opens_nothing(redrive):
+    # e.g. its transaction was discarded from the DLQ meanwhile, or its expiry (of a state
+    # dead-lettered after a redrive: redrive >= 1) dropped it and is read again
+    stale = marker(2, wake=3, redrive=redrive)
     assert on_marker(None, None, stale, POLICY, now_ms=T0, rand=0.5) == (
         None,
         Ignore(reason="wake 3 of no open transaction"),
     )
+    countless = marker(0, wake=3, redrive=redrive)  # a deadline wake's expiry: count 0
+    assert on_marker(None, None, countless, POLICY, now_ms=T0, rand=0.5)[0] is None
+
+
+def test_a_countless_redrive_revives_its_state_and_of_no_state_opens_one():
+    state = opened(0, 2)
+    state, decision = marking(state, marker(0, wake=state.wake), now=T0 + 60_000)
+    assert isinstance(decision, DeadLetter)  # no completion marker came
+    redriven = marker(0, redrive=1)  # what dlq redrive sends for it: count 0, wake 0
+    revived, decision = marking(state, redriven, now=T0 + 70_000)
+    assert isinstance(decision, Requeue)  # waits again for its marker
+    assert (revived.dead, revived.redrive, revived.count) == (None, 1, None)
+    # its rows expired before the redrive came: it opens a state (which finds no operations)
+    fresh, decision = marking(None, redriven, now=T0 + 70_000)
+    assert isinstance(decision, Requeue)
+    assert (fresh.redrive, fresh.slots, fresh.count) == (1, {}, None)
 
 
 def test_operations_whose_marker_never_comes_are_dead_lettered_at_their_deadline():

@@ -30,8 +30,8 @@ POLICY = CommitPolicy(limits=MutationLimits(completion_timeout_ms=60_000))
 
 def _redriven(entry: Marker) -> Marker:
     """What ``walstream dlq redrive`` sends for a transaction's entry (core.dlq.mutations.
-    redrive_marker): redrive + 1, and a count of 0 goes as wake 1."""
-    return entry._replace(redrive=entry.redrive + 1, wake=0 if entry.op_count else 1)
+    redrive_marker): redrive + 1, as a client's (wake 0), a count of 0 included."""
+    return entry._replace(redrive=entry.redrive + 1, wake=0)
 
 
 def test_a_marker_after_a_no_marker_dead_letter_is_kept_so_a_redrive_commits():

@@ -85,6 +85,14 @@ def test_a_deadline_wake_may_carry_no_count_a_client_marker_must():
         decode_marker(encode_marker(wake._replace(wake=0)))
 
 
+def test_a_redrive_of_a_transaction_that_never_got_its_marker_carries_no_count_as_a_clients():
+    # its own form (wake 0, redrive >= 1), not a wake's: a wake of no state is ignored
+    redrive = Marker(namespace="pds", txn_id="t", op_count=0, at_ms=5, redrive=1)
+    assert decode_marker(encode_marker(redrive)) == redrive
+    woken = redrive._replace(wake=2)
+    assert decode_marker(encode_marker(woken)) == woken
+
+
 GOOD = orjson.loads(
     encode_op_chunk(
         OpChunk(
