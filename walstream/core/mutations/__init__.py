@@ -48,7 +48,8 @@ worker's (``walstream.api``, ``walstream.agents``), which only move bytes to and
    the state (its chunk rows deleted: ``keys.chunk_keys``) and a ``Forget`` record sent through
    the delay tiers, due when the idempotency window (>= 24 h) ends; ``commit.on_forget`` drops
    the tombstone then. Within the window a re-sent operation is ignored and a re-sent marker
-   answered ``AlreadyCommitted`` (``Reject``: another operation set under that txn id). The
+   answered ``AlreadyCommitted`` (``Reject``: another operation set or count under that txn
+   id). The
    table holds open and dead-lettered transactions and the window's tombstones; expiry is
    driven by records on the log, so nothing scans the table, and nothing is held in memory.
 

@@ -11,7 +11,8 @@
   mismatch); incomplete within the completion timeout: ``Requeue`` (a wake marker through the
   delay tiers, its delay the namespace's backoff, never past the timeout); past it:
   ``DeadLetter`` naming the missing seqs. Committed already (a tombstone):
-  ``AlreadyCommitted``, or ``Reject`` when the marker names another operation set.
+  ``AlreadyCommitted``, or ``Reject`` when the marker names another operation set or another
+  operation count.
 * ``after_failure``: an apply failed: ``Requeue`` with backoff (walstream.core.retry.decide,
   attempts counted since the last progress) or ``DeadLetter`` with the progress.
 * ``expiry`` / ``expired``: a dead-lettered transaction's rows are dropped by a wake of its own
@@ -258,10 +259,17 @@ def on_marker(
         The new state (None: none) and the decision.
     """
     if tombstone is not None:
+        other = None
         if marker.digest is not None and marker.digest != tombstone.digest:
+            other = "another operation set"
+        elif marker.op_count and marker.op_count != tombstone.op_count:
+            # a client's marker names no set: its count alone tells another transaction
+            # (count 0, a wake of a transaction that had no count yet, tells nothing)
+            other = f"{tombstone.op_count} operations, not {marker.op_count}"
+        if other is not None:
             return state, Reject(
                 reason=f"txn {marker.txn_id} committed at {tombstone.committed_at_ms} with "
-                "another operation set: a txn id is not reused within the idempotency window"
+                f"{other}: a txn id is not reused within the idempotency window"
             )
         return state, AlreadyCommitted(committed_at_ms=tombstone.committed_at_ms)
     if state is None:

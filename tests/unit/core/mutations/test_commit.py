@@ -291,7 +291,20 @@ def test_a_committed_transaction_leaves_a_tombstone_that_answers_re_sends_then_i
         committed_at_ms=T0 + 9
     )
     other = marker(digest="e" * 32)
-    assert isinstance(on_marker(None, tomb, other, POLICY, now_ms=T0, rand=0.5)[1], Reject)
+    assert on_marker(None, tomb, other, POLICY, now_ms=T0, rand=0.5)[1] == Reject(
+        reason=f"txn tx committed at {T0 + 9} with another operation set: a txn id is not "
+        "reused within the idempotency window"
+    )
+    # a client's marker (no digest) of another count: another transaction under the id
+    assert on_marker(None, tomb, marker(3), POLICY, now_ms=T0, rand=0.5)[1] == Reject(
+        reason=f"txn tx committed at {T0 + 9} with 2 operations, not 3: a txn id is not "
+        "reused within the idempotency window"
+    )
+    # a wake of the transaction from before its marker came (count 0) tells nothing
+    late_wake = marker(0, wake=1)
+    assert on_marker(None, tomb, late_wake, POLICY, now_ms=T0, rand=0.5)[1] == AlreadyCommitted(
+        committed_at_ms=T0 + 9
+    )
     assert on_forget(tomb, forget)
     assert not on_forget(tomb, forget._replace(committed_at_ms=T0))  # a newer tombstone stays
     assert not on_forget(None, forget)

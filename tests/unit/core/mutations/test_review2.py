@@ -5,8 +5,6 @@ Each test is a strict xfail until its owner fixes the defect named in its reason
 
 from __future__ import annotations
 
-import pytest
-
 from walstream.core.mutations import (
     CommitPolicy,
     Marker,
@@ -24,19 +22,6 @@ TXN = "t1"
 POLICY = CommitPolicy(limits=MutationLimits(completion_timeout_ms=60_000))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "A txn id reused within the idempotency window by a transaction of another operation "
-        "count (the per-operation routes and :complete: no digest) is silently taken as "
-        "'already committed': on_marker (core/mutations/commit.py) compares a marker with the "
-        "tombstone by digest only, and a client's marker carries none, so the new "
-        "transaction's operations are dropped (on_chunk: AlreadyCommitted), its :complete was "
-        "answered durable TRUE and nothing says it was not applied (a MutateItems of another "
-        "set is Rejected to the DLQ). Fix: a marker whose count differs from the tombstone's "
-        "op_count is Reject (to the DLQ, as for another digest)"
-    ),
-)
 def test_a_marker_of_another_count_than_the_committed_one_is_rejected() -> None:
     now = 1_000_000
     # txn t1 committed with 2 operations a minute ago; its tombstone answers re-sends
