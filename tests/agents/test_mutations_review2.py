@@ -74,20 +74,6 @@ async def test_a_redriven_transactions_expiry_read_again_opens_no_ghost() -> Non
     assert len(_dlq(rig)) == 2  # fails: a third entry, 'incomplete ... missing seqs [0, 1]'
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "A txn id reused after the idempotency window is silently discarded while its "
-        "predecessor's Forget has not been handled yet (the delay stage behind, down, or "
-        "rebalancing: the Forget is only due at the window's end, never before): on_chunk and "
-        "on_marker (core/mutations/commit.py) take any tombstone as 'already committed', "
-        "whatever its age, so the new transaction's operations are dropped, its marker is "
-        "AlreadyCommitted, the API answered durable TRUE and the status page says committed. "
-        "The window is measured by when a record is handled, not by the clock. Fix: a "
-        "tombstone older than the idempotency window (committed_at_ms + window <= now) is "
-        "gone: dropped and ignored by on_chunk/on_marker (the late Forget then finds none)"
-    ),
-)
 async def test_a_txn_id_reused_after_the_window_is_applied_even_if_the_forget_is_late() -> None:
     rig = Rig()
     await rig.op("t6", 0, value=b"first")

@@ -22,6 +22,10 @@
   the tombstone and the deletes), deleted when the transaction's next record comes.
 * ``committed``: the tombstone left in the state's place, and the ``Forget`` record that drops
   it when the idempotency window ends.
+* ``live_tombstone``: a tombstone counts only while its window lasts, by the clock: once it
+  ended the txn id is free again, whether its ``Forget`` was handled yet or not (the delay
+  stage behind, down or rebalancing); ``on_chunk`` and ``on_marker`` read an ended one as none,
+  and a new transaction's state opened beside it is no commit's leftover.
 
 Only one re-queued marker drives a transaction: each ``Requeue`` hands out a new wake id and
 the state names it; a re-queued marker whose id is not the state's is ``Ignore``\\ d, and so is
@@ -56,7 +60,13 @@ from walstream.core.mutations.state import (
     Stored,
     TxnState,
 )
-from walstream.core.mutations.wire import Forget, Marker, MutationLimits, OpChunk
+from walstream.core.mutations.wire import (
+    IDEMPOTENCY_WINDOW_MIN_MS,
+    Forget,
+    Marker,
+    MutationLimits,
+    OpChunk,
+)
 from walstream.core.retry import DeadLetter as RetryDeadLetter
 from walstream.core.retry import Failure, RetryPolicy, decide
 from walstream.errors import PoisonRecordError
@@ -78,6 +88,7 @@ __all__ = [
     "expired",
     "expiry",
     "leftover",
+    "live_tombstone",
     "on_chunk",
     "on_complete",
     "on_forget",
@@ -199,7 +210,9 @@ def on_chunk(
     this chunk opened the transaction).
 
     A stored chunk's bytes go to ``keys.chunk_key``; a conflict or a refusal goes to the DLQ.
+    A tombstone whose window ended (``live_tombstone``) is none: the chunk opens a transaction.
     """
+    tombstone = live_tombstone(tombstone, policy.limits, now_ms=now_ms)
     if tombstone is not None:
         return state, AlreadyCommitted(committed_at_ms=tombstone.committed_at_ms), None
     deadline = None
@@ -237,7 +250,8 @@ def on_marker(
 
     Args:
         state: the transaction's state (None: no record of it arrived yet).
-        tombstone: its tombstone (None: not committed within the idempotency window).
+        tombstone: its tombstone (None: not committed within the idempotency window; one whose
+            window ended by ``now_ms`` is read as None, ``live_tombstone``).
         marker: the marker.
         policy: the namespace's rules.
         now_ms: the time now.
@@ -258,6 +272,7 @@ def on_marker(
     Returns:
         The new state (None: none) and the decision.
     """
+    tombstone = live_tombstone(tombstone, policy.limits, now_ms=now_ms)
     if tombstone is not None:
         other = None
         if marker.digest is not None and marker.digest != tombstone.digest:
@@ -376,8 +391,29 @@ def leftover(state: TxnState | None, tombstone: Tombstone | None) -> bool:
     """Whether ``state`` is what a commit left behind: a state beside its transaction's
     tombstone (the commit writes the tombstone, then deletes the chunk rows and the state; a
     worker killed in between leaves them). Its chunk rows and state are deleted before the
-    record at hand is handled (as if the state were gone)."""
-    return state is not None and tombstone is not None
+    record at hand is handled (as if the state were gone).
+
+    A state opened once the tombstone's window ended (a txn id reused after it, its
+    predecessor's ``Forget`` not handled yet: ``live_tombstone``) is not: it opened at least the
+    shortest window (``IDEMPOTENCY_WINDOW_MIN_MS``, 24 h) after that commit, a leftover before
+    it (opened or revived before its commit; clocks of workers never 24 h apart)."""
+    return (
+        state is not None
+        and tombstone is not None
+        and state.opened_at_ms < tombstone.committed_at_ms + IDEMPOTENCY_WINDOW_MIN_MS
+    )
+
+
+def live_tombstone(
+    tombstone: Tombstone | None, limits: MutationLimits, *, now_ms: int
+) -> Tombstone | None:
+    """``tombstone`` while its idempotency window lasts; None once it ended (``committed_at_ms``
+    + ``idempotency_window_ms`` <= ``now_ms``): the txn id is free again, whether the
+    ``Forget`` that drops the row was handled yet or not. The ended row may stay until that
+    ``Forget`` comes (``on_forget`` drops only it, never a newer tombstone of the id)."""
+    if tombstone is None or tombstone.committed_at_ms + limits.idempotency_window_ms <= now_ms:
+        return None
+    return tombstone
 
 
 def expiry(state: TxnState, limits: MutationLimits) -> tuple[TxnState, Requeue]:

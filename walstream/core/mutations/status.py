@@ -10,15 +10,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from walstream.core.mutations.commit import Tombstone
+from walstream.core.mutations.commit import Tombstone, leftover
 from walstream.core.mutations.state import TxnState
 
 __all__ = ["txn_status"]
 
 
 def txn_status(state: TxnState | None, tombstone: Tombstone | None) -> dict[str, Any] | None:
-    """The JSON body describing a transaction from its table rows."""
-    if tombstone is not None:
+    """The JSON body describing a transaction from its table rows (a state beside a tombstone:
+    a commit's leftover, reported committed, or a transaction opened under the txn id once the
+    tombstone's window ended, ``commit.leftover``: reported as itself)."""
+    if tombstone is not None and (state is None or leftover(state, tombstone)):
         return {
             "status": "committed",
             "committed_at_ms": tombstone.committed_at_ms,

@@ -32,6 +32,7 @@ from walstream.core.mutations import (
     expired,
     expiry,
     leftover,
+    live_tombstone,
     on_chunk,
     on_complete,
     on_forget,
@@ -382,8 +383,50 @@ def test_a_state_beside_its_tombstone_is_a_commits_leftover():
     tomb = Tombstone(T0, "d" * 32, 2)
     state = opened(0)
     assert leftover(state, tomb)
+    assert leftover(opened(0, now=T0 + 5_000), tomb)  # a worker's clock a little ahead
     assert not leftover(state, None)  # an open transaction
     assert not leftover(None, tomb)  # committed and cleaned up
+
+
+WINDOW = POLICY.limits.idempotency_window_ms
+
+
+def test_a_tombstone_counts_only_while_its_window_lasts():
+    tomb = Tombstone(T0, "d" * 32, 2)
+    assert live_tombstone(tomb, POLICY.limits, now_ms=T0 + WINDOW - 1) == tomb
+    assert live_tombstone(tomb, POLICY.limits, now_ms=T0 + WINDOW) is None
+    assert live_tombstone(None, POLICY.limits, now_ms=T0) is None
+    longer = MutationLimits(idempotency_window_ms=2 * WINDOW)
+    assert live_tombstone(tomb, longer, now_ms=T0 + WINDOW) == tomb
+
+
+def test_a_txn_id_reused_once_the_window_ended_commits_though_its_forget_is_late():
+    # committed at T0; the window ended, the Forget that drops the tombstone is not handled yet
+    tomb = Tombstone(T0, "d" * 32, 1)
+    late = T0 + WINDOW + 3_600_000
+    assert on_chunk(None, tomb, chunk(0), POLICY, now_ms=T0 + WINDOW - 1)[1] == AlreadyCommitted(
+        committed_at_ms=T0
+    )  # within the window: a re-send
+    state, outcome, deadline = on_chunk(None, tomb, chunk(0), POLICY, now_ms=late)
+    assert isinstance(outcome, Stored)  # a new transaction under the id
+    assert state is not None
+    assert deadline is not None
+    # the new state beside the old tombstone is no commit's leftover (not deleted when read)
+    assert not leftover(state, tomb)
+    state, decision = on_marker(state, tomb, marker(1), POLICY, now_ms=late + 1, rand=0.5)
+    assert decision == Apply(from_seq=0)
+    # its status is its own, not the old tombstone's "committed"
+    body = txn_status(state, tomb)
+    assert body is not None
+    assert body["status"] == "committing"
+    assert txn_status(None, tomb) == {"status": "committed", "committed_at_ms": T0, "operations": 1}
+    # a client's marker first opens it too (another count than the old one: not rejected)
+    state, decision = on_marker(None, tomb, marker(3), POLICY, now_ms=late, rand=0.5)
+    assert isinstance(decision, Requeue)
+    assert state is not None
+    assert state.count == 3
+    # the late Forget drops the old tombstone only
+    assert on_forget(tomb, Forget("pds", "tx", T0))
 
 
 def test_a_dead_lettered_transaction_expires_unless_a_redrive_revived_it():
