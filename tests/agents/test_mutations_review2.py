@@ -145,14 +145,6 @@ UNAVAILABLE = (
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "An operation read while its namespace is unavailable is acked and lost: its "
-        "transaction (answered durable TRUE) is dead-lettered missing that seq and no redrive "
-        "can bring it back. " + UNAVAILABLE
-    ),
-)
 async def test_an_operation_read_while_its_namespace_is_unavailable_is_not_lost() -> None:
     rig = Rig()
     await rig.op("t7", 0)

@@ -20,8 +20,14 @@ Order of writes: what another record must find (a wake, a ``Forget``, a DLQ entr
 before the state naming it is written, and the source record is acked after both; a crash in
 between repeats the send, which the decisions recognise (a superseded wake is ignored, a second
 ``Forget`` names another commit time). A transaction's records are handled one at a time, across
-both agents (a lock per transaction). Nothing raises out of a handler: an unexpected error is
-logged and the record dead-lettered as it is.
+both agents (a lock per transaction).
+
+A record is never acked and dropped while it cannot be handled yet: one of a namespace that is
+unavailable (its latest control event unreadable) is parked: sent back through the delay tiers
+to its own topic and partition, due in ``PARK_MS``, as a record read again after a crash (which
+the decisions take: the marker being handled still drives). Only when parking fails too does the
+handler raise: the record is then not acked (the agent loop) and is read again after a restart.
+Any other error is logged and the record dead-lettered as it is.
 """
 
 from __future__ import annotations
@@ -35,8 +41,9 @@ from walstream.agents.failures import retry_policy
 from walstream.agents.key_locks import KeyTurns
 from walstream.agents.mutation_out import MutationOut
 from walstream.agents.mutation_rows import OpenIndex, Rows, TxnRows
-from walstream.agents.outcomes import Emitter, Source
+from walstream.agents.outcomes import Emitter, Source, send
 from walstream.clock import Clock
+from walstream.core import outbox
 from walstream.core.mutations import (
     AlreadyCommitted,
     Apply,
@@ -90,13 +97,23 @@ from walstream.settings import Settings
 from walstream.targets.pool import TargetLeasing
 from walstream.topology import mutation_topics
 
-__all__ = ["BATCH_BYTES", "BATCH_OPS", "MutationStage"]
+__all__ = ["BATCH_BYTES", "BATCH_OPS", "PARK_MS", "MutationStage"]
 
 logger = logging.getLogger(__name__)
 
 #: The most operations, and value bytes, applied in one database transaction.
 BATCH_OPS = 200
 BATCH_BYTES = 4 * 1024 * 1024
+
+#: How long a record that cannot be handled now (its namespace unavailable)
+#: waits in the delay tiers before it is read again. Short: it is a transaction's record (an
+#: operation, or the wake that alone drives it) and its completion timeout runs meanwhile. Cheap:
+#: the worker stops reading an unavailable namespace's topics at its registry change
+#: (``Delivery.on_namespaces``), so only the records read before that come round again.
+PARK_MS = 500
+
+#: What parks a record: its namespace unavailable for now.
+_PARKED: tuple[type[Exception], ...] = (NamespaceUnavailableError,)
 
 
 class MutationStage:
@@ -142,6 +159,8 @@ class MutationStage:
         headers are not read)."""
         try:
             await self._op(value, key, source)
+        except _PARKED as exc:  # not now: parked
+            await self._park(value, key, source, "op", exc)
         except Exception as exc:  # noqa: BLE001 - a handler never raises: the record goes on
             await self._unexpected(value, key, source, "op", exc)
 
@@ -152,8 +171,46 @@ class MutationStage:
         headers are not read: a hand-over's due time is the agent loop's)."""
         try:
             await self._marker(value, key, source)
+        except _PARKED as exc:  # not now: parked
+            await self._park(value, key, source, "marker", exc)
         except Exception as exc:  # noqa: BLE001 - a handler never raises: the record goes on
             await self._unexpected(value, key, source, "marker", exc)
+
+    async def _park(
+        self,
+        value: bytes | None,
+        key: bytes | None,
+        source: Source,
+        kind: str,
+        why: Exception,
+    ) -> None:
+        """Send the record back through the delay tiers to its own topic and partition, due in
+        ``PARK_MS`` (see the module docstring). Raises when that send fails too: the record is
+        then not acked, and is read again after a restart (never lost)."""
+        logger.warning(
+            "mutation %s at %s parked for %d ms: %s: %s",
+            kind, source.coordinates(), PARK_MS, type(why).__name__, why,
+        )  # fmt: skip
+        now = self.clock.now_ms()
+        record = outbox.wait(
+            value,
+            key,
+            due_ms=now + PARK_MS,
+            now_ms=now,
+            dest_topic=source.topic,
+            dest_partition=source.partition,
+            app_id=self.settings.app_id,
+            tier_partitions=self.settings.default_partitions,
+            origin=source.first_read(),
+        )
+        try:
+            await send(self.emitter, record)
+        except Exception as exc:
+            logger.critical(
+                "mutation %s at %s not parked (%r): not acked, read again after a restart",
+                kind, source.coordinates(), exc,
+            )  # fmt: skip
+            raise
 
     async def _unexpected(
         self, value: bytes | None, key: bytes | None, source: Source, kind: str, exc: Exception
@@ -406,8 +463,11 @@ class MutationStage:
     ) -> tuple[NamespaceConfig | None, bool]:
         """The record's namespace, once its topic, key and partition are its own (else poison:
         its rows would sit on another changelog partition than its transaction's); None and
-        whether the namespace is gone (deleted or taking no mutations) when it takes none now
-        (not gone: its config is unreadable for now)."""
+        True when the namespace is gone (deleted or taking no mutations).
+
+        Raises:
+            NamespaceUnavailableError: its config is unreadable for now (the record is parked).
+        """
         topics = mutation_topics(namespace)
         if source.topic != getattr(topics, role):
             raise PoisonRecordError(f"mutation record of {namespace} read on {source.topic}")
@@ -421,9 +481,8 @@ class MutationStage:
             )
         try:
             ns = self.registry.get(namespace)
-        except NamespaceUnavailableError as exc:
-            logger.error("mutation record at %s: %s; skipped", source.coordinates(), exc)
-            return None, False
+        except NamespaceUnavailableError:
+            raise
         except WalError as exc:
             logger.info("mutation record at %s: %s", source.coordinates(), exc)
             return None, True
