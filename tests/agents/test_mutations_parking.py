@@ -3,6 +3,8 @@ review 2 of issue 18):
 
 * a record of a namespace that is unavailable (its latest control event unreadable) is parked:
   back through the delay tiers to its own topic and partition, due in ``PARK_MS``;
+* a broker failure writing a row (a changelog record not taken) is not poison: the record is
+  parked, not dead-lettered as ``mutation_poison``; a failed row write leaves the store as it was;
 
 Over the first review's ``Rig`` (in-memory rows, a recording emitter, a recording kv target), with
 a drain that, unlike ``Rig.drain``, keeps what is not due yet for a later drain (as the delay
@@ -13,15 +15,19 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from aiokafka.errors import KafkaTimeoutError
 
-from tests.agents.test_mutations_review import DAY_MS, NS, TOPICS, Rig, definition
+from tests.agents.test_mutations_review import DAY_MS, NS, TOPICS, CrashingRows, Rig, definition
+from walstream.agents.mutation_rows import TableRows
 from walstream.agents.mutations import PARK_MS
 from walstream.core.delay import parse_delay_headers
+from walstream.core.mutations import decode_state, state_key
 from walstream.core.placement import key_partition
 from walstream.errors import EmitRefusedError
 from walstream.namespaces.config import parse_namespace
 from walstream.namespaces.registry import encode_event
 from walstream.records import Envelope
+from walstream.testing import ChangelogProducer, FakeTable
 
 OTHER = "other"
 
@@ -141,3 +147,80 @@ async def test_a_record_that_cannot_be_parked_either_is_not_acked():
     with pytest.raises(EmitRefusedError):  # the agent loop then does not ack it
         await rig.op("p3", 0)
     assert rig.emitter.emitted == []  # no DLQ entry either
+
+
+# -- a broker failure writing a row --------------------------------------------------------
+
+
+class FlakyRows(CrashingRows):
+    """Rows whose next write matching ``fail_at`` raises as the producer does when the broker
+    does not take the changelog record (the store left as it was, as ``TableRows`` does)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fail_at: Any = None
+
+    async def put(self, key: str, value: bytes | None, *, durable: bool = False) -> None:
+        if self.fail_at is not None and self.fail_at(key, durable):
+            self.fail_at = None
+            raise KafkaTimeoutError()
+        await super().put(key, value, durable=durable)
+
+
+async def test_an_operation_whose_row_write_fails_is_parked_not_dead_lettered():
+    rig = Rig()
+    rows = FlakyRows()
+    rig.rows = rows
+    rig.stage = rig.worker()
+    rows.fail_at = lambda key, durable: key.startswith("s:")  # its state row
+    await rig.op("p4", 0, value=b"abc")  # one chunk
+    assert dlq_classes(rig) == []  # was: mutation_poison, the operation lost for good
+    parked = [e for e in rig.emitter.emitted if parse_delay_headers(e.headers) is not None]
+    dests = {parse_delay_headers(e.headers).dest_topic for e in parked}  # type: ignore[union-attr]
+    assert TOPICS.mutations in dests
+    await rig.handle_marker(rig.marker_record("p4", 1), "p4")
+    await drain(rig, 2 * DAY_MS)
+    assert rig.kv.applied == [f"mut:{NS}:p4:00000000"]
+    assert rig.txn_rows("p4") == []
+    assert dlq_classes(rig) == []
+
+
+async def test_a_marker_whose_progress_write_fails_is_parked_and_commits():
+    rig = Rig()
+    rows = FlakyRows()
+    rig.rows = rows
+    rig.stage = rig.worker()
+    await rig.op("p5", 0)
+    await rig.op("p5", 1)
+    rows.fail_at = lambda key, durable: key.startswith("s:") and durable  # the progress
+    await rig.handle_marker(rig.marker_record("p5", 2), "p5")
+    assert rows.fail_at is None  # it did fail
+    assert decode_state(rows[state_key(NS, "p5")]).next_seq == 0  # the store as it was
+    await drain(rig, 2 * DAY_MS)
+    assert dlq_classes(rig) == []  # was: mutation_poison, the transaction open for ever
+    assert rig.txn_rows("p5") == []
+    # applied twice from seq 0 (the progress was not written): idempotent, in order
+    assert rig.kv.applied == [f"mut:{NS}:p5:{s:08d}" for s in (0, 1, 0, 1)]
+
+
+class _BytesSerializers:
+    def dumps_key(self, typ: Any, key: bytes, serializer: Any = None) -> bytes:
+        return key
+
+    def dumps_value(self, typ: Any, value: bytes, serializer: Any = None) -> bytes:
+        return value
+
+
+async def test_table_rows_leave_the_store_as_it_was_when_the_changelog_write_fails():
+    producer = ChangelogProducer(failures=0)
+    table = FakeTable(producer)
+    table.app.serializers = _BytesSerializers()
+    rows = TableRows(table)
+    await rows.put("s:pds:t1", b"one", durable=True)
+    producer.failures = 2
+    with pytest.raises(KafkaTimeoutError):
+        await rows.put("s:pds:t1", b"two", durable=True)
+    assert rows.get("s:pds:t1") == b"one"
+    with pytest.raises(KafkaTimeoutError):
+        await rows.put("s:pds:t2", b"new", durable=True)
+    assert rows.get("s:pds:t2") is None

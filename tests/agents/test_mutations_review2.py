@@ -197,22 +197,6 @@ class FlakyRows(CrashingRows):
         await super().put(key, value, durable=durable)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "A transient broker failure while the commit agent writes a row (the progress after a "
-        "batch, put_state(durable=True), outside _apply's try) escapes to handle_marker's "
-        "catch-all, which dead-letters the MARKER as mutation_poison (not redrivable: only "
-        "mutation_incomplete/mutation_apply_failed entries are) and acks it. That marker was "
-        "the only record driving the transaction (no wake pending: every Requeue supersedes "
-        "the deadline wake), so it stays open for ever, never committed nor dead-lettered as a "
-        "transaction (agents/mutations.py _unexpected; the ops agent likewise dead-letters an "
-        "operation whose row write failed, and its transaction then misses it for good). Fix: "
-        "an infrastructure failure (KafkaError, a failed changelog write) is not poison: leave "
-        "the record unacked (the dispatcher re-runs it after a restart) or re-queue the "
-        "transaction's wake as for a failed apply"
-    ),
-)
 async def test_a_transient_failure_writing_the_progress_does_not_strand_the_transaction() -> None:
     rig = Rig()
     rows = FlakyRows()

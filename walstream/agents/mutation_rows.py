@@ -73,17 +73,28 @@ class TableRows:
             faust.streams._current_event.reset(token)
 
     async def put(self, key: str, value: bytes | None, *, durable: bool = False) -> None:
+        """Write the store, then the changelog. A changelog write that fails (raises) leaves
+        the store as it was: the record handled again writes it again (its decisions read the
+        store, which then says no more than the changelog may)."""
         raw = key.encode()
         data = self.table.data
+        before = data.get(raw)
         if value is None:
-            if raw not in data:
+            if before is None:
                 return
             del data[raw]
         else:
             data[raw] = value
-        sent = await send_unacked(self.table, raw, value, self.table.partition_for_key(raw))
-        if durable:
-            await sent
+        try:
+            sent = await send_unacked(self.table, raw, value, self.table.partition_for_key(raw))
+            if durable:
+                await sent
+        except Exception:
+            if before is None:
+                data.pop(raw, None)
+            else:
+                data[raw] = before
+            raise
 
     def items(self) -> Iterator[tuple[str, bytes]]:
         for key, value in list(self.table.data.items()):

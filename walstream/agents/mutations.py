@@ -23,11 +23,12 @@ between repeats the send, which the decisions recognise (a superseded wake is ig
 both agents (a lock per transaction).
 
 A record is never acked and dropped while it cannot be handled yet: one of a namespace that is
-unavailable (its latest control event unreadable) is parked: sent back through the delay tiers
+unavailable (its latest control event unreadable), or whose handling failed on the broker (a row,
+a wake or the progress not written: ``TRANSIENT``), is parked: sent back through the delay tiers
 to its own topic and partition, due in ``PARK_MS``, as a record read again after a crash (which
 the decisions take: the marker being handled still drives). Only when parking fails too does the
 handler raise: the record is then not acked (the agent loop) and is read again after a restart.
-Any other error is logged and the record dead-lettered as it is.
+Any other error is a bug or a bad record: logged and the record dead-lettered as it is.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ import logging
 import random
 from collections.abc import Callable, Sequence
 from typing import Any
+
+from aiokafka.errors import KafkaError
+from faust.exceptions import ProducerSendError
 
 from walstream.agents.failures import retry_policy
 from walstream.agents.key_locks import KeyTurns
@@ -84,6 +88,7 @@ from walstream.core.mutations import (
 from walstream.core.placement import key_partition
 from walstream.core.retry import Failure
 from walstream.errors import (
+    EmitRefusedError,
     NamespaceUnavailableError,
     PoisonRecordError,
     TargetError,
@@ -97,7 +102,7 @@ from walstream.settings import Settings
 from walstream.targets.pool import TargetLeasing
 from walstream.topology import mutation_topics
 
-__all__ = ["BATCH_BYTES", "BATCH_OPS", "PARK_MS", "MutationStage"]
+__all__ = ["BATCH_BYTES", "BATCH_OPS", "PARK_MS", "TRANSIENT", "MutationStage"]
 
 logger = logging.getLogger(__name__)
 
@@ -105,15 +110,27 @@ logger = logging.getLogger(__name__)
 BATCH_OPS = 200
 BATCH_BYTES = 4 * 1024 * 1024
 
-#: How long a record that cannot be handled now (its namespace unavailable)
+#: How long a record that cannot be handled now (its namespace unavailable, the broker failing)
 #: waits in the delay tiers before it is read again. Short: it is a transaction's record (an
 #: operation, or the wake that alone drives it) and its completion timeout runs meanwhile. Cheap:
 #: the worker stops reading an unavailable namespace's topics at its registry change
-#: (``Delivery.on_namespaces``), so only the records read before that come round again.
+#: (``Delivery.on_namespaces``), so only the records read before that come round again, and
+#: while the broker is down the park's own send waits for it (the emitter) instead of spinning.
 PARK_MS = 500
 
-#: What parks a record: its namespace unavailable for now.
-_PARKED: tuple[type[Exception], ...] = (NamespaceUnavailableError,)
+#: What a handler's writes raise while the broker is unreachable or busy (a changelog row not
+#: taken, a send timing out) or refuse (``EmitRefusedError``): not the record's fault, so it is
+#: parked, never dead-lettered as poison. ``ProducerSendError`` is Faust's wrapper of a
+#: ``KafkaError``; ``TimeoutError`` and ``ConnectionError`` are ``OSError``\ s.
+TRANSIENT: tuple[type[Exception], ...] = (
+    KafkaError,
+    ProducerSendError,
+    OSError,
+    EmitRefusedError,
+)
+
+#: What parks a record: ``TRANSIENT``, and its namespace unavailable for now.
+_PARKED: tuple[type[Exception], ...] = (NamespaceUnavailableError, *TRANSIENT)
 
 
 class MutationStage:
