@@ -13,6 +13,7 @@ and a key's ordering state.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import weakref
@@ -193,6 +194,7 @@ class Delivery(mode.Service):
             metrics=self.metrics,
         )
         self.mutation_table.on_recover(self._reindex_mutations)
+        self._purges: set[asyncio.Future[int]] = set()
         # a replicated namespace's fan-out and region writers (issue 17), not the agents
         self.replication = ReplicationStages(settings, metrics=self.metrics)
 
@@ -225,6 +227,9 @@ class Delivery(mode.Service):
         tune_gc(self.settings.gc_gen0_threshold)
 
     async def on_stop(self) -> None:
+        for purge in list(self._purges):
+            purge.cancel()
+        await asyncio.gather(*self._purges, return_exceptions=True)
         await self.pool.close()
         await self.log_reader.stop()
 
@@ -236,6 +241,8 @@ class Delivery(mode.Service):
 
     async def _reindex_mutations(self) -> None:
         self.mutations.reindex()
+        # a partition recovered here may hold rows of namespaces that left meanwhile
+        await self.mutations.purge_gone()
 
     @mode.Service.timer(5.0)
     async def _blocked_gauges(self) -> None:
@@ -292,6 +299,14 @@ class Delivery(mode.Service):
             self.mutation_topics.resubscribe(self.app)
         if self.marker_topics.set_topics(t.markers for t in mutating):
             self.marker_topics.resubscribe(self.app)
+        # A namespace that left (deleted, or its mutations block removed) is no longer read, so
+        # the wakes and Forgets that would drop its transactions' rows never come: drop them
+        # now, one pass over this worker's table partitions (and after each recovery).
+        if self.mutations.namespaces_changed(
+            (ns.name for ns in registry if ns.mutations is not None), registry.unreadable
+        ):
+            self._purges.add(purge := asyncio.ensure_future(self.mutations.purge_gone()))
+            purge.add_done_callback(self._purges.discard)
         logger.info("delivering namespaces: %s", [ns.name for ns in wanted])
         self.replication.on_namespaces(registry)
 

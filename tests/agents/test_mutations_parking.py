@@ -1,10 +1,12 @@
-"""The mutation agents never ack and drop a record they cannot handle now (engineer W2,
-review 2 of issue 18):
+"""The mutation agents never ack and drop a record they cannot handle now, and drop the rows of
+a namespace that left (engineer W2, review 2 of issue 18):
 
 * a record of a namespace that is unavailable (its latest control event unreadable) is parked:
   back through the delay tiers to its own topic and partition, due in ``PARK_MS``;
 * a broker failure writing a row (a changelog record not taken) is not poison: the record is
   parked, not dead-lettered as ``mutation_poison``; a failed row write leaves the store as it was;
+* a namespace that leaves (deleted, or its mutations block removed) has its rows dropped in one
+  pass over the table, not when its wakes come (the worker no longer reads its markers topic).
 
 Over the first review's ``Rig`` (in-memory rows, a recording emitter, a recording kv target), with
 a drain that, unlike ``Rig.drain``, keeps what is not due yet for a later drain (as the delay
@@ -12,13 +14,14 @@ tiers do)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 from aiokafka.errors import KafkaTimeoutError
 
 from tests.agents.test_mutations_review import DAY_MS, NS, TOPICS, CrashingRows, Rig, definition
-from walstream.agents.mutation_rows import TableRows
+from walstream.agents.mutation_rows import TableRows, row_txn
 from walstream.agents.mutations import PARK_MS
 from walstream.core.delay import parse_delay_headers
 from walstream.core.mutations import decode_state, state_key
@@ -27,7 +30,7 @@ from walstream.errors import EmitRefusedError
 from walstream.namespaces.config import parse_namespace
 from walstream.namespaces.registry import encode_event
 from walstream.records import Envelope
-from walstream.testing import ChangelogProducer, FakeTable
+from walstream.testing import ChangelogProducer, FakeTable, registry_of
 
 OTHER = "other"
 
@@ -224,3 +227,101 @@ async def test_table_rows_leave_the_store_as_it_was_when_the_changelog_write_fai
     with pytest.raises(KafkaTimeoutError):
         await rows.put("s:pds:t2", b"new", durable=True)
     assert rows.get("s:pds:t2") is None
+
+
+# -- a namespace that left -----------------------------------------------------------------
+
+
+class EventlessTable(FakeTable):
+    """A Faust table outside any event: ``partition_for_key`` raises as Faust's does."""
+
+    partitions = 4
+
+    def partition_for_key(self, key: Any) -> int:
+        raise TypeError("Cannot modify table key from outside of stream iteration")
+
+
+async def test_table_rows_write_outside_an_event_to_the_rows_transaction_partition():
+    producer = ChangelogProducer(failures=0)
+    table = EventlessTable(producer)
+    table.app.serializers = _BytesSerializers()
+    table.data[b"c:pds:t1:0:0"] = b"chunk"
+    rows = TableRows(table)
+    await rows.put("c:pds:t1:0:0", None)
+    assert [(k, v, p) for _, k, v, p in producer.acked] == [
+        (b"c:pds:t1:0:0", None, key_partition(b"t1", 4))
+    ]
+    assert row_txn("c:pds:t1:0:0") == ("pds", "t1")
+    with pytest.raises(ValueError, match="not a mutation row key"):
+        row_txn("nonsense")
+
+
+def _rig_with_other() -> Rig:
+    rig = Rig()
+    other = definition()
+    other["name"] = OTHER
+    rig.registry = registry_of(definition(), other)
+    rig.stage = rig.worker()
+    return rig
+
+
+def _changed(rig: Rig) -> bool:
+    registry = rig.registry
+    return rig.stage.namespaces_changed(
+        (ns.name for ns in registry if ns.mutations is not None), registry.unreadable
+    )
+
+
+async def test_a_deleted_namespaces_rows_are_dropped_in_one_pass_at_the_registry_change():
+    rig = _rig_with_other()
+    assert not _changed(rig)  # the first view: nothing left
+    await rig.op("d1", 0)
+    await rig.handle_marker(rig.marker_record("d1", 1), "d1")  # committed: its tombstone
+    await rig.op("d2", 0)  # open
+    rig.rows["s:other:o1"] = rig.rows[state_key(NS, "d2")]  # another namespace's row
+    assert len(rig.stage.open) == 1
+    unreadable(rig)
+    assert not _changed(rig)  # unavailable: not gone, nothing dropped
+    assert await rig.stage.purge_gone() == 0
+    rig.registry.apply(NS.encode(), None)  # `walstream ns delete pds`
+    assert _changed(rig)
+    assert await rig.stage.purge_gone() == 5  # d1's tombstone, d2's state and 3 chunk rows
+    assert sorted(rig.rows) == ["s:other:o1"]
+    assert len(rig.stage.open) == 0
+    assert not _changed(rig)  # no new change: no new pass
+    # created again: its new rows are its own
+    readable_again(rig)
+    assert not _changed(rig)
+    assert rig.stage.left == set()
+    await rig.op("d3", 0)
+    assert await rig.stage.purge_gone() == 0
+    assert rig.txn_rows("d3") != []
+
+
+async def test_a_namespace_whose_mutations_block_is_removed_has_its_rows_dropped():
+    rig = _rig_with_other()
+    _changed(rig)
+    await rig.op("b1", 0)
+    plain = definition()
+    del plain["mutations"]
+    rig.registry.apply(*encode_event(parse_namespace(plain), 2))
+    assert _changed(rig)
+    assert await rig.stage.purge_gone() == 4  # its state and 3 chunk rows
+    assert rig.txn_rows("b1") == []
+
+
+async def test_a_purge_skips_a_namespace_that_came_back_meanwhile():
+    rig = _rig_with_other()
+    _changed(rig)
+    await rig.op("c1", 0)
+    rig.registry.apply(NS.encode(), None)
+    assert _changed(rig)
+    # the namespace comes back while the pass waits for the transaction's turn
+    async with rig.stage.turns.hold((NS, "c1")):
+        purge = asyncio.ensure_future(rig.stage.purge_gone())
+        await asyncio.sleep(0)  # the pass has read the table and waits for c1's turn
+        assert not purge.done()
+        readable_again(rig)
+        _changed(rig)
+    assert await purge == 0
+    assert rig.txn_rows("c1") != []

@@ -19,20 +19,6 @@ from .helpers import read_topic, worker_assignment
 pytestmark = pytest.mark.integration
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "A deleted namespace's mutation rows stay in the table for ever on a real worker: the "
-        "first review's fix (2900623: a wake, marker or Forget of a namespace gone purges the "
-        "transaction's rows, MutationStage._marker) never runs, because the worker stops "
-        "reading the markers topic of a namespace that is deleted or no longer takes mutations "
-        "(Delivery.on_namespaces subscribes only namespaces with a mutations block), so those "
-        "wakes and Forgets are never read (the agents' test passes over a Rig that ignores "
-        "subscriptions). Fix: on the registry change, drop the rows of namespaces that left "
-        "(one pass over the table per namespace event, not per record), or keep reading the "
-        "markers topics of namespaces that left until their rows are gone"
-    ),
-)
 async def test_a_deleted_namespaces_open_transaction_leaves_no_rows(
     broker, wal_settings, workers, unique, tmp_path
 ):

@@ -35,11 +35,21 @@ from walstream.core.mutations import (
     state_key,
     tombstone_key,
 )
+from walstream.core.placement import key_partition
 from walstream.errors import PoisonRecordError
 
-__all__ = ["OpenIndex", "Rows", "TableRows", "TxnRows"]
+__all__ = ["OpenIndex", "Rows", "TableRows", "TxnRows", "row_txn"]
 
 logger = logging.getLogger(__name__)
+
+
+def row_txn(key: str) -> tuple[str, str]:
+    """The (namespace, txn id) a row belongs to (``core.mutations.keys``: ``<kind>:<namespace>:
+    <txn id>[:...]``; neither holds a ``:``)."""
+    parts = key.split(":", 3)
+    if len(parts) < 3:
+        raise ValueError(f"not a mutation row key: {key!r}")
+    return parts[1], parts[2]
 
 
 class Rows(Protocol):
@@ -86,7 +96,7 @@ class TableRows:
         else:
             data[raw] = value
         try:
-            sent = await send_unacked(self.table, raw, value, self.table.partition_for_key(raw))
+            sent = await send_unacked(self.table, raw, value, self._partition(raw, key))
             if durable:
                 await sent
         except Exception:
@@ -95,6 +105,16 @@ class TableRows:
             else:
                 data[raw] = before
             raise
+
+    def _partition(self, raw: bytes, key: str) -> int:
+        """The changelog partition of a row: the current event's; outside any event (a purge of
+        a namespace that left, ``MutationStage.purge_gone``), the row's transaction's own (its
+        txn id's key partition: where its records are read, ``MutationStage._placed``)."""
+        try:
+            partition: int = self.table.partition_for_key(raw)
+        except TypeError:  # Faust: "Cannot modify table key from outside of stream iteration"
+            return key_partition(row_txn(key)[1].encode(), self.table.partitions)
+        return partition
 
     def items(self) -> Iterator[tuple[str, bytes]]:
         for key, value in list(self.table.data.items()):

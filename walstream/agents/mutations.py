@@ -15,6 +15,10 @@ The design is ``walstream.core.mutations``' docstring; the decisions are its fun
 * Wakes and ``Forget`` records wait in the delay tiers (``outbox.wait``) to come back to the
   markers topic, on the partition they were read from. DLQ entries: a transaction's (its marker,
   ``txn.<id>``) or a single bad record's (its own bytes), header ``wal-mutation``.
+* ``MutationStage.purge_gone``: the rows of namespaces that left (deleted, or their mutations
+  block removed) dropped in one pass over this worker's table partitions, at the registry change
+  and after each table recovery (``walstream.worker.Delivery``): the worker stops reading their
+  markers topics, so the wakes and ``Forget`` records that would drop them never come.
 
 Order of writes: what another record must find (a wake, a ``Forget``, a DLQ entry) is sent
 before the state naming it is written, and the source record is acked after both; a crash in
@@ -35,7 +39,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from aiokafka.errors import KafkaError
@@ -44,7 +48,7 @@ from faust.exceptions import ProducerSendError
 from walstream.agents.failures import retry_policy
 from walstream.agents.key_locks import KeyTurns
 from walstream.agents.mutation_out import MutationOut
-from walstream.agents.mutation_rows import OpenIndex, Rows, TxnRows
+from walstream.agents.mutation_rows import OpenIndex, Rows, TxnRows, row_txn
 from walstream.agents.outcomes import Emitter, Source, send
 from walstream.clock import Clock
 from walstream.core import outbox
@@ -166,6 +170,11 @@ class MutationStage:
         self.out = MutationOut(
             settings=settings, registry=registry, emitter=emitter, clock=clock, metrics=metrics
         )
+        #: namespaces taking mutations at the last registry change (an unavailable one stays)
+        self._mutating: set[str] = set()
+        #: namespaces that took mutations and left (deleted, or their block removed) since this
+        #: worker started: their rows are dropped (``purge_gone``)
+        self.left: set[str] = set()
 
     # -- the agents' entry points: never raise ------------------------------------------------
 
@@ -446,6 +455,57 @@ class MutationStage:
                 except PoisonRecordError:
                     logger.error("mutation table row %s is unreadable", key)
         self.open.rebuild(iter(states))
+
+    def namespaces_changed(self, names: Iterable[str], unavailable: Iterable[str]) -> bool:
+        """The registry changed: ``names`` take mutations now, ``unavailable`` are unreadable
+        for now (neither left nor back). True when a namespace left: ``purge_gone`` should run.
+        """
+        mutating, unreadable = set(names), set(unavailable)
+        newly = self._mutating - mutating - unreadable
+        self._mutating = mutating | (self._mutating & unreadable)
+        self.left = (self.left | newly) - mutating
+        return bool(newly)
+
+    async def purge_gone(self) -> int:
+        """Drop every row of this worker's table partitions that belongs to a namespace that
+        left (``left``): one pass over the table, then each transaction's rows deleted under its
+        lock unless its namespace came back meanwhile. The wakes and ``Forget`` records that
+        would drop them are never read: the worker stops reading a namespace's markers topic
+        once it takes no mutations. Run on each registry change that removes one, and after
+        each table recovery (a partition's next owner). Never raises; returns the rows dropped.
+        """
+        if not self.left:
+            return 0
+        dropped = 0
+        try:
+            txns: dict[tuple[str, str], list[str]] = {}
+            for key, _ in self.rows.items():
+                try:
+                    name, txn = row_txn(key)
+                except ValueError:
+                    continue
+                if name in self.left:
+                    txns.setdefault((name, txn), []).append(key)
+            for (name, txn), keys in txns.items():
+                async with self.turns.hold((name, txn)):
+                    if name not in self.left:
+                        continue  # it came back: its rows are its own again
+                    for key in keys:
+                        await self.rows.put(key, None)
+                    self.open.note(name, txn, None)
+                    dropped += len(keys)
+            if txns:
+                logger.info(
+                    "mutation rows of namespaces gone dropped: %d rows of %d transactions (%s)",
+                    dropped, len(txns), sorted({name for name, _ in txns}),
+                )  # fmt: skip
+        except Exception:
+            logger.exception(
+                "dropping the mutation rows of namespaces gone failed (%d dropped): the next "
+                "table recovery, or namespace leaving, tries again",
+                dropped,
+            )
+        return dropped
 
     def status(self, namespace: str, txn_id: str) -> dict[str, Any] | None:
         """What ``GET .../mutations/{txn_id}`` answers, from this worker's rows (valid on the
