@@ -20,9 +20,8 @@ from typing import Any
 import pytest
 from aiokafka.errors import KafkaTimeoutError
 
-from tests.agents.test_mutations_review import DAY_MS, NS, TOPICS, CrashingRows, Rig, definition
+from walstream.agents.mutation_out import PARK_MS
 from walstream.agents.mutation_rows import TableRows, row_txn
-from walstream.agents.mutations import PARK_MS
 from walstream.core.delay import parse_delay_headers
 from walstream.core.mutations import decode_state, state_key
 from walstream.core.placement import key_partition
@@ -31,35 +30,9 @@ from walstream.namespaces.config import parse_namespace
 from walstream.namespaces.registry import encode_event
 from walstream.records import Envelope
 from walstream.testing import ChangelogProducer, FakeTable, registry_of
+from walstream.testing.mutation_rig import DAY_MS, NS, TOPICS, CrashingRows, Rig, definition
 
 OTHER = "other"
-
-
-async def drain(rig: Rig, horizon_ms: int) -> None:
-    """Deliver every record scheduled back to the markers or mutations topic, due by now +
-    horizon, one at a time in due order (the clock moves to each one's due time); what is due
-    later stays for the next drain."""
-    end = rig.clock.now_ms() + horizon_ms
-    done: set[int] = rig.__dict__.setdefault("done", set())
-    while True:
-        pending = []
-        for i, e in enumerate(rig.emitter.emitted):
-            delay = parse_delay_headers(e.headers)
-            topic = delay.dest_topic if delay is not None else e.topic
-            if i in done or topic not in (TOPICS.markers, TOPICS.mutations):
-                continue
-            due = delay.due_ms if delay is not None else rig.clock.now_ms()
-            if due <= end:
-                pending.append((due, i, topic))
-        if not pending:
-            return
-        due, i, topic = min(pending)
-        done.add(i)
-        e = rig.emitter.emitted[i]
-        rig.clock.advance(max(0, due - rig.clock.now_ms()))
-        assert e.key is not None
-        handle = rig.stage.handle_marker if topic == TOPICS.markers else rig.stage.handle_op
-        await handle(e.value, e.key, rig.source(topic, e.key))
 
 
 def unreadable(rig: Rig) -> None:
@@ -108,7 +81,7 @@ async def test_an_operation_of_an_unavailable_namespace_is_parked_on_its_own_top
     assert dlq_classes(rig) == []
     readable_again(rig)
     await rig.handle_marker(rig.marker_record("p1", 1), "p1")
-    await drain(rig, 60_000)
+    await rig.drain_all(60_000)
     assert rig.kv.applied == [f"mut:{NS}:p1:00000000"]
     assert rig.txn_rows("p1") == []
 
@@ -120,10 +93,10 @@ async def test_a_wake_read_while_its_namespace_is_unavailable_still_drives_its_c
     await rig.op("p2", 0)
     await rig.handle_marker(rig.marker_record("p2", 1), "p2")  # apply fails: re-queued
     unreadable(rig)
-    await drain(rig, 1_000)  # the retry wake comes, parked (again and again while unavailable)
+    await rig.drain_all(1_000)  # the retry wake comes, parked (again and again while unavailable)
     assert rig.kv.applied == []
     readable_again(rig)
-    await drain(rig, 2 * DAY_MS)
+    await rig.drain_all(2 * DAY_MS)
     assert rig.kv.applied == [f"mut:{NS}:p2:00000000"]
     assert rig.txn_rows("p2") == []
     assert dlq_classes(rig) == []
@@ -182,7 +155,7 @@ async def test_an_operation_whose_row_write_fails_is_parked_not_dead_lettered():
     dests = {parse_delay_headers(e.headers).dest_topic for e in parked}  # type: ignore[union-attr]
     assert TOPICS.mutations in dests
     await rig.handle_marker(rig.marker_record("p4", 1), "p4")
-    await drain(rig, 2 * DAY_MS)
+    await rig.drain_all(2 * DAY_MS)
     assert rig.kv.applied == [f"mut:{NS}:p4:00000000"]
     assert rig.txn_rows("p4") == []
     assert dlq_classes(rig) == []
@@ -199,7 +172,7 @@ async def test_a_marker_whose_progress_write_fails_is_parked_and_commits():
     await rig.handle_marker(rig.marker_record("p5", 2), "p5")
     assert rows.fail_at is None  # it did fail
     assert decode_state(rows[state_key(NS, "p5")]).next_seq == 0  # the store as it was
-    await drain(rig, 2 * DAY_MS)
+    await rig.drain_all(2 * DAY_MS)
     assert dlq_classes(rig) == []  # was: mutation_poison, the transaction open for ever
     assert rig.txn_rows("p5") == []
     # applied twice from seq 0 (the progress was not written): idempotent, in order
@@ -292,7 +265,7 @@ async def test_a_deleted_namespaces_rows_are_dropped_in_one_pass_at_the_registry
     # created again: its new rows are its own
     readable_again(rig)
     assert not _changed(rig)
-    assert rig.stage.left == set()
+    assert rig.stage.upkeep.left == set()
     await rig.op("d3", 0)
     assert await rig.stage.purge_gone() == 0
     assert rig.txn_rows("d3") != []

@@ -1,13 +1,18 @@
 """What the mutation agents send (issue 18): wakes and ``Forget`` records through the delay
 tiers, back to the markers topic partition they came from, and DLQ entries with the
 ``wal-mutation`` header: a transaction's (its marker, record id ``txn.<id>``, redrivable) or a
-single bad record's (its own bytes). Each returns once the broker acknowledged.
+single bad record's (its own bytes); a record that cannot be handled now parked (back through
+the delay tiers to its own topic and partition, ``PARK_MS``). Each returns once the broker
+acknowledged.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+
+from aiokafka.errors import KafkaError
+from faust.exceptions import ProducerSendError
 
 from walstream.agents.outcomes import Emitter, Source, send
 from walstream.clock import Clock
@@ -30,9 +35,28 @@ from walstream.namespaces.registry import NamespaceRegistry
 from walstream.settings import Settings
 from walstream.topology import mutation_topics
 
-__all__ = ["MutationOut"]
+__all__ = ["PARK_MS", "TRANSIENT", "MutationOut"]
 
 logger = logging.getLogger(__name__)
+
+#: How long a record that cannot be handled now (its namespace unavailable, the broker failing)
+#: waits in the delay tiers before it is read again. Short: it is a transaction's record (an
+#: operation, or the wake that alone drives it) and its completion timeout runs meanwhile. Cheap:
+#: the worker stops reading an unavailable namespace's topics at its registry change
+#: (``Delivery.on_namespaces``), so only the records read before that come round again, and
+#: while the broker is down the park's own send waits for it (the emitter) instead of spinning.
+PARK_MS = 500
+
+#: What a handler's writes raise while the broker is unreachable or busy (a changelog row not
+#: taken, a send timing out) or refuse (``EmitRefusedError``): not the record's fault, so it is
+#: parked, never dead-lettered as poison. ``ProducerSendError`` is Faust's wrapper of a
+#: ``KafkaError``; ``TimeoutError`` and ``ConnectionError`` are ``OSError``\ s.
+TRANSIENT: tuple[type[Exception], ...] = (
+    KafkaError,
+    ProducerSendError,
+    OSError,
+    EmitRefusedError,
+)
 
 
 class MutationOut:
@@ -52,6 +76,53 @@ class MutationOut:
         self.emitter = emitter
         self.clock = clock
         self.metrics = metrics
+
+    async def park(
+        self,
+        value: bytes | None,
+        key: bytes | None,
+        source: Source,
+        kind: str,
+        why: Exception,
+    ) -> None:
+        """Send the record back through the delay tiers to its own topic and partition, due in
+        ``PARK_MS`` (see the module docstring). Raises when that send fails too: the record is
+        then not acked, and is read again after a restart (never lost)."""
+        logger.warning(
+            "mutation %s at %s parked for %d ms: %s: %s",
+            kind, source.coordinates(), PARK_MS, type(why).__name__, why,
+        )  # fmt: skip
+        now = self.clock.now_ms()
+        record = outbox.wait(
+            value,
+            key,
+            due_ms=now + PARK_MS,
+            now_ms=now,
+            dest_topic=source.topic,
+            dest_partition=source.partition,
+            app_id=self.settings.app_id,
+            tier_partitions=self.settings.default_partitions,
+            origin=source.first_read(),
+        )
+        try:
+            await send(self.emitter, record)
+        except Exception as exc:
+            logger.critical(
+                "mutation %s at %s not parked (%r): not acked, read again after a restart",
+                kind, source.coordinates(), exc,
+            )  # fmt: skip
+            raise
+
+    async def unexpected(
+        self, value: bytes | None, key: bytes | None, source: Source, kind: str, exc: Exception
+    ) -> None:
+        """A handler's error that is neither parked nor decided: logged, the record
+        dead-lettered as it is (``mutation_poison``)."""
+        logger.exception("mutation %s at %s failed unexpectedly", kind, source.coordinates())
+        try:
+            await self.dead_record(value, source, kind, "mutation_poison", repr(exc))
+        except Exception:
+            logger.exception("mutation %s at %s: DLQ entry failed", kind, source.coordinates())
 
     async def send_waiting(
         self, ns: NamespaceConfig, value: bytes, txn_id: str, due_ms: int, source: Source

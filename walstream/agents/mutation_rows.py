@@ -108,7 +108,7 @@ class TableRows:
 
     def _partition(self, raw: bytes, key: str) -> int:
         """The changelog partition of a row: the current event's; outside any event (a purge of
-        a namespace that left, ``MutationStage.purge_gone``), the row's transaction's own (its
+        a namespace that left, ``MutationUpkeep.purge_gone``), the row's transaction's own (its
         txn id's key partition: where its records are read, ``MutationStage._placed``)."""
         try:
             partition: int = self.table.partition_for_key(raw)

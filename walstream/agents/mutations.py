@@ -15,7 +15,8 @@ The design is ``walstream.core.mutations``' docstring; the decisions are its fun
 * Wakes and ``Forget`` records wait in the delay tiers (``outbox.wait``) to come back to the
   markers topic, on the partition they were read from. DLQ entries: a transaction's (its marker,
   ``txn.<id>``) or a single bad record's (its own bytes), header ``wal-mutation``.
-* ``MutationStage.purge_gone``: the rows of namespaces that left (deleted, or their mutations
+* ``MutationUpkeep`` (``walstream.agents.mutation_upkeep``): the open-transaction index, the
+  gauges, the status read, and the rows of namespaces that left (deleted, or their mutations
   block removed) dropped in one pass over this worker's table partitions, at the registry change
   and after each table recovery (``walstream.worker.Delivery``): the worker stops reading their
   markers topics, so the wakes and ``Forget`` records that would drop them never come.
@@ -39,19 +40,16 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
-
-from aiokafka.errors import KafkaError
-from faust.exceptions import ProducerSendError
 
 from walstream.agents.failures import retry_policy
 from walstream.agents.key_locks import KeyTurns
-from walstream.agents.mutation_out import MutationOut
-from walstream.agents.mutation_rows import OpenIndex, Rows, TxnRows, row_txn
-from walstream.agents.outcomes import Emitter, Source, send
+from walstream.agents.mutation_out import TRANSIENT, MutationOut
+from walstream.agents.mutation_rows import OpenIndex, Rows, TxnRows
+from walstream.agents.mutation_upkeep import MutationUpkeep
+from walstream.agents.outcomes import Emitter, Source
 from walstream.clock import Clock
-from walstream.core import outbox
 from walstream.core.mutations import (
     AlreadyCommitted,
     Apply,
@@ -72,8 +70,6 @@ from walstream.core.mutations import (
     committed,
     decode_marker,
     decode_op_chunk,
-    decode_state,
-    decode_tombstone,
     encode_marker,
     encode_tombstone,
     expired,
@@ -85,14 +81,11 @@ from walstream.core.mutations import (
     on_forget,
     on_marker,
     reassemble,
-    state_key,
     tombstone_key,
-    txn_status,
 )
 from walstream.core.placement import key_partition
 from walstream.core.retry import Failure
 from walstream.errors import (
-    EmitRefusedError,
     NamespaceUnavailableError,
     PoisonRecordError,
     TargetError,
@@ -106,32 +99,13 @@ from walstream.settings import Settings
 from walstream.targets.pool import TargetLeasing
 from walstream.topology import mutation_topics
 
-__all__ = ["BATCH_BYTES", "BATCH_OPS", "PARK_MS", "TRANSIENT", "MutationStage"]
+__all__ = ["BATCH_BYTES", "BATCH_OPS", "MutationStage"]
 
 logger = logging.getLogger(__name__)
 
 #: The most operations, and value bytes, applied in one database transaction.
 BATCH_OPS = 200
 BATCH_BYTES = 4 * 1024 * 1024
-
-#: How long a record that cannot be handled now (its namespace unavailable, the broker failing)
-#: waits in the delay tiers before it is read again. Short: it is a transaction's record (an
-#: operation, or the wake that alone drives it) and its completion timeout runs meanwhile. Cheap:
-#: the worker stops reading an unavailable namespace's topics at its registry change
-#: (``Delivery.on_namespaces``), so only the records read before that come round again, and
-#: while the broker is down the park's own send waits for it (the emitter) instead of spinning.
-PARK_MS = 500
-
-#: What a handler's writes raise while the broker is unreachable or busy (a changelog row not
-#: taken, a send timing out) or refuse (``EmitRefusedError``): not the record's fault, so it is
-#: parked, never dead-lettered as poison. ``ProducerSendError`` is Faust's wrapper of a
-#: ``KafkaError``; ``TimeoutError`` and ``ConnectionError`` are ``OSError``\ s.
-TRANSIENT: tuple[type[Exception], ...] = (
-    KafkaError,
-    ProducerSendError,
-    OSError,
-    EmitRefusedError,
-)
 
 #: What parks a record: ``TRANSIENT``, and its namespace unavailable for now.
 _PARKED: tuple[type[Exception], ...] = (NamespaceUnavailableError, *TRANSIENT)
@@ -170,11 +144,16 @@ class MutationStage:
         self.out = MutationOut(
             settings=settings, registry=registry, emitter=emitter, clock=clock, metrics=metrics
         )
-        #: namespaces taking mutations at the last registry change (an unavailable one stays)
-        self._mutating: set[str] = set()
-        #: namespaces that took mutations and left (deleted, or their block removed) since this
-        #: worker started: their rows are dropped (``purge_gone``)
-        self.left: set[str] = set()
+        #: the table's upkeep, as the worker and the status page call it
+        self.upkeep = MutationUpkeep(
+            rows=rows, turns=self.turns, open=self.open, registry=registry, clock=clock,
+            metrics=metrics,
+        )  # fmt: skip
+        self.reindex = self.upkeep.reindex
+        self.status = self.upkeep.status
+        self.report = self.upkeep.report
+        self.namespaces_changed = self.upkeep.namespaces_changed
+        self.purge_gone = self.upkeep.purge_gone
 
     # -- the agents' entry points: never raise ------------------------------------------------
 
@@ -186,9 +165,9 @@ class MutationStage:
         try:
             await self._op(value, key, source)
         except _PARKED as exc:  # not now: parked
-            await self._park(value, key, source, "op", exc)
+            await self.out.park(value, key, source, "op", exc)
         except Exception as exc:  # noqa: BLE001 - a handler never raises: the record goes on
-            await self._unexpected(value, key, source, "op", exc)
+            await self.out.unexpected(value, key, source, "op", exc)
 
     async def handle_marker(
         self, value: bytes | None, key: bytes | None, source: Source, headers: Any = None
@@ -198,54 +177,9 @@ class MutationStage:
         try:
             await self._marker(value, key, source)
         except _PARKED as exc:  # not now: parked
-            await self._park(value, key, source, "marker", exc)
+            await self.out.park(value, key, source, "marker", exc)
         except Exception as exc:  # noqa: BLE001 - a handler never raises: the record goes on
-            await self._unexpected(value, key, source, "marker", exc)
-
-    async def _park(
-        self,
-        value: bytes | None,
-        key: bytes | None,
-        source: Source,
-        kind: str,
-        why: Exception,
-    ) -> None:
-        """Send the record back through the delay tiers to its own topic and partition, due in
-        ``PARK_MS`` (see the module docstring). Raises when that send fails too: the record is
-        then not acked, and is read again after a restart (never lost)."""
-        logger.warning(
-            "mutation %s at %s parked for %d ms: %s: %s",
-            kind, source.coordinates(), PARK_MS, type(why).__name__, why,
-        )  # fmt: skip
-        now = self.clock.now_ms()
-        record = outbox.wait(
-            value,
-            key,
-            due_ms=now + PARK_MS,
-            now_ms=now,
-            dest_topic=source.topic,
-            dest_partition=source.partition,
-            app_id=self.settings.app_id,
-            tier_partitions=self.settings.default_partitions,
-            origin=source.first_read(),
-        )
-        try:
-            await send(self.emitter, record)
-        except Exception as exc:
-            logger.critical(
-                "mutation %s at %s not parked (%r): not acked, read again after a restart",
-                kind, source.coordinates(), exc,
-            )  # fmt: skip
-            raise
-
-    async def _unexpected(
-        self, value: bytes | None, key: bytes | None, source: Source, kind: str, exc: Exception
-    ) -> None:
-        logger.exception("mutation %s at %s failed unexpectedly", kind, source.coordinates())
-        try:
-            await self.out.dead_record(value, source, kind, "mutation_poison", repr(exc))
-        except Exception:
-            logger.exception("mutation %s at %s: DLQ entry failed", kind, source.coordinates())
+            await self.out.unexpected(value, key, source, "marker", exc)
 
     # -- operations ---------------------------------------------------------------------------
 
@@ -442,93 +376,6 @@ class MutationStage:
         await self.txns.clear(state, durable=True)
         if self.metrics is not None:
             self.metrics.mutation_commits.labels(name).inc()
-
-    # -- rows ---------------------------------------------------------------------------------
-
-    def reindex(self) -> None:
-        """Rebuild the open transactions' index from the table (after its recovery)."""
-        states = []
-        for key, value in self.rows.items():
-            if key.startswith("s:"):
-                try:
-                    states.append(decode_state(value))
-                except PoisonRecordError:
-                    logger.error("mutation table row %s is unreadable", key)
-        self.open.rebuild(iter(states))
-
-    def namespaces_changed(self, names: Iterable[str], unavailable: Iterable[str]) -> bool:
-        """The registry changed: ``names`` take mutations now, ``unavailable`` are unreadable
-        for now (neither left nor back). True when a namespace left: ``purge_gone`` should run.
-        """
-        mutating, unreadable = set(names), set(unavailable)
-        newly = self._mutating - mutating - unreadable
-        self._mutating = mutating | (self._mutating & unreadable)
-        self.left = (self.left | newly) - mutating
-        return bool(newly)
-
-    async def purge_gone(self) -> int:
-        """Drop every row of this worker's table partitions that belongs to a namespace that
-        left (``left``): one pass over the table, then each transaction's rows deleted under its
-        lock unless its namespace came back meanwhile. The wakes and ``Forget`` records that
-        would drop them are never read: the worker stops reading a namespace's markers topic
-        once it takes no mutations. Run on each registry change that removes one, and after
-        each table recovery (a partition's next owner). Never raises; returns the rows dropped.
-        """
-        if not self.left:
-            return 0
-        dropped = 0
-        try:
-            txns: dict[tuple[str, str], list[str]] = {}
-            for key, _ in self.rows.items():
-                try:
-                    name, txn = row_txn(key)
-                except ValueError:
-                    continue
-                if name in self.left:
-                    txns.setdefault((name, txn), []).append(key)
-            for (name, txn), keys in txns.items():
-                async with self.turns.hold((name, txn)):
-                    if name not in self.left:
-                        continue  # it came back: its rows are its own again
-                    for key in keys:
-                        await self.rows.put(key, None)
-                    self.open.note(name, txn, None)
-                    dropped += len(keys)
-            if txns:
-                logger.info(
-                    "mutation rows of namespaces gone dropped: %d rows of %d transactions (%s)",
-                    dropped, len(txns), sorted({name for name, _ in txns}),
-                )  # fmt: skip
-        except Exception:
-            logger.exception(
-                "dropping the mutation rows of namespaces gone failed (%d dropped): the next "
-                "table recovery, or namespace leaving, tries again",
-                dropped,
-            )
-        return dropped
-
-    def status(self, namespace: str, txn_id: str) -> dict[str, Any] | None:
-        """What ``GET .../mutations/{txn_id}`` answers, from this worker's rows (valid on the
-        worker owning the transaction's partition); None: no such transaction here."""
-        get = getattr(self.rows, "get_anywhere", self.rows.get)
-        raw_state = get(state_key(namespace, txn_id))
-        raw_tomb = get(tombstone_key(namespace, txn_id))
-        state = None if raw_state is None else decode_state(raw_state)
-        tomb = None if raw_tomb is None else decode_tombstone(raw_tomb)
-        return txn_status(state, tomb)
-
-    def report(self) -> None:
-        """Set the open-transaction gauges (every namespace taking mutations, 0 when none)."""
-        if self.metrics is None:
-            return
-        now = self.clock.now_ms()
-        stats = self.open.stats()
-        for ns in self.registry:
-            if ns.mutations is not None and ns.name not in stats:
-                stats[ns.name] = (0, now)
-        for name, (count, oldest) in stats.items():
-            self.metrics.mutation_open.labels(name).set(count)
-            self.metrics.mutation_oldest_open_age.labels(name).set(max(0, now - oldest) / 1000)
 
     # -- records sent -------------------------------------------------------------------------
 
