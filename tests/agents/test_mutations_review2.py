@@ -7,12 +7,17 @@ Each test is a strict xfail until its owner fixes the defect named in its reason
 
 from __future__ import annotations
 
-from typing import Any
-
 import orjson
 from aiokafka.errors import KafkaTimeoutError
 
-from tests.agents.test_mutations_review import (
+from walstream.core.delay import parse_delay_headers
+from walstream.core.dlq.mutations import entry_marker, expiry_marker
+from walstream.core.dlq.records import DlqEntry, parse_dlq_record
+from walstream.core.mutations import encode_marker
+from walstream.namespaces.config import parse_namespace
+from walstream.namespaces.registry import encode_event
+from walstream.records import Envelope
+from walstream.testing.mutation_rig import (
     DAY_MS,
     NS,
     TOPICS,
@@ -21,13 +26,6 @@ from tests.agents.test_mutations_review import (
     Rig,
     definition,
 )
-from walstream.core.delay import parse_delay_headers
-from walstream.core.dlq.mutations import entry_marker, expiry_marker
-from walstream.core.dlq.records import DlqEntry, parse_dlq_record
-from walstream.core.mutations import encode_marker
-from walstream.namespaces.config import parse_namespace
-from walstream.namespaces.registry import encode_event
-from walstream.records import Envelope
 
 HOUR_MS = 3_600_000
 
@@ -102,38 +100,6 @@ class FailingKv(Kv):
         await super().deliver_many(envelopes)
 
 
-#: per rig, the records a drain left for later (due past its horizon), as a delay tier keeps them
-_LATER: dict[int, list[Any]] = {}
-
-
-async def _drain_both(rig: Rig, horizon_ms: int) -> None:
-    """As ``Rig.drain``, and records scheduled back to the mutations topic too (however a fix
-    holds an operation it cannot handle yet, it comes back through one of the two topics)."""
-    end = rig.clock.now_ms() + horizon_ms
-    later = _LATER.setdefault(id(rig), [])  # due past an earlier horizon: kept for a later drain
-    while True:
-        pending = []
-        for e in [*later, *rig.emitter.emitted[rig.delivered :]]:
-            delay = parse_delay_headers(e.headers)
-            topic = delay.dest_topic if delay is not None else e.topic
-            if topic in (TOPICS.markers, TOPICS.mutations):
-                due = delay.due_ms if delay is not None else rig.clock.now_ms()
-                pending.append((due, topic, e))
-        rig.delivered = len(rig.emitter.emitted)
-        later.clear()
-        if all(due > end for due, _, _ in pending):
-            later.extend(e for _, _, e in pending)
-            return
-        for due, topic, e in sorted(pending, key=lambda p: p[0]):
-            if due > end:
-                later.append(e)
-                continue
-            rig.clock.advance(max(0, due - rig.clock.now_ms()))
-            assert e.key is not None
-            handle = rig.stage.handle_marker if topic == TOPICS.markers else rig.stage.handle_op
-            await handle(e.value, e.key, rig.source(topic, e.key))
-
-
 def _unreadable(rig: Rig) -> None:
     """The namespace's latest control event is unreadable (a bad apply, or an event of a newer
     version during a rolling upgrade): the namespace is unavailable (503 at the API)."""
@@ -161,7 +127,7 @@ async def test_an_operation_read_while_its_namespace_is_unavailable_is_not_lost(
     await rig.op("t7", 1)  # written (durable TRUE) before the bad event; read now
     _readable_again(rig)
     await rig.handle_marker(rig.marker_record("t7", 2), "t7")
-    await _drain_both(rig, 120_000)
+    await rig.drain_all(120_000)
     assert rig.kv.applied == [f"mut:{NS}:t7:00000000", f"mut:{NS}:t7:00000001"]
 
 
@@ -173,9 +139,9 @@ async def test_a_wake_read_while_its_namespace_is_unavailable_still_drives_its_c
     await rig.handle_marker(rig.marker_record("t8", 1), "t8")  # apply fails: re-queued
     assert rig.kv.applied == []
     _unreadable(rig)
-    await _drain_both(rig, 1_000)  # the retry wake (backoff 100 ms) comes: skipped, acked
+    await rig.drain_all(1_000)  # the retry wake (backoff 100 ms) comes: skipped, acked
     _readable_again(rig)
-    await _drain_both(rig, 2 * DAY_MS)  # whatever else is scheduled
+    await rig.drain_all(2 * DAY_MS)  # whatever else is scheduled
     assert rig.kv.applied == [f"mut:{NS}:t8:00000000"]  # fails: never applied
     assert rig.txn_rows("t8") == []  # fails: open for ever
 

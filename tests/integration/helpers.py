@@ -178,3 +178,46 @@ async def committed_offset(
         return committed
     finally:
         await consumer.stop()
+
+
+def mutations_definition(
+    ns: str, *, timeout_s: int = 600, max_attempts: int = 1000, jitter: float = 0.1
+) -> dict:
+    """A namespace taking mutations into kv tables m_* (its own target's m_a), quick backoff."""
+    return {
+        "name": ns,
+        "target": {"type": "kv", "table": "m_a", "key": "k"},
+        "allowed_targets": {"kv_tables": ["m_*"]},
+        "mutations": {"completion_timeout_s": timeout_s},
+        "backoff": {"base_ms": 50, "multiplier": 2.0, "cap_ms": 400, "jitter": jitter},
+        "max_attempts": max_attempts,
+    }
+
+
+async def changelog_rows(servers: str, app_id: str) -> dict[str, bytes]:
+    """The mutation table as its changelog says (last value per key; a tombstone deletes)."""
+    topic = f"{app_id}-mutations-changelog"
+    ends = await topic_end_offsets(servers, topic)
+    consumer = AIOKafkaConsumer(bootstrap_servers=servers, group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    rows: dict[str, bytes] = {}
+    try:
+        tps = [TopicPartition(topic, p) for p in ends]
+        consumer.assign(tps)
+        for tp in tps:
+            consumer.seek(tp, 0)
+        left = {tp for tp in tps if ends[tp.partition] > 0}
+        deadline = time.monotonic() + 60
+        while left and time.monotonic() < deadline:
+            for tp, batch in (await consumer.getmany(timeout_ms=500)).items():
+                for record in batch:
+                    if record.value is None:
+                        rows.pop(record.key.decode(), None)
+                    else:
+                        rows[record.key.decode()] = record.value
+                    if record.offset + 1 >= ends[tp.partition]:
+                        left.discard(tp)
+        assert not left, f"changelog not read to its end: {left}"
+    finally:
+        await consumer.stop()
+    return rows

@@ -34,27 +34,15 @@ from walstream.testing.mutations import MutationWriter, SqliteDb, Txn
 from walstream.topology import default_topics, mutation_topic_specs, mutation_topics
 
 from .conftest import apply_namespace, eventually, run_cli, wait_serving
-from .helpers import get_json, read_topic
-from .test_mutations_worker import changelog_rows
+from .helpers import changelog_rows, get_json, mutations_definition, read_topic
 
 pytestmark = pytest.mark.integration
 
 PARTITIONS = 4  # WALSTREAM_DEFAULT_PARTITIONS' default
 
 
-def definition(ns: str, *, timeout_s: int = 600, max_attempts: int = 1000) -> dict:
-    return {
-        "name": ns,
-        "target": {"type": "kv", "table": "m_a", "key": "k"},
-        "allowed_targets": {"kv_tables": ["m_*"]},
-        "mutations": {"completion_timeout_s": timeout_s},
-        "backoff": {"base_ms": 50, "multiplier": 2.0, "cap_ms": 400, "jitter": 0.0},
-        "max_attempts": max_attempts,
-    }
-
-
 async def setup(wal_settings, ns: str, **options) -> None:
-    await apply_namespace(wal_settings, definition(ns, **options))
+    await apply_namespace(wal_settings, mutations_definition(ns, jitter=0.0, **options))
     specs = mutation_topic_specs(ns, PARTITIONS, replication_factor=1, min_insync_replicas=1)
     await ensure_topics(wal_settings.bootstrap_list, specs)
 

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration.test_mutations_worker import changelog_rows, definition
 from walstream.core.mutations import Operation
 from walstream.namespaces.broadcast import NamespacePublisher
 from walstream.testing.mutations import MutationWriter, SqliteDb, Txn
 from walstream.topology import mutation_topics
 
 from .conftest import apply_namespace, eventually, wait_serving
-from .helpers import read_topic, worker_assignment
+from .helpers import changelog_rows, mutations_definition, read_topic, worker_assignment
 
 pytestmark = pytest.mark.integration
 
@@ -24,7 +23,7 @@ async def test_a_deleted_namespaces_open_transaction_leaves_no_rows(
 ):
     ns = f"mutdel-{unique}"
     topics = mutation_topics(ns)
-    await apply_namespace(wal_settings, definition(ns, timeout_s=1))
+    await apply_namespace(wal_settings, mutations_definition(ns, timeout_s=1))
     worker = workers(WALSTREAM_KV_URL=SqliteDb(tmp_path / "kv.sqlite").url)
     await wait_serving(worker, topics.markers, within_s=60)
     txn = Txn("orphan", [Operation(op="put", table="m_a", id="k", value=b"v")], 0)

@@ -13,7 +13,6 @@ import time
 import asyncpg
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from walstream.broker import free_port
 from walstream.client import WalClient
@@ -40,7 +39,7 @@ from walstream.testing.mutations import (
 from walstream.topology import default_topics, delay_topic, mutation_topics
 
 from .conftest import apply_namespace, eventually, wait_serving
-from .helpers import read_topic, topic_end_offsets, worker_metric
+from .helpers import changelog_rows, mutations_definition, read_topic, worker_metric
 
 pytestmark = pytest.mark.integration
 
@@ -59,19 +58,8 @@ async def db(request, tmp_path):
         await pg.drop()
 
 
-def definition(ns: str, *, timeout_s: int = 600, max_attempts: int = 1000) -> dict:
-    return {
-        "name": ns,
-        "target": {"type": "kv", "table": "m_a", "key": "k"},
-        "allowed_targets": {"kv_tables": ["m_*"]},
-        "mutations": {"completion_timeout_s": timeout_s},
-        "backoff": {"base_ms": 50, "multiplier": 2.0, "cap_ms": 400, "jitter": 0.1},
-        "max_attempts": max_attempts,
-    }
-
-
 async def start(wal_settings, workers, ns: str, db, **ns_options):
-    await apply_namespace(wal_settings, definition(ns, **ns_options))
+    await apply_namespace(wal_settings, mutations_definition(ns, **ns_options))
     worker = workers(WALSTREAM_KV_URL=db.url)
     await wait_serving(worker, mutation_topics(ns).markers, within_s=60)
     return worker
@@ -84,35 +72,6 @@ def metric(worker, name: str, ns: str, **labels: str) -> float:
     except OSError:
         assert worker.alive(), worker.log_tail()
         return 0.0
-
-
-async def changelog_rows(servers: str, app_id: str) -> dict[str, bytes]:
-    """The mutation table as its changelog says (last value per key; a tombstone deletes)."""
-    topic = f"{app_id}-mutations-changelog"
-    ends = await topic_end_offsets(servers, topic)
-    consumer = AIOKafkaConsumer(bootstrap_servers=servers, group_id=None, enable_auto_commit=False)
-    await consumer.start()
-    rows: dict[str, bytes] = {}
-    try:
-        tps = [TopicPartition(topic, p) for p in ends]
-        consumer.assign(tps)
-        for tp in tps:
-            consumer.seek(tp, 0)
-        left = {tp for tp in tps if ends[tp.partition] > 0}
-        deadline = time.monotonic() + 60
-        while left and time.monotonic() < deadline:
-            for tp, batch in (await consumer.getmany(timeout_ms=500)).items():
-                for record in batch:
-                    if record.value is None:
-                        rows.pop(record.key.decode(), None)
-                    else:
-                        rows[record.key.decode()] = record.value
-                    if record.offset + 1 >= ends[tp.partition]:
-                        left.discard(tp)
-        assert not left, f"changelog not read to its end: {left}"
-    finally:
-        await consumer.stop()
-    return rows
 
 
 async def committed_everything(worker, ns: str, count: int, within_s: float) -> None:
